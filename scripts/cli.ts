@@ -1,0 +1,41 @@
+// The `mlm` command line (yargs). Each command lives in scripts/commands/<name>.ts and exports a
+// yargs CommandModule. Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input.
+// Errors are printed as one line on stderr; MLM_DEBUG=1 adds the stack.
+import yargs from 'yargs';
+import { InputError, oneLine } from '../data/errors.ts';
+import { tokenizerCommand } from './commands/tokenizer.ts';
+import { prepareCommand } from './commands/prepare.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const cli = yargs(argv)
+    .scriptName('mlm')
+    .usage('$0 <command> [options]\n\nMasked-language-model pretraining and domain adaptation on TensorFlow.js.')
+    .command(tokenizerCommand)
+    .command(prepareCommand)
+    .demandCommand(1, 'Name a command; `mlm --help` lists them.')
+    .strict()
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new InputError(msg);
+    });
+  try {
+    await cli.parseAsync();
+  } catch (err) {
+    const debug = process.env.MLM_DEBUG === '1';
+    const line = oneLine(err);
+    if (err instanceof InputError) {
+      process.stderr.write(`mlm: error: ${line}\n`);
+      if (debug && err.stack) process.stderr.write(err.stack + '\n');
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`mlm: failed: ${line}\n`);
+      if (debug && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+      process.exitCode = 1;
+    }
+  }
+}
