@@ -1,0 +1,101 @@
+// A progress line on stderr. On a terminal it redraws one line in place (at most 10 times a
+// second); elsewhere (CI logs, files) it prints a full line at most every `logEverySeconds`.
+// Nothing goes to stdout, so `--json` output stays clean.
+
+export interface ProgressOptions {
+  label: string;
+  total?: number;             // in `unit`s; unknown totals show no percentage or ETA
+  unit?: 'bytes' | 'count';
+  stream?: NodeJS.WriteStream;
+  logEverySeconds?: number;
+  enabled?: boolean;
+}
+
+export class Progress {
+  private readonly stream: NodeJS.WriteStream;
+  private readonly tty: boolean;
+  private readonly start = performance.now();
+  private lastDraw = 0;
+  private done = 0;
+  private extra = '';
+
+  constructor(private readonly opts: ProgressOptions) {
+    this.stream = opts.stream ?? process.stderr;
+    this.tty = Boolean(this.stream.isTTY);
+  }
+
+  /** Sets the absolute amount done and an optional free-text suffix. */
+  update(done: number, extra = ''): void {
+    this.done = done;
+    this.extra = extra;
+    const now = performance.now();
+    const every = this.tty ? 100 : (this.opts.logEverySeconds ?? 10) * 1000;
+    if (now - this.lastDraw >= every) {
+      this.lastDraw = now;
+      this.draw(false);
+    }
+  }
+
+  /** Prints the final line. */
+  finish(extra?: string): void {
+    if (extra !== undefined) this.extra = extra;
+    this.draw(true);
+  }
+
+  /** Seconds since the bar was created. */
+  elapsed(): number {
+    return (performance.now() - this.start) / 1000;
+  }
+
+  private draw(final: boolean): void {
+    if (this.opts.enabled === false) return;
+    const line = this.render();
+    if (this.tty) {
+      const width = Math.max(20, (this.stream.columns || 100) - 1);
+      this.stream.write(`\r${line.slice(0, width).padEnd(width)}${final ? '\n' : ''}`);
+    } else {
+      this.stream.write(line + '\n');
+    }
+  }
+
+  private render(): string {
+    const secs = this.elapsed();
+    const { total, unit = 'count' } = this.opts;
+    const parts = [this.opts.label];
+    if (total && total > 0) {
+      const frac = Math.min(1, this.done / total);
+      const width = 24;
+      const filled = Math.round(frac * width);
+      parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}%`);
+    }
+    if (unit === 'bytes') {
+      parts.push(`${formatBytes(this.done)}${total ? ` / ${formatBytes(total)}` : ''}`);
+      parts.push(`${(this.done / 1e6 / Math.max(secs, 1e-9)).toFixed(1)} MB/s`);
+    } else {
+      parts.push(`${this.done}${total ? `/${total}` : ''}`);
+    }
+    if (total && this.done > 0 && this.done < total) {
+      parts.push(`ETA ${formatDuration((secs * (total - this.done)) / this.done)}`);
+    } else {
+      parts.push(formatDuration(secs));
+    }
+    if (this.extra) parts.push(this.extra);
+    return parts.join('  ');
+  }
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1e3) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${(n / 1e9).toFixed(2)} GB`;
+}
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const r = s % 60;
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
+}

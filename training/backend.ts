@@ -1,0 +1,137 @@
+// Backend selection (DESIGN.md section 8): `--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu`,
+// or env MLM_BACKEND when the flag is left at auto.
+//
+// `auto` tries tensorflow-gpu, tensorflow, webgpu (hardware adapters only), wasm, cpu, and takes
+// the first that loads and passes `backendSelfCheck`; it logs one line with its choice and why the
+// faster ones were skipped. A backend asked for by name that cannot start is an InputError that
+// says what to do. Every backend package is imported here, inside `selectBackend`, never at module
+// load, and all of them share mlmkit's one @tensorflow/tfjs (checked before importing each).
+//
+// The parts: backend/common.ts (types, shared-core check), backend/tfjs_node.ts, backend/webgpu.ts,
+// backend/wasm.ts with backend/segment_sum_wasm.ts (the wasm gather gradient), backend/self_check.ts.
+import { InputError } from '../data/errors.ts';
+import {
+  BACKEND_NAMES,
+  BackendUnavailable,
+  firstLine,
+  loadTf,
+  type BackendInfo,
+  type BackendName,
+  type ConcreteBackendName,
+  type LoadedBackend,
+  type Tf,
+} from './backend/common.ts';
+import { backendSelfCheck } from './backend/self_check.ts';
+import { loadTfjsNode } from './backend/tfjs_node.ts';
+import { loadWasm } from './backend/wasm.ts';
+import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
+
+export { BACKEND_NAMES, backendSelfCheck, releaseWebGpu };
+export type { BackendInfo, BackendName, ConcreteBackendName, Tf };
+export { probeWebGpu, type WebGpuAdapterInfo, type WebGpuProbe } from './backend/webgpu.ts';
+export { registerWasmUnsortedSegmentSum, unsortedSegmentSumWasm } from './backend/segment_sum_wasm.ts';
+
+/** The order `auto` tries, fastest first. */
+export const AUTO_ORDER: readonly ConcreteBackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+export function isBackendName(value: unknown): value is BackendName {
+  return typeof value === 'string' && (BACKEND_NAMES as readonly string[]).includes(value);
+}
+
+/**
+ * The backend to use: the CLI value unless it is absent or 'auto', then `env.MLM_BACKEND` when
+ * set, else 'auto'. An unknown name from either is an InputError naming its source.
+ */
+export function resolveBackendName(
+  cliValue: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): BackendName {
+  const choices = BACKEND_NAMES.join(', ');
+  const cli = cliValue?.trim() || 'auto';
+  if (!isBackendName(cli)) throw new InputError(`unknown backend '${cli}' (--backend): use one of ${choices}`);
+  if (cli !== 'auto') return cli;
+  const fromEnv = env.MLM_BACKEND?.trim();
+  if (!fromEnv) return 'auto';
+  if (!isBackendName(fromEnv)) throw new InputError(`unknown backend '${fromEnv}' in MLM_BACKEND: use one of ${choices}`);
+  return fromEnv;
+}
+
+async function loadCpu(tf: Tf): Promise<LoadedBackend> {
+  if (!(await tf.setBackend('cpu'))) {
+    throw new BackendUnavailable('the cpu backend did not start', 'reinstall @tensorflow/tfjs');
+  }
+  // The cpu backend prints a banner recommending tfjs-node on first use in Node.js; the choice
+  // has been made and logged here already, so the banner is switched off.
+  const cpu = tf.engine().registry['cpu'] as { firstUse?: boolean } | undefined;
+  if (cpu !== undefined && 'firstUse' in cpu) cpu.firstUse = false;
+  return { tfBackend: tf.getBackend(), device: 'CPU (pure JavaScript)' };
+}
+
+function load(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean): Promise<LoadedBackend> {
+  switch (name) {
+    case 'tensorflow-gpu':
+    case 'tensorflow':
+      return loadTfjsNode(tf, name);
+    case 'webgpu':
+      return loadWebGpu(tf, { allowSoftware });
+    case 'wasm':
+      return loadWasm(tf);
+    case 'cpu':
+      return loadCpu(tf);
+  }
+}
+
+/** Starts `name` and runs the self-check on it; a failed check is reported as unavailable. */
+async function loadChecked(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean): Promise<LoadedBackend> {
+  const loaded = await load(tf, name, allowSoftware);
+  try {
+    await backendSelfCheck(tf);
+  } catch (err) {
+    if (name === 'webgpu') releaseWebGpu(tf);
+    throw new BackendUnavailable(firstLine(err), 'choose another --backend, and report this with `mlm bench` output');
+  }
+  return loaded;
+}
+
+/**
+ * Starts a TF.js backend and returns it with the `tf` module to use. Logs one line (`opts.log`,
+ * default stderr). `name` 'auto' tries the backends in AUTO_ORDER; any other name is that backend
+ * or an InputError saying why not and what to do.
+ */
+export async function selectBackend(
+  name: BackendName,
+  opts: { log?: (line: string) => void } = {},
+): Promise<BackendInfo> {
+  if (!isBackendName(name)) {
+    throw new InputError(`unknown backend '${String(name)}': use one of ${BACKEND_NAMES.join(', ')}`);
+  }
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const tf = await loadTf();
+
+  if (name !== 'auto') {
+    let loaded: LoadedBackend;
+    try {
+      loaded = await loadChecked(tf, name, true);
+    } catch (err) {
+      if (err instanceof BackendUnavailable) throw new InputError(`backend ${name}: ${err.message}; ${err.hint}`);
+      throw err;
+    }
+    log(`backend: ${name} (requested)${loaded.note ? `; note: ${loaded.note}` : ''}`);
+    return { name, tfBackend: loaded.tfBackend, device: loaded.device, reason: 'requested', tf };
+  }
+
+  const skipped: string[] = [];
+  for (const candidate of AUTO_ORDER) {
+    let loaded: LoadedBackend;
+    try {
+      loaded = await loadChecked(tf, candidate, false);
+    } catch (err) {
+      skipped.push(`${candidate}: ${err instanceof BackendUnavailable ? err.message : firstLine(err)}`);
+      continue;
+    }
+    const reason = skipped.length > 0 ? skipped.join('; ') : 'the fastest backend, available';
+    log(`backend: ${candidate} (${reason})${loaded.note ? `; note: ${loaded.note}` : ''}`);
+    return { name: candidate, tfBackend: loaded.tfBackend, device: loaded.device, reason, tf };
+  }
+  throw new Error(`no TF.js backend could start: ${skipped.join('; ')}`);
+}

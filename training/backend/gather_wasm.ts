@@ -1,0 +1,73 @@
+// A fix for GatherV2 with batchDims > 0 on the wasm backend.
+//
+// tfjs-backend-wasm 4.22's C++ Gather steps through the indices of batch b at b * batchSize
+// instead of b * (indices per batch), so `tf.gather(x, indices, axis, batchDims)` with
+// batchDims >= 1 returns wrong values, and so does its gradient (tensorflow/tfjs issue 8658,
+// open at the time of writing). The wrapper below leaves batchDims = 0 (every embedding lookup)
+// to the shipped kernel and computes batchDims > 0 here, over the wasm heap:
+//   x viewed as [batch, outer, dim, slice], indices as [batch, n];
+//   out[b, o, i, :] = x[b, o, indices[b, i], :]  ->  reshaped to the op's output shape.
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import type { Tf } from './common.ts';
+
+const WRAPPED = Symbol.for('mlmkit.wasmGatherBatchDims');
+
+type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+
+function batchedGather(tf: Tf, args: KernelArgs, batchDims: number): TensorInfo {
+  const backend = args.backend as BackendWasm;
+  const x = args.inputs.x!;
+  const indices = args.inputs.indices!;
+  const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
+  const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x, indices, axis, batchDims);
+  const { batchSize, outerSize, dimSize, sliceSize } = info;
+
+  const out = backend.makeOutput(info.outputShape, x.dtype);
+  const total = tf.util.sizeFromShape(info.outputShape);
+  if (total === 0) return out;
+  // Heap views after makeOutput, whose malloc may replace the heap.
+  const outVals = backend.typedArrayFromHeap(out);
+  const xVals = backend.typedArrayFromHeap(x);
+  const idx = backend.typedArrayFromHeap(indices) as Int32Array;
+  const perBatch = idx.length / batchSize;
+  for (let i = 0; i < idx.length; i++) {
+    const v = idx[i];
+    if (v < 0 || v >= dimSize) {
+      backend.disposeData(out.dataId);
+      throw new Error(`GatherV2: the index value ${v} is not in [0, ${dimSize - 1}]`);
+    }
+  }
+  let o = 0;
+  for (let b = 0; b < batchSize; b++) {
+    for (let outer = 0; outer < outerSize; outer++) {
+      const base = (b * outerSize + outer) * dimSize;
+      for (let i = 0; i < perBatch; i++) {
+        const src = (base + idx[b * perBatch + i]) * sliceSize;
+        outVals.set(xVals.subarray(src, src + sliceSize), o);
+        o += sliceSize;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Wraps the registered wasm GatherV2 so that batchDims > 0 is computed correctly. Call after
+ * importing tfjs-backend-wasm (which registers the kernel); calling it again does nothing.
+ */
+export function fixWasmGatherBatchDims(tf: Tf): void {
+  const shipped = tf.getKernel('GatherV2', 'wasm');
+  if (shipped === undefined) return;
+  const shippedFunc = shipped.kernelFunc as KernelFunc & { [WRAPPED]?: true };
+  if (shippedFunc[WRAPPED]) return;
+  const kernelFunc = ((args: KernelArgs) => {
+    const batchDims = (args.attrs?.batchDims as number | undefined) ?? 0;
+    if (batchDims === 0 || args.inputs.x?.dtype === 'string') return shippedFunc(args as Parameters<KernelFunc>[0]);
+    return batchedGather(tf, args, batchDims);
+  }) as KernelFunc & { [WRAPPED]?: true };
+  kernelFunc[WRAPPED] = true;
+  const config: KernelConfig = { ...shipped, kernelFunc };
+  tf.unregisterKernel('GatherV2', 'wasm');
+  tf.registerKernel(config);
+}

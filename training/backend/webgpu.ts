@@ -1,0 +1,240 @@
+// The webgpu backend: @tensorflow/tfjs-backend-webgpu on Dawn for Node.js (the `webgpu` package).
+//
+// Setup, as the `webgpu` package documents it: copy its `globals` (GPUBufferUsage, GPUMapMode...)
+// onto globalThis, create a GPU object with `create([])`, and ask it for a high-performance adapter.
+// The device is requested with the adapter's own maxima for the buffer and compute limits that
+// TF.js uses (the defaults cap a storage binding at 128 MiB), and the TF.js backend is built on that
+// device: `new WebGPUBackend(device, adapterInfo)`, registered under 'webgpu' (replacing the
+// package's default factory, which would request a second device with its own limits).
+// `navigator.gpu` is set only because WebGPUBackend's constructor checks that it exists.
+//
+// Software adapters (Mesa llvmpipe/lavapipe, SwiftShader, Windows WARP) work, but are slower than
+// wasm: `auto` skips them; `--backend webgpu` accepts them with a note (correctness testing).
+//
+// Limitation in Node.js: the webgpu backend reads tensors synchronously through an OffscreenCanvas,
+// which Node.js lacks, so `dataSync()`/`arraySync()` of a GPU tensor throw there. Read with
+// `await t.data()` / `await t.array()`.
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
+
+/** What mlmkit reports about a WebGPU adapter. */
+export interface WebGpuAdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** The adapter says it is a fallback adapter (`GPUAdapterInfo.isFallbackAdapter`). */
+  isFallbackAdapter: boolean;
+  /** A CPU implementation: fallback, architecture 'software', or a known software renderer. */
+  software: boolean;
+}
+
+export interface WebGpuProbe {
+  ok: boolean;
+  adapterInfo: WebGpuAdapterInfo | null;
+  /** Why not (when !ok), or what was found. */
+  reason: string;
+}
+
+const SOFTWARE_NAMES = /\b(llvmpipe|lavapipe|swiftshader|softpipe|warp)\b/i;
+
+const DRIVER_HINT =
+  'install a GPU driver with Vulkan support, or for software Vulkan (testing only) Mesa 25: ' +
+  'on Debian bookworm `apt-get install -t bookworm-backports mesa-vulkan-drivers`';
+
+interface OpenedAdapter {
+  /** The package's globals (GPUBufferUsage, GPUMapMode...), which TF.js's backend needs. */
+  globals: object;
+  gpu: GPU;
+  adapter: GPUAdapter;
+  info: WebGpuAdapterInfo;
+}
+
+function summarise(info: GPUAdapterInfo): WebGpuAdapterInfo {
+  const fallback = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    isFallbackAdapter: fallback,
+    software: fallback || info.architecture === 'software' || SOFTWARE_NAMES.test(text),
+  };
+}
+
+/** A one-line name for the adapter: its description, or what else it says. */
+export function adapterLabel(info: WebGpuAdapterInfo): string {
+  const label = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(' ');
+  return label || 'unnamed adapter';
+}
+
+/** The software renderer's short name ('llvmpipe'), for "llvmpipe is software". */
+function softwareName(info: WebGpuAdapterInfo): string {
+  const m = SOFTWARE_NAMES.exec(`${info.description} ${info.device}`);
+  return m?.[1]?.toLowerCase() ?? adapterLabel(info);
+}
+
+/** Guesses why Dawn found no adapter, from what is installed (Dawn's own warnings go to stderr). */
+function diagnoseNoAdapter(): string {
+  if (process.platform !== 'linux') return 'no WebGPU adapter found';
+  const libDirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib/x86_64-linux-gnu',
+    '/usr/lib64', '/usr/lib', '/usr/local/lib',
+  ];
+  if (!libDirs.some((d) => existsSync(path.join(d, 'libvulkan.so.1')))) {
+    return 'no Vulkan driver (libvulkan.so.1 not found)';
+  }
+  const icdFromEnv = process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES;
+  const icds = icdFromEnv
+    ? icdFromEnv.split(':').filter((f) => f !== '' && existsSync(f)).map((f) => path.basename(f))
+    : ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'].flatMap((d) => {
+        try {
+          return readdirSync(d).filter((f) => f.endsWith('.json'));
+        } catch {
+          return [];
+        }
+      });
+  if (icds.length === 0) {
+    return icdFromEnv
+      ? 'no Vulkan driver (none of the files in VK_DRIVER_FILES/VK_ICD_FILENAMES exists)'
+      : 'no Vulkan driver (no ICD file in /usr/share/vulkan/icd.d)';
+  }
+  const lavapipe = icds.some((f) => f.startsWith('lvp_'));
+  return `Dawn accepted none of the Vulkan drivers (${icds.join(', ')})${lavapipe ? '; Mesa lavapipe before 25 is rejected' : ''}`;
+}
+
+async function openAdapter(): Promise<OpenedAdapter> {
+  const main = resolveInstalled('webgpu');
+  if (main === null) {
+    throw new BackendUnavailable('the webgpu package is not installed', 'npm install webgpu');
+  }
+  let mod: typeof import('webgpu');
+  try {
+    mod = await import('webgpu');
+  } catch (err) {
+    throw new BackendUnavailable(
+      `the webgpu package failed to load (${firstLine(err)})`,
+      `it ships Dawn for linux-x64, darwin and win32-x64; reinstall it (npm install webgpu)`,
+    );
+  }
+  const gpu = mod.create([]);
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (err) {
+    throw new BackendUnavailable(`requesting a WebGPU adapter failed (${firstLine(err)})`, DRIVER_HINT);
+  }
+  if (adapter === null) throw new BackendUnavailable(diagnoseNoAdapter(), DRIVER_HINT);
+  return { globals: mod.globals, gpu, adapter, info: summarise(adapter.info) };
+}
+
+/**
+ * Whether a WebGPU adapter is available here, which, and if not why. Starts no TF.js backend.
+ * A software adapter counts as available (`adapterInfo.software` says so).
+ */
+export async function probeWebGpu(): Promise<WebGpuProbe> {
+  try {
+    const { info } = await openAdapter();
+    return { ok: true, adapterInfo: info, reason: `${adapterLabel(info)}${info.software ? ' (software)' : ''}` };
+  } catch (err) {
+    const reason = err instanceof BackendUnavailable ? `${err.message}; ${err.hint}` : firstLine(err);
+    return { ok: false, adapterInfo: null, reason };
+  }
+}
+
+/** Compute limits TF.js relies on; each is requested at the adapter's maximum. */
+const LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeWorkgroupsPerDimension',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+] as const;
+
+/**
+ * Starts the webgpu backend on the best adapter. With `allowSoftware` false (auto), a software
+ * adapter is refused. Replaces an earlier webgpu backend (its tensors become invalid).
+ */
+export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Promise<LoadedBackend> {
+  const { globals, gpu, adapter, info } = await openAdapter();
+  if (info.software && !opts.allowSoftware) {
+    throw new BackendUnavailable(
+      `no hardware adapter (${softwareName(info)} is software)`,
+      'use a machine with a GPU and its Vulkan/Metal/D3D12 driver',
+    );
+  }
+  const pkg = '@tensorflow/tfjs-backend-webgpu';
+  const main = resolveInstalled(pkg);
+  if (main === null) throw new BackendUnavailable(`${pkg} not installed`, `npm install ${pkg}`);
+  assertSharedCore(pkg, main);
+
+  const requiredLimits: Record<string, number> = {};
+  for (const name of LIMITS) {
+    const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (typeof value === 'number') requiredLimits[name] = value;
+  }
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  } catch (err) {
+    throw new BackendUnavailable(`requesting a WebGPU device failed (${firstLine(err)})`, DRIVER_HINT);
+  }
+
+  // Replace an earlier webgpu backend, then build TF.js's backend on this device. Its constructor
+  // refuses to run unless navigator.gpu exists; it stays set while the backend lives.
+  releaseWebGpu(tf);
+  Object.assign(globalThis, globals);
+  const g = globalThis as unknown as { navigator?: { gpu?: unknown } };
+  if (g.navigator === undefined) {
+    Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
+  }
+  if (g.navigator!.gpu === undefined) {
+    Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true, writable: true });
+  }
+  const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
+  let backend: InstanceType<typeof WebGPUBackend>;
+  try {
+    backend = new WebGPUBackend(device, adapter.info);
+  } catch (err) {
+    device.destroy();
+    throw new BackendUnavailable(`tfjs-backend-webgpu refused the device (${firstLine(err)})`, DRIVER_HINT);
+  }
+  // Importing the package may have registered its own factory (when navigator.gpu already existed).
+  if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', () => backend, 3);
+  if (!(await tf.setBackend('webgpu'))) {
+    releaseWebGpu(tf);
+    throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);
+  }
+  return {
+    tfBackend: tf.getBackend(),
+    device: adapterLabel(info),
+    note: info.software ? `${softwareName(info)} is a software adapter: fine for tests, slower than wasm` : undefined,
+  };
+}
+
+/**
+ * Removes the webgpu backend from TF.js and destroys its device, so that a process that is done
+ * with the GPU holds nothing of Dawn's. Tensors still on that backend become invalid.
+ */
+export function releaseWebGpu(tf: Tf): void {
+  const current = tf.engine().registry['webgpu'] as { device?: GPUDevice } | undefined;
+  if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
+  current?.device?.destroy();
+  const g = globalThis as unknown as { navigator?: { gpu?: unknown } };
+  if (g.navigator?.gpu !== undefined) {
+    try {
+      delete g.navigator.gpu;
+    } catch {
+      // A read-only navigator.gpu belongs to someone else; leave it.
+    }
+  }
+}
