@@ -99,3 +99,24 @@ export function formatDuration(seconds: number): string {
   const r = s % 60;
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
 }
+
+/**
+ * Renders rows as an aligned plain-text table for the terminal: numbers right-aligned, text
+ * left-aligned, a rule under the header. `digits` fixes the decimals of a numeric column.
+ */
+export function formatTable(rows: Record<string, unknown>[], digits: Record<string, number> = {}): string {
+  if (rows.length === 0) return '';
+  const cols = Object.keys(rows[0]);
+  const cell = (col: string, v: unknown): string => {
+    if (typeof v === 'number') {
+      if (col in digits) return v.toFixed(digits[col]);
+      return Number.isInteger(v) ? String(v) : v.toPrecision(6);
+    }
+    return String(v ?? '');
+  };
+  const text = rows.map((r) => cols.map((c) => cell(c, r[c])));
+  const numeric = cols.map((c) => rows.every((r) => typeof r[c] === 'number'));
+  const width = cols.map((c, i) => Math.max(c.length, ...text.map((t) => t[i].length)));
+  const line = (vals: string[]) => vals.map((v, i) => (numeric[i] ? v.padStart(width[i]) : v.padEnd(width[i]))).join('  ').trimEnd();
+  return [line(cols), width.map((w) => '-'.repeat(w)).join('  '), ...text.map(line)].join('\n');
+}

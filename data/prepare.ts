@@ -1,0 +1,411 @@
+// `mlm prepare`: corpus -> tokenized, fixed-length rows in token shards + manifest.json
+// (DESIGN section 3). Memory stays flat in the corpus size: documents stream from the readers,
+// are tokenized in batches of about 1 MB (the native tokenizer runs while the next batch is read),
+// and rows go straight to shard files.
+//
+// Modes
+//   blocks: documents are concatenated with [SEP] (</s>) after each one and cut into rows of
+//           seq_len tokens, each row starting with [CLS] (<s>). The tail row is padded, never
+//           dropped, so a small corpus still gives one example.
+//           Porting note: transformers' run_mlm.py `group_texts` drops the remainder, which turns
+//           a corpus smaller than one block into an empty dataset without a word.
+//   lines:  every non-blank line of a document is one example, [CLS] line [SEP], truncated to
+//           seq_len and padded.
+//
+// Output is written into a temporary sibling folder and renamed onto --out when complete, so an
+// interrupted run leaves no manifest that claims complete data. Nothing depends on time or
+// on the machine, so two runs over the same inputs give byte-identical folders.
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import * as aq from 'arquero';
+import { InputError } from './errors.ts';
+import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
+import { formatTable, Progress } from './progress.ts';
+import {
+  dtypeFor, FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter,
+  type Manifest, type PrepareMode, type SplitInfo, type SplitName, type TokenDtype,
+} from './shards.ts';
+import type { EncodedText, MlmTokenizer } from './tokenizer.ts';
+
+export interface PrepareOptions extends CorpusOptions {
+  corpus: string[];
+  tokenizer: MlmTokenizer;
+  tokenizerSource: string;            // as the user named it (folder or Hub id)
+  tokenizerRevision?: string | null;
+  out: string;
+  seqLen: number;
+  mode: PrepareMode;
+  validationSplit: number;            // fraction of documents, used when `validation` is absent
+  validation?: string[];              // a given held-out set instead of a split
+  seed: number;
+  overwrite: boolean;
+  maxPositions?: number;              // the model's usable positions, when a model is given
+  log: (line: string) => void;        // warnings and notes (stderr)
+  progress: boolean;
+  batchBytes?: number;                // text per tokenizer call (default 1 MB)
+  shardBytes?: number;                // token bytes per shard (default 64 MiB)
+  version?: string;                   // written as created_by
+}
+
+export interface PrepareResult {
+  manifest: Manifest;
+  reused: boolean;
+  summary: string;                    // the summary table, Markdown
+  seconds: number;
+  bytes: number;
+}
+
+/** Runs the whole preparation. Throws InputError for bad input, before anything is written. */
+export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
+  const t0 = performance.now();
+  checkOptions(opts);
+  const trainFiles = await resolveCorpusFiles(opts.corpus);
+  const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation) : [];
+  const allFiles = [...trainFiles, ...validFiles];
+  const inputs = await Promise.all(allFiles.map(async (p) => ({ path: p, bytes: (await fsp.stat(p)).size })));
+  const tok = opts.tokenizer;
+  const dtype = dtypeFor(tok.vocabSize);
+
+  const skeleton: Omit<Manifest, 'splits'> = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    created_by: `mlmkit ${opts.version ?? ''}`.trim(),
+    tokenizer: {
+      source: opts.tokenizerSource,
+      revision: opts.tokenizerRevision ?? null,
+      sha256: tok.sha256,
+      family: tok.family,
+      vocab_size: tok.vocabSize,
+      pad_token_id: tok.specialIds.pad,
+      cls_token_id: tok.specialIds.cls,
+      sep_token_id: tok.specialIds.sep,
+      mask_token_id: tok.specialIds.mask,
+      unk_token_id: tok.specialIds.unk,
+    },
+    seq_len: opts.seqLen,
+    mode: opts.mode,
+    dtype,
+    seed: opts.seed,
+    validation: opts.validation ? { files: validFiles } : { split: opts.validationSplit },
+    options: {
+      split_paragraphs: Boolean(opts.splitParagraphs),
+      text_field: opts.textField ?? 'text',
+      on_invalid_utf8: opts.onInvalidUtf8 ?? 'error',
+    },
+    inputs,
+  };
+
+  const reused = await checkOutputFolder(opts.out, skeleton, opts.overwrite);
+  if (reused) {
+    return { manifest: reused, reused: true, summary: summaryTable(reused), seconds: 0, bytes: 0 };
+  }
+
+  // Pass 1 (only for a split of the corpus itself): count documents, so that the validation
+  // set is an exact, seeded share of them. It also reports bad input before any work is done.
+  const corpusOpts: CorpusOptions = { splitParagraphs: opts.splitParagraphs, textField: opts.textField, onInvalidUtf8: opts.onInvalidUtf8 };
+  let isValidation: (docIndex: number) => boolean = () => false;
+  let trainDocs = 0;
+  if (!opts.validation) {
+    const counter = new Progress({ label: 'prepare: scanning', unit: 'bytes', total: await totalBytes(trainFiles), enabled: opts.progress });
+    let bytes = 0;
+    for await (const doc of readDocuments(trainFiles, corpusOpts)) {
+      trainDocs++;
+      bytes += doc.bytes;
+      counter.update(bytes, `${trainDocs} documents`);
+    }
+    counter.finish(`${trainDocs} documents`);
+    if (trainDocs === 0) throw new InputError(`corpus is empty: no non-blank document in ${trainFiles.join(', ')}; check --text-field or the files`);
+    const chosen = chooseValidation(trainDocs, opts.validationSplit, opts.seed);
+    isValidation = (i) => chosen.has(i);
+    if (opts.validationSplit > 0 && chosen.size === 0) {
+      opts.log(`warning: the corpus has ${trainDocs} document(s), too few to hold out a validation split; the validation split is empty (give --validation FILES for a held-out set)`);
+    }
+  }
+
+  const tmp = tempSibling(opts.out, 'prepare');
+  await fsp.rm(tmp, { recursive: true, force: true });
+  await fsp.mkdir(tmp, { recursive: true });
+  try {
+    const builders: Record<SplitName, RowBuilder> = {
+      train: new RowBuilder(tmp, 'train', opts, dtype),
+      validation: new RowBuilder(tmp, 'validation', opts, dtype),
+    };
+    const total = inputs.reduce((s, f) => s + f.bytes, 0);
+    const bar = new Progress({ label: 'prepare: tokenizing', unit: 'bytes', total, enabled: opts.progress });
+    const batchBytes = opts.batchBytes ?? 1 << 20;
+    let bytesDone = 0;
+
+    // One batch is tokenized (native threads) while the next one is read.
+    let batch: { text: string; split: SplitName; newDoc: boolean }[] = [];
+    let batchLen = 0;
+    let pending: Promise<void> = Promise.resolve();
+    const flush = async () => {
+      const items = batch;
+      batch = [];
+      batchLen = 0;
+      const encoded = tok.encodeBatch(items.map((x) => x.text));
+      await pending;
+      pending = encoded.then((enc: EncodedText[]) => {
+        for (let i = 0; i < items.length; i++) builders[items[i].split].add(enc[i], items[i].newDoc);
+      });
+      // Surface a rejected encode at once rather than at the next flush.
+      pending.catch(() => undefined);
+    };
+
+    const sources: { files: string[]; split: SplitName | null }[] = opts.validation
+      ? [{ files: trainFiles, split: 'train' }, { files: validFiles, split: 'validation' }]
+      : [{ files: trainFiles, split: null }];
+    for (const source of sources) {
+      let docIndex = 0;
+      let docsHere = 0;
+      for await (const doc of readDocuments(source.files, corpusOpts)) {
+        const split: SplitName = source.split ?? (isValidation(docIndex) ? 'validation' : 'train');
+        docIndex++;
+        docsHere++;
+        const pieces = opts.mode === 'lines' ? nonBlankLines(doc.text) : [doc.text];
+        let first = true;
+        for (const text of pieces) {
+          batch.push({ text, split, newDoc: first });
+          first = false;
+          batchLen += text.length;
+        }
+        if (pieces.length === 0) builders[split].emptyDocument();
+        bytesDone += doc.bytes;
+        if (batchLen >= batchBytes) {
+          await flush();
+          bar.update(bytesDone, `${builders.train.info.tokens + builders.validation.info.tokens} tokens`);
+        }
+      }
+      if (docsHere === 0) {
+        const which = source.split === 'validation' ? 'validation set' : 'corpus';
+        throw new InputError(`${which} is empty: no non-blank document in ${source.files.join(', ')}; check --text-field or the files`);
+      }
+    }
+    if (batch.length) await flush();
+    await pending;
+    bar.finish(`${builders.train.info.tokens + builders.validation.info.tokens} tokens`);
+
+    const splits = { train: builders.train.finish(), validation: builders.validation.finish() };
+    warnSmall(splits, opts);
+    const manifest: Manifest = { ...skeleton, splits };
+    await writeFileSynced(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    await replaceFolder(tmp, opts.out);
+    const seconds = (performance.now() - t0) / 1000;
+    return { manifest, reused: false, summary: summaryTable(manifest), seconds, bytes: total };
+  } catch (err) {
+    await fsp.rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function checkOptions(opts: PrepareOptions): void {
+  const { seqLen } = opts;
+  if (!Number.isInteger(seqLen) || seqLen < 8 || seqLen > 1 << 16) {
+    throw new InputError(`--seq-len must be an integer between 8 and 65536, got ${seqLen}`);
+  }
+  if (opts.maxPositions !== undefined && seqLen > opts.maxPositions) {
+    throw new InputError(`--seq-len ${seqLen} is above the model's ${opts.maxPositions} positions (max_position_embeddings); use --seq-len ${opts.maxPositions} or less`);
+  }
+  if (!(opts.validationSplit >= 0 && opts.validationSplit < 1)) {
+    throw new InputError(`--validation-split must be in [0, 1), got ${opts.validationSplit}`);
+  }
+  if (!Number.isInteger(opts.seed)) throw new InputError(`--seed must be an integer, got ${opts.seed}`);
+}
+
+/** Splits a document into its non-blank lines (lines mode). */
+function nonBlankLines(text: string): string[] {
+  return text.split(/\r?\n|\r/).filter((line) => /\S/.test(line));
+}
+
+/** Accumulates tokenized documents into fixed-length rows for one split. */
+class RowBuilder {
+  readonly info: SplitInfo = { documents: 0, rows: 0, tokens: 0, words: 0, unknown_tokens: 0, truncated: 0, shards: [] };
+  private readonly writer: ShardWriter;
+  private readonly row: Uint32Array;
+  private readonly words: Uint8Array;
+  private pos = 0;
+  private readonly T: number;
+  private readonly cls: number;
+  private readonly sep: number;
+  private readonly pad: number;
+  private readonly unk: number;
+
+  constructor(dir: string, split: SplitName, private readonly opts: PrepareOptions, dtype: TokenDtype) {
+    this.T = opts.seqLen;
+    this.writer = new ShardWriter(dir, split, opts.seqLen, dtype, opts.shardBytes);
+    this.row = new Uint32Array(this.T);
+    this.words = new Uint8Array(this.T);
+    const s = opts.tokenizer.specialIds;
+    this.cls = s.cls;
+    this.sep = s.sep;
+    this.pad = s.pad;
+    this.unk = s.unk;
+    this.startRow();
+  }
+
+  /** A document with no example in it (lines mode: only blank lines). */
+  emptyDocument(): void {
+    this.info.documents++;
+  }
+
+  add(enc: EncodedText, newDoc: boolean): void {
+    if (newDoc) this.info.documents++;
+    const { ids, wordStarts } = enc;
+    this.info.tokens += ids.length;
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i] === this.unk) this.info.unknown_tokens++;
+      this.info.words += wordStarts[i];
+    }
+    if (this.opts.mode === 'lines') {
+      const n = Math.min(ids.length, this.T - 2);
+      if (n < ids.length) this.info.truncated++;
+      this.row.set(ids.subarray(0, n), 1);
+      this.words.set(wordStarts.subarray(0, n), 1);
+      this.row[1 + n] = this.sep;
+      this.words[1 + n] = 0;
+      this.pos = 2 + n;
+      this.emitPadded();
+      return;
+    }
+    let off = 0;
+    while (off < ids.length) {
+      const n = Math.min(ids.length - off, this.T - this.pos);
+      this.row.set(ids.subarray(off, off + n), this.pos);
+      this.words.set(wordStarts.subarray(off, off + n), this.pos);
+      this.pos += n;
+      off += n;
+      if (this.pos === this.T) this.emit();
+    }
+    this.push(this.sep, 0);
+  }
+
+  finish(): SplitInfo {
+    if (this.opts.mode === 'blocks' && this.pos > 1) this.emitPadded();
+    this.info.shards = this.writer.finish();
+    this.info.rows = this.writer.rows;
+    return this.info;
+  }
+
+  private push(id: number, wordStart: number): void {
+    this.row[this.pos] = id;
+    this.words[this.pos] = wordStart;
+    this.pos++;
+    if (this.pos === this.T) this.emit();
+  }
+
+  private emitPadded(): void {
+    this.row.fill(this.pad, this.pos);
+    this.words.fill(0, this.pos);
+    this.pos = this.T;
+    this.emit();
+  }
+
+  private emit(): void {
+    this.writer.writeRow(this.row, this.words);
+    this.startRow();
+  }
+
+  private startRow(): void {
+    this.row[0] = this.cls;
+    this.words[0] = 0;
+    this.pos = 1;
+  }
+}
+
+function warnSmall(splits: Record<SplitName, SplitInfo>, opts: PrepareOptions): void {
+  const train = splits.train;
+  if (opts.mode === 'blocks' && train.tokens + train.documents < opts.seqLen - 1) {
+    opts.log(`warning: the training split has ${train.tokens} tokens, less than one block of ${opts.seqLen}; it was kept as ${train.rows} padded block (a bigger corpus or a smaller --seq-len gives real training data)`);
+  } else if (train.rows < 32) {
+    opts.log(`warning: the training split has only ${train.rows} rows of ${opts.seqLen} tokens; training will repeat them many times`);
+  }
+  if (splits.validation.rows === 0 && (opts.validation || opts.validationSplit > 0)) {
+    opts.log('warning: the validation split is empty; `mlm train` will not be able to evaluate on it');
+  }
+  if (splits.train.truncated + splits.validation.truncated > 0) {
+    opts.log(`note: ${splits.train.truncated + splits.validation.truncated} line(s) were longer than ${opts.seqLen - 2} tokens and were truncated`);
+  }
+}
+
+/** The end-of-run table: documents, tokens, rows, unknown-token rate, tokens per word. */
+export function summaryTable(m: Manifest): string {
+  const names = ['train', 'validation'] as const;
+  const s = names.map((n) => m.splits[n]);
+  const table = aq
+    .table({
+      split: [...names],
+      documents: s.map((x) => x.documents),
+      tokens: s.map((x) => x.tokens),
+      words: s.map((x) => x.words),
+      unknown: s.map((x) => x.unknown_tokens),
+      [m.mode === 'blocks' ? 'blocks' : 'examples']: s.map((x) => x.rows),
+    })
+    .derive({
+      unk_rate: (d: { unknown: number; tokens: number }) => (d.tokens > 0 ? d.unknown / d.tokens : 0),
+      tokens_per_word: (d: { words: number; tokens: number }) => (d.words > 0 ? d.tokens / d.words : 0),
+    })
+    .select(aq.not('words', 'unknown'));
+  return formatTable(table.objects() as Record<string, unknown>[], { unk_rate: 5, tokens_per_word: 3 });
+}
+
+/**
+ * Decides what to do with an existing --out. Returns the existing manifest when it was made
+ * from the same inputs and options (the run is a no-op), null when the folder may be written.
+ */
+async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, overwrite: boolean): Promise<Manifest | null> {
+  let entries: string[];
+  try {
+    const st = await fsp.stat(out);
+    if (!st.isDirectory()) throw new InputError(`--out ${out} is a file, not a folder; choose another --out`);
+    entries = await fsp.readdir(out);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    return null;
+  }
+  if (entries.length === 0) return null;
+  if (entries.includes(MANIFEST) && !overwrite) {
+    try {
+      const existing = JSON.parse(await fsp.readFile(path.join(out, MANIFEST), 'utf8')) as Manifest;
+      const { splits: _s, created_by: _c, ...have } = existing;
+      const { created_by: _w, ...want } = wanted;
+      if (JSON.stringify(have) === JSON.stringify(want)) return existing;
+      throw new InputError(`--out ${out} holds data prepared with other inputs or options; pass --overwrite to replace it, or choose another --out`);
+    } catch (err) {
+      if (err instanceof InputError) throw err;
+    }
+  }
+  if (!overwrite) {
+    throw new InputError(`--out ${out} is not empty and holds no prepared data (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); choose an empty or new folder, or pass --overwrite`);
+  }
+  return null;
+}
+
+function tempSibling(target: string, tag: string): string {
+  const abs = path.resolve(target);
+  return path.join(path.dirname(abs), `.${path.basename(abs)}.${tag}-tmp`);
+}
+
+async function writeFileSynced(file: string, text: string): Promise<void> {
+  const fh = await fsp.open(file, 'w');
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Moves `tmp` onto `target`; an existing target is moved aside first and removed after. */
+async function replaceFolder(tmp: string, target: string): Promise<void> {
+  await fsp.mkdir(path.dirname(path.resolve(target)), { recursive: true });
+  if (fs.existsSync(target)) {
+    const old = tempSibling(target, 'old');
+    await fsp.rm(old, { recursive: true, force: true });
+    await fsp.rename(target, old);
+    await fsp.rename(tmp, target);
+    await fsp.rm(old, { recursive: true, force: true });
+  } else {
+    await fsp.rename(tmp, target);
+  }
+}

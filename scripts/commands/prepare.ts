@@ -1,0 +1,103 @@
+// `mlm prepare`: tokenize a corpus into token shards + manifest.json (DESIGN sections 2 and 3).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { InputError } from '../../data/errors.ts';
+import { prepare } from '../../data/prepare.ts';
+import { MlmTokenizer } from '../../data/tokenizer.ts';
+import { VERSION } from '../version.ts';
+
+interface PrepareArgs {
+  corpus: string[];
+  tokenizer?: string;
+  model?: string;
+  out: string;
+  'seq-len': number;
+  'validation-split': number;
+  validation?: string[];
+  'line-by-line': boolean;
+  'text-field': string;
+  'split-paragraphs': boolean;
+  'on-invalid-utf8': 'error' | 'replace';
+  seed: number;
+  overwrite: boolean;
+  json: boolean;
+  progress: boolean;
+}
+
+export const prepareCommand: CommandModule<object, PrepareArgs> = {
+  command: 'prepare',
+  describe: 'Tokenize a corpus into training-ready token shards',
+  builder: (y: Argv) =>
+    y
+      .option('corpus', { type: 'string', array: true, demandOption: true, describe: 'files, folders or globs (.txt .jsonl .csv .tsv .parquet .arrow)' })
+      .option('tokenizer', { type: 'string', describe: 'tokenizer folder (tokenizer.json, or vocab.txt, or vocab.json + merges.txt)' })
+      .option('model', { type: 'string', describe: 'model folder: its tokenizer is used and --seq-len is checked against its positions' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output folder for shards + manifest.json' })
+      .option('seq-len', { type: 'number', default: 128, describe: 'tokens per example' })
+      .option('validation-split', { type: 'number', default: 0.05, describe: 'share of documents held out (seeded, document level)' })
+      .option('validation', { type: 'string', array: true, describe: 'a given held-out set instead of --validation-split' })
+      .option('line-by-line', { type: 'boolean', default: false, describe: 'one example per non-blank line instead of packed blocks' })
+      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
+      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
+      .option('on-invalid-utf8', { choices: ['error', 'replace'] as const, default: 'error' as const, describe: 'invalid UTF-8: stop, or replace with U+FFFD' })
+      .option('seed', { type: 'number', default: 42 })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an --out folder that holds something else' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the manifest as JSON on stdout' })
+      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .example('$0 prepare --corpus papers/ --tokenizer tok/ --out data/med', 'pack a folder of .txt files into 128-token blocks')
+      .example('$0 prepare --corpus "notes/*.jsonl" --text-field body --tokenizer tok/ --out data/notes --seq-len 256', 'read the "body" field of JSON lines')
+      .example('$0 prepare --corpus train.txt --validation heldout.txt --line-by-line --tokenizer tok/ --out data/lines', 'one example per line, a given held-out set') as unknown as Argv<PrepareArgs>,
+  handler: async (args: ArgumentsCamelCase<PrepareArgs>) => {
+    const tokDir = args.tokenizer ?? args.model;
+    if (!tokDir) throw new InputError('give --tokenizer DIR (or --model DIR whose tokenizer to use)');
+    if (!fs.existsSync(tokDir)) throw new InputError(`tokenizer folder not found: ${tokDir}; train one with \`mlm tokenizer train\` or give a model folder`);
+    const tokenizer = await MlmTokenizer.load(tokDir);
+    const maxPositions = args.model ? readMaxPositions(args.model) : undefined;
+    const log = (line: string) => process.stderr.write(line + '\n');
+    const result = await prepare({
+      corpus: args.corpus,
+      tokenizer,
+      tokenizerSource: tokDir,
+      out: args.out,
+      seqLen: args['seq-len'],
+      mode: args['line-by-line'] ? 'lines' : 'blocks',
+      validationSplit: args['validation-split'],
+      validation: args.validation,
+      seed: args.seed,
+      overwrite: args.overwrite,
+      maxPositions,
+      splitParagraphs: args['split-paragraphs'],
+      textField: args['text-field'],
+      onInvalidUtf8: args['on-invalid-utf8'],
+      log,
+      progress: args.progress,
+      version: VERSION,
+    });
+    if (result.reused) log(`${args.out} already holds this corpus prepared with the same tokenizer and options: reusing it (--overwrite prepares again)`);
+    if (args.json) {
+      process.stdout.write(JSON.stringify(result.manifest, null, 2) + '\n');
+      return;
+    }
+    const out = process.stdout;
+    out.write(`\n${result.summary}\n\n`);
+    if (!result.reused) {
+      const mb = result.bytes / 1e6;
+      out.write(`prepared ${mb.toFixed(1)} MB in ${result.seconds.toFixed(1)} s (${(mb / Math.max(result.seconds, 1e-9)).toFixed(1)} MB/s) into ${args.out}\n`);
+    }
+  },
+};
+
+/** Positions usable by a model folder's config.json (RoBERTa's ids start at pad_token_id + 1). */
+function readMaxPositions(modelDir: string): number {
+  const file = path.join(modelDir, 'config.json');
+  let config: { max_position_embeddings?: number; model_type?: string; pad_token_id?: number };
+  try {
+    config = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new InputError(`cannot read ${file} (${(err as Error).message}); --model must be a model folder with config.json`);
+  }
+  const mpe = config.max_position_embeddings;
+  if (!Number.isInteger(mpe) || (mpe as number) <= 0) throw new InputError(`${file} has no valid max_position_embeddings`);
+  return config.model_type === 'roberta' ? (mpe as number) - (config.pad_token_id ?? 1) - 1 : (mpe as number);
+}
