@@ -1,0 +1,431 @@
+// Tests for training/hub.ts and `mlm download`, against a local imitation of the Hugging Face Hub
+// (node:http on 127.0.0.1, a random port) serving tiny checkpoints made here. It answers the
+// requests the real @huggingface/hub client makes:
+//   GET /api/models/{id}/revision/{rev}     model info with the commit `sha`
+//   GET /api/models/{id}/tree/{rev}         [{type, oid, size, path, lfs?: {oid, size, pointerSize}}]
+//   GET /{id}/resolve/{rev}/{file}          small files: 200/206 with ETag, X-Repo-Commit; LFS files:
+//                                           302 to /cdn/{id}/{sha256} with X-Linked-Etag, X-Linked-Size
+//   GET /cdn/{id}/{sha256}                  the bytes with an ETag, honouring Range
+// with the Hub's error answers (X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound,
+// 401 for a missing or bad token). Nothing leaves 127.0.0.1; every child process has a timeout.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { InputError } from '../../data/errors.ts';
+import { downloadModel, hubSettings, isHubId, loadModel, resolveModel } from '../../training/hub.ts';
+import { saveSafetensors } from '../../training/safetensors.ts';
+import { makeTinyCheckpoint, ROOT, sameBits, type TinyCheckpoint } from './tiny-checkpoint.ts';
+
+const MLM = path.join(ROOT, 'scripts/mlm.mjs');
+const GOOD_TOKEN = 'hf_good';
+
+interface RepoFile {
+  bytes: Buffer;
+  lfs: boolean;
+  oid: string; // git blob sha1
+  sha256: string;
+}
+interface Repo {
+  sha: string;
+  files: Map<string, RepoFile>;
+  private?: boolean;
+  /** Serve this file cut short (fewer bytes than Content-Length, then close). */
+  truncate?: string;
+  /** Serve this file with one byte changed. */
+  corrupt?: string;
+}
+
+function repoFile(bytes: Buffer, lfs: boolean): RepoFile {
+  return {
+    bytes,
+    lfs,
+    oid: createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex'),
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+  };
+}
+
+function repoFromFolder(dir: string, name: string, extra: Record<string, Buffer> = {}): Repo {
+  const files = new Map<string, RepoFile>();
+  for (const f of fs.readdirSync(dir)) files.set(f, repoFile(fs.readFileSync(path.join(dir, f)), f.endsWith('.safetensors')));
+  for (const [f, b] of Object.entries(extra)) files.set(f, repoFile(b, f.endsWith('.bin')));
+  files.set('README.md', repoFile(Buffer.from(`# ${name}\n`), false));
+  return { sha: createHash('sha1').update(name).digest('hex'), files };
+}
+
+/** The imitation Hub. */
+class FakeHub {
+  readonly repos = new Map<string, Repo>();
+  readonly requests: string[] = [];
+  private server = http.createServer((req, res) => this.handle(req, res));
+  url = '';
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private error(res: http.ServerResponse, status: number, code: string | null, message: string): void {
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-error-message': message };
+    if (code) headers['x-error-code'] = code;
+    res.writeHead(status, headers).end(JSON.stringify({ error: message }));
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const url = new URL(req.url ?? '/', this.url);
+    this.requests.push(`${req.method} ${url.pathname}`);
+    const auth = req.headers.authorization;
+    const p = decodeURIComponent(url.pathname);
+
+    const cdn = p.match(/^\/cdn\/([^/]+\/[^/]+)\/([0-9a-f]{64})$/);
+    if (cdn) {
+      const repo = this.repos.get(cdn[1]);
+      for (const [name, f] of repo?.files ?? []) if (f.sha256 === cdn[2]) return this.serveBytes(req, res, repo!, name, f, { etag: `"${f.sha256}"` });
+      return this.error(res, 404, null, 'Not found');
+    }
+
+    const m = p.match(/^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/) ?? p.match(/^\/([^/]+\/[^/]+)\/(resolve)\/([^/]+)\/(.+)$/);
+    if (!m) return this.error(res, 404, null, 'Not found');
+    const [, id, kind, rev, file] = m;
+    const repo = this.repos.get(id);
+    if (!repo || (repo.private && auth !== `Bearer ${GOOD_TOKEN}`)) {
+      // The Hub answers an unknown or inaccessible repo with 401 RepoNotFound without a token,
+      // 401 "Invalid credentials" for a bad token, and 404 RepoNotFound with a valid one.
+      if (auth && auth !== `Bearer ${GOOD_TOKEN}`) return this.error(res, 401, null, 'Invalid credentials in Authorization header');
+      return this.error(res, auth ? 404 : 401, 'RepoNotFound', 'Repository not found');
+    }
+    if (rev !== 'main' && rev !== repo.sha) return this.error(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`);
+    if (kind === 'revision') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+        _id: `id-${id}`, id, modelId: id, sha: repo.sha, private: !!repo.private, gated: false, downloads: 0, likes: 0,
+        lastModified: '2026-01-01T00:00:00.000Z', pipeline_tag: 'fill-mask',
+        siblings: [...repo.files.keys()].map((rfilename) => ({ rfilename })),
+      }));
+      return;
+    }
+    if (kind === 'tree') {
+      const entries = [...repo.files].map(([name, f]) => ({
+        type: 'file', oid: f.oid, size: f.bytes.length, path: name,
+        ...(f.lfs ? { lfs: { oid: f.sha256, size: f.bytes.length, pointerSize: 134 } } : {}),
+      }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(entries));
+      return;
+    }
+    const f = repo.files.get(file);
+    if (!f) return this.error(res, 404, 'EntryNotFound', `${file} does not exist on "${rev}"`);
+    const headers = { 'x-repo-commit': repo.sha, etag: `"${f.lfs ? f.sha256 : f.oid}"` };
+    if (f.lfs) {
+      res.writeHead(302, { ...headers, location: `/cdn/${id}/${f.sha256}`, 'x-linked-etag': `"${f.sha256}"`, 'x-linked-size': String(f.bytes.length) }).end();
+      return;
+    }
+    this.serveBytes(req, res, repo, file, f, headers);
+  }
+
+  private serveBytes(req: http.IncomingMessage, res: http.ServerResponse, repo: Repo, name: string, f: RepoFile, headers: Record<string, string>): void {
+    let bytes = f.bytes;
+    if (repo.corrupt === name) {
+      bytes = Buffer.from(bytes);
+      bytes[bytes.length - 1] ^= 0xff;
+    }
+    const range = req.headers.range?.match(/^bytes=(\d+)-(\d*)$/);
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Number(range[2]) : bytes.length - 1;
+      const part = bytes.subarray(start, end + 1);
+      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${bytes.length}`, 'content-length': String(part.length), 'accept-ranges': 'bytes' }).end(part);
+      return;
+    }
+    res.writeHead(200, { ...headers, 'content-length': String(bytes.length), 'content-type': 'application/octet-stream' });
+    if (repo.truncate === name) {
+      res.write(bytes.subarray(0, Math.floor(bytes.length / 2)), () => res.destroy());
+      return;
+    }
+    res.end(bytes);
+  }
+}
+
+let tmp: string;
+let hub: FakeHub;
+let ck: TinyCheckpoint;
+let sharded: string;
+/** An endpoint where nothing listens. */
+let deadEndpoint: string;
+
+/** The environment of one client: this Hub, its own HF_HOME, no token unless given. */
+function envFor(home: string, extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !/^(HF_|HUGGING_FACE_|HUGGINGFACE_|TRANSFORMERS_OFFLINE|MLM_)/.test(k)) env[k] = v;
+  }
+  return { ...env, HF_ENDPOINT: hub.url, HF_HOME: home, HF_HUB_DOWNLOAD_TIMEOUT: '5', ...extra };
+}
+
+function mlm(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [MLM, ...args], { cwd: ROOT, env, timeout: 45_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const quiet = { log: (_: string) => {} };
+
+function oneLineInputError(pattern: RegExp) {
+  return (err: unknown) => {
+    assert.ok(err instanceof InputError, `expected an InputError, got ${String(err)}`);
+    assert.match(err.message, pattern);
+    assert.ok(!err.message.includes('\n'));
+    return true;
+  };
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-hub-test-'));
+  ck = await makeTinyCheckpoint(path.join(tmp, 'src'), 'bert', { seed: 11 });
+  hub = new FakeHub();
+  await hub.start();
+  const probe = http.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  deadEndpoint = `http://127.0.0.1:${(probe.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  hub.repos.set('org/tiny-bert', repoFromFolder(ck.dir, 'org/tiny-bert', { 'pytorch_model.bin': Buffer.from('pickle!') }));
+  hub.repos.set('org/private-bert', { ...repoFromFolder(ck.dir, 'org/private-bert'), private: true });
+  hub.repos.set('org/truncated', { ...repoFromFolder(ck.dir, 'org/truncated'), truncate: 'model.safetensors' });
+  hub.repos.set('org/corrupt', { ...repoFromFolder(ck.dir, 'org/corrupt'), corrupt: 'model.safetensors' });
+  hub.repos.set('org/corrupt-small', { ...repoFromFolder(ck.dir, 'org/corrupt-small'), corrupt: 'config.json' });
+  const ptOnly = repoFromFolder(ck.dir, 'org/pt-only', { 'pytorch_model.bin': Buffer.from('pickle!') });
+  ptOnly.files.delete('model.safetensors');
+  hub.repos.set('org/pt-only', ptOnly);
+
+  // A sharded checkpoint: the index and two shards.
+  sharded = path.join(tmp, 'sharded-src');
+  fs.cpSync(ck.dir, sharded, { recursive: true });
+  fs.rmSync(path.join(sharded, 'model.safetensors'));
+  const names = [...ck.hf.keys()].sort();
+  const weightMap: Record<string, string> = {};
+  for (const [i, part] of [names.slice(0, 10), names.slice(10)].entries()) {
+    const file = `model-0000${i + 1}-of-00002.safetensors`;
+    await saveSafetensors(path.join(sharded, file), new Map(part.map((n) => [n, { dtype: 'F32' as const, shape: ck.hf.get(n)!.shape, data: ck.hf.get(n)!.data }])));
+    for (const n of part) weightMap[n] = file;
+  }
+  fs.writeFileSync(path.join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  hub.repos.set('org/sharded', repoFromFolder(sharded, 'org/sharded'));
+});
+
+after(async () => {
+  await hub?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('settings and ids', () => {
+  test('hubSettings reads the environment as huggingface_hub does', () => {
+    const s = hubSettings({ HF_HOME: '/h', HF_ENDPOINT: 'http://mirror/', HF_HUB_OFFLINE: 'true', HF_TOKEN: 'hf_x', HUGGING_FACE_HUB_TOKEN: 'hf_y' });
+    assert.equal(s.cacheDir, path.join('/h', 'hub'));
+    assert.equal(s.endpoint, 'http://mirror');
+    assert.equal(s.offline, true);
+    assert.equal(s.token, 'hf_x');
+    assert.equal(s.tokenSource, 'HF_TOKEN');
+    const t = hubSettings({ HF_HOME: '/nonexistent-home', HF_HUB_CACHE: '/c', HUGGING_FACE_HUB_TOKEN: 'hf_y' });
+    assert.equal(t.cacheDir, '/c');
+    assert.equal(t.endpoint, 'https://huggingface.co');
+    assert.equal(t.offline, false);
+    assert.equal(t.token, 'hf_y');
+    const u = hubSettings({ XDG_CACHE_HOME: '/x', HF_HOME: '' });
+    assert.equal(u.cacheDir, path.join('/x', 'huggingface', 'hub'));
+    assert.equal(u.token, undefined);
+  });
+
+  test('isHubId follows huggingface_hub validate_repo_id', () => {
+    for (const ok of ['bert-base-uncased', 'google/bert_uncased_L-4_H-256_A-4', 'distilroberta-base', 'a/b.c']) assert.ok(isHubId(ok), ok);
+    for (const bad of ['./x', '/abs', 'a/b/c', 'a--b', 'a..b', '-a', 'a/', 'x.git', '']) assert.ok(!isHubId(bad), bad);
+  });
+
+  test('a local folder is used as is; a missing path or a bad id is a clear error', async () => {
+    const r = await resolveModel(ck.dir, quiet);
+    assert.deepEqual(r, { dir: ck.dir, source: ck.dir, revision: null });
+    await assert.rejects(resolveModel(path.join(tmp, 'missing/model'), quiet), oneLineInputError(/model folder .* not found/));
+    await assert.rejects(resolveModel('not a valid id!', quiet), oneLineInputError(/neither an existing folder nor a valid Hugging Face Hub id/));
+  });
+});
+
+describe('downloads into the Hugging Face cache layout', () => {
+  test('mlm download fills blobs/, snapshots/<sha>/ and refs/main, and nothing but the needed files', async () => {
+    const home = path.join(tmp, 'home-cli');
+    const before = hub.requests.length;
+    const r = await mlm(['download', 'org/tiny-bert'], envFor(home));
+    assert.equal(r.code, 0, r.stderr);
+    const repo = hub.repos.get('org/tiny-bert')!;
+    const storage = path.join(home, 'hub', 'models--org--tiny-bert');
+    const snapshot = path.join(storage, 'snapshots', repo.sha);
+    assert.equal(r.stdout, snapshot + '\n');
+    assert.equal(fs.readFileSync(path.join(storage, 'refs', 'main'), 'utf8'), repo.sha);
+    const files = fs.readdirSync(snapshot).sort();
+    assert.deepEqual(files, ['config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt']);
+    for (const f of files) {
+      const link = path.join(snapshot, f);
+      assert.ok(fs.lstatSync(link).isSymbolicLink(), `${f} is a symlink`);
+      const info = repo.files.get(f)!;
+      assert.equal(fs.readlinkSync(link), path.join('..', '..', 'blobs', info.lfs ? info.sha256 : info.oid));
+      assert.ok(fs.readFileSync(link).equals(info.bytes), `${f} content`);
+    }
+    assert.deepEqual(fs.readdirSync(path.join(storage, 'blobs')).filter((b) => b.includes('incomplete')), []);
+    const asked = hub.requests.slice(before).join('\n');
+    assert.doesNotMatch(asked, /pytorch_model\.bin|README\.md/);
+    assert.match(asked, /GET \/api\/models\/org\/tiny-bert\/revision\/main/);
+    assert.match(asked, /GET \/api\/models\/org\/tiny-bert\/tree\//);
+
+    // A second download asks only for the revision and the listing.
+    const n = hub.requests.length;
+    const again = await downloadModel('org/tiny-bert', { env: envFor(home), ...quiet });
+    assert.equal(again.dir, snapshot);
+    assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
+  });
+
+  test('fill-mask --model HUB_ID loads from the cache, online and then offline with the Hub gone', async () => {
+    const home = path.join(tmp, 'home-fill');
+    const text = 'the model learns to [MASK] the tokens.';
+    const online = await mlm(['fill-mask', '--model', 'org/tiny-bert', text, '--json', '--backend', 'cpu'], envFor(home));
+    assert.equal(online.code, 0, online.stderr);
+    const local = await mlm(['fill-mask', '--model', ck.dir, text, '--json', '--backend', 'cpu'], envFor(home));
+    assert.equal(local.code, 0, local.stderr);
+    assert.deepEqual(JSON.parse(online.stdout), JSON.parse(local.stdout));
+
+    // The Hub is unreachable: HF_HUB_OFFLINE=1 resolves main through refs/ without any request.
+    const offlineEnv = envFor(home, { HF_HUB_OFFLINE: '1', HF_ENDPOINT: deadEndpoint });
+    const offline = await mlm(['fill-mask', '--model', 'org/tiny-bert', text, '--json', '--backend', 'cpu'], offlineEnv);
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.deepEqual(JSON.parse(offline.stdout), JSON.parse(local.stdout));
+
+    // Not cached: a one-line error saying what to run.
+    const missing = await mlm(['fill-mask', '--model', 'org/other', text], offlineEnv);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^mlm: error: org\/other \(revision main\) is not in the Hugging Face cache at .* and HF_HUB_OFFLINE is set; run `mlm download org\/other` with network first\n$/);
+
+    // Without HF_HUB_OFFLINE, an unreachable Hub falls back to a complete cached snapshot.
+    const fallback = await loadModel('org/tiny-bert', { env: envFor(home, { HF_ENDPOINT: deadEndpoint }), ...quiet });
+    assert.equal(fallback.revision, hub.repos.get('org/tiny-bert')!.sha);
+    const direct = await loadModel(ck.dir, quiet);
+    for (const [name, t] of direct.weights.tensors) assert.ok(sameBits(fallback.weights.tensors.get(name)!.data, t.data), name);
+  });
+
+  test('a sharded repo: the index and its shards are fetched and load bit-identically', async () => {
+    const home = path.join(tmp, 'home-sharded');
+    const m = await loadModel('org/sharded', { env: envFor(home), ...quiet });
+    assert.equal(m.source, 'org/sharded');
+    assert.equal(m.revision, hub.repos.get('org/sharded')!.sha);
+    const files = fs.readdirSync(m.dir).sort();
+    assert.ok(files.includes('model.safetensors.index.json') && files.includes('model-00001-of-00002.safetensors') && files.includes('model-00002-of-00002.safetensors'));
+    const direct = await loadModel(ck.dir, quiet);
+    for (const [name, t] of direct.weights.tensors) assert.ok(sameBits(m.weights.tensors.get(name)!.data, t.data), name);
+  });
+
+  test('a revision given as a commit resolves offline without refs', async () => {
+    const home = path.join(tmp, 'home-commit');
+    const sha = hub.repos.get('org/tiny-bert')!.sha;
+    const r = await downloadModel('org/tiny-bert', { revision: sha, env: envFor(home), ...quiet });
+    assert.equal(r.revision, sha);
+    assert.ok(!fs.existsSync(path.join(home, 'hub', 'models--org--tiny-bert', 'refs')));
+    const off = await downloadModel('org/tiny-bert', { revision: sha, env: envFor(home, { HF_HUB_OFFLINE: '1' }), ...quiet });
+    assert.equal(off.dir, r.dir);
+  });
+});
+
+describe('errors: one line, exit 2', () => {
+  test('404: unknown repo and unknown revision', async () => {
+    const home = path.join(tmp, 'home-404');
+    const r = await mlm(['download', 'org/nope'], envFor(home));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^mlm: error: model org\/nope not found on http:\/\/127\.0\.0\.1:\d+ \(401\): check the id; a private or gated repo needs HF_TOKEN set to a token with access\n$/);
+    await assert.rejects(
+      downloadModel('org/tiny-bert', { revision: 'v9', env: envFor(home), ...quiet }),
+      oneLineInputError(/^revision 'v9' not found in org\/tiny-bert on http:\/\/127\.0\.0\.1:\d+ \(404\): check --revision/),
+    );
+    await assert.rejects(
+      downloadModel('org/nope', { env: envFor(home, { HF_TOKEN: GOOD_TOKEN }), ...quiet }),
+      oneLineInputError(/^model org\/nope not found .*\(404\): check the id; the token from HF_TOKEN may lack access/),
+    );
+  });
+
+  test('401: a bad token, no token, and the good token', async () => {
+    const home = path.join(tmp, 'home-auth');
+    const bad = await mlm(['download', 'org/private-bert'], envFor(home, { HF_TOKEN: 'hf_bad' }));
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /^mlm: error: http:\/\/127\.0\.0\.1:\d+ refused the token from HF_TOKEN \(401 Invalid credentials in Authorization header\): check or renew it .*\n$/);
+    await assert.rejects(downloadModel('org/private-bert', { env: envFor(home), ...quiet }), oneLineInputError(/needs HF_TOKEN/));
+    // The legacy variable and the token file are honoured too.
+    const viaLegacy = await downloadModel('org/private-bert', { env: envFor(home, { HUGGING_FACE_HUB_TOKEN: GOOD_TOKEN }), ...quiet });
+    assert.ok(fs.existsSync(path.join(viaLegacy.dir, 'model.safetensors')));
+    const home2 = path.join(tmp, 'home-auth-file');
+    fs.mkdirSync(home2, { recursive: true });
+    fs.writeFileSync(path.join(home2, 'token'), GOOD_TOKEN + '\n');
+    const viaFile = await downloadModel('org/private-bert', { env: envFor(home2), ...quiet });
+    assert.ok(fs.existsSync(path.join(viaFile.dir, 'config.json')));
+  });
+
+  test('a truncated download: exit 2, no partial blob left, and a retry works', async () => {
+    const home = path.join(tmp, 'home-trunc');
+    const r = await mlm(['download', 'org/truncated'], envFor(home));
+    assert.equal(r.code, 2, r.stderr);
+    const last = r.stderr.trimEnd().split('\n').pop();
+    assert.match(last!, /^mlm: error: download of http:\/\/127\.0\.0\.1:\d+\/org\/truncated\/resolve\/\w+\/model\.safetensors was (cut short after \d+ of \d+ bytes \(the connection closed early\)|truncated: .*); retry \(the partial file was removed\)$/);
+    const storage = path.join(home, 'hub', 'models--org--truncated');
+    assert.deepEqual(fs.readdirSync(path.join(storage, 'blobs')).filter((b) => b.includes('incomplete')), []);
+    assert.ok(!fs.existsSync(path.join(storage, 'refs', 'main')), 'no ref to an incomplete snapshot');
+    hub.repos.get('org/truncated')!.truncate = undefined;
+    const ok = await downloadModel('org/truncated', { env: envFor(home), ...quiet });
+    assert.ok(fs.existsSync(path.join(ok.dir, 'model.safetensors')));
+  });
+
+  test('a corrupt download (sha256 or git sha1 mismatch) is refused', async () => {
+    const home = path.join(tmp, 'home-corrupt');
+    await assert.rejects(
+      downloadModel('org/corrupt', { env: envFor(home), ...quiet }),
+      oneLineInputError(/^download of .*\/model\.safetensors is corrupt: its sha256 is [0-9a-f]{12}\.\.\., expected [0-9a-f]{12}\.\.\.; retry/),
+    );
+    await assert.rejects(
+      downloadModel('org/corrupt-small', { env: envFor(home), ...quiet }),
+      oneLineInputError(/^download of .*\/config\.json is corrupt: its git sha1 is/),
+    );
+  });
+
+  test('a damaged file already in the cache: says which folder to delete', async () => {
+    const home = path.join(tmp, 'home-damaged');
+    const r = await downloadModel('org/tiny-bert', { env: envFor(home), ...quiet });
+    const blob = fs.realpathSync(path.join(r.dir, 'model.safetensors'));
+    fs.truncateSync(blob, 200);
+    await assert.rejects(
+      loadModel('org/tiny-bert', { env: envFor(home, { HF_HUB_OFFLINE: '1' }), ...quiet }),
+      oneLineInputError(new RegExp(`not a valid safetensors file.*; the download in the cache is damaged: delete ${path.join(home, 'hub', 'models--org--tiny-bert').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} and retry$`)),
+    );
+    // Online, a size mismatch with the listing is fetched again.
+    const fixed = await loadModel('org/tiny-bert', { env: envFor(home), ...quiet });
+    assert.equal(fixed.revision, r.revision);
+  });
+
+  test('a repo with only pytorch_model.bin: the pickle message; an unreachable Hub names the endpoint', async () => {
+    const home = path.join(tmp, 'home-pt');
+    await assert.rejects(
+      downloadModel('org/pt-only', { env: envFor(home), ...quiet }),
+      oneLineInputError(/^Hub repo org\/pt-only holds only pytorch_model\.bin; mlmkit reads safetensors only, because loading a pickle can run arbitrary code\. Convert it in Python: `AutoModelForMaskedLM/),
+    );
+    await assert.rejects(
+      downloadModel('org/tiny-bert', { env: envFor(path.join(tmp, 'home-down'), { HF_ENDPOINT: deadEndpoint }), ...quiet }),
+      (err: unknown) => {
+        assert.ok(err instanceof Error && !(err instanceof InputError));
+        assert.match(err.message, /^cannot reach the Hugging Face Hub at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache$/);
+        return true;
+      },
+    );
+  });
+});

@@ -1,0 +1,112 @@
+// Tests for the fused operations of training/models/bert.ts (`makeOps`): each one's value and
+// gradients against the plain TF.js composition it replaces, on cpu and wasm, and the tensor
+// count left after a gradient call (their backward passes free their temporaries).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import { Rng } from '../../../data/rng.ts';
+import { selectBackend, type Tf } from '../../../training/backend.ts';
+import { activation, layerNorm, makeOps } from '../../../training/models/bert.ts';
+
+const quiet = { log: (_line: string) => {} };
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function random(tf: Tf, rng: Rng, shape: number[], scale = 1): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return tf.tensor(Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * scale), shape);
+}
+
+/**
+ * Compares f and g (functions of the same inputs, returning same-shaped tensors): values, and the
+ * gradients of sum(output * w) for a random w, within `tol` relative to the largest magnitude.
+ */
+async function same(tf: Tf, label: string, f: (...xs: Tensor[]) => Tensor, g: (...xs: Tensor[]) => Tensor, inputs: Tensor[], tol = 1e-5): Promise<void> {
+  const a = f(...inputs);
+  const b = g(...inputs);
+  const rng = new Rng(9);
+  const w = random(tf, rng, b.shape);
+  const scale = (t: Float32Array | Int32Array | Uint8Array): number => Math.max(1, ...Array.from(t, Math.abs));
+  const bv = await b.data();
+  assert.ok(maxAbsDiff(await a.data(), bv) <= tol * scale(bv), `${label}: values differ by ${maxAbsDiff(await a.data(), bv)}`);
+  const before = tf.memory().numTensors;
+  const ga = tf.grads((...xs: Tensor[]) => tf.sum(tf.mul(f(...xs), w)))(inputs);
+  assert.equal(tf.memory().numTensors, before + inputs.length, `${label}: a gradient call leaves only its results`);
+  const gb = tf.grads((...xs: Tensor[]) => tf.sum(tf.mul(g(...xs), w)))(inputs);
+  for (let i = 0; i < inputs.length; i++) {
+    const want = await gb[i].data();
+    const diff = maxAbsDiff(await ga[i].data(), want);
+    assert.ok(diff <= tol * scale(want), `${label}: gradient ${i} differs by ${diff}`);
+  }
+  tf.dispose([a, b, w, ...ga, ...gb]);
+}
+
+for (const name of ['cpu', 'wasm'] as const) {
+  test(`${name}: fused ops equal their plain forms, values and gradients`, async () => {
+    const { tf } = await selectBackend(name, quiet);
+    const ops = makeOps(tf);
+    const rng = new Rng(1);
+    const x = random(tf, rng, [6, 8], 2);
+    const w = random(tf, rng, [8, 5]);
+    const b = random(tf, rng, [5]);
+    await same(tf, 'matMul', (p, q) => ops.matMul(p as Tensor2D, q as Tensor2D), (p, q) => tf.matMul(p as Tensor2D, q as Tensor2D), [x, w]);
+    await same(
+      tf,
+      'linear',
+      (p, q, r) => ops.linear(p as Tensor2D, q as Tensor2D, r as Tensor1D),
+      (p, q, r) => tf.add(tf.matMul(p as Tensor2D, q as Tensor2D), r),
+      [x, w, b],
+    );
+    const e = random(tf, rng, [11, 8]);
+    const eb = random(tf, rng, [11]);
+    await same(
+      tf,
+      'tiedDecoder',
+      (p, q, r) => ops.tiedDecoder(p as Tensor2D, q as Tensor2D, r as Tensor1D),
+      (p, q, r) => tf.add(tf.matMul(p as Tensor2D, q as Tensor2D, false, true), r),
+      [x, e, eb],
+    );
+    const gamma = tf.add(random(tf, rng, [8], 0.5), 1);
+    const beta = random(tf, rng, [8]);
+    for (const eps of [1e-12, 1e-5]) {
+      await same(
+        tf,
+        `layerNorm eps ${eps}`,
+        (p, q, r) => ops.layerNorm(p as Tensor2D, q as Tensor1D, r as Tensor1D, eps),
+        (p, q, r) => layerNorm(tf, p as Tensor2D, q as Tensor1D, r as Tensor1D, eps),
+        [x, gamma, beta],
+        1e-4,
+      );
+    }
+    const wide = random(tf, rng, [7, 9], 4); // covers the GELU's curved part and both tails
+    for (const act of ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const) {
+      await same(tf, act, (p) => ops.activation(p as Tensor2D, act), (p) => activation(tf, p as Tensor2D, act), [wide]);
+    }
+    // Dropout: the same formula and seeded generator as tf.dropout, so the very same mask.
+    await same(tf, 'dropout', (p) => ops.dropout(p, 0.3, 'seed/site'), (p) => tf.dropout(p, 0.3, undefined, 'seed/site'), [wide]);
+    assert.equal(ops.dropout(wide, 0.3, null), wide);
+    assert.equal(ops.dropout(wide, 0, 'seed'), wide);
+
+    // Cross-entropy: against logsumexp - picked logit (targets fixed).
+    const logits = random(tf, rng, [5, 13], 6);
+    const targets = tf.tensor1d([0, 12, 3, 3, 7], 'int32');
+    await same(
+      tf,
+      'crossEntropySum',
+      (z) => ops.crossEntropySum(z as Tensor2D, targets),
+      (z) => tf.sum(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, tf.oneHot(targets, 13).toFloat()), 1))) as Scalar,
+      [logits],
+    );
+    // Far-apart logits: the loss stays finite and exact where softmax probabilities underflow.
+    const extreme = tf.tensor2d([[0, 200, -300], [50, 50, 50]]);
+    const ce = await ops.crossEntropySum(extreme, tf.tensor1d([2, 1], 'int32')).data();
+    // Row 0: lse = 200 (to float32), minus the target's -300 = 500. Row 1: log 3.
+    assert.ok(Math.abs(ce[0] - (500 + Math.log(3))) < 1e-3, `${ce[0]}`);
+    tf.dispose([x, w, b, e, eb, gamma, beta, wide, logits, targets, extreme]);
+  });
+}

@@ -1,0 +1,416 @@
+// Hugging Face model folders in and out (DESIGN.md section 4): what `save_pretrained` writes and
+// `AutoModelForMaskedLM.from_pretrained(DIR)` / `AutoTokenizer.from_pretrained(DIR)` read:
+// config.json, model.safetensors (or model.safetensors.index.json + shards) and the tokenizer files.
+//
+// Reading: config.json goes through `parseModelConfig` (strict, errors name the key); each tensor
+// is read once from disk straight into its Float32Array (`openSafetensors` reads only the header
+// up front), then `importWeights` checks names and shapes and turns Linear weights to mlmkit's
+// [in, out] layout. A 440 MB checkpoint is never held twice as raw bytes.
+//
+// Writing: everything goes into a temporary sibling folder `.NAME.ckpt-tmp-PID`, every file and the
+// folder are fsync'd, then the folder is renamed onto `dir`. An existing `dir` is moved aside
+// (`.NAME.ckpt-old-PID`) only once the new folder is complete, the new one is renamed in, and the
+// old one removed. A crash leaves either the old folder, or the new one, or (between the two
+// renames) the old folder under its aside name next to the complete new one: never a half-written
+// folder under `dir`.
+//
+// config.json is written as transformers' `save_pretrained` writes it: `json.dumps(indent=2,
+// sort_keys=True)` plus a newline, `architectures` naming the ForMaskedLM class, and
+// `torch_dtype: "float32"` (the dtype of the written tensors; versions before 4.56 read only this
+// key, later ones read it too). Porting note: `transformers_version` is not stamped: mlmkit did not
+// run transformers, so a value read from the source checkpoint is kept as it was and none is added.
+// A `dtype` key (transformers >= 4.56) that came with the source is set to "float32" as well.
+//
+// Vocabulary sizes: a tokenizer with more ids than the model's `vocab_size` is refused (those ids
+// would index past the embedding matrix). A smaller tokenizer is accepted: checkpoints often pad
+// the embedding matrix to a round number (a multiple of 8 or 64) and transformers loads them; the
+// extra rows are simply never produced by the tokenizer (fill-mask never proposes them).
+//
+// References: transformers `modeling_utils.py` (save_pretrained, from_pretrained's file lookup and
+// its messages for pickle / TF / Flax weights), `configuration_utils.py` (to_json_string).
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Variable } from '@tensorflow/tfjs';
+import { InputError } from '../data/errors.ts';
+import { MlmTokenizer } from '../data/tokenizer.ts';
+import { maskedLmArchitecture, modelConfigToJson, parseModelConfig, type ModelConfig } from './models/config.ts';
+import { exportWeights, importWeights, isIgnoredOnLoad, parameterTable, type ModelWeights, type NamedArray } from './models/weights.ts';
+import { openSafetensors, readShardedIndex, saveSafetensors, SAFETENSORS_INDEX, type TensorReader } from './safetensors.ts';
+
+export const CONFIG_FILE = 'config.json';
+export const WEIGHTS_FILE = 'model.safetensors';
+export { SAFETENSORS_INDEX };
+
+/** Files of the tokenizer that a model folder may hold (what `tokenizer.save` writes, and the old layouts). */
+export const TOKENIZER_FILES: readonly string[] = [
+  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json', 'merges.txt',
+];
+
+export interface ModelFolder {
+  /** The folder read (for a Hub model: its snapshot folder in the cache). */
+  dir: string;
+  config: ModelConfig;
+  /** mlmkit layout, from importWeights: pass as `createMaskedLM(tf, config, { weights })`. */
+  weights: ModelWeights;
+  tokenizer: MlmTokenizer;
+  /** What the user named: the folder, or the Hub id. */
+  source: string;
+  /** The Hub commit the folder holds; null or absent for a local folder. */
+  revision?: string | null;
+}
+
+export interface LoadModelFolderOptions {
+  /** Shown in messages and kept as `source` (default: `dir`). */
+  source?: string;
+  revision?: string | null;
+}
+
+/** The command that turns other weight formats into safetensors, for the messages below. */
+function convertHint(dir: string, fromFlag: string): string {
+  const args = fromFlag ? `${JSON.stringify(dir)}, ${fromFlag}` : JSON.stringify(dir);
+  return `Convert it in Python: \`AutoModelForMaskedLM.from_pretrained(${args}).save_pretrained(${JSON.stringify(dir)}, safe_serialization=True)\``;
+}
+
+/** The InputError for a folder whose weights are only in a format mlmkit does not read, or null. */
+export function unreadableWeightsError(where: string, files: ReadonlySet<string>, dirForHint = where): InputError | null {
+  if (files.has('pytorch_model.bin') || files.has('pytorch_model.bin.index.json')) {
+    const name = files.has('pytorch_model.bin') ? 'pytorch_model.bin' : 'pytorch_model.bin.index.json (sharded pickles)';
+    return new InputError(
+      `${where} holds only ${name}; mlmkit reads safetensors only, because loading a pickle can run arbitrary code. ${convertHint(dirForHint, '')}`,
+    );
+  }
+  if (files.has('tf_model.h5')) {
+    return new InputError(`${where} holds only tf_model.h5 (TensorFlow/Keras weights); mlmkit reads safetensors only. ${convertHint(dirForHint, 'from_tf=True')}`);
+  }
+  if (files.has('flax_model.msgpack')) {
+    return new InputError(`${where} holds only flax_model.msgpack (Flax weights); mlmkit reads safetensors only. ${convertHint(dirForHint, 'from_flax=True')}`);
+  }
+  return null;
+}
+
+/** Parses `dir`/config.json (InputError for a missing file or invalid JSON). */
+export async function readConfigFile(dir: string, source = dir): Promise<ModelConfig> {
+  const file = path.join(dir, CONFIG_FILE);
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new InputError(`${source} has no config.json; a model folder holds config.json, model.safetensors and the tokenizer files (what save_pretrained writes)`);
+    }
+    throw new InputError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`${file} is not valid JSON (${(err as Error).message.split('\n')[0]}); restore it from the original checkpoint`);
+  }
+  return parseModelConfig(json, file);
+}
+
+/** Opens the folder's safetensors weights: model.safetensors, else the sharded index. */
+function openWeights(dir: string, source: string): TensorReader {
+  const file = path.join(dir, WEIGHTS_FILE);
+  if (fs.existsSync(file)) return openSafetensors(file);
+  if (fs.existsSync(path.join(dir, SAFETENSORS_INDEX))) return readShardedIndex(dir);
+  const present = new Set(fs.readdirSync(dir));
+  const other = unreadableWeightsError(source, present, dir);
+  if (other) throw other;
+  throw new InputError(`${source} has no model.safetensors (nor ${SAFETENSORS_INDEX}); a model folder holds the weights in safetensors form`);
+}
+
+/** Every tensor of the reader as float32 (integer buffers such as position_ids converted). */
+function readAll(reader: TensorReader, config: ModelConfig): Map<string, NamedArray> {
+  const out = new Map<string, NamedArray>();
+  for (const name of reader.keys()) {
+    const info = reader.info(name);
+    const isFloat = info.dtype === 'F32' || info.dtype === 'F16' || info.dtype === 'BF16' || info.dtype === 'F64';
+    if (!isFloat) {
+      // Only the integer buffers that older transformers saved (position_ids, token_type_ids),
+      // which the model ignores; anything else is handed on so importWeights names it.
+      if (isIgnoredOnLoad(config.model_type, name) || isIgnoredOnLoad(config.model_type, `${config.model_type}.${name}`)) continue;
+      out.set(name, { shape: info.shape, data: Float32Array.from(reader.readInt32(name)) });
+      continue;
+    }
+    out.set(name, { shape: info.shape, data: reader.readFloat32(name) });
+  }
+  return out;
+}
+
+/** The longest input (tokens, specials included) the model's position table allows. */
+export function maxSequenceLength(config: ModelConfig): number {
+  return config.model_type === 'roberta'
+    ? config.max_position_embeddings - config.pad_token_id - 1
+    : config.max_position_embeddings;
+}
+
+/** InputError unless the tokenizer's ids all index rows of the model's embedding matrix. */
+export function checkTokenizerFitsModel(tokenizer: MlmTokenizer, config: ModelConfig, source: string): void {
+  if (tokenizer.vocabSize > config.vocab_size) {
+    throw new InputError(
+      `${source}: the tokenizer has ${tokenizer.vocabSize} ids but the model's vocab_size is ${config.vocab_size}: ` +
+        'ids past the embedding matrix cannot be looked up; use the tokenizer the model was trained with',
+    );
+  }
+}
+
+/**
+ * Loads a Hugging Face model folder: config.json (parseModelConfig), model.safetensors or a
+ * sharded model.safetensors.index.json, and the tokenizer files. Every problem is an InputError
+ * on one line naming the file and what to do.
+ */
+export async function loadModelFolder(dir: string, opts: LoadModelFolderOptions = {}): Promise<ModelFolder> {
+  const source = opts.source ?? dir;
+  let stat: fs.Stats;
+  try {
+    stat = await fsp.stat(dir);
+  } catch {
+    throw new InputError(`model folder ${dir} not found; give a folder holding config.json and model.safetensors, or a Hugging Face Hub id`);
+  }
+  if (!stat.isDirectory()) {
+    throw new InputError(`${dir} is a file, not a model folder; give the folder that holds config.json and model.safetensors`);
+  }
+  const config = await readConfigFile(dir, source);
+  const reader = openWeights(dir, source);
+  let weights: ModelWeights;
+  try {
+    const tensors = readAll(reader, config);
+    weights = importWeights(config, tensors, source);
+  } finally {
+    reader.close();
+  }
+  const tokenizer = await MlmTokenizer.load(dir);
+  checkTokenizerFitsModel(tokenizer, config, source);
+  return { dir, config, weights, tokenizer, source, revision: opts.revision ?? null };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+export interface ModelFolderParts {
+  config: ModelConfig;
+  /** Hugging Face names and layouts ([out, in] Linear weights), as exportWeights returns them. */
+  weights: ReadonlyMap<string, NamedArray>;
+  tokenizer: MlmTokenizer;
+  /** Adds files (trainer_state.json, optimizer.safetensors...) to the temporary folder before it is renamed. */
+  extra?: (tmpDir: string) => Promise<void>;
+}
+
+/** config.json's object as save_pretrained writes it for the ForMaskedLM class of the family. */
+export function configJsonForSave(config: ModelConfig): Record<string, unknown> {
+  const json = modelConfigToJson(config);
+  json.architectures = [maskedLmArchitecture(config.model_type)];
+  json.torch_dtype = 'float32';
+  if ('dtype' in json) json.dtype = 'float32';
+  const sorted: Record<string, unknown> = {};
+  for (const key of Object.keys(json).sort()) sorted[key] = json[key];
+  return sorted;
+}
+
+/** Throws (a programming error, not bad input) unless `weights` are exactly the HF tensors of `config`. */
+function checkHfWeights(config: ModelConfig, weights: ReadonlyMap<string, NamedArray>): void {
+  const table = parameterTable(config);
+  for (const spec of table) {
+    const t = weights.get(spec.name);
+    if (t === undefined) throw new Error(`writeModelFolder: weights lack ${spec.name}`);
+    const n = spec.hfShape.reduce((a, b) => a * b, 1);
+    if (t.shape.length !== spec.hfShape.length || t.shape.some((d, i) => d !== spec.hfShape[i]) || t.data.length !== n) {
+      throw new Error(`writeModelFolder: ${spec.name} has shape [${t.shape.join(', ')}], expected the Hugging Face shape [${spec.hfShape.join(', ')}]`);
+    }
+  }
+  if (weights.size !== table.length) {
+    const known = new Set(table.map((s) => s.name));
+    const extra = [...weights.keys()].filter((k) => !known.has(k));
+    throw new Error(`writeModelFolder: weights hold tensors the model does not have: ${extra.slice(0, 5).join(', ')}`);
+  }
+}
+
+/** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
+export function tempSibling(target: string, tag: string): string {
+  const abs = path.resolve(target);
+  return path.join(path.dirname(abs), `.${path.basename(abs)}.${tag}-${process.pid}-${randomBytes(3).toString('hex')}`);
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(p, 'r');
+    await fh.sync();
+  } catch {
+    // Folders cannot be opened or synced on some platforms (Windows); nothing more to do there.
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+/** fsyncs every file under `dir` (recursively), then the folders themselves. */
+async function fsyncTree(dir: string): Promise<void> {
+  for (const entry of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) await fsyncTree(p);
+    else if (entry.isFile()) await fsyncPath(p);
+  }
+  await fsyncPath(dir);
+}
+
+/**
+ * Fills a new folder through `fill(tmpDir)` and puts it at `dir` atomically (see the file header).
+ * `dir` may exist: it is replaced only after the new folder is complete. The caller decides
+ * whether replacing it is allowed.
+ */
+export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
+  const target = path.resolve(dir);
+  const parent = path.dirname(target);
+  await fsp.mkdir(parent, { recursive: true });
+  const existing = await fsp.lstat(target).catch(() => null);
+  if (existing && !existing.isDirectory()) {
+    throw new InputError(`${dir} exists and is not a plain folder (a file or a link); choose another output path`);
+  }
+  const tmp = tempSibling(target, 'ckpt-tmp');
+  await fsp.mkdir(tmp);
+  try {
+    await fill(tmp);
+    await fsyncTree(tmp);
+    if (existing) {
+      const old = tempSibling(target, 'ckpt-old');
+      await fsp.rename(target, old);
+      try {
+        await fsp.rename(tmp, target);
+      } catch (err) {
+        await fsp.rename(old, target).catch(() => {});
+        throw err;
+      }
+      await fsyncPath(parent);
+      await fsp.rm(old, { recursive: true, force: true });
+    } else {
+      await fsp.rename(tmp, target);
+    }
+    await fsyncPath(parent);
+  } catch (err) {
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Writes a Hugging Face model folder atomically (see the file header): config.json,
+ * model.safetensors (float32, {"format": "pt"}), the tokenizer files, and whatever `extra` adds.
+ */
+export async function writeModelFolder(dir: string, parts: ModelFolderParts): Promise<void> {
+  const { config, weights, tokenizer } = parts;
+  checkHfWeights(config, weights);
+  checkTokenizerFitsModel(tokenizer, config, dir);
+  const tensors = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
+  for (const [name, t] of weights) tensors.set(name, { dtype: 'F32', shape: [...t.shape], data: t.data });
+  await writeFolderAtomic(dir, async (tmp) => {
+    await fsp.writeFile(path.join(tmp, CONFIG_FILE), JSON.stringify(configJsonForSave(config), null, 2) + '\n', 'utf8');
+    await saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
+    await tokenizer.save(tmp, { modelMaxLength: tokenizer.modelMaxLength ?? maxSequenceLength(config) });
+    if (parts.extra) await parts.extra(tmp);
+  });
+}
+
+/**
+ * Weights in mlmkit layout (from loadModelFolder / importWeights) in Hugging Face names and
+ * layouts, through the models' own `exportWeights` (the one conversion table), without building
+ * a TF.js model.
+ */
+export async function hfWeightsOf(config: ModelConfig, weights: ModelWeights): Promise<Map<string, NamedArray>> {
+  const variables = new Map<string, Variable>();
+  for (const [name, t] of weights.tensors) {
+    // exportWeights reads only `shape` and `data()` of each variable.
+    const view = { shape: t.shape, data: async () => t.data };
+    variables.set(name, view as unknown as Variable);
+  }
+  return exportWeights({ config, variables });
+}
+
+// ---------------------------------------------------------------------------------------------
+// TF.js weights folder
+
+/** Bytes per binary shard, as tensorflowjs_converter writes them (4 MiB). */
+export const TFJS_SHARD_BYTES = 4 * 1024 * 1024;
+
+export interface TfjsFolderParts {
+  config: ModelConfig;
+  /** mlmkit layout (Linear weights [in, out]), as loadModelFolder returns them. */
+  weights: ModelWeights;
+  tokenizer: MlmTokenizer;
+  /** `generatedBy` of model.json, e.g. "mlmkit 0.1.0". */
+  generatedBy: string;
+  /** Bytes per shard (default TFJS_SHARD_BYTES). */
+  shardBytes?: number;
+}
+
+export interface TfjsFolderSummary {
+  shards: string[];
+  tensors: number;
+  bytes: number;
+}
+
+/**
+ * Writes a TF.js weights folder atomically: model.json in the format `tf.io` reads
+ * (`weightsManifest: [{paths, weights: [{name, shape, dtype}]}]`, `modelTopology: null`, format
+ * `mlmkit-bert` / `mlmkit-roberta`), the weights as little-endian float32 concatenated in the
+ * manifest's order and cut into 4 MiB shards `group1-shardKofN.bin` (the converter's naming),
+ * plus config.json and the tokenizer files. Tensors keep their Hugging Face names but mlmkit's
+ * layout, ready for `createMaskedLM(tf, config, { weights })` after `tf.io.loadWeights`.
+ */
+export async function writeTfjsFolder(dir: string, parts: TfjsFolderParts): Promise<TfjsFolderSummary> {
+  const { config, weights, tokenizer } = parts;
+  const shardBytes = parts.shardBytes ?? TFJS_SHARD_BYTES;
+  const table = parameterTable(config);
+  const specs = table.map((s) => {
+    const t = weights.tensors.get(s.name);
+    if (!t) throw new Error(`writeTfjsFolder: weights lack ${s.name}`);
+    return { name: s.name, shape: [...t.shape], dtype: 'float32' as const, data: t.data };
+  });
+  const total = specs.reduce((a, s) => a + s.data.byteLength, 0);
+  const count = Math.max(1, Math.ceil(total / shardBytes));
+  const shards = Array.from({ length: count }, (_, i) => `group1-shard${i + 1}of${count}.bin`);
+  await writeFolderAtomic(dir, async (tmp) => {
+    // Stream the tensors' bytes into shards, cutting across tensor boundaries like the converter.
+    const buf = Buffer.alloc(Math.min(shardBytes, Math.max(total, 1)));
+    let fill = 0;
+    let shard = 0;
+    const flush = async () => {
+      await fsp.writeFile(path.join(tmp, shards[shard++]), buf.subarray(0, fill));
+      fill = 0;
+    };
+    for (const s of specs) {
+      const bytes = new Uint8Array(s.data.buffer, s.data.byteOffset, s.data.byteLength);
+      let off = 0;
+      while (off < bytes.length) {
+        const n = Math.min(bytes.length - off, buf.length - fill);
+        buf.set(bytes.subarray(off, off + n), fill);
+        fill += n;
+        off += n;
+        if (fill === buf.length) await flush();
+      }
+    }
+    if (fill > 0 || shard === 0) await flush();
+    if (shard !== count) throw new Error(`writeTfjsFolder: wrote ${shard} shards, expected ${count}`);
+    const modelJson = {
+      format: `mlmkit-${config.model_type}`,
+      generatedBy: parts.generatedBy,
+      convertedBy: null,
+      modelTopology: null,
+      userDefinedMetadata: {
+        mlmkit: {
+          format_version: 1,
+          model_type: config.model_type,
+          layout: 'mlmkit: Hugging Face names; Linear weights [in, out], transposed from PyTorch [out, in]',
+          config: 'config.json',
+        },
+      },
+      weightsManifest: [{ paths: shards, weights: specs.map(({ name, shape, dtype }) => ({ name, shape, dtype })) }],
+    };
+    await fsp.writeFile(path.join(tmp, 'model.json'), JSON.stringify(modelJson, null, 2) + '\n', 'utf8');
+    await fsp.writeFile(path.join(tmp, CONFIG_FILE), JSON.stringify(configJsonForSave(config), null, 2) + '\n', 'utf8');
+    await tokenizer.save(tmp, { modelMaxLength: tokenizer.modelMaxLength ?? maxSequenceLength(config) });
+  });
+  return { shards, tensors: specs.length, bytes: total };
+}

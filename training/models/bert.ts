@@ -1,0 +1,548 @@
+// BERT for masked language modelling, written with plain TF.js ops (no tf.layers), read top to
+// bottom: helpers, embeddings, one encoder layer, the MLM head, the model object.
+// roberta.ts reuses every block here with RoBERTa's names and position ids.
+//
+// Numerics follow transformers' BertForMaskedLM (DESIGN.md section 5): post-LayerNorm encoder
+// layers, `gelu` = exact erf GELU, LayerNorm eps from the config, padding masked out of attention,
+// the MLM decoder tied to the word embeddings with its own bias. Weights are `tf.Variable`s held
+// in a map under their Hugging Face names; their list, shapes, layouts and init live in weights.ts.
+// Hidden states are kept 2-D, [B*T, H], between blocks: every Linear is one plain 2-D matMul, the
+// fast form on wasm (see `makeOps`).
+//
+// Porting notes (where mlmkit differs from transformers on purpose):
+// - Masked attention adds -1e9 (transformers: float32's most negative value). Both underflow to
+//   exactly 0 after softmax whenever a row has an unmasked key, and -1e9 cannot overflow to -inf
+//   when summed with a score on any backend.
+// - Queries are scaled by 1/sqrt(head_dim) before Q K^T (transformers scales the scores, or
+//   SDPA folds it in); the same product up to float32 rounding.
+// - The padding rows of the embeddings are zero at init, as in transformers, but not frozen:
+//   transformers' nn.Embedding(padding_idx) gives them no gradient from the lookup. Here they get
+//   gradient only from padding positions, which attention masks out, so it is zero in practice.
+// - Dropout masks come from TF.js's seeded uniform generator (alea, drawn in JavaScript, so the
+//   same on every backend) with one seed per site derived from `ForwardOptions.dropoutSeed`.
+// - `maskedLoss` with no labelled position returns 0 (transformers returns NaN).
+//
+// References: transformers `models/bert/modeling_bert.py` (BertEmbeddings, BertSelfAttention,
+// BertLayer, BertLMPredictionHead); Devlin et al. 2019; the sparse MLM prediction of cramming
+// (Geiping and Goldstein 2022): the head runs on the labelled positions only.
+import type * as TfModule from '@tensorflow/tfjs';
+import type { GradSaveFunc, Scalar, Tensor, Tensor1D, Tensor2D, Tensor3D, Tensor4D, Variable } from '@tensorflow/tfjs';
+import { InputError } from '../../data/errors.ts';
+import type { HiddenAct, ModelConfig, ModelFamily } from './config.ts';
+import { checkModelWeights, initialWeights, parameterTable, type ModelWeights } from './weights.ts';
+
+export type Tf = typeof TfModule;
+
+/** One batch of token ids. `attentionMask` is 1 for real tokens and 0 for padding. */
+export interface MlmInputs {
+  inputIds: Tensor2D; // int32 [B, T]
+  attentionMask: Tensor2D; // int32 or float32 [B, T]
+  tokenTypeIds?: Tensor2D; // int32 [B, T]; zeros when left out, as transformers does
+}
+
+export interface ForwardOptions {
+  /** Dropout is applied only when training. */
+  training: boolean;
+  /**
+   * Seed of this forward pass's dropout masks, required when training with dropout. The same seed
+   * gives the same masks on every backend, so an exact resume redraws them.
+   */
+  dropoutSeed?: number;
+}
+
+export interface LossOptions extends ForwardOptions {
+  /** Also count the labelled positions whose top-1 prediction is the label. */
+  accuracy?: boolean;
+}
+
+export interface MaskedLossResult {
+  /** Mean (`maskedLoss`) or sum (`maskedLossSum`) of the cross-entropy over labelled positions. */
+  loss: Scalar;
+  /** How many positions had a label (not -100). */
+  maskedCount: number;
+  /** With `accuracy: true`: how many of them were predicted right (float32 scalar). */
+  correct?: Scalar;
+}
+
+export type ModelInit = { seed: number } | { weights: ModelWeights };
+
+export interface MaskedLM {
+  readonly config: ModelConfig;
+  readonly family: ModelFamily;
+  /** Every weight under its Hugging Face name (the tied decoder is the word embeddings). */
+  readonly variables: ReadonlyMap<string, Variable>;
+  /** Final hidden states [B, T, H]. */
+  encode(inputs: MlmInputs, opts: ForwardOptions): Tensor3D;
+  /** MLM head on hidden states [N, H]: transform, tied decoder, bias -> logits [N, V]. */
+  head(hidden: Tensor2D): Tensor2D;
+  /** Logits at every position [B, T, V], what transformers returns. */
+  logits(inputs: MlmInputs, opts: ForwardOptions): Tensor3D;
+  /**
+   * Mean cross-entropy over the positions whose label (`labels`, [B*T] row-major, -100 = ignore)
+   * is set; the head runs on those positions only.
+   */
+  maskedLoss(inputs: MlmInputs, labels: Int32Array, opts: LossOptions): MaskedLossResult;
+  /** As `maskedLoss` but summed, for a trainer that normalises over an accumulated batch. */
+  maskedLossSum(inputs: MlmInputs, labels: Int32Array, opts: LossOptions): MaskedLossResult;
+  dispose(): void;
+}
+
+/** What differs between BERT and RoBERTa besides the weight names' prefix. */
+export interface FamilySpec {
+  readonly family: ModelFamily;
+  /** Names of the MLM head's modules. */
+  readonly head: { dense: string; layerNorm: string; bias: string };
+  /** Position ids [B, T] int32 for a batch of input ids. */
+  positionIds(tf: Tf, inputIds: Tensor2D, config: ModelConfig): Tensor2D;
+  /** The longest sequence the position table holds. */
+  maxSequenceLength(config: ModelConfig): number;
+  /** The head transform's activation. */
+  headActivation(config: ModelConfig): HiddenAct;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Helpers: constants, and the plain forms of the model's functions
+
+/** Large negative score added at masked keys (see the porting notes). */
+export const MASKED_SCORE = -1e9;
+
+/** Label value of positions that are not scored, as in transformers. */
+export const IGNORE_INDEX = -100;
+
+/** LayerNorm over the last axis, plain form: (x - mean) / sqrt(var + eps) * gamma + beta. */
+export function layerNorm(tf: Tf, x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+}
+
+/**
+ * The activation, plain form. `gelu`: 0.5 x (1 + erf(x / sqrt 2)). `gelu_new` /
+ * `gelu_pytorch_tanh`: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as
+ * x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same function (tanh z = 2 sigmoid(2z) - 1) with
+ * sigmoid, ~15x cheaper than tanh on wasm (NOTES.md).
+ */
+export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
+  switch (act) {
+    case 'gelu':
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return tf.mul(x, tf.sigmoid(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_CUBIC)), GELU_TANH_SCALE)));
+    case 'relu':
+      return tf.relu(x);
+  }
+}
+const GELU_CUBIC = 0.044715;
+const GELU_TANH_SCALE = 2 * Math.sqrt(2 / Math.PI);
+
+// -------------------------------------------------------------------------------------------------
+// Ops: the model's building operations, each with a hand-written gradient
+//
+// Why. TF.js records every op of a composite (LayerNorm is ~10 ops, GELU ~6) and keeps the inputs
+// each op's gradient needs, as copies on wasm (its Identity kernel copies). A bert-mini step at
+// batch 32 x 128 then needed over 4 GB, the wasm heap's limit. Each op below saves only what its
+// gradient uses (LayerNorm: the normalised x and 1/std; GELU: x; dropout: its mask; a Linear: x
+// and W), so activation memory drops several-fold. And on wasm a matMul with either transpose flag
+// runs 10-40x slower than the plain one (measured here: [4096,256]x[256,1024] 78 ms plain, 930 ms
+// transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: the gradients
+// below transpose explicitly (a cheap copy) and multiply without flags.
+// Each op is tested against its plain form (values and gradients) in tests/training/models.
+
+export interface Ops {
+  tf: Tf;
+  /** a [M, K] x b [K, N] -> [M, N]. */
+  matMul(a: Tensor2D, b: Tensor2D): Tensor2D;
+  /** y = x W + b: x [N, in], W [in, out] (mlmkit layout), b [out]. */
+  linear(x: Tensor2D, w: Tensor2D, b: Tensor1D): Tensor2D;
+  /** The tied decoder: logits = h E^T + b, h [N, H], E [V, H] (the word embeddings), b [V]. */
+  tiedDecoder(h: Tensor2D, e: Tensor2D, b: Tensor1D): Tensor2D;
+  /** LayerNorm over the last axis of x [N, H]. */
+  layerNorm(x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D;
+  /** The activation `act` (see `activation`). */
+  activation(x: Tensor2D, act: HiddenAct): Tensor2D;
+  /** Inverted dropout with a seeded mask; `x` itself when `seed` is null (not training) or rate is 0. */
+  dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
+  /** Sum over rows of -log softmax(logits)[target]: logits [N, V], targets int32 [N]. */
+  crossEntropySum(logits: Tensor2D, targets: Tensor1D): Scalar;
+}
+
+type Saver = (tensors: Tensor[]) => void;
+
+export function makeOps(tf: Tf): Ops {
+  // tf.customGrad passes the inputs then a save function; gradFunc gets dy and the saved tensors.
+  const custom = <T extends Tensor>(
+    f: (inputs: Tensor[], save: Saver) => { value: T; gradFunc: (dy: T, saved: Tensor[]) => Tensor[] },
+  ): ((...inputs: Tensor[]) => T) =>
+    tf.customGrad((...args: (Tensor | GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as GradSaveFunc;
+      const { value, gradFunc } = f(args.slice(0, -1) as Tensor[], save);
+      // TF.js calls a custom gradient outside any tidy and frees nothing until the whole gradient
+      // computation ends: the tidy frees this gradient's temporaries as soon as it returns.
+      return { value, gradFunc: (dy: Tensor, saved: Tensor[]) => tf.tidy(() => gradFunc(dy as T, saved)) };
+    }) as (...inputs: Tensor[]) => T;
+
+  const matMul = custom<Tensor2D>(([a, b], save) => {
+    save([a, b]);
+    return {
+      value: tf.matMul(a as Tensor2D, b as Tensor2D),
+      gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, tf.transpose(sb as Tensor2D)), tf.matMul(tf.transpose(sa as Tensor2D), dy)],
+    };
+  });
+
+  const linear = custom<Tensor2D>(([x, w, b], save) => {
+    save([x, w]);
+    return {
+      value: tf.add(tf.matMul(x as Tensor2D, w as Tensor2D), b),
+      gradFunc: (dy, [sx, sw]) => [
+        tf.matMul(dy, tf.transpose(sw as Tensor2D)), // dx = dy W^T
+        tf.matMul(tf.transpose(sx as Tensor2D), dy), // dW = x^T dy
+        tf.sum(dy, 0), // db
+      ],
+    };
+  });
+
+  // The transpose of E [V, H] happens in the forward only; the gradients need none of E^T:
+  // dh = dy E, dE = dy^T h. On wasm, for [614,256] x [30522,256]: 0.45 s forward against 5.4 s
+  // for matMul(h, E, false, true).
+  const tiedDecoder = custom<Tensor2D>(([h, e, b], save) => {
+    save([h, e]);
+    return {
+      value: tf.add(tf.matMul(h as Tensor2D, tf.transpose(e as Tensor2D)), b),
+      gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), tf.matMul(tf.transpose(dy), sh as Tensor2D), tf.sum(dy, 0)],
+    };
+  });
+
+  // y = xhat gamma + beta with xhat = (x - mean) r, r = 1/sqrt(var + eps). Backward, per row:
+  // g = dy gamma; dx = r (g - mean(g) - xhat mean(g xhat)); dgamma = sum_rows dy xhat; dbeta = sum_rows dy.
+  const layerNormOp = (x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D =>
+    custom<Tensor2D>(([x_, gamma_, beta_], save) => {
+      const { mean, variance } = tf.moments(x_, -1, true);
+      const r = tf.rsqrt(tf.add(variance, eps)); // [N, 1]
+      const xhat = tf.mul(tf.sub(x_, mean), r);
+      save([xhat, r, gamma_]);
+      return {
+        value: tf.add(tf.mul(xhat, gamma_), beta_),
+        gradFunc: (dy, [sxhat, sr, sgamma]) => {
+          const g = tf.mul(dy, sgamma);
+          const centred = tf.sub(g, tf.mean(g, -1, true));
+          const dx = tf.mul(tf.sub(centred, tf.mul(sxhat, tf.mean(tf.mul(g, sxhat), -1, true))), sr);
+          return [dx, tf.sum(tf.mul(dy, sxhat), 0), tf.sum(dy, 0)];
+        },
+      };
+    })(x, gamma, beta);
+
+  // gelu: y = x Phi(x), y' = Phi(x) + x phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
+  //       phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+  // tanh form: y = x s, s = sigmoid(u), u = c (x + a x^3), y' = s + x s (1 - s) c (1 + 3 a x^2).
+  const gelu = custom<Tensor2D>(([x], save) => {
+    save([x]);
+    return {
+      value: activation(tf, x as Tensor2D, 'gelu'),
+      gradFunc: (dy, [sx]) => {
+        const cdf = tf.mul(tf.add(tf.erf(tf.mul(sx, Math.SQRT1_2)), 1), 0.5);
+        const pdf = tf.mul(tf.exp(tf.mul(tf.square(sx), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+        return [tf.mul(dy, tf.add(cdf, tf.mul(sx, pdf)))];
+      },
+    };
+  });
+  const geluTanh = custom<Tensor2D>(([x], save) => {
+    save([x]);
+    return {
+      value: activation(tf, x as Tensor2D, 'gelu_new'),
+      gradFunc: (dy, [sx]) => {
+        const x2 = tf.square(sx);
+        const s = tf.sigmoid(tf.mul(tf.mul(sx, tf.add(tf.mul(x2, GELU_CUBIC), 1)), GELU_TANH_SCALE));
+        const du = tf.mul(tf.add(tf.mul(x2, 3 * GELU_CUBIC), 1), GELU_TANH_SCALE);
+        return [tf.mul(dy, tf.add(s, tf.mul(tf.mul(tf.mul(sx, s), tf.sub(1, s)), du)))];
+      },
+    };
+  });
+
+  // The mask comes from TF.js's seeded uniform generator (alea, drawn in JavaScript: the same
+  // masks on every backend): keep where u + (1 - rate) >= 1, scaled by 1 / (1 - rate), as tf.dropout.
+  const dropout = <T extends Tensor>(x: T, rate: number, seed: string | null): T => {
+    if (seed === null || rate === 0) return x;
+    return custom<T>(([x_], save) => {
+      const keep = 1 - rate;
+      const mask = tf.div(tf.floor(tf.add(tf.randomUniform(x_.shape, 0, 1, 'float32', seed), keep)), keep);
+      save([mask]);
+      return { value: tf.mul(x_, mask) as T, gradFunc: (dy, [smask]) => [tf.mul(dy, smask)] };
+    })(x);
+  };
+
+  // -log softmax(z)[t] = lse(z) - z[t], with lse(z) = max(z) - log(max(softmax(z))) (the largest
+  // probability is 1 / sum exp(z - max z) >= 1/V, so its log is finite): one fused softmax pass,
+  // 3x cheaper on wasm than logSoftmax. Gradient: dy (softmax(z) - onehot(t)).
+  const crossEntropySum = (logits: Tensor2D, targets: Tensor1D): Scalar =>
+    custom<Scalar>(([z], save) => {
+      const [N, V] = z.shape as [number, number];
+      const probs = tf.softmax(z);
+      save([probs, targets]); // saved, not closed over: the caller's tidy may dispose targets
+      const flatTargets = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), targets);
+      const picked = tf.gather(tf.reshape(z, [N * V]), flatTargets); // z[t] per row
+      const lse = tf.sub(tf.max(z, 1), tf.log(tf.max(probs, 1)));
+      return {
+        value: tf.sum(tf.sub(lse, picked)) as Scalar,
+        // oneHot as int32 then cast: the wasm OneHot kernel writes wrong float32 values.
+        gradFunc: (dy, [sprobs, stargets]) => [tf.mul(tf.sub(sprobs, tf.cast(tf.oneHot(stargets as Tensor1D, V), 'float32')), dy)],
+      };
+    })(logits);
+
+  return {
+    tf,
+    matMul: (a, b) => matMul(a, b),
+    linear: (x, w, b) => linear(x, w, b),
+    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
+    layerNorm: layerNormOp,
+    activation: (x, act) => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x)),
+    dropout,
+    crossEntropySum,
+  };
+}
+
+/** Per-site dropout seeds for one forward pass: null everywhere when not training. */
+function dropoutSites(opts: ForwardOptions, config: ModelConfig): (site: string) => string | null {
+  if (!opts.training) return () => null;
+  const anyDropout = config.hidden_dropout_prob > 0 || config.attention_probs_dropout_prob > 0;
+  if (anyDropout && (opts.dropoutSeed === undefined || !Number.isInteger(opts.dropoutSeed))) {
+    throw new Error('ForwardOptions.dropoutSeed (an integer) is required when training with dropout');
+  }
+  return (site) => `${opts.dropoutSeed}/${site}`;
+}
+
+/** Weight lookup by Hugging Face name; a missing name is a bug, not an input error. */
+type Weights = (name: string) => Variable;
+
+// -------------------------------------------------------------------------------------------------
+// Embeddings: word + position + token type, LayerNorm, dropout. -> [B*T, H]
+
+export function embeddings(
+  ops: Ops,
+  w: Weights,
+  config: ModelConfig,
+  base: string,
+  inputs: { ids: Tensor1D; positions: Tensor1D; types: Tensor1D }, // int32 [B*T] each
+  drop: (site: string) => string | null,
+): Tensor2D {
+  const { tf } = ops;
+  const words = tf.gather(w(`${base}.embeddings.word_embeddings.weight`), inputs.ids) as Tensor2D; // [B*T, H]
+  const positions = tf.gather(w(`${base}.embeddings.position_embeddings.weight`), inputs.positions) as Tensor2D;
+  const types = tf.gather(w(`${base}.embeddings.token_type_embeddings.weight`), inputs.types) as Tensor2D;
+  const sum = tf.add(tf.add(words, positions), types) as Tensor2D; // [B*T, H]
+  const normed = ops.layerNorm(
+    sum,
+    w(`${base}.embeddings.LayerNorm.weight`) as Tensor1D,
+    w(`${base}.embeddings.LayerNorm.bias`) as Tensor1D,
+    config.layer_norm_eps,
+  );
+  return ops.dropout(normed, config.hidden_dropout_prob, drop('embeddings'));
+}
+
+// -------------------------------------------------------------------------------------------------
+// One encoder layer (post-LayerNorm): x = LN(x + attention(x)); x = LN(x + FFN(x)). [B*T, H] -> same
+
+export function encoderLayer(
+  ops: Ops,
+  w: Weights,
+  config: ModelConfig,
+  prefix: string, // e.g. 'bert.encoder.layer.3'
+  x: Tensor2D, // [B*T, H]
+  maskBias: Tensor4D, // [B, 1, 1, T]: 0 at real keys, MASKED_SCORE at padding
+  dims: { B: number; T: number },
+  drop: (site: string) => string | null,
+): Tensor2D {
+  const { tf } = ops;
+  const { B, T } = dims;
+  const H = config.hidden_size;
+  const nh = config.num_attention_heads;
+  const hs = H / nh;
+  const weight = (name: string): Tensor2D => w(`${prefix}.${name}.weight`) as Tensor2D;
+  const bias = (name: string): Tensor1D => w(`${prefix}.${name}.bias`) as Tensor1D;
+  const lin = (input: Tensor2D, name: string): Tensor2D => ops.linear(input, weight(name), bias(name));
+  const norm = (input: Tensor2D, name: string): Tensor2D =>
+    ops.layerNorm(input, w(`${prefix}.${name}.weight`) as Tensor1D, w(`${prefix}.${name}.bias`) as Tensor1D, config.layer_norm_eps);
+  const splitHeads = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, nh, hs]), [0, 2, 1, 3]); // [B, nh, T, hs]
+
+  // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy).
+  const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
+  const qkv = ops.linear(x, tf.concat(qkvNames.map(weight), 1), tf.concat(qkvNames.map(bias))); // [B*T, 3H]
+  const [query, key, value] = tf.split(qkv, 3, 1) as Tensor2D[];
+  const q = splitHeads(tf.mul(query, 1 / Math.sqrt(hs)));
+  const k = splitHeads(key);
+  const v = splitHeads(value);
+  const scores = tf.add(tf.matMul(q, k, false, true), maskBias); // [B, nh, T, T]
+  const probs = ops.dropout(tf.softmax(scores), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
+  const context = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
+  const attended = ops.dropout(lin(context, 'attention.output.dense'), config.hidden_dropout_prob, drop(`${prefix}.attention.output`));
+  const h = norm(tf.add(attended, x) as Tensor2D, 'attention.output.LayerNorm');
+
+  // Feed-forward.
+  const inner = ops.activation(lin(h, 'intermediate.dense'), config.hidden_act); // [B*T, I]
+  const ffn = ops.dropout(lin(inner, 'output.dense'), config.hidden_dropout_prob, drop(`${prefix}.output`));
+  return norm(tf.add(ffn, h) as Tensor2D, 'output.LayerNorm');
+}
+
+// -------------------------------------------------------------------------------------------------
+// MLM head: dense, activation, LayerNorm, then logits = h E^T + b with E the word embeddings.
+
+export function mlmHead(
+  ops: Ops,
+  w: Weights,
+  config: ModelConfig,
+  spec: FamilySpec,
+  hidden: Tensor2D, // [N, H]
+): Tensor2D {
+  const { dense, layerNorm: norm, bias } = spec.head;
+  const projected = ops.linear(hidden, w(`${dense}.weight`) as Tensor2D, w(`${dense}.bias`) as Tensor1D);
+  const transformed = ops.layerNorm(
+    ops.activation(projected, spec.headActivation(config)),
+    w(`${norm}.weight`) as Tensor1D,
+    w(`${norm}.bias`) as Tensor1D,
+    config.layer_norm_eps,
+  );
+  const words = w(`${spec.family}.embeddings.word_embeddings.weight`) as Tensor2D; // [V, H]
+  return ops.tiedDecoder(transformed, words, w(bias) as Tensor1D); // [N, V]
+}
+
+// -------------------------------------------------------------------------------------------------
+// The model
+
+export const BERT_FAMILY: FamilySpec = {
+  family: 'bert',
+  head: { dense: 'cls.predictions.transform.dense', layerNorm: 'cls.predictions.transform.LayerNorm', bias: 'cls.predictions.bias' },
+  // 0 .. T-1 in every row.
+  positionIds: (tf, inputIds) => {
+    const [B, T] = inputIds.shape;
+    return tf.tile(tf.range(0, T, 1, 'int32').reshape([1, T]), [B, 1]) as Tensor2D;
+  },
+  maxSequenceLength: (config) => config.max_position_embeddings,
+  headActivation: (config) => config.hidden_act,
+};
+
+function checkInputs(config: ModelConfig, spec: FamilySpec, inputs: MlmInputs): { B: number; T: number } {
+  const { inputIds, attentionMask, tokenTypeIds } = inputs;
+  if (inputIds.rank !== 2 || inputIds.dtype !== 'int32') {
+    throw new Error(`inputIds must be an int32 [B, T] tensor, got ${inputIds.dtype} [${inputIds.shape.join(', ')}]`);
+  }
+  const [B, T] = inputIds.shape;
+  for (const [name, t] of [['attentionMask', attentionMask], ['tokenTypeIds', tokenTypeIds]] as const) {
+    if (t !== undefined && (t.shape[0] !== B || t.shape[1] !== T || t.rank !== 2)) {
+      throw new Error(`${name} has shape [${t.shape.join(', ')}] but inputIds has [${B}, ${T}]`);
+    }
+  }
+  const maxT = spec.maxSequenceLength(config);
+  if (T > maxT) {
+    throw new InputError(`sequences of ${T} tokens are longer than this ${spec.family} model's ${maxT} positions: use --seq-len ${maxT} or less`);
+  }
+  return { B, T };
+}
+
+/** Builds a masked LM of either family from `spec` (see createBert, and createRoberta in roberta.ts). */
+export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec: FamilySpec): MaskedLM {
+  if (config.model_type !== spec.family) {
+    throw new InputError(`a ${config.model_type} config cannot build a ${spec.family} model`);
+  }
+  const weights = 'seed' in init ? initialWeights(config, init.seed) : init.weights;
+  checkModelWeights(config, weights);
+  const variables = new Map<string, Variable>();
+  for (const { name } of parameterTable(config)) {
+    const { shape, data } = weights.tensors.get(name)!;
+    const initial = tf.tensor(data, shape, 'float32');
+    variables.set(name, tf.variable(initial, true));
+    initial.dispose();
+  }
+  const w: Weights = (name) => {
+    const v = variables.get(name);
+    if (v === undefined) throw new Error(`${spec.family} model has no weight ${name}`);
+    return v;
+  };
+  const ops = makeOps(tf);
+  const base = spec.family;
+  const H = config.hidden_size;
+  const V = config.vocab_size;
+
+  // [B, T, H], inside the caller's tidy.
+  const encodeRaw = (inputs: MlmInputs, opts: ForwardOptions): Tensor3D => {
+    const { B, T } = checkInputs(config, spec, inputs);
+    const drop = dropoutSites(opts, config);
+    const flat = (t: Tensor2D): Tensor1D => tf.reshape(tf.cast(t, 'int32'), [B * T]);
+    const ids = flat(inputs.inputIds);
+    const positions = flat(spec.positionIds(tf, inputs.inputIds, config));
+    const types = inputs.tokenTypeIds === undefined ? tf.zeros([B * T], 'int32') as Tensor1D : flat(inputs.tokenTypeIds);
+    const mask = tf.cast(inputs.attentionMask, 'float32');
+    const maskBias = tf.reshape(tf.mul(tf.sub(1, mask), MASKED_SCORE), [B, 1, 1, T]) as Tensor4D;
+
+    // One tidy per block: what a block computes but its gradient does not need is freed when the
+    // block ends, not at the end of the pass (the ops keep what the backward pass needs).
+    let x = tf.tidy(() => embeddings(ops, w, config, base, { ids, positions, types }, drop));
+    for (let i = 0; i < config.num_hidden_layers; i++) {
+      const input = x;
+      x = tf.tidy(() => encoderLayer(ops, w, config, `${base}.encoder.layer.${i}`, input, maskBias, { B, T }, drop));
+    }
+    return tf.reshape(x, [B, T, H]);
+  };
+
+  const head = (hidden: Tensor2D): Tensor2D => tf.tidy(() => mlmHead(ops, w, config, spec, hidden));
+
+  // The cross-entropy over labelled positions, summed (or divided by their count when `mean`).
+  const maskedLossOf = (inputs: MlmInputs, labels: Int32Array, opts: LossOptions, mean: boolean): MaskedLossResult => {
+    const [B, T] = inputs.inputIds.shape;
+    if (labels.length !== B * T) throw new Error(`labels has ${labels.length} entries for a [${B}, ${T}] batch`);
+    // The labelled positions and their targets, gathered before the head runs.
+    const where: number[] = [];
+    const targets: number[] = [];
+    for (let i = 0; i < labels.length; i++) {
+      const label = labels[i];
+      if (label === IGNORE_INDEX) continue;
+      if (!(label >= 0 && label < V)) throw new Error(`label ${label} at position ${i} is outside the vocabulary [0, ${V})`);
+      where.push(i);
+      targets.push(label);
+    }
+    const N = where.length;
+    const result = tf.tidy(() => {
+      if (N === 0) {
+        // Nothing to score: 0, still connected to a weight so a gradient call does not fail.
+        const zero = tf.mul(tf.sum(w(spec.head.bias)), 0) as Scalar;
+        return opts.accuracy ? { loss: zero, correct: tf.scalar(0) } : { loss: zero };
+      }
+      const hidden = tf.reshape(encodeRaw(inputs, opts), [B * T, H]) as Tensor2D;
+      const picked = tf.gather(hidden, tf.tensor1d(where, 'int32')) as Tensor2D; // [N, H]
+      const logits = tf.tidy(() => mlmHead(ops, w, config, spec, picked)); // [N, V]
+      const targetIds = tf.tensor1d(targets, 'int32');
+      const sum = ops.crossEntropySum(logits, targetIds);
+      const loss = mean ? (tf.div(sum, N) as Scalar) : sum;
+      if (!opts.accuracy) return { loss };
+      const right = tf.equal(tf.argMax(logits, 1), targetIds);
+      return { loss, correct: tf.sum(tf.cast(right, 'float32')) as Scalar };
+    });
+    return { ...result, maskedCount: N };
+  };
+
+  return {
+    config,
+    family: spec.family,
+    variables,
+    encode: (inputs, opts) => tf.tidy(() => encodeRaw(inputs, opts)),
+    head,
+    logits: (inputs, opts) =>
+      tf.tidy(() => {
+        const hidden = encodeRaw(inputs, opts);
+        const [B, T] = hidden.shape;
+        return tf.reshape(mlmHead(ops, w, config, spec, tf.reshape(hidden, [B * T, H])), [B, T, V]);
+      }),
+    maskedLoss: (inputs, labels, opts) => maskedLossOf(inputs, labels, opts, true),
+    maskedLossSum: (inputs, labels, opts) => maskedLossOf(inputs, labels, opts, false),
+    dispose: () => {
+      for (const v of variables.values()) v.dispose();
+      variables.clear();
+    },
+  };
+}
+
+/**
+ * A BERT masked LM (transformers' BertForMaskedLM) on `tf`'s active backend: fresh weights from
+ * `{ seed }`, or `{ weights }` from `importWeights` (weights.ts).
+ */
+export function createBert(tf: Tf, config: ModelConfig, init: ModelInit): MaskedLM {
+  return buildMaskedLM(tf, config, init, BERT_FAMILY);
+}
