@@ -5,6 +5,11 @@ import yargs from 'yargs';
 import { InputError, oneLine } from '../data/errors.ts';
 import { tokenizerCommand } from './commands/tokenizer.ts';
 import { prepareCommand } from './commands/prepare.ts';
+import { finetuneCommand, pretrainCommand, trainCommand } from './commands/train.ts';
+import { evaluateCommand } from './commands/evaluate.ts';
+import { downloadCommand } from './commands/download.ts';
+import { exportCommand } from './commands/export.ts';
+import { fillMaskCommand } from './commands/fill-mask.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -12,6 +17,13 @@ export async function main(argv: string[]): Promise<void> {
     .usage('$0 <command> [options]\n\nMasked-language-model pretraining and domain adaptation on TensorFlow.js.')
     .command(tokenizerCommand)
     .command(prepareCommand)
+    .command(trainCommand)
+    .command(pretrainCommand)
+    .command(finetuneCommand)
+    .command(evaluateCommand)
+    .command(fillMaskCommand)
+    .command(exportCommand)
+    .command(downloadCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
     .recommendCommands()

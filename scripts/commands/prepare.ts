@@ -58,7 +58,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
     const result = await prepare({
       corpus: args.corpus,
       tokenizer,
-      tokenizerSource: tokDir,
+      tokenizerSource: path.resolve(tokDir),
       out: args.out,
       seqLen: args['seq-len'],
       mode: args['line-by-line'] ? 'lines' : 'blocks',

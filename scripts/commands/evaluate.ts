@@ -1,0 +1,149 @@
+// `mlm evaluate`: held-out masked-token loss, perplexity and accuracy of one or more models on one
+// or more data sets (DESIGN.md sections 2 and 7), or pseudo-perplexity with --pseudo.
+//
+// Each --model value is a model folder or a Hub id. Each --data value is one data set: a prepared
+// folder (its --split, validation by default; its tokenizer must be the model's) or raw text
+// (a file, folder or glob: tokenized with the model's tokenizer into --seq-len blocks, every
+// document scored). One model on one data set prints one result (`--json`: the object of DESIGN
+// section 2); more print a comparison table (`--json`: a list of those objects with "model" and
+// "data" added).
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { InputError } from '../../data/errors.ts';
+import { formatTable, Progress } from '../../data/progress.ts';
+import type { SplitName } from '../../data/shards.ts';
+import { resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { loadModelFolder, maxSequenceLength } from '../../training/checkpoint.ts';
+import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from '../../training/evaluate.ts';
+import { resolveModel } from '../../training/hub.ts';
+import { createMaskedLM } from '../../training/models/roberta.ts';
+import { VERSION } from '../version.ts';
+
+interface EvaluateArgs {
+  model: string[];
+  data: string[];
+  split: SplitName;
+  revision?: string;
+  seed: number;
+  'batch-size': number;
+  'max-batches': number;
+  'mlm-probability': number;
+  'whole-word-mask': boolean;
+  pseudo: boolean;
+  'seq-len': number;
+  backend: string;
+  json: boolean;
+  progress: boolean;
+}
+
+interface Row {
+  model: string;
+  data: string;
+  result: EvalResult;
+}
+
+export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
+  command: 'evaluate',
+  describe: 'Held-out loss, perplexity and accuracy of masked-LM models',
+  builder: (y: Argv) =>
+    y
+      .option('model', { type: 'string', array: true, demandOption: true, describe: 'model folders or Hugging Face Hub ids (several: a comparison table)' })
+      .option('data', { type: 'string', array: true, demandOption: true, describe: 'prepared data folders, or raw text files / folders / globs (each value is one data set)' })
+      .option('split', { choices: ['validation', 'train'] as const, default: 'validation' as const, describe: 'split of a prepared folder' })
+      .option('revision', { type: 'string', describe: 'Hub revision for --model ids' })
+      .option('seed', { type: 'number', default: 42, describe: 'seed of the evaluation masks (fixed: the same numbers every time)' })
+      .option('batch-size', { type: 'number', default: 32 })
+      .option('max-batches', { type: 'number', default: 0, describe: 'stop after N batches of rows (0: the whole split)' })
+      .option('mlm-probability', { type: 'number', default: 0.15, describe: 'share of tokens masked' })
+      .option('whole-word-mask', { type: 'boolean', default: false, describe: 'mask whole words' })
+      .option('pseudo', { type: 'boolean', default: false, describe: 'pseudo-perplexity: mask every token in turn (slow: one pass per token)' })
+      .option('seq-len', { type: 'number', default: 128, describe: 'tokens per block for raw text' })
+      .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout' })
+      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med', 'perplexity on the validation split of prepared data')
+      .example('$0 evaluate --model bert-base-uncased runs/med-adapt/checkpoint-500 --data notes/heldout.txt', 'compare two models on raw text')
+      .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON') as unknown as Argv<EvaluateArgs>,
+  handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
+    const int = (v: number, name: string, min: number) => {
+      if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
+    };
+    int(args['batch-size'], 'batch-size', 1);
+    int(args['max-batches'], 'max-batches', 0);
+    int(args['seq-len'], 'seq-len', 8);
+    if (!Number.isInteger(args.seed)) throw new InputError(`--seed must be an integer, got ${args.seed}`);
+    const p = args['mlm-probability'];
+    if (!(p > 0 && p < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${p}`);
+
+    const log = (line: string) => process.stderr.write(line + '\n');
+    // Resolve every model first: a typo fails before any work.
+    const models = [];
+    for (const m of args.model) models.push(await resolveModel(m, { revision: args.revision, log }));
+    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
+    const { tf } = backend;
+
+    const rows: Row[] = [];
+    for (const resolved of models) {
+      const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
+      const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+      try {
+        for (const spec of args.data) {
+          const data = await openEvalData(spec, folder.tokenizer, {
+            split: args.split,
+            seqLen: args['seq-len'],
+            maxPositions: maxSequenceLength(folder.config),
+            modelLabel: resolved.source,
+            version: VERSION,
+          });
+          try {
+            const label = `${args.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
+            const bar = new Progress({ label, total: args['max-batches'] ? Math.min(data.reader.rows, args['max-batches'] * args['batch-size']) : data.reader.rows, enabled: args.progress });
+            const masking = maskingFor(folder.tokenizer, p, args['whole-word-mask']);
+            const opts = {
+              batchSize: args['batch-size'],
+              seed: args.seed,
+              maxBatches: args['max-batches'] || undefined,
+              onProgress: (done: number) => bar.update(done, 'rows'),
+            };
+            const result = args.pseudo
+              ? await evaluatePseudo(tf, model, data.reader, masking, opts)
+              : await evaluateMasked(tf, model, data.reader, masking, opts);
+            bar.finish(`${result.masked_tokens} tokens scored`);
+            rows.push({ model: resolved.source, data: spec, result });
+          } finally {
+            await data.close();
+          }
+        }
+      } finally {
+        model.dispose();
+      }
+    }
+
+    const shape = (r: Row, withNames: boolean) => ({
+      ...(withNames ? { model: r.model, data: r.data } : {}),
+      loss: r.result.loss,
+      perplexity: r.result.perplexity,
+      accuracy: r.result.accuracy,
+      masked_tokens: r.result.masked_tokens,
+      tokens: r.result.tokens,
+      seed: r.result.seed,
+      backend: backend.name,
+      ...(args.pseudo ? { pseudo: true } : {}),
+    });
+    if (args.json) {
+      const doc = rows.length === 1 ? shape(rows[0], false) : rows.map((r) => shape(r, true));
+      process.stdout.write(JSON.stringify(doc) + '\n');
+      return;
+    }
+    const table = rows.map((r) => ({
+      model: r.model,
+      data: r.data,
+      loss: r.result.loss,
+      [args.pseudo ? 'pseudo_ppl' : 'perplexity']: r.result.perplexity,
+      accuracy: r.result.accuracy,
+      masked_tokens: r.result.masked_tokens,
+      tokens: r.result.tokens,
+    }));
+    process.stdout.write(`\n${formatTable(table, { loss: 4, perplexity: 2, pseudo_ppl: 2, accuracy: 4 })}\n\n`);
+    process.stdout.write(`${args.pseudo ? 'pseudo-perplexity: every token masked in turn' : `masks drawn with --seed ${args.seed}`}; backend ${backend.name}\n`);
+  },
+};

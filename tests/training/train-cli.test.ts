@@ -1,0 +1,91 @@
+// `mlm train` / `mlm pretrain` / `mlm finetune` from the command line: the --json result shape,
+// adapting a checkpoint, a NaN loss (exit 1, the step and the last good checkpoint named), and bad
+// input (exit 2, one line saying what is wrong and what to do).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { makeTinyCheckpoint } from './tiny-checkpoint.ts';
+import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-train-cli-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+let fixture: Promise<PreparedFixture> | null = null;
+const data = () => (fixture ??= preparedFixture(path.join(tmp, 'fx'), brownDocuments(60_000), { vocabSize: 300, seqLen: 32 }));
+const config = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
+
+function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MLM_BACKEND: 'wasm' } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Exit 2 and exactly one `mlm: error:` line matching `re`. */
+function badInput(args: string[], re: RegExp): void {
+  const r = mlm(args);
+  assert.equal(r.status, 2, `exit ${r.status}: ${r.stderr}`);
+  const errors = r.stderr.split('\n').filter((l) => l.startsWith('mlm: error:'));
+  assert.equal(errors.length, 1, r.stderr);
+  assert.match(errors[0], re);
+  assert.equal(r.stdout, '');
+}
+
+test('pretrain --json prints the DESIGN result; finetune adapts the checkpoint it wrote', async () => {
+  const fx = await data();
+  const out = path.join(tmp, 'pre');
+  const r = mlm(['pretrain', '--config', config, '--data', fx.dataDir, '--out', out, '--steps', '4', '--batch-size', '8', '--json', '--no-progress']);
+  assert.equal(r.status, 0, r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.deepEqual(Object.keys(doc), ['step', 'train_loss', 'eval_loss', 'eval_perplexity', 'tokens_per_second', 'checkpoint']);
+  assert.equal(doc.step, 4);
+  assert.equal(doc.checkpoint, path.join(out, 'checkpoint-4'));
+  assert.equal(doc.eval_perplexity, Math.exp(doc.eval_loss));
+  assert.match(r.stderr, /note: from the data's tokenizer: vocab_size 30522 -> \d+/);
+
+  const adapted = mlm(['finetune', '--from', doc.checkpoint, '--data', fx.dataDir, '--out', path.join(tmp, 'adapt'), '--steps', '2', '--batch-size', '8', '--lr', '5e-5', '--json', '--no-progress']);
+  assert.equal(adapted.status, 0, adapted.stderr);
+  assert.equal(JSON.parse(adapted.stdout).step, 2);
+  assert.match(fs.readFileSync(path.join(tmp, 'adapt', 'report.md'), 'utf8'), /adapted from .*checkpoint-4/);
+});
+
+test('a NaN loss stops the run: exit 1, the step and the last good checkpoint named', async () => {
+  const fx = await data();
+  const out = path.join(tmp, 'nan');
+  const r = mlm(['train', '--config', config, '--data', fx.dataDir, '--out', out, '--steps', '20', '--batch-size', '8', '--lr', '1e30', '--warmup', '0', '--save-every', '1', '--no-progress']);
+  assert.equal(r.status, 1, r.stderr);
+  const line = r.stderr.split('\n').find((l) => l.startsWith('mlm: failed:'));
+  const m = /^mlm: failed: (loss|gradient norm) became (NaN|Infinity|-Infinity) at step (\d+); the last good checkpoint is (\S+); lower --lr or check the data$/.exec(line ?? '');
+  assert.ok(m, r.stderr);
+  const step = Number(m[3]);
+  assert.equal(m[4], path.join(out, `checkpoint-${step - 1}`));
+  assert.ok(fs.existsSync(path.join(m[4], 'trainer_state.json')));
+  assert.equal(fs.existsSync(path.join(out, `checkpoint-${step}`)), false);
+});
+
+test('bad input: exit 2 with one line', async () => {
+  const fx = await data();
+  const out = (name: string) => path.join(tmp, name);
+  badInput(['train', '--config', config, '--out', out('a')], /Missing required argument: data/);
+  badInput(['train', '--config', config, '--data', path.join(tmp, 'missing'), '--out', out('b')], /--data .*missing not found; prepare it with `mlm prepare/);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('c'), '--steps', '5', '--epochs', '1'], /give either --steps or --epochs, not both/);
+  badInput(['pretrain', '--data', fx.dataDir, '--out', out('d')], /mlm pretrain needs --config FILE/);
+  badInput(['finetune', '--data', fx.dataDir, '--out', out('e')], /mlm finetune needs --from MODEL/);
+
+  const unrelated = out('unrelated');
+  fs.mkdirSync(unrelated);
+  fs.writeFileSync(path.join(unrelated, 'thesis.tex'), '');
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', unrelated, '--steps', '1'], /--out .*unrelated holds files that are not from an mlm train run \(thesis\.tex\); choose an empty or new folder/);
+
+  // A model with another tokenizer than the data's.
+  const other = await makeTinyCheckpoint(out('other-model'));
+  badInput(['finetune', '--from', other.dir, '--data', fx.dataDir, '--out', out('f'), '--steps', '1'],
+    /the data in .* was prepared with tokenizer .* \(sha256 [0-9a-f]{12}\) but the model .*other-model uses .* \(sha256 [0-9a-f]{12}\); prepare the data with --tokenizer MODEL_DIR/);
+
+  // Data whose tokenizer folder is gone.
+  const moved = await preparedFixture(out('moved'), brownDocuments(20_000), { vocabSize: 200, seqLen: 32 });
+  fs.rmSync(moved.tokenizerDir, { recursive: true });
+  badInput(['pretrain', '--config', config, '--data', moved.dataDir, '--out', out('g'), '--steps', '1'],
+    /the data in .* was prepared with the tokenizer at .*tok, which is not there any more; put it back, or prepare the data again/);
+});

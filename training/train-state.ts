@@ -1,0 +1,153 @@
+// The training part of a checkpoint folder (DESIGN.md section 4), beside the Hugging Face model
+// files that checkpoint.ts writes:
+//   trainer_state.json     step, epoch, data position + masking RNG state, best metric, metric
+//                          history, the full training arguments, mlmkit version, backend
+//   optimizer.safetensors  AdamW moments, float32, `<name>.exp_avg` / `<name>.exp_avg_sq` for
+//                          every weight in the layout of model.safetensors (Linear weights
+//                          [out, in]), plus `step` (I64 scalar)
+// and the listing of a run folder's checkpoints (`checkpoint-STEP`, complete when it holds
+// trainer_state.json: checkpoint folders are written under a temporary name and renamed whole).
+import * as fsp from 'node:fs/promises';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InputError } from '../data/errors.ts';
+import type { DataPosition } from '../data/batches.ts';
+import type { RngState } from '../data/rng.ts';
+import type { AdamWState } from './optimizer.ts';
+import type { MetricsEntry } from './report.ts';
+import { loadSafetensorsF32, saveSafetensors, writeFileAtomic, type WritableTensor } from './safetensors.ts';
+
+export const TRAINER_STATE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const STATE_FORMAT = 'mlmkit-trainer-state';
+export const STATE_VERSION = 1;
+
+/** Sums over the steps of a log window (or of the whole run) that are not logged yet. */
+export interface Window {
+  steps: number;
+  loss_sum: number;
+  masked_tokens: number;
+  tokens: number;
+  seconds: number;
+}
+
+export interface TrainerState {
+  format: typeof STATE_FORMAT;
+  version: number;
+  /** Optimizer updates done. */
+  global_step: number;
+  /** Epochs done, fractional (batches drawn / batches per epoch). */
+  epoch: number;
+  max_steps: number;
+  /** Where the batch stream stands and its masking RNG: MaskedBatches.getState(). */
+  data_state: { position: DataPosition; rng: RngState };
+  /** Lowest evaluation loss at a saved checkpoint, and where. */
+  best_metric: number | null;
+  best_step: number | null;
+  best_model_checkpoint: string | null;
+  /** Every metrics.jsonl entry up to this step. */
+  log_history: MetricsEntry[];
+  /** The current log window (steps since the last log line). */
+  log_window: Window;
+  /** The whole run so far (train_loss in the final result is loss_sum / steps). */
+  totals: Window;
+  /** The training arguments, by CLI name (snake_case). */
+  args: Record<string, unknown>;
+  data: { dir: string; tokenizer_sha256: string; seq_len: number; train_rows: number };
+  mlmkit_version: string;
+  backend: string;
+  device: string;
+}
+
+export async function writeTrainerState(dir: string, state: TrainerState, optimizer: AdamWState): Promise<void> {
+  const tensors = new Map<string, WritableTensor>();
+  for (const [name, t] of optimizer.tensors) tensors.set(name, { dtype: 'F32', shape: t.shape, data: t.data });
+  tensors.set('step', { dtype: 'I64', shape: [], data: new BigInt64Array([BigInt(optimizer.step)]) });
+  await saveSafetensors(path.join(dir, OPTIMIZER_FILE), tensors, { step: String(optimizer.step), optimizer: 'AdamW' });
+  // trainer_state.json last: its presence marks the training part complete.
+  await writeFileAtomic(path.join(dir, TRAINER_STATE), [Buffer.from(JSON.stringify(state, null, 2) + '\n', 'utf8')]);
+}
+
+export async function readTrainerState(dir: string): Promise<TrainerState> {
+  const file = path.join(dir, TRAINER_STATE);
+  let state: TrainerState;
+  try {
+    state = JSON.parse(await fsp.readFile(file, 'utf8')) as TrainerState;
+  } catch (err) {
+    throw new InputError(`cannot read ${file} (${(err as Error).message}); resume from a complete checkpoint folder (checkpoint-STEP with ${TRAINER_STATE})`);
+  }
+  if (state?.format !== STATE_FORMAT) throw new InputError(`${file} is not an mlmkit trainer state; resume from a checkpoint written by \`mlm train\``);
+  if (state.version !== STATE_VERSION) throw new InputError(`${file} has version ${state.version}; this mlmkit reads version ${STATE_VERSION}`);
+  return state;
+}
+
+export async function readOptimizerState(dir: string): Promise<AdamWState> {
+  const file = path.join(dir, OPTIMIZER_FILE);
+  if (!fs.existsSync(file)) throw new InputError(`${file} is missing: ${dir} holds no optimizer state to resume from`);
+  const loaded = await loadSafetensorsF32(file);
+  const stepTensor = loaded.get('step');
+  if (stepTensor === undefined) throw new InputError(`${file} has no "step" tensor; it was not written by \`mlm train\``);
+  loaded.delete('step');
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, t] of loaded) tensors.set(name, { shape: t.shape, data: t.data });
+  return { step: stepTensor.data[0], tensors };
+}
+
+// -------------------------------------------------------------------------------------------------
+// A run folder's checkpoints
+
+export interface CheckpointEntry {
+  step: number;
+  dir: string;
+  /** Holds trainer_state.json (folders are renamed into place only once complete). */
+  complete: boolean;
+}
+
+export const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+
+export function checkpointName(step: number): string {
+  return `checkpoint-${step}`;
+}
+
+/** The checkpoint-STEP folders of `out`, oldest first (none when `out` does not exist). */
+export function listCheckpoints(out: string): CheckpointEntry[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(out);
+  } catch {
+    return [];
+  }
+  const found: CheckpointEntry[] = [];
+  for (const name of names) {
+    const m = CHECKPOINT_RE.exec(name);
+    if (!m) continue;
+    const dir = path.join(out, name);
+    if (!fs.statSync(dir).isDirectory()) continue;
+    found.push({ step: Number(m[1]), dir, complete: fs.existsSync(path.join(dir, TRAINER_STATE)) });
+  }
+  return found.sort((a, b) => a.step - b.step);
+}
+
+/** The newest complete checkpoint of `out`, or null. */
+export function newestCheckpoint(out: string): CheckpointEntry | null {
+  const complete = listCheckpoints(out).filter((c) => c.complete);
+  return complete.length > 0 ? complete[complete.length - 1] : null;
+}
+
+/**
+ * --save-total-limit: removes complete checkpoints of `out` but the newest `limit` and the one
+ * at `bestStep` (when given). Returns the folders removed.
+ */
+export async function pruneCheckpoints(out: string, limit: number, bestStep: number | null): Promise<string[]> {
+  if (limit <= 0) return [];
+  const complete = listCheckpoints(out).filter((c) => c.complete);
+  const keep = new Set(complete.slice(-limit).map((c) => c.step));
+  if (bestStep !== null) keep.add(bestStep);
+  const removed: string[] = [];
+  for (const c of complete) {
+    if (keep.has(c.step)) continue;
+    await fsp.rm(c.dir, { recursive: true, force: true });
+    removed.push(c.dir);
+  }
+  return removed;
+}

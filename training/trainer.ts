@@ -1,0 +1,678 @@
+// `train()`: masked-language-model pretraining (random init from a config) and domain adaptation
+// (from a checkpoint), one readable loop (STYLE.md item 6):
+//
+//   for each step: draw grad_accum masked batches -> lr at step -> forward + loss + gradients
+//   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read) ->
+//   stop on NaN/Inf -> clip by global norm -> AdamW -> log -> evaluate every N -> checkpoint every N
+//
+// Loss. The model's `maskedLossSum` runs the MLM head on the masked positions only (cramming's
+// sparse prediction; equal to the full-logits loss, tests/training/models/bert.test.ts). Each
+// micro-batch's SUM is divided by the masked-token count of the WHOLE accumulated batch, and the
+// gradients are summed, so a step over 4 micro-batches equals one step over the 4x batch.
+//
+// Exact resume. Everything a step depends on is either saved or a function of (seed, step):
+// weights and AdamW moments (float32, bit-exact), the data position and masking RNG
+// (MaskedBatches.getState, restored, not replayed), the learning rate (a function of the step) and
+// the dropout masks (seeded from (seed, step, micro-batch)). A resumed run therefore computes the
+// same losses at every later step as the uninterrupted run, on the same backend.
+//
+// The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
+// optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
+// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused.
+//
+// Stopping. `signal` (SIGINT in the CLI) ends the run after the current step, with a checkpoint.
+// A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
+// step and the last good checkpoint (nothing is saved from the broken state).
+//
+// References: transformers `Trainer` (its step order, logging and checkpoint layout, trainer_state
+// keys), `run_mlm.py`; PyTorch `clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Scalar, Tensor } from '@tensorflow/tfjs';
+import { MaskedBatches, RowStream } from '../data/batches.ts';
+import { InputError } from '../data/errors.ts';
+import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
+import { Progress } from '../data/progress.ts';
+import { Rng } from '../data/rng.ts';
+import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
+import { MlmTokenizer } from '../data/tokenizer.ts';
+import type { Tf } from './backend.ts';
+import { loadModelFolder, maxSequenceLength, writeModelFolder } from './checkpoint.ts';
+import {
+  batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowsPerPass, splitBatch, type EvalResult,
+} from './evaluate.ts';
+import type { MaskedLM } from './models/bert.ts';
+import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
+import { createMaskedLM } from './models/roberta.ts';
+import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
+import { AdamW } from './optimizer.ts';
+import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
+import { writeFileAtomic } from './safetensors.ts';
+import { makeSchedule, type ScheduleName } from './schedule.ts';
+import {
+  checkpointName, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,
+  TRAINER_STATE, writeTrainerState, type TrainerState, type Window,
+} from './train-state.ts';
+
+export interface TrainOptions {
+  /** --config FILE: pretrain from random init. */
+  config?: string;
+  /** --from DIR: adapt this local model folder (the CLI resolves Hub ids to their cache folder). */
+  from?: string;
+  /** What the user named for --from (a Hub id), for messages. */
+  fromSource?: string;
+  data: string;
+  out: string;
+  steps?: number;
+  epochs?: number;
+  batchSize: number;
+  lr: number;
+  /** A fraction of the steps when < 1, else steps. */
+  warmup: number;
+  schedule: ScheduleName;
+  weightDecay: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEpsilon: number;
+  mlmProbability: number;
+  wholeWordMask: boolean;
+  gradAccum: number;
+  /** 0 switches clipping off. */
+  maxGradNorm: number;
+  /** Evaluate every N steps (0: only at the end). */
+  evalEvery: number;
+  /** Batches of the validation split per evaluation (0: all). */
+  evalBatches: number;
+  logEvery: number;
+  /** Save every N steps (0: only at the end). */
+  saveEvery: number;
+  /** Keep the newest K checkpoints plus the best (0: keep all). */
+  saveTotalLimit: number;
+  /** true: the newest complete checkpoint in --out; a string: that checkpoint folder. */
+  resume: boolean | string;
+  seed: number;
+  /** Rows per forward/backward pass (memory; see evaluate.ts `rowsPerPass`); 0 or absent: automatic. */
+  rowsPerPass?: number;
+}
+
+/** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
+export const TRAIN_DEFAULTS = {
+  batchSize: 32,
+  lr: 5e-4,
+  warmup: 0.06,
+  schedule: 'linear' as ScheduleName,
+  weightDecay: 0.01,
+  adamBeta1: 0.9,
+  adamBeta2: 0.999,
+  adamEpsilon: 1e-8,
+  mlmProbability: 0.15,
+  wholeWordMask: false,
+  gradAccum: 1,
+  maxGradNorm: 1.0,
+  evalEvery: 500,
+  evalBatches: 100,
+  logEvery: 10,
+  saveEvery: 500,
+  saveTotalLimit: 0,
+  resume: false as boolean | string,
+  seed: 42,
+};
+
+export interface StepInfo {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  seconds: number;
+}
+
+export interface TrainContext {
+  tf: Tf;
+  backend: { name: string; device: string };
+  /** mlmkit's version, recorded in checkpoints. */
+  version: string;
+  /** Notes and warnings (stderr in the CLI). */
+  log: (line: string) => void;
+  progress: boolean;
+  /** Aborting ends the run after the current step, with a checkpoint (SIGINT in the CLI). */
+  signal?: AbortSignal;
+  /** Called after every step (tests and benchmarks). */
+  onStep?: (info: StepInfo) => void;
+}
+
+/** The `--json` result of DESIGN section 2, plus whether the run was interrupted. */
+export interface TrainResult {
+  step: number;
+  /** Mean training loss over every step of the run (as transformers' final train_loss). */
+  train_loss: number | null;
+  eval_loss: number | null;
+  eval_perplexity: number | null;
+  tokens_per_second: number | null;
+  checkpoint: string | null;
+  interrupted: boolean;
+}
+
+/** A failure while running (exit 1), e.g. a NaN loss; its message is one line. */
+export class TrainingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainingError';
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+// The step's pieces (exported for tests)
+
+/** Positions with a label in a batch. */
+export function maskedCount(batch: MlmBatch): number {
+  let n = 0;
+  for (let i = 0; i < batch.labels.length; i++) if (batch.labels[i] !== IGNORE_INDEX) n++;
+  return n;
+}
+
+/** The dropout seed of micro-batch `micro` of step `step` (1-based): a function of the run's seed only. */
+export function dropoutSeed(seed: number, step: number, micro: number): number {
+  return Rng.derive(seed, 0xd40f, step, micro).nextU32();
+}
+
+/**
+ * Loss and gradients of one optimizer step over `batches` (the micro-batches of an accumulated
+ * batch): each micro-batch's loss SUM is divided by the masked-token count of all of them, and
+ * the gradients are added, so the result equals the full batch's mean loss and its gradients.
+ * Gradients are keyed by Hugging Face name (a weight no micro-batch reaches has none). The caller
+ * disposes `loss` and `grads`.
+ */
+export function computeGradients(
+  tf: Tf,
+  model: MaskedLM,
+  batches: MlmBatch[],
+  opts: { training: boolean; dropoutSeeds?: number[] },
+): { loss: Scalar; grads: Map<string, Tensor>; maskedCount: number } {
+  const counts = batches.map(maskedCount);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const varList = [...model.variables.values()];
+  const nameOf = new Map<string, string>();
+  for (const [name, v] of model.variables) nameOf.set(v.name, name);
+
+  let loss: Scalar | null = null;
+  const grads = new Map<string, Tensor>();
+  for (let i = 0; i < batches.length; i++) {
+    const batch = batches[i];
+    if (counts[i] === 0) continue; // nothing to score in this micro-batch
+    const { value, grads: g } = tf.tidy(() => {
+      const inputs = batchInputs(tf, batch);
+      return tf.variableGrads(() => {
+        const sum = model.maskedLossSum(inputs, batch.labels, { training: opts.training, dropoutSeed: opts.dropoutSeeds?.[i] }).loss;
+        return tf.div(sum, total) as Scalar;
+      }, varList);
+    });
+    if (loss === null) {
+      loss = value;
+    } else {
+      const next: Scalar = tf.add(loss, value);
+      tf.dispose([loss, value]);
+      loss = next;
+    }
+    for (const [tfName, t] of Object.entries(g)) {
+      const name = nameOf.get(tfName)!;
+      const prev = grads.get(name);
+      if (prev === undefined) {
+        grads.set(name, t);
+      } else {
+        grads.set(name, tf.add(prev, t));
+        tf.dispose([prev, t]);
+      }
+    }
+  }
+  return { loss: loss ?? tf.scalar(0), grads, maskedCount: total };
+}
+
+/** sqrt(sum of squares) over all gradients, as a scalar tensor (the caller disposes it). */
+export function globalNorm(tf: Tf, grads: ReadonlyMap<string, Tensor>): Scalar {
+  if (grads.size === 0) return tf.scalar(0);
+  return tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))) as Scalar);
+}
+
+/** PyTorch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), capped at 1; 1 when off. */
+export function clipScale(norm: number, maxNorm: number): number {
+  return maxNorm > 0 ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
+}
+
+/** Reads the given scalars in one transfer (async: the only way to read on webgpu). */
+async function readScalars(tf: Tf, scalars: Scalar[]): Promise<number[]> {
+  const packed = tf.tidy(() => tf.stack(scalars));
+  try {
+    return Array.from(await packed.data());
+  } finally {
+    packed.dispose();
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Setting up: the run folder, the data's tokenizer, the model
+
+/** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
+const RUN_ENTRY = /^(checkpoint-\d+|\.checkpoint-\d+\.ckpt-(tmp|old)-.*|(metrics\.jsonl|report\.md|run\.json|loss\.svg|perplexity\.svg)(\.tmp)?)$/;
+
+/** Names in `out` that no training run wrote; throws when `out` is a file. */
+function foreignEntries(out: string): { entries: string[]; foreign: string[] } {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(out);
+  } catch {
+    return { entries: [], foreign: [] };
+  }
+  if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder for the run`);
+  const entries = fs.readdirSync(out);
+  return { entries, foreign: entries.filter((e) => !RUN_ENTRY.test(e)) };
+}
+
+/** The folder to resume from: `resume` as given (a checkpoint, or a run folder), or the newest in `out`. */
+function resumeFolder(resume: boolean | string, out: string): string | null {
+  if (resume === false) return null;
+  if (resume === true) return newestCheckpoint(out)?.dir ?? null;
+  if (fs.existsSync(path.join(resume, TRAINER_STATE))) return resume;
+  const newest = newestCheckpoint(resume);
+  if (newest) return newest.dir;
+  throw new InputError(`--resume ${resume} is not a complete checkpoint (no ${TRAINER_STATE}) and holds none; give a checkpoint-STEP folder`);
+}
+
+/**
+ * The tokenizer the data was prepared with, from the path its manifest records (relative paths
+ * are tried from here and from beside the data folder), checked against the recorded hash.
+ */
+export async function loadDataTokenizer(manifest: Manifest, dataDir: string): Promise<MlmTokenizer> {
+  const src = manifest.tokenizer.source;
+  const candidates = path.isAbsolute(src) ? [src] : [path.resolve(src), path.resolve(dataDir, '..', src), path.resolve(dataDir, src)];
+  const found = candidates.find((c) => fs.existsSync(c));
+  if (found === undefined) {
+    throw new InputError(
+      `the data in ${dataDir} was prepared with the tokenizer at ${src}, which is not there any more; put it back, or prepare the data again with \`mlm prepare --tokenizer DIR\``,
+    );
+  }
+  const tokenizer = await MlmTokenizer.load(found);
+  if (tokenizer.sha256 !== manifest.tokenizer.sha256) {
+    throw new InputError(
+      `the tokenizer at ${found} changed since ${dataDir} was prepared (sha256 ${tokenizer.sha256.slice(0, 12)}, the data records ${manifest.tokenizer.sha256.slice(0, 12)}); restore it, or prepare the data again`,
+    );
+  }
+  return tokenizer;
+}
+
+/** A config file for pretraining, with vocab_size and special ids taken from the tokenizer. */
+async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line: string) => void): Promise<ModelConfig> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InputError(code === 'ENOENT'
+      ? `--config ${file} not found; give a model config.json (see configs/)`
+      : `--config ${file} cannot be read as JSON (${(err as Error).message.split('\n')[0]})`);
+  }
+  const config = parseModelConfig(json, file);
+  const ids = tokenizer.specialIds;
+  const wanted: Record<string, number | null> = { vocab_size: tokenizer.vocabSize, pad_token_id: ids.pad };
+  if (config.model_type === 'roberta' || config.bos_token_id !== null) wanted.bos_token_id = ids.cls;
+  if (config.model_type === 'roberta' || config.eos_token_id !== null) wanted.eos_token_id = ids.sep;
+  const changed = Object.entries(wanted).filter(([k, v]) => (config as unknown as Record<string, unknown>)[k] !== v);
+  if (changed.length > 0) {
+    const what = changed.map(([k, v]) => `${k} ${(config as unknown as Record<string, unknown>)[k]} -> ${v}`).join(', ');
+    log(`note: from the data's tokenizer: ${what} (overriding ${file})`);
+  }
+  if (tokenizer.family !== config.model_type) {
+    log(`note: a ${config.model_type} config with a ${tokenizer.family === 'bert' ? 'WordPiece (bert)' : 'byte-level BPE (roberta)'} tokenizer`);
+  }
+  return updateModelConfig(config, wanted, file);
+}
+
+/** The training arguments by CLI name, as saved in trainer_state.json and shown in report.md. */
+function argsRecord(o: TrainOptions): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined) continue;
+    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
+  }
+  return out;
+}
+
+/** Arguments that decide the stream of batches and masks: a resumed run must keep them. */
+const RESUME_FIXED = ['batch_size', 'grad_accum', 'seed', 'mlm_probability', 'whole_word_mask'] as const;
+
+function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest, from: string, log: (line: string) => void): void {
+  const now = argsRecord(o);
+  for (const key of RESUME_FIXED) {
+    if (state.args[key] !== now[key]) {
+      throw new InputError(
+        `cannot resume from ${from}: it was trained with --${key.replace(/_/g, '-')} ${JSON.stringify(state.args[key])}, this run asks for ${JSON.stringify(now[key])}; use the same value or start a new run`,
+      );
+    }
+  }
+  const d = state.data;
+  if (d.tokenizer_sha256 !== manifest.tokenizer.sha256 || d.seq_len !== manifest.seq_len || d.train_rows !== manifest.splits.train.rows) {
+    throw new InputError(
+      `cannot resume from ${from}: it was trained on other data (${d.train_rows} rows of ${d.seq_len} tokens from ${d.dir}); give the same --data or start a new run`,
+    );
+  }
+  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass']
+    .filter((k) => state.args[k] !== now[k])
+    .map((k) => `--${k.replace(/_/g, '-')} ${JSON.stringify(now[k])} (was ${JSON.stringify(state.args[k])})`);
+  if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
+}
+
+function checkOptions(o: TrainOptions): void {
+  const int = (v: number, name: string, min: number) => {
+    if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
+  };
+  if (o.config !== undefined && o.from !== undefined) throw new InputError('give either --config (pretrain from scratch) or --from (adapt a checkpoint), not both');
+  if (o.config === undefined && o.from === undefined && o.resume === false) throw new InputError('give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
+  if (o.steps !== undefined && o.epochs !== undefined) throw new InputError('give either --steps or --epochs, not both');
+  if (o.steps !== undefined) int(o.steps, 'steps', 1);
+  if (o.epochs !== undefined && !(Number.isFinite(o.epochs) && o.epochs > 0)) throw new InputError(`--epochs must be a positive number, got ${o.epochs}`);
+  int(o.batchSize, 'batch-size', 1);
+  int(o.gradAccum, 'grad-accum', 1);
+  int(o.evalEvery, 'eval-every', 0);
+  int(o.evalBatches, 'eval-batches', 0);
+  int(o.logEvery, 'log-every', 1);
+  int(o.saveEvery, 'save-every', 0);
+  int(o.saveTotalLimit, 'save-total-limit', 0);
+  if (o.rowsPerPass !== undefined) int(o.rowsPerPass, 'rows-per-pass', 0);
+  if (!Number.isInteger(o.seed)) throw new InputError(`--seed must be an integer, got ${o.seed}`);
+  if (!(o.mlmProbability > 0 && o.mlmProbability < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${o.mlmProbability}`);
+  if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
+  if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);
+  if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
+  if (!(o.maxGradNorm >= 0)) throw new InputError(`--max-grad-norm must be >= 0 (0 switches clipping off), got ${o.maxGradNorm}`);
+  if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new InputError(`--lr must be a positive number, got ${o.lr}`);
+}
+
+const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
+
+/** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
+function optimizerLayout(tf: Tf, config: ModelConfig) {
+  const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
+  return {
+    toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
+    fromFile: (name: string, a: { shape: number[]; data: Float32Array }): Tensor =>
+      tf.tidy(() => {
+        const t = tf.tensor(a.data, a.shape, 'float32');
+        return linear.has(name) ? tf.transpose(t) : t;
+      }),
+  };
+}
+
+// -------------------------------------------------------------------------------------------------
+// The run
+
+export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
+  const { tf, log } = ctx;
+  checkOptions(o);
+
+  // 1. The run folder: ours or new; earlier checkpoints only with --resume.
+  const { entries, foreign } = foreignEntries(o.out);
+  if (foreign.length > 0) {
+    throw new InputError(
+      `--out ${o.out} holds files that are not from an mlm train run (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose an empty or new folder`,
+    );
+  }
+  if (o.resume === false && entries.some((e) => /^(checkpoint-\d+|metrics\.jsonl)$/.test(e))) {
+    throw new InputError(`--out ${o.out} holds an earlier run; pass --resume to continue or choose another --out`);
+  }
+  const resumeFrom = resumeFolder(o.resume, o.out);
+  if (o.resume === true && resumeFrom === null) log(`note: --resume: no complete checkpoint in ${o.out}; starting from scratch`);
+  if (resumeFrom === null && o.config === undefined && o.from === undefined) {
+    throw new InputError('nothing to resume: give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
+  }
+
+  // 2. The data and the model (a checkpoint to resume, a model to adapt, or a config to pretrain).
+  const manifest = await readManifest(o.data);
+  let config: ModelConfig;
+  let tokenizer: MlmTokenizer;
+  let init: { seed: number } | { weights: ModelWeights };
+  let state: TrainerState | null = null;
+  let modelLabel: string;
+  if (resumeFrom !== null) {
+    const folder = await loadModelFolder(resumeFrom);
+    state = await readTrainerState(resumeFrom);
+    checkResumable(state, o, manifest, resumeFrom, log);
+    ({ config, tokenizer } = folder);
+    init = { weights: folder.weights };
+    modelLabel = resumeFrom;
+    checkDataTokenizer(manifest, o.data, tokenizer, resumeFrom);
+    log(`resuming from ${resumeFrom} (step ${state.global_step})`);
+  } else if (o.from !== undefined) {
+    const folder = await loadModelFolder(o.from, { source: o.fromSource ?? o.from });
+    modelLabel = o.fromSource ?? o.from;
+    checkDataTokenizer(manifest, o.data, folder.tokenizer, modelLabel);
+    ({ config, tokenizer } = folder);
+    init = { weights: folder.weights };
+  } else {
+    tokenizer = await loadDataTokenizer(manifest, o.data);
+    config = await pretrainConfig(o.config!, tokenizer, log);
+    init = { seed: o.seed };
+    modelLabel = o.config!;
+  }
+  const maxT = maxSequenceLength(config);
+  if (manifest.seq_len > maxT) {
+    throw new InputError(
+      `the data's rows have ${manifest.seq_len} tokens but the model has ${maxT} positions (max_position_embeddings); prepare the data with --seq-len ${maxT} or less`,
+    );
+  }
+
+  // 3. Batches (seeded order and masks), the model, the schedule, the optimizer.
+  const trainReader = new SplitReader(o.data, manifest, 'train');
+  const validReader = manifest.splits.validation.rows > 0 ? new SplitReader(o.data, manifest, 'validation') : null;
+  if (validReader === null) log(`note: ${o.data} has no validation split; the run is not evaluated`);
+  const masking = maskingFor(tokenizer, o.mlmProbability, o.wholeWordMask);
+  const batches = new MaskedBatches(
+    new RowStream(trainReader, { batchSize: o.batchSize, seed: o.seed, shuffle: true, dropLast: true }),
+    masking.options, masking.padId, masking.specials, o.seed,
+  );
+  const perEpoch = batches.rows.batchesPerEpoch; // micro-batches per epoch
+  const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
+  const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
+  const model = createMaskedLM(tf, config, init);
+  const budget = passBudgetBytes(ctx.backend.name);
+  const trainRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: true, budgetBytes: budget });
+  const evalRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: false, budgetBytes: budget });
+  if (trainRows < o.batchSize) {
+    const passes = Math.ceil(o.batchSize / trainRows);
+    log(`note: each batch of ${o.batchSize} rows runs as ${passes} passes of up to ${Math.ceil(o.batchSize / passes)} rows to fit the ${ctx.backend.name} backend's memory (same loss and gradients; --rows-per-pass sets it)`);
+  }
+  const optimizer = new AdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay });
+  const layout = optimizerLayout(tf, config);
+  const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
+  let bar: Progress | null = null;
+  let interrupted = false;
+  let sessionTokens = 0;
+  let sessionSeconds = 0;
+  let step = 0;
+  let history: MetricsEntry[] = [];
+  let totals = emptyWindow();
+  let best: { loss: number; step: number; checkpoint: string } | null = null;
+  let lastCheckpoint: string | null = null;
+  let lastEval: EvalResult | null = null;
+  try {
+    // Run state: restored from the checkpoint, or fresh.
+    let window = emptyWindow();
+    await fsp.mkdir(o.out, { recursive: true });
+    if (state !== null) {
+      optimizer.setState(await readOptimizerState(resumeFrom!), layout.fromFile);
+      batches.setState(state.data_state);
+      step = state.global_step;
+      history = state.log_history;
+      window = state.log_window;
+      totals = state.totals;
+      if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
+        best = { loss: state.best_metric, step: state.best_step, checkpoint: state.best_model_checkpoint };
+      }
+      lastCheckpoint = path.join(o.out, checkpointName(step));
+      if (!fs.existsSync(lastCheckpoint)) lastCheckpoint = resumeFrom;
+      // Temporary folders of a checkpoint write that a killed run left behind.
+      for (const e of fs.readdirSync(o.out)) if (/^\.checkpoint-\d+\.ckpt-(tmp|old)-/.test(e)) await fsp.rm(path.join(o.out, e), { recursive: true, force: true });
+    }
+    await writeMetrics(o.out, history); // a resumed run continues the history of its checkpoint
+    const startStep = step;
+    let lastSavedStep = state !== null ? step : -1;
+    await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
+      args: argsRecord(o), model: modelLabel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
+      resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
+    }, null, 2) + '\n', 'utf8')]);
+
+    const evaluate = async (at: number): Promise<void> => {
+      if (validReader === null) return;
+      const r = await evaluateMasked(tf, model, validReader, masking, { batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches || undefined, rowsPerPass: evalRows });
+      lastEval = r;
+      const entry: EvalLogEntry = {
+        step: at, epoch: epochAt(at), eval_loss: r.loss, eval_perplexity: r.perplexity, eval_accuracy: r.accuracy, eval_masked_tokens: r.masked_tokens,
+      };
+      history.push(entry);
+      await appendMetrics(o.out, entry);
+      log(`eval at step ${at}: loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}, accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.masked_tokens} masked tokens)`);
+    };
+
+    const save = async (at: number, evaluatedHere: boolean): Promise<void> => {
+      const dir = path.join(o.out, checkpointName(at));
+      const ev = lastEval as EvalResult | null;
+      if (evaluatedHere && ev !== null && (best === null || ev.loss < best.loss)) best = { loss: ev.loss, step: at, checkpoint: dir };
+      const trainerState: TrainerState = {
+        format: STATE_FORMAT,
+        version: STATE_VERSION,
+        global_step: at,
+        epoch: epochAt(at),
+        max_steps: totalSteps,
+        data_state: batches.getState(),
+        best_metric: best?.loss ?? null,
+        best_step: best?.step ?? null,
+        best_model_checkpoint: best?.checkpoint ?? null,
+        log_history: history,
+        log_window: window,
+        totals,
+        args: argsRecord(o),
+        data: { dir: o.data, tokenizer_sha256: manifest.tokenizer.sha256, seq_len: manifest.seq_len, train_rows: manifest.splits.train.rows },
+        mlmkit_version: ctx.version,
+        backend: ctx.backend.name,
+        device: ctx.backend.device,
+      };
+      try {
+        const weights = await exportWeights(model);
+        const optimizerState = await optimizer.getState(layout.toFile);
+        await writeModelFolder(dir, { config, weights, tokenizer, extra: (tmp) => writeTrainerState(tmp, trainerState, optimizerState) });
+      } catch (err) {
+        const why = (err as Error).message.split('\n')[0];
+        throw new TrainingError(`could not save ${dir} (${why}); ${lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it'}; free space or fix the folder's permissions, then --resume`);
+      }
+      lastCheckpoint = dir;
+      lastSavedStep = at;
+      await pruneCheckpoints(o.out, o.saveTotalLimit, best?.step ?? null);
+    };
+
+    // 4. The loop.
+    bar = new Progress({ label: startStep > 0 ? `train (from step ${startStep})` : 'train', total: totalSteps - startStep, enabled: ctx.progress });
+    if (startStep >= totalSteps) log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
+    while (step < totalSteps) {
+      const t0 = performance.now();
+      step++;
+      // grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
+      const micro: MlmBatch[] = [];
+      for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
+      const lr = schedule.lr(step - 1);
+      const seeds = micro.map((_, i) => dropoutSeed(o.seed, step, i));
+      const { loss, grads, maskedCount: masked } = computeGradients(tf, model, micro, { training: true, dropoutSeeds: seeds });
+      const norm = globalNorm(tf, grads);
+      const [lossValue, normValue] = await readScalars(tf, [loss, norm]);
+      tf.dispose([loss, norm]);
+      if (!Number.isFinite(lossValue) || !Number.isFinite(normValue)) {
+        tf.dispose([...grads.values()]);
+        const what = !Number.isFinite(lossValue) ? `loss became ${lossValue}` : `gradient norm became ${normValue}`;
+        const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
+        throw new TrainingError(`${what} at step ${step}; ${last}; lower --lr or check the data`);
+      }
+      if (masked === 0) log(`warning: step ${step} drew no masked token; the weights were not updated`);
+      optimizer.apply(grads, lr, clipScale(normValue, o.maxGradNorm));
+      tf.dispose([...grads.values()]);
+      const seconds = (performance.now() - t0) / 1000;
+
+      const tokens = micro.reduce((a, b) => a + b.inputIds.length, 0);
+      for (const w of [window, totals]) {
+        w.steps++;
+        w.loss_sum += lossValue;
+        w.masked_tokens += masked;
+        w.tokens += tokens;
+        w.seconds += seconds;
+      }
+      sessionTokens += tokens;
+      sessionSeconds += seconds;
+      ctx.onStep?.({ step, loss: lossValue, gradNorm: normValue, lr, seconds });
+      bar.update(step - startStep, `step ${step}/${totalSteps}  loss ${lossValue.toFixed(4)}  lr ${lr.toExponential(2)}  ${Math.round(window.tokens / Math.max(window.seconds, 1e-9))} tok/s`);
+
+      const last = step === totalSteps;
+      if (step % o.logEvery === 0 || last) {
+        const entry: TrainLogEntry = {
+          step, epoch: epochAt(step), loss: window.loss_sum / window.steps, lr, grad_norm: normValue,
+          tokens_per_second: window.tokens / Math.max(window.seconds, 1e-9), masked_tokens: window.masked_tokens, tokens: window.tokens,
+        };
+        history.push(entry);
+        await appendMetrics(o.out, entry);
+        window = emptyWindow();
+      }
+      const evalNow = validReader !== null && ((o.evalEvery > 0 && step % o.evalEvery === 0) || last);
+      if (evalNow) await evaluate(step);
+      if ((o.saveEvery > 0 && step % o.saveEvery === 0) || last) await save(step, evalNow);
+
+      // Let a pending SIGINT reach its handler, then stop after this step if asked.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (ctx.signal?.aborted && !last) {
+        interrupted = true;
+        log(`interrupted: saving a checkpoint at step ${step}`);
+        if (lastSavedStep !== step) await save(step, evalNow);
+        break;
+      }
+    }
+  } finally {
+    bar?.finish(`step ${step}/${totalSteps}`);
+    optimizer.dispose();
+    model.dispose();
+    trainReader.close();
+    validReader?.close();
+  }
+
+  // 5. The report and the result.
+  const ev = lastEval as EvalResult | null;
+  const lastEvalEntry = [...history].reverse().find((e): e is EvalLogEntry => 'eval_loss' in e) ?? null;
+  const result: TrainResult = {
+    step,
+    train_loss: totals.steps > 0 ? totals.loss_sum / totals.steps : null,
+    eval_loss: ev?.loss ?? lastEvalEntry?.eval_loss ?? null,
+    eval_perplexity: ev?.perplexity ?? lastEvalEntry?.eval_perplexity ?? null,
+    tokens_per_second: sessionSeconds > 0 ? sessionTokens / sessionSeconds : null,
+    checkpoint: lastCheckpoint,
+    interrupted,
+  };
+  const lastTrain = [...history].reverse().find((e): e is TrainLogEntry => !('eval_loss' in e));
+  await writeReport(o.out, {
+    title: `mlm train: ${path.basename(path.resolve(o.out))}`,
+    notes: [
+      `model: ${resumeFrom !== null ? `resumed from ${resumeFrom}` : o.from !== undefined ? `adapted from ${modelLabel}` : `pretrained from scratch (${modelLabel})`}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
+      `data: ${o.data} (${manifest.splits.train.rows} training rows of ${manifest.seq_len} tokens; tokenizer ${describeTokenizer(manifest.tokenizer.source, manifest.tokenizer.sha256)})`,
+      `backend: ${ctx.backend.name} (${ctx.backend.device}); mlmkit ${ctx.version}`,
+      ...(interrupted ? [`interrupted at step ${step} of ${totalSteps}; continue with --resume`] : []),
+    ],
+    final: {
+      step,
+      total_steps: totalSteps,
+      epoch: Number(epochAt(step).toFixed(3)),
+      train_loss: result.train_loss,
+      last_logged_loss: lastTrain?.loss ?? null,
+      eval_loss: result.eval_loss,
+      eval_perplexity: result.eval_perplexity,
+      eval_accuracy: ev?.accuracy ?? lastEvalEntry?.eval_accuracy ?? null,
+      tokens_per_second: result.tokens_per_second === null ? null : Math.round(result.tokens_per_second),
+      checkpoint: result.checkpoint,
+      best_model_checkpoint: best?.checkpoint ?? null,
+    },
+    args: argsRecord(o),
+  });
+  return result;
+}
