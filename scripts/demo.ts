@@ -1,0 +1,223 @@
+// The main job, end to end on the bundled corpora (`npm run demo`):
+//   1. extract the corpora (Brown = general English, WordNet medical glosses = the domain)
+//   2. train a WordPiece vocabulary on the general corpus
+//   3. prepare general and medical data (train + held-out)
+//   4. pretrain bert-mini on general text
+//   5. evaluate held-out perplexity on general and medical text
+//   6. adapt the model on the medical training split
+//   7. evaluate again, export a Hugging Face checkpoint, run fill-mask with both models
+//   8. print a before/after table and write checkpoints/demo/report.md
+// Every stage is a real `mlm` command, printed before it runs, so the demo doubles as a recipe.
+// A second run reuses what is already complete (prepared data, trained models) and says so.
+//
+//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh]
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { formatTable } from '../data/progress.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const argv = process.argv.slice(2);
+const flag = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
+};
+const PRETRAIN_STEPS = Number(flag('pretrain-steps', '200'));
+const ADAPT_STEPS = Number(flag('adapt-steps', '60'));
+const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
+const SEQ_LEN = Number(flag('seq-len', '64'));
+const BATCH = Number(flag('batch-size', '16'));
+const EVAL_BATCHES = Number(flag('eval-batches', '40'));
+const out = path.resolve(root, flag('out', 'checkpoints/demo'));
+const corpora = path.join(root, 'data', 'corpora');
+const rel = (p: string) => path.relative(process.cwd(), p) || '.';
+
+const started = performance.now();
+let stage = 0;
+const STAGES = 9;
+
+function banner(title: string): void {
+  stage++;
+  const secs = ((performance.now() - started) / 1000).toFixed(0);
+  process.stderr.write(`\n=== [${stage}/${STAGES}] ${title}  (${secs} s elapsed)\n`);
+}
+
+/** Runs `mlm ARGS`, echoing the command; returns stdout. Exits the demo on failure. */
+function mlm(args: string[], opts: { capture?: boolean } = {}): string {
+  process.stderr.write(`$ mlm ${args.map((a) => (/[\s"*]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`);
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'mlm.mjs'), ...args], {
+    cwd: root,
+    stdio: ['ignore', opts.capture ? 'pipe' : 'inherit', 'inherit'],
+    encoding: 'utf8',
+    env: { ...process.env, MLM_BACKEND: BACKEND },
+  });
+  if (r.status !== 0) {
+    process.stderr.write(`demo: the command above failed (exit ${r.status}); fix what it says and run \`npm run demo\` again\n`);
+    process.exit(r.status ?? 1);
+  }
+  return r.stdout ?? '';
+}
+
+function node(script: string, args: string[]): void {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, script), ...args], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+interface EvalResult { loss: number; perplexity: number; accuracy: number; masked_tokens: number }
+
+/** Held-out perplexity of one model on both domains, in one `mlm evaluate` call. */
+function evaluateBoth(model: string, data: { general: string; medical: string }): { general: EvalResult; medical: EvalResult } {
+  const rows = JSON.parse(mlm(['evaluate', '--model', model, '--data', data.general, data.medical, '--json',
+    '--batch-size', '32', '--max-batches', String(EVAL_BATCHES)], { capture: true })) as EvalResult[];
+  return { general: rows[0], medical: rows[1] };
+}
+
+/** Top-3 fill-mask candidates of each sentence, for each model, in this process. */
+async function fillMasks(models: string[], sentences: string[]): Promise<string[][]> {
+  const { resolveBackendName, selectBackend } = await import('../training/backend.ts');
+  const { loadModelFolder } = await import('../training/checkpoint.ts');
+  const { createMaskedLM } = await import('../training/models/roberta.ts');
+  const { fillMask } = await import('../training/fill-mask.ts');
+  const { tf } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {} });
+  const out: string[][] = [];
+  for (const dir of models) {
+    const folder = await loadModelFolder(dir);
+    const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+    const lines: string[] = [];
+    for (const s of sentences) {
+      const res = await fillMask(tf, model, folder.tokenizer, s, { topK: 3 });
+      lines.push(res.masks[0].map((c) => `${c.token_str} (${c.score.toFixed(2)})`).join(', '));
+    }
+    model.dispose();
+    out.push(lines);
+  }
+  return out;
+}
+
+/** The checkpoint a finished run of `steps` steps leaves, or null while the run is incomplete. */
+function finalCheckpoint(runDir: string, steps: number): string | null {
+  const p = path.join(runDir, `checkpoint-${steps}`);
+  return fs.existsSync(path.join(p, 'trainer_state.json')) ? p : null;
+}
+
+async function main(): Promise<void> {
+  if (argv.includes('--fresh')) fs.rmSync(out, { recursive: true, force: true });
+  fs.mkdirSync(out, { recursive: true });
+
+  banner('extract the bundled corpora');
+  node('scripts/corpora.ts', ['--out', corpora]);
+
+  banner('train a WordPiece vocabulary on general English (Brown corpus)');
+  const tok = path.join(out, 'tokenizer');
+  if (fs.existsSync(path.join(tok, 'tokenizer.json'))) {
+    process.stderr.write(`reusing the tokenizer in ${rel(tok)}\n`);
+  } else {
+    mlm(['tokenizer', 'train', '--corpus', path.join(corpora, 'general', 'train'), '--vocab-size', '8000', '--lowercase', '--out', tok]);
+  }
+
+  banner('prepare general and medical data');
+  const data = { general: path.join(out, 'data', 'general'), medical: path.join(out, 'data', 'medical') };
+  for (const domain of ['general', 'medical'] as const) {
+    mlm(['prepare', '--corpus', path.join(corpora, domain, 'train'), '--validation', path.join(corpora, domain, 'heldout'),
+      '--split-paragraphs', '--tokenizer', tok, '--out', data[domain], '--seq-len', String(SEQ_LEN)]);
+  }
+
+  banner(`pretrain bert-mini on general text (${PRETRAIN_STEPS} steps)`);
+  const generalRun = path.join(out, 'general-model');
+  let generalModel = finalCheckpoint(generalRun, PRETRAIN_STEPS);
+  if (generalModel) {
+    process.stderr.write(`reusing the pretrained model in ${rel(generalModel)}\n`);
+  } else {
+    mlm(['pretrain', '--config', path.join(root, 'configs', 'bert-mini.json'), '--data', data.general, '--out', generalRun,
+      '--steps', String(PRETRAIN_STEPS), '--batch-size', String(BATCH), '--lr', '1e-3', '--warmup', '0.1', '--eval-every', '0',
+      '--eval-batches', '10', '--save-every', '100', '--save-total-limit', '1', '--log-every', '5', ...(fs.existsSync(generalRun) ? ['--resume'] : [])]);
+    generalModel = finalCheckpoint(generalRun, PRETRAIN_STEPS)!;
+  }
+
+  banner('evaluate the general model on held-out general and medical text');
+  const before = evaluateBoth(generalModel, data);
+
+  banner(`adapt the model on medical text (${ADAPT_STEPS} steps)`);
+  const medicalRun = path.join(out, 'medical-model');
+  let medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS);
+  if (medicalModel) {
+    process.stderr.write(`reusing the adapted model in ${rel(medicalModel)}\n`);
+  } else {
+    mlm(['finetune', '--from', generalModel, '--data', data.medical, '--out', medicalRun, '--steps', String(ADAPT_STEPS),
+      '--batch-size', String(BATCH), '--lr', '5e-4', '--warmup', '0.1', '--eval-every', '20', '--eval-batches', '10',
+      '--save-every', '30', '--save-total-limit', '1', '--log-every', '5',
+      ...(fs.existsSync(medicalRun) ? ['--resume'] : [])]);
+    medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS)!;
+  }
+
+  banner('evaluate the adapted model');
+  const after = evaluateBoth(medicalModel, data);
+
+  banner('export a Hugging Face checkpoint');
+  const exported = path.join(out, 'export', 'bert-mini-medical');
+  mlm(['export', '--model', medicalModel, '--format', 'hf', '--out', exported, '--overwrite']);
+
+  banner('fill-mask with both models');
+  const sentences = [
+    'the patient was given an [MASK] to treat the infection.',
+    'inflammation of the [MASK] is called hepatitis.',
+    'a [MASK] is a doctor who specializes in surgery.',
+    'insulin is used in the treatment of [MASK].',
+  ];
+  const [generalFills, adaptedFills] = await fillMasks([generalModel, medicalModel], sentences);
+  const fills = sentences.map((sentence, i) => ({ sentence, general: generalFills[i], adapted: adaptedFills[i] }));
+  for (const f of fills) process.stderr.write(`${f.sentence}\n  general: ${f.general}\n  adapted: ${f.adapted}\n`);
+
+  const rows = (['general', 'medical'] as const).map((d) => ({
+    'held-out text': d,
+    'perplexity before': before[d].perplexity,
+    'perplexity after': after[d].perplexity,
+    change: `${(((after[d].perplexity - before[d].perplexity) / before[d].perplexity) * 100).toFixed(1)}%`,
+    'accuracy before': before[d].accuracy,
+    'accuracy after': after[d].accuracy,
+  }));
+  const table = formatTable(rows, { 'perplexity before': 1, 'perplexity after': 1, 'accuracy before': 3, 'accuracy after': 3 });
+  const seconds = (performance.now() - started) / 1000;
+  process.stdout.write(`\nbert-mini, pretrained on Brown (general English), adapted on WordNet medical glosses\n\n${table}\n\n`);
+  for (const f of fills) process.stdout.write(`${f.sentence}\n  general: ${f.general}\n  adapted: ${f.adapted}\n`);
+  process.stdout.write(`\nexported: ${rel(exported)}\ndemo finished in ${(seconds / 60).toFixed(1)} min\n`);
+
+  const report = [
+    '# mlmkit demo: domain adaptation of bert-mini',
+    '',
+    `Backend: ${BACKEND}. Sequence length ${SEQ_LEN}, batch ${BATCH}; ${PRETRAIN_STEPS} pretraining steps on Brown, ${ADAPT_STEPS} adaptation steps on WordNet medical glosses. Wall time ${(seconds / 60).toFixed(1)} min.`,
+    '',
+    '## Held-out perplexity',
+    '',
+    '```',
+    table,
+    '```',
+    '',
+    '## Fill-mask, top 3',
+    '',
+    '| sentence | general model | adapted model |',
+    '| --- | --- | --- |',
+    ...fills.map((f) => `| ${f.sentence} | ${f.general} | ${f.adapted} |`),
+    '',
+    '## Training curves',
+    '',
+    `Pretraining: [report](${path.relative(out, path.join(generalRun, 'report.md'))}). Adaptation: [report](${path.relative(out, path.join(medicalRun, 'report.md'))}).`,
+    '',
+    ...(['general-model', 'medical-model'].flatMap((run) => {
+      const dir = path.join(out, run);
+      const svgs = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.svg')).sort() : [];
+      return svgs.map((f) => `![${run} ${f}](${run}/${f})`);
+    })),
+    '',
+    `Exported Hugging Face checkpoint: \`${path.relative(out, exported)}\`.`,
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(out, 'report.md'), report);
+  process.stdout.write(`report: ${rel(path.join(out, 'report.md'))}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`demo: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
