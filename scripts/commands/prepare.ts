@@ -5,12 +5,14 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError } from '../../data/errors.ts';
 import { prepare } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
+import { isHubId, resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../version.ts';
 
 interface PrepareArgs {
   corpus: string[];
   tokenizer?: string;
   model?: string;
+  revision?: string;
   out: string;
   'seq-len': number;
   'validation-split': number;
@@ -32,7 +34,8 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
     y
       .option('corpus', { type: 'string', array: true, demandOption: true, describe: 'files, folders or globs (.txt .jsonl .csv .tsv .parquet .arrow)' })
       .option('tokenizer', { type: 'string', describe: 'tokenizer folder (tokenizer.json, or vocab.txt, or vocab.json + merges.txt)' })
-      .option('model', { type: 'string', describe: 'model folder: its tokenizer is used and --seq-len is checked against its positions' })
+      .option('model', { type: 'string', describe: 'model folder or Hub id: its tokenizer is used and --seq-len is checked against its positions' })
+      .option('revision', { type: 'string', describe: 'Hub revision when --tokenizer/--model is a Hub id' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder for shards + manifest.json' })
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per example' })
       .option('validation-split', { type: 'number', default: 0.05, describe: 'share of documents held out (seeded, document level)' })
@@ -49,16 +52,22 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       .example('$0 prepare --corpus "notes/*.jsonl" --text-field body --tokenizer tok/ --out data/notes --seq-len 256', 'read the "body" field of JSON lines')
       .example('$0 prepare --corpus train.txt --validation heldout.txt --line-by-line --tokenizer tok/ --out data/lines', 'one example per line, a given held-out set') as unknown as Argv<PrepareArgs>,
   handler: async (args: ArgumentsCamelCase<PrepareArgs>) => {
-    const tokDir = args.tokenizer ?? args.model;
-    if (!tokDir) throw new InputError('give --tokenizer DIR (or --model DIR whose tokenizer to use)');
-    if (!fs.existsSync(tokDir)) throw new InputError(`tokenizer folder not found: ${tokDir}; train one with \`mlm tokenizer train\` or give a model folder`);
-    const tokenizer = await MlmTokenizer.load(tokDir);
-    const maxPositions = args.model ? readMaxPositions(args.model) : undefined;
+    const given = args.tokenizer ?? args.model;
+    if (!given) throw new InputError('give --tokenizer DIR (or --model DIR|HUB_ID whose tokenizer to use)');
     const log = (line: string) => process.stderr.write(line + '\n');
+    // A local folder, or a Hub id (fetched into the Hugging Face cache).
+    const isLocal = fs.existsSync(given) || /^[.~/\\]/.test(given) || !isHubId(given);
+    if (isLocal && !fs.existsSync(given)) throw new InputError(`tokenizer folder not found: ${given}; train one with \`mlm tokenizer train\` or give a model folder`);
+    const resolved = isLocal
+      ? { dir: given, source: path.resolve(given), revision: null }
+      : await resolveModel(given, { revision: args.revision, log });
+    const tokenizer = await MlmTokenizer.load(resolved.dir);
+    const maxPositions = args.model ? readMaxPositions(args.tokenizer ? args.model : resolved.dir) : undefined;
     const result = await prepare({
       corpus: args.corpus,
       tokenizer,
-      tokenizerSource: path.resolve(tokDir),
+      tokenizerSource: resolved.source,
+      tokenizerRevision: resolved.revision,
       out: args.out,
       seqLen: args['seq-len'],
       mode: args['line-by-line'] ? 'lines' : 'blocks',

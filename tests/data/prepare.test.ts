@@ -219,7 +219,7 @@ const bad: [string, () => string[], RegExp][] = [
     return ['prepare', '--corpus', corpusDir, '--model', model, '--out', 'o7', '--seq-len', '128'];
   }, /--seq-len 128 is above the model's 64 positions/],
   ['an output folder holding something else', () => { fs.mkdirSync(path.join(work, 'o8'), { recursive: true }); fs.writeFileSync(path.join(work, 'o8', 'notes.txt'), 'mine'); return ['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--out', 'o8']; }, /--out o8 is not empty.*--overwrite/],
-  ['a missing tokenizer folder', () => ['prepare', '--corpus', corpusDir, '--tokenizer', 'no-tok', '--out', 'o9'], /tokenizer folder not found: no-tok/],
+  ['a missing tokenizer folder', () => ['prepare', '--corpus', corpusDir, '--tokenizer', './no-tok', '--out', 'o9'], /tokenizer folder not found: \.\/no-tok/],
   ['--vocab-size below the special tokens plus the alphabet', () => ['tokenizer', 'train', '--corpus', corpusDir, '--vocab-size', '10', '--out', 'o10'], /vocab-size 10 .*minimum/i],
 ];
 for (const [name, args, message] of bad) {
