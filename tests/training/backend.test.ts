@@ -278,7 +278,7 @@ test('gather with batchDims 1 on wasm (wrong as shipped, tfjs issue 8658) equals
       const idx = tf.tensor2d([[0, 4, 4], [1, 1, 2]], [2, 3], 'int32');
       const f = (v: Tensor) => tf.gather(v, idx, 1, 1);
       const grad = tf.grad((v: Tensor) => f(v).square().sum())(X);
-      const flat = tf.gather(X, tf.tensor1d([2, 0], 'int32'), 2); // batchDims 0 still uses the shipped kernel
+      const flat = tf.gather(X, tf.tensor1d([2, 0], 'int32'), 2); // batchDims 0, another axis
       return [f(X), grad, flat].map((t) => ({ shape: t.shape, values: Array.from(t.dataSync()) }));
     });
   const want = run();
@@ -289,6 +289,83 @@ test('gather with batchDims 1 on wasm (wrong as shipped, tfjs issue 8658) equals
     assert.ok(maxAbsDiff(got[i]!.values, want[i]!.values) < 1e-6, `output ${i}`);
   }
   assert.throws(() => tf.tidy(() => tf.gather(tf.ones([2, 3]), tf.tensor2d([[0], [3]], [2, 1], 'int32'), 1, 1)), /index value 3/);
+});
+
+test('wasm BatchMatMul through XNNPACK (batched, transposed, broadcast) equals cpu, forward and gradient', async () => {
+  // Shapes: attention-like batches, every transpose flag, one side broadcast, sizes of 1, and an
+  // empty product (left to the shipped kernel).
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[2, 3, 5, 4], [2, 3, 5, 4], false, true], // Q K^T
+    [[2, 3, 5, 5], [2, 3, 5, 4], false, false], // P V
+    [[2, 3, 5, 5], [2, 3, 5, 4], true, false], // P^T dY
+    [[4, 7, 3], [4, 2, 7], true, true],
+    [[6, 5], [3, 5, 2], false, false], // a broadcast
+    [[3, 6, 5], [5, 2], false, false], // b broadcast
+    [[2, 3, 6, 5], [1, 5, 2], false, false],
+    [[6, 5], [2, 5], false, true], // 2-D with a flag
+    [[5, 6], [5, 2], true, false],
+    [[1, 1], [1, 1], true, false],
+    [[4, 1, 3], [4, 3, 1], false, false],
+    [[2, 0, 3], [2, 3, 4], false, false],
+  ];
+  const { tf } = await selectBackend('cpu', quiet);
+  const rng = new Rng(5);
+  const data = cases.map(([sa, sb]) => [floats(rng, tf.util.sizeFromShape(sa)), floats(rng, tf.util.sizeFromShape(sb))] as const);
+  const run = () =>
+    cases.map(([sa, sb, ta, tb], i) =>
+      tf.tidy(() => {
+        const a = tf.tensor(data[i]![0], sa);
+        const b = tf.tensor(data[i]![1], sb);
+        const y = tf.matMul(a, b, ta, tb);
+        const weights = tf.tensor(floats(new Rng(100 + i), y.size), y.shape); // a loss with distinct gradients
+        const f = (p: Tensor, q: Tensor) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), weights));
+        // tfjs-core's BatchMatMul gradient does not reduce broadcast batch dims (any backend):
+        // broadcast cases are checked forward only.
+        const { value, grads } = sa.length === sb.length ? tf.valueAndGrads(f)([a, b]) : { value: f(a, b), grads: [] };
+        return [y, value, ...grads].map((t) => ({ shape: t.shape, values: Array.from(t.dataSync()) }));
+      }),
+    );
+  const want = run();
+  await selectBackend('wasm', quiet);
+  const before = tf.memory().numTensors;
+  const got = run();
+  assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+  for (let i = 0; i < cases.length; i++) {
+    for (let j = 0; j < want[i]!.length; j++) {
+      assert.deepEqual(got[i]![j]!.shape, want[i]![j]!.shape, `case ${i} output ${j}`);
+      assert.ok(maxAbsDiff(got[i]![j]!.values, want[i]![j]!.values) < 1e-5, `case ${i} output ${j}`);
+    }
+  }
+});
+
+test('wasm Sum over leading axes (rows added in place) equals cpu; other axes unchanged', async () => {
+  const cases: [number[], number | number[], boolean][] = [
+    [[37, 11], 0, false],
+    [[37, 11], 0, true],
+    [[3, 4, 5], [0, 1], false],
+    [[3, 4, 5], [1, 0], true],
+    [[3, 4, 5], 1, false], // not leading: shipped kernel
+    [[3, 4, 5], -1, true],
+    [[7, 2], [0, 1], false],
+    [[5], 0, false],
+  ];
+  const { tf } = await selectBackend('cpu', quiet);
+  const rng = new Rng(8);
+  const data = cases.map(([shape]) => floats(rng, tf.util.sizeFromShape(shape), 100));
+  const run = () =>
+    cases.map(([shape, axis, keepDims], i) =>
+      tf.tidy(() => {
+        const t = tf.sum(tf.tensor(data[i]!, shape), axis, keepDims);
+        return { shape: t.shape, values: Array.from(t.dataSync()) };
+      }),
+    );
+  const want = run();
+  await selectBackend('wasm', quiet);
+  const got = run();
+  for (let i = 0; i < cases.length; i++) {
+    assert.deepEqual(got[i]!.shape, want[i]!.shape, `case ${i}`);
+    assert.ok(maxAbsDiff(got[i]!.values, want[i]!.values) < 1e-4, `case ${i}`);
+  }
 });
 
 test('switching between cpu and wasm inside one process keeps tensors and results', async () => {

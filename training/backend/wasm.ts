@@ -5,12 +5,16 @@
 // it (Node 20 does). Threads: the package disables its threaded build in Node (tfjs issue 3830),
 // so kernels run on one thread; the device string says so. The missing UnsortedSegmentSum kernel
 // (the gradient of gather) is registered before the backend starts (segment_sum_wasm.ts), and
-// GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts).
+// GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts),
+// which also serves every other gather of numbers, faster. Batched and transposed matMuls go through
+// XNNPACK (batch_matmul_wasm.ts), and sums over leading axes add rows in place (sum_wasm.ts).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
+import { registerWasmBatchMatMul } from './batch_matmul_wasm.ts';
 import { fixWasmGatherBatchDims } from './gather_wasm.ts';
 import { registerWasmUnsortedSegmentSum } from './segment_sum_wasm.ts';
+import { registerWasmSumLeadingAxes } from './sum_wasm.ts';
 
 const PKG = '@tensorflow/tfjs-backend-wasm';
 const BINARIES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
@@ -29,6 +33,8 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   registerWasmUnsortedSegmentSum(tf);
   fixWasmGatherBatchDims(tf);
+  registerWasmBatchMatMul(tf);
+  registerWasmSumLeadingAxes(tf);
   try {
     // Harmless once the backend is up; throws only after an earlier failed initialisation.
     wasm.setWasmPaths(dir + path.sep);

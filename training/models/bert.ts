@@ -234,15 +234,16 @@ export function makeOps(tf: Tf): Ops {
   // gelu: y = x Phi(x), y' = Phi(x) + x phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
   //       phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
   // tanh form: y = x s, s = sigmoid(u), u = c (x + a x^3), y' = s + x s (1 - s) c (1 + 3 a x^2).
+  // gelu saves y'(x) itself (computed in the forward, sharing its erf) instead of x: the backward is
+  // one multiply, and the step computes erf 4 times instead of 8 (erf is ~25 ms per [4096, 1024] on
+  // wasm); same saved size, same values as the plain form bit for bit.
   const gelu = custom<Tensor2D>(([x], save) => {
-    save([x]);
+    const onePlusErf = tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1);
+    const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+    save([tf.add(tf.mul(onePlusErf, 0.5), tf.mul(x, pdf))]); // y'(x)
     return {
-      value: activation(tf, x as Tensor2D, 'gelu'),
-      gradFunc: (dy, [sx]) => {
-        const cdf = tf.mul(tf.add(tf.erf(tf.mul(sx, Math.SQRT1_2)), 1), 0.5);
-        const pdf = tf.mul(tf.exp(tf.mul(tf.square(sx), -0.5)), 1 / Math.sqrt(2 * Math.PI));
-        return [tf.mul(dy, tf.add(cdf, tf.mul(sx, pdf)))];
-      },
+      value: tf.mul(tf.mul(x, 0.5), onePlusErf), // activation(tf, x, 'gelu') with its erf shared
+      gradFunc: (dy, [dydx]) => [tf.mul(dy, dydx)],
     };
   });
   const geluTanh = custom<Tensor2D>(([x], save) => {
