@@ -10,6 +10,7 @@ import { evaluateCommand } from './commands/evaluate.ts';
 import { downloadCommand } from './commands/download.ts';
 import { exportCommand } from './commands/export.ts';
 import { fillMaskCommand } from './commands/fill-mask.ts';
+import { benchCommand } from './commands/bench.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(fillMaskCommand)
     .command(exportCommand)
     .command(downloadCommand)
+    .command(benchCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
     .recommendCommands()

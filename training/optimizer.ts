@@ -54,8 +54,9 @@ export class AdamW {
     readonly opts: AdamWOptions = ADAMW_DEFAULTS,
   ) {
     for (const [name, p] of params) {
-      this.m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.v.set(name, tf.variable(tf.zerosLike(p), false));
+      // tf.variable copies its initial value: the zeros are freed at once, not kept per parameter.
+      this.m.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
+      this.v.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
     }
   }
 

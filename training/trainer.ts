@@ -231,7 +231,17 @@ export function computeGradients(
 /** sqrt(sum of squares) over all gradients, as a scalar tensor (the caller disposes it). */
 export function globalNorm(tf: Tf, grads: ReadonlyMap<string, Tensor>): Scalar {
   if (grads.size === 0) return tf.scalar(0);
-  return tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))) as Scalar);
+  return tf.tidy(() => {
+    // Summed in groups of at most 8: one addN over every gradient needs one storage buffer per
+    // input, and WebGPU allows 16 per shader, so Dawn would reject it (and the read gave 0).
+    let terms: Tensor[] = [...grads.values()].map((g) => tf.sum(tf.square(g)));
+    while (terms.length > 1) {
+      const next: Tensor[] = [];
+      for (let i = 0; i < terms.length; i += 8) next.push(terms.length - i === 1 ? terms[i] : tf.addN(terms.slice(i, i + 8)));
+      terms = next;
+    }
+    return tf.sqrt(terms[0]) as Scalar;
+  });
 }
 
 /** PyTorch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), capped at 1; 1 when off. */

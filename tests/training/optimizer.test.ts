@@ -125,3 +125,26 @@ test('a parameter without a gradient is left alone (no decay, no moment update)'
   opt.dispose();
   tf.dispose([...params.values()]);
 });
+
+test('AdamW keeps exactly its two moments per parameter, and globalNorm sums many gradients', async () => {
+  const { globalNorm } = await import('../../training/trainer.ts');
+  const { tf } = await selectBackend('cpu', { log: () => {} });
+  const params = new Map<string, Variable>();
+  const rng = new Rng(5);
+  let expected = 0;
+  const grads = new Map<string, Tensor>();
+  for (let i = 0; i < 43; i++) {
+    params.set(`w${i}`, tf.variable(tf.zeros([2, 3])));
+    const g = Array.from({ length: 6 }, () => rng.next() - 0.5);
+    for (const x of g) expected += x * x;
+    grads.set(`w${i}`, tf.tensor2d(g, [2, 3]));
+  }
+  const before = tf.memory().numTensors;
+  const opt = new AdamW(tf, params);
+  assert.equal(tf.memory().numTensors - before, 2 * params.size, 'no stray zeros left behind');
+  // 43 gradients: more than a WebGPU shader's 16 storage buffers in one addN.
+  const norm = globalNorm(tf, grads);
+  assert.ok(Math.abs(norm.dataSync()[0] - Math.sqrt(expected)) < 1e-5);
+  tf.dispose([norm, ...grads.values(), ...params.values()]);
+  opt.dispose();
+});

@@ -1,0 +1,78 @@
+// Tests for `mlm bench` (scripts/commands/bench.ts, training/bench.ts):
+// - a small run on wasm prints the keys of DESIGN section 9 with sane values: positive
+//   throughput, no tensor left behind per step, one read per training step, and the parameter
+//   count of BERT's architecture worked out here from the config's sizes;
+// - the FLOP count and the step-time statistics against hand-computed values.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { modelFlopsPerToken, parameterCounts, readModelConfig, spread } from '../../training/bench.ts';
+import { ROOT } from '../training/tiny-checkpoint.ts';
+
+const SECTION_9 = [
+  'backend', 'device', 'config', 'batch_size', 'seq_len', 'params', 'train_tokens_per_second', 'train_step_ms_median',
+  'eval_tokens_per_second', 'peak_rss_mb', 'tensors_leaked_per_step', 'model_tflops_per_second',
+];
+
+/** BERT-for-MLM parameters from the sizes alone (embeddings, layers, head; decoder tied). */
+function bertParams(c: { vocab_size: number; hidden_size: number; intermediate_size: number; num_hidden_layers: number; max_position_embeddings: number; type_vocab_size: number }) {
+  const { vocab_size: V, hidden_size: H, intermediate_size: I, num_hidden_layers: L, max_position_embeddings: P, type_vocab_size: S } = c;
+  const embeddingTables = (V + P + S) * H;
+  const layer = 3 * (H * H + H) + (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H; // q k v, output, LN, FFN in, FFN out, LN
+  const head = H * H + H + 2 * H + V; // transform dense, LayerNorm, decoder bias
+  const nonEmbedding = 2 * H + L * layer + head; // + the embeddings' LayerNorm
+  return { total: embeddingTables + nonEmbedding, nonEmbedding };
+}
+
+function mlm(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(ROOT, 'scripts/mlm.mjs'), ...args], { cwd: ROOT, timeout: 55_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test('mlm bench --json on wasm: the figures of DESIGN section 9, sane', async () => {
+  const r = await mlm(['bench', '--config', 'configs/bert-tiny.json', '--backend', 'wasm', '--steps', '2', '--batch-size', '4', '--seq-len', '32', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as Record<string, unknown>;
+  for (const key of SECTION_9) assert.ok(key in doc, `missing ${key}`);
+  const config = JSON.parse(fs.readFileSync(path.join(ROOT, 'configs/bert-tiny.json'), 'utf8'));
+  const expected = bertParams(config);
+  assert.equal(doc.backend, 'wasm');
+  assert.equal(doc.config, 'configs/bert-tiny.json');
+  assert.equal(doc.batch_size, 4);
+  assert.equal(doc.seq_len, 32);
+  assert.equal(doc.params, expected.total);
+  assert.equal(doc.non_embedding_params, expected.nonEmbedding);
+  assert.equal(doc.tensors_leaked_per_step, 0);
+  assert.equal(doc.eval_tensors_leaked_per_step, 0);
+  assert.equal(doc.reads_per_step, 1, 'the training step reads loss and norm once');
+  assert.equal(doc.train_steps, 2);
+  for (const key of ['train_tokens_per_second', 'train_step_ms_median', 'eval_tokens_per_second', 'peak_rss_mb', 'model_tflops_per_second']) {
+    assert.ok(typeof doc[key] === 'number' && (doc[key] as number) > 0 && Number.isFinite(doc[key]), `${key} = ${doc[key]}`);
+  }
+  // Tokens per second and the step time agree (2 steps of 4 x 32 tokens).
+  const tps = doc.train_tokens_per_second as number;
+  assert.ok(tps > (128 / (doc.train_step_ms_max as number)) * 1000 * 0.99 && tps < (128 / (doc.train_step_ms_min as number)) * 1000 * 1.01, `tokens/s ${tps}`);
+  assert.ok((doc.peak_rss_mb as number) > 50 && (doc.peak_rss_mb as number) < 8000);
+  assert.equal(doc.loss_ok, true, `first loss ${doc.loss_first}`);
+  const f = doc.scored_fraction as number;
+  assert.ok(f > 0 && f < 0.4, `scored fraction ${f}`);
+});
+
+test('model FLOPs per token: 6 N + 12 L H T + 6 H V f', () => {
+  const config = readModelConfig(path.join(ROOT, 'configs/bert-mini.json'));
+  const { nonEmbedding, total } = parameterCounts(config);
+  assert.deepEqual({ total, nonEmbedding }, bertParams(config));
+  const H = 256, L = 4, V = 30522, T = 128;
+  assert.equal(modelFlopsPerToken(config, T, 0.15), 6 * nonEmbedding + 12 * L * H * T + 6 * H * V * 0.15);
+  assert.equal(modelFlopsPerToken(config, T, 1) - modelFlopsPerToken(config, T, 0), 6 * H * V);
+});
+
+test('spread: median, quartiles, min and max', () => {
+  assert.deepEqual(spread([4, 1, 3, 2, 5]), { median: 3, min: 1, max: 5, q1: 2, q3: 4 });
+  assert.deepEqual(spread([2, 1]), { median: 1.5, min: 1, max: 2, q1: 1.25, q3: 1.75 });
+});
