@@ -2,11 +2,10 @@
 // steps of a masked LM on the active TF.js backend, on synthetic batches, and counts what a step
 // leaves behind (tensors) and how often it reads data back from the backend.
 //
-// A training step here is the trainer's step (training/trainer.ts), made of the same exported
-// pieces in the same order: draw a masked batch -> cut it into passes that fit the backend's
-// memory (`rowsPerPass`, `splitBatch`) -> `computeGradients` (forward + loss at the masked
-// positions only + backward, dropout on, one seed per pass) -> `globalNorm` -> ONE read of
-// [loss, norm] -> `AdamW.apply` with the clipping scale -> dispose the gradients. No checkpoints,
+// A training step here is the trainer's step: draw a masked batch -> cut it into passes that fit
+// the backend's memory (`rowsPerPass`, `splitBatch`) -> `optimizerStep` from training/trainer.ts
+// (forward + loss at the masked positions only + backward, dropout on, one seed per pass, global
+// norm, ONE read of [loss, norm], AdamW with the clipping scale). No checkpoints,
 // no evaluation inside, a constant learning rate (the schedule costs nothing). An evaluation step
 // is what `evaluateMasked` does per batch: forward + masked loss sum + top-1 hits, one read per pass.
 //
@@ -35,7 +34,7 @@
 // counted too: the host <-> device round trips of a step (`watchBackendIo`).
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { Scalar, Tensor } from '@tensorflow/tfjs';
+import type { Tensor } from '@tensorflow/tfjs';
 import { InputError } from '../data/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../data/rng.ts';
@@ -46,7 +45,7 @@ import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
 import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
-import { clipScale, computeGradients, dropoutSeed, globalNorm, maskedCount } from './trainer.ts';
+import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
 // Counting: parameters and model FLOPs
@@ -324,16 +323,6 @@ export interface BenchMeasurement {
   lossLast: number;
 }
 
-/** Reads the given scalars in one transfer, as the trainer does. */
-async function readScalars(tf: Tf, scalars: Scalar[]): Promise<number[]> {
-  const packed = tf.tidy(() => tf.stack(scalars));
-  try {
-    return Array.from(await packed.data());
-  } finally {
-    packed.dispose();
-  }
-}
-
 function checkOptions(o: BenchOptions): void {
   const int = (v: number, name: string, min: number) => {
     if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
@@ -373,17 +362,10 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       const t0 = performance.now();
       stepNo++;
       const passes = splitBatch(data.next(), trainRows);
-      const seeds = passes.map((_, i) => dropoutSeed(o.seed, stepNo, i));
-      const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
-      const norm = globalNorm(tf, grads);
-      const [lossValue, normValue] = await readScalars(tf, [loss, norm]);
-      tf.dispose([loss, norm]);
-      if (!Number.isFinite(lossValue) || !Number.isFinite(normValue)) {
-        tf.dispose([...grads.values()]);
+      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0 });
+      if (!applied) {
         throw new Error(`training step ${stepNo}: loss ${lossValue}, gradient norm ${normValue} (the ${backendName} backend computed a non-finite value)`);
       }
-      optimizer.apply(grads, o.lr, clipScale(normValue, 1.0));
-      tf.dispose([...grads.values()]);
       return { ms: performance.now() - t0, loss: lossValue, masked, passes: passes.length };
     };
 

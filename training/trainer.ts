@@ -259,6 +259,36 @@ async function readScalars(tf: Tf, scalars: Scalar[]): Promise<number[]> {
   }
 }
 
+export interface StepResult {
+  loss: number;     // the batch's mean masked-token loss
+  norm: number;     // global gradient norm before clipping
+  masked: number;   // masked tokens in the batch
+  applied: boolean; // false when the loss or the norm was not finite: nothing was changed
+}
+
+/**
+ * One optimizer step over the passes of a batch: gradients (summed over passes, normalised by the
+ * batch's masked-token count), the global norm, one read of loss and norm, then AdamW with
+ * clipping, unless either value is NaN or infinite. The trainer and `mlm bench` both run this.
+ */
+export async function optimizerStep(
+  tf: Tf,
+  model: MaskedLM,
+  optimizer: AdamW,
+  passes: MlmBatch[],
+  o: { seed: number; step: number; lr: number; maxGradNorm: number },
+): Promise<StepResult> {
+  const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
+  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
+  const normT = globalNorm(tf, grads);
+  const [lossValue, norm] = await readScalars(tf, [loss, normT]);
+  tf.dispose([loss, normT]);
+  const applied = Number.isFinite(lossValue) && Number.isFinite(norm);
+  if (applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm));
+  tf.dispose([...grads.values()]);
+  return { loss: lossValue, norm, masked, applied };
+}
+
 // -------------------------------------------------------------------------------------------------
 // Setting up: the run folder, the data's tokenizer, the model
 
@@ -588,20 +618,13 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
       const micro: MlmBatch[] = [];
       for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
       const lr = schedule.lr(step - 1);
-      const seeds = micro.map((_, i) => dropoutSeed(o.seed, step, i));
-      const { loss, grads, maskedCount: masked } = computeGradients(tf, model, micro, { training: true, dropoutSeeds: seeds });
-      const norm = globalNorm(tf, grads);
-      const [lossValue, normValue] = await readScalars(tf, [loss, norm]);
-      tf.dispose([loss, norm]);
-      if (!Number.isFinite(lossValue) || !Number.isFinite(normValue)) {
-        tf.dispose([...grads.values()]);
+      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm });
+      if (!applied) {
         const what = !Number.isFinite(lossValue) ? `loss became ${lossValue}` : `gradient norm became ${normValue}`;
         const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
         throw new TrainingError(`${what} at step ${step}; ${last}; lower --lr or check the data`);
       }
       if (masked === 0) log(`warning: step ${step} drew no masked token; the weights were not updated`);
-      optimizer.apply(grads, lr, clipScale(normValue, o.maxGradNorm));
-      tf.dispose([...grads.values()]);
       const seconds = (performance.now() - t0) / 1000;
 
       const tokens = micro.reduce((a, b) => a + b.inputIds.length, 0);
