@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { InputError } from '../data/errors.ts';
 import { RowStream } from '../data/batches.ts';
-import { IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
+import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { prepare } from '../data/prepare.ts';
 import { Rng } from '../data/rng.ts';
 import { MANIFEST, readManifest, SplitReader, type Manifest, type SplitName } from '../data/shards.ts';
@@ -240,14 +240,7 @@ export async function evaluatePseudo(tf: Tf, model: MaskedLM, reader: SplitReade
   const maxRows = opts.rowsPerPass ?? rowsPerPass(model.config, T, { training: false, budgetBytes: passBudgetBytes('wasm') });
 
   // One batch of copies, filled row by row; flushed when full.
-  const full: MlmBatch = {
-    batchSize: B,
-    seqLen: T,
-    inputIds: new Int32Array(B * T),
-    attentionMask: new Int32Array(B * T),
-    tokenTypeIds: new Int32Array(B * T),
-    labels: new Int32Array(B * T),
-  };
+  const full: MlmBatch = allocMlmBatch(B, T);
   let filled = 0;
   let lossSum = 0;
   let correct = 0;
