@@ -15,10 +15,10 @@
 // Output is written into a temporary sibling folder and renamed onto --out when complete, so an
 // interrupted run leaves no manifest that claims complete data. Nothing depends on time or
 // on the machine, so two runs over the same inputs give byte-identical folders.
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
+import { removeStaleTemps, writeFolderAtomic } from './atomic.ts';
 import { InputError } from './errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -123,15 +123,14 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     }
   }
 
-  const tmp = tempSibling(opts.out, 'prepare');
-  await fsp.rm(tmp, { recursive: true, force: true });
-  await fsp.mkdir(tmp, { recursive: true });
-  try {
+  await removeStaleTemps(opts.out, 'prepare'); // left by a killed run
+  const total = inputs.reduce((s, f) => s + f.bytes, 0);
+  let manifest: Manifest | null = null;
+  await writeFolderAtomic(opts.out, async (tmp) => {
     const builders: Record<SplitName, RowBuilder> = {
       train: new RowBuilder(tmp, 'train', opts, dtype),
       validation: new RowBuilder(tmp, 'validation', opts, dtype),
     };
-    const total = inputs.reduce((s, f) => s + f.bytes, 0);
     const bar = new Progress({ label: 'prepare: tokenizing', unit: 'bytes', total, enabled: opts.progress });
     const batchBytes = opts.batchBytes ?? 1 << 20;
     let bytesDone = 0;
@@ -188,15 +187,11 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
 
     const splits = { train: builders.train.finish(), validation: builders.validation.finish() };
     warnSmall(splits, opts);
-    const manifest: Manifest = { ...skeleton, splits };
-    await writeFileSynced(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
-    await replaceFolder(tmp, opts.out);
-    const seconds = (performance.now() - t0) / 1000;
-    return { manifest, reused: false, summary: summaryTable(manifest), seconds, bytes: total };
-  } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
+    manifest = { ...skeleton, splits };
+    await fsp.writeFile(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+  }, 'prepare');
+  const seconds = (performance.now() - t0) / 1000;
+  return { manifest: manifest!, reused: false, summary: summaryTable(manifest!), seconds, bytes: total };
 }
 
 function checkOptions(opts: PrepareOptions): void {
@@ -379,33 +374,4 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
     throw new InputError(`--out ${out} is not empty and holds no prepared data (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); choose an empty or new folder, or pass --overwrite`);
   }
   return null;
-}
-
-function tempSibling(target: string, tag: string): string {
-  const abs = path.resolve(target);
-  return path.join(path.dirname(abs), `.${path.basename(abs)}.${tag}-tmp`);
-}
-
-async function writeFileSynced(file: string, text: string): Promise<void> {
-  const fh = await fsp.open(file, 'w');
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Moves `tmp` onto `target`; an existing target is moved aside first and removed after. */
-async function replaceFolder(tmp: string, target: string): Promise<void> {
-  await fsp.mkdir(path.dirname(path.resolve(target)), { recursive: true });
-  if (fs.existsSync(target)) {
-    const old = tempSibling(target, 'old');
-    await fsp.rm(old, { recursive: true, force: true });
-    await fsp.rename(target, old);
-    await fsp.rename(tmp, target);
-    await fsp.rm(old, { recursive: true, force: true });
-  } else {
-    await fsp.rename(tmp, target);
-  }
 }

@@ -28,11 +28,11 @@
 //
 // References: transformers `modeling_utils.py` (save_pretrained, from_pretrained's file lookup and
 // its messages for pickle / TF / Flax weights), `configuration_utils.py` (to_json_string).
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Variable } from '@tensorflow/tfjs';
+import { writeFolderAtomic } from '../data/atomic.ts';
 import { InputError } from '../data/errors.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { maskedLmArchitecture, modelConfigToJson, parseModelConfig, type ModelConfig } from './models/config.ts';
@@ -42,6 +42,7 @@ import { openSafetensors, readShardedIndex, saveSafetensors, SAFETENSORS_INDEX, 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export { SAFETENSORS_INDEX };
+export { tempSibling, writeFolderAtomic } from '../data/atomic.ts';
 
 /** Files of the tokenizer that a model folder may hold (what `tokenizer.save` writes, and the old layouts). */
 export const TOKENIZER_FILES: readonly string[] = [
@@ -225,73 +226,6 @@ function checkHfWeights(config: ModelConfig, weights: ReadonlyMap<string, NamedA
     const known = new Set(table.map((s) => s.name));
     const extra = [...weights.keys()].filter((k) => !known.has(k));
     throw new Error(`writeModelFolder: weights hold tensors the model does not have: ${extra.slice(0, 5).join(', ')}`);
-  }
-}
-
-/** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
-export function tempSibling(target: string, tag: string): string {
-  const abs = path.resolve(target);
-  return path.join(path.dirname(abs), `.${path.basename(abs)}.${tag}-${process.pid}-${randomBytes(3).toString('hex')}`);
-}
-
-async function fsyncPath(p: string): Promise<void> {
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(p, 'r');
-    await fh.sync();
-  } catch {
-    // Folders cannot be opened or synced on some platforms (Windows); nothing more to do there.
-  } finally {
-    await fh?.close().catch(() => {});
-  }
-}
-
-/** fsyncs every file under `dir` (recursively), then the folders themselves. */
-async function fsyncTree(dir: string): Promise<void> {
-  for (const entry of await fsp.readdir(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    if (entry.isDirectory()) await fsyncTree(p);
-    else if (entry.isFile()) await fsyncPath(p);
-  }
-  await fsyncPath(dir);
-}
-
-/**
- * Fills a new folder through `fill(tmpDir)` and puts it at `dir` atomically (see the file header).
- * `dir` may exist: it is replaced only after the new folder is complete. The caller decides
- * whether replacing it is allowed.
- */
-export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
-  const target = path.resolve(dir);
-  const parent = path.dirname(target);
-  await fsp.mkdir(parent, { recursive: true });
-  const existing = await fsp.lstat(target).catch(() => null);
-  if (existing && !existing.isDirectory()) {
-    throw new InputError(`${dir} exists and is not a plain folder (a file or a link); choose another output path`);
-  }
-  const tmp = tempSibling(target, 'ckpt-tmp');
-  await fsp.mkdir(tmp);
-  try {
-    await fill(tmp);
-    await fsyncTree(tmp);
-    if (existing) {
-      const old = tempSibling(target, 'ckpt-old');
-      await fsp.rename(target, old);
-      try {
-        await fsp.rename(tmp, target);
-      } catch (err) {
-        await fsp.rename(old, target).catch(() => {});
-        throw err;
-      }
-      await fsyncPath(parent);
-      await fsp.rm(old, { recursive: true, force: true });
-    } else {
-      await fsp.rename(tmp, target);
-    }
-    await fsyncPath(parent);
-  } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
-    throw err;
   }
 }
 

@@ -1,0 +1,86 @@
+// Atomic folder writes: a folder is filled under a hidden temporary sibling name, every file and
+// folder is fsync'd, and only then is it renamed onto its target. An existing target is moved
+// aside first and removed after the rename (and moved back if the rename fails), so a crash or a
+// full disk at any point leaves either the old folder or the new one, never a half-written one.
+// Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
+import { randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { InputError } from './errors.ts';
+
+/** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
+export function tempSibling(target: string, tag: string): string {
+  const abs = path.resolve(target);
+  return path.join(path.dirname(abs), `.${path.basename(abs)}.${tag}-${process.pid}-${randomBytes(3).toString('hex')}`);
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(p, 'r');
+    await fh.sync();
+  } catch {
+    // Folders cannot be opened or synced on some platforms (Windows); nothing more to do there.
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+/** fsyncs every file under `dir` (recursively), then the folders themselves. */
+async function fsyncTree(dir: string): Promise<void> {
+  for (const entry of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) await fsyncTree(p);
+    else if (entry.isFile()) await fsyncPath(p);
+  }
+  await fsyncPath(dir);
+}
+
+/** Removes the temporary siblings `writeFolderAtomic(target, ..., tag)` leaves when killed. */
+export async function removeStaleTemps(target: string, tag: string): Promise<void> {
+  const abs = path.resolve(target);
+  const prefix = `.${path.basename(abs)}.${tag}-`;
+  const entries = await fsp.readdir(path.dirname(abs)).catch(() => [] as string[]);
+  for (const e of entries) {
+    if (e.startsWith(prefix) && /-(tmp|old)-\d+-[0-9a-f]{6}$/.test(e)) await fsp.rm(path.join(path.dirname(abs), e), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Fills a new folder through `fill(tmpDir)` and puts it at `dir` atomically (see the file header).
+ * `dir` may exist: it is replaced only after the new folder is complete. The caller decides
+ * whether replacing it is allowed. `tag` names the temporary siblings (`.NAME.TAG-tmp-...`).
+ */
+export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>, tag = 'ckpt'): Promise<void> {
+  const target = path.resolve(dir);
+  const parent = path.dirname(target);
+  await fsp.mkdir(parent, { recursive: true });
+  const existing = await fsp.lstat(target).catch(() => null);
+  if (existing && !existing.isDirectory()) {
+    throw new InputError(`${dir} exists and is not a plain folder (a file or a link); choose another output path`);
+  }
+  const tmp = tempSibling(target, `${tag}-tmp`);
+  await fsp.mkdir(tmp);
+  try {
+    await fill(tmp);
+    await fsyncTree(tmp);
+    if (existing) {
+      const old = tempSibling(target, `${tag}-old`);
+      await fsp.rename(target, old);
+      try {
+        await fsp.rename(tmp, target);
+      } catch (err) {
+        await fsp.rename(old, target).catch(() => {});
+        throw err;
+      }
+      await fsyncPath(parent);
+      await fsp.rm(old, { recursive: true, force: true });
+    } else {
+      await fsp.rename(tmp, target);
+    }
+    await fsyncPath(parent);
+  } catch (err) {
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw err;
+  }
+}
