@@ -31,6 +31,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { removeStaleTemps, writeFolderAtomic } from '../data/atomic.ts';
 import { InputError, oneLine } from '../data/errors.ts';
 
 /** Bump when the extracted text or layout changes, so old output folders are rebuilt. */
@@ -603,16 +604,15 @@ export async function extractCorpora(outDir: string): Promise<CorporaResult> {
     ({ ...result, outDir: out, written, seconds: (performance.now() - start) / 1000 });
   if (isComplete(out, result.manifest)) return done(false);
 
-  const tmp = `${out}.${process.pid}.tmp`; // *.tmp is ignored by git
-  await fs.promises.rm(tmp, { recursive: true, force: true });
-  for (const [p, text] of files) {
-    await fs.promises.mkdir(path.dirname(path.join(tmp, p)), { recursive: true });
-    await fs.promises.writeFile(path.join(tmp, p), text);
-  }
-  await fs.promises.writeFile(path.join(tmp, 'manifest.json'), manifestText(result.manifest));
-  await fs.promises.rm(out, { recursive: true, force: true }); // an older or partial extraction
-  await fs.promises.mkdir(path.dirname(out), { recursive: true });
-  await fs.promises.rename(tmp, out);
+  // An older or partial extraction is replaced only once the new one is complete.
+  await removeStaleTemps(out, 'corpora');
+  await writeFolderAtomic(out, async (tmp) => {
+    for (const [p, text] of files) {
+      await fs.promises.mkdir(path.dirname(path.join(tmp, p)), { recursive: true });
+      await fs.promises.writeFile(path.join(tmp, p), text);
+    }
+    await fs.promises.writeFile(path.join(tmp, 'manifest.json'), manifestText(result.manifest));
+  }, 'corpora');
   return done(true);
 }
 
