@@ -24,6 +24,7 @@ import {
   type Tf,
 } from '../../training/backend.ts';
 import { assertSharedCore, ourCorePath, resolveInstalled } from '../../training/backend/common.ts';
+import { wasmThreads } from '../../training/backend/wasm.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -154,10 +155,44 @@ test('selectBackend(cpu) starts cpu, logs one line and leaks nothing', async () 
   assert.equal(info.tf.memory().numTensors, before);
 });
 
-test('selectBackend(wasm) reports SIMD and one thread', async () => {
+test('selectBackend(wasm) reports SIMD and its XNNPACK threads (one per CPU by default)', async () => {
   const info = await selectBackend('wasm', quiet);
   assert.equal(info.tfBackend, 'wasm');
-  assert.match(info.device, /^CPU \(wasm, (SIMD|no SIMD), 1 thread\)$/);
+  const n = wasmThreads({});
+  assert.equal(n, Math.min(8, os.availableParallelism()));
+  assert.match(info.device, new RegExp(`^CPU \\(wasm, (SIMD|no SIMD), ${n} threads?\\)$`));
+});
+
+test('MLM_WASM_THREADS: a whole number from 1 to 8, else a clear error', () => {
+  assert.equal(wasmThreads({ MLM_WASM_THREADS: '1' }), 1);
+  assert.equal(wasmThreads({ MLM_WASM_THREADS: ' 3 ' }), 3);
+  assert.equal(wasmThreads({ MLM_WASM_THREADS: '' }), wasmThreads({}));
+  for (const bad of ['0', '9', '1.5', 'two', '-1']) {
+    assert.throws(() => wasmThreads({ MLM_WASM_THREADS: bad }), (e: unknown) => e instanceof InputError && /MLM_WASM_THREADS/.test(e.message), bad);
+  }
+});
+
+test('a process on threaded wasm exits by itself, and MLM_WASM_THREADS=1 takes the one-thread build', () => {
+  const modulePath = fileURLToPath(new URL('../../training/backend.ts', import.meta.url));
+  const script =
+    `const { selectBackend } = await import(${JSON.stringify(modulePath)});` +
+    `const { tf, device } = await selectBackend('wasm', { log: () => {} });` +
+    `const a = tf.tensor2d(Array.from({ length: 256 * 256 }, (_, i) => (i % 17) / 17 - 0.5), [256, 256]);` +
+    `const s = tf.matMul(a, a).sum().dataSync()[0];` +
+    `process.stdout.write(JSON.stringify({ device, s }));`;
+  const run = (threads: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      encoding: 'utf8', timeout: 60_000, env: { ...process.env, MLM_WASM_THREADS: threads },
+    });
+    assert.equal(r.signal, null, `the process did not exit by itself (threads ${threads})`);
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { device: string; s: number };
+  };
+  const one = run('1');
+  const two = run('2');
+  assert.match(one.device, /, 1 thread\)$/);
+  assert.match(two.device, /, 2 threads\)$/);
+  assert.equal(two.s, one.s);
 });
 
 test('the self-check catches wasm as shipped (no UnsortedSegmentSum kernel)', async () => {

@@ -8,6 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { wasmThreads } from '../../training/backend/wasm.ts';
 import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-resume-'));
@@ -24,8 +25,8 @@ function trainArgs(dataDir: string, out: string): string[] {
     '--log-every', '1', '--eval-every', '25', '--eval-batches', '2', '--save-every', '10', '--seed', '7', '--json', '--no-progress'];
 }
 
-function runSync(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env });
+function runSync(args: string[], extraEnv: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...env, ...extraEnv } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -110,6 +111,18 @@ test('SIGINT: the current step finishes, a checkpoint is saved, exit code 130; -
 
   const resumed = runSync([...trainArgs(fx.dataDir, out), '--resume']);
   assert.equal(resumed.status, 0, resumed.stderr);
+  assert.deepEqual(metrics(out), metrics(ref.out));
+  sameWeights(path.join(ref.out, `checkpoint-${STEPS}`), path.join(out, `checkpoint-${STEPS}`));
+});
+
+test('the number of wasm threads changes no number: the same metrics and weights with 1 and with 2+ threads', async () => {
+  const fx = await data();
+  const ref = await uninterrupted(); // default threads: one per CPU
+  const other = wasmThreads({}) === 1 ? '2' : '1';
+  const out = path.join(tmp, `threads-${other}`);
+  const r = runSync(trainArgs(fx.dataDir, out), { MLM_WASM_THREADS: other });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(fs.readFileSync(path.join(out, 'report.md'), 'utf8'), new RegExp(`wasm, SIMD, ${other} threads?\\)`));
   assert.deepEqual(metrics(out), metrics(ref.out));
   sameWeights(path.join(ref.out, `checkpoint-${STEPS}`), path.join(out, `checkpoint-${STEPS}`));
 });

@@ -2,14 +2,18 @@
 //
 // The .wasm binaries are located in node_modules next to the package's main file, so the
 // backend loads wherever mlmkit is installed or run from. SIMD is used when the runtime validates
-// it (Node 20 does). Threads: the package disables its threaded build in Node (tfjs issue 3830),
-// so kernels run on one thread; the device string says so. The missing UnsortedSegmentSum kernel
+// it (Node 20 does). Threads: see `threadedInit` below; MLM_WASM_THREADS=1 keeps one thread. The
+// device string says how many threads XNNPACK got. The missing UnsortedSegmentSum kernel
 // (the gradient of gather) is registered before the backend starts (segment_sum_wasm.ts), and
 // GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts),
 // which also serves every other gather of numbers, faster. Batched and transposed matMuls go through
 // XNNPACK (batch_matmul_wasm.ts), and sums over leading axes add rows in place (sum_wasm.ts).
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import workerThreads, { type Worker } from 'node:worker_threads';
 import path from 'node:path';
+import { InputError } from '../../data/errors.ts';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWasmBatchMatMul } from './batch_matmul_wasm.ts';
 import { fixWasmGatherBatchDims } from './gather_wasm.ts';
@@ -31,6 +35,7 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   }
 
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const wanted = wasmThreads(process.env);
   registerWasmUnsortedSegmentSum(tf);
   fixWasmGatherBatchDims(tf);
   registerWasmBatchMatMul(tf);
@@ -41,14 +46,90 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   } catch (err) {
     throw new BackendUnavailable(`wasm: ${firstLine(err)}`, hint);
   }
-  if (!(await tf.setBackend('wasm'))) {
-    throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
-  }
+  const ok = wanted > 1 ? await threadedInit(tf, wasm, wanted) : await tf.setBackend('wasm');
+  if (!ok) throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-  const threaded = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
-  const threads = threaded ? wasm.getThreadsCount() : 1;
+  const threads = wasm.getThreadsCount();
   return {
     tfBackend: tf.getBackend(),
     device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'})`,
   };
+}
+
+/**
+ * XNNPACK threads for the wasm backend: MLM_WASM_THREADS when set (1 = the single-threaded build),
+ * else one per CPU the process may use, at most 8 (the pool the package's build starts).
+ */
+export function wasmThreads(env: NodeJS.ProcessEnv): number {
+  const raw = env.MLM_WASM_THREADS?.trim();
+  if (raw !== undefined && raw !== '') {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1 || n > 8) {
+      throw new InputError(`MLM_WASM_THREADS must be a whole number from 1 to 8, got '${raw}'`);
+    }
+    return n;
+  }
+  return Math.max(1, Math.min(8, os.availableParallelism()));
+}
+
+/**
+ * Starts the package's threaded build (XNNPACK on a pthread pool of worker_threads) in Node.js,
+ * which the package itself never picks there (its WASM_HAS_MULTITHREAD_SUPPORT flag answers false
+ * under Node, tfjs issue 3830). Three things stand in the way, each bridged for the duration of
+ * `setBackend` only:
+ *   - the pthread worker script and the module source reach the workers as Blob URLs, which Node's
+ *     Worker cannot open: the Blob parts are written once to files (named by their hash, in a
+ *     per-user temp folder) and the "Blob" handed on is a plain object carrying that path, which a
+ *     prologue in each file turns back into the path on the worker side;
+ *   - the module source is a bundle fragment that refers to the bundle's `require$$N` imports and
+ *     `commonjsGlobal`: the prologue defines them;
+ *   - the C++ side caps the pool at half the logical CPUs (it assumes two hyper-threads per core),
+ *     so on a 2-CPU machine it would take one thread: `os.cpus()` reports each CPU twice meanwhile;
+ *   - the workers would inherit this process's Node flags, which are not meant for them.
+ */
+async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backend-wasm'), threads: number): Promise<boolean> {
+  const folder = path.join(os.tmpdir(), `mlmkit-wasm-${os.userInfo().uid}`);
+  mkdirSync(folder, { recursive: true, mode: 0o700 });
+  const prologue = 'var require$$0=require("fs"),require$$1=require("path"),require$$3=require("perf_hooks"),'
+    + 'require$$4=require("os"),commonjsGlobal=globalThis;'
+    + 'if(typeof URL!=="undefined"){URL.createObjectURL=function(o){return o.mlmkitPath};URL.revokeObjectURL=function(){}}\n';
+  class FileBlob {
+    readonly mlmkitPath: string;
+    constructor(parts: unknown[]) {
+      const text = prologue + parts.map(String).join('');
+      const file = path.join(folder, `${createHash('sha256').update(text).digest('hex').slice(0, 16)}.cjs`);
+      if (!existsSync(file) || readFileSync(file, 'utf8') !== text) {
+        const temp = `${file}.${process.pid}.tmp`;
+        writeFileSync(temp, text);
+        renameSync(temp, file);
+      }
+      this.mlmkitPath = file;
+    }
+  }
+  const saved = { blob: globalThis.Blob, createObjectURL: URL.createObjectURL, cpus: os.cpus, Worker: workerThreads.Worker };
+  tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
+  wasm.setThreadsCount(threads);
+  (globalThis as { Blob: unknown }).Blob = FileBlob;
+  URL.createObjectURL = (b: unknown) => (b as FileBlob).mlmkitPath;
+  os.cpus = () => { const c = saved.cpus(); return [...c, ...c]; };
+  // Workers inherit the process's Node flags by default; flags such as --input-type=module (or a
+  // loader) are for the main script and break the plain CommonJS worker script.
+  workerThreads.Worker = class extends saved.Worker {
+    constructor(file: string | URL, options?: workerThreads.WorkerOptions) { super(file, { ...options, execArgv: [] }); }
+  };
+  try {
+    const ok = await tf.setBackend('wasm');
+    if (ok) {
+      // The pthread pool's workers would keep Node's event loop alive after the work is done
+      // (the process would never exit): they only serve XNNPACK calls made from this thread.
+      const pool = (tf.backend() as unknown as { wasm: { PThread?: { unusedWorkers: Worker[]; runningWorkers: Worker[] } } }).wasm.PThread;
+      for (const w of [...(pool?.unusedWorkers ?? []), ...(pool?.runningWorkers ?? [])]) w.unref();
+    }
+    return ok;
+  } finally {
+    globalThis.Blob = saved.blob;
+    URL.createObjectURL = saved.createObjectURL;
+    os.cpus = saved.cpus;
+    workerThreads.Worker = saved.Worker;
+  }
 }
