@@ -25,6 +25,7 @@ import {
 } from '../../training/backend.ts';
 import { assertSharedCore, ourCorePath, resolveInstalled } from '../../training/backend/common.ts';
 import { wasmThreads } from '../../training/backend/wasm.ts';
+import { SMALL_SLICE_MACS } from '../../training/backend/batch_matmul_wasm.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -327,8 +328,9 @@ test('gather with batchDims 1 on wasm (wrong as shipped, tfjs issue 8658) equals
 });
 
 test('wasm BatchMatMul through XNNPACK (batched, transposed, broadcast) equals cpu, forward and gradient', async () => {
-  // Shapes: attention-like batches, every transpose flag, one side broadcast, sizes of 1, and an
-  // empty product (left to the shipped kernel).
+  // Shapes: attention-like batches, every transpose flag, one side broadcast, sizes of 1, an
+  // empty product (left to the shipped kernel), and one product of large slices.
+  assert.ok(130 * 129 * 131 > SMALL_SLICE_MACS);
   const cases: [number[], number[], boolean, boolean][] = [
     [[2, 3, 5, 4], [2, 3, 5, 4], false, true], // Q K^T
     [[2, 3, 5, 5], [2, 3, 5, 4], false, false], // P V
@@ -342,6 +344,9 @@ test('wasm BatchMatMul through XNNPACK (batched, transposed, broadcast) equals c
     [[1, 1], [1, 1], true, false],
     [[4, 1, 3], [4, 3, 1], false, false],
     [[2, 0, 3], [2, 3, 4], false, false],
+    // Slices above SMALL_SLICE_MACS (130 x 129 x 131 multiply-adds) stay on the main (threaded)
+    // module; all the smaller batched ones above go to the single-threaded one when threads > 1.
+    [[2, 130, 129], [2, 131, 129], false, true],
   ];
   const { tf } = await selectBackend('cpu', quiet);
   const rng = new Rng(5);
@@ -368,7 +373,10 @@ test('wasm BatchMatMul through XNNPACK (batched, transposed, broadcast) equals c
   for (let i = 0; i < cases.length; i++) {
     for (let j = 0; j < want[i]!.length; j++) {
       assert.deepEqual(got[i]![j]!.shape, want[i]![j]!.shape, `case ${i} output ${j}`);
-      assert.ok(maxAbsDiff(got[i]![j]!.values, want[i]![j]!.values) < 1e-5, `case ${i} output ${j}`);
+      // Absolute 1e-5 at unit scale; relative to the largest value for the large sums.
+      const scale = Math.max(1, ...want[i]![j]!.values.map(Math.abs));
+      const diff = maxAbsDiff(got[i]![j]!.values, want[i]![j]!.values);
+      assert.ok(diff < 1e-5 * scale, `case ${i} output ${j}: ${diff} (scale ${scale})`);
     }
   }
 });

@@ -17,11 +17,20 @@
 // Measured on bert-mini, batch 32 x 128 (2-core EPYC, shared): the 24 attention products of a
 // training step (forward and backward) 3.2 s -> 0.4 s, transposes included; the step ~9.9 s -> ~7 s.
 //
+// With the threaded build (wasm.ts), each XNNPACK call splits its work over the pthread pool and
+// waits for every worker, which costs more than the work itself for the small slices of attention
+// ([T, hs] x [hs, T]): a [32, 4, 128, 64] x [32, 4, 64, 128] product took ~100 ms on 2 threads
+// against ~17 ms on one, on a 2-core machine with another process running. Products whose slices
+// are that small therefore run on a second, single-threaded instance of the package's SIMD module
+// (`SingleThreadXnn`), the operands copied in and the result copied out (~1 ms per 4 MB).
+//
 // Everything else (non-float32 operands, broadcasting other than one side with batch 1, empty
 // tensors) is left to the shipped kernel. Results equal the shipped kernel's up to float32
 // summation order (tests/training/backend.test.ts compares both).
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import type { Tf } from './common.ts';
 
 const WRAPPED = Symbol.for('mlmkit.wasmBatchMatMul');
@@ -34,6 +43,7 @@ interface WasmModule {
   _malloc(bytes: number): number;
   _free(ptr: number): void;
   HEAP32: Int32Array;
+  HEAPF32: Float32Array;
   tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
 }
 interface WasmBackendInternals {
@@ -62,19 +72,19 @@ function batchMatMulEntry(wasm: WasmModule): (...args: number[]) => void {
  * used for every i.
  */
 function xnnSlices(
-  backend: WasmBackendInternals,
+  wasm: WasmModule,
+  nextId: () => number,
   a: { offset: number; batch: number },
   b: { offset: number; batch: number },
   out: number,
   dims: { batch: number; M: number; K: number; N: number },
 ): void {
-  const { wasm } = backend;
   const { batch, M, K, N } = dims;
   const matMul = batchMatMulEntry(wasm);
   const shapes = wasm._malloc(24) >>> 0; // int32 [1, M, K] then [1, K, N]
   wasm.HEAP32.set([1, M, K, 1, K, N], shapes >>> 2);
   const register = (offset: number, size: number): number => {
-    const id = backend.dataIdNextNumber++;
+    const id = nextId();
     wasm.tfjs.registerTensor(id, size, offset);
     return id;
   };
@@ -98,7 +108,68 @@ function xnnSlices(
   }
 }
 
-function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc): TensorInfo | null {
+/** Slices of at most this many multiply-adds go to the single-threaded module (see the header). */
+export const SMALL_SLICE_MACS = 1 << 21;
+
+/**
+ * A private single-threaded instance of tfjs-backend-wasm's SIMD module, used only for products of
+ * many small slices: operands are copied into its heap (into scratch buffers that grow as needed),
+ * multiplied slice by slice through XNNPACK, and the result copied back.
+ */
+export class SingleThreadXnn {
+  private scratch = 0;
+  private scratchBytes = 0;
+  private ids = 1;
+  private constructor(private readonly wasm: WasmModule & { HEAPF32: Float32Array }) {}
+
+  private static instance: Promise<SingleThreadXnn> | null = null;
+
+  /** The process's one instance (a few ms to start; the .wasm file sits in the package). */
+  static create(packageMain: string): Promise<SingleThreadXnn> {
+    SingleThreadXnn.instance ??= SingleThreadXnn.instantiate(packageMain);
+    return SingleThreadXnn.instance;
+  }
+
+  private static async instantiate(packageMain: string): Promise<SingleThreadXnn> {
+    const require = createRequire(packageMain);
+    const glue = require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-simd.js');
+    const factory = require(glue) as (m: object) => Promise<WasmModule & { HEAPF32: Float32Array; _init(): void }>;
+    // The glue's epilogue looks for a global of its own name (it expects to be the bundle's).
+    const g = globalThis as { WasmBackendModule?: unknown };
+    const had = 'WasmBackendModule' in g;
+    if (!had) g.WasmBackendModule = {};
+    try {
+      const wasm = await factory({ locateFile: (file: string) => path.join(path.dirname(glue), file) });
+      wasm._init();
+      // The tfjs entry points the backend normally wraps (backend_wasm.ts does the same).
+      const entry = (name: string) => wasm.cwrap(name, null, ['number', 'number', 'number']);
+      wasm.tfjs = { registerTensor: entry('register_tensor'), disposeData: entry('dispose_data') };
+      return new SingleThreadXnn(wasm);
+    } finally {
+      if (!had) delete g.WasmBackendModule;
+    }
+  }
+
+  /** out[i] = a[i] b[i] as in xnnSlices, with a, b and out given as views of the caller's heap. */
+  run(a: Float32Array, aBatch: number, b: Float32Array, bBatch: number, out: Float32Array, dims: { batch: number; M: number; K: number; N: number }): void {
+    const bytes = (a.length + b.length + out.length) * 4;
+    if (bytes > this.scratchBytes) {
+      if (this.scratch) this.wasm._free(this.scratch);
+      this.scratch = this.wasm._malloc(bytes) >>> 0;
+      if (this.scratch === 0) throw new Error(`wasm: cannot allocate ${bytes} bytes for a batched matMul`);
+      this.scratchBytes = bytes;
+    }
+    const aAt = this.scratch;
+    const bAt = aAt + a.length * 4;
+    const outAt = bAt + b.length * 4;
+    this.wasm.HEAPF32.set(a, aAt >>> 2);
+    this.wasm.HEAPF32.set(b, bAt >>> 2);
+    xnnSlices(this.wasm, () => this.ids++, { offset: aAt, batch: aBatch }, { offset: bAt, batch: bBatch }, outAt, dims);
+    out.set(this.wasm.HEAPF32.subarray(outAt >>> 2, (outAt >>> 2) + out.length));
+  }
+}
+
+function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc, single: SingleThreadXnn | null): TensorInfo | null {
   const backend = args.backend as WasmBackendInternals;
   const a = args.inputs.a!;
   const b = args.inputs.b!;
@@ -143,18 +214,28 @@ function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc): 
     const out = backend.makeOutput([batch, M, N], 'float32');
     // Offsets after makeOutput (its malloc may grow the heap; offsets stay valid, views would not).
     const offset = (x: TensorInfo) => backend.dataIdMap.get(x.dataId).memoryOffset >>> 0;
-    xnnSlices(backend, { offset: offset(a2), batch: batchA }, { offset: offset(b2), batch: batchB }, offset(out), { batch, M, K, N });
+    const dims = { batch, M, K, N };
+    if (single !== null && batch > 1 && M * K * N <= SMALL_SLICE_MACS) {
+      const view = (x: TensorInfo, n: number) => new Float32Array(backend.wasm.HEAPF32.buffer, offset(x), n);
+      single.run(view(a2, batchA * M * K), batchA, view(b2, batchB * K * N), batchB, view(out, batch * M * N), dims);
+    } else {
+      xnnSlices(backend.wasm, () => backend.dataIdNextNumber++, { offset: offset(a2), batch: batchA }, { offset: offset(b2), batch: batchB }, offset(out), dims);
+    }
     return { ...out, shape: outShape };
   } finally {
     for (const t of temporaries) backend.disposeData(t.dataId);
   }
 }
 
+let singleThread: SingleThreadXnn | null = null;
+
 /**
  * Wraps the registered wasm BatchMatMul so that batched and transposed products run through
- * XNNPACK (see the file header). Call after importing tfjs-backend-wasm; calling it again does nothing.
+ * XNNPACK (see the file header), small slices on `single` when given (the threaded build). Call
+ * after importing tfjs-backend-wasm; calling it again only updates `single`.
  */
-export function registerWasmBatchMatMul(tf: Tf): void {
+export function registerWasmBatchMatMul(tf: Tf, single: SingleThreadXnn | null = null): void {
+  singleThread = single;
   const registered = tf.getKernel('BatchMatMul', 'wasm');
   const transpose = tf.getKernel('Transpose', 'wasm');
   if (registered === undefined || transpose === undefined) return;
@@ -162,7 +243,7 @@ export function registerWasmBatchMatMul(tf: Tf): void {
   if (shippedFunc[WRAPPED]) return;
   const transposeFunc = transpose.kernelFunc;
   const kernelFunc = ((args: KernelArgs) =>
-    batchMatMulXnn(tf, args, transposeFunc) ?? shippedFunc(args as Parameters<KernelFunc>[0])) as KernelFunc & { [WRAPPED]?: true };
+    batchMatMulXnn(tf, args, transposeFunc, singleThread) ?? shippedFunc(args as Parameters<KernelFunc>[0])) as KernelFunc & { [WRAPPED]?: true };
   kernelFunc[WRAPPED] = true;
   const config: KernelConfig = { ...registered, kernelFunc };
   tf.unregisterKernel('BatchMatMul', 'wasm');

@@ -15,7 +15,7 @@ import workerThreads, { type Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { InputError } from '../../data/errors.ts';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
-import { registerWasmBatchMatMul } from './batch_matmul_wasm.ts';
+import { registerWasmBatchMatMul, SingleThreadXnn } from './batch_matmul_wasm.ts';
 import { fixWasmGatherBatchDims } from './gather_wasm.ts';
 import { registerWasmUnsortedSegmentSum } from './segment_sum_wasm.ts';
 import { registerWasmSumLeadingAxes } from './sum_wasm.ts';
@@ -38,7 +38,8 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   const wanted = wasmThreads(process.env);
   registerWasmUnsortedSegmentSum(tf);
   fixWasmGatherBatchDims(tf);
-  registerWasmBatchMatMul(tf);
+  // The threaded build gets a single-threaded module beside it for products of small slices.
+  registerWasmBatchMatMul(tf, wanted > 1 ? await SingleThreadXnn.create(main) : null);
   registerWasmSumLeadingAxes(tf);
   try {
     // Harmless once the backend is up; throws only after an earlier failed initialisation.
