@@ -125,6 +125,8 @@ export interface StepInfo {
   gradNorm: number;
   lr: number;
   seconds: number;
+  /** Masked (scored) tokens in the step's batch. */
+  masked: number;
 }
 
 export interface TrainContext {
@@ -637,7 +639,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
       }
       sessionTokens += tokens;
       sessionSeconds += seconds;
-      ctx.onStep?.({ step, loss: lossValue, gradNorm: normValue, lr, seconds });
+      ctx.onStep?.({ step, loss: lossValue, gradNorm: normValue, lr, seconds, masked });
       bar.update(step - startStep, `step ${step}/${totalSteps}  loss ${lossValue.toFixed(4)}  lr ${lr.toExponential(2)}  ${Math.round(window.tokens / Math.max(window.seconds, 1e-9))} tok/s`);
 
       const last = step === totalSteps;

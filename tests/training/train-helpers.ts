@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { prepare } from '../../data/prepare.ts';
 import { trainTokenizer } from '../../data/tokenizer-train.ts';
+import type { PrepareMode } from '../../data/shards.ts';
 import type { MlmTokenizer } from '../../data/tokenizer.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -45,9 +46,14 @@ export interface PreparedFixture {
 
 /**
  * Writes `docs` as .txt files under root/corpus, trains a WordPiece tokenizer of `vocabSize` on
- * them into root/tok, and prepares root/data (seq `seqLen`, 10% of the documents held out).
+ * them into root/tok, and prepares root/data (seq `seqLen`, 10% of the documents held out; `mode`
+ * 'blocks' by default, or 'lines': one example per line, so rows are padded).
  */
-export async function preparedFixture(root: string, docs: string[], opts: { vocabSize: number; seqLen: number; validationSplit?: number }): Promise<PreparedFixture> {
+export async function preparedFixture(
+  root: string,
+  docs: string[],
+  opts: { vocabSize: number; seqLen: number; validationSplit?: number; mode?: PrepareMode },
+): Promise<PreparedFixture> {
   const corpus = path.join(root, 'corpus');
   fs.mkdirSync(corpus, { recursive: true });
   docs.forEach((d, i) => fs.writeFileSync(path.join(corpus, `doc${String(i).padStart(4, '0')}.txt`), d));
@@ -61,7 +67,7 @@ export async function preparedFixture(root: string, docs: string[], opts: { voca
     tokenizerSource: tokenizerDir,
     out: dataDir,
     seqLen: opts.seqLen,
-    mode: 'blocks',
+    mode: opts.mode ?? 'blocks',
     validationSplit: opts.validationSplit ?? 0.1,
     seed: 42,
     overwrite: false,
