@@ -1,10 +1,23 @@
 #!/usr/bin/env python3
 # The PyTorch peer of `mlm bench`: the same masked-LM training step, written with plain torch.nn,
 # timed the same way, for a like-for-like throughput comparison on the same CPU
-# (scripts/bench-peer.ts runs both sides alternately and compares them).
+# (scripts/bench-peer.ts runs both sides alternately and compares them), or on an NVIDIA GPU
+# (scripts/gpu-run.sh, against mlmkit's WebGPU backend).
 #
 #   /usr/bin/python3 scripts/bench-torch.py [--config configs/bert-mini.json] [--batch-size 32]
 #       [--seq-len 128] [--steps 5] [--warmup-steps 1] [--eval-steps 2] [--threads 2] [--json]
+#       [--device cpu|cuda|auto] [--impl nn|transformers] [--tf32]
+#
+# --device cuda (or auto, which takes CUDA when torch sees a GPU, else the CPU) runs the model on
+# the GPU in float32 with TF32 OFF (torch.backends.cuda.matmul.allow_tf32 = False and
+# torch.backends.cudnn.allow_tf32 = False), so that its matmuls do the arithmetic WebGPU does;
+# --tf32 allows TF32 (a separate, labelled figure). Batches are drawn on the CPU with the same
+# generator as on the CPU path and copied to the GPU inside the timed step (mlmkit uploads its
+# batches too); every timing is bracketed by torch.cuda.synchronize(). Defaults (cpu, nn) are the
+# CPU comparison of scripts/bench-peer.ts, unchanged.
+# --impl transformers builds transformers' own BertForMaskedLM(BertConfig(**config)) (its init, its
+# attention implementation, loss from `labels`) instead of the torch.nn rebuild below; it needs
+# the transformers package.
 #
 # The model is transformers' BertForMaskedLM rebuilt from torch.nn with the config's sizes
 # (transformers is not needed): word + position + token-type embeddings, LayerNorm, dropout;
@@ -48,6 +61,11 @@ def parse_args():
     ap.add_argument("--mlm-probability", type=float, default=0.15)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="cpu (default), cuda, or auto (cuda when available, else cpu)")
+    ap.add_argument("--impl", choices=["nn", "transformers"], default="nn",
+                    help="nn: the torch.nn rebuild below (default); transformers: BertForMaskedLM itself")
+    ap.add_argument("--tf32", action="store_true", help="on CUDA, allow TF32 matmuls (default: strict float32)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return ap.parse_args()
 
@@ -97,6 +115,22 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench-torch: --device cuda, but torch %s sees no CUDA device (torch.cuda.is_available() is False)" % torch.__version__, file=sys.stderr)
+        sys.exit(3)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        # Strict float32 unless --tf32: the arithmetic WebGPU's float32 matmuls do.
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     class BertForMaskedLMPeer(nn.Module):
         def __init__(self):
             super().__init__()
@@ -120,17 +154,44 @@ def main():
                 nn.init.zeros_(mha.in_proj_bias)
 
         def forward(self, ids, types):  # ids, types [B, T] -> logits [B, T, V]
-            positions = torch.arange(ids.shape[1]).unsqueeze(0)
+            positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
             x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type_embeddings(types)
             x = self.encoder(self.embeddings_dropout(self.embeddings_norm(x)))
             h = self.transform_norm(F.gelu(self.transform(x)))
             return F.linear(h, self.word_embeddings.weight, self.decoder_bias)  # tied decoder
 
-    model = BertForMaskedLMPeer()
+    attn_impl = None
+    if args.impl == "transformers":
+        try:
+            import transformers
+            from transformers import BertConfig, BertForMaskedLM
+        except ImportError:
+            print("bench-torch: --impl transformers needs the transformers package for %s (pip install transformers), or use --impl nn" % sys.executable, file=sys.stderr)
+            sys.exit(3)
+        hf = BertForMaskedLM(BertConfig(**{k: v for k, v in c.items() if k not in ("architectures", "transformers_version", "model_type", "torch_dtype")}))
+        attn_impl = getattr(hf.config, "_attn_implementation", None)
+        emb = hf.bert.embeddings
+        embedding_modules = (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings)
+
+        class HfLogits(nn.Module):  # the peer's interface: (ids, types) -> logits
+            def __init__(self):
+                super().__init__()
+                self.hf = hf
+
+            def forward(self, ids, types):
+                return self.hf(input_ids=ids, token_type_ids=types).logits
+
+        model = HfLogits()
+        norm_name = "LayerNorm"
+    else:
+        model = BertForMaskedLMPeer()
+        embedding_modules = (model.word_embeddings, model.position_embeddings, model.token_type_embeddings)
+        norm_name = "norm"
+    model.to(dev)
     params = sum(p.numel() for p in model.parameters())
-    embedding_tables = sum(m.weight.numel() for m in (model.word_embeddings, model.position_embeddings, model.token_type_embeddings))
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    embedding_tables = sum(m.weight.numel() for m in embedding_modules)
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or norm_name in n)]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or norm_name in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
     # BERT-style special ids as mlmkit's synthetic rows (training/bench.ts syntheticSpecialIds).
@@ -153,9 +214,10 @@ def main():
         ids[replaced] = mask_id
         randomised = torch.bernoulli(torch.full((B, T), 0.5), generator=gen).bool() & selected & ~replaced
         ids[randomised] = torch.randint(V, (B, T), generator=gen)[randomised]
-        return ids, torch.zeros_like(ids), labels
+        return ids.to(dev), torch.zeros_like(ids).to(dev), labels.to(dev)
 
     def train_step():
+        sync()
         t0 = time.perf_counter()
         ids, types, labels = batch()
         model.train()
@@ -166,15 +228,18 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         value = loss.item()
+        sync()
         return (time.perf_counter() - t0) * 1000, value
 
     def eval_step():
+        sync()
         t0 = time.perf_counter()
         ids, types, labels = batch()
         model.eval()
         with torch.no_grad():
             loss = F.cross_entropy(model(ids, types).view(-1, V), labels.view(-1), ignore_index=-100)
             value = loss.item()
+        sync()
         return (time.perf_counter() - t0) * 1000, value
 
     log = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -204,6 +269,12 @@ def main():
     result = {
         "peer": "pytorch",
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
+        "device_type": dev.type,
+        "impl": args.impl if args.impl == "nn" else "transformers %s BertForMaskedLM" % transformers.__version__,
+        "attn_implementation": attn_impl,
+        "dtype": "float32",
+        "tf32": bool(args.tf32) if cuda else False,
         "threads": torch.get_num_threads(),
         "blas": blas_kernel(),
         "config": args.config,
@@ -222,6 +293,7 @@ def main():
         "eval_tokens_per_second": (B * T * len(eval_ms) / (sum(eval_ms) / 1000)) if eval_ms else None,
         "eval_step_ms_median": ev["median"] if ev else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
         "model_flops_per_token": flops_per_token,
         "model_tflops_per_second": tps * flops_per_token / 1e12,
         "scored_fraction": 1.0,
