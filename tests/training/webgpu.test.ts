@@ -8,7 +8,8 @@
 //     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart);
 //   - 20 steps of `train()` lower the training loss and the held-out loss;
 //   - 100 steps of `train()` leak nothing: tensor count and GPU bytes in use are flat, and the
-//     GPU bytes allocated grow only where TF.js's buffer pool meets a new size (see the test).
+//     GPU bytes allocated grow only where TF.js's buffer pool meets a new size (see the test;
+//     the model pads the head's rows to a multiple of 64 on webgpu so that sizes repeat).
 //
 // Relative difference, everywhere here: for tensors a (webgpu) and b (cpu) of one name,
 // max_i |a_i - b_i| / max_i |b_i| (for a scalar, |a - b| / |b|).
@@ -40,6 +41,7 @@ import { readManifest, SplitReader } from '../../data/shards.ts';
 import { probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
+import { maskedRowCount } from '../../training/models/bert.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -459,20 +461,22 @@ test('no leaks over 100 training steps on webgpu: tensor count and GPU bytes in 
 
   // Allocated GPU bytes also count TF.js's pool of freed buffers, kept for reuse by exact size and
   // never destroyed while the backend lives. The masked-positions-only head makes tensors of
-  // [masked tokens, vocab], so a step whose masked-token count is new needs buffers of new sizes
-  // and the pool grows; a count seen before finds its buffers in the pool. Asserted: it grows only
-  // at steps with a new count (bounded by the possible counts; 4 x 32 tokens at most here).
-  const seen = new Set<number>([rows[0].masked]);
+  // [rows, vocab]; on webgpu the model pads rows to a multiple of MASKED_ROW_BUCKET (maskedRowCount)
+  // so that a run meets few sizes. Asserted: the pool grows only at a step whose row count is new;
+  // here every step has fewer than 64 masked tokens (4 x 32 tokens), so one size after step 1.
+  const bucket = (masked: number) => maskedRowCount(masked, 'webgpu');
+  const seen = new Set<number>([bucket(rows[0].masked)]);
   const grew: string[] = [];
   for (let i = 1; i < rows.length; i++) {
     const r = rows[i];
-    const isNew = !seen.has(r.masked);
-    seen.add(r.masked);
+    const isNew = !seen.has(bucket(r.masked));
+    seen.add(bucket(r.masked));
     const growth = r.numBytesAllocatedInGPU - rows[i - 1].numBytesAllocatedInGPU;
     if (growth > 0) grew.push(`${r.step} (+${growth}, ${r.masked} masked)`);
-    assert.ok(growth <= 0 || isNew, `GPU bytes allocated grew by ${growth} at step ${r.step}, whose masked-token count ${r.masked} occurred before`);
+    // Step 2 still allocates a few hundred bytes once (its first reuse of the step's buffers).
+    assert.ok(growth <= 0 || isNew || r.step <= warmup, `GPU bytes allocated grew by ${growth} at step ${r.step}, whose head row count ${bucket(r.masked)} (${r.masked} masked) occurred before`);
   }
-  report(t, `leaks: GPU bytes allocated ${mb(rows[0].numBytesAllocatedInGPU)} after step 1, ${mb(rows.at(-1)!.numBytesAllocatedInGPU)} after step ${steps}; grew at ${grew.length} steps, each with a new masked-token count (${seen.size} counts seen): ${grew.join(', ')}`);
+  report(t, `leaks: GPU bytes allocated ${mb(rows[0].numBytesAllocatedInGPU)} after step 1, ${mb(rows.at(-1)!.numBytesAllocatedInGPU)} after step ${steps}; grew at ${grew.length} steps (${seen.size} head row counts seen: ${[...seen].join(', ')})${grew.length ? `: ${grew.join(', ')}` : ''}`);
   report(t, `leaks: flat from step ${warmup + 1} to ${steps}: ${flat[0].numTensors} tensors, ${flat[0].numBytesInGPU} GPU bytes in use`);
 
   // Everything the run made is freed when it returns.

@@ -163,7 +163,8 @@ export interface Ops {
   /** Inverted dropout with a seeded mask; `x` itself when `seed` is null (not training) or rate is 0. */
   dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
   /** Sum over rows of -log softmax(logits)[target]: logits [N, V], targets int32 [N]. */
-  crossEntropySum(logits: Tensor2D, targets: Tensor1D): Scalar;
+  /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
+  crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
 }
 
 type Saver = (tensors: Tensor[]) => void;
@@ -274,18 +275,23 @@ export function makeOps(tf: Tf): Ops {
   // -log softmax(z)[t] = lse(z) - z[t], with lse(z) = max(z) - log(max(softmax(z))) (the largest
   // probability is 1 / sum exp(z - max z) >= 1/V, so its log is finite): one fused softmax pass,
   // 3x cheaper on wasm than logSoftmax. Gradient: dy (softmax(z) - onehot(t)).
-  const crossEntropySum = (logits: Tensor2D, targets: Tensor1D): Scalar =>
+  const crossEntropySum = (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar =>
     custom<Scalar>(([z], save) => {
       const [N, V] = z.shape as [number, number];
       const probs = tf.softmax(z);
-      save([probs, targets]); // saved, not closed over: the caller's tidy may dispose targets
+      // saved, not closed over: the caller's tidy may dispose targets and weights
+      save(weights === undefined ? [probs, targets] : [probs, targets, weights]);
       const flatTargets = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), targets);
       const picked = tf.gather(tf.reshape(z, [N * V]), flatTargets); // z[t] per row
       const lse = tf.sub(tf.max(z, 1), tf.log(tf.max(probs, 1)));
+      const perRow = tf.sub(lse, picked);
       return {
-        value: tf.sum(tf.sub(lse, picked)) as Scalar,
+        value: tf.sum(weights === undefined ? perRow : tf.mul(perRow, weights)) as Scalar,
         // oneHot as int32 then cast: the wasm OneHot kernel writes wrong float32 values.
-        gradFunc: (dy, [sprobs, stargets]) => [tf.mul(tf.sub(sprobs, tf.cast(tf.oneHot(stargets as Tensor1D, V), 'float32')), dy)],
+        gradFunc: (dy, [sprobs, stargets, sweights]) => {
+          const g = tf.mul(tf.sub(sprobs, tf.cast(tf.oneHot(stargets as Tensor1D, V), 'float32')), dy);
+          return [sweights === undefined ? g : tf.mul(g, tf.reshape(sweights, [N, 1]))];
+        },
       };
     })(logits);
 
@@ -438,6 +444,14 @@ function checkInputs(config: ModelConfig, spec: FamilySpec, inputs: MlmInputs): 
   return { B, T };
 }
 
+/** Masked rows are padded to a multiple of this on webgpu (see maskedLossOf). */
+export const MASKED_ROW_BUCKET = 64;
+
+/** How many rows the head scores for `n` labelled positions on `backend`. */
+export function maskedRowCount(n: number, backend: string): number {
+  return backend === 'webgpu' && n > 0 ? Math.ceil(n / MASKED_ROW_BUCKET) * MASKED_ROW_BUCKET : n;
+}
+
 /** Builds a masked LM of either family from `spec` (see createBert, and createRoberta in roberta.ts). */
 export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec: FamilySpec): MaskedLM {
   if (config.model_type !== spec.family) {
@@ -507,14 +521,21 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
         return opts.accuracy ? { loss: zero, correct: tf.scalar(0) } : { loss: zero };
       }
       const hidden = tf.reshape(encodeRaw(inputs, opts), [B * T, H]) as Tensor2D;
-      const picked = tf.gather(hidden, tf.tensor1d(where, 'int32')) as Tensor2D; // [N, H]
-      const logits = tf.tidy(() => mlmHead(ops, w, config, spec, picked)); // [N, V]
-      const targetIds = tf.tensor1d(targets, 'int32');
-      const sum = ops.crossEntropySum(logits, targetIds);
+      // On webgpu the head's [rows, V] buffers are pooled by exact size and never freed: a new
+      // masked count each step would grow the pool by ~8 x rows x V x 4 bytes each time. Rows are
+      // padded to a multiple of MASKED_ROW_BUCKET there (padding rows weigh 0), so a run sees a
+      // handful of sizes.
+      const rows = maskedRowCount(N, tf.getBackend());
+      const padded = (xs: number[]) => (rows === N ? xs : xs.concat(new Array<number>(rows - N).fill(0)));
+      const picked = tf.gather(hidden, tf.tensor1d(padded(where), 'int32')) as Tensor2D; // [rows, H]
+      const logits = tf.tidy(() => mlmHead(ops, w, config, spec, picked)); // [rows, V]
+      const targetIds = tf.tensor1d(padded(targets), 'int32');
+      const weights = rows === N ? undefined : tf.tensor1d(Array.from({ length: rows }, (_, i) => (i < N ? 1 : 0)), 'float32');
+      const sum = ops.crossEntropySum(logits, targetIds, weights);
       const loss = mean ? (tf.div(sum, N) as Scalar) : sum;
       if (!opts.accuracy) return { loss };
-      const right = tf.equal(tf.argMax(logits, 1), targetIds);
-      return { loss, correct: tf.sum(tf.cast(right, 'float32')) as Scalar };
+      const right = tf.cast(tf.equal(tf.argMax(logits, 1), targetIds), 'float32');
+      return { loss, correct: tf.sum(weights === undefined ? right : tf.mul(right, weights)) as Scalar };
     });
     return { ...result, maskedCount: N };
   };

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../data/rng.ts';
 import { selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, layerNorm, makeOps } from '../../../training/models/bert.ts';
+import { activation, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -102,11 +102,26 @@ for (const name of ['cpu', 'wasm'] as const) {
       (z) => tf.sum(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, tf.oneHot(targets, 13).toFloat()), 1))) as Scalar,
       [logits],
     );
+    // Row weights (padding rows on webgpu): weight 0 rows add nothing, to the loss or the gradient.
+    const rowWeights = tf.tensor1d([1, 0, 1, 1, 0], 'float32');
+    await same(
+      tf,
+      'crossEntropySum with row weights',
+      (z) => ops.crossEntropySum(z as Tensor2D, targets, rowWeights),
+      (z) => tf.sum(tf.mul(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, tf.oneHot(targets, 13).toFloat()), 1)), rowWeights)) as Scalar,
+      [logits],
+    );
     // Far-apart logits: the loss stays finite and exact where softmax probabilities underflow.
     const extreme = tf.tensor2d([[0, 200, -300], [50, 50, 50]]);
     const ce = await ops.crossEntropySum(extreme, tf.tensor1d([2, 1], 'int32')).data();
     // Row 0: lse = 200 (to float32), minus the target's -300 = 500. Row 1: log 3.
     assert.ok(Math.abs(ce[0] - (500 + Math.log(3))) < 1e-3, `${ce[0]}`);
-    tf.dispose([x, w, b, e, eb, gamma, beta, wide, logits, targets, extreme]);
+    tf.dispose([x, w, b, e, eb, gamma, beta, wide, logits, targets, rowWeights, extreme]);
   });
 }
+
+test('maskedRowCount: padded to a multiple of MASKED_ROW_BUCKET on webgpu only', () => {
+  assert.equal(MASKED_ROW_BUCKET, 64);
+  assert.deepEqual([0, 1, 63, 64, 65, 600].map((n) => maskedRowCount(n, 'webgpu')), [0, 64, 64, 64, 128, 640]);
+  for (const b of ['cpu', 'wasm', 'tensorflow']) assert.equal(maskedRowCount(65, b), 65);
+});
