@@ -45,6 +45,7 @@ import {
 import type { MaskedLM } from './models/bert.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
+import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
 import { AdamW } from './optimizer.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
@@ -77,6 +78,8 @@ export interface TrainOptions {
   adamEpsilon: number;
   mlmProbability: number;
   wholeWordMask: boolean;
+  /** Pretraining from --config only: the MLM head's output bias at step 0 (training/init-bias.ts). */
+  initBias?: InitBias;
   gradAccum: number;
   /** 0 switches clipping off. */
   maxGradNorm: number;
@@ -108,6 +111,7 @@ export const TRAIN_DEFAULTS = {
   adamEpsilon: 1e-8,
   mlmProbability: 0.15,
   wholeWordMask: false,
+  initBias: 'zeros' as InitBias,
   gradAccum: 1,
   maxGradNorm: 1.0,
   evalEvery: 500,
@@ -463,6 +467,9 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   }
   const resumeFrom = resumeFolder(o.resume, o.out);
   if (o.resume === true && resumeFrom === null) log(`note: --resume: no complete checkpoint in ${o.out}; starting from scratch`);
+  if (o.initBias === 'unigram' && o.from !== undefined) {
+    throw new InputError('--init-bias unigram is for pretraining from --config; a model given with --from keeps its own output bias');
+  }
   if (resumeFrom === null && o.config === undefined && o.from === undefined) {
     throw new InputError('nothing to resume: give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
   }
@@ -515,6 +522,12 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
   const model = createMaskedLM(tf, config, init);
+  if (o.initBias === 'unigram' && state === null && o.from === undefined) {
+    const biasName = ['cls.predictions.bias', 'lm_head.bias'].find((n) => model.variables.has(n))!;
+    const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
+    tf.tidy(() => model.variables.get(biasName)!.assign(tf.tensor1d(prior)));
+    log(`init: ${biasName} = log unigram frequencies of the training tokens (--init-bias unigram)`);
+  }
   const budget = passBudgetBytes(ctx.backend.name);
   const trainRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: true, budgetBytes: budget });
   const evalRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: false, budgetBytes: budget });

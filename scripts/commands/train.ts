@@ -12,6 +12,7 @@ import { InputError } from '../../data/errors.ts';
 import { formatTable } from '../../data/progress.ts';
 import { resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { resolveModel } from '../../training/hub.ts';
+import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { VERSION } from '../version.ts';
@@ -34,6 +35,7 @@ interface TrainArgs {
   'adam-epsilon': number;
   'mlm-probability': number;
   'whole-word-mask': boolean;
+  'init-bias': InitBias;
   'grad-accum': number;
   'max-grad-norm': number;
   'eval-every': number;
@@ -72,6 +74,10 @@ function builder(variant: Variant) {
       .option('adam-epsilon', { type: 'number', default: d.adamEpsilon })
       .option('mlm-probability', { type: 'number', default: d.mlmProbability, describe: 'share of tokens selected for prediction' })
       .option('whole-word-mask', { type: 'boolean', default: d.wholeWordMask, describe: 'select whole words' })
+      .option('init-bias', {
+        choices: INIT_BIAS_CHOICES, default: d.initBias,
+        describe: 'pretraining from --config: the output bias at step 0, zeros (as Hugging Face) or the log unigram frequencies of the training tokens (skips the first hundreds of steps of a small run)',
+      })
       .option('grad-accum', { type: 'number', default: d.gradAccum, describe: 'micro-batches per optimizer step' })
       .option('max-grad-norm', { type: 'number', default: d.maxGradNorm, describe: 'clip the global gradient norm (0: off)' })
       .option('eval-every', { type: 'number', default: d.evalEvery, describe: 'evaluate every N steps (0: only at the end)' })
@@ -131,6 +137,7 @@ function handler(variant: Variant) {
       adamEpsilon: args['adam-epsilon'],
       mlmProbability: args['mlm-probability'],
       wholeWordMask: args['whole-word-mask'],
+      initBias: args['init-bias'],
       gradAccum: args['grad-accum'],
       maxGradNorm: args['max-grad-norm'],
       evalEvery: args['eval-every'],
