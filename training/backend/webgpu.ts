@@ -14,8 +14,10 @@
 // Limitation in Node.js: the webgpu backend reads tensors synchronously through an OffscreenCanvas,
 // which Node.js lacks, so `dataSync()`/`arraySync()` of a GPU tensor throw there. Read with
 // `await t.data()` / `await t.array()`.
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
@@ -159,10 +161,46 @@ const LIMITS = [
 ] as const;
 
 /**
+ * Whether Dawn, asked in a child process (its stderr captured, not shown), finds a hardware adapter.
+ * Null when the child could not answer (then the caller asks in this process, as before).
+ */
+function screenAdapter(): { ok: true } | { ok: false; reason: string; hint: string } | null {
+  const main = resolveInstalled('webgpu');
+  if (main === null) return { ok: false, reason: 'the webgpu package is not installed', hint: 'npm install webgpu' };
+  const script =
+    `const m = await import(${JSON.stringify(pathToFileURL(main).href)});` +
+    `const a = await m.create([]).requestAdapter({ powerPreference: 'high-performance' });` +
+    `process.stdout.write(JSON.stringify(a === null ? null : { ...pickInfo(a.info) }));` +
+    `function pickInfo(i) { return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter === true }; }` +
+    `process.exit(0);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000, env: process.env });
+  if (r.status !== 0 || r.error !== undefined) return null;
+  let raw: GPUAdapterInfo | null;
+  try {
+    raw = JSON.parse(r.stdout) as GPUAdapterInfo | null;
+  } catch {
+    return null;
+  }
+  if (raw === null) return { ok: false, reason: diagnoseNoAdapter(), hint: DRIVER_HINT };
+  const info = summarise(raw);
+  if (info.software) {
+    return { ok: false, reason: `no hardware adapter (${softwareName(info)} is software)`, hint: 'use a machine with a GPU and its Vulkan/Metal/D3D12 driver' };
+  }
+  return { ok: true };
+}
+
+/**
  * Starts the webgpu backend on the best adapter. With `allowSoftware` false (auto), a software
  * adapter is refused. Replaces an earlier webgpu backend (its tensors become invalid).
  */
 export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Promise<LoadedBackend> {
+  if (!opts.allowSoftware) {
+    // Asking Dawn for an adapter prints its own warnings on stderr (Mesa's drivers print two on
+    // every run): `auto` first asks in a child process and keeps them out of the user's output
+    // unless a hardware adapter is there to take.
+    const screened = screenAdapter();
+    if (screened !== null && !screened.ok) throw new BackendUnavailable(screened.reason, screened.hint);
+  }
   const { globals, gpu, adapter, info } = await openAdapter();
   if (info.software && !opts.allowSoftware) {
     throw new BackendUnavailable(
