@@ -23,12 +23,12 @@ const flag = (name: string, dflt: string) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
 };
-const PRETRAIN_STEPS = Number(flag('pretrain-steps', '200'));
-const ADAPT_STEPS = Number(flag('adapt-steps', '60'));
+const PRETRAIN_STEPS = Number(flag('pretrain-steps', '350'));
+const ADAPT_STEPS = Number(flag('adapt-steps', '100'));
 const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
 const SEQ_LEN = Number(flag('seq-len', '64'));
 const BATCH = Number(flag('batch-size', '16'));
-const EVAL_BATCHES = Number(flag('eval-batches', '40'));
+const EVAL_BATCHES = Number(flag('eval-batches', '20'));
 const out = path.resolve(root, flag('out', 'checkpoints/demo'));
 const corpora = path.join(root, 'data', 'corpora');
 const rel = (p: string) => path.relative(process.cwd(), p) || '.';
@@ -73,24 +73,46 @@ function evaluateBoth(model: string, data: { general: string; medical: string })
   return { general: rows[0], medical: rows[1] };
 }
 
-/** Top-3 fill-mask candidates of each sentence, for each model, in this process. */
-async function fillMasks(models: string[], sentences: string[]): Promise<string[][]> {
+/**
+ * A fill-mask probe: a sentence in the style of the medical glosses, and candidate words for its
+ * mask, half medical and half general, each one token of the demo's vocabulary.
+ */
+interface Probe { sentence: string; medical: string[]; general: string[] }
+
+interface ProbeResult {
+  /** The model's top 3 over the whole vocabulary, "token (score)". */
+  top: string;
+  /** The best of the six candidates. */
+  best: string;
+  /** Share of the candidates' probability that goes to the medical ones. */
+  medicalShare: number;
+}
+
+/** Fill-mask (transformers' pipeline: top_k, and targets) for each probe and model, in this process. */
+async function fillMasks(models: string[], probes: Probe[]): Promise<ProbeResult[][]> {
   const { resolveBackendName, selectBackend } = await import('../training/backend.ts');
   const { loadModelFolder } = await import('../training/checkpoint.ts');
   const { createMaskedLM } = await import('../training/models/roberta.ts');
   const { fillMask } = await import('../training/fill-mask.ts');
   const { tf } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {} });
-  const out: string[][] = [];
+  const out: ProbeResult[][] = [];
   for (const dir of models) {
     const folder = await loadModelFolder(dir);
     const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
-    const lines: string[] = [];
-    for (const s of sentences) {
-      const res = await fillMask(tf, model, folder.tokenizer, s, { topK: 3 });
-      lines.push(res.masks[0].map((c) => `${c.token_str} (${c.score.toFixed(2)})`).join(', '));
+    const results: ProbeResult[] = [];
+    for (const p of probes) {
+      const top = await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: 3 });
+      const targets = [...p.medical, ...p.general];
+      const scored = (await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: targets.length, targets })).masks[0];
+      const mass = (words: string[]) => scored.filter((c) => words.includes(c.token_str)).reduce((a, c) => a + c.score, 0);
+      results.push({
+        top: top.masks[0].map((c) => `${c.token_str} (${c.score.toFixed(2)})`).join(', '),
+        best: scored[0].token_str,
+        medicalShare: mass(p.medical) / (mass(p.medical) + mass(p.general)),
+      });
     }
     model.dispose();
-    out.push(lines);
+    out.push(results);
   }
   return out;
 }
@@ -131,6 +153,7 @@ async function main(): Promise<void> {
   } else {
     mlm(['pretrain', '--config', path.join(root, 'configs', 'bert-mini.json'), '--data', data.general, '--out', generalRun,
       '--steps', String(PRETRAIN_STEPS), '--batch-size', String(BATCH), '--lr', '1e-3', '--warmup', '0.1', '--eval-every', '0',
+      '--init-bias', 'unigram', '--mlm-probability', '0.3',
       '--eval-batches', '10', '--save-every', '100', '--save-total-limit', '1', '--log-every', '5', ...(fs.existsSync(generalRun) ? ['--resume'] : [])]);
     generalModel = finalCheckpoint(generalRun, PRETRAIN_STEPS)!;
   }
@@ -145,8 +168,8 @@ async function main(): Promise<void> {
     process.stderr.write(`reusing the adapted model in ${rel(medicalModel)}\n`);
   } else {
     mlm(['finetune', '--from', generalModel, '--data', data.medical, '--out', medicalRun, '--steps', String(ADAPT_STEPS),
-      '--batch-size', String(BATCH), '--lr', '5e-4', '--warmup', '0.1', '--eval-every', '20', '--eval-batches', '10',
-      '--save-every', '30', '--save-total-limit', '1', '--log-every', '5',
+      '--batch-size', String(BATCH), '--lr', '1e-3', '--warmup', '0.1', '--mlm-probability', '0.3', '--eval-every', '25', '--eval-batches', '10',
+      '--save-every', '50', '--save-total-limit', '1', '--log-every', '5',
       ...(fs.existsSync(medicalRun) ? ['--resume'] : [])]);
     medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS)!;
   }
@@ -159,15 +182,22 @@ async function main(): Promise<void> {
   mlm(['export', '--model', medicalModel, '--format', 'hf', '--out', exported, '--overwrite']);
 
   banner('fill-mask with both models');
-  const sentences = [
-    'the patient was given an [MASK] to treat the infection.',
-    'inflammation of the [MASK] is called hepatitis.',
-    'a [MASK] is a doctor who specializes in surgery.',
-    'insulin is used in the treatment of [MASK].',
+  const probes: Probe[] = [
+    { sentence: 'inflammation of the [MASK] caused by a virus.', medical: ['skin', 'brain', 'heart'], general: ['house', 'city', 'car'] },
+    { sentence: 'a drug used in the treatment of [MASK].', medical: ['cancer', 'fever', 'pain'], general: ['war', 'money', 'school'] },
+    { sentence: 'an abnormal condition of the [MASK].', medical: ['blood', 'skin', 'body'], general: ['government', 'water', 'food'] },
+    { sentence: 'the patient was taken to the [MASK].', medical: ['hospital', 'doctor', 'medicine'], general: ['church', 'city', 'school'] },
   ];
-  const [generalFills, adaptedFills] = await fillMasks([generalModel, medicalModel], sentences);
-  const fills = sentences.map((sentence, i) => ({ sentence, general: generalFills[i], adapted: adaptedFills[i] }));
-  for (const f of fills) process.stderr.write(`${f.sentence}\n  general: ${f.general}\n  adapted: ${f.adapted}\n`);
+  const [generalFills, adaptedFills] = await fillMasks([generalModel, medicalModel], probes);
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const fills = probes.map((p, i) => ({ sentence: p.sentence, candidates: p, general: generalFills[i], adapted: adaptedFills[i] }));
+  const fillLines = fills.flatMap((f) => [
+    f.sentence,
+    `  top 3    general model: ${f.general.top}`,
+    `           adapted model: ${f.adapted.top}`,
+    `  candidates ${[...f.candidates.medical, ...f.candidates.general].join(' ')}: best ${f.general.best} -> ${f.adapted.best}; medical share ${pct(f.general.medicalShare)} -> ${pct(f.adapted.medicalShare)}`,
+  ]);
+  process.stderr.write(`${fillLines.join('\n')}\n`);
 
   const rows = (['general', 'medical'] as const).map((d) => ({
     'held-out text': d,
@@ -180,13 +210,13 @@ async function main(): Promise<void> {
   const table = formatTable(rows, { 'perplexity before': 1, 'perplexity after': 1, 'accuracy before': 3, 'accuracy after': 3 });
   const seconds = (performance.now() - started) / 1000;
   process.stdout.write(`\nbert-mini, pretrained on Brown (general English), adapted on WordNet medical glosses\n\n${table}\n\n`);
-  for (const f of fills) process.stdout.write(`${f.sentence}\n  general: ${f.general}\n  adapted: ${f.adapted}\n`);
+  process.stdout.write(`fill-mask, general model -> adapted model\n${fillLines.join('\n')}\n`);
   process.stdout.write(`\nexported: ${rel(exported)}\ndemo finished in ${(seconds / 60).toFixed(1)} min\n`);
 
   const report = [
     '# mlmkit demo: domain adaptation of bert-mini',
     '',
-    `Backend: ${BACKEND}. Sequence length ${SEQ_LEN}, batch ${BATCH}; ${PRETRAIN_STEPS} pretraining steps on Brown, ${ADAPT_STEPS} adaptation steps on WordNet medical glosses. Wall time ${(seconds / 60).toFixed(1)} min.`,
+    `Backend: ${BACKEND}. Sequence length ${SEQ_LEN}, batch ${BATCH}; ${PRETRAIN_STEPS} pretraining steps on Brown, ${ADAPT_STEPS} adaptation steps on WordNet medical glosses, both with 30% of tokens selected for prediction (\`--mlm-probability 0.3\`), pretraining from a unigram output bias (\`--init-bias unigram\`). Perplexities are evaluated with the usual 15%. Wall time ${(seconds / 60).toFixed(1)} min.`,
     '',
     '## Held-out perplexity',
     '',
@@ -194,11 +224,17 @@ async function main(): Promise<void> {
     table,
     '```',
     '',
-    '## Fill-mask, top 3',
+    '## Fill-mask',
     '',
-    '| sentence | general model | adapted model |',
-    '| --- | --- | --- |',
-    ...fills.map((f) => `| ${f.sentence} | ${f.general} | ${f.adapted} |`),
+    'Top 3 over the whole vocabulary, then six candidate words (`targets`, as in the transformers pipeline):',
+    'three medical, three general; "medical share" is the part of the six candidates\' probability that the',
+    'medical ones get.',
+    '',
+    '| sentence | general model, top 3 | adapted model, top 3 | best candidate | medical share |',
+    '| --- | --- | --- | --- | --- |',
+    ...fills.map((f) => `| ${f.sentence} | ${f.general.top} | ${f.adapted.top} | ${f.general.best} -> ${f.adapted.best} | ${pct(f.general.medicalShare)} -> ${pct(f.adapted.medicalShare)} |`),
+    '',
+    `Candidates: ${probes.map((p) => `${p.medical.join('/')} vs ${p.general.join('/')}`).join('; ')}.`,
     '',
     '## Training curves',
     '',
