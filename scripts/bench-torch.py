@@ -16,8 +16,8 @@
 # batches too); every timing is bracketed by torch.cuda.synchronize(). Defaults (cpu, nn) are the
 # CPU comparison of scripts/bench-peer.ts, unchanged.
 # --impl transformers builds transformers' own BertForMaskedLM(BertConfig(**config)) (its init, its
-# attention implementation, loss from `labels`) instead of the torch.nn rebuild below; it needs
-# the transformers package.
+# attention implementation; its logits, with the same full-vocabulary cross-entropy as the nn path)
+# instead of the torch.nn rebuild below; it needs the transformers package.
 #
 # The model is transformers' BertForMaskedLM rebuilt from torch.nn with the config's sizes
 # (transformers is not needed): word + position + token-type embeddings, LayerNorm, dropout;

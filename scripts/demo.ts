@@ -103,7 +103,9 @@ async function fillMasks(models: string[], probes: Probe[]): Promise<ProbeResult
     for (const p of probes) {
       const top = await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: 3 });
       const targets = [...p.medical, ...p.general];
-      const scored = (await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: targets.length, targets })).masks[0];
+      // A candidate that is not one token of the vocabulary would be replaced by its first piece.
+      const warn = (line: string) => { throw new Error(`fill-mask candidate for "${p.sentence}": ${line}`); };
+      const scored = (await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: targets.length, targets, warn })).masks[0];
       const mass = (words: string[]) => scored.filter((c) => words.includes(c.token_str)).reduce((a, c) => a + c.score, 0);
       results.push({
         top: top.masks[0].map((c) => `${c.token_str} (${c.score.toFixed(2)})`).join(', '),

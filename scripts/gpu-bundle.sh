@@ -143,7 +143,7 @@ DEB=$(ls "$CACHE"/libvulkan1_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true
 if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
   say "vulkan: apt-get download libvulkan1"
   rm -f "$CACHE"/libvulkan1_*.deb
-  (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download libvulkan1 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) \
+  (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download libvulkan1 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
     || die "apt-get download libvulkan1 failed (run apt-get update first?)"
   DEB=$(ls "$CACHE"/libvulkan1_*_amd64.deb | sort -V | tail -1)
 fi
@@ -154,7 +154,8 @@ dpkg-deb -x "$DEB" "$B/vulkan"
 cp "$DEB" "$B/vulkan/"
 
 # --- 4. libstdc++ for older GPU machines ---------------------------------------------------------
-STDCXX=$(ldd "$NM/webgpu/dist/linux-x64/dawn.node" | awk '/libstdc\+\+/ { print $3 }')
+STDCXX=$(ldd "$NM/webgpu/dist/linux-x64/dawn.node" | awk '/libstdc\+\+/ && $3 ~ /^\// { print $3 }')
+[ -n "$STDCXX" ] || die "ldd finds no libstdc++ for dawn.node on this machine"
 mkdir -p "$B/compat"
 cp "$(readlink -f "$STDCXX")" "$B/compat/libstdc++.so.6"
 
@@ -192,7 +193,7 @@ cp -a "$DATA_CACHE/tokenizer" "$DATA_CACHE/brown-128" "$B/data/"
 
 # --- 6. bundle.json, then the tarball ------------------------------------------------------------
 COMMIT=$(git rev-parse HEAD)
-CHANGED=$(git status --porcelain --untracked-files=no -- package.json package-lock.json tsconfig.json configs data scripts training)
+CHANGED=$(git status --porcelain --untracked-files=normal -- package.json package-lock.json tsconfig.json configs data scripts training)
 DIRTY=$([ -n "$CHANGED" ] && echo true || echo false)
 EPOCH=$(git log -1 --format=%ct)
 "$NODE_BIN" -e '

@@ -111,7 +111,7 @@ export TMPDIR=$WORK/tmp
 stage "unpacking $BUNDLE_TAR ($(stat -c %s "$BUNDLE_TAR") bytes) into $WORK"
 if ! tar -xJf "$BUNDLE_TAR" -C "$WORK" 2>/dev/null; then
   # No xz on this machine: Python's tarfile reads .tar.xz itself.
-  rm -rf "${WORK:?}"/*
+  rm -rf "${WORK:?}"/gpu-bundle
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' "$BUNDLE_TAR" "$WORK" \
     || die "cannot unpack $BUNDLE_TAR (neither tar -J nor python3's tarfile worked)"
 fi

@@ -23,7 +23,7 @@ import {
 } from './backend/common.ts';
 import { backendSelfCheck } from './backend/self_check.ts';
 import { loadTfjsNode } from './backend/tfjs_node.ts';
-import { loadWasm } from './backend/wasm.ts';
+import { loadWasm, wasmThreads } from './backend/wasm.ts';
 import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
 
 export { BACKEND_NAMES, backendSelfCheck, releaseWebGpu };
@@ -106,6 +106,8 @@ export async function selectBackend(
     throw new InputError(`unknown backend '${String(name)}': use one of ${BACKEND_NAMES.join(', ')}`);
   }
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  // A bad MLM_WASM_THREADS is the user's error to fix, not a reason for `auto` to skip wasm.
+  if (name === 'auto' || name === 'wasm') wasmThreads(process.env);
   const tf = await loadTf();
 
   if (name !== 'auto') {

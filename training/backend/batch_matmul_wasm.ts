@@ -126,7 +126,10 @@ export class SingleThreadXnn {
 
   /** The process's one instance (a few ms to start; the .wasm file sits in the package). */
   static create(packageMain: string): Promise<SingleThreadXnn> {
-    SingleThreadXnn.instance ??= SingleThreadXnn.instantiate(packageMain);
+    SingleThreadXnn.instance ??= SingleThreadXnn.instantiate(packageMain).catch((err: unknown) => {
+      SingleThreadXnn.instance = null; // a later call may try again
+      throw err;
+    });
     return SingleThreadXnn.instance;
   }
 
@@ -155,8 +158,11 @@ export class SingleThreadXnn {
     const bytes = (a.length + b.length + out.length) * 4;
     if (bytes > this.scratchBytes) {
       if (this.scratch) this.wasm._free(this.scratch);
-      this.scratch = this.wasm._malloc(bytes) >>> 0;
-      if (this.scratch === 0) throw new Error(`wasm: cannot allocate ${bytes} bytes for a batched matMul`);
+      this.scratch = 0;
+      this.scratchBytes = 0;
+      const at = this.wasm._malloc(bytes) >>> 0;
+      if (at === 0) throw new Error(`wasm: cannot allocate ${bytes} bytes for a batched matMul`);
+      this.scratch = at;
       this.scratchBytes = bytes;
     }
     const aAt = this.scratch;

@@ -9,7 +9,7 @@
 // which also serves every other gather of numbers, faster. Batched and transposed matMuls go through
 // XNNPACK (batch_matmul_wasm.ts), and sums over leading axes add rows in place (sum_wasm.ts).
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import workerThreads, { type Worker } from 'node:worker_threads';
 import path from 'node:path';
@@ -35,11 +35,24 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   }
 
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
-  const wanted = wasmThreads(process.env);
+  let threads = wasmThreads(process.env);
+  let note: string | undefined;
+  // The threaded build needs a folder for its worker scripts, and gets a single-threaded module
+  // beside it for products of small slices; if either cannot be had, one thread it is.
+  let folder: string | null = null;
+  let single: SingleThreadXnn | null = null;
+  if (threads > 1) {
+    try {
+      folder = workerFolder();
+      single = await SingleThreadXnn.create(main);
+    } catch (err) {
+      note = `wasm runs on one thread: its threaded build could not be prepared (${firstLine(err)})`;
+      threads = 1;
+    }
+  }
   registerWasmUnsortedSegmentSum(tf);
   fixWasmGatherBatchDims(tf);
-  // The threaded build gets a single-threaded module beside it for products of small slices.
-  registerWasmBatchMatMul(tf, wanted > 1 ? await SingleThreadXnn.create(main) : null);
+  registerWasmBatchMatMul(tf, single);
   registerWasmSumLeadingAxes(tf);
   try {
     // Harmless once the backend is up; throws only after an earlier failed initialisation.
@@ -47,19 +60,21 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   } catch (err) {
     throw new BackendUnavailable(`wasm: ${firstLine(err)}`, hint);
   }
-  const ok = wanted > 1 ? await threadedInit(tf, wasm, wanted) : await tf.setBackend('wasm');
+  const ok = threads > 1 ? await threadedInit(tf, wasm, threads, folder!) : await tf.setBackend('wasm');
   if (!ok) throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-  const threads = wasm.getThreadsCount();
+  const actual = wasm.getThreadsCount();
   return {
     tfBackend: tf.getBackend(),
-    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'})`,
+    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'})`,
+    note,
   };
 }
 
 /**
  * XNNPACK threads for the wasm backend: MLM_WASM_THREADS when set (1 = the single-threaded build),
- * else one per CPU the process may use, at most 8 (the pool the package's build starts).
+ * else one per CPU the process may use; never more than those CPUs (the module's own cap) or 8
+ * (the pool the package's build starts).
  */
 export function wasmThreads(env: NodeJS.ProcessEnv): number {
   const raw = env.MLM_WASM_THREADS?.trim();
@@ -68,9 +83,29 @@ export function wasmThreads(env: NodeJS.ProcessEnv): number {
     if (!Number.isInteger(n) || n < 1 || n > 8) {
       throw new InputError(`MLM_WASM_THREADS must be a whole number from 1 to 8, got '${raw}'`);
     }
-    return n;
+    return Math.min(n, os.availableParallelism());
   }
   return Math.max(1, Math.min(8, os.availableParallelism()));
+}
+
+/**
+ * The folder for the worker scripts: one per user in the temp folder, reused across runs, if it is
+ * a real folder that this user owns and nobody else may write to; else a private one for this
+ * process (removed at exit), since a script there is run.
+ */
+function workerFolder(): string {
+  const uid = process.getuid?.() ?? -1;
+  const shared = path.join(os.tmpdir(), `mlmkit-wasm-${uid >= 0 ? uid : 'user'}`);
+  try {
+    mkdirSync(shared, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(shared);
+  if (st.isDirectory() && (uid < 0 || (st.uid === uid && (st.mode & 0o022) === 0))) return shared;
+  const own = mkdtempSync(path.join(os.tmpdir(), 'mlmkit-wasm-'));
+  process.on('exit', () => rmSync(own, { recursive: true, force: true }));
+  return own;
 }
 
 /**
@@ -88,9 +123,7 @@ export function wasmThreads(env: NodeJS.ProcessEnv): number {
  *     so on a 2-CPU machine it would take one thread: `os.cpus()` reports each CPU twice meanwhile;
  *   - the workers would inherit this process's Node flags, which are not meant for them.
  */
-async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backend-wasm'), threads: number): Promise<boolean> {
-  const folder = path.join(os.tmpdir(), `mlmkit-wasm-${os.userInfo().uid}`);
-  mkdirSync(folder, { recursive: true, mode: 0o700 });
+async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backend-wasm'), threads: number, folder: string): Promise<boolean> {
   const prologue = 'var require$$0=require("fs"),require$$1=require("path"),require$$3=require("perf_hooks"),'
     + 'require$$4=require("os"),commonjsGlobal=globalThis;'
     + 'if(typeof URL!=="undefined"){URL.createObjectURL=function(o){return o.mlmkitPath};URL.revokeObjectURL=function(){}}\n';
@@ -107,7 +140,11 @@ async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backen
       this.mlmkitPath = file;
     }
   }
-  const saved = { blob: globalThis.Blob, createObjectURL: URL.createObjectURL, cpus: os.cpus, Worker: workerThreads.Worker };
+  const g = globalThis as { Worker?: unknown };
+  const saved = {
+    blob: globalThis.Blob, createObjectURL: URL.createObjectURL, cpus: os.cpus, Worker: workerThreads.Worker,
+    hadGlobalWorker: 'Worker' in g, globalWorker: g.Worker,
+  };
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
   wasm.setThreadsCount(threads);
   (globalThis as { Blob: unknown }).Blob = FileBlob;
@@ -118,8 +155,9 @@ async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backen
   workerThreads.Worker = class extends saved.Worker {
     constructor(file: string | URL, options?: workerThreads.WorkerOptions) { super(file, { ...options, execArgv: [] }); }
   };
+  let ok = false;
   try {
-    const ok = await tf.setBackend('wasm');
+    ok = await tf.setBackend('wasm');
     if (ok) {
       // The pthread pool's workers would keep Node's event loop alive after the work is done
       // (the process would never exit): they only serve XNNPACK calls made from this thread.
@@ -132,5 +170,9 @@ async function threadedInit(tf: Tf, wasm: typeof import('@tensorflow/tfjs-backen
     URL.createObjectURL = saved.createObjectURL;
     os.cpus = saved.cpus;
     workerThreads.Worker = saved.Worker;
+    // The module's glue sets a global Worker (to the class above) for its own use.
+    if (saved.hadGlobalWorker) g.Worker = saved.globalWorker;
+    else delete g.Worker;
+    if (!ok) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   }
 }
