@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../data/rng.ts';
 import { selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
+import { activation, dropoutMask, dropoutSeedState, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -87,8 +87,10 @@ for (const name of ['cpu', 'wasm'] as const) {
     for (const act of ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const) {
       await same(tf, act, (p) => ops.activation(p as Tensor2D, act), (p) => activation(tf, p as Tensor2D, act), [wide]);
     }
-    // Dropout: the same formula and seeded generator as tf.dropout, so the very same mask.
-    await same(tf, 'dropout', (p) => ops.dropout(p, 0.3, 'seed/site'), (p) => tf.dropout(p, 0.3, undefined, 'seed/site'), [wide]);
+    // Dropout: x times the mask dropoutMask draws for the site's seed, in value and gradient.
+    const mask = tf.tensor(dropoutMask(wide.size, 0.3, 'seed/site'), wide.shape);
+    await same(tf, 'dropout', (p) => ops.dropout(p, 0.3, 'seed/site'), (p) => tf.mul(p, mask), [wide]);
+    mask.dispose();
     assert.equal(ops.dropout(wide, 0.3, null), wide);
     assert.equal(ops.dropout(wide, 0, 'seed'), wide);
 
@@ -124,4 +126,38 @@ test('maskedRowCount: padded to a multiple of MASKED_ROW_BUCKET on webgpu only',
   assert.equal(MASKED_ROW_BUCKET, 64);
   assert.deepEqual([0, 1, 63, 64, 65, 600].map((n) => maskedRowCount(n, 'webgpu')), [0, 64, 64, 64, 128, 640]);
   for (const b of ['cpu', 'wasm', 'tensorflow']) assert.equal(maskedRowCount(65, b), 65);
+});
+
+test('dropoutMask: xoshiro128** as data/rng.ts computes it; keep rate, values and independence within 4 sigma', () => {
+  // The inlined generator against the reference implementation, on the same starting state.
+  const rate = 0.1;
+  const n = 1_000_000;
+  const m = dropoutMask(n, rate, '7/bert.encoder.layer.0.output');
+  const rng = new Rng(dropoutSeedState('7/bert.encoder.layer.0.output'));
+  const threshold = Math.floor(rate * 2 ** 32);
+  const scale = Math.fround(1 / (1 - rate));
+  for (let i = 0; i < 10_000; i++) assert.equal(m[i], rng.nextU32() < threshold ? 0 : scale, `entry ${i}`);
+  // Only 0 and 1 / (1 - rate); the kept share within 4 sigma of 1 - rate (sigma = sqrt(p q / n)).
+  let kept = 0;
+  let both = 0;
+  for (let i = 0; i < n; i++) {
+    assert.ok(m[i] === 0 || m[i] === scale);
+    if (m[i] !== 0) kept++;
+    if (i > 0 && m[i] !== 0 && m[i - 1] !== 0) both++;
+  }
+  const p = 1 - rate;
+  const sigma = Math.sqrt((p * rate) / n);
+  assert.ok(Math.abs(kept / n - p) < 4 * sigma, `kept ${kept / n}`);
+  // Neighbours independent: P(both kept) = p^2, within 4 sigma of a proportion over n - 1 pairs.
+  const sigma2 = Math.sqrt((p * p * (1 - p * p)) / (n - 1));
+  assert.ok(Math.abs(both / (n - 1) - p * p) < 4 * sigma2, `both kept ${both / (n - 1)} vs ${p * p}`);
+  // Deterministic per seed; another seed gives another mask (agreement p^2 + q^2 = 0.82 expected).
+  assert.deepEqual(dropoutMask(1000, rate, 'a'), dropoutMask(1000, rate, 'a'));
+  const a = dropoutMask(n, rate, 'a');
+  const b = dropoutMask(n, rate, 'b');
+  let same = 0;
+  for (let i = 0; i < n; i++) if ((a[i] === 0) === (b[i] === 0)) same++;
+  const agree = p * p + rate * rate;
+  assert.ok(Math.abs(same / n - agree) < 4 * Math.sqrt((agree * (1 - agree)) / n), `agreement ${same / n}`);
+  assert.throws(() => dropoutMask(10, 1, 'x'), /rate/);
 });
