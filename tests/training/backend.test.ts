@@ -2,7 +2,7 @@
 // check, the wasm UnsortedSegmentSum kernel (against the cpu kernel), the embedding gradient on
 // wasm and webgpu against cpu, and switching backends inside one process. The webgpu tests run
 // when a WebGPU adapter is present (software adapters included) and are skipped with the reason
-// otherwise.
+// otherwise, unless MLM_REQUIRE_WEBGPU=1 (CI), which makes them run and fail with that reason.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -432,7 +432,8 @@ test('switching between cpu and wasm inside one process keeps tensors and result
 });
 
 const probe = await probeWebGpu();
-const webgpuSkip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
+// With MLM_REQUIRE_WEBGPU=1 (CI) the webgpu tests run without an adapter too, and fail with the reason.
+const webgpuSkip = probe.ok || process.env.MLM_REQUIRE_WEBGPU?.trim() === '1' ? false : `no WebGPU adapter: ${probe.reason}`;
 
 test('probeWebGpu reports an adapter or why there is none', () => {
   if (probe.ok) {

@@ -4,7 +4,8 @@
 // (vocab 99, hidden 32, 2 layers, 4 heads) saved under Hugging Face names, and the logits on two
 // rows, one padded. The weights go through weights.ts's importWeights; logits must match within
 // 1e-4 absolute at every position (padded ones too: both sides compute them the same way) on the
-// cpu and wasm backends, and webgpu where an adapter is present (software ones included). The
+// cpu and wasm backends, and webgpu where an adapter is present (software ones included; with
+// MLM_REQUIRE_WEBGPU=1, as in CI, a missing adapter fails these tests instead of skipping). The
 // RoBERTa fixture uses gelu_new in the encoder and exact GELU in its head, as transformers'
 // RobertaLMHead does. Last, the masked loss and its gradients on webgpu against cpu (DESIGN.md 8).
 import { test } from 'node:test';
@@ -59,7 +60,9 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 const probe = await probeWebGpu();
-const backends = probe.ok ? (['cpu', 'wasm', 'webgpu'] as const) : (['cpu', 'wasm'] as const);
+// With MLM_REQUIRE_WEBGPU=1 (CI) webgpu is tested without an adapter too, and fails with the reason.
+const webgpuRequired = process.env.MLM_REQUIRE_WEBGPU?.trim() === '1';
+const backends = probe.ok || webgpuRequired ? (['cpu', 'wasm', 'webgpu'] as const) : (['cpu', 'wasm'] as const);
 const quiet = { log: (_line: string) => {} };
 
 /** Back to cpu after webgpu, releasing the device (as tests/training/backend.test.ts does). */
@@ -112,7 +115,7 @@ for (const family of ['bert', 'roberta'] as const) {
   });
 }
 
-test('webgpu: the masked loss and its gradients equal cpu (training, with dropout)', { skip: probe.ok ? false : `no WebGPU adapter: ${probe.reason}` }, async (t) => {
+test('webgpu: the masked loss and its gradients equal cpu (training, with dropout)', { skip: probe.ok || webgpuRequired ? false : `no WebGPU adapter: ${probe.reason}` }, async (t) => {
   const dir = path.join(FIXTURES, 'bert');
   const config = parseModelConfig(JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')), dir);
   const weights = importWeights(config, readSafetensorsF32(path.join(dir, 'model.safetensors')), dir);
