@@ -15,6 +15,11 @@ export function check(condition: unknown, message: string): asserts condition {
   if (!condition) throw new InputError(message);
 }
 
+/** Throws an InputError naming the flag unless `value` is an integer >= `min`. */
+export function requireInteger(value: number, flag: string, min: number): void {
+  if (!(Number.isInteger(value) && value >= min)) throw new InputError(`--${flag} must be an integer >= ${min}, got ${value}`);
+}
+
 /** Turns an error into the single line printed by the CLI (no stack, no newlines). */
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);

@@ -35,7 +35,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
-import { InputError } from '../data/errors.ts';
+import { InputError, requireInteger } from '../data/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../data/rng.ts';
 import type { Tf } from './backend.ts';
@@ -323,16 +323,14 @@ export interface BenchMeasurement {
   lossLast: number;
 }
 
-function checkOptions(o: BenchOptions): void {
-  const int = (v: number, name: string, min: number) => {
-    if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
-  };
-  int(o.batchSize, 'batch-size', 1);
-  int(o.seqLen, 'seq-len', 4);
-  int(o.steps, 'steps', 2);
-  int(o.warmupSteps, 'warmup-steps', 0);
-  int(o.evalSteps, 'eval-steps', 1);
-  int(o.rowsPerPass, 'rows-per-pass', 0);
+/** Refuses options `benchmarkModel` cannot run with, naming the CLI flag (InputError). */
+export function checkBenchOptions(o: BenchOptions): void {
+  requireInteger(o.batchSize, 'batch-size', 1);
+  requireInteger(o.seqLen, 'seq-len', 4);
+  requireInteger(o.steps, 'steps', 2);
+  requireInteger(o.warmupSteps, 'warmup-steps', 0);
+  requireInteger(o.evalSteps, 'eval-steps', 1);
+  requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
   if (!(o.maxSeconds >= 0)) throw new InputError(`--max-seconds must be >= 0, got ${o.maxSeconds}`);
   if (!(o.mlmProbability > 0 && o.mlmProbability < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${o.mlmProbability}`);
 }
@@ -342,7 +340,7 @@ function checkOptions(o: BenchOptions): void {
  * steps of a freshly initialised model of `config` on `tf`'s active backend.
  */
 export async function benchmarkModel(tf: Tf, backendName: string, config: ModelConfig, o: BenchOptions): Promise<BenchMeasurement> {
-  checkOptions(o);
+  checkBenchOptions(o);
   const maxT = maxSequenceLength(config);
   if (o.seqLen > maxT) throw new InputError(`--seq-len ${o.seqLen} is longer than the model's ${maxT} positions; use --seq-len ${maxT} or less`);
   const counts = parameterCounts(config);

@@ -31,7 +31,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
-import { InputError } from '../data/errors.ts';
+import { InputError, requireInteger } from '../data/errors.ts';
 import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { Rng } from '../data/rng.ts';
@@ -408,22 +408,19 @@ function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest
 }
 
 function checkOptions(o: TrainOptions): void {
-  const int = (v: number, name: string, min: number) => {
-    if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
-  };
   if (o.config !== undefined && o.from !== undefined) throw new InputError('give either --config (pretrain from scratch) or --from (adapt a checkpoint), not both');
   if (o.config === undefined && o.from === undefined && o.resume === false) throw new InputError('give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
   if (o.steps !== undefined && o.epochs !== undefined) throw new InputError('give either --steps or --epochs, not both');
-  if (o.steps !== undefined) int(o.steps, 'steps', 1);
+  if (o.steps !== undefined) requireInteger(o.steps, 'steps', 1);
   if (o.epochs !== undefined && !(Number.isFinite(o.epochs) && o.epochs > 0)) throw new InputError(`--epochs must be a positive number, got ${o.epochs}`);
-  int(o.batchSize, 'batch-size', 1);
-  int(o.gradAccum, 'grad-accum', 1);
-  int(o.evalEvery, 'eval-every', 0);
-  int(o.evalBatches, 'eval-batches', 0);
-  int(o.logEvery, 'log-every', 1);
-  int(o.saveEvery, 'save-every', 0);
-  int(o.saveTotalLimit, 'save-total-limit', 0);
-  if (o.rowsPerPass !== undefined) int(o.rowsPerPass, 'rows-per-pass', 0);
+  requireInteger(o.batchSize, 'batch-size', 1);
+  requireInteger(o.gradAccum, 'grad-accum', 1);
+  requireInteger(o.evalEvery, 'eval-every', 0);
+  requireInteger(o.evalBatches, 'eval-batches', 0);
+  requireInteger(o.logEvery, 'log-every', 1);
+  requireInteger(o.saveEvery, 'save-every', 0);
+  requireInteger(o.saveTotalLimit, 'save-total-limit', 0);
+  if (o.rowsPerPass !== undefined) requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
   if (!Number.isInteger(o.seed)) throw new InputError(`--seed must be an integer, got ${o.seed}`);
   if (!(o.mlmProbability > 0 && o.mlmProbability < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${o.mlmProbability}`);
   if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);

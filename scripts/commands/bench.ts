@@ -25,11 +25,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
+import { InputError, requireInteger } from '../../data/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
 import { AUTO_ORDER, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {
-  BENCH_DEFAULTS, benchmarkModel, measureMatmulPeak, parameterCounts, readModelConfig, type BenchMeasurement, type MatmulPeak, type MatmulPeakSkipped,
+  BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, readModelConfig, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
 import type { ModelConfig } from '../../training/models/config.ts';
 
@@ -192,16 +192,9 @@ function runChild(plan: RunPlan, a: BenchArgs): Promise<{ code: number; record: 
   });
 }
 
-/** One config on one backend in this process: the child's side (and `--no-isolate`). */
-async function runHere(a: BenchArgs, configFile: string, backendName: string): Promise<BenchRecord> {
-  const log = (line: string) => process.stderr.write(line + '\n');
-  const config = readModelConfig(configFile);
-  const name = resolveBackendName(backendName, process.env);
-  // Whether a webgpu adapter is software is asked before TF.js takes the device; `auto` never picks one.
-  const software = name === 'webgpu' ? (await probeWebGpu()).adapterInfo?.software === true : false;
-  const backend = await selectBackend(name, { log });
-  log(`bench: ${configLabel(configFile)} on ${backend.name} (${backend.device}), batch ${a['batch-size']} x ${a['seq-len']}`);
-  const m = await benchmarkModel(backend.tf, backend.name, config, {
+/** What the flags ask of `benchmarkModel`. */
+function benchOptions(a: BenchArgs, log: (line: string) => void): BenchOptions {
+  return {
     ...BENCH_DEFAULTS,
     batchSize: a['batch-size'],
     seqLen: a['seq-len'],
@@ -212,7 +205,19 @@ async function runHere(a: BenchArgs, configFile: string, backendName: string): P
     rowsPerPass: a['rows-per-pass'],
     seed: a.seed,
     log,
-  });
+  };
+}
+
+/** One config on one backend in this process: the child's side (and `--no-isolate`). */
+async function runHere(a: BenchArgs, configFile: string, backendName: string): Promise<BenchRecord> {
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const config = readModelConfig(configFile);
+  const name = resolveBackendName(backendName, process.env);
+  // Whether a webgpu adapter is software is asked before TF.js takes the device; `auto` never picks one.
+  const software = name === 'webgpu' ? (await probeWebGpu()).adapterInfo?.software === true : false;
+  const backend = await selectBackend(name, { log });
+  log(`bench: ${configLabel(configFile)} on ${backend.name} (${backend.device}), batch ${a['batch-size']} x ${a['seq-len']}`);
+  const m = await benchmarkModel(backend.tf, backend.name, config, benchOptions(a, log));
   return record(m, { backend: backend.name, device: backend.device, software, config: configFile, batchSize: a['batch-size'], seqLen: a['seq-len'] }, config.vocab_size);
 }
 
@@ -317,17 +322,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .example('$0 bench --config bert-tiny bert-mini bert-small --backend all --max-seconds 100', 'what `npm run bench` runs')
       .example('$0 bench --config configs/bert-tiny.json --backend wasm --steps 2 --batch-size 4 --seq-len 32 --json', 'a quick check, as JSON') as unknown as Argv<BenchArgs>,
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
-    const int = (v: number, name: string, min: number) => {
-      if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
-    };
-    int(args['batch-size'], 'batch-size', 1);
-    int(args['seq-len'], 'seq-len', 4);
-    int(args.steps, 'steps', 2);
-    int(args['warmup-steps'], 'warmup-steps', 0);
-    int(args['eval-steps'], 'eval-steps', 1);
-    int(args['rows-per-pass'], 'rows-per-pass', 0);
-    int(args['blas-threads'], 'blas-threads', 1);
-    if (!(args['max-seconds'] >= 0)) throw new InputError(`--max-seconds must be >= 0, got ${args['max-seconds']}`);
+    // Checked here once, before any child process starts, as each run would check them.
+    checkBenchOptions(benchOptions(args, () => {}));
+    requireInteger(args['blas-threads'], 'blas-threads', 1);
     const configs = [...new Set(args.config.map(resolveConfig))];
     const parsed = new Map(configs.map((c) => [c, readModelConfig(c)]));
     const all = args.backend.includes('all');

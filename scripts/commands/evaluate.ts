@@ -8,7 +8,7 @@
 // section 2); more print a comparison table (`--json`: a list of those objects with "model" and
 // "data" added).
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
+import { InputError, requireInteger } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { resolveBackendName, selectBackend } from '../../training/backend.ts';
@@ -64,12 +64,9 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .example('$0 evaluate --model bert-base-uncased runs/med-adapt/checkpoint-500 --data notes/heldout.txt', 'compare two models on raw text')
       .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON') as unknown as Argv<EvaluateArgs>,
   handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
-    const int = (v: number, name: string, min: number) => {
-      if (!(Number.isInteger(v) && v >= min)) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
-    };
-    int(args['batch-size'], 'batch-size', 1);
-    int(args['max-batches'], 'max-batches', 0);
-    int(args['seq-len'], 'seq-len', 8);
+    requireInteger(args['batch-size'], 'batch-size', 1);
+    requireInteger(args['max-batches'], 'max-batches', 0);
+    requireInteger(args['seq-len'], 'seq-len', 8);
     if (!Number.isInteger(args.seed)) throw new InputError(`--seed must be an integer, got ${args.seed}`);
     const p = args['mlm-probability'];
     if (!(p > 0 && p < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${p}`);

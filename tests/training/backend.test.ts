@@ -175,6 +175,17 @@ test('MLM_WASM_THREADS: a whole number from 1 to 8, else a clear error', () => {
   }
 });
 
+test('a bad MLM_WASM_THREADS is an InputError under auto too (not a reason to skip wasm)', async () => {
+  const saved = process.env.MLM_WASM_THREADS;
+  process.env.MLM_WASM_THREADS = 'many';
+  try {
+    await assert.rejects(selectBackend('auto', quiet), (e: unknown) => e instanceof InputError && /MLM_WASM_THREADS must be a whole number from 1 to 8, got 'many'/.test(e.message));
+  } finally {
+    if (saved === undefined) delete process.env.MLM_WASM_THREADS;
+    else process.env.MLM_WASM_THREADS = saved;
+  }
+});
+
 test('a process on threaded wasm exits by itself, and MLM_WASM_THREADS=1 takes the one-thread build', () => {
   const modulePath = fileURLToPath(new URL('../../training/backend.ts', import.meta.url));
   const script =

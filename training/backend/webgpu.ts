@@ -160,18 +160,24 @@ const LIMITS = [
   'maxComputeWorkgroupSizeZ',
 ] as const;
 
+/** Why `auto` does not take a software adapter. */
+function softwareRefusal(info: WebGpuAdapterInfo): BackendUnavailable {
+  return new BackendUnavailable(`no hardware adapter (${softwareName(info)} is software)`, 'use a machine with a GPU and its Vulkan/Metal/D3D12 driver');
+}
+
 /**
- * Whether Dawn, asked in a child process (its stderr captured, not shown), finds a hardware adapter.
- * Null when the child could not answer (then the caller asks in this process, as before).
+ * Asks Dawn for an adapter in a child process (its stderr captured, not shown): the reason to
+ * refuse when there is none or it is software; null when it is hardware, or when the child could
+ * not answer (then `openAdapter` asks in this process and reports what it finds).
  */
-function screenAdapter(): { ok: true } | { ok: false; reason: string; hint: string } | null {
+function screenAdapter(): BackendUnavailable | null {
   const main = resolveInstalled('webgpu');
-  if (main === null) return { ok: false, reason: 'the webgpu package is not installed', hint: 'npm install webgpu' };
+  if (main === null) return null;
   const script =
     `const m = await import(${JSON.stringify(pathToFileURL(main).href)});` +
     `const a = await m.create([]).requestAdapter({ powerPreference: 'high-performance' });` +
-    `process.stdout.write(JSON.stringify(a === null ? null : { ...pickInfo(a.info) }));` +
-    `function pickInfo(i) { return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter === true }; }` +
+    `const i = a?.info;` +
+    `process.stdout.write(JSON.stringify(a === null ? null : { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter === true }));` +
     `process.exit(0);`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000, env: process.env });
   if (r.status !== 0 || r.error !== undefined) return null;
@@ -181,12 +187,9 @@ function screenAdapter(): { ok: true } | { ok: false; reason: string; hint: stri
   } catch {
     return null;
   }
-  if (raw === null) return { ok: false, reason: diagnoseNoAdapter(), hint: DRIVER_HINT };
+  if (raw === null) return new BackendUnavailable(diagnoseNoAdapter(), DRIVER_HINT);
   const info = summarise(raw);
-  if (info.software) {
-    return { ok: false, reason: `no hardware adapter (${softwareName(info)} is software)`, hint: 'use a machine with a GPU and its Vulkan/Metal/D3D12 driver' };
-  }
-  return { ok: true };
+  return info.software ? softwareRefusal(info) : null;
 }
 
 /**
@@ -198,16 +201,11 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
     // Asking Dawn for an adapter prints its own warnings on stderr (Mesa's drivers print two on
     // every run): `auto` first asks in a child process and keeps them out of the user's output
     // unless a hardware adapter is there to take.
-    const screened = screenAdapter();
-    if (screened !== null && !screened.ok) throw new BackendUnavailable(screened.reason, screened.hint);
+    const refusal = screenAdapter();
+    if (refusal !== null) throw refusal;
   }
   const { globals, gpu, adapter, info } = await openAdapter();
-  if (info.software && !opts.allowSoftware) {
-    throw new BackendUnavailable(
-      `no hardware adapter (${softwareName(info)} is software)`,
-      'use a machine with a GPU and its Vulkan/Metal/D3D12 driver',
-    );
-  }
+  if (info.software && !opts.allowSoftware) throw softwareRefusal(info);
   const pkg = '@tensorflow/tfjs-backend-webgpu';
   const main = resolveInstalled(pkg);
   if (main === null) throw new BackendUnavailable(`${pkg} not installed`, `npm install ${pkg}`);
