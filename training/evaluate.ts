@@ -77,9 +77,13 @@ export interface EvalResult {
 }
 
 /** Batch -> int32 model inputs [B, T] (caller disposes, or creates them inside a tidy). */
-export function batchInputs(tf: Tf, batch: MlmBatch): { inputIds: Tensor2D; attentionMask: Tensor2D; tokenTypeIds: Tensor2D } {
+export function batchInputs(
+  tf: Tf,
+  batch: MlmBatch,
+): { inputIds: Tensor2D; attentionMask: Tensor2D; tokenTypeIds: Tensor2D; hostInputIds: Int32Array } {
   const shape: [number, number] = [batch.batchSize, batch.seqLen];
   return {
+    hostInputIds: batch.inputIds,
     inputIds: tf.tensor2d(batch.inputIds, shape, 'int32'),
     attentionMask: tf.tensor2d(batch.attentionMask, shape, 'int32'),
     tokenTypeIds: tf.tensor2d(batch.tokenTypeIds, shape, 'int32'),

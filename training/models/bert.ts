@@ -38,6 +38,11 @@ export interface MlmInputs {
   inputIds: Tensor2D; // int32 [B, T]
   attentionMask: Tensor2D; // int32 or float32 [B, T]
   tokenTypeIds?: Tensor2D; // int32 [B, T]; zeros when left out, as transformers does
+  /**
+   * The same ids as `inputIds` on the host, row-major [B*T] (optional). On webgpu the word
+   * embeddings' gradient uses them to sum repeated ids without atomics (see `embeddingRows`).
+   */
+  hostInputIds?: Int32Array;
 }
 
 export interface ForwardOptions {
@@ -64,7 +69,8 @@ export interface MaskedLossResult {
   correct?: Scalar;
 }
 
-export type ModelInit = { seed: number } | { weights: ModelWeights };
+/** Random weights from `seed`, or given ones; `embeddingGrad` picks the embeddings' gradient (tests). */
+export type ModelInit = ({ seed: number } | { weights: ModelWeights }) & { embeddingGrad?: EmbeddingGrad };
 
 export interface MaskedLM {
   readonly config: ModelConfig;
@@ -162,9 +168,38 @@ export interface Ops {
   activation(x: Tensor2D, act: HiddenAct): Tensor2D;
   /** Inverted dropout with a seeded mask; `x` itself when `seed` is null (not training) or rate is 0. */
   dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
-  /** Sum over rows of -log softmax(logits)[target]: logits [N, V], targets int32 [N]. */
   /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
   crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
+  /**
+   * Rows `ids` (int32 [N]) of `table` [S, H], as tf.gather; `hostIds` are the same ids on the host
+   * when known. The gradient's method depends on the backend (see makeOps).
+   */
+  embeddingRows(table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D;
+}
+
+/**
+ * How `embeddingRows` computes the table's gradient. 'gather': tf.gather's own gradient
+ * (UnsortedSegmentSum). 'matmul': sums of one-hot products (see makeOps). 'auto': 'matmul' on
+ * webgpu, 'gather' elsewhere.
+ */
+export type EmbeddingGrad = 'auto' | 'gather' | 'matmul';
+
+/** Most entries of one one-hot matrix in the 'matmul' embedding gradient (2^25: 128 MB of float32). */
+export const ONE_HOT_ENTRIES = 2 ** 25;
+
+/** The distinct values of `ids` in order of first appearance, and where each id sits among them. */
+export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inverse: Int32Array } {
+  const slot = new Map<number, number>();
+  const inverse = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    let k = slot.get(ids[i]);
+    if (k === undefined) {
+      k = slot.size;
+      slot.set(ids[i], k);
+    }
+    inverse[i] = k;
+  }
+  return { distinct: Int32Array.from(slot.keys()), inverse };
 }
 
 type Saver = (tensors: Tensor[]) => void;
@@ -215,7 +250,7 @@ export function dropoutMask(n: number, rate: number, seed: string): Float32Array
   return out;
 }
 
-export function makeOps(tf: Tf): Ops {
+export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEntries?: number } = {}): Ops {
   // tf.customGrad passes the inputs then a save function; gradFunc gets dy and the saved tensors.
   const custom = <T extends Tensor>(
     f: (inputs: Tensor[], save: Saver) => { value: T; gradFunc: (dy: T, saved: Tensor[]) => Tensor[] },
@@ -339,8 +374,78 @@ export function makeOps(tf: Tf): Ops {
       };
     })(logits);
 
+  // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
+  // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
+  // compare-and-swap loop, so ids repeated in a batch (token type 0 at every position, the same
+  // positions in every row, [MASK]) queue on one address. On an H200 that kernel took 376 of the
+  // 412 ms of GPU time of a bert-mini step (32 x 128; scripts/profile-step.ts). 'matmul' computes
+  // the same sums with matrix products instead, in chunks of rows whose one-hot matrix has at most
+  // ONE_HOT_ENTRIES entries:
+  // - small tables (positions, token types; S rows): dTable = sum over chunks of onehot(ids, S)^T dy;
+  // - the word table, with the ids known on the host: per chunk, its U distinct ids and each row's
+  //   index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one UnsortedSegmentSum
+  //   places the U rows of every chunk in the table (an id is repeated at most once per chunk).
+  // Without host ids a large table keeps tf.gather's gradient.
+  const embeddingMode = opts.embeddingGrad ?? 'auto';
+  const maxEntries = opts.oneHotEntries ?? ONE_HOT_ENTRIES;
+  const oneHotF = (ids: Tensor1D, depth: number) => tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D;
+  const embeddingRows = (table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D => {
+    const mode = embeddingMode === 'auto' ? (tf.getBackend() === 'webgpu' ? 'matmul' : 'gather') : embeddingMode;
+    const [S, H] = table.shape;
+    const N = ids.shape[0];
+    const small = S <= 4096;
+    if (mode === 'gather' || N === 0 || (!small && (hostIds === undefined || hostIds.length !== N))) return tf.gather(table, ids);
+    if (small) {
+      const chunk = Math.max(1, Math.floor(maxEntries / S));
+      return custom<Tensor2D>(([t], save) => {
+        save([ids]);
+        return {
+          value: tf.gather(t as Tensor2D, ids),
+          gradFunc: (dy, [sids]) => {
+            let sum: Tensor2D | null = null;
+            for (let r = 0; r < N; r += chunk) {
+              const n = Math.min(chunk, N - r);
+              const part: Tensor2D = tf.matMul(oneHotF(tf.slice(sids as Tensor1D, r, n), S), tf.slice(dy, [r, 0], [n, H]), true, false);
+              sum = sum === null ? part : (tf.add(sum, part) as Tensor2D);
+            }
+            return [sum!];
+          },
+        };
+      })(table);
+    }
+    // The word table: distinct ids per chunk, computed here on the host.
+    const chunks: { start: number; n: number; distinct: Int32Array; inverse: Int32Array }[] = [];
+    for (let r = 0; r < N; ) {
+      // Rows of this chunk: as many as keep n x (distinct ids) within ONE_HOT_ENTRIES.
+      let n = Math.min(N - r, Math.max(1, Math.floor(Math.sqrt(maxEntries))));
+      let d = distinctIds(hostIds!.subarray(r, r + n));
+      while (n > 1 && n * d.distinct.length > maxEntries) {
+        n = Math.floor(n / 2);
+        d = distinctIds(hostIds!.subarray(r, r + n));
+      }
+      chunks.push({ start: r, n, ...d });
+      r += n;
+    }
+    const inverses = chunks.map((c) => tf.tensor1d(c.inverse, 'int32'));
+    const where = tf.tensor1d(Int32Array.from(chunks.flatMap((c) => Array.from(c.distinct))), 'int32');
+    return custom<Tensor2D>(([t], save) => {
+      save([where, ...inverses]);
+      return {
+        value: tf.gather(t as Tensor2D, ids),
+        gradFunc: (dy, [swhere, ...sinv]) => {
+          const sums = chunks.map((c, i) =>
+            tf.matMul(oneHotF(sinv[i] as Tensor1D, c.distinct.length), tf.slice(dy, [c.start, 0], [c.n, H]), true, false),
+          );
+          const rows = sums.length === 1 ? sums[0] : tf.concat(sums, 0);
+          return [tf.unsortedSegmentSum(rows, swhere as Tensor1D, S) as Tensor2D];
+        },
+      };
+    })(table);
+  };
+
   return {
     tf,
+    embeddingRows,
     matMul: (a, b) => matMul(a, b),
     linear: (x, w, b) => linear(x, w, b),
     tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
@@ -372,13 +477,13 @@ export function embeddings(
   w: Weights,
   config: ModelConfig,
   base: string,
-  inputs: { ids: Tensor1D; positions: Tensor1D; types: Tensor1D }, // int32 [B*T] each
+  inputs: { ids: Tensor1D; positions: Tensor1D; types: Tensor1D; hostIds?: Int32Array }, // int32 [B*T] each
   drop: (site: string) => string | null,
 ): Tensor2D {
   const { tf } = ops;
-  const words = tf.gather(w(`${base}.embeddings.word_embeddings.weight`), inputs.ids) as Tensor2D; // [B*T, H]
-  const positions = tf.gather(w(`${base}.embeddings.position_embeddings.weight`), inputs.positions) as Tensor2D;
-  const types = tf.gather(w(`${base}.embeddings.token_type_embeddings.weight`), inputs.types) as Tensor2D;
+  const words = ops.embeddingRows(w(`${base}.embeddings.word_embeddings.weight`) as Tensor2D, inputs.ids, inputs.hostIds); // [B*T, H]
+  const positions = ops.embeddingRows(w(`${base}.embeddings.position_embeddings.weight`) as Tensor2D, inputs.positions);
+  const types = ops.embeddingRows(w(`${base}.embeddings.token_type_embeddings.weight`) as Tensor2D, inputs.types);
   const sum = tf.add(tf.add(words, positions), types) as Tensor2D; // [B*T, H]
   const normed = ops.layerNorm(
     sum,
@@ -515,7 +620,7 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
     if (v === undefined) throw new Error(`${spec.family} model has no weight ${name}`);
     return v;
   };
-  const ops = makeOps(tf);
+  const ops = makeOps(tf, { embeddingGrad: init.embeddingGrad });
   const base = spec.family;
   const H = config.hidden_size;
   const V = config.vocab_size;
@@ -533,7 +638,8 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
 
     // One tidy per block: what a block computes but its gradient does not need is freed when the
     // block ends, not at the end of the pass (the ops keep what the backward pass needs).
-    let x = tf.tidy(() => embeddings(ops, w, config, base, { ids, positions, types }, drop));
+    const hostIds = inputs.hostInputIds?.length === B * T ? inputs.hostInputIds : undefined;
+    let x = tf.tidy(() => embeddings(ops, w, config, base, { ids, positions, types, hostIds }, drop));
     for (let i = 0; i < config.num_hidden_layers; i++) {
       const input = x;
       x = tf.tidy(() => encoderLayer(ops, w, config, `${base}.encoder.layer.${i}`, input, maskBias, { B, T }, drop));
@@ -571,7 +677,14 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
       // handful of sizes.
       const rows = maskedRowCount(N, tf.getBackend());
       const padded = (xs: number[]) => (rows === N ? xs : xs.concat(new Array<number>(rows - N).fill(0)));
-      const picked = tf.gather(hidden, tf.tensor1d(padded(where), 'int32')) as Tensor2D; // [rows, H]
+      // Padding rows take positions that are not labelled (distinct ones while there are enough):
+      // this gather's gradient is UnsortedSegmentSum, slow on webgpu where an index repeats.
+      const rowIds = where.slice();
+      if (rows > N) {
+        const taken = new Set(where);
+        for (let i = 0; rowIds.length < rows; i++) if (i >= B * T || !taken.has(i)) rowIds.push(i % (B * T));
+      }
+      const picked = tf.gather(hidden, tf.tensor1d(rowIds, 'int32')) as Tensor2D; // [rows, H]
       const logits = tf.tidy(() => mlmHead(ops, w, config, spec, picked)); // [rows, V]
       const targetIds = tf.tensor1d(padded(targets), 'int32');
       const weights = rows === N ? undefined : tf.tensor1d(Array.from({ length: rows }, (_, i) => (i < N ? 1 : 0)), 'float32');
