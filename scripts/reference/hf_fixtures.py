@@ -44,7 +44,8 @@ def logits_on(model, ref, family):
     if family == "bert":
         kwargs["token_type_ids"] = torch.tensor(ref["token_type_ids"])
     with torch.no_grad():
-        return model(**kwargs).logits
+        out = model(**kwargs, output_hidden_states=True)
+    return out.logits, out.hidden_states[-1]
 
 
 def f32_list(t):
@@ -52,29 +53,32 @@ def f32_list(t):
 
 
 def main():
+    import transformers
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     for seed, family in enumerate(("bert", "roberta")):
         ref = json.loads((REF / family / "reference.json").read_text())
         torch.manual_seed(seed)
         cfg = config_from(REF / family / "config.json", initializer_range=0.3)
         model = AutoModelForMaskedLM.from_config(cfg, attn_implementation="eager").eval()
         out = HF / family
-        model.save_pretrained(out, safe_serialization=True)
-        logits = logits_on(model, ref, family)
+        model.save_pretrained(out)  # safetensors: the only format in 5.x, the default since 4.35
+        logits, hidden = logits_on(model, ref, family)
         (out / "reference.json").write_text(json.dumps({
             "note": "written by scripts/reference/hf_fixtures.py with a random model saved beside it",
             **{k: ref[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
-            "logits": f32_list(logits)}) + "\n")
+            "last_hidden_state": f32_list(hidden), "logits": f32_list(logits)}) + "\n")
 
-        theirs, info = AutoModelForMaskedLM.from_pretrained(
+        loaded = AutoModelForMaskedLM.from_pretrained(
             REF / family, attn_implementation="eager", output_loading_info=True)
-        diff = (logits_on(theirs.eval(), ref, family) - torch.tensor(ref["logits"])).abs().max().item()
+        theirs, info = loaded if isinstance(loaded, tuple) else (loaded, {"missing_keys": "?", "unexpected_keys": "?"})
+        diff = (logits_on(theirs.eval(), ref, family)[0] - torch.tensor(ref["logits"])).abs().max().item()
         print(f"{family}: wrote {out}; reference fixture loads with missing={info['missing_keys']} "
               f"unexpected={info['unexpected_keys']}, max |logits - reference| = {diff:.2e}")
 
     for name in ("bert-mini", "distilroberta-base"):
         model = AutoModelForMaskedLM.from_config(config_from(ROOT / "configs" / f"{name}.json"))
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp)
             shapes = safetensors_shapes(pathlib.Path(tmp) / "model.safetensors")
         (HF / f"state-dict-{name}.json").write_text(json.dumps(shapes, indent=1) + "\n")
         known = json.loads((REF / f"hf-state-dict-{name}.json").read_text())["tensors"]

@@ -7,7 +7,8 @@
 // cpu and wasm backends, and webgpu where an adapter is present (software ones included; with
 // MLM_REQUIRE_WEBGPU=1, as in CI, a missing adapter fails these tests instead of skipping). The
 // RoBERTa fixture uses gelu_new in the encoder and exact GELU in its head, as transformers'
-// RobertaLMHead does. Last, the masked loss and its gradients on webgpu against cpu (DESIGN.md 8).
+// RobertaLMHead does. Then the same against transformers itself (tests/fixtures/hf), and last the
+// masked loss and its gradients on webgpu against cpu (DESIGN.md 8).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -15,12 +16,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { probeWebGpu, releaseWebGpu, selectBackend, type Tf } from '../../../training/backend.ts';
+import { readConfigFile } from '../../../training/checkpoint.ts';
 import { IGNORE_INDEX } from '../../../training/models/bert.ts';
-import { parseModelConfig } from '../../../training/models/config.ts';
+import { parseModelConfig, type ModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
-import { importWeights, type NamedArray } from '../../../training/models/weights.ts';
+import { importWeights, type ModelWeights, type NamedArray } from '../../../training/models/weights.ts';
+import { loadSafetensorsF32 } from '../../../training/safetensors.ts';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/reference');
+const HF = path.join(FIXTURES, '../hf');
 
 // A minimal safetensors reader for F32 files (training/safetensors.ts is the full one; this test
 // stays independent of it).
@@ -72,48 +76,95 @@ async function leave(tf: Tf, backend: string): Promise<void> {
   await selectBackend('cpu', quiet);
 }
 
+/**
+ * Runs `weights` on `ref`'s rows on each backend and asserts logits and last hidden state within
+ * 1e-4 absolute at every position (padded ones too: both sides compute them the same way).
+ */
+async function compareForward(
+  t: { diagnostic: (line: string) => void },
+  family: 'bert' | 'roberta',
+  config: ModelConfig,
+  weights: ModelWeights,
+  ref: Reference,
+  on: readonly ('cpu' | 'wasm' | 'webgpu')[],
+  against: string,
+): Promise<void> {
+  const B = ref.input_ids.length;
+  const T = ref.input_ids[0].length;
+  const V = config.vocab_size;
+  for (const backend of on) {
+    const { tf } = await selectBackend(backend, quiet);
+    const model = createMaskedLM(tf, config, { weights });
+    const inputs = {
+      inputIds: tf.tensor2d(ref.input_ids, [B, T], 'int32') as Tensor2D,
+      attentionMask: tf.tensor2d(ref.attention_mask, [B, T], 'int32') as Tensor2D,
+      // RoBERTa: left out, so the model's all-zero default is what is compared.
+      ...(family === 'bert' ? { tokenTypeIds: tf.tensor2d(ref.token_type_ids, [B, T], 'int32') as Tensor2D } : {}),
+    };
+    const hidden = model.encode(inputs, { training: false });
+    const logits = model.logits(inputs, { training: false });
+    assert.deepEqual(logits.shape, [B, T, V]);
+    const hiddenDiff = maxAbsDiff(await hidden.data(), ref.last_hidden_state.flat(2));
+    const got = await logits.data();
+    const logitsDiff = maxAbsDiff(got, ref.logits.flat(2));
+    // The same at real positions only (row 1 is padded after position 8).
+    const real = (i: number) => ref.attention_mask[Math.floor(i / (T * V))][Math.floor(i / V) % T];
+    const realDiff = maxAbsDiff(
+      Array.from({ length: B * T * V }, (_, i) => (real(i) ? got[i] : 0)),
+      ref.logits.flat(2).map((v, i) => (real(i) ? v : 0)),
+    );
+    t.diagnostic(
+      `${family} on ${backend}: max |logits - ${against}| ${logitsDiff.toExponential(2)} (real positions ${realDiff.toExponential(2)}), hidden ${hiddenDiff.toExponential(2)}`,
+    );
+    assert.ok(logitsDiff < 1e-4, `${family} ${backend}: logits differ from ${against} by ${logitsDiff}`);
+    assert.ok(hiddenDiff < 1e-4, `${family} ${backend}: hidden states differ from ${against} by ${hiddenDiff}`);
+    tf.dispose([hidden, logits, ...Object.values(inputs)]);
+    model.dispose();
+    await leave(tf, backend);
+  }
+}
+
 for (const family of ['bert', 'roberta'] as const) {
   test(`${family}: logits match the PyTorch reference within 1e-4 on ${backends.join(', ')}`, async (t) => {
     const dir = path.join(FIXTURES, family);
     const config = parseModelConfig(JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')), `${dir}/config.json`);
     const ref = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference;
     const weights = importWeights(config, readSafetensorsF32(path.join(dir, 'model.safetensors')), dir);
-    const B = ref.input_ids.length;
-    const T = ref.input_ids[0].length;
-
     if (!probe.ok) t.diagnostic(`webgpu skipped: ${probe.reason}`);
-    for (const backend of backends) {
-      const { tf } = await selectBackend(backend, quiet);
-      const model = createMaskedLM(tf, config, { weights });
-      const inputs = {
-        inputIds: tf.tensor2d(ref.input_ids, [B, T], 'int32') as Tensor2D,
-        attentionMask: tf.tensor2d(ref.attention_mask, [B, T], 'int32') as Tensor2D,
-        // RoBERTa: left out, so the model's all-zero default is what is compared.
-        ...(family === 'bert' ? { tokenTypeIds: tf.tensor2d(ref.token_type_ids, [B, T], 'int32') as Tensor2D } : {}),
-      };
-      const hidden = model.encode(inputs, { training: false });
-      const logits = model.logits(inputs, { training: false });
-      assert.deepEqual(logits.shape, [B, T, config.vocab_size]);
-      const hiddenDiff = maxAbsDiff(await hidden.data(), ref.last_hidden_state.flat(2));
-      const logitsDiff = maxAbsDiff(await logits.data(), ref.logits.flat(2));
-      // The same at real positions only (row 1 is padded after position 8).
-      const got = await logits.data();
-      const V = config.vocab_size;
-      const realDiff = maxAbsDiff(
-        Array.from({ length: B * T * V }, (_, i) => (ref.attention_mask[Math.floor(i / (T * V))][Math.floor(i / V) % T] ? got[i] : 0)),
-        ref.logits.flat(2).map((v, i) => (ref.attention_mask[Math.floor(i / (T * V))][Math.floor(i / V) % T] ? v : 0)),
-      );
-      t.diagnostic(
-        `${family} on ${backend}: max |logits - torch| ${logitsDiff.toExponential(2)} (real positions ${realDiff.toExponential(2)}), hidden ${hiddenDiff.toExponential(2)}`,
-      );
-      assert.ok(logitsDiff < 1e-4, `${family} ${backend}: logits differ by ${logitsDiff}`);
-      assert.ok(hiddenDiff < 1e-4, `${family} ${backend}: hidden states differ by ${hiddenDiff}`);
-      tf.dispose([hidden, logits, inputs.inputIds, inputs.attentionMask, ...(inputs.tokenTypeIds ? [inputs.tokenTypeIds] : [])]);
-      model.dispose();
-      await leave(tf, backend);
-    }
+    await compareForward(t, family, config, weights, ref, backends, 'torch');
   });
 }
+
+// Against transformers itself: tests/fixtures/hf/{bert,roberta} were written with transformers
+// 5.17.0 and torch 2.11 by scripts/reference/hf_fixtures.py: a random BertForMaskedLM /
+// RobertaForMaskedLM (the tiny configs, initializer_range 0.3 so the logits are far from zero)
+// saved with save_pretrained, and its logits and last hidden state on the same two rows in eager
+// attention. The folder goes through mlmkit's own readers (readConfigFile: transformers 5's
+// config.json with `dtype`, `tie_word_embeddings`...; the safetensors reader; importWeights, which
+// ties the decoder that save_pretrained leaves out).
+for (const family of ['bert', 'roberta'] as const) {
+  test(`${family}: a transformers 5.17 save_pretrained folder gives transformers' logits within 1e-4 (cpu, wasm)`, async (t) => {
+    const dir = path.join(HF, family);
+    const config = await readConfigFile(dir);
+    const raw = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { transformers_version: string };
+    assert.equal(raw.transformers_version, '5.17.0');
+    const tensors = await loadSafetensorsF32(path.join(dir, 'model.safetensors'));
+    // save_pretrained leaves the tied decoder out; importWeights ties it to the word embeddings.
+    assert.equal([...tensors.keys()].some((k) => k.endsWith('decoder.weight')), false);
+    const ref = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference;
+    const largest = Math.max(...ref.logits.flat(2).map(Math.abs));
+    assert.ok(largest > 1, `reference logits up to ${largest}: far enough from zero to compare`);
+    await compareForward(t, family, config, importWeights(config, tensors, dir), ref, ['cpu', 'wasm'], 'transformers');
+  });
+}
+
+test('the tensor lists save_pretrained wrote (transformers 5.17.0) are the reference fixtures mlmkit exports against', () => {
+  for (const name of ['bert-mini', 'distilroberta-base']) {
+    const written = JSON.parse(readFileSync(path.join(HF, `state-dict-${name}.json`), 'utf8')) as Record<string, number[]>;
+    const known = JSON.parse(readFileSync(path.join(HF, '../reference', `hf-state-dict-${name}.json`), 'utf8')) as { tensors: Record<string, number[]> };
+    assert.deepEqual(written, known.tensors, name);
+  }
+});
 
 test('webgpu: the masked loss and its gradients equal cpu (training, with dropout)', { skip: probe.ok || webgpuRequired ? false : `no WebGPU adapter: ${probe.reason}` }, async (t) => {
   const dir = path.join(FIXTURES, 'bert');
