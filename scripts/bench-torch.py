@@ -9,8 +9,9 @@
 #       [--device cpu|cuda|auto] [--impl nn|transformers] [--tf32]
 #
 # --device cuda (or auto, which takes CUDA when torch sees a GPU, else the CPU) runs the model on
-# the GPU in float32 with TF32 OFF (torch.backends.cuda.matmul.allow_tf32 = False and
-# torch.backends.cudnn.allow_tf32 = False), so that its matmuls do the arithmetic WebGPU does;
+# the GPU in float32 with TF32 OFF (torch >= 2.9: torch.backends.cuda.matmul.fp32_precision =
+# "ieee"; older: torch.backends.cuda.matmul.allow_tf32 = False and the same for cudnn), so that
+# its matmuls do the arithmetic WebGPU does;
 # --tf32 allows TF32 (a separate, labelled figure). Batches are drawn on the CPU with the same
 # generator as on the CPU path and copied to the GPU inside the timed step (mlmkit uploads its
 # batches too); every timing is bracketed by torch.cuda.synchronize(). Defaults (cpu, nn) are the
@@ -124,8 +125,14 @@ def main():
     cuda = dev.type == "cuda"
     if cuda:
         # Strict float32 unless --tf32: the arithmetic WebGPU's float32 matmuls do.
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+        # torch >= 2.9 has fp32_precision ("ieee" | "tf32") and warns about the older flags.
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if args.tf32 else "ieee"
+            if hasattr(torch.backends.cudnn, "conv"):
+                torch.backends.cudnn.conv.fp32_precision = "tf32" if args.tf32 else "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = args.tf32
+            torch.backends.cudnn.allow_tf32 = args.tf32
 
     def sync():
         if cuda:

@@ -7,8 +7,10 @@
 #                         configs/) with its production node_modules, pruned to linux-x64 and to
 #                         what Node loads: no types, source maps, browser/minified bundles, other
 #                         platforms' native binaries (dawn.node, tokenizers), dev dependencies
-#   vulkan/               Debian's Vulkan loader (libvulkan1, from `apt-get download`, extracted
-#                         with dpkg-deb -x; gpu-run.sh puts its lib folder on LD_LIBRARY_PATH)
+#   vulkan/               Debian's Vulkan loader (libvulkan1) and libglvnd (libglvnd0, libegl1,
+#                         libgl1, libglx0, libopengl0, libgles2; NVIDIA's Vulkan driver needs them),
+#                         from `apt-get download`, extracted with dpkg-deb -x; gpu-run.sh puts
+#                         their lib folder on LD_LIBRARY_PATH
 #   compat/               this machine's libstdc++.so.6 (dawn.node needs GLIBCXX_3.4.30); used by
 #                         gpu-run.sh only when the GPU machine's own is older
 #   data/                 Brown (the demo's general corpus) with a 30,522-piece WordPiece
@@ -17,8 +19,8 @@
 #
 #   scripts/gpu-bundle.sh [--out dist/gpu-bundle.tar.xz] [--node /usr/bin/node] [--fresh]
 #
-# Run from anywhere in a checkout after `npm ci`, on Linux x86-64 with apt (for libvulkan1).
-# Needs network only for `apt-get download libvulkan1` (cached under dist/gpu-cache/ after that)
+# Run from anywhere in a checkout after `npm ci`, on Linux x86-64 with apt (for the .debs).
+# Needs network only for `apt-get download` of those (cached under dist/gpu-cache/ after that)
 # and, when data/corpora is missing, nothing: the corpora come from installed dev packages.
 # The prepared data and the .deb are cached in dist/gpu-cache/ (keyed on their inputs; --fresh
 # rebuilds them); the staging folder is rebuilt every time. The tar has sorted names, fixed owners
@@ -138,20 +140,31 @@ for f in webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.nod
   [ -e "$NM/$f" ] || die "pruning removed $f"
 done
 
-# --- 3. the Vulkan loader (Debian's libvulkan1) -------------------------------------------------
-DEB=$(ls "$CACHE"/libvulkan1_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
-if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
-  say "vulkan: apt-get download libvulkan1"
-  rm -f "$CACHE"/libvulkan1_*.deb
-  (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download libvulkan1 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
-    || die "apt-get download libvulkan1 failed (run apt-get update first?)"
-  DEB=$(ls "$CACHE"/libvulkan1_*_amd64.deb | sort -V | tail -1)
-fi
-say "vulkan: $(basename "$DEB")"
+# --- 3. the Vulkan loader (Debian's libvulkan1) and GL vendor-neutral dispatch (libglvnd) --------
+# NVIDIA's Vulkan driver (libGLX_nvidia.so.0) needs libglvnd's libraries: without them, on an H200
+# machine with only the driver mounted, the loader found the driver but its vkCreateInstance was
+# missing ("Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr'"), and no adapter.
+PKGS=(libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 mkdir -p "$B/vulkan"
-dpkg-deb -x "$DEB" "$B/vulkan"
-[ -e "$B/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1" ] || die "$DEB holds no usr/lib/x86_64-linux-gnu/libvulkan.so.1"
-cp "$DEB" "$B/vulkan/"
+DEBS=()
+for pkg in "${PKGS[@]}"; do
+  DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
+  if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
+    say "vulkan: apt-get download $pkg"
+    rm -f "$CACHE"/"${pkg}"_*.deb
+    (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
+      || die "apt-get download $pkg failed (run apt-get update first?)"
+    DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
+  fi
+  dpkg-deb -x "$DEB" "$B/vulkan"
+  cp "$DEB" "$B/vulkan/"
+  DEBS+=("$(basename "$DEB")")
+done
+say "vulkan: ${DEBS[*]}"
+for lib in libvulkan.so.1 libGLdispatch.so.0 libEGL.so.1 libGLX.so.0; do
+  [ -e "$B/vulkan/usr/lib/x86_64-linux-gnu/$lib" ] || die "the .debs (${DEBS[*]}) hold no usr/lib/x86_64-linux-gnu/$lib"
+done
+DEB="${DEBS[*]}"
 
 # --- 4. libstdc++ for older GPU machines ---------------------------------------------------------
 STDCXX=$(ldd "$NM/webgpu/dist/linux-x64/dawn.node" | awk '/libstdc\+\+/ && $3 ~ /^\// { print $3 }')
@@ -205,7 +218,7 @@ EPOCH=$(git log -1 --format=%ct)
     format: "mlmkit-gpu-bundle/1",
     commit, dirty: dirty === "true",
     node: nodeVersion,
-    libvulkan1: path.basename(deb),
+    debs: deb.split(" "),
     webgpu: require(path.resolve(b, "app/node_modules/webgpu/package.json")).version,
     tfjs: require(path.resolve(b, "app/node_modules/@tensorflow/tfjs-core/package.json")).version,
     data: { folder: "data/brown-128", tokenizer: "data/tokenizer", seq_len: manifest.seq_len, vocab_size: manifest.tokenizer.vocab_size, splits: manifest.splits && Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, tokens: v.tokens }])) },

@@ -205,7 +205,7 @@ function summary(dir: string): void {
   const notes = [
     'train tok/s and step ms: one training step (forward, loss, backward, clip, AdamW) on batch x seq tokens; mlm bench and bench-torch.py time the median measured step after warmup',
     'model TFLOP/s: 6 x non-embedding params + 12 x layers x hidden x seq + 6 x hidden x vocab x f per token; f = masked share (~0.15) for mlmkit, which scores masked positions only; f = 1 for PyTorch BertForMaskedLM (full-vocabulary logits)',
-    'pytorch fp32: torch.backends.cuda.matmul.allow_tf32 = False, torch.backends.cudnn.allow_tf32 = False; TF32: both allowed',
+    'pytorch fp32: TF32 off (torch >= 2.9: torch.backends.cuda.matmul.fp32_precision = "ieee"; older: allow_tf32 = False); TF32: allowed',
     ...rows.filter((r) => r.note).map((r) => `${r.config} ${r.what}: ${r.note}`),
   ];
   const text = [table, '', ratioTable || 'no WebGPU/PyTorch pair to compare', '', ...notes.map((n) => `- ${n}`), ...problems.map((p) => `PROBLEM: ${p}`)].join('\n');

@@ -19,7 +19,8 @@
 #
 # What runs (full mode):
 #   1. mlm bench --backend webgpu --config bert-mini bert-base bert-base-nodropout --batch-size 32
-#      --seq-len 128 (bert-base-nodropout: bert-base with dropout 0, written at run time; see below)
+#      --seq-len 128 --rows-per-pass 32 (bert-base-nodropout: bert-base with dropout 0, written at
+#      run time; see below)
 #   2. mlm train --backend webgpu --config bert-mini, 200 steps of 32 x 128 on the bundled data
 #      (Brown, WordPiece 30,522), one evaluation and one checkpoint at the end
 #   3. scripts/bench-torch.py --device auto for the same three configs at 32 x 128: strict fp32
@@ -77,7 +78,7 @@ if [ "$QUICK" = 1 ]; then
 else
   CONFIGS=(bert-mini bert-base); BATCH=32; SEQ=128; STEPS=10; WARMUP=3; EVAL_STEPS=3; MAX_SECONDS=30
   TRAIN_CONFIG=bert-mini; TRAIN_STEPS=200; TRAIN_BATCH=32; EVAL_BATCHES=20
-  T_BENCH=160; T_TRAIN=100; T_TORCH=40; TIME_LIMIT=${TIME_LIMIT:-400}
+  T_BENCH=160; T_TRAIN=150; T_TORCH=40; TIME_LIMIT=${TIME_LIMIT:-400}
 fi
 [[ "$TIME_LIMIT" =~ ^[0-9]+$ ]] || die "--time-limit takes whole seconds, got '$TIME_LIMIT'" 2
 FAILED=()
@@ -173,6 +174,12 @@ if [ -z "$ICD" ]; then
     echo "vulkan: no nvidia_icd.json found; wrote $ICD for $glx"
   fi
 fi
+# NVIDIA's driver reaches libglvnd's EGL (bundled); tell it where NVIDIA's EGL vendor file is.
+if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ]; then
+  for f in /usr/share/glvnd/egl_vendor.d/10_nvidia.json /etc/glvnd/egl_vendor.d/10_nvidia.json /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; do
+    if [ -f "$f" ]; then export __EGL_VENDOR_LIBRARY_FILENAMES=$f; echo "egl: NVIDIA vendor file $f (__EGL_VENDOR_LIBRARY_FILENAMES)"; break; fi
+  done
+fi
 if [ -n "$ICD" ]; then
   export VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD
   echo "vulkan: NVIDIA ICD $ICD (VK_DRIVER_FILES, VK_ICD_FILENAMES)"
@@ -229,8 +236,10 @@ write_env
 
 # --- 1. mlm bench on webgpu ----------------------------------------------------------------------
 stage "mlm bench --backend webgpu --config ${CONFIGS[*]} --batch-size $BATCH --seq-len $SEQ"
+# --rows-per-pass: the whole batch in one pass, as PyTorch does. mlmkit cannot ask WebGPU how much
+# memory the GPU has and by default budgets ~6 GB a pass (bert-base: 3 rows a pass, 11 passes).
 mlm_bench=(bench --backend webgpu --config "${CONFIGS[@]}" --batch-size "$BATCH" --seq-len "$SEQ" --steps "$STEPS"
-  --warmup-steps "$WARMUP" --eval-steps "$EVAL_STEPS" --max-seconds "$MAX_SECONDS" --no-matmul-peak --json)
+  --warmup-steps "$WARMUP" --eval-steps "$EVAL_STEPS" --max-seconds "$MAX_SECONDS" --rows-per-pass "$BATCH" --no-matmul-peak --json)
 echo "\$ mlm ${mlm_bench[*]}"
 (cd "$APP" && limit "$T_BENCH" "$NODE" scripts/mlm.mjs "${mlm_bench[@]}") > "$WORK/bench.out"
 rc=$?
@@ -244,8 +253,8 @@ fi
 # --- 2. mlm train on webgpu ----------------------------------------------------------------------
 stage "mlm train --backend webgpu --config $TRAIN_CONFIG: $TRAIN_STEPS steps of $TRAIN_BATCH x 128"
 mlm_train=(train --backend webgpu --config "configs/$TRAIN_CONFIG.json" --data "$B/data/brown-128" --out "$WORK/train-run"
-  --steps "$TRAIN_STEPS" --batch-size "$TRAIN_BATCH" --eval-every 0 --eval-batches "$EVAL_BATCHES" --save-every 0 --log-every 10
-  --no-progress --json)
+  --steps "$TRAIN_STEPS" --batch-size "$TRAIN_BATCH" --rows-per-pass "$TRAIN_BATCH" --eval-every 0 --eval-batches "$EVAL_BATCHES"
+  --save-every 0 --log-every 10 --no-progress --json)
 echo "\$ mlm ${mlm_train[*]}"
 t0=$SECONDS
 (cd "$APP" && limit "$T_TRAIN" "$NODE" scripts/mlm.mjs "${mlm_train[@]}") > "$WORK/train.out"
@@ -265,8 +274,9 @@ fi
 
 # --- 3. PyTorch ----------------------------------------------------------------------------------
 if [ -n "$PY" ]; then
-  for cfg in "${CONFIGS[@]}"; do
-    for prec in fp32 tf32; do
+  # Every config in strict fp32 first (the comparison this run is for), then TF32 while time lasts.
+  for prec in fp32 tf32; do
+    for cfg in "${CONFIGS[@]}"; do
       extra=()
       if [ "$prec" = tf32 ]; then
         # TF32 only means something on CUDA.

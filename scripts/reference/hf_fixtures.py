@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fixtures from real transformers (5.x) + torch, for a machine that has them (this one does not).
+"""Fixtures from real transformers (5.x) + torch, for a machine that has them (the development machine
+does not; the committed ones were written on the GPU machine with transformers 5.17.0, torch 2.11).
 
 For bert and roberta, with the tiny configs of tests/fixtures/reference/<name>/config.json:
   1. builds a random BertForMaskedLM / RobertaForMaskedLM (initializer_range raised to 0.3 so the
