@@ -3,6 +3,8 @@
 //
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;
 //   - forward: logits of a padded batch equal cpu's within 1e-3 relative;
+//   - dropout masks drawn on the GPU equal training/models/bert.ts's dropoutMask bit for bit (up
+//     to 4.3 M entries, past one dispatch dimension), and a training forward uploads no mask;
 //   - one training step (the trainer's `optimizerStep`: dropout on, clipping, AdamW; lr and
 //     epsilon 1, see the test): loss, gradients and every updated parameter equal cpu's within
 //     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart);
@@ -34,6 +36,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { NamedAttrMap, Tensor } from '@tensorflow/tfjs';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { MaskedBatches, RowStream } from '../../data/batches.ts';
 import type { MlmBatch } from '../../data/masking.ts';
@@ -41,7 +44,9 @@ import { readManifest, SplitReader } from '../../data/shards.ts';
 import { probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
-import { maskedRowCount } from '../../training/models/bert.ts';
+import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
+import { watchBackendIo } from '../../training/bench.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold, maskedRowCount } from '../../training/models/bert.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -279,6 +284,47 @@ test('bert-tiny forward on webgpu: logits of a padded batch equal cpu within 1e-
   report(t, `forward: bert-tiny (vocab ${V}), batch ${B}x${T}, row lengths ${rowLengths(batch).join(', ')}; logits [${B}, ${T}, ${V}]`);
   report(t, `forward: max|webgpu - cpu| ${e(all.diff)}, max|cpu| ${e(all.scale)}, relative ${e(all.rel)} (real positions only: ${e(atReal.rel)})`);
   assert.ok(all.rel <= 1e-3, `logits differ by ${e(all.rel)} relative`);
+});
+
+test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a training forward uploads none', { skip }, async (t) => {
+  await on('webgpu', async (tf) => {
+    // 4,300,000 entries: more workgroups of 64 than one dispatch dimension takes (65,535), so TF.js
+    // folds the dispatch and the shader's index comes from all three dimensions.
+    for (const [n, rate, seed] of [[1, 0.1, 'one'], [1000, 0.5, '3/bert.embeddings'], [4_300_000, 0.1, '9/bert.encoder.layer.1.attention.self']] as const) {
+      const [k0, k1, k2] = dropoutKeys(seed);
+      const attrs = { n, k0, k1, k2, threshold: dropoutThreshold(rate), scale: Math.fround(1 / (1 - rate)) };
+      const mask = tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs as unknown as NamedAttrMap) as Tensor;
+      const got = (await mask.data()) as Float32Array;
+      mask.dispose();
+      const want = dropoutMask(n, rate, seed);
+      let differ = 0;
+      for (let i = 0; i < n; i++) if (got[i] !== want[i]) differ++;
+      report(t, `dropout masks: ${n} entries at rate ${rate}: ${differ} differ from dropoutMask`);
+      assert.equal(differ, 0);
+    }
+    // A training forward of bert-tiny uploads what an evaluation forward does (TF.js's small
+    // CPU-side tensors: constants, position ids, ops it runs on the CPU) and no mask.
+    const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(BERT_TINY, 'utf8')), vocab_size: 1000 }, BERT_TINY);
+    const model = createMaskedLM(tf, config, { seed: 1 });
+    const ids = tf.tensor2d(Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 7) % 1000), [4, 32], 'int32');
+    const ones = tf.onesLike(ids);
+    const forward = async (training: boolean) => {
+      const watch = watchBackendIo(tf);
+      const hidden = model.encode({ inputIds: ids, attentionMask: ones }, { training, dropoutSeed: 5 });
+      await hidden.data();
+      hidden.dispose();
+      watch.stop();
+      return watch.counts();
+    };
+    await forward(false); // TF.js uploads a tensor's data when a kernel first uses it: the weights, here
+    const evaluation = await forward(false);
+    const training = await forward(true);
+    report(t, `dropout masks: bert-tiny forward (4 x 32; ${2 * config.num_hidden_layers + 1} hidden and ${config.num_hidden_layers} attention dropout sites) uploads ` +
+      `${training.uploads} tensors, ${training.uploadBytes} bytes training; ${evaluation.uploads} tensors, ${evaluation.uploadBytes} bytes evaluating`);
+    assert.equal(training.uploadBytes, evaluation.uploadBytes);
+    tf.dispose([ids, ones]);
+    model.dispose();
+  });
 });
 
 test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): loss, gradients and updated parameters equal cpu within 1e-3 relative', { skip }, async (t) => {

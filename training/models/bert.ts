@@ -18,16 +18,18 @@
 // - The padding rows of the embeddings are zero at init, as in transformers, but not frozen:
 //   transformers' nn.Embedding(padding_idx) gives them no gradient from the lookup. Here they get
 //   gradient only from padding positions, which attention masks out, so it is zero in practice.
-// - Dropout masks are drawn in JavaScript (`dropoutMask`: xoshiro128** seeded from the site's name,
-//   so the same on every backend) with one seed per site derived from `ForwardOptions.dropoutSeed`.
+// - Dropout masks are a keyed hash of each entry's index (`dropoutMask`, keyed by the site's name
+//   with one seed per site derived from `ForwardOptions.dropoutSeed`): the same on every backend,
+//   computed in JavaScript, or on the GPU by webgpu.
 // - `maskedLoss` with no labelled position returns 0 (transformers returns NaN).
 //
 // References: transformers `models/bert/modeling_bert.py` (BertEmbeddings, BertSelfAttention,
 // BertLayer, BertLMPredictionHead); Devlin et al. 2019; the sparse MLM prediction of cramming
 // (Geiping and Goldstein 2022): the head runs on the labelled positions only.
 import type * as TfModule from '@tensorflow/tfjs';
-import type { GradSaveFunc, Scalar, Tensor, Tensor1D, Tensor2D, Tensor3D, Tensor4D, Variable } from '@tensorflow/tfjs';
+import type { GradSaveFunc, NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor3D, Tensor4D, Variable } from '@tensorflow/tfjs';
 import { InputError } from '../../data/errors.ts';
+import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
 import type { HiddenAct, ModelConfig, ModelFamily } from './config.ts';
 import { checkModelWeights, initialWeights, parameterTable, type ModelWeights } from './weights.ts';
 
@@ -204,8 +206,11 @@ export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inv
 
 type Saver = (tensors: Tensor[]) => void;
 
-/** The xoshiro128** state (four unsigned 32-bit words) that `dropoutMask` starts from for `seed`. */
-export function dropoutSeedState(seed: string): [number, number, number, number] {
+/**
+ * The three 32-bit key words of a dropout site's masks: the FNV-1a hash of `seed` expanded with
+ * splitmix32.
+ */
+export function dropoutKeys(seed: string): [number, number, number] {
   let h = 0x811c9dc5;
   for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193);
   let sm = h >>> 0;
@@ -216,36 +221,48 @@ export function dropoutSeedState(seed: string): [number, number, number, number]
     z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
     return (z ^ (z >>> 16)) >>> 0;
   };
-  const state: [number, number, number, number] = [split(), split(), split(), split()];
-  if ((state[0] | state[1] | state[2] | state[3]) === 0) state[0] = 1;
-  return state;
+  return [split(), split(), split()];
+}
+
+/** Entries whose hash is below this are dropped: floor(rate x 2^32), so P(drop) = rate to 2^-32. */
+export function dropoutThreshold(rate: number): number {
+  if (!(rate >= 0 && rate < 1)) throw new Error(`dropout rate must be in [0, 1), got ${rate}`);
+  return Math.floor(rate * 4294967296);
 }
 
 /**
- * An inverted-dropout mask of n entries for `rate`: each entry independently 0 with probability
- * rate (to 2^-32), else 1 / (1 - rate) in float32; deterministic in `seed`. xoshiro128**, seeded by
- * the FNV-1a hash of the seed string expanded with splitmix32, inlined here because TF.js's own
- * generator (tf.randomUniform, alea) alone took about twice as long (2.1 M entries: ~22 ms against
- * ~10 ms, timed by hand on the 2-core development machine), before the three elementwise ops that
- * turned it into a mask; bert-mini draws 22 M entries a step at 32 x 128.
+ * An inverted-dropout mask of n entries for `rate`: entry i is 0 when hash(i) < dropoutThreshold,
+ * else 1 / (1 - rate) in float32; deterministic in `seed`. hash(i) = mix(mix(mix(i + k0) ^ k1) ^
+ * k2) over 32-bit words, with k0..k2 = dropoutKeys(seed) and mix Chris Wellons's "lowbias32"
+ * integer hash (xor-shift 16, multiply 0x7feb352d, xor-shift 15, multiply 0x846ca68b, xor-shift
+ * 16). A function of the index rather than a stream: the webgpu backend computes the same masks on
+ * the GPU, one thread per entry (training/backend/dropout_webgpu.ts), instead of uploading them.
+ * Tested for keep rate, independence of neighbours and of entries a row apart, and against a
+ * BigInt implementation (tests/training/models/ops.test.ts).
  */
 export function dropoutMask(n: number, rate: number, seed: string): Float32Array {
-  if (!(rate >= 0 && rate < 1)) throw new Error(`dropout rate must be in [0, 1), got ${rate}`);
-  let [s0, s1, s2, s3] = dropoutSeedState(seed).map((w) => w | 0);
-  const threshold = Math.floor(rate * 4294967296); // drop when u < threshold
+  const threshold = dropoutThreshold(rate);
+  const [k0, k1, k2] = dropoutKeys(seed);
   const scale = Math.fround(1 / (1 - rate));
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9) >>> 0;
-    const t = s1 << 9;
-    s2 ^= s0;
-    s3 ^= s1;
-    s1 ^= s2;
-    s0 ^= s3;
-    s2 ^= t;
-    s3 = (s3 << 11) | (s3 >>> 21);
-    out[i] = r < threshold ? 0 : scale;
+    let x = (i + k0) | 0;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= (x >>> 16) ^ k1;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= (x >>> 16) ^ k2;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= x >>> 16;
+    out[i] = x >>> 0 < threshold ? 0 : scale;
   }
   return out;
 }
@@ -342,10 +359,19 @@ export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEnt
   });
 
   // The mask, 0 or 1 / (1 - rate), is made in one pass in JavaScript (`dropoutMask`) and uploaded.
+  // The mask: drawn on the GPU where the backend has the kernel (webgpu), else in JavaScript; the
+  // same numbers either way.
+  const maskOf = (shape: number[], size: number, rate: number, seed: string): Tensor => {
+    if (tf.getKernel(DROPOUT_MASK_KERNEL, tf.getBackend()) === undefined) return tf.tensor(dropoutMask(size, rate, seed), shape, 'float32');
+    const [k0, k1, k2] = dropoutKeys(seed);
+    const attrs = { n: size, k0, k1, k2, threshold: dropoutThreshold(rate), scale: Math.fround(1 / (1 - rate)) };
+    return tf.reshape(tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs as unknown as NamedAttrMap) as Tensor, shape);
+  };
+
   const dropout = <T extends Tensor>(x: T, rate: number, seed: string | null): T => {
     if (seed === null || rate === 0) return x;
     return custom<T>(([x_], save) => {
-      const mask = tf.tensor(dropoutMask(x_.size, rate, seed), x_.shape, 'float32');
+      const mask = maskOf(x_.shape, x_.size, rate, seed);
       save([mask]);
       return { value: tf.mul(x_, mask) as T, gradFunc: (dy, [smask]) => [tf.mul(dy, smask)] };
     })(x);

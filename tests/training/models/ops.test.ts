@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../data/rng.ts';
 import { selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, dropoutMask, dropoutSeedState, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
+import { activation, dropoutKeys, dropoutMask, dropoutThreshold, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -128,29 +128,68 @@ test('maskedRowCount: padded to a multiple of MASKED_ROW_BUCKET on webgpu only',
   for (const b of ['cpu', 'wasm', 'tensorflow']) assert.equal(maskedRowCount(65, b), 65);
 });
 
-test('dropoutMask: xoshiro128** as data/rng.ts computes it; keep rate, values and independence within 4 sigma', () => {
-  // The inlined generator against the reference implementation, on the same starting state.
+// The hash of dropoutMask with BigInt arithmetic: independent of Math.imul and int32 coercions.
+const WORD = 0xffffffffn;
+function mixRef(v: bigint): bigint {
+  let x = v & WORD;
+  x ^= x >> 16n;
+  x = (x * 0x7feb352dn) & WORD;
+  x ^= x >> 15n;
+  x = (x * 0x846ca68bn) & WORD;
+  return x ^ (x >> 16n);
+}
+function hashRef(i: number, [k0, k1, k2]: [number, number, number]): bigint {
+  return mixRef(mixRef(mixRef(BigInt(i) + BigInt(k0)) ^ BigInt(k1)) ^ BigInt(k2));
+}
+
+test('dropoutMask: the keyed hash as a BigInt implementation computes it, also where i + k0 wraps', () => {
+  for (const rate of [0.1, 0.5]) {
+    const seed = `7/bert.encoder.layer.0.output/${rate}`;
+    const m = dropoutMask(20_000, rate, seed);
+    const keys = dropoutKeys(seed);
+    const threshold = BigInt(dropoutThreshold(rate));
+    const scale = Math.fround(1 / (1 - rate));
+    for (let i = 0; i < m.length; i++) assert.equal(m[i], hashRef(i, keys) < threshold ? 0 : scale, `rate ${rate}, entry ${i}`);
+  }
+  // A site whose k0 is within 300,000 of 2^32, so that i + k0 passes 2^32 inside the mask.
+  let seed = '';
+  for (let j = 0; ; j++) {
+    if (dropoutKeys(`wrap/${j}`)[0] >= 2 ** 32 - 300_000) {
+      seed = `wrap/${j}`;
+      break;
+    }
+  }
+  const keys = dropoutKeys(seed);
+  const first = 2 ** 32 - keys[0];
+  const m = dropoutMask(first + 1000, 0.3, seed);
+  const threshold = BigInt(dropoutThreshold(0.3));
+  for (let i = first - 1000; i < m.length; i++) assert.equal(m[i] === 0, hashRef(i, keys) < threshold, `entry ${i} (wraps at ${first})`);
+  assert.equal(dropoutThreshold(0), 0);
+  assert.throws(() => dropoutThreshold(1), /rate/);
+});
+
+test('dropoutMask: keep rate, values, independence of neighbours and of entries a row apart, within 4 sigma', () => {
   const rate = 0.1;
   const n = 1_000_000;
   const m = dropoutMask(n, rate, '7/bert.encoder.layer.0.output');
-  const rng = new Rng(dropoutSeedState('7/bert.encoder.layer.0.output'));
-  const threshold = Math.floor(rate * 2 ** 32);
   const scale = Math.fround(1 / (1 - rate));
-  for (let i = 0; i < 10_000; i++) assert.equal(m[i], rng.nextU32() < threshold ? 0 : scale, `entry ${i}`);
+  const p = 1 - rate;
   // Only 0 and 1 / (1 - rate); the kept share within 4 sigma of 1 - rate (sigma = sqrt(p q / n)).
   let kept = 0;
-  let both = 0;
   for (let i = 0; i < n; i++) {
     assert.ok(m[i] === 0 || m[i] === scale);
     if (m[i] !== 0) kept++;
-    if (i > 0 && m[i] !== 0 && m[i - 1] !== 0) both++;
   }
-  const p = 1 - rate;
-  const sigma = Math.sqrt((p * rate) / n);
-  assert.ok(Math.abs(kept / n - p) < 4 * sigma, `kept ${kept / n}`);
-  // Neighbours independent: P(both kept) = p^2, within 4 sigma of a proportion over n - 1 pairs.
-  const sigma2 = Math.sqrt((p * p * (1 - p * p)) / (n - 1));
-  assert.ok(Math.abs(both / (n - 1) - p * p) < 4 * sigma2, `both kept ${both / (n - 1)} vs ${p * p}`);
+  assert.ok(Math.abs(kept / n - p) < 4 * Math.sqrt((p * rate) / n), `kept ${kept / n}`);
+  // Entries d apart (neighbours, a 64-wide head, hidden 768 and intermediate 3072 rows, a 2^16
+  // stride) independent: P(both kept) = p^2 within 4 sigma of a proportion over n - d pairs.
+  for (const d of [1, 2, 64, 768, 3072, 65536]) {
+    let both = 0;
+    for (let i = d; i < n; i++) if (m[i] !== 0 && m[i - d] !== 0) both++;
+    const pairs = n - d;
+    const sigma = Math.sqrt((p * p * (1 - p * p)) / pairs);
+    assert.ok(Math.abs(both / pairs - p * p) < 4 * sigma, `distance ${d}: both kept ${both / pairs} vs ${p * p}`);
+  }
   // Deterministic per seed; another seed gives another mask (agreement p^2 + q^2 = 0.82 expected).
   assert.deepEqual(dropoutMask(1000, rate, 'a'), dropoutMask(1000, rate, 'a'));
   const a = dropoutMask(n, rate, 'a');
