@@ -4,7 +4,9 @@
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;
 //   - forward: logits of a padded batch equal cpu's within 1e-3 relative;
 //   - dropout masks drawn on the GPU equal training/models/bert.ts's dropoutMask bit for bit (up
-//     to 4.3 M entries, past one dispatch dimension), and a training forward uploads no mask;
+//     to past one dispatch dimension, and where i + k0 wraps), and a training forward uploads no mask;
+//   - embedding gradients take the one-hot products on webgpu, equal cpu's tf.gather gradient,
+//     and batches with other distinct-id counts leave TF.js's GPU buffer pool flat;
 //   - one training step (the trainer's `optimizerStep`: dropout on, clipping, AdamW; lr and
 //     epsilon 1, see the test): loss, gradients and every updated parameter equal cpu's within
 //     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart);
@@ -40,13 +42,14 @@ import type { NamedAttrMap, Tensor } from '@tensorflow/tfjs';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { MaskedBatches, RowStream } from '../../data/batches.ts';
 import type { MlmBatch } from '../../data/masking.ts';
+import { Rng } from '../../data/rng.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
 import { probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
 import { watchBackendIo } from '../../training/bench.ts';
-import { dropoutKeys, dropoutMask, dropoutThreshold, maskedRowCount } from '../../training/models/bert.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount } from '../../training/models/bert.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -288,9 +291,15 @@ test('bert-tiny forward on webgpu: logits of a padded batch equal cpu within 1e-
 
 test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a training forward uploads none', { skip }, async (t) => {
   await on('webgpu', async (tf) => {
-    // 4,300,000 entries: more workgroups of 64 than one dispatch dimension takes (65,535), so TF.js
-    // folds the dispatch and the shader's index comes from all three dimensions.
-    for (const [n, rate, seed] of [[1, 0.1, 'one'], [1000, 0.5, '3/bert.embeddings'], [4_300_000, 0.1, '9/bert.encoder.layer.1.attention.self']] as const) {
+    // The largest: more workgroups of 64 than one dispatch dimension takes, so TF.js folds the
+    // dispatch and the shader's index comes from all three dimensions. 'wrap/18428' has
+    // k0 = 4294869612: i + k0 passes 2^32 at entry 97,684.
+    const perDimension = (tf.backend() as unknown as WebGPUBackend).device.limits.maxComputeWorkgroupsPerDimension;
+    const folded = Math.min(64 * perDimension + 1000, 2 ** 24);
+    report(t, `dropout masks: one dispatch dimension takes ${perDimension} workgroups of 64; ${folded} entries ${folded > 64 * perDimension ? 'fold' : 'do NOT fold'} the dispatch`);
+    assert.ok(folded > 64 * perDimension, 'the largest mask folds the dispatch');
+    assert.equal(dropoutKeys('wrap/18428')[0], 4294869612);
+    for (const [n, rate, seed] of [[1, 0.1, 'one'], [1000, 0.5, '3/bert.embeddings'], [100_000, 0.3, 'wrap/18428'], [folded, 0.1, '9/bert.encoder.layer.1.attention.self']] as const) {
       const [k0, k1, k2] = dropoutKeys(seed);
       const attrs = { n, k0, k1, k2, threshold: dropoutThreshold(rate), scale: Math.fround(1 / (1 - rate)) };
       const mask = tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs as unknown as NamedAttrMap) as Tensor;
@@ -345,8 +354,9 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
   const epsilon = 1;
   assert.ok(config.hidden_dropout_prob > 0 && config.attention_probs_dropout_prob > 0, 'dropout is on');
 
-  // The trainer's step 1 (optimizerStep: dropout seeded from (seed, step), so both backends draw
-  // the same masks on the CPU; gradients, global norm, clipping, AdamW), from the same init.
+  // The trainer's step 1 (optimizerStep: dropout seeded from (seed, step), so both backends use
+  // the same masks, cpu drawing them in JavaScript and webgpu on the GPU; gradients, global norm,
+  // clipping, AdamW), from the same init.
   const stepOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
       const model = createMaskedLM(tf, config, { seed: SEED });
@@ -467,6 +477,80 @@ test('20 training steps of bert-tiny on webgpu (mlm train) lower the loss', { sk
   // Measured drops: ~0.5 nats held out, ~0.55 in training. Required: 0.25 each, about half.
   assert.ok(after < before.loss - 0.25, `held-out loss went from ${before.loss.toFixed(3)} to ${after.toFixed(3)}`);
   assert.ok(last < first - 0.25, `training loss went from ${first.toFixed(3)} to ${last.toFixed(3)}`);
+});
+
+test('embedding gradients on webgpu: one-hot products, equal to cpu, and batches with other distinct-id counts reuse the buffer pool', { skip }, async (t) => {
+  // A 5,000-row table (above SMALL_TABLE_ROWS: the host-ids path) and 512 ids a step drawn from
+  // ranges of 150 to 1,450 ids: 140 to 490 distinct ids, rounded up to 256 or 512.
+  const S = 5000;
+  const H = 16;
+  const N = 512;
+  const rng = new Rng(4);
+  const steps = Array.from({ length: 14 }, (_, k) => {
+    const range = k % 2 === 0 ? 150 + 50 * k : 1450 - 50 * k;
+    return Int32Array.from({ length: N }, () => Math.floor(rng.next() * range));
+  });
+  const tableData = Float32Array.from({ length: S * H }, () => rng.next() - 0.5);
+  const upData = Float32Array.from({ length: N * H }, () => rng.next() - 0.5);
+  const gradOf = (tf: Tf, ids: Int32Array, v: Tensor, up: Tensor): Tensor =>
+    tf.tidy(() => {
+      const ops = makeOps(tf);
+      const idsT = tf.tensor1d(ids, 'int32');
+      const f = () => tf.sum(tf.mul(ops.embeddingRows(v as never, idsT as never, ids), up)) as never;
+      return tf.variableGrads(f, [v as never]).grads[(v as unknown as { name: string }).name];
+    });
+  const variable = (tf: Tf) => {
+    const initial = tf.tensor2d(tableData, [S, H]);
+    const v = tf.variable(initial);
+    initial.dispose();
+    return v;
+  };
+  const want = await on('cpu', async (tf) => {
+    const v = variable(tf);
+    const up = tf.tensor2d(upData, [N, H]);
+    const g = gradOf(tf, steps[0], v, up);
+    const data = (await g.data()) as Float32Array;
+    tf.dispose([v, up, g]);
+    return data;
+  });
+  await on('webgpu', async (tf) => {
+    const before = tf.memory().numTensors;
+    const v = variable(tf);
+    const up = tf.tensor2d(upData, [N, H]);
+    const allocated: number[] = [];
+    const distinct: number[] = [];
+    let kernels = new Set<string>();
+    for (const [k, ids] of steps.entries()) {
+      let g: Tensor | null = null;
+      const profile = await tf.profile(() => {
+        g = gradOf(tf, ids, v, up);
+      });
+      if (k === 0) {
+        kernels = new Set(profile.kernels.map((x) => x.name));
+        const got = (await g!.data()) as Float32Array;
+        let worst = 0;
+        let scale = 0;
+        for (let i = 0; i < got.length; i++) {
+          worst = Math.max(worst, Math.abs(got[i] - want[i]));
+          scale = Math.max(scale, Math.abs(want[i]));
+        }
+        report(t, `embedding gradients: 5,000 x 16 table, 512 ids: max|webgpu - cpu gather| ${worst.toExponential(2)} of ${scale.toFixed(3)}`);
+        assert.ok(worst <= 1e-5 * scale, `webgpu differs from cpu by ${worst}`);
+      } else {
+        await g!.data();
+      }
+      g!.dispose();
+      distinct.push(new Set(ids).size);
+      allocated.push(webgpuMemory(tf).numBytesAllocatedInGPU);
+    }
+    report(t, `embedding gradients: kernels ${[...kernels].sort().join(', ')}`);
+    report(t, `embedding gradients: distinct ids per step ${distinct.join(' ')}; GPU bytes allocated ${allocated.join(' ')}`);
+    assert.ok(kernels.has('OneHot') && kernels.has('BatchMatMul'), "'auto' takes the one-hot products on webgpu");
+    assert.ok(distinct.some((u) => u <= 256) && distinct.some((u) => u > 256), 'both buckets occur');
+    for (let k = 2; k < allocated.length; k++) assert.equal(allocated[k], allocated[1], `GPU bytes allocated grew at step ${k + 1}`);
+    tf.dispose([v, up]);
+    assert.equal(tf.memory().numTensors, before, 'no tensors left behind');
+  });
 });
 
 test('no leaks over 100 training steps on webgpu: tensor count and GPU bytes in use are flat', { skip }, async (t) => {

@@ -189,6 +189,26 @@ export type EmbeddingGrad = 'auto' | 'gather' | 'matmul';
 /** Most entries of one one-hot matrix in the 'matmul' embedding gradient (2^25: 128 MB of float32). */
 export const ONE_HOT_ENTRIES = 2 ** 25;
 
+/** Tables up to this many rows get the one-hot gradient over all their rows (positions, token types). */
+export const SMALL_TABLE_ROWS = 4096;
+
+/** The distinct-id count of the word table's gradient is rounded up to a multiple of this. */
+export const DISTINCT_BUCKET = 256;
+
+/** `u` rounded up to a multiple of DISTINCT_BUCKET, at most `rows` (the table's size). */
+export function bucketed(u: number, rows: number): number {
+  return Math.min(rows, Math.ceil(u / DISTINCT_BUCKET) * DISTINCT_BUCKET);
+}
+
+/** `distinct` followed by the smallest ids in [0, rows) that it lacks, up to `size` entries. */
+export function padDistinct(distinct: Int32Array, size: number, rows: number): number[] {
+  const out = Array.from(distinct);
+  if (out.length >= size) return out;
+  const taken = new Set(out);
+  for (let id = 0; out.length < size && id < rows; id++) if (!taken.has(id)) out.push(id);
+  return out;
+}
+
 /** The distinct values of `ids` in order of first appearance, and where each id sits among them. */
 export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inverse: Int32Array } {
   const slot = new Map<number, number>();
@@ -358,20 +378,27 @@ export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEnt
     };
   });
 
-  // The mask, 0 or 1 / (1 - rate), is made in one pass in JavaScript (`dropoutMask`) and uploaded.
-  // The mask: drawn on the GPU where the backend has the kernel (webgpu), else in JavaScript; the
-  // same numbers either way.
+  // The mask, 0 or 1 / (1 - rate): drawn on the GPU where the backend has the kernel (webgpu), else
+  // in JavaScript (`dropoutMask`) and uploaded; the same numbers either way.
+  const gpuMasks = () => tf.getKernel(DROPOUT_MASK_KERNEL, tf.getBackend()) !== undefined;
   const maskOf = (shape: number[], size: number, rate: number, seed: string): Tensor => {
-    if (tf.getKernel(DROPOUT_MASK_KERNEL, tf.getBackend()) === undefined) return tf.tensor(dropoutMask(size, rate, seed), shape, 'float32');
+    if (!gpuMasks()) return tf.tensor(dropoutMask(size, rate, seed), shape, 'float32');
     const [k0, k1, k2] = dropoutKeys(seed);
     const attrs = { n: size, k0, k1, k2, threshold: dropoutThreshold(rate), scale: Math.fround(1 / (1 - rate)) };
     return tf.reshape(tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs as unknown as NamedAttrMap) as Tensor, shape);
   };
 
+  // On the GPU the backward pass draws the mask again (one cheap kernel) instead of keeping it
+  // from the forward pass: for bert-base at 32 x 128 the masks are ~617 MB a step.
   const dropout = <T extends Tensor>(x: T, rate: number, seed: string | null): T => {
     if (seed === null || rate === 0) return x;
     return custom<T>(([x_], save) => {
       const mask = maskOf(x_.shape, x_.size, rate, seed);
+      if (gpuMasks()) {
+        const shape = x_.shape;
+        const size = x_.size;
+        return { value: tf.mul(x_, mask) as T, gradFunc: (dy) => [tf.mul(dy, maskOf(shape, size, rate, seed))] };
+      }
       save([mask]);
       return { value: tf.mul(x_, mask) as T, gradFunc: (dy, [smask]) => [tf.mul(dy, smask)] };
     })(x);
@@ -406,21 +433,28 @@ export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEnt
   // positions in every row, [MASK]) queue on one address. On an H200 that kernel took 376 of the
   // 412 ms of GPU time of a bert-mini step (32 x 128; scripts/profile-step.ts). 'matmul' computes
   // the same sums with matrix products instead, in chunks of rows whose one-hot matrix has at most
-  // ONE_HOT_ENTRIES entries:
-  // - small tables (positions, token types; S rows): dTable = sum over chunks of onehot(ids, S)^T dy;
-  // - the word table, with the ids known on the host: per chunk, its U distinct ids and each row's
-  //   index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one UnsortedSegmentSum
-  //   places the U rows of every chunk in the table (an id is repeated at most once per chunk).
+  // ONE_HOT_ENTRIES entries (each chunk in its own tidy, so one chunk's temporaries live at a time):
+  // - tables of at most SMALL_TABLE_ROWS rows (positions, token types; S rows):
+  //   dTable = sum over chunks of onehot(ids, S)^T dy;
+  // - larger tables (the words), with the ids known on the host: per chunk, its distinct ids and
+  //   each row's index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one
+  //   UnsortedSegmentSum puts the rows of every chunk in the table (an id repeats at most once
+  //   per chunk). U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all
+  //   zero and land on unused ids): TF.js's webgpu buffer pool keeps freed buffers by exact size
+  //   for good, and a new U every step would grow it by tens of MB each time.
   // Without host ids a large table keeps tf.gather's gradient.
   const embeddingMode = opts.embeddingGrad ?? 'auto';
   const maxEntries = opts.oneHotEntries ?? ONE_HOT_ENTRIES;
-  const oneHotF = (ids: Tensor1D, depth: number) => tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D;
+  // onehot(ids, depth)^T dy. OneHot as int32 then cast: the wasm kernel writes wrong float32 values.
+  const oneHotProduct = (ids: Tensor1D, depth: number, dy: Tensor2D): Tensor2D =>
+    tf.matMul(tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D, dy, true, false);
   const embeddingRows = (table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D => {
     const mode = embeddingMode === 'auto' ? (tf.getBackend() === 'webgpu' ? 'matmul' : 'gather') : embeddingMode;
     const [S, H] = table.shape;
     const N = ids.shape[0];
-    const small = S <= 4096;
-    if (mode === 'gather' || N === 0 || (!small && (hostIds === undefined || hostIds.length !== N))) return tf.gather(table, ids);
+    const small = S <= SMALL_TABLE_ROWS;
+    if (hostIds !== undefined && hostIds.length !== N) throw new Error(`embeddingRows: ${hostIds.length} host ids for ${N} ids`);
+    if (mode === 'gather' || N === 0 || (!small && hostIds === undefined)) return tf.gather(table, ids);
     if (small) {
       const chunk = Math.max(1, Math.floor(maxEntries / S));
       return custom<Tensor2D>(([t], save) => {
@@ -431,42 +465,44 @@ export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEnt
             let sum: Tensor2D | null = null;
             for (let r = 0; r < N; r += chunk) {
               const n = Math.min(chunk, N - r);
-              const part: Tensor2D = tf.matMul(oneHotF(tf.slice(sids as Tensor1D, r, n), S), tf.slice(dy, [r, 0], [n, H]), true, false);
-              sum = sum === null ? part : (tf.add(sum, part) as Tensor2D);
+              const before: Tensor2D | null = sum;
+              sum = tf.tidy((): Tensor2D => {
+                const part = oneHotProduct(tf.slice(sids as Tensor1D, r, n), S, tf.slice(dy, [r, 0], [n, H]));
+                return before === null ? part : (tf.add(before, part) as Tensor2D);
+              });
+              before?.dispose();
             }
             return [sum!];
           },
         };
       })(table);
     }
-    // The word table: distinct ids per chunk, computed here on the host.
-    const chunks: { start: number; n: number; distinct: Int32Array; inverse: Int32Array }[] = [];
-    for (let r = 0; r < N; ) {
-      // Rows of this chunk: as many as keep n x (distinct ids) within ONE_HOT_ENTRIES.
-      let n = Math.min(N - r, Math.max(1, Math.floor(Math.sqrt(maxEntries))));
-      let d = distinctIds(hostIds!.subarray(r, r + n));
-      while (n > 1 && n * d.distinct.length > maxEntries) {
-        n = Math.floor(n / 2);
-        d = distinctIds(hostIds!.subarray(r, r + n));
-      }
-      chunks.push({ start: r, n, ...d });
-      r += n;
-    }
-    const inverses = chunks.map((c) => tf.tensor1d(c.inverse, 'int32'));
-    const where = tf.tensor1d(Int32Array.from(chunks.flatMap((c) => Array.from(c.distinct))), 'int32');
-    return custom<Tensor2D>(([t], save) => {
-      save([where, ...inverses]);
-      return {
-        value: tf.gather(t as Tensor2D, ids),
-        gradFunc: (dy, [swhere, ...sinv]) => {
-          const sums = chunks.map((c, i) =>
-            tf.matMul(oneHotF(sinv[i] as Tensor1D, c.distinct.length), tf.slice(dy, [c.start, 0], [c.n, H]), true, false),
-          );
-          const rows = sums.length === 1 ? sums[0] : tf.concat(sums, 0);
-          return [tf.unsortedSegmentSum(rows, swhere as Tensor1D, S) as Tensor2D];
-        },
-      };
-    })(table);
+    // The word table. The ids are copied now: a batch's host buffers may be refilled before the
+    // backward pass runs.
+    const host = hostIds!.slice();
+    return custom<Tensor2D>(([t]) => ({
+      value: tf.gather(t as Tensor2D, ids),
+      gradFunc: (dy) => {
+        const rows: Tensor2D[] = [];
+        const where: number[] = [];
+        for (let r = 0; r < N; ) {
+          // As many rows as keep n x (distinct ids, rounded up) within the one-hot budget.
+          let n = N - r;
+          let d = distinctIds(host.subarray(r, r + n));
+          while (n > 1 && n * bucketed(d.distinct.length, S) > maxEntries) {
+            n = Math.ceil(n / 2);
+            d = distinctIds(host.subarray(r, r + n));
+          }
+          const U = bucketed(d.distinct.length, S);
+          where.push(...padDistinct(d.distinct, U, S));
+          const start = r;
+          rows.push(tf.tidy(() => oneHotProduct(tf.tensor1d(d.inverse, 'int32'), U, tf.slice(dy, [start, 0], [n, H]))));
+          r += n;
+        }
+        const all = rows.length === 1 ? rows[0] : (tf.concat(rows, 0) as Tensor2D);
+        return [tf.unsortedSegmentSum(all, tf.tensor1d(where, 'int32'), S) as Tensor2D];
+      },
+    }))(table);
   };
 
   return {
@@ -664,7 +700,10 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
 
     // One tidy per block: what a block computes but its gradient does not need is freed when the
     // block ends, not at the end of the pass (the ops keep what the backward pass needs).
-    const hostIds = inputs.hostInputIds?.length === B * T ? inputs.hostInputIds : undefined;
+    const hostIds = inputs.hostInputIds;
+    if (hostIds !== undefined && hostIds.length !== B * T) {
+      throw new Error(`hostInputIds has ${hostIds.length} entries for a [${B}, ${T}] batch`);
+    }
     let x = tf.tidy(() => embeddings(ops, w, config, base, { ids, positions, types, hostIds }, drop));
     for (let i = 0; i < config.num_hidden_layers; i++) {
       const input = x;

@@ -1,12 +1,13 @@
 // The 'matmul' gradient of embedding rows (makeOps's embeddingRows; what webgpu uses, since its
 // UnsortedSegmentSum serialises repeated ids on atomics) against tf.gather's own gradient, on cpu:
 // small tables in several chunks, a large table with host ids in several chunks, repeated ids,
-// and a whole training step of bert-tiny (every weight's gradient) with each method.
+// which method each case runs (the OneHot kernel in tf.profile), and a whole training step of a
+// small BERT whose vocabulary takes the host-ids path (every weight's gradient) with each method.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Scalar, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import type { Scalar, Tensor, Tensor1D } from '@tensorflow/tfjs';
 import { selectBackend } from '../../../training/backend.ts';
-import { distinctIds, makeOps, type EmbeddingGrad } from '../../../training/models/bert.ts';
+import { bucketed, distinctIds, DISTINCT_BUCKET, makeOps, padDistinct, SMALL_TABLE_ROWS, type EmbeddingGrad } from '../../../training/models/bert.ts';
 import { parseModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
 import { SyntheticBatches } from '../../../training/bench.ts';
@@ -31,12 +32,20 @@ test('distinctIds: first-appearance order and the inverse map', () => {
   for (let i = 0; i < 6; i++) assert.equal(distinct[inverse[i]], [7, 3, 7, 7, 0, 3][i]);
 });
 
-for (const [label, S, withHost] of [
-  ['small table (one-hot over the table)', 40, false],
-  ['large table (distinct ids from the host)', 5000, true],
-  ['large table without host ids (gather fallback)', 5000, false],
+test('bucketed and padDistinct: the distinct-id count rounded up, padded with unused ids', () => {
+  assert.equal(DISTINCT_BUCKET, 256);
+  assert.deepEqual([1, 256, 257, 1500].map((u) => bucketed(u, 30522)), [256, 256, 512, 1536]);
+  assert.equal(bucketed(300, 400), 400, 'never more than the table has');
+  assert.deepEqual(padDistinct(Int32Array.from([2, 0, 5]), 6, 10), [2, 0, 5, 1, 3, 4]);
+  assert.deepEqual(padDistinct(Int32Array.from([2, 0]), 2, 10), [2, 0]);
+});
+
+for (const [label, S, withHost, method] of [
+  ['small table (one-hot over the table)', 40, false, 'one-hot'],
+  ['large table (distinct ids from the host)', 5000, true, 'one-hot'],
+  ['large table without host ids (falls back to gather)', 5000, false, 'gather'],
 ] as const) {
-  test(`embeddingRows 'matmul' gradient equals tf.gather's: ${label}`, () => {
+  test(`embeddingRows 'matmul' gradient equals tf.gather's: ${label}`, async () => {
     const N = 300;
     const H = 8;
     const rng = new Rng(S);
@@ -46,37 +55,50 @@ for (const [label, S, withHost] of [
     const table = tf.tensor2d(Float32Array.from({ length: S * H }, () => rand() - 0.5), [S, H]);
     const up = tf.tensor2d(Float32Array.from({ length: N * H }, () => rand() - 0.5), [N, H]);
     const idsT = tf.tensor1d(ids, 'int32') as Tensor1D;
-    const grad = (mode: EmbeddingGrad, entries?: number) => {
-      // A small one-hot budget forces several chunks (small table: 25 rows each; large: ~5).
+    const v = tf.variable(table);
+    const grad = async (mode: EmbeddingGrad, entries?: number) => {
       const ops = makeOps(tf, { embeddingGrad: mode, oneHotEntries: entries });
       const before = tf.memory().numTensors;
-      const [value, g] = tf.tidy(() => {
-        const f = (t: Tensor2D) => tf.sum(tf.mul(ops.embeddingRows(t, idsT, withHost ? ids : undefined), up)) as Scalar;
-        const { value, grads } = tf.variableGrads(() => f(v), [v]);
-        return [value, grads[v.name]];
+      let out: Tensor[] = [];
+      const profile = await tf.profile(() => {
+        out = tf.tidy(() => {
+          const f = () => tf.sum(tf.mul(ops.embeddingRows(v, idsT, withHost ? ids : undefined), up)) as Scalar;
+          const { value, grads } = tf.variableGrads(f, [v]);
+          return [value, grads[v.name]];
+        });
       });
       assert.equal(tf.memory().numTensors, before + 2, 'only the value and the gradient remain');
-      const out = { value: value.dataSync().slice(), grad: g.dataSync() as Float32Array };
-      tf.dispose([value, g]);
-      return out;
+      const [value, g] = out;
+      const result = { value: value.dataSync()[0], grad: g.dataSync() as Float32Array, kernels: new Set(profile.kernels.map((k) => k.name)) };
+      tf.dispose(out);
+      return result;
     };
-    const v = tf.variable(table);
-    const want = grad('gather');
-    for (const entries of [undefined, 1000]) {
-      const got = grad('matmul', entries);
-      assert.equal(got.value[0], want.value[0]);
+    const want = await grad('gather');
+    assert.ok(!want.kernels.has('OneHot'));
+    // The default budget (one chunk), then a small one: several chunks (small table: 64 rows
+    // each; large: at most 10 rows, since the distinct count is rounded up to 256).
+    for (const entries of [undefined, 2560]) {
+      const got = await grad('matmul', entries);
+      assert.equal(got.value, want.value);
+      assert.equal(got.kernels.has('OneHot'), method === 'one-hot', `the ${method} method ran`);
       const rel = maxRel(got.grad, want.grad);
       assert.ok(rel < 1e-6, `gradient differs by ${rel} (relative to its largest entry), one-hot budget ${entries ?? 'default'}`);
     }
+    assert.ok(!(await grad('auto')).kernels.has('OneHot'), "'auto' is gather on cpu");
+    assert.throws(() => makeOps(tf, { embeddingGrad: 'matmul' }).embeddingRows(v, idsT, ids.subarray(1)), /299 host ids for 300 ids/);
     tf.dispose([table, up, idsT, v]);
   });
 }
 
-test("bert-tiny: one step's gradients are the same with 'matmul' and 'gather' embedding gradients", () => {
+test("a small BERT, vocabulary 5,000: one training step's gradients with 'matmul' and 'gather' embedding gradients", () => {
+  // A vocabulary above SMALL_TABLE_ROWS, so the word table takes the host-ids path through
+  // batchInputs (hostInputIds); dropout on. Only the three embedding tables' gradients are computed
+  // differently; every other gradient must be the same bit for bit.
   const config = parseModelConfig({
-    model_type: 'bert', vocab_size: 500, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
+    model_type: 'bert', vocab_size: 5000, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
     intermediate_size: 32, max_position_embeddings: 64, type_vocab_size: 2,
   }, 'test');
+  assert.ok(config.vocab_size > SMALL_TABLE_ROWS);
   const batch = new SyntheticBatches(config, 4, 32, 7, 0.15).next();
   const grads = (mode: EmbeddingGrad) => {
     const model = createMaskedLM(tf, config, { seed: 3, embeddingGrad: mode });
@@ -85,7 +107,7 @@ test("bert-tiny: one step's gradients are the same with 'matmul' and 'gather' em
     const out = new Map<string, Float32Array>();
     tf.tidy(() => {
       const inputs = batchInputs(tf, batch);
-      const { grads } = tf.variableGrads(() => model.maskedLossSum(inputs, batch.labels, { training: false }).loss, vars);
+      const { grads } = tf.variableGrads(() => model.maskedLossSum(inputs, batch.labels, { training: true, dropoutSeed: 11 }).loss, vars);
       for (const [name, v] of model.variables) out.set(name, grads[v.name].dataSync() as Float32Array);
     });
     assert.equal(tf.memory().numTensors, before, `no tensors left behind (${mode})`);
@@ -94,9 +116,14 @@ test("bert-tiny: one step's gradients are the same with 'matmul' and 'gather' em
   };
   const want = grads('gather');
   const got = grads('matmul');
+  const tables = ['word_embeddings', 'position_embeddings', 'token_type_embeddings'].map((t) => `bert.embeddings.${t}.weight`);
   for (const [name, g] of want) {
-    const rel = maxRel(got.get(name)!, g);
-    assert.ok(rel < 1e-5, `${name}: gradient differs by ${rel}`);
+    if (tables.includes(name)) {
+      const rel = maxRel(got.get(name)!, g);
+      assert.ok(rel < 1e-5, `${name}: gradient differs by ${rel}`);
+    } else {
+      assert.deepEqual(got.get(name), g, `${name}: not the same bit for bit`);
+    }
   }
-  assert.ok(want.has('bert.embeddings.word_embeddings.weight'));
+  for (const name of tables) assert.ok(want.has(name), name);
 });
