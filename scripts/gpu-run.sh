@@ -26,11 +26,13 @@
 #   3. scripts/bench-torch.py --device auto for the same three configs at 32 x 128: strict fp32
 #      (TF32 off), then with TF32 allowed (labelled); transformers' BertForMaskedLM when the
 #      package imports, else the torch.nn rebuild (the summary says which)
-#   4. one table (config, backend, train tok/s, step ms, model TFLOP/s, adapter/device) and the
+#   4. scripts/profile-step.ts --backend webgpu for the training config: GPU time per kernel of one
+#      step (profile-webgpu.txt)
+#   5. one table (config, backend, train tok/s, step ms, model TFLOP/s, adapter/device) and the
 #      WebGPU/PyTorch ratio of train tokens/s per config
 # Results: gpu-run.log (everything printed), env.json, probe.json, bench-webgpu.json,
 # train-webgpu.json, train-metrics.jsonl, torch-CONFIG-fp32.json, torch-CONFIG-tf32.json,
-# summary.json, summary.md. Each stage has a time limit and all share --time-limit, so the whole
+# profile-webgpu.txt, summary.json, summary.md. Each stage has a time limit and all share --time-limit, so the whole
 # run stays within ~7 minutes (plus unpacking, ~10 s).
 # Exit status: 0 when every stage gave its figures; 1 when one did not (the summary still prints
 # what there is); 3 when the adapter is software and --allow-software is not given; 4 when there
@@ -74,11 +76,11 @@ TEE_PID=$!
 if [ "$QUICK" = 1 ]; then
   CONFIGS=(bert-tiny bert-mini); BATCH=4; SEQ=32; STEPS=2; WARMUP=1; EVAL_STEPS=1; MAX_SECONDS=30
   TRAIN_CONFIG=bert-mini; TRAIN_STEPS=5; TRAIN_BATCH=4; EVAL_BATCHES=2
-  T_BENCH=420; T_TRAIN=300; T_TORCH=120; TIME_LIMIT=${TIME_LIMIT:-900}
+  T_BENCH=420; T_TRAIN=300; T_TORCH=120; T_PROFILE=120; TIME_LIMIT=${TIME_LIMIT:-900}
 else
   CONFIGS=(bert-mini bert-base); BATCH=32; SEQ=128; STEPS=10; WARMUP=3; EVAL_STEPS=3; MAX_SECONDS=30
   TRAIN_CONFIG=bert-mini; TRAIN_STEPS=200; TRAIN_BATCH=32; EVAL_BATCHES=20
-  T_BENCH=160; T_TRAIN=150; T_TORCH=40; TIME_LIMIT=${TIME_LIMIT:-400}
+  T_BENCH=160; T_TRAIN=150; T_TORCH=40; T_PROFILE=60; TIME_LIMIT=${TIME_LIMIT:-400}
 fi
 [[ "$TIME_LIMIT" =~ ^[0-9]+$ ]] || die "--time-limit takes whole seconds, got '$TIME_LIMIT'" 2
 FAILED=()
@@ -300,7 +302,20 @@ else
   FAILED+=("no PyTorch (no python with torch)")
 fi
 
-# --- 4. summary -----------------------------------------------------------------------------------
+# --- 4. where a step's time goes ------------------------------------------------------------------
+# GPU time per kernel of one bert-mini training step (tf.profile; scripts/profile-step.ts), for the
+# next round of work rather than for the table. Skipped without failing when no time is left.
+PROFILE_ARGS=(--backend webgpu --config "$TRAIN_CONFIG" --batch-size "$BATCH" --seq-len "$SEQ" --top 40)
+stage "scripts/profile-step.ts ${PROFILE_ARGS[*]}"
+(cd "$APP" && limit "$T_PROFILE" "$NODE" --import tsx scripts/profile-step.ts "${PROFILE_ARGS[@]}") > "$RESULTS/profile-webgpu.txt" 2>&1
+rc=$?
+case "$rc" in
+  0) grep -v '^Warning\|^    at ' "$RESULTS/profile-webgpu.txt" | head -n 12 ;;
+  125) echo "gpu-run: profile skipped (no time left)"; rm -f "$RESULTS/profile-webgpu.txt" ;;
+  *) FAILED+=("profile-step: $(why $rc)") ;;
+esac
+
+# --- 5. summary -----------------------------------------------------------------------------------
 stage "summary"
 (cd "$APP" && "$NODE" --import tsx scripts/gpu-report.ts summary "$RESULTS") || FAILED+=("the summary lists problems")
 echo
