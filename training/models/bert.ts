@@ -494,7 +494,7 @@ export function makeOps(tf: Tf, opts: { embeddingGrad?: EmbeddingGrad; oneHotEnt
             d = distinctIds(host.subarray(r, r + n));
           }
           const U = bucketed(d.distinct.length, S);
-          where.push(...padDistinct(d.distinct, U, S));
+          for (const id of padDistinct(d.distinct, U, S)) where.push(id);
           const start = r;
           rows.push(tf.tidy(() => oneHotProduct(tf.tensor1d(d.inverse, 'int32'), U, tf.slice(dy, [start, 0], [n, H]))));
           r += n;
