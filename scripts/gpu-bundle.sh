@@ -141,9 +141,11 @@ for f in webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.nod
 done
 
 # --- 3. the Vulkan loader (Debian's libvulkan1) and GL vendor-neutral dispatch (libglvnd) --------
-# NVIDIA's Vulkan driver (libGLX_nvidia.so.0) needs libglvnd's libraries: without them, on an H200
-# machine with only the driver mounted, the loader found the driver but its vkCreateInstance was
-# missing ("Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr'"), and no adapter.
+# On an H200 machine with only NVIDIA's driver mounted, the loader found the driver
+# (libGLX_nvidia.so.0) but not its vkCreateInstance ("Could not get 'vkCreateInstance' via
+# 'vk_icdGetInstanceProcAddr'"): no adapter. With libglvnd's libraries on LD_LIBRARY_PATH and
+# __EGL_VENDOR_LIBRARY_FILENAMES naming NVIDIA's EGL vendor file (gpu-run.sh sets it) it found the
+# GPU; which of the two it needed was not tried apart.
 PKGS=(libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 mkdir -p "$B/vulkan"
 DEBS=()
