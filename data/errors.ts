@@ -20,6 +20,11 @@ export function requireInteger(value: number, flag: string, min: number): void {
   if (!(Number.isInteger(value) && value >= min)) throw new InputError(`--${flag} must be an integer >= ${min}, got ${value}`);
 }
 
+/** Throws an InputError naming the flag unless 0 < `value` < 1. */
+export function requireOpenFraction(value: number, flag: string): void {
+  if (!(value > 0 && value < 1)) throw new InputError(`--${flag} must be in (0, 1), got ${value}`);
+}
+
 /** Turns an error into the single line printed by the CLI (no stack, no newlines). */
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);

@@ -35,7 +35,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
-import { InputError, requireInteger } from '../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../data/rng.ts';
 import type { Tf } from './backend.ts';
@@ -332,7 +332,7 @@ export function checkBenchOptions(o: BenchOptions): void {
   requireInteger(o.evalSteps, 'eval-steps', 1);
   requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
   if (!(o.maxSeconds >= 0)) throw new InputError(`--max-seconds must be >= 0, got ${o.maxSeconds}`);
-  if (!(o.mlmProbability > 0 && o.mlmProbability < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${o.mlmProbability}`);
+  requireOpenFraction(o.mlmProbability, 'mlm-probability');
 }
 
 /**

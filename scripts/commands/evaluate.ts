@@ -8,7 +8,7 @@
 // section 2); more print a comparison table (`--json`: a list of those objects with "model" and
 // "data" added).
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError, requireInteger } from '../../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { resolveBackendName, selectBackend } from '../../training/backend.ts';
@@ -68,8 +68,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     requireInteger(args['max-batches'], 'max-batches', 0);
     requireInteger(args['seq-len'], 'seq-len', 8);
     if (!Number.isInteger(args.seed)) throw new InputError(`--seed must be an integer, got ${args.seed}`);
-    const p = args['mlm-probability'];
-    if (!(p > 0 && p < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${p}`);
+    requireOpenFraction(args['mlm-probability'], 'mlm-probability');
 
     const log = (line: string) => process.stderr.write(line + '\n');
     // Resolve every model first: a typo fails before any work.
@@ -94,7 +93,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
           try {
             const label = `${args.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
             const bar = new Progress({ label, total: args['max-batches'] ? Math.min(data.reader.rows, args['max-batches'] * args['batch-size']) : data.reader.rows, enabled: args.progress });
-            const masking = maskingFor(folder.tokenizer, p, args['whole-word-mask']);
+            const masking = maskingFor(folder.tokenizer, args['mlm-probability'], args['whole-word-mask']);
             const opts = {
               batchSize: args['batch-size'],
               seed: args.seed,

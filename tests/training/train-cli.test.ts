@@ -72,6 +72,10 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('c'), '--steps', '5', '--epochs', '1'], /give either --steps or --epochs, not both/);
   badInput(['pretrain', '--data', fx.dataDir, '--out', out('d')], /mlm pretrain needs --config FILE/);
   badInput(['finetune', '--data', fx.dataDir, '--out', out('e')], /mlm finetune needs --from MODEL/);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('h'), '--mlm-probability', '1'], /--mlm-probability must be in \(0, 1\), got 1$/);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('i'), '--batch-size', '0'], /--batch-size must be an integer >= 1, got 0$/);
+  badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
+  badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
 
   const unrelated = out('unrelated');
   fs.mkdirSync(unrelated);
