@@ -31,7 +31,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
-import { InputError, requireInteger } from '../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
 import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { Rng } from '../data/rng.ts';
@@ -422,7 +422,7 @@ function checkOptions(o: TrainOptions): void {
   requireInteger(o.saveTotalLimit, 'save-total-limit', 0);
   if (o.rowsPerPass !== undefined) requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
   if (!Number.isInteger(o.seed)) throw new InputError(`--seed must be an integer, got ${o.seed}`);
-  if (!(o.mlmProbability > 0 && o.mlmProbability < 1)) throw new InputError(`--mlm-probability must be in (0, 1), got ${o.mlmProbability}`);
+  requireOpenFraction(o.mlmProbability, 'mlm-probability');
   if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
   if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);
   if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
@@ -520,10 +520,9 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
   const model = createMaskedLM(tf, config, init);
   if (o.initBias === 'unigram' && state === null && o.from === undefined) {
-    const biasName = ['cls.predictions.bias', 'lm_head.bias'].find((n) => model.variables.has(n))!;
     const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
-    tf.tidy(() => model.variables.get(biasName)!.assign(tf.tensor1d(prior)));
-    log(`init: ${biasName} = log unigram frequencies of the training tokens (--init-bias unigram)`);
+    tf.tidy(() => model.variables.get(model.outputBiasName)!.assign(tf.tensor1d(prior)));
+    log(`init: ${model.outputBiasName} = log unigram frequencies of the training tokens (--init-bias unigram)`);
   }
   const budget = passBudgetBytes(ctx.backend.name);
   const trainRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: true, budgetBytes: budget });

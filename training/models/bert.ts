@@ -79,6 +79,8 @@ export interface MaskedLM {
   readonly family: ModelFamily;
   /** Every weight under its Hugging Face name (the tied decoder is the word embeddings). */
   readonly variables: ReadonlyMap<string, Variable>;
+  /** The Hugging Face name of the MLM head's output bias (a key of `variables`). */
+  readonly outputBiasName: string;
   /** Final hidden states [B, T, H]. */
   encode(inputs: MlmInputs, opts: ForwardOptions): Tensor3D;
   /** MLM head on hidden states [N, H]: transform, tied decoder, bias -> logits [N, V]. */
@@ -765,6 +767,7 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
   return {
     config,
     family: spec.family,
+    outputBiasName: spec.head.bias,
     variables,
     encode: (inputs, opts) => tf.tidy(() => encodeRaw(inputs, opts)),
     head,
