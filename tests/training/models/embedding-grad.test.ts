@@ -126,4 +126,14 @@ test("a small BERT, vocabulary 5,000: one training step's gradients with 'matmul
     }
   }
   for (const name of tables) assert.ok(want.has(name), name);
+
+  // Host ids that do not fit the batch are an error, not a silent fallback.
+  const model = createMaskedLM(tf, config, { seed: 3, embeddingGrad: 'matmul' });
+  const before = tf.memory().numTensors;
+  tf.tidy(() => {
+    const inputs = { ...batchInputs(tf, batch), hostInputIds: batch.inputIds.subarray(1) };
+    assert.throws(() => model.maskedLossSum(inputs, batch.labels, { training: false }), /hostInputIds has 127 entries for a \[4, 32\] batch/);
+  });
+  assert.equal(tf.memory().numTensors, before);
+  model.dispose();
 });
