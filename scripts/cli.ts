@@ -11,6 +11,7 @@ import { downloadCommand } from './commands/download.ts';
 import { exportCommand } from './commands/export.ts';
 import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
+import { modelCommand } from './commands/model.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(exportCommand)
     .command(downloadCommand)
     .command(benchCommand)
+    .command(modelCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
     .recommendCommands()

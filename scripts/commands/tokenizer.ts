@@ -9,6 +9,7 @@ import { InputError, check } from '../../data/errors.ts';
 import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
+import { extendCommand } from './tokenizer-extend.ts';
 
 interface TrainArgs {
   corpus: string[];
@@ -160,11 +161,12 @@ function checkOutFolder(out: string, overwrite: boolean): void {
 
 export const tokenizerCommand: CommandModule = {
   command: 'tokenizer <command>',
-  describe: 'Tokenizer tools (train a vocabulary)',
+  describe: 'Tokenizer tools (train a vocabulary, extend one with domain words)',
   builder: (y: Argv) =>
     y
       .command(trainCommand as unknown as CommandModule)
-      .demandCommand(1, 'Name a tokenizer command: train')
+      .command(extendCommand as unknown as CommandModule)
+      .demandCommand(1, 'Name a tokenizer command: train, extend')
       .example('$0 tokenizer train --corpus corpus.txt --vocab-size 8000 --out tok/', 'train a WordPiece vocabulary'),
   handler: () => {},
 };
