@@ -12,6 +12,7 @@ import { exportCommand } from './commands/export.ts';
 import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
 import { modelCommand } from './commands/model.ts';
+import { compareCommand } from './commands/compare.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -28,6 +29,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(downloadCommand)
     .command(benchCommand)
     .command(modelCommand)
+    .command(compareCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
     .recommendCommands()
