@@ -3,7 +3,6 @@
 // bindings' ids, and the one-line errors.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,9 +11,7 @@ import { InputError } from '../../data/errors.ts';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { parityLines } from '../fixtures/tokenizers/lines.ts';
-import { makeTinyCheckpoint, ROOT, tinyTokenizer, type Family } from '../training/tiny-checkpoint.ts';
-
-const MLM = path.join(ROOT, 'scripts/mlm.mjs');
+import { makeTinyCheckpoint, runMlm, tinyTokenizer, type Family } from '../training/tiny-checkpoint.ts';
 
 /** Domain text: three medical words at known counts, between words the tiny vocabularies hold whole. */
 const COUNTS: Record<string, number> = { thrombocytopenia: 30, hepatosplenomegaly: 12, cholangitis: 9, rare: 2 };
@@ -97,12 +94,7 @@ for (const family of ['bert', 'roberta'] as Family[]) {
 }
 
 describe('mlm tokenizer extend', () => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [MLM, ...args], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-      });
-    });
+  const run = (args: string[]) => runMlm(args);
 
   test('writes a tokenizer folder and a JSON summary; bad input exits 2 and writes nothing', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-extend-cli-'));

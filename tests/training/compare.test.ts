@@ -3,7 +3,6 @@
 // and the command's files and errors.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,9 +11,7 @@ import type { Tensor2D } from '@tensorflow/tfjs';
 import { documentPerplexities, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
-import { makeTinyCheckpoint, ROOT } from './tiny-checkpoint.ts';
-
-const MLM = path.join(ROOT, 'scripts/mlm.mjs');
+import { makeTinyCheckpoint, runMlm } from './tiny-checkpoint.ts';
 
 const w = (doc: number, index: number, text: string, nll: number, tokens = 1): ScoredWord => ({ doc, index, text, nll, tokens, unk: 0, chars: [...text].length });
 
@@ -90,12 +87,7 @@ describe('compare: whole-word pseudo-log-likelihood', () => {
 });
 
 describe('mlm compare', () => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [MLM, ...args], { cwd: ROOT, timeout: 120_000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-      });
-    });
+  const run = (args: string[]) => runMlm(args);
 
   test('a model against its vocabulary-extended copy: table, report files, JSON; one model is an error', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-cli-'));

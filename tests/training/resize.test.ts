@@ -3,7 +3,6 @@
 // Hugging Face folder with the new vocab_size (names and shapes as transformers expects).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,9 +11,7 @@ import { loadModelFolder } from '../../training/checkpoint.ts';
 import { resizeModel } from '../../training/resize.ts';
 import { openSafetensors } from '../../training/safetensors.ts';
 import { parameterTable, tiedNames } from '../../training/models/weights.ts';
-import { makeTinyCheckpoint, ROOT, type Family } from './tiny-checkpoint.ts';
-
-const MLM = path.join(ROOT, 'scripts/mlm.mjs');
+import { makeTinyCheckpoint, runMlm, type Family } from './tiny-checkpoint.ts';
 const WORDS = ['thrombocytopenia', 'hepatosplenomegaly', 'cholangitis'];
 const lines = () => WORDS.flatMap((w, i) => Array.from({ length: 5 + i }, () => ` the ${w} the`));
 
@@ -91,12 +88,7 @@ describe('resizeModel: random init and checks', () => {
 
   test('mlm model resize writes a Hugging Face folder: names, shapes, vocab_size; a tokenizer that moves old ids is refused', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-resize-cli-'));
-    const run = (args: string[]) =>
-      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-        execFile(process.execPath, [MLM, ...args], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-        });
-      });
+    const run = (args: string[]) => runMlm(args);
     try {
       const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'roberta', { seed: 5 });
       const corpus = path.join(tmp, 'domain.txt');
