@@ -368,6 +368,15 @@ async function loadResumable(dir: string): Promise<{ folder: Awaited<ReturnType<
   return adviseOnDamage(dir, async () => ({ folder: await loadModelFolder(dir), trainerState: await readTrainerState(dir) }));
 }
 
+/** The TrainingError (exit 1) for a checkpoint that could not be written, saying what to do. */
+export function saveError(err: unknown, dir: string, out: string, lastCheckpoint: string | null): TrainingError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'ENOSPC' || code === 'EDQUOT' ? 'no space left on the device' : (err as Error).message.split('\n')[0];
+  const todo = code === 'ENOSPC' || code === 'EDQUOT' ? `free space at ${out}` : code === 'EROFS' || code === 'EACCES' || code === 'EPERM' ? `make ${out} writable` : `free space at ${out} or fix its permissions`;
+  const previous = lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it';
+  return new TrainingError(`could not save ${dir} (${why}); ${previous}; ${todo}, then run again with --resume`);
+}
+
 /** The folder to resume from: `resume` as given (a checkpoint, or a run folder), or the newest in `out`. */
 function resumeFolder(resume: boolean | string, out: string): string | null {
   if (resume === false) return null;
@@ -708,8 +717,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         const optimizerState = await optimizer.getState(layout.toFile);
         await writeModelFolder(dir, { config, weights, tokenizer, extra: (tmp) => writeTrainerState(tmp, trainerState, optimizerState) });
       } catch (err) {
-        const why = (err as Error).message.split('\n')[0];
-        throw new TrainingError(`could not save ${dir} (${why}); ${lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it'}; free space or fix the folder's permissions, then --resume`);
+        throw saveError(err, dir, o.out, lastCheckpoint);
       }
       lastCheckpoint = dir;
       lastSavedStep = at;
