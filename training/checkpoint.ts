@@ -5,7 +5,9 @@
 // Reading: config.json goes through `parseModelConfig` (strict, errors name the key); each tensor
 // is read once from disk straight into its Float32Array (`openSafetensors` reads only the header
 // up front), then `importWeights` checks names and shapes and turns Linear weights to mlmkit's
-// [in, out] layout. A 440 MB checkpoint is never held twice as raw bytes.
+// [in, out] layout. A 440 MB checkpoint is never held twice as raw bytes. Weights holding NaN or
+// an infinity are refused with the tensor named (`refuseNonFinite`), and every file is checked to
+// be a regular file before it is opened (a FIFO would block the open).
 //
 // Writing: everything goes into a temporary sibling folder `.NAME.ckpt-tmp-PID`, every file and the
 // folder are fsync'd, then the folder is renamed onto `dir`. An existing `dir` is moved aside

@@ -18,7 +18,9 @@
 //
 // The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
 // optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
-// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused.
+// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused. The
+// folder is locked for the run (data/lock.ts), and a model too large for the machine's memory is
+// refused before anything is allocated (`checkTrainingMemory`).
 //
 // Stopping. `signal` (SIGINT in the CLI) ends the run after the current step, with a checkpoint.
 // A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
