@@ -115,7 +115,9 @@ export function acquireLock(dir: string, what: string, log: (line: string) => vo
     process.kill(process.pid, signal);
   }
   process.on('exit', release);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // First in line, so that the count above still includes a handler that removes itself when
+  // called (mlm train's Ctrl-C handler does, to let a second Ctrl-C stop at once).
+  process.prependListener('SIGINT', onSignal);
+  process.prependListener('SIGTERM', onSignal);
   return release;
 }

@@ -439,15 +439,22 @@ async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line:
   return updateModelConfig(config, wanted, file);
 }
 
+/** The memory this process may use: os.totalmem(), or a smaller cgroup limit (containers). */
+function machineMemory(): number {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+  return constrained !== undefined && constrained > 0 && constrained < os.totalmem() ? constrained : os.totalmem();
+}
+
 /**
  * Refuses (InputError, exit 2) a model that cannot be trained in this machine's memory, before
  * anything is allocated: a config of 100,000 layers would otherwise allocate for minutes and die.
  * The rule: 16 bytes per parameter (float32 weights, gradients and two AdamW moments) plus the
- * activations of one row of the data (training/evaluate.ts `rowBytes`) must fit in os.totalmem().
+ * activations of one row of the data (training/evaluate.ts `rowBytes`) must fit in os.totalmem()
+ * (or the process's cgroup limit when smaller).
  * On webgpu, each tensor is one GPU buffer: the largest (the word embeddings V x H, or a
  * feed-forward weight H x I) must also fit the device's maxStorageBufferBindingSize.
  */
-export function checkTrainingMemory(tf: Tf, config: ModelConfig, seqLen: number, backend: string, label: string, totalBytes = os.totalmem()): void {
+export function checkTrainingMemory(tf: Tf, config: ModelConfig, seqLen: number, backend: string, label: string, totalBytes = machineMemory()): void {
   const params = parameterCount(config);
   const need = 16 * params + rowBytes(config, seqLen, true);
   const gb = (b: number) => `${(b / 1e9).toFixed(b < 1e10 ? 1 : 0)} GB`;

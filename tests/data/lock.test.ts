@@ -15,10 +15,14 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-lock-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** A node process (tsx) that takes the lock of `dir`, prints "held", and waits to be killed. */
-function holder(dir: string) {
+/**
+ * A node process (tsx) that takes the lock of `dir`, prints "held", and waits to be killed. With
+ * `graceful`, it first installs a Ctrl-C handler that removes itself when called, as mlm train's.
+ */
+function holder(dir: string, graceful = false) {
+  const handler = graceful ? `const h = () => { console.log('first'); process.removeListener('SIGINT', h); }; process.on('SIGINT', h);` : '';
   const code = `import { acquireLock } from ${JSON.stringify(path.join(ROOT, 'data/lock.ts'))};
-acquireLock(${JSON.stringify(dir)}, 'run folder'); console.log('held'); setInterval(() => {}, 1000);`;
+${handler} acquireLock(${JSON.stringify(dir)}, 'run folder'); console.log('held'); setInterval(() => {}, 1000);`;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const ready = new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('held')) resolve(); });
@@ -73,4 +77,19 @@ test('a lock from another host is never taken over; an --out through a file is b
     assert.match(err.message, /^--out .*file\/sub\/run: a file is in the way \(a part of the path is a file, not a folder\); choose another path or move the file$/);
     return true;
   });
+});
+
+test('beside a Ctrl-C handler of its own (as mlm train has): the first SIGINT keeps the lock, the second releases it', async () => {
+  const dir = path.join(tmp, 'graceful');
+  const { child, ready } = holder(dir, true);
+  await ready;
+  const first = new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('first')) resolve(); }));
+  child.kill('SIGINT');
+  await first;
+  assert.equal(child.exitCode, null);
+  assert.equal(JSON.parse(fs.readFileSync(lockPath(dir), 'utf8')).pid, child.pid);
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, sig) => resolve(sig)));
+  child.kill('SIGINT');
+  assert.equal(await exited, 'SIGINT');
+  assert.equal(fs.existsSync(lockPath(dir)), false);
 });
