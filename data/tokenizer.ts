@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
-import { InputError, check } from './errors.ts';
+import { InputError, check, requireRegularFile } from './errors.ts';
 
 export type TokenizerFamily = 'bert' | 'roberta';
 
@@ -1151,6 +1151,7 @@ function findNormalizer(n: Record<string, unknown> | null | undefined, type: str
 
 /** Reads a file as UTF-8, refusing binary content (NUL bytes or invalid UTF-8). */
 async function readUtf8(file: string): Promise<string> {
+  requireRegularFile(file, 'tokenizer file'); // stat before open: opening a FIFO blocks
   let bytes: Buffer;
   try {
     bytes = await fsp.readFile(file);

@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
+import { InputError, requireRegularFile } from '../../data/errors.ts';
+import { acquireLock } from '../../data/lock.ts';
 import { prepare } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
@@ -63,6 +64,8 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       : await resolveModel(given, { revision: args.revision, log });
     const tokenizer = await MlmTokenizer.load(resolved.dir);
     const maxPositions = args.model ? readMaxPositions(args.tokenizer ? args.model : resolved.dir) : undefined;
+    // One writer per --out at a time (data/lock.ts); released when prepare ends, however it ends.
+    const release = acquireLock(args.out, 'prepared-data folder', log);
     const result = await prepare({
       corpus: args.corpus,
       tokenizer,
@@ -82,7 +85,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       log,
       progress: args.progress,
       version: VERSION,
-    });
+    }).finally(release);
     if (result.reused) log(`${args.out} already holds this corpus prepared with the same tokenizer and options: reusing it (--overwrite prepares again)`);
     if (args.json) {
       process.stdout.write(JSON.stringify(result.manifest, null, 2) + '\n');
@@ -101,6 +104,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
 function readMaxPositions(modelDir: string): number {
   const file = path.join(modelDir, 'config.json');
   let config: { max_position_embeddings?: number; model_type?: string; pad_token_id?: number };
+  requireRegularFile(file, 'model config');
   try {
     config = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (err) {

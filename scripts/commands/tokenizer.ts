@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
-import { InputError, check } from '../../data/errors.ts';
+import { InputError, check, requireWritableFolder } from '../../data/errors.ts';
 import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
@@ -62,6 +62,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       check(Number.isInteger(limitAlphabet) && limitAlphabet >= 1, `--limit-alphabet must be a positive integer, got ${limitAlphabet}`);
     }
     checkOutFolder(args.out, args.overwrite);
+    requireWritableFolder(args.out, '--out'); // before the training, not after it
 
     const files = await resolveCorpusFiles(args.corpus);
     const total = await totalBytes(files);
