@@ -200,6 +200,15 @@ export class RawWebGpu {
     this.counts.copies++;
   }
 
+  /** Encodes zeroing `size` bytes of `buffer` from `offset` (multiples of 4). */
+  clear(buffer: GPUBuffer, offset: number, size: number): void {
+    if (size === 0) return;
+    const b = this.backend;
+    b.ensureCommandEncoderReady();
+    b.endComputePassEncoder();
+    b.commandEncoder!.clearBuffer(buffer, offset, size);
+  }
+
   /** Submits everything encoded so far (TF.js's work and this seam's). */
   submit(): void {
     const b = this.backend;
@@ -220,11 +229,7 @@ export class RawWebGpu {
   createStorage(bytes: number): GPUBuffer {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const buffer = this.backend.bufferManager.acquireBuffer(size, STORAGE_USAGE);
-    // A pooled buffer may hold an earlier tensor's values: clear it in the command stream.
-    const b = this.backend;
-    b.ensureCommandEncoderReady();
-    b.endComputePassEncoder();
-    b.commandEncoder!.clearBuffer(buffer);
+    this.clear(buffer, 0, size); // a pooled buffer may hold an earlier tensor's values
     return buffer;
   }
 
