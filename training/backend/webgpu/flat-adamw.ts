@@ -1,5 +1,6 @@
 // The WGSL kernels of the flat AdamW (training/flat-adamw.ts), encoded through the raw seam
-// (training/backend/webgpu/raw.ts) into TF.js's command stream. Three dispatches a step (two more for each chunk after the first, see below):
+// (training/backend/webgpu/raw.ts) into TF.js's command stream. Three dispatches a step (two
+// more for each chunk after the first, see below):
 //
 //   1. sumSquares: each of PARTIALS workgroups sums g^2 over a grid-strided share of the flat
 //      gradient buffer, then a tree reduction in workgroup memory writes one partial sum;
