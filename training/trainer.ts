@@ -53,7 +53,7 @@ import { parameterCount, parseModelConfig, updateModelConfig, type ModelConfig }
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
-import { AdamW } from './optimizer.ts';
+import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
@@ -306,16 +306,25 @@ export interface StepResult {
  * One optimizer step over the passes of a batch: gradients (summed over passes, normalised by the
  * batch's masked-token count), the global norm, one read of loss and norm, then AdamW with
  * clipping, unless either value is NaN or infinite. The trainer and `mlm bench` both run this.
+ * The flat AdamW (webgpu) does the norm, the check and the update on the GPU and reads loss and
+ * norm after the whole step is queued (training/flat-adamw.ts); the result is the same.
  */
 export async function optimizerStep(
   tf: Tf,
   model: MaskedLM,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
   passes: MlmBatch[],
   o: { seed: number; step: number; lr: number; maxGradNorm: number },
 ): Promise<StepResult> {
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
   const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
+  if (optimizer instanceof FlatAdamW) {
+    // Norm, clip, finite check and update queued on the GPU; one read once the step is queued.
+    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm);
+    tf.dispose([loss, ...grads.values()]);
+    const r = await read;
+    return { loss: r.loss, norm: r.norm, masked, applied: r.applied };
+  }
   const normT = globalNorm(tf, grads);
   const [lossValue, norm] = await readScalars(tf, [loss, normT]);
   tf.dispose([loss, normT]);
@@ -535,7 +544,7 @@ function checkOptions(o: TrainOptions): void {
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
 
 /** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
-function optimizerLayout(tf: Tf, config: ModelConfig) {
+export function optimizerLayout(tf: Tf, config: ModelConfig) {
   const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
   return {
     toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
@@ -644,7 +653,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     const passes = Math.ceil(o.batchSize / trainRows);
     log(`note: each batch of ${o.batchSize} rows runs as ${passes} passes of up to ${Math.ceil(o.batchSize / passes)} rows to fit the ${ctx.backend.name} backend's memory (same loss and gradients; --rows-per-pass sets it)`);
   }
-  const optimizer = new AdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay });
+  const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
   let bar: Progress | null = null;
