@@ -70,6 +70,8 @@ export interface KernelWatch {
   /** 'timestamp-query' when GPU time is measured; else why not. */
   readonly gpuTimer: string;
   counts(): KernelCounts;
+  /** With opts.attribute: kernel calls by kernel name since the start (null without). */
+  callsByKernel(): Map<string, number> | null;
   /** webgpu: submits the backend's pending commands and waits until the GPU has run all it was given. */
   drain(): Promise<void>;
   /** GPU time of the passes begun since the last call (or the start); null without a GPU timer. */
@@ -118,6 +120,7 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
 
   // Kernel calls, and the stack of kernel names for attribution.
   const stack: string[] = [];
+  const calls = attribute ? new Map<string, number>() : null;
   const engine = tf.engine() as unknown as object;
   restore.push(
     wrapMethod(engine, 'runKernelFunc', (original) =>
@@ -126,6 +129,7 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
         if (name === undefined) return original.apply(this, args);
         c.kernels++;
         if (!attribute) return original.apply(this, args);
+        calls!.set(name, (calls!.get(name) ?? 0) + 1);
         stack.push(name);
         try {
           return original.apply(this, args);
@@ -141,6 +145,7 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
     return {
       gpuTimer: `none: the ${tf.getBackend()} backend has no GPU timer`,
       counts: () => ({ ...c }),
+      callsByKernel: () => (calls === null ? null : new Map(calls)),
       drain: async () => {},
       takeGpuTime: async () => null,
       stop: () => {
@@ -316,6 +321,7 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
   return {
     gpuTimer,
     counts: () => ({ ...c }),
+    callsByKernel: () => (calls === null ? null : new Map(calls)),
     drain,
     takeGpuTime,
     stop: () => {
