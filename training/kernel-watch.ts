@@ -124,15 +124,16 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
   const engine = tf.engine() as unknown as object;
   restore.push(
     wrapMethod(engine, 'runKernelFunc', (original) =>
-      function (this: unknown, ...args: unknown[]) {
-        const name = (args[0] as { kernelName?: string } | undefined)?.kernelName;
-        if (name === undefined) return original.apply(this, args);
+      // One argument (the kernel's parameters): no spread on this path, it runs for every op.
+      function (this: unknown, params: unknown) {
+        const name = (params as { kernelName?: string } | undefined)?.kernelName;
+        if (name === undefined) return original.call(this, params);
         c.kernels++;
-        if (!attribute) return original.apply(this, args);
+        if (!attribute) return original.call(this, params);
         calls!.set(name, (calls!.get(name) ?? 0) + 1);
         stack.push(name);
         try {
-          return original.apply(this, args);
+          return original.call(this, params);
         } finally {
           stack.pop();
         }
@@ -195,10 +196,12 @@ export function watchKernels(tf: Tf, opts: { attribute?: boolean } = {}): Kernel
   const wrapPass = (pass: GPUComputePassEncoder, record: PassRecord) => {
     let pipeline = '';
     const count = (original: (...a: unknown[]) => unknown) =>
-      function (this: unknown, ...args: unknown[]) {
+      function (this: unknown, x: unknown, y: unknown, z: unknown) {
         c.dispatches!++;
         record.dispatches?.push([stack[stack.length - 1] ?? '(no kernel)', pipeline]);
-        return original.apply(this, args);
+        // dispatchWorkgroups(x, y?, z?) and dispatchWorkgroupsIndirect(buffer, offset): the
+        // arguments given, no more (Dawn checks undefined against its defaults).
+        return arguments.length === 3 ? original.call(this, x, y, z) : original.apply(this, [...arguments]);
       };
     for (const method of ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect']) {
       if (typeof (pass as unknown as Record<string, unknown>)[method] === 'function') wrapMethod(pass, method, count);
