@@ -102,12 +102,12 @@ TEE_PID=$!
 if [ "$QUICK" = 1 ]; then
   CONFIGS=(bert-tiny); BATCH=4; SEQ=32; STEPS=2; WARMUP=1; EVAL_STEPS=1; MAX_SECONDS=30
   TORCH_CONFIGS=(bert-tiny); PROFILE_CONFIG=bert-tiny
-  TRAIN_CONFIG=bert-tiny; TRAIN_STEPS=5; TRAIN_BATCH=4; EVAL_BATCHES=2; TRAIN_OVERHEAD=20
+  TRAIN_CONFIG=bert-tiny; TRAIN_STEPS=5; MIN_TRAIN_STEPS=2; TRAIN_BATCH=4; EVAL_BATCHES=2; TRAIN_OVERHEAD=20
   T_BENCH=150; T_TORCH=150; T_PROFILE=150; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-600}
 else
   CONFIGS=(bert-mini bert-base); BATCH=32; SEQ=128; STEPS=10; WARMUP=3; EVAL_STEPS=3; MAX_SECONDS=15
   TORCH_CONFIGS=(bert-base bert-mini); PROFILE_CONFIG=bert-base
-  TRAIN_CONFIG=bert-base; TRAIN_STEPS=200; TRAIN_BATCH=32; EVAL_BATCHES=20; TRAIN_OVERHEAD=30
+  TRAIN_CONFIG=bert-base; TRAIN_STEPS=200; MIN_TRAIN_STEPS=20; TRAIN_BATCH=32; EVAL_BATCHES=20; TRAIN_OVERHEAD=30
   T_BENCH=110; T_TORCH=100; T_PROFILE=60; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-520}
 fi
 SEED=42
@@ -362,7 +362,7 @@ HAVE_PEER=0
 reserve=$((HAVE_PEER * PEER_RESERVE + 10))
 step_ms=$(CFG="$TRAIN_CONFIG" "$NODE" -e '
   const fs = require("fs"); let ms = 0;
-  for (const f of process.argv.slice(2)) {
+  for (const f of process.argv.slice(1)) {
     let doc; try { doc = JSON.parse(fs.readFileSync(f, "utf8")); } catch { continue; }
     for (const r of [].concat(doc)) if (String(r.config).endsWith(process.env.CFG + ".json") && r.train_step_ms_median > ms) ms = r.train_step_ms_median;
   }
@@ -375,7 +375,7 @@ if [ "$step_ms" -gt 0 ]; then
   [ "$fit" -lt "$steps" ] && steps=$fit
 fi
 TRAIN_RUNS=(fp16 fp32)
-if [ "$steps" -lt 10 ]; then
+if [ "$steps" -lt "$MIN_TRAIN_STEPS" ]; then
   NOTES+=("training runs skipped: ${avail} s left for two runs of ${step_ms} ms steps")
   FAILED+=("mlm train: no time left for the fp16/fp32 comparison")
   TRAIN_RUNS=()
