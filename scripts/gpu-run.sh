@@ -368,40 +368,39 @@ step_ms=$(CFG="$TRAIN_CONFIG" "$NODE" -e '
   }
   console.log(Math.round(ms));
 ' "$R/bench-webgpu-fp32.json" "$R/bench-webgpu-fp16.json" 2>/dev/null || echo 0)
+# fp16 runs unless mlm has no --precision flag or mlm bench refused fp16 here.
+TRAIN_RUNS=(fp32)
+if [ "$PRECISION_FLAG" = 0 ]; then
+  PRECISION_STATUS[train-fp16]="flag missing (mlm has no --precision)"
+  echo "gpu-run: mlm has no --precision flag: no fp16 training run"
+elif [[ "${PRECISION_STATUS[fp16]:-}" == refused* ]]; then
+  PRECISION_STATUS[train-fp16]="not run: mlm bench ${PRECISION_STATUS[fp16]}"
+  echo "gpu-run: no fp16 training run (mlm bench ${PRECISION_STATUS[fp16]})"
+else
+  TRAIN_RUNS=(fp16 fp32)
+fi
 avail=$(( $(left) - reserve ))
 steps=$TRAIN_STEPS
 if [ "$step_ms" -gt 0 ]; then
-  fit=$(( ((avail / 2 - TRAIN_OVERHEAD) * 1000) / (step_ms * 5 / 4) ))
+  fit=$(( ((avail / ${#TRAIN_RUNS[@]} - TRAIN_OVERHEAD) * 1000) / (step_ms * 5 / 4) ))
   [ "$fit" -lt "$steps" ] && steps=$fit
 fi
-TRAIN_RUNS=(fp16 fp32)
 if [ "$steps" -lt "$MIN_TRAIN_STEPS" ]; then
-  NOTES+=("training runs skipped: ${avail} s left for two runs of ${step_ms} ms steps")
+  NOTES+=("training runs skipped: ${avail} s left for ${#TRAIN_RUNS[@]} run(s) of ${step_ms} ms steps")
   FAILED+=("mlm train: no time left for the fp16/fp32 comparison")
   TRAIN_RUNS=()
 elif [ "$steps" -lt "$TRAIN_STEPS" ]; then
-  NOTES+=("training runs cut to $steps steps each (from $TRAIN_STEPS): ${avail} s left for both at ~${step_ms} ms a step (mlm bench)")
+  NOTES+=("training runs cut to $steps steps each (from $TRAIN_STEPS): ${avail} s left for ${#TRAIN_RUNS[@]} run(s) at ~${step_ms} ms a step (mlm bench)")
   echo "gpu-run: ${NOTES[-1]}"
 fi
 TRAIN_STEPS=$steps
 write_env
 for prec in "${TRAIN_RUNS[@]}"; do
   extra=()
-  if [[ "${PRECISION_STATUS[$prec]:-}" == refused* ]]; then
-    PRECISION_STATUS[train-$prec]="not run: mlm bench ${PRECISION_STATUS[$prec]}"
-    echo "gpu-run: no $prec training run (mlm bench ${PRECISION_STATUS[$prec]})"
-    continue
-  fi
-  if [ "$PRECISION_FLAG" = 1 ]; then
-    extra=(--precision "$prec")
-  elif [ "$prec" != fp32 ]; then
-    PRECISION_STATUS[train-$prec]="flag missing (mlm has no --precision)"
-    echo "gpu-run: mlm has no --precision flag: no $prec training run"
-    continue
-  fi
-  # Each run gets half of what is left (the first) or all of it (the second), less the reserve.
-  [ "$prec" = fp16 ] && cap=$(( ($(left) - reserve) / 2 ))
-  [ "$prec" = fp32 ] && cap=$(( $(left) - reserve ))
+  [ "$PRECISION_FLAG" = 1 ] && extra=(--precision "$prec")
+  # The first of two runs gets half of what is left, the last all of it, less the reserve.
+  cap=$(( $(left) - reserve ))
+  [ "$prec" = fp16 ] && cap=$(( cap / 2 ))
   [ "$cap" -gt "$T_TRAIN" ] && cap=$T_TRAIN
   args=(train --backend webgpu --config "configs/$TRAIN_CONFIG.json" --data "$B/data/brown-128" --out "$WORK/train-$prec"
     --steps "$TRAIN_STEPS" --batch-size "$TRAIN_BATCH" --rows-per-pass "$TRAIN_BATCH" --eval-every 0 --eval-batches "$EVAL_BATCHES"
