@@ -160,15 +160,21 @@ done
 PKGS=(libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 mkdir -p "$B/vulkan"
 DEBS=()
-for pkg in "${PKGS[@]}"; do
+# The newest cached .deb of a package (apt-get download into the cache first when there is none,
+# or with --fresh), in $DEB.
+cached_deb() {
+  local pkg=$1
   DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
   if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
-    say "vulkan: apt-get download $pkg"
+    say "apt-get download $pkg"
     rm -f "$CACHE"/"${pkg}"_*.deb
     (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
       || die "apt-get download $pkg failed (run apt-get update first?)"
     DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
   fi
+}
+for pkg in "${PKGS[@]}"; do
+  cached_deb "$pkg"
   dpkg-deb -x "$DEB" "$B/vulkan"
   cp "$DEB" "$B/vulkan/"
   DEBS+=("$(basename "$DEB")")
@@ -184,14 +190,7 @@ DEB="${DEBS[*]}"
 mkdir -p "$B/blas"
 BLAS_TMP=$STAGE/blas-deb
 for pkg in libopenblas0-pthread libgfortran5 libquadmath0; do
-  DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
-  if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
-    say "blas: apt-get download $pkg"
-    rm -f "$CACHE"/"${pkg}"_*.deb
-    (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
-      || die "apt-get download $pkg failed (run apt-get update first?)"
-    DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
-  fi
+  cached_deb "$pkg"
   rm -rf "$BLAS_TMP"
   dpkg-deb -x "$DEB" "$BLAS_TMP"
   # The sonames (libopenblas.so.0, libgfortran.so.5, libquadmath.so.0), not the files they link to
