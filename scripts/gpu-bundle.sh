@@ -13,6 +13,10 @@
 #                         their lib folder on LD_LIBRARY_PATH
 #   compat/               this machine's libstdc++.so.6 (dawn.node needs GLIBCXX_3.4.30); used by
 #                         gpu-run.sh only when the GPU machine's own is older
+#   blas/                 Debian's OpenBLAS (libopenblas0-pthread) with libgfortran5 and
+#                         libquadmath0, shared libraries only: gpu-run.sh gives it to the CPU peer
+#                         stage (scripts/cpu-peer.sh, native BLAS for the wasm backend) when the GPU
+#                         machine has no libopenblas.so.0 of its own
 #   data/                 Brown (the demo's general corpus) with a 30,522-piece WordPiece
 #                         vocabulary, prepared at seq_len 128: the 200-step training run's data
 #   bundle.json           what went in: commit, versions, sizes
@@ -131,6 +135,13 @@ rm -rf "$NM/webgpu/build"
 find "$NM/tokenizers" -maxdepth 1 -name '*.node' ! -name 'tokenizers.linux-x64-gnu.node' -delete
 # parquet-wasm: Node resolves "." to node/ (exports condition "node").
 rm -rf "$NM/parquet-wasm/bundler" "$NM/parquet-wasm/esm"
+# koffi (the FFI package of the native-BLAS kernels, when installed): its linux-x64 build only;
+# src/ and vendor/ are its C++ sources (28 MB in all for 2.16).
+if [ -d "$NM/koffi" ]; then
+  [ -d "$NM/koffi/build/koffi" ] && find "$NM/koffi/build/koffi" -mindepth 1 -maxdepth 1 -type d ! -name linux_x64 -exec rm -rf {} +
+  rm -rf "$NM/koffi/src" "$NM/koffi/vendor" "$NM/koffi/doc"
+  [ -e "$NM/koffi/build/koffi/linux_x64/koffi.node" ] || die "pruning removed koffi/build/koffi/linux_x64/koffi.node"
+fi
 # esbuild (tsx compiles the project's .ts with it): the JS API and the linux-x64 binary.
 find "$NM/@esbuild" -mindepth 1 -maxdepth 1 -type d ! -name linux-x64 -exec rm -rf {} +
 rm -f "$NM/esbuild/bin/esbuild"   # the CLI's copy of @esbuild/linux-x64/bin/esbuild; the JS API uses the latter
@@ -149,15 +160,21 @@ done
 PKGS=(libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 mkdir -p "$B/vulkan"
 DEBS=()
-for pkg in "${PKGS[@]}"; do
+# The newest cached .deb of a package (apt-get download into the cache first when there is none,
+# or with --fresh), in $DEB.
+cached_deb() {
+  local pkg=$1
   DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
   if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
-    say "vulkan: apt-get download $pkg"
+    say "apt-get download $pkg"
     rm -f "$CACHE"/"${pkg}"_*.deb
     (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
       || die "apt-get download $pkg failed (run apt-get update first?)"
     DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
   fi
+}
+for pkg in "${PKGS[@]}"; do
+  cached_deb "$pkg"
   dpkg-deb -x "$DEB" "$B/vulkan"
   cp "$DEB" "$B/vulkan/"
   DEBS+=("$(basename "$DEB")")
@@ -165,6 +182,25 @@ done
 say "vulkan: ${DEBS[*]}"
 for lib in libvulkan.so.1 libGLdispatch.so.0 libEGL.so.1 libGLX.so.0; do
   [ -e "$B/vulkan/usr/lib/x86_64-linux-gnu/$lib" ] || die "the .debs (${DEBS[*]}) hold no usr/lib/x86_64-linux-gnu/$lib"
+done
+DEB="${DEBS[*]}"
+
+# --- 3b. OpenBLAS for the CPU peer stage ----------------------------------------------------------
+# Shared libraries only (not the .debs: the library alone is 6.7 MB packed), flat in blas/.
+mkdir -p "$B/blas"
+BLAS_TMP=$STAGE/blas-deb
+for pkg in libopenblas0-pthread libgfortran5 libquadmath0; do
+  cached_deb "$pkg"
+  rm -rf "$BLAS_TMP"
+  dpkg-deb -x "$DEB" "$BLAS_TMP"
+  # The sonames (libopenblas.so.0, libgfortran.so.5, libquadmath.so.0), not the files they link to
+  # nor Debian's libblas/liblapack alternatives.
+  find "$BLAS_TMP" -regextype posix-extended -regex '.*/lib(openblas|gfortran|quadmath)\.so\.[0-9]+' -exec cp -L {} "$B/blas/" \;
+  DEBS+=("$(basename "$DEB")")
+done
+rm -rf "$BLAS_TMP"
+for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+  [ -f "$B/blas/$lib" ] || die "the OpenBLAS .debs hold no $lib"
 done
 DEB="${DEBS[*]}"
 
@@ -224,7 +260,7 @@ EPOCH=$(git log -1 --format=%ct)
     webgpu: require(path.resolve(b, "app/node_modules/webgpu/package.json")).version,
     tfjs: require(path.resolve(b, "app/node_modules/@tensorflow/tfjs-core/package.json")).version,
     data: { folder: "data/brown-128", tokenizer: "data/tokenizer", seq_len: manifest.seq_len, vocab_size: manifest.tokenizer.vocab_size, splits: manifest.splits && Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, tokens: v.tokens }])) },
-    bytes: Object.fromEntries(["node", "app", "app/node_modules", "vulkan", "compat", "data"].map((d) => [d, size(path.join(b, d))])),
+    bytes: Object.fromEntries(["node", "app", "app/node_modules", "vulkan", "blas", "compat", "data"].map((d) => [d, size(path.join(b, d))])),
   };
   fs.writeFileSync(path.join(b, "bundle.json"), JSON.stringify(doc, null, 2) + "\n");
 ' "$B" "$COMMIT" "$DIRTY" "$DEB" "$NODE_VERSION"
