@@ -14,7 +14,10 @@
 //
 // Output is written into a temporary sibling folder and renamed onto --out when complete, so an
 // interrupted run leaves no manifest that claims complete data. Nothing depends on time or
-// on the machine, so two runs over the same inputs give byte-identical folders.
+// on the machine, so two runs over the same inputs give byte-identical folders. The manifest keeps
+// the SHA-256 of every input's whole content, so a rerun notices an input edited since (even to the
+// same size). Aborting `signal` (Ctrl-C in the CLI) stops between batches and removes the temporary
+// folder.
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
