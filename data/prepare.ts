@@ -126,10 +126,11 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
 
   // Pass 1 (only for a split of the corpus itself): count documents, so that the validation
   // set is an exact, seeded share of them. It also reports bad input before any work is done.
+  // With --validation-split 0 nothing is held out and the corpus is read once.
   const corpusOpts: CorpusOptions = { splitParagraphs: opts.splitParagraphs, textField: opts.textField, onInvalidUtf8: opts.onInvalidUtf8 };
   let isValidation: (docIndex: number) => boolean = () => false;
   let trainDocs = 0;
-  if (!opts.validation) {
+  if (!opts.validation && opts.validationSplit > 0) {
     const counter = new Progress({ label: 'prepare: scanning', unit: 'bytes', total: await totalBytes(trainFiles), enabled: opts.progress });
     let bytes = 0;
     for await (const doc of readDocuments(trainFiles, corpusOpts)) {
