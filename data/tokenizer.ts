@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
-import { InputError, check } from './errors.ts';
+import { InputError, check, requireRegularFile } from './errors.ts';
 
 export type TokenizerFamily = 'bert' | 'roberta';
 
@@ -1087,6 +1087,26 @@ export class MlmTokenizer {
     };
   }
 
+  /**
+   * The words the tokenizer's model sees in `text`: its normaliser, then its pre-tokenizer, as
+   * the bindings run them. Each word comes as `surface` (its span of the normalised text, which
+   * encodes alone to the same pieces when pre-tokenization is per word) and `piece` (what the
+   * pre-tokenizer made of it: the same text for BERT, byte-level symbols like `Ġword` for RoBERTa).
+   */
+  preTokenize(text: string): Array<{ surface: string; piece: string }> {
+    const normalized = this.engine.getNormalizer()?.normalizeString(text) ?? text;
+    const pre = this.engine.getPreTokenizer();
+    if (!pre) return normalized === '' ? [] : [{ surface: normalized, piece: normalized }];
+    return pre.preTokenizeString(normalized).map(([piece, [start, end]]) => ({ surface: normalized.slice(start, end), piece }));
+  }
+
+  /** The token strings of `text` encoded alone (no specials), as the bindings give them. */
+  async tokensOf(texts: string[]): Promise<string[][]> {
+    if (texts.length === 0) return [];
+    const encs = await this.engine.encodeBatch(texts, { addSpecialTokens: false });
+    return encs.map((e) => e.getTokens());
+  }
+
   tokenToId(token: string): number | undefined {
     return this.engine.tokenToId(token) ?? undefined;
   }
@@ -1338,6 +1358,7 @@ function findNormalizer(n: Record<string, unknown> | null | undefined, type: str
 
 /** Reads a file as UTF-8, refusing binary content (NUL bytes or invalid UTF-8). */
 async function readUtf8(file: string): Promise<string> {
+  requireRegularFile(file, 'tokenizer file'); // stat before open: opening a FIFO blocks
   let bytes: Buffer;
   try {
     bytes = await fsp.readFile(file);

@@ -44,7 +44,8 @@ import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluat
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
-import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
+import { createAdamW } from './flat-adamw.ts';
+import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -351,7 +352,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const tokensPerBatch = o.batchSize * o.seqLen;
 
   const model = createMaskedLM(tf, config, { seed: o.seed });
-  const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
+  const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName);
   const io = watchBackendIo(tf);
   try {
     // One training step, as trainer.ts runs it.

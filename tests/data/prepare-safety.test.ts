@@ -65,8 +65,11 @@ test('prepare --overwrite refuses an --out that is the corpus folder, the tokeni
   // A single corpus file, and a --validation file.
   assertRefused(run(['prepare', '--corpus', path.join(corpusDir, 'doc-0.txt'), '--tokenizer', tokDir, '--out', corpusDir, '--overwrite', '--no-progress']),
     /--out .*corpus contains the input .*doc-0\.txt \(--corpus\)/);
-  assertRefused(run(['prepare', '--corpus', path.join(corpusDir, 'doc-0.txt'), '--validation', path.join(corpusDir, 'doc-1.txt'), '--tokenizer', tokDir,
-    '--out', path.join(corpusDir, 'doc-1.txt', 'x'), '--overwrite', '--no-progress']), /is inside the input .*doc-1\.txt \(--validation\)/);
+  const valDir = path.join(work, 'val');
+  fs.mkdirSync(valDir);
+  fs.writeFileSync(path.join(valDir, 'held.txt'), 'a held-out document about fever.\n');
+  assertRefused(run(['prepare', '--corpus', path.join(corpusDir, 'doc-0.txt'), '--validation', valDir, '--tokenizer', tokDir,
+    '--out', path.join(valDir, 'x'), '--overwrite', '--no-progress']), /is inside the input .*val \(--validation\)/);
   assert.deepEqual(snapshot(corpusDir), corpusBefore);
   assert.deepEqual(snapshot(tokDir), tokBefore);
   assert.deepEqual(fs.readdirSync(work).filter((e) => e.startsWith('.')), [], 'no temporary folder was made');
@@ -135,7 +138,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const big = path.join(work, `big-${signal}`);
     fs.mkdirSync(big);
     const para = 'the patient was treated with antibiotics for acute bronchitis and the fever resolved.\n\n';
-    for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(big, `part-${i}.txt`), para.repeat(40_000));
+    // A number in every paragraph: pieces the cache has not seen, so tokenizing takes a while.
+    for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(big, `part-${i}.txt`), Array.from({ length: 40_000 }, (_, k) => `${i * 40_000 + k} ${para}`).join(''));
     const out = path.join(work, `stopped-${signal}`);
     const child = spawn(process.execPath, [mlm, 'prepare', '--corpus', big, '--split-paragraphs', '--tokenizer', tokDir, '--out', out, '--seq-len', '32', '--validation-split', '0'],
       { cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
