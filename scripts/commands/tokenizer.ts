@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { corpusInputs, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
 import { InputError, check, requireWritableFolder } from '../../data/errors.ts';
 import { Progress } from '../../data/progress.ts';
@@ -65,6 +66,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     requireWritableFolder(args.out, '--out'); // before the training, not after it
 
     const files = await resolveCorpusFiles(args.corpus);
+    refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'reading', total, unit: 'bytes', enabled: args.progress });
     const docs = requireNonEmpty(
