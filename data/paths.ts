@@ -66,18 +66,19 @@ export function refuseOutputOverInputs(out: string, inputs: NamedInput[], flag =
 }
 
 /**
- * Resolves `relPath` (taken from outside data) against `root` and returns the absolute path;
- * throws an InputError naming `what` when it is absolute or escapes `root` (`..`, drive letters).
- * Purely lexical: call it before creating anything, and create below `root` only.
+ * `root`/`relPath` for a relative path taken from outside data (a Hub listing, an index file, a
+ * ref, an archive entry): an InputError naming `what`, before anything touches the filesystem,
+ * unless `relPath` is a plain relative path: not absolute, no drive letter, no backslash or NUL,
+ * no empty, '.' or '..' component, and resolving below `root`. `hint` ends the message (what to
+ * check; default: nothing is used).
  */
-export function insideRoot(root: string, relPath: string, what: string): string {
+export function insideRoot(root: string, relPath: string, what: string, hint = 'refusing to use it'): string {
   const base = path.resolve(root);
-  if (typeof relPath !== 'string' || relPath === '' || relPath.includes('\0') || path.isAbsolute(relPath) || /^[a-zA-Z]:/.test(relPath)) {
-    throw new InputError(`${what} ${JSON.stringify(relPath)} is not a relative path inside ${root}; refusing to use it`);
-  }
-  const full = path.resolve(base, relPath);
-  if (full === base || !within(full, base)) {
-    throw new InputError(`${what} ${JSON.stringify(relPath)} points outside ${root}; refusing to use it`);
+  const plain = typeof relPath === 'string' && relPath !== '' && !relPath.includes('\0') && !relPath.includes('\\') &&
+    !path.isAbsolute(relPath) && !/^[a-zA-Z]:/.test(relPath) && relPath.split('/').every((c) => c !== '' && c !== '.' && c !== '..');
+  const full = path.resolve(base, plain ? relPath : '.');
+  if (!plain || full === base || !within(full, base)) {
+    throw new InputError(`${what} ${JSON.stringify(String(relPath).slice(0, 200))} is not a plain relative path inside ${root}; ${hint}`);
   }
   return full;
 }

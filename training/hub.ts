@@ -50,6 +50,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadFile, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { InputError } from '../data/errors.ts';
+import { insideRoot } from '../data/paths.ts';
 import {
   CONFIG_FILE,
   loadModelFolder,
@@ -169,21 +170,9 @@ export function checkRevision(rev: string | undefined): string {
   return r;
 }
 
-/**
- * `root`/`rel` for a relative path that came from outside (a Hub listing, an index file, a ref):
- * an InputError, before anything touches the filesystem, when `rel` is absolute, holds '..', '.',
- * an empty component, a backslash or a NUL, or would otherwise resolve outside `root`.
- */
+/** `insideRoot` with the hint a Hub download gives: the names came from the endpoint. */
 export function pathInside(root: string, rel: string, what: string): string {
-  const parts = rel.split('/');
-  const safe = rel.length > 0 && !rel.includes('\0') && !rel.includes('\\') && !path.isAbsolute(rel) &&
-    parts.every((p) => p !== '' && p !== '.' && p !== '..');
-  const base = path.resolve(root);
-  const full = path.resolve(base, rel);
-  if (!safe || !full.startsWith(base + path.sep)) {
-    throw new InputError(`${what} ${JSON.stringify(rel.slice(0, 200))} is not a plain relative path inside ${root}; refused (is HF_ENDPOINT a trustworthy mirror?)`);
-  }
-  return full;
+  return insideRoot(root, rel, what, 'refused (is HF_ENDPOINT a trustworthy mirror?)');
 }
 
 /** models--org--name */

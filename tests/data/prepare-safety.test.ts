@@ -98,9 +98,8 @@ test('refuseOutputOverInputs compares real paths, also for an --out that does no
 test('insideRoot keeps a path from outside data inside its root', () => {
   const rootDir = path.join(work, 'cache');
   assert.equal(insideRoot(rootDir, 'a/b.safetensors', 'shard'), path.join(rootDir, 'a', 'b.safetensors'));
-  assert.equal(insideRoot(rootDir, 'a/../b', 'shard'), path.join(rootDir, 'b'));
   for (const bad of ['../x', 'a/../../x', '/etc/passwd', '', '.', 'C:\\x', 'a\0b']) {
-    assert.throws(() => insideRoot(rootDir, bad, 'shard file'), (e: Error) => e instanceof InputError && /^shard file ".*" (points outside|is not a relative path inside) .*; refusing to use it$/.test(e.message), bad);
+    assert.throws(() => insideRoot(rootDir, bad, 'shard file'), (e: Error) => e instanceof InputError && /^shard file ".*" is not a plain relative path inside .*; refusing to use it$/.test(e.message), bad);
   }
 });
 
