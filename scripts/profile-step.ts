@@ -43,10 +43,10 @@ const seqLen = Number(arg('seq-len', '128'));
 const top = Number(arg('top', '25'));
 const jsonFile = arg('json', '');
 
-const { tf, name: backendName, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
+const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
-const model = createMaskedLM(tf, config, { seed: 1 });
+const model = createMaskedLM(tf, config, { seed: 1, capabilities });
 const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
 let step = 0;
 const run = async () => {

@@ -3,13 +3,17 @@
 //
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;
 //   - forward: logits of a padded batch equal cpu's within 1e-3 relative;
-//   - dropout masks drawn on the GPU equal training/models/bert.ts's dropoutMask bit for bit (up
+//   - dropout masks drawn on the GPU equal training/models/ops.ts's dropoutMask bit for bit (up
 //     to past one dispatch dimension, and where i + k0 wraps), and a training forward uploads no mask;
 //   - embedding gradients take the one-hot products on webgpu, equal cpu's tf.gather gradient,
 //     and batches with other distinct-id counts leave TF.js's GPU buffer pool flat;
 //   - one training step (the trainer's `optimizerStep`: dropout on, clipping, AdamW; lr and
 //     epsilon 1, see the test): loss, gradients and every updated parameter equal cpu's within
-//     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart);
+//     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart),
+//     webgpu running mlmkit's fused kernels (LayerNorm, bias + GELU, bias gradients) and cpu
+//     their reference composites;
+//   - a forward and backward pass of bert-tiny takes no more dispatches than the bound recorded
+//     here (FORWARD_BACKWARD_DISPATCHES);
 //   - 20 steps of `train()` lower the training loss and the held-out loss;
 //   - 100 steps of `train()` leak nothing: tensor count and GPU bytes in use are flat, and the
 //     GPU bytes allocated grow only where TF.js's buffer pool meets a new size (see the test;
@@ -44,12 +48,15 @@ import { MaskedBatches, RowStream } from '../../data/batches.ts';
 import type { MlmBatch } from '../../data/masking.ts';
 import { Rng } from '../../data/rng.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
-import { probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
+import { capabilitiesOf, probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
-import { watchBackendIo } from '../../training/bench.ts';
-import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount } from '../../training/models/bert.ts';
+import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL } from '../../training/kernels/bias-gelu.ts';
+import { BIAS_GRAD_KERNEL } from '../../training/kernels/bias-grad.ts';
+import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from '../../training/kernels/layer-norm.ts';
+import { SyntheticBatches, watchBackendIo } from '../../training/bench.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/models/ops.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -254,7 +261,7 @@ test('bert-tiny forward on webgpu: logits of a padded batch equal cpu within 1e-
   const batch = await paddedBatch(fx);
   const logitsOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
-      const model = createMaskedLM(tf, config, { seed: SEED });
+      const model = createMaskedLM(tf, config, { seed: SEED, capabilities: capabilitiesOf(tf, tf.getBackend()) });
       try {
         const logits = tf.tidy(() => model.logits(batchInputs(tf, batch), { training: false }));
         const values = Float32Array.from(await logits.data());
@@ -302,7 +309,7 @@ test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a traini
     // A training forward of bert-tiny uploads what an evaluation forward does (TF.js's small
     // CPU-side tensors: constants, position ids, ops it runs on the CPU) and no mask.
     const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(BERT_TINY, 'utf8')), vocab_size: 1000 }, BERT_TINY);
-    const model = createMaskedLM(tf, config, { seed: 1 });
+    const model = createMaskedLM(tf, config, { seed: 1, capabilities: capabilitiesOf(tf, tf.getBackend()) });
     const ids = tf.tensor2d(Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 7) % 1000), [4, 32], 'int32');
     const ones = tf.onesLike(ids);
     const forward = async (training: boolean) => {
@@ -321,6 +328,50 @@ test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a traini
     assert.equal(training.uploadBytes, evaluation.uploadBytes);
     tf.dispose([ids, ones]);
     model.dispose();
+  });
+});
+
+/**
+ * Dispatches of one forward and backward pass of bert-tiny (vocab 1,000) on 4 x 32 synthetic
+ * tokens, dropout on, as measured by the test below once mlmkit's LayerNorm, bias + GELU and
+ * bias-gradient kernels ran and Linear layers added their bias inside the matMul (a counting script
+ * at the same size, after three training steps, saw 399 dispatches before those changes and 232
+ * after). A change that adds dispatches to the model's pass fails the test: lower the bound when a
+ * change removes some.
+ */
+const FORWARD_BACKWARD_DISPATCHES = 228;
+
+test('dispatch count: one forward and backward pass of bert-tiny on webgpu does not regress', { skip }, async (t) => {
+  await on('webgpu', async (tf) => {
+    const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(BERT_TINY, 'utf8')), vocab_size: VOCAB }, BERT_TINY);
+    const model = createMaskedLM(tf, config, { seed: 1, capabilities: capabilitiesOf(tf, tf.getBackend()) });
+    const batch = new SyntheticBatches(config, 4, 32, 3, 0.15).next();
+    const backend = tf.backend() as unknown as { recordAndSubmit: (...args: unknown[]) => unknown };
+    const record = backend.recordAndSubmit;
+    let dispatches = 0;
+    const pass = async () => {
+      const out = tf.tidy(() => {
+        const vars = [...model.variables.values()];
+        const { value, grads } = tf.variableGrads(() => model.maskedLossSum(batchInputs(tf, batch), batch.labels, { training: true, dropoutSeed: 5 }).loss, vars);
+        return [value, ...Object.values(grads)];
+      });
+      await out[0].data();
+      tf.dispose(out);
+    };
+    try {
+      await pass(); // first use: uploads and pipeline compilation
+      backend.recordAndSubmit = function (this: unknown, ...args: unknown[]) {
+        dispatches++;
+        return record.apply(this, args);
+      };
+      await pass();
+    } finally {
+      backend.recordAndSubmit = record;
+      model.dispose();
+    }
+    report(t, `dispatch count: bert-tiny forward + backward, 4 x 32, dropout on: ${dispatches} dispatches (bound ${FORWARD_BACKWARD_DISPATCHES})`);
+    assert.ok(dispatches > 0, 'the counter sees the dispatches');
+    assert.ok(dispatches <= FORWARD_BACKWARD_DISPATCHES, `${dispatches} dispatches, more than ${FORWARD_BACKWARD_DISPATCHES}`);
   });
 });
 
@@ -347,7 +398,7 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
   // clipping, AdamW), from the same init.
   const stepOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
-      const model = createMaskedLM(tf, config, { seed: SEED });
+      const model = createMaskedLM(tf, config, { seed: SEED, capabilities: capabilitiesOf(tf, tf.getBackend()) });
       const optimizer = new AdamW(tf, model.variables, { beta1, beta2, epsilon, weightDecay });
       try {
         const read = async () => {
@@ -357,13 +408,17 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
         };
         const before = await read();
         const t0 = performance.now();
-        const result = await optimizerStep(tf, model, optimizer, [batch], { seed: SEED, step: 1, lr, maxGradNorm });
+        let result: Awaited<ReturnType<typeof optimizerStep>> | undefined;
+        const profile = await tf.profile(async () => {
+          result = await optimizerStep(tf, model, optimizer, [batch], { seed: SEED, step: 1, lr, maxGradNorm });
+        });
         const seconds = (performance.now() - t0) / 1000;
+        const kernels = new Set(profile.kernelNames);
         const after = await read();
         // After one update the first moment is (1 - beta1) * (clip scale) * gradient: the gradients, scaled.
         const state = await optimizer.getState();
         const moments = new Map([...before.keys()].map((name) => [name, state.tensors.get(`${name}.exp_avg`)!.data]));
-        return { result, before, after, moments, seconds };
+        return { result: result!, before, after, moments, seconds, kernels };
       } finally {
         optimizer.dispose();
         model.dispose();
@@ -371,6 +426,13 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
     });
   const want = await stepOn('cpu');
   const got = await stepOn('webgpu');
+  // webgpu ran mlmkit's fused kernels (training/kernels/), cpu their reference composites.
+  const fused = [LAYER_NORM_KERNEL, LAYER_NORM_GRAD_KERNEL, BIAS_GELU_KERNEL, BIAS_GELU_GRAD_KERNEL, BIAS_GRAD_KERNEL];
+  report(t, `step: webgpu ran ${[...got.kernels].filter((k) => k.startsWith('Mlmkit')).sort().join(', ')}`);
+  for (const k of fused) {
+    assert.ok(got.kernels.has(k), `webgpu ran ${k}`);
+    assert.ok(!want.kernels.has(k), `cpu did not run ${k}`);
+  }
 
   assert.ok(want.result.applied && got.result.applied);
   assert.equal(got.result.masked, want.result.masked);
@@ -435,7 +497,7 @@ test('20 training steps of bert-tiny on webgpu (mlm train) lower the loss', { sk
     // the run's final evaluation uses (the same options and seed), so before and after are paired.
     const manifest = await readManifest(fx.dataDir);
     const valid = new SplitReader(fx.dataDir, manifest, 'validation');
-    const untrained = createMaskedLM(tf, tinyConfig(fx), { seed: o.seed });
+    const untrained = createMaskedLM(tf, tinyConfig(fx), { seed: o.seed, capabilities: capabilitiesOf(tf, tf.getBackend()) });
     let before: EvalResult;
     try {
       before = await evaluateMasked(tf, untrained, valid, maskingFor(fx.tokenizer, o.mlmProbability, o.wholeWordMask), { batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches });
@@ -482,7 +544,7 @@ test('embedding gradients on webgpu: one-hot products, equal to cpu, and batches
   const upData = Float32Array.from({ length: N * H }, () => rng.next() - 0.5);
   const gradOf = (tf: Tf, ids: Int32Array, v: Tensor, up: Tensor): Tensor =>
     tf.tidy(() => {
-      const ops = makeOps(tf);
+      const ops = makeOps(tf, capabilitiesOf(tf, tf.getBackend()));
       const idsT = tf.tensor1d(ids, 'int32');
       const f = () => tf.sum(tf.mul(ops.embeddingRows(v as never, idsT as never, ids), up)) as never;
       return tf.variableGrads(f, [v as never]).grads[(v as unknown as { name: string }).name];
@@ -582,7 +644,7 @@ test('no leaks over 100 training steps on webgpu: tensor count and GPU bytes in 
   // [rows, vocab]; on webgpu the model pads rows to a multiple of MASKED_ROW_BUCKET (maskedRowCount)
   // so that a run meets few sizes. Asserted: the pool grows only at a step whose row count is new;
   // here every step has fewer than 64 masked tokens (4 x 32 tokens), so one size after step 1.
-  const bucket = (masked: number) => maskedRowCount(masked, 'webgpu');
+  const bucket = (masked: number) => maskedRowCount(masked, MASKED_ROW_BUCKET);
   const seen = new Set<number>([bucket(rows[0].masked)]);
   const grew: string[] = [];
   for (let i = 1; i < rows.length; i++) {

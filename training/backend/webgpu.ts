@@ -20,6 +20,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
+import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
+import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
+import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -250,6 +253,9 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   registerWebGpuDropoutMask(tf);
+  registerWebGpuLayerNorm(tf);
+  registerWebGpuBiasGelu(tf);
+  registerWebGpuBiasGrad(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);
