@@ -92,7 +92,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
     const { tf } = backend;
 
-    const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights }), tokenizer: f.tokenizer, folder: f }));
+    const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights, capabilities: backend.capabilities }), tokenizer: f.tokenizer, folder: f }));
     try {
       const scored: ScoredWord[][] = [];
       const summaries: ModelSummary[] = [];
