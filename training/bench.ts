@@ -44,7 +44,9 @@ import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluat
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
+import { DynamicLossScale } from './loss-scale.ts';
 import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
+import { describePrecision, resolvePrecision, type PrecisionName } from './precision.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -278,6 +280,8 @@ export interface BenchOptions {
   lr: number;
   /** Rows per forward/backward pass; 0: as the trainer chooses for this backend. */
   rowsPerPass: number;
+  /** Matrix-product precision (training/precision.ts); fp16 scales the loss as the trainer does. */
+  precision: PrecisionName;
   /** Progress lines (stderr in the CLI). */
   log: (line: string) => void;
 }
@@ -292,6 +296,7 @@ export const BENCH_DEFAULTS = {
   mlmProbability: 0.15,
   lr: 5e-4,
   rowsPerPass: 0,
+  precision: 'fp32' as PrecisionName,
 };
 
 /** What one (model, backend) run measured. */
@@ -321,6 +326,10 @@ export interface BenchMeasurement {
   evalReadsPerStep: number;
   lossFirst: number;
   lossLast: number;
+  /** The precision the run used ('fp32', 'fp16 (subgroup-matrix)'...). */
+  precision: string;
+  /** Steps skipped because fp16 gradients overflowed at the loss scale (loss scaling only). */
+  overflowSteps: number;
 }
 
 /** Refuses options `benchmarkModel` cannot run with, naming the CLI flag (InputError). */
@@ -350,6 +359,9 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const data = new SyntheticBatches(config, o.batchSize, o.seqLen, o.seed, o.mlmProbability);
   const tokensPerBatch = o.batchSize * o.seqLen;
 
+  const precision = await resolvePrecision(tf, backendName, o.precision, o.log);
+  const lossScale = precision.name === 'fp16' ? new DynamicLossScale() : undefined;
+  let overflowSteps = 0;
   const model = createMaskedLM(tf, config, { seed: o.seed });
   const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
   const io = watchBackendIo(tf);
@@ -360,8 +372,9 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       const t0 = performance.now();
       stepNo++;
       const passes = splitBatch(data.next(), trainRows);
-      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0 });
-      if (!applied) {
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0, lossScale });
+      if (overflow) overflowSteps++;
+      else if (!applied) {
         throw new Error(`training step ${stepNo}: loss ${lossValue}, gradient norm ${normValue} (the ${backendName} backend computed a non-finite value)`);
       }
       return { ms: performance.now() - t0, loss: lossValue, masked, passes: passes.length };
@@ -467,6 +480,8 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       evalReadsPerStep: per(evalIoAfter.reads, evalIoBefore.reads, evalTimes.length)!,
       lossFirst,
       lossLast,
+      precision: describePrecision(precision),
+      overflowSteps,
     };
   } finally {
     io.stop();

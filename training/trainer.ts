@@ -47,7 +47,9 @@ import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
+import { DynamicLossScale } from './loss-scale.ts';
 import { AdamW } from './optimizer.ts';
+import { describePrecision, resolvePrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
@@ -97,6 +99,8 @@ export interface TrainOptions {
   seed: number;
   /** Rows per forward/backward pass (memory; see evaluate.ts `rowsPerPass`); 0 or absent: automatic. */
   rowsPerPass?: number;
+  /** Matrix-product precision (training/precision.ts); absent: fp32. fp16 scales the loss (training/loss-scale.ts). */
+  precision?: PrecisionName;
 }
 
 /** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
@@ -121,6 +125,7 @@ export const TRAIN_DEFAULTS = {
   saveTotalLimit: 0,
   resume: false as boolean | string,
   seed: 42,
+  precision: 'fp32' as PrecisionName,
 };
 
 export interface StepInfo {
@@ -193,8 +198,9 @@ export function computeGradients(
   tf: Tf,
   model: MaskedLM,
   batches: MlmBatch[],
-  opts: { training: boolean; dropoutSeeds?: number[] },
+  opts: { training: boolean; dropoutSeeds?: number[]; lossScale?: number },
 ): { loss: Scalar; grads: Map<string, Tensor>; maskedCount: number } {
+  const scale = opts.lossScale ?? 1; // loss and gradients come out this many times larger
   const counts = batches.map(maskedCount);
   const total = counts.reduce((a, b) => a + b, 0);
   const varList = [...model.variables.values()];
@@ -210,7 +216,8 @@ export function computeGradients(
       const inputs = batchInputs(tf, batch);
       return tf.variableGrads(() => {
         const sum = model.maskedLossSum(inputs, batch.labels, { training: opts.training, dropoutSeed: opts.dropoutSeeds?.[i] }).loss;
-        return tf.div(sum, total) as Scalar;
+        const mean = tf.div(sum, total) as Scalar;
+        return scale === 1 ? mean : (tf.mul(mean, scale) as Scalar);
       }, varList);
     });
     if (loss === null) {
@@ -270,6 +277,8 @@ export interface StepResult {
   norm: number;     // global gradient norm before clipping
   masked: number;   // masked tokens in the batch
   applied: boolean; // false when the loss or the norm was not finite: nothing was changed
+  /** With loss scaling: the scaled gradients overflowed (finite loss); the step was skipped and the scale lowered. */
+  overflow?: boolean;
 }
 
 /**
@@ -282,17 +291,27 @@ export async function optimizerStep(
   model: MaskedLM,
   optimizer: AdamW,
   passes: MlmBatch[],
-  o: { seed: number; step: number; lr: number; maxGradNorm: number },
+  o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
 ): Promise<StepResult> {
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
-  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
+  // With loss scaling the loss, gradients and norm come out S times larger (S a power of two: the
+  // division back is exact), and 1/S joins the clipping factor.
+  const S = o.lossScale?.scale ?? 1;
+  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
   const normT = globalNorm(tf, grads);
-  const [lossValue, norm] = await readScalars(tf, [loss, normT]);
+  const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);
   tf.dispose([loss, normT]);
-  const applied = Number.isFinite(lossValue) && Number.isFinite(norm);
-  if (applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm));
+  const lossValue = scaledLoss / S;
+  const norm = scaledNorm / S;
+  let applied = Number.isFinite(lossValue) && Number.isFinite(norm);
+  let overflow = false;
+  if (o.lossScale !== undefined && Number.isFinite(lossValue)) {
+    applied = o.lossScale.update(Number.isFinite(norm));
+    overflow = !applied;
+  }
+  if (applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
   tf.dispose([...grads.values()]);
-  return { loss: lossValue, norm, masked, applied };
+  return overflow ? { loss: lossValue, norm, masked, applied, overflow } : { loss: lossValue, norm, masked, applied };
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -401,7 +420,7 @@ function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest
       `cannot resume from ${from}: it was trained on other data (${d.train_rows} rows of ${d.seq_len} tokens from ${d.dir}); give the same --data or start a new run`,
     );
   }
-  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass']
+  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass', 'precision']
     .filter((k) => state.args[k] !== now[k])
     .map((k) => `--${k.replace(/_/g, '-')} ${JSON.stringify(now[k])} (was ${JSON.stringify(state.args[k])})`);
   if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
@@ -518,6 +537,8 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   const perEpoch = batches.rows.batchesPerEpoch; // micro-batches per epoch
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
+  const precision = await resolvePrecision(tf, ctx.backend.name, o.precision ?? 'fp32', log);
+  const lossScale = precision.name === 'fp16' ? new DynamicLossScale({}, state?.loss_scale ?? undefined) : undefined;
   const model = createMaskedLM(tf, config, init);
   if (o.initBias === 'unigram' && state === null && o.from === undefined) {
     const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
@@ -605,6 +626,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
         mlmkit_version: ctx.version,
         backend: ctx.backend.name,
         device: ctx.backend.device,
+        loss_scale: lossScale?.getState() ?? null,
       };
       try {
         const weights = await exportWeights(model);
@@ -629,8 +651,11 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
       const micro: MlmBatch[] = [];
       for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
       const lr = schedule.lr(step - 1);
-      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm });
-      if (!applied) {
+      const scaleBefore = lossScale?.scale;
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm, lossScale });
+      if (overflow) {
+        log(`step ${step}: gradients overflowed at loss scale ${scaleBefore}; step skipped, loss scale now ${lossScale!.scale}`);
+      } else if (!applied) {
         const what = !Number.isFinite(lossValue) ? `loss became ${lossValue}` : `gradient norm became ${normValue}`;
         const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
         throw new TrainingError(`${what} at step ${step}; ${last}; lower --lr or check the data`);
@@ -700,7 +725,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
     notes: [
       `model: ${resumeFrom !== null ? `resumed from ${resumeFrom}` : o.from !== undefined ? `adapted from ${modelLabel}` : `pretrained from scratch (${modelLabel})`}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
       `data: ${o.data} (${manifest.splits.train.rows} training rows of ${manifest.seq_len} tokens; tokenizer ${describeTokenizer(manifest.tokenizer.source, manifest.tokenizer.sha256)})`,
-      `backend: ${ctx.backend.name} (${ctx.backend.device}); mlmkit ${ctx.version}`,
+      `backend: ${ctx.backend.name} (${ctx.backend.device}), ${describePrecision(precision)}; mlmkit ${ctx.version}`,
       ...(interrupted ? [`interrupted at step ${step} of ${totalSteps}; continue with --resume`] : []),
     ],
     final: {
