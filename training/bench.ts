@@ -38,7 +38,7 @@ import type { Tensor } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../data/rng.ts';
-import type { Tf } from './backend.ts';
+import { capabilitiesOf, type Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluate.ts';
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
@@ -46,7 +46,7 @@ import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
 import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
-import { describePrecision, resolvePrecision, type PrecisionName } from './precision.ts';
+import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const precision = await resolvePrecision(tf, backendName, o.precision, o.log);
   const lossScale = precision.name === 'fp16' ? new DynamicLossScale() : undefined;
   let overflowSteps = 0;
-  const model = createMaskedLM(tf, config, { seed: o.seed });
+  const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: withPrecision(capabilitiesOf(tf, backendName), precision) });
   const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
   const io = watchBackendIo(tf);
   try {

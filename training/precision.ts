@@ -14,6 +14,7 @@ import type { Tf } from './backend/common.ts';
 import { activeWebGpuFeatures, describeFeatures } from './backend/webgpu.ts';
 import { availableVariants, matMulF16Pipelines } from './backend/webgpu/matmul-f16.ts';
 import type { MatMulF16Variant } from './kernels/matmul.ts';
+import type { ModelCapabilities } from './models/ops.ts';
 
 export const PRECISIONS = ['fp32', 'fp16', 'auto'] as const;
 export type PrecisionName = (typeof PRECISIONS)[number];
@@ -64,4 +65,10 @@ export async function resolvePrecision(tf: Tf, backendName: string, requested: P
   }
   log(`precision: fp16 (${variant}${pipelines.usesLegacyBuiltins ? ', deprecated subgroup-matrix builtins' : ''}; f32 master weights, dynamic loss scaling)`);
   return { name: 'fp16', variant };
+}
+
+/** `capabilities` with the model's matrix products in `precision` (fp16: through the f16 kernel). */
+export function withPrecision(capabilities: ModelCapabilities, precision: Precision): ModelCapabilities {
+  const { matmulF16: _, ...rest } = capabilities;
+  return Object.freeze(precision.name === 'fp16' ? { ...rest, matmulF16: precision.variant } : rest);
 }

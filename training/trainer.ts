@@ -37,19 +37,20 @@ import { Progress } from '../data/progress.ts';
 import { Rng } from '../data/rng.ts';
 import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
-import type { Tf } from './backend.ts';
+import { capabilitiesOf, type Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength, writeModelFolder } from './checkpoint.ts';
 import {
   batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowsPerPass, splitBatch, type EvalResult,
 } from './evaluate.ts';
 import type { MaskedLM } from './models/bert.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
+import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
 import { AdamW } from './optimizer.ts';
-import { describePrecision, resolvePrecision, type PrecisionName } from './precision.ts';
+import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
@@ -140,7 +141,8 @@ export interface StepInfo {
 
 export interface TrainContext {
   tf: Tf;
-  backend: { name: string; device: string };
+  /** `capabilities`: what the model's ops may use (BackendInfo's); by default `capabilitiesOf(tf, name)`. */
+  backend: { name: string; device: string; capabilities?: ModelCapabilities };
   /** mlmkit's version, recorded in checkpoints. */
   version: string;
   /** Notes and warnings (stderr in the CLI). */
@@ -539,7 +541,8 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
   const precision = await resolvePrecision(tf, ctx.backend.name, o.precision ?? 'fp32', log);
   const lossScale = precision.name === 'fp16' ? new DynamicLossScale({}, state?.loss_scale ?? undefined) : undefined;
-  const model = createMaskedLM(tf, config, init);
+  const capabilities = withPrecision(ctx.backend.capabilities ?? capabilitiesOf(tf, ctx.backend.name), precision);
+  const model = createMaskedLM(tf, config, { ...init, capabilities });
   if (o.initBias === 'unigram' && state === null && o.from === undefined) {
     const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
     tf.tidy(() => model.variables.get(model.outputBiasName)!.assign(tf.tensor1d(prior)));
