@@ -45,7 +45,8 @@ import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
-import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
+import { createAdamW } from './flat-adamw.ts';
+import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
@@ -363,7 +364,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const lossScale = precision.name === 'fp16' ? new DynamicLossScale() : undefined;
   let overflowSteps = 0;
   const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: withPrecision(capabilitiesOf(tf, backendName), precision) });
-  const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
+  const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName);
   const io = watchBackendIo(tf);
   try {
     // One training step, as trainer.ts runs it.

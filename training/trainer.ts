@@ -49,7 +49,7 @@ import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
-import { AdamW } from './optimizer.ts';
+import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
@@ -287,11 +287,13 @@ export interface StepResult {
  * One optimizer step over the passes of a batch: gradients (summed over passes, normalised by the
  * batch's masked-token count), the global norm, one read of loss and norm, then AdamW with
  * clipping, unless either value is NaN or infinite. The trainer and `mlm bench` both run this.
+ * The flat AdamW (webgpu) does the norm, the check and the update on the GPU and reads loss and
+ * norm after the whole step is queued (training/flat-adamw.ts); the result is the same.
  */
 export async function optimizerStep(
   tf: Tf,
   model: MaskedLM,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
   passes: MlmBatch[],
   o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
 ): Promise<StepResult> {
@@ -300,20 +302,28 @@ export async function optimizerStep(
   // division back is exact), and 1/S joins the clipping factor.
   const S = o.lossScale?.scale ?? 1;
   const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
+  // An overflow (gradients not finite, loss finite) under loss scaling skips the step and lowers S.
+  const finish = (lossValue: number, norm: number, applied: boolean): StepResult => {
+    if (o.lossScale === undefined || !Number.isFinite(lossValue)) return { loss: lossValue, norm, masked, applied };
+    const kept = o.lossScale.update(Number.isFinite(norm));
+    return kept ? { loss: lossValue, norm, masked, applied } : { loss: lossValue, norm, masked, applied: false, overflow: true };
+  };
+  if (optimizer instanceof FlatAdamW) {
+    // Norm, clip, finite check and update queued on the GPU (1/S applied there); one read once the step is queued.
+    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm, S);
+    tf.dispose([loss, ...grads.values()]);
+    const r = await read;
+    return finish(r.loss, r.norm, r.applied);
+  }
   const normT = globalNorm(tf, grads);
   const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);
   tf.dispose([loss, normT]);
   const lossValue = scaledLoss / S;
   const norm = scaledNorm / S;
-  let applied = Number.isFinite(lossValue) && Number.isFinite(norm);
-  let overflow = false;
-  if (o.lossScale !== undefined && Number.isFinite(lossValue)) {
-    applied = o.lossScale.update(Number.isFinite(norm));
-    overflow = !applied;
-  }
-  if (applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
+  const result = finish(lossValue, norm, Number.isFinite(lossValue) && Number.isFinite(norm));
+  if (result.applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
   tf.dispose([...grads.values()]);
-  return overflow ? { loss: lossValue, norm, masked, applied, overflow } : { loss: lossValue, norm, masked, applied };
+  return result;
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -454,7 +464,7 @@ function checkOptions(o: TrainOptions): void {
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
 
 /** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
-function optimizerLayout(tf: Tf, config: ModelConfig) {
+export function optimizerLayout(tf: Tf, config: ModelConfig) {
   const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
   return {
     toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
@@ -555,7 +565,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
     const passes = Math.ceil(o.batchSize / trainRows);
     log(`note: each batch of ${o.batchSize} rows runs as ${passes} passes of up to ${Math.ceil(o.batchSize / passes)} rows to fit the ${ctx.backend.name} backend's memory (same loss and gradients; --rows-per-pass sets it)`);
   }
-  const optimizer = new AdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay });
+  const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
   let bar: Progress | null = null;
