@@ -14,7 +14,7 @@
 // Also here: the plain forms of LayerNorm and the activations (the references the ops are tested
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type * as TfModule from '@tensorflow/tfjs';
-import type { GradSaveFunc, NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import type { GradSaveFunc, NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import type { HiddenAct } from './config.ts';
@@ -110,6 +110,8 @@ export interface Ops {
   linear(x: Tensor2D, w: Tensor2D, b: Tensor1D): Tensor2D;
   /** The tied decoder: logits = h E^T + b, h [N, H], E [V, H] (the word embeddings), b [V]. */
   tiedDecoder(h: Tensor2D, e: Tensor2D, b: Tensor1D): Tensor2D;
+  /** Batched products of the last two axes, op(a) op(b) (op: optional transpose), as tf.matMul (attention). */
+  batchMatMul(a: Tensor4D, b: Tensor4D, transposeA: boolean, transposeB: boolean): Tensor4D;
   /** LayerNorm over the last axis of x [N, H]. */
   layerNorm(x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D;
   /** The activation `act` (see `activation`). */
@@ -447,15 +449,59 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     }))(table);
   };
 
-  return {
+  const common = {
     tf,
     embeddingRows,
-    matMul: (a, b) => matMul(a, b),
-    linear: (x, w, b) => linear(x, w, b),
-    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
     layerNorm: layerNormOp,
-    activation: (x, act) => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x)),
+    activation: (x: Tensor2D, act: HiddenAct) => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x)),
     dropout,
     crossEntropySum,
   };
+
+  // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;
+  // training/kernels/matmul.ts), forward and backward. The kernel reads transposed operands itself,
+  // so the gradients use its flags instead of explicit transposes; biases are added in f32 and get
+  // TF.js's gradient of the add (a column sum).
+  const variant = capabilities.matmulF16;
+  if (variant !== undefined) {
+    const product = (a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor =>
+      tf.engine().runKernel(MATMUL_F16_KERNEL, { a, b }, { transposeA, transposeB, variant } as unknown as NamedAttrMap) as Tensor;
+    // C = op(A) op(B); dA and dB from dC with the flags of the four cases (as tf.matMul's gradient).
+    const f16 = (transposeA: boolean, transposeB: boolean) =>
+      custom<Tensor>(([a, b], save) => {
+        save([a, b]);
+        return {
+          value: product(a, b, transposeA, transposeB),
+          gradFunc: (dc, [sa, sb]) => {
+            if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
+            if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
+            if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
+            return [product(sb, dc, true, true), product(dc, sa, true, true)];
+          },
+        };
+      });
+    const plain = f16(false, false);
+    const rightT = f16(false, true);
+    const flagged = [[plain, rightT], [f16(true, false), f16(true, true)]];
+    return {
+      ...common,
+      matMul: (a, b) => plain(a, b) as Tensor2D,
+      linear: (x, w, b) => tf.add(plain(x, w), b) as Tensor2D,
+      tiedDecoder: (h, e, b) => tf.add(rightT(h, e), b) as Tensor2D,
+      batchMatMul: (a, b, ta, tb) => {
+        const [B, nh, ar, ac] = a.shape;
+        const [, , br, bc] = b.shape;
+        const out = flagged[ta ? 1 : 0][tb ? 1 : 0](tf.reshape(a, [B * nh, ar, ac]), tf.reshape(b, [B * nh, br, bc]));
+        return tf.reshape(out, [B, nh, out.shape[1]!, out.shape[2]!]) as Tensor4D;
+      },
+    };
+  }
+  return {
+    ...common,
+    matMul: (a, b) => matMul(a, b),
+    linear: (x, w, b) => linear(x, w, b),
+    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
+    batchMatMul: (a, b, ta, tb) => tf.matMul(a, b, ta, tb),
+  };
 }
+

@@ -9,8 +9,8 @@
 //
 // The WGSL needs `enable f16;` (and `enable subgroups;`, `enable chromium_experimental_subgroup_matrix;`),
 // which TF.js's program wrapper cannot carry: the pipelines are built here, on the backend's device,
-// and their dispatches encoded into the backend's command stream (`encodeOwnPipeline`), so they
-// order with TF.js's own kernels. The kernel `MlmkitMatMulF16` is registered for webgpu when the
+// and their dispatches encoded into the backend's command stream through the raw seam
+// (training/backend/webgpu/raw.ts), so they order with TF.js's own kernels. The kernel `MlmkitMatMulF16` is registered for webgpu when the
 // device has shader-f16.
 //
 // Subgroup-matrix builtins: this Dawn accepts both `subgroupMatrixLoad<T, row_major>(p, offset,
@@ -21,6 +21,7 @@ import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from '../common.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Attrs, type MatMulF16Variant } from '../../kernels/matmul.ts';
 import { f16MatrixConfigs, webGpuFeatures, type SubgroupMatrixConfig, type WebGpuFeatures } from '../webgpu.ts';
+import { rawWebGpu } from './raw.ts';
 import { matmulShader, TILING, uniformData, workgroupCount, type InnerProduct, type MatmulDims, type Tiling } from './matmul-tiling.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -201,54 +202,7 @@ export class MatMulF16Pipelines {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Encoding into TF.js's command stream
-
-/** The parts of tfjs-backend-webgpu 4.22's WebGPUBackend this file relies on. */
-interface BackendInternals {
-  device: GPUDevice;
-  queue: GPUQueue;
-  tensorMap: { get(dataId: unknown): { resource?: unknown } };
-  bufferManager: { acquireBuffer(size: number, usage: number): GPUBuffer };
-  uniformPendingDisposal: GPUBuffer[];
-  commandQueueOwnedIds: WeakSet<object>;
-  commandEncoder: GPUCommandEncoder | null;
-  computePassEncoder: GPUComputePassEncoder | null;
-  dispatchCountInPass: number;
-  makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo;
-  uploadToGPU(dataId: unknown): void;
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
-}
-
-/**
- * Records one dispatch of `pipeline` into the backend's current compute pass, binding `buffers`
- * (tensors, in binding order) and then `uniform` as a uniform buffer; submits when the pass holds
- * the backend's submit batch size, as TF.js's own programs do.
- */
-export function encodeOwnPipeline(
-  tf: Tf, backend: unknown, pipeline: GPUComputePipeline, tensors: TensorInfo[], uniform: Uint32Array, dispatch: [number, number, number],
-): void {
-  const be = backend as BackendInternals;
-  for (const t of tensors) be.uploadToGPU(t.dataId);
-  const ubuf = be.bufferManager.acquireBuffer(uniform.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
-  be.queue.writeBuffer(ubuf, 0, uniform.buffer, uniform.byteOffset, uniform.byteLength);
-  be.uniformPendingDisposal.push(ubuf);
-  const entries: GPUBindGroupEntry[] = tensors.map((t, i) => ({ binding: i, resource: { buffer: be.tensorMap.get(t.dataId).resource as GPUBuffer } }));
-  entries.push({ binding: tensors.length, resource: { buffer: ubuf } });
-  for (const t of tensors) be.commandQueueOwnedIds.add(t.dataId as object);
-  const bindGroup = be.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-  be.ensureCommandEncoderReady();
-  if (be.computePassEncoder === null || be.computePassEncoder === undefined) be.computePassEncoder = be.commandEncoder!.beginComputePass({});
-  be.computePassEncoder.setPipeline(pipeline);
-  be.computePassEncoder.setBindGroup(0, bindGroup);
-  be.computePassEncoder.dispatchWorkgroups(...dispatch);
-  be.dispatchCountInPass++;
-  if (be.dispatchCountInPass >= Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'))) {
-    be.endComputePassEncoder();
-    be.submitQueue();
-  }
-}
+// The TF.js kernel
 
 /** Shapes of a product as the contract defines them; throws on a mismatch. */
 export function productDims(aShape: number[], bShape: number[], transposeA: boolean, transposeB: boolean): MatmulDims & { outShape: number[] } {
@@ -289,14 +243,17 @@ export function registerWebGpuMatMulF16(tf: Tf, device: GPUDevice): boolean {
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const { transposeA, transposeB, variant } = args.attrs as unknown as MatMulF16Attrs;
     const d = productDims(a.shape, b.shape, transposeA, transposeB);
-    const be = args.backend as BackendInternals;
+    const be = args.backend as { device: GPUDevice; makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo };
     const out = be.makeTensorInfo(d.outShape, 'float32');
     if (d.M * d.N * d.batch === 0) return out;
     if (d.K === 0) throw new Error(`${MATMUL_F16_KERNEL}: K = 0 is not supported`);
-    const pipelines = matMulF16Pipelines(be.device);
+    const raw = rawWebGpu(tf);
+    const pipeline = matMulF16Pipelines(be.device).get(variant, transposeA, transposeB);
     const batched = a.shape.length === 3;
     const strides = batched ? { a: d.M * d.K, b: d.K * d.N, c: d.M * d.N } : { a: 0, b: 0, c: 0 };
-    encodeOwnPipeline(tf, be, pipelines.get(variant, transposeA, transposeB), [a, b, out], uniformData(d, strides), workgroupCount(d));
+    const uniform = raw.uniform(uniformData(d, strides).buffer as ArrayBuffer);
+    const group = raw.bindGroup(`mlmkit-matmul-f16/${variant}/${transposeA}/${transposeB}`, pipeline, [raw.bufferOf(a), raw.bufferOf(b), raw.bufferOf(out), uniform]);
+    raw.dispatch(pipeline, group, workgroupCount(d));
     return out;
   };
   tf.registerKernel({ kernelName: MATMUL_F16_KERNEL, backendName: 'webgpu', kernelFunc: kernelFunc as unknown as KernelConfig['kernelFunc'] });
