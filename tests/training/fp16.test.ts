@@ -15,14 +15,15 @@
 //   - exact resume through train() with fp16: the loss scale is saved in trainer_state.json, and a
 //     run resumed from checkpoint-2 logs and ends as the uninterrupted one, bit for bit;
 //   - fp16 on another backend is an input error naming the flag.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { InputError } from '../../data/errors.ts';
-import { capabilitiesOf, releaseWebGpu, selectBackend, type Tf } from '../../training/backend.ts';
+import { capabilitiesOf, type Tf } from '../../training/backend.ts';
+import { loadTf } from '../../training/backend/common.ts';
 import { SyntheticBatches } from '../../training/bench.ts';
 import { createAdamW } from '../../training/flat-adamw.ts';
 import { DynamicLossScale } from '../../training/loss-scale.ts';
@@ -34,20 +35,12 @@ import { resolvePrecision, withPrecision } from '../../training/precision.ts';
 import { readMetrics } from '../../training/report.ts';
 import { computeGradients, optimizerStep, train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
-import { webgpuSkip } from './webgpu-gate.ts';
+import { useWebGpuForFile, webgpuSkip } from './webgpu-gate.ts';
 
 const skip = await webgpuSkip('fp16');
 let tf: Tf;
+useWebGpuForFile(skip, (t) => (tf = t));
 const quiet = () => {};
-
-before(async () => {
-  if (skip === false) tf = (await selectBackend('webgpu', { log: quiet })).tf;
-});
-after(async () => {
-  if (skip !== false) return;
-  releaseWebGpu(tf);
-  await selectBackend('cpu', { log: quiet });
-});
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-fp16-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -193,8 +186,9 @@ test('exact resume with fp16: loss scale in trainer_state.json, resumed run equa
 });
 
 test('fp16 on a backend without f16 kernels is an input error naming the flag', async () => {
-  const { tf: cpuTf } = await selectBackend('cpu', { log: quiet });
-  await assert.rejects(resolvePrecision(cpuTf, 'cpu', 'fp16', quiet), (err: unknown) => err instanceof InputError && /--precision fp16 needs the webgpu backend/.test((err as Error).message));
-  assert.deepEqual(await resolvePrecision(cpuTf, 'cpu', 'auto', quiet), { name: 'fp32' });
-  if (skip === false) tf = (await selectBackend('webgpu', { log: quiet })).tf;
+  // The precision is resolved for the backend named; a cpu run never looks at the GPU.
+  const anyTf = await loadTf();
+  await assert.rejects(resolvePrecision(anyTf, 'cpu', 'fp16', quiet), (err: unknown) => err instanceof InputError && /--precision fp16 needs the webgpu backend/.test((err as Error).message));
+  assert.deepEqual(await resolvePrecision(anyTf, 'wasm', 'auto', quiet), { name: 'fp32' });
+  assert.deepEqual(await resolvePrecision(anyTf, 'webgpu', 'fp32', quiet), { name: 'fp32' });
 });

@@ -8,27 +8,22 @@
 // subgroup-matrix WGSL is generated for the H200's configurations (compiled only where the adapter
 // has them: scripts/check-fp16.ts on the GPU machine).
 //
-// Without a WebGPU adapter these skip (fail with MLM_REQUIRE_WEBGPU=1), as tests/training/webgpu.test.ts.
+// Without a WebGPU adapter these skip (fail with MLM_REQUIRE_WEBGPU=1): tests/training/webgpu-gate.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NamedAttrMap, Tensor } from '@tensorflow/tfjs';
-import { probeWebGpu, selectBackend, type Tf } from '../../../training/backend.ts';
+import type { Tf } from '../../../training/backend.ts';
 import { activeWebGpuFeatures } from '../../../training/backend/webgpu.ts';
 import { matmulShader } from '../../../training/backend/webgpu/matmul-tiling.ts';
 import { availableVariants, subgroupMatrixInner } from '../../../training/backend/webgpu/matmul-f16.ts';
 import { f16ErrorBound, MATMUL_F16_KERNEL, type MatMulF16Attrs } from '../../../training/kernels/matmul.ts';
 import { Rng } from '../../../data/rng.ts';
+import { useWebGpuForFile, webgpuSkip } from '../webgpu-gate.ts';
 
-const probe = await probeWebGpu();
-const required = process.env.MLM_REQUIRE_WEBGPU === '1';
-if (!probe.ok && required) throw new Error(`no WebGPU adapter, and MLM_REQUIRE_WEBGPU=1 requires one: ${probe.reason}`);
-const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
-
-let tfPromise: Promise<Tf> | null = null;
-function webgpu(): Promise<Tf> {
-  tfPromise ??= selectBackend('webgpu', { log: () => {} }).then((b) => b.tf);
-  return tfPromise;
-}
+const skip = await webgpuSkip('f16 matmul');
+let tf: Tf;
+useWebGpuForFile(skip, (t) => (tf = t));
+const webgpu = async (): Promise<Tf> => tf;
 
 function randomTensor(tf: Tf, shape: number[], rng: Rng, scale: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
