@@ -28,7 +28,7 @@
 import type { Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { Tf } from './backend.ts';
 import { rawWebGpu, type RawWebGpu } from './backend/webgpu/raw.ts';
-import { encodeNormAndClip, encodeUpdate, PARTIALS, STAT, STATS_FLOATS, type FlatBuffers } from './backend/webgpu/flat-adamw.ts';
+import { chunkCount, chunkEntries, encodeNormAndClip, encodeUpdate, PARTIALS, STAT, STATS_FLOATS, type FlatBuffers } from './backend/webgpu/flat-adamw.ts';
 import type { NamedArray } from './models/weights.ts';
 import { ADAMW_DEFAULTS, AdamW, decays, type AdamWOptions, type AdamWState } from './optimizer.ts';
 
@@ -76,28 +76,38 @@ export class FlatAdamW {
   /** The data id of each variable when the flat copy last matched it. */
   private readonly synced = new Map<string, object>();
 
+  /** Whether one flat buffer of `params` fits in a buffer of the active webgpu device. */
+  static fits(tf: Tf, params: ReadonlyMap<string, Variable>): boolean {
+    const n = [...params.values()].reduce((a, p) => a + p.size, 0);
+    return n * 4 <= rawWebGpu(tf).device.limits.maxBufferSize;
+  }
+
+  /** `maxBindingBytes` caps the bound chunk below the device's limit (tests of the chunked path). */
   constructor(
     private readonly tf: Tf,
     private readonly params: ReadonlyMap<string, Variable>,
     readonly opts: AdamWOptions = ADAMW_DEFAULTS,
+    layoutOpts: { maxBindingBytes?: number } = {},
   ) {
     this.raw = rawWebGpu(tf);
     const { ranges, n, decayEnd } = flatLayout(params);
-    const limit = this.raw.device.limits.maxStorageBufferBindingSize;
+    const limit = this.raw.device.limits.maxBufferSize;
     if (n * 4 > limit) {
-      throw new Error(`the flat optimizer needs ${n * 4} bytes per buffer, over this device's storage binding limit of ${limit}`);
+      throw new Error(`the flat optimizer needs ${n * 4} bytes per buffer, over this device's buffer size limit of ${limit}`);
     }
     this.ranges = ranges;
     this.decayEnd = decayEnd;
     for (const r of ranges) this.byName.set(r.name, r);
     const bytes = n * 4;
+    const chunk = chunkEntries(this.raw.device, layoutOpts.maxBindingBytes);
     this.buffers = {
       n,
+      chunk,
       p: this.raw.createStorage(bytes),
       m: this.raw.createStorage(bytes),
       v: this.raw.createStorage(bytes),
       g: this.raw.createStorage(bytes),
-      partials: this.raw.createStorage(PARTIALS * 4),
+      partials: this.raw.createStorage(chunkCount(n, chunk) * PARTIALS * 4),
       stats: this.raw.createStorage(STATS_FLOATS * 4),
     };
     this.syncParams();
@@ -239,8 +249,9 @@ export type TrainingOptimizer = AdamW | FlatAdamW;
 
 /**
  * The AdamW for `params` on the backend named `backendName` (mlmkit's name, chosen at the CLI
- * edge): flat on webgpu, per-tensor (the reference) on the CPU backends.
+ * edge): flat on webgpu, per-tensor (the reference) on the CPU backends, and on a device whose
+ * buffers are too small for one flat buffer of the model (same results, more dispatches).
  */
 export function createAdamW(tf: Tf, params: ReadonlyMap<string, Variable>, opts: AdamWOptions, backendName: string): TrainingOptimizer {
-  return backendName === 'webgpu' ? new FlatAdamW(tf, params, opts) : new AdamW(tf, params, opts);
+  return backendName === 'webgpu' && FlatAdamW.fits(tf, params) ? new FlatAdamW(tf, params, opts) : new AdamW(tf, params, opts);
 }

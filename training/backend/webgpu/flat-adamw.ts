@@ -1,5 +1,6 @@
 // The WGSL kernels of the flat AdamW (training/flat-adamw.ts), encoded through the raw seam
-// (training/backend/webgpu/raw.ts) into TF.js's command stream. Three dispatches a step:
+// (training/backend/webgpu/raw.ts) into TF.js's command stream. Three dispatches a step (two
+// more for each chunk after the first, see below):
 //
 //   1. sumSquares: each of PARTIALS workgroups sums g^2 over a grid-strided share of the flat
 //      gradient buffer, then a tree reduction in workgroup memory writes one partial sum;
@@ -12,6 +13,10 @@
 //      buffer (a non-finite step changes nothing); weight decay for the entries below `decayEnd`
 //      (the flat layout puts every decayed parameter first).
 //
+// A storage binding may be smaller than the model (llvmpipe allows 128 MiB, bert-base needs
+// 440 MB): the flat buffers are bound in chunks of at most the device's binding size, one
+// sumSquares and one update dispatch per chunk, each writing its own partial sums.
+//
 // The update does the per-tensor AdamW's arithmetic (training/optimizer.ts) in its order, in f32:
 //   m1 = m * beta1 + g * ((1 - beta1) * clip)
 //   v1 = v * beta2 + g^2 * ((1 - beta2) * clip^2)
@@ -20,7 +25,7 @@
 // clip products are formed here, in f32, since the clip is known only on the GPU.
 import type { RawWebGpu } from './raw.ts';
 
-/** Workgroups of the first stage of the sum of squares (and partial sums in the second). */
+/** Workgroups of the first stage of the sum of squares per chunk (partial sums each). */
 export const PARTIALS = 1024;
 const WG = 256;
 /** The update's workgroups at most; each thread strides over the range. */
@@ -31,7 +36,7 @@ export const STATS_FLOATS = 4;
 export const STAT = { loss: 0, norm: 1, clip: 2, finite: 3 } as const;
 
 const SUM_SQUARES = /* wgsl */ `
-struct U { n : u32 }
+struct U { n : u32, base : u32 }
 @group(0) @binding(0) var<storage, read> g : array<f32>;
 @group(0) @binding(1) var<storage, read_write> partials : array<f32>;
 @group(0) @binding(2) var<uniform> u : U;
@@ -51,7 +56,7 @@ fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wi
     if (lid.x < k) { acc[lid.x] += acc[lid.x + k]; }
     workgroupBarrier();
   }
-  if (lid.x == 0u) { partials[wid.x] = acc[0]; }
+  if (lid.x == 0u) { partials[u.base + wid.x] = acc[0]; }
 }`;
 
 const FINALIZE = /* wgsl */ `
@@ -121,12 +126,35 @@ fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups)
 /** The flat buffers the kernels work on (f32; `n` entries in p, m, v, g). */
 export interface FlatBuffers {
   n: number;
+  /** Entries per bound chunk (the last one may be shorter); a multiple of the offset alignment. */
+  chunk: number;
   p: GPUBuffer;
   m: GPUBuffer;
   v: GPUBuffer;
   g: GPUBuffer;
-  partials: GPUBuffer; // PARTIALS floats
+  partials: GPUBuffer; // PARTIALS floats per chunk
   stats: GPUBuffer; // STATS_FLOATS floats
+}
+
+/**
+ * Entries per chunk for a device: the largest multiple of the storage offset alignment whose
+ * bytes fit in one storage binding (`maxBindingBytes` lower for tests).
+ */
+export function chunkEntries(device: GPUDevice, maxBindingBytes = Infinity): number {
+  const align = device.limits.minStorageBufferOffsetAlignment / 4;
+  const bytes = Math.min(device.limits.maxStorageBufferBindingSize, maxBindingBytes);
+  return Math.max(align, Math.floor(bytes / 4 / align) * align);
+}
+
+/** The number of chunks of `b` (at least 1). */
+export function chunkCount(n: number, chunk: number): number {
+  return Math.max(1, Math.ceil(n / chunk));
+}
+
+/** Binding of chunk `k` of a flat buffer. */
+function chunkOf(b: FlatBuffers, buffer: GPUBuffer, k: number): { buffer: GPUBuffer; offset: number; size: number } {
+  const begin = k * b.chunk;
+  return { buffer, offset: begin * 4, size: Math.max(1, Math.min(b.n, begin + b.chunk) - begin) * 4 };
 }
 
 /** The host-computed constants of one AdamW update (see the header). */
@@ -147,23 +175,38 @@ export interface UpdateConstants {
 /** Encodes the global norm, finite flag and clip coefficient into `b.stats` (stats[loss] set by the caller first). */
 export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: number, lossScale = 1): void {
   const sq = raw.pipeline('mlmkit-flat-adamw-sumsq', SUM_SQUARES);
-  const u1 = new Uint32Array([b.n]);
-  raw.dispatch(sq, raw.bindGroup('mlmkit-flat-adamw-sumsq', sq, [b.g, b.partials, raw.uniform(u1.buffer)]), [PARTIALS]);
+  const chunks = chunkCount(b.n, b.chunk);
+  for (let k = 0; k < chunks; k++) {
+    const n = Math.max(0, Math.min(b.n, (k + 1) * b.chunk) - k * b.chunk);
+    const u1 = new Uint32Array([n, k * PARTIALS]);
+    raw.dispatch(sq, raw.bindGroup(`mlmkit-flat-adamw-sumsq-${k}`, sq, [chunkOf(b, b.g, k), b.partials, raw.uniform(u1.buffer)]), [PARTIALS]);
+  }
   const fin = raw.pipeline('mlmkit-flat-adamw-finalize', FINALIZE);
   const u2 = new ArrayBuffer(16);
   new Float32Array(u2, 0, 1)[0] = maxNorm;
-  new Uint32Array(u2, 4, 1)[0] = PARTIALS;
+  new Uint32Array(u2, 4, 1)[0] = chunks * PARTIALS;
   new Float32Array(u2, 8, 1)[0] = 1 / lossScale;
   raw.dispatch(fin, raw.bindGroup('mlmkit-flat-adamw-finalize', fin, [b.partials, b.stats, raw.uniform(u2)]), [1]);
 }
 
-/** Encodes the AdamW update of entries [begin, end) (skipped on the GPU when stats say not finite). */
+/**
+ * Encodes the AdamW update of entries [begin, end) (skipped on the GPU when stats say not
+ * finite): one dispatch per chunk the range meets, indices relative to the chunk.
+ */
 export function encodeUpdate(raw: RawWebGpu, b: FlatBuffers, c: UpdateConstants, begin: number, end: number): void {
-  if (end <= begin) return;
   const pipe = raw.pipeline('mlmkit-flat-adamw-update', UPDATE);
-  const u = new ArrayBuffer(48);
-  new Uint32Array(u, 0, 4).set([begin, end, c.decayEnd, 0]);
-  new Float32Array(u, 16, 8).set([c.beta1, c.beta2, 1 - c.beta1, 1 - c.beta2, c.epsilon, c.invSqrtBc2, c.negStep, c.keep]);
-  const group = raw.bindGroup('mlmkit-flat-adamw-update', pipe, [b.p, b.m, b.v, b.g, b.stats, raw.uniform(u)]);
-  raw.dispatch(pipe, group, [Math.min(UPDATE_WORKGROUPS, Math.ceil((end - begin) / WG))]);
+  for (let k = Math.floor(begin / b.chunk); k * b.chunk < end; k++) {
+    const base = k * b.chunk;
+    const from = Math.max(begin, base) - base;
+    const to = Math.min(end, base + b.chunk) - base;
+    if (to <= from) continue;
+    const decayEnd = Math.min(Math.max(c.decayEnd - base, 0), to);
+    const u = new ArrayBuffer(48);
+    new Uint32Array(u, 0, 4).set([from, to, decayEnd, 0]);
+    new Float32Array(u, 16, 8).set([c.beta1, c.beta2, 1 - c.beta1, 1 - c.beta2, c.epsilon, c.invSqrtBc2, c.negStep, c.keep]);
+    const group = raw.bindGroup(`mlmkit-flat-adamw-update-${k}`, pipe, [
+      chunkOf(b, b.p, k), chunkOf(b, b.m, k), chunkOf(b, b.v, k), chunkOf(b, b.g, k), b.stats, raw.uniform(u),
+    ]);
+    raw.dispatch(pipe, group, [Math.min(UPDATE_WORKGROUPS, Math.ceil((to - from) / WG))]);
+  }
 }
