@@ -27,6 +27,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
+import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
+import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
+import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
@@ -318,6 +321,9 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   registerWebGpuDropoutMask(tf);
+  registerWebGpuLayerNorm(tf);
+  registerWebGpuBiasGelu(tf);
+  registerWebGpuBiasGrad(tf);
   registerWebGpuMatMulF16(tf, device);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);

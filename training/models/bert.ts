@@ -181,7 +181,7 @@ export function encoderLayer(
   const hs = H / nh;
   const weight = (name: string): Tensor2D => w(`${prefix}.${name}.weight`) as Tensor2D;
   const bias = (name: string): Tensor1D => w(`${prefix}.${name}.bias`) as Tensor1D;
-  const lin = (input: Tensor2D, name: string): Tensor2D => ops.linear(input, weight(name), bias(name));
+  const lin = (input: Tensor2D, name: string, act?: HiddenAct): Tensor2D => ops.linear(input, weight(name), bias(name), act);
   const norm = (input: Tensor2D, name: string): Tensor2D =>
     ops.layerNorm(input, w(`${prefix}.${name}.weight`) as Tensor1D, w(`${prefix}.${name}.bias`) as Tensor1D, config.layer_norm_eps);
   const splitHeads = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, nh, hs]), [0, 2, 1, 3]); // [B, nh, T, hs]
@@ -200,7 +200,7 @@ export function encoderLayer(
   const h = norm(tf.add(attended, x) as Tensor2D, 'attention.output.LayerNorm');
 
   // Feed-forward.
-  const inner = ops.activation(lin(h, 'intermediate.dense'), config.hidden_act); // [B*T, I]
+  const inner = lin(h, 'intermediate.dense', config.hidden_act); // [B*T, I]
   const ffn = ops.dropout(lin(inner, 'output.dense'), config.hidden_dropout_prob, drop(`${prefix}.output`));
   return norm(tf.add(ffn, h) as Tensor2D, 'output.LayerNorm');
 }
@@ -216,9 +216,9 @@ export function mlmHead(
   hidden: Tensor2D, // [N, H]
 ): Tensor2D {
   const { dense, layerNorm: norm, bias } = spec.head;
-  const projected = ops.linear(hidden, w(`${dense}.weight`) as Tensor2D, w(`${dense}.bias`) as Tensor1D);
+  const activated = ops.linear(hidden, w(`${dense}.weight`) as Tensor2D, w(`${dense}.bias`) as Tensor1D, spec.headActivation(config));
   const transformed = ops.layerNorm(
-    ops.activation(projected, spec.headActivation(config)),
+    activated,
     w(`${norm}.weight`) as Tensor1D,
     w(`${norm}.bias`) as Tensor1D,
     config.layer_norm_eps,
