@@ -52,18 +52,34 @@ export async function resolvePrecision(tf: Tf, backendName: string, requested: P
   if (variants.length === 0) {
     throw new InputError(`--precision fp16 needs a WebGPU device with shader-f16, and this one has none (${describeFeatures(features)}); use --precision fp32`);
   }
-  const variant = variants[0];
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
   const pipelines = matMulF16Pipelines(device);
+  let variant = variants[0];
   try {
     await pipelines.prepare(variant);
   } catch (err) {
-    throw new Error(`--precision ${requested}: ${(err as Error).message}; use --precision fp32`);
+    // A subgroup-matrix kernel this driver rejects: auto keeps fp32; fp16 says so and takes the
+    // scalar kernel (the JSON of mlm bench names the variant), or fails if that is rejected too.
+    const why = (err as Error).message;
+    if (variant !== 'subgroup-matrix' || requested === 'auto') {
+      if (requested === 'auto') {
+        log(`precision: fp32 (auto: ${why})`);
+        return { name: 'fp32' };
+      }
+      throw new Error(`--precision ${requested}: ${why}; use --precision fp32`);
+    }
+    log(`warning: ${why}; --precision fp16 falls back to the scalar f16 kernel`);
+    variant = 'scalar';
+    try {
+      await pipelines.prepare(variant);
+    } catch (err2) {
+      throw new Error(`--precision ${requested}: ${(err2 as Error).message}; use --precision fp32`);
+    }
   }
   if (variant === 'scalar') {
     log('note: --precision fp16 without f16 subgroup matrices runs the scalar f16 kernel: correct, but slower than fp32 (for testing)');
   }
-  log(`precision: fp16 (${variant}${pipelines.usesLegacyBuiltins ? ', deprecated subgroup-matrix builtins' : ''}; f32 master weights, dynamic loss scaling)`);
+  log(`precision: fp16 (${variant}${variant === 'subgroup-matrix' && pipelines.usesLegacyBuiltins ? ', deprecated subgroup-matrix builtins' : ''}; f32 master weights, dynamic loss scaling)`);
   return { name: 'fp16', variant };
 }
 
