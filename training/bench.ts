@@ -57,9 +57,11 @@ import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluat
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
+import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW } from './flat-adamw.ts';
 import { watchKernels } from './kernel-watch.ts';
 import { ADAMW_DEFAULTS } from './optimizer.ts';
+import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -293,6 +295,8 @@ export interface BenchOptions {
   lr: number;
   /** Rows per forward/backward pass; 0: as the trainer chooses for this backend. */
   rowsPerPass: number;
+  /** Matrix-product precision (training/precision.ts); fp16 scales the loss as the trainer does. */
+  precision: PrecisionName;
   /** Progress lines (stderr in the CLI). */
   log: (line: string) => void;
 }
@@ -307,6 +311,7 @@ export const BENCH_DEFAULTS = {
   mlmProbability: 0.15,
   lr: 5e-4,
   rowsPerPass: 0,
+  precision: 'fp32' as PrecisionName,
 };
 
 /** What one (model, backend) run measured. */
@@ -356,6 +361,10 @@ export interface BenchMeasurement {
   evalDispatchesPerStep: number;
   lossFirst: number;
   lossLast: number;
+  /** The precision the run used ('fp32', 'fp16 (subgroup-matrix)'...). */
+  precision: string;
+  /** Steps skipped because fp16 gradients overflowed at the loss scale (loss scaling only). */
+  overflowSteps: number;
 }
 
 /** Refuses options `benchmarkModel` cannot run with, naming the CLI flag (InputError). */
@@ -385,7 +394,10 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const data = new SyntheticBatches(config, o.batchSize, o.seqLen, o.seed, o.mlmProbability);
   const tokensPerBatch = o.batchSize * o.seqLen;
 
-  const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: capabilitiesOf(tf, backendName) });
+  const precision = await resolvePrecision(tf, backendName, o.precision, o.log);
+  const lossScale = precision.name === 'fp16' ? new DynamicLossScale() : undefined;
+  let overflowSteps = 0;
+  const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: withPrecision(capabilitiesOf(tf, backendName), precision) });
   const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName);
   const io = watchBackendIo(tf);
   const kernels = watchKernels(tf);
@@ -396,8 +408,9 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       const t0 = performance.now();
       stepNo++;
       const passes = splitBatch(data.next(), trainRows);
-      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0 });
-      if (!applied) {
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0, lossScale });
+      if (overflow) overflowSteps++;
+      else if (!applied) {
         throw new Error(`training step ${stepNo}: loss ${lossValue}, gradient norm ${normValue} (the ${backendName} backend computed a non-finite value)`);
       }
       return { ms: performance.now() - t0, loss: lossValue, masked, passes: passes.length };
@@ -526,6 +539,8 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       evalDispatchesPerStep: per(evalKAfter.dispatches ?? evalKAfter.kernels, evalKBefore.dispatches ?? evalKBefore.kernels, evalTimes.length)!,
       lossFirst,
       lossLast,
+      precision: describePrecision(precision),
+      overflowSteps,
     };
   } finally {
     kernels.stop();

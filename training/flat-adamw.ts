@@ -132,9 +132,10 @@ export class FlatAdamW {
    * Encodes one step (see the header): `grads` keyed by parameter name, `loss` the step's loss
    * (checked for finiteness with the norm), clipping to `maxGradNorm` (0: off). Returns the read
    * of loss, norm and whether the update was applied; the caller may dispose `grads` and `loss` at
-   * once. Reads must be awaited in the order of the steps.
+   * once. Reads must be awaited in the order of the steps. `lossScale` S: loss and gradients are S
+   * times the true ones (training/loss-scale.ts); the read and the update use them divided by S.
    */
-  update(grads: ReadonlyMap<string, Tensor>, loss: Scalar, lr: number, maxGradNorm: number): Promise<FlatStepResult> {
+  update(grads: ReadonlyMap<string, Tensor>, loss: Scalar, lr: number, maxGradNorm: number, lossScale = 1): Promise<FlatStepResult> {
     const { raw, buffers: b } = this;
     const { beta1, beta2, epsilon, weightDecay } = this.opts;
     this.syncParams();
@@ -152,7 +153,7 @@ export class FlatAdamW {
     }
     // Gradients absent this step stay out of the norm: zero their ranges' stale values.
     if (present.length !== 1 || present[0][0] !== 0 || present[0][1] !== b.n) this.clearAbsent(present);
-    encodeNormAndClip(raw, b, maxGradNorm);
+    encodeNormAndClip(raw, b, maxGradNorm, lossScale);
     const t = this.step + 1;
     const constants = {
       beta1, beta2, epsilon,

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { InputError, requireRegularFile } from '../data/errors.ts';
 import type { DataPosition } from '../data/batches.ts';
 import type { RngState } from '../data/rng.ts';
+import type { LossScaleState } from './loss-scale.ts';
 import type { AdamWState } from './optimizer.ts';
 import type { MetricsEntry } from './report.ts';
 import { loadSafetensorsF32, saveSafetensors, writeFileAtomic, type WritableTensor } from './safetensors.ts';
@@ -57,6 +58,8 @@ export interface TrainerState {
   mlmkit_version: string;
   backend: string;
   device: string;
+  /** Dynamic loss scaling with --precision fp16 (training/loss-scale.ts); null or absent otherwise. */
+  loss_scale?: LossScaleState | null;
 }
 
 export async function writeTrainerState(dir: string, state: TrainerState, optimizer: AdamWState): Promise<void> {

@@ -54,7 +54,9 @@ import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
+import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
+import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
@@ -104,6 +106,8 @@ export interface TrainOptions {
   seed: number;
   /** Rows per forward/backward pass (memory; see evaluate.ts `rowsPerPass`); 0 or absent: automatic. */
   rowsPerPass?: number;
+  /** Matrix-product precision (training/precision.ts); absent: fp32. fp16 scales the loss (training/loss-scale.ts). */
+  precision?: PrecisionName;
 }
 
 /** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
@@ -128,6 +132,7 @@ export const TRAIN_DEFAULTS = {
   saveTotalLimit: 0,
   resume: false as boolean | string,
   seed: 42,
+  precision: 'fp32' as PrecisionName,
 };
 
 export interface StepInfo {
@@ -201,8 +206,9 @@ export function computeGradients(
   tf: Tf,
   model: MaskedLM,
   batches: MlmBatch[],
-  opts: { training: boolean; dropoutSeeds?: number[] },
+  opts: { training: boolean; dropoutSeeds?: number[]; lossScale?: number },
 ): { loss: Scalar; grads: Map<string, Tensor>; maskedCount: number } {
+  const scale = opts.lossScale ?? 1; // loss and gradients come out this many times larger
   const counts = batches.map(maskedCount);
   const total = counts.reduce((a, b) => a + b, 0);
   const varList = [...model.variables.values()];
@@ -218,7 +224,8 @@ export function computeGradients(
       const inputs = batchInputs(tf, batch);
       return tf.variableGrads(() => {
         const sum = model.maskedLossSum(inputs, batch.labels, { training: opts.training, dropoutSeed: opts.dropoutSeeds?.[i] }).loss;
-        return tf.div(sum, total) as Scalar;
+        const mean = tf.div(sum, total) as Scalar;
+        return scale === 1 ? mean : (tf.mul(mean, scale) as Scalar);
       }, varList);
     });
     if (loss === null) {
@@ -302,6 +309,8 @@ export interface StepResult {
   norm: number;     // global gradient norm before clipping
   masked: number;   // masked tokens in the batch
   applied: boolean; // false when the loss or the norm was not finite: nothing was changed
+  /** With loss scaling: the scaled gradients overflowed (finite loss); the step was skipped and the scale lowered. */
+  overflow?: boolean;
 }
 
 /**
@@ -316,24 +325,35 @@ export async function optimizerStep(
   model: MaskedLM,
   optimizer: TrainingOptimizer,
   passes: MlmBatch[],
-  o: { seed: number; step: number; lr: number; maxGradNorm: number },
+  o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
 ): Promise<StepResult> {
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
-  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
+  // With loss scaling the loss, gradients and norm come out S times larger (S a power of two: the
+  // division back is exact), and 1/S joins the clipping factor.
+  const S = o.lossScale?.scale ?? 1;
+  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
+  // An overflow (gradients not finite, loss finite) under loss scaling skips the step and lowers S.
+  const finish = (lossValue: number, norm: number, applied: boolean): StepResult => {
+    if (o.lossScale === undefined || !Number.isFinite(lossValue)) return { loss: lossValue, norm, masked, applied };
+    const kept = o.lossScale.update(Number.isFinite(norm));
+    return kept ? { loss: lossValue, norm, masked, applied } : { loss: lossValue, norm, masked, applied: false, overflow: true };
+  };
   if (optimizer instanceof FlatAdamW) {
-    // Norm, clip, finite check and update queued on the GPU; one read once the step is queued.
-    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm);
+    // Norm, clip, finite check and update queued on the GPU (1/S applied there); one read once the step is queued.
+    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm, S);
     tf.dispose([loss, ...grads.values()]);
     const r = await read;
-    return { loss: r.loss, norm: r.norm, masked, applied: r.applied };
+    return finish(r.loss, r.norm, r.applied);
   }
   const normT = globalNorm(tf, grads);
-  const [lossValue, norm] = await readScalars(tf, [loss, normT]);
+  const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);
   tf.dispose([loss, normT]);
-  const applied = Number.isFinite(lossValue) && Number.isFinite(norm);
-  if (applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm));
+  const lossValue = scaledLoss / S;
+  const norm = scaledNorm / S;
+  const result = finish(lossValue, norm, Number.isFinite(lossValue) && Number.isFinite(norm));
+  if (result.applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
   tf.dispose([...grads.values()]);
-  return { loss: lossValue, norm, masked, applied };
+  return result;
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -514,7 +534,7 @@ function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest
       `cannot resume from ${from}: it was trained on other data (${d.train_rows} rows of ${d.seq_len} tokens from ${d.dir}); give the same --data or start a new run`,
     );
   }
-  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass']
+  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass', 'precision']
     .filter((k) => state.args[k] !== now[k])
     .map((k) => `--${k.replace(/_/g, '-')} ${JSON.stringify(now[k])} (was ${JSON.stringify(state.args[k])})`);
   if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
@@ -642,7 +662,10 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   const perEpoch = batches.rows.batchesPerEpoch; // micro-batches per epoch
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
-  const model = createMaskedLM(tf, config, { ...init, capabilities: ctx.backend.capabilities ?? capabilitiesOf(tf, ctx.backend.name) });
+  const precision = await resolvePrecision(tf, ctx.backend.name, o.precision ?? 'fp32', log);
+  const lossScale = precision.name === 'fp16' ? new DynamicLossScale({}, state?.loss_scale ?? undefined) : undefined;
+  const capabilities = withPrecision(ctx.backend.capabilities ?? capabilitiesOf(tf, ctx.backend.name), precision);
+  const model = createMaskedLM(tf, config, { ...init, capabilities });
   if (o.initBias === 'unigram' && state === null && o.from === undefined) {
     const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
     tf.tidy(() => model.variables.get(model.outputBiasName)!.assign(tf.tensor1d(prior)));
@@ -731,6 +754,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         mlmkit_version: ctx.version,
         backend: ctx.backend.name,
         device: ctx.backend.device,
+        loss_scale: lossScale?.getState() ?? null,
       };
       try {
         const weights = await exportWeights(model);
@@ -754,8 +778,13 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       const micro: MlmBatch[] = [];
       for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
       const lr = schedule.lr(step - 1);
-      const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm });
-      if (!applied) throw divergedError(Number.isFinite(lossValue) ? `gradient norm became ${normValue}` : `loss became ${lossValue}`, step, lastCheckpoint);
+      const scaleBefore = lossScale?.scale;
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm, lossScale });
+      if (overflow) {
+        log(`step ${step}: gradients overflowed at loss scale ${scaleBefore}; step skipped, loss scale now ${lossScale!.scale}`);
+      } else if (!applied) {
+        throw divergedError(Number.isFinite(lossValue) ? `gradient norm became ${normValue}` : `loss became ${lossValue}`, step, lastCheckpoint);
+      }
       const diverged = divergence('loss', lossValue, config.vocab_size);
       if (diverged !== null) throw divergedError(diverged, step, lastCheckpoint);
       if (masked === 0) log(`warning: step ${step} drew no masked token; the weights were not updated`);
@@ -823,7 +852,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     notes: [
       `model: ${resumeFrom !== null ? `resumed from ${resumeFrom}` : o.from !== undefined ? `adapted from ${modelLabel}` : `pretrained from scratch (${modelLabel})`}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
       `data: ${o.data} (${manifest.splits.train.rows} training rows of ${manifest.seq_len} tokens; tokenizer ${describeTokenizer(manifest.tokenizer.source, manifest.tokenizer.sha256)})`,
-      `backend: ${ctx.backend.name} (${ctx.backend.device}); mlmkit ${ctx.version}`,
+      `backend: ${ctx.backend.name} (${ctx.backend.device}), ${describePrecision(precision)}; mlmkit ${ctx.version}`,
       ...(interrupted ? [`interrupted at step ${step} of ${totalSteps}; continue with --resume`] : []),
     ],
     final: {

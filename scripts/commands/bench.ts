@@ -32,6 +32,7 @@ import {
   BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, readModelConfig, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
 import type { ModelConfig } from '../../training/models/config.ts';
+import { checkPrecisionName } from '../../training/precision.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MLM = path.join(ROOT, 'scripts', 'mlm.mjs');
@@ -46,6 +47,7 @@ interface BenchArgs {
   'eval-steps': number;
   'max-seconds': number;
   'rows-per-pass': number;
+  precision: string;
   seed: number;
   'matmul-peak': boolean;
   'blas-threads': number;
@@ -140,6 +142,8 @@ function record(
     drain_ms: round(m.drainMs, 2),
     eval_dispatches_per_step: m.evalDispatchesPerStep,
     eval_tensors_leaked_per_step: m.evalTensorsLeakedPerStep,
+    precision: m.precision,
+    fp16_overflow_steps: m.overflowSteps,
     loss_first: round(m.lossFirst, 4),
     loss_last: round(m.lossLast, 4),
     loss_expected: round(Math.log(vocabSize), 4),
@@ -168,6 +172,7 @@ function runChild(plan: RunPlan, a: BenchArgs): Promise<{ code: number; record: 
     '--batch-size', String(a['batch-size']), '--seq-len', String(a['seq-len']),
     '--steps', String(plan.steps), '--warmup-steps', String(plan.warmupSteps), '--eval-steps', String(plan.evalSteps),
     '--max-seconds', String(a['max-seconds']), '--rows-per-pass', String(a['rows-per-pass']), '--seed', String(a.seed),
+    '--precision', a.precision,
   ];
   return new Promise((resolve) => {
     const child = spawn(process.execPath, argv, { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -218,6 +223,7 @@ function benchOptions(a: BenchArgs, log: (line: string) => void): BenchOptions {
     evalSteps: a['eval-steps'],
     maxSeconds: a['max-seconds'],
     rowsPerPass: a['rows-per-pass'],
+    precision: checkPrecisionName(a.precision),
     seed: a.seed,
     log,
   };
@@ -321,6 +327,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('max-seconds', { type: 'number', default: 0, describe: 'end a phase\'s measured steps once they took this long, after at least 2 (0: no limit)' })
       .option('rows-per-pass', { type: 'number', default: 0, describe: 'rows per forward/backward pass (0: as `mlm train` chooses for the backend)' })
       .option('seed', { type: 'number', default: BENCH_DEFAULTS.seed })
+      .option('precision', { type: 'string', default: BENCH_DEFAULTS.precision, describe: 'fp32, fp16 (webgpu f16 matmuls, loss scaling, as `mlm train --precision fp16`) or auto' })
       .option('matmul-peak', { type: 'boolean', default: true, describe: 'measure the CPU\'s float32 matmul peak with numpy, for MFU (--no-matmul-peak to skip)' })
       .option('blas-threads', { type: 'number', default: 2, describe: 'BLAS threads of the matmul-peak probe' })
       .option('isolate', { type: 'boolean', default: true, describe: 'each run in its own child process (--no-isolate: one config, one backend, here)' })
@@ -334,6 +341,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
           'The PyTorch peer: `node --import tsx scripts/bench-peer.ts`.',
       )
       .example('$0 bench --config bert-mini --backend wasm', 'bert-mini, batch 32 x 128, 20 steps on wasm')
+      .example('$0 bench --config bert-base --backend webgpu --precision fp16', 'bert-base with f16 matmuls on tensor cores (where the GPU has subgroup matrices)')
       .example('$0 bench --config bert-tiny bert-mini bert-small --backend all --max-seconds 100', 'what `npm run bench` runs')
       .example('$0 bench --config configs/bert-tiny.json --backend wasm --steps 2 --batch-size 4 --seq-len 32 --json', 'a quick check, as JSON') as unknown as Argv<BenchArgs>,
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
@@ -347,6 +355,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       if (b !== 'all' && !isBackendName(b)) throw new InputError(`unknown backend '${b}' (--backend): use auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu or all`);
     }
     const backends = all ? [...AUTO_ORDER] : [...new Set(args.backend)];
+    const noF16 = backends.filter((b) => b !== 'webgpu' && b !== 'auto');
+    if (args.precision === 'fp16' && noF16.length > 0) {
+      throw new InputError(`--precision fp16 needs the webgpu backend (its f16 kernels), not ${noF16.join(', ')}: use --backend webgpu, or --precision fp32`);
+    }
     const load = os.loadavg();
 
     if (!args.isolate) {

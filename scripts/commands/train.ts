@@ -13,6 +13,7 @@ import { formatTable } from '../../data/progress.ts';
 import { resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
+import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { VERSION } from '../version.ts';
@@ -46,6 +47,7 @@ interface TrainArgs {
   resume?: string;
   seed: number;
   'rows-per-pass': number;
+  precision: string;
   backend: string;
   json: boolean;
   progress: boolean;
@@ -89,6 +91,10 @@ function builder(variant: Variant) {
       .option('seed', { type: 'number', default: d.seed, describe: 'seeds init, data order, masks and dropout' })
       .option('rows-per-pass', { type: 'number', default: 0, describe: 'rows per forward/backward pass, to bound memory (0: as many as fit the backend)' })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
+      .option('precision', {
+        type: 'string', default: d.precision,
+        describe: 'fp32, fp16 (webgpu: f16 matmul operands, f32 accumulation and master weights, dynamic loss scaling) or auto (fp16 where the GPU has f16 subgroup matrices)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the final result as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to silence)' });
     if (variant !== 'finetune') {
@@ -148,6 +154,7 @@ function handler(variant: Variant) {
       resume: args.resume === undefined ? false : args.resume === '' ? true : args.resume,
       seed: args.seed,
       rowsPerPass: args['rows-per-pass'],
+      precision: checkPrecisionName(args.precision),
     };
 
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });

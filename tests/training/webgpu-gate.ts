@@ -2,8 +2,8 @@
 // skips with the probe's reason, or FAILS when MLM_REQUIRE_WEBGPU=1 (which CI sets). Any other
 // value of the variable fails too, so that a typo cannot turn a suite into a silent skip. The same
 // rule as tests/training/webgpu.test.ts, for the smaller webgpu test files.
-import { test } from 'node:test';
-import { probeWebGpu } from '../../training/backend.ts';
+import { after, before, test } from 'node:test';
+import { probeWebGpu, releaseWebGpu, selectBackend, type Tf } from '../../training/backend.ts';
 
 /**
  * The `skip` option for a file's webgpu tests: false when they run, else the reason. When the
@@ -27,4 +27,23 @@ export async function webgpuSkip(suite: string): Promise<false | string> {
     });
   }
   return reason;
+}
+
+/**
+ * Starts the webgpu backend before a file's tests (when `skip` is false) and hands its `tf` to
+ * `ready`; after them goes back to cpu, destroying the device.
+ */
+export function useWebGpuForFile(skip: false | string, ready: (tf: Tf) => void): void {
+  let tf: Tf | null = null;
+  const quiet = () => {};
+  before(async () => {
+    if (skip !== false) return;
+    tf = (await selectBackend('webgpu', { log: quiet })).tf;
+    ready(tf);
+  });
+  after(async () => {
+    if (tf === null) return;
+    releaseWebGpu(tf);
+    await selectBackend('cpu', { log: quiet });
+  });
 }

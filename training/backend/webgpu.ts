@@ -8,6 +8,13 @@
 // package's default factory, which would request a second device with its own limits).
 // `navigator.gpu` is set only because WebGPUBackend's constructor checks that it exists.
 //
+// Features. Dawn is created with the toggles `allow_unsafe_apis` (experimental features such as
+// subgroup matrices), `use_vulkan_memory_model` (which Vulkan cooperative matrices require) and
+// `vulkan_enable_f16_on_nvidia` (without it Dawn offers no `shader-f16` on NVIDIA's Vulkan driver),
+// and the device asks for `shader-f16`, `subgroups` and `chromium-experimental-subgroup-matrix`
+// when the adapter offers them. `webGpuFeatures` says what was granted; the backend line names it.
+// mlmkit's own f16 kernels (training/backend/webgpu/matmul-f16.ts) use them; TF.js's do not.
+//
 // Software adapters (Mesa llvmpipe/lavapipe, SwiftShader, Windows WARP) work, but are slower than
 // wasm: `auto` skips them; `--backend webgpu` accepts them with a note (correctness testing).
 //
@@ -23,6 +30,7 @@ import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
 import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
 import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
+import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -128,7 +136,7 @@ async function openAdapter(): Promise<OpenedAdapter> {
   }
   // Dawn quantizes timestamp queries to 65.536 us unless told not to: per-pass GPU times
   // (training/kernel-watch.ts) need the real resolution.
-  const gpu = mod.create(['disable-dawn-features=timestamp_quantization']);
+  const gpu = mod.create([`enable-dawn-features=${DAWN_TOGGLES.join(',')}`, 'disable-dawn-features=timestamp_quantization']);
   let adapter: GPUAdapter | null;
   try {
     adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
@@ -151,6 +159,68 @@ export async function probeWebGpu(): Promise<WebGpuProbe> {
     const reason = err instanceof BackendUnavailable ? `${err.message}; ${err.hint}` : firstLine(err);
     return { ok: false, adapterInfo: null, reason };
   }
+}
+
+/** Dawn toggles mlmkit's device is created with (see the header). */
+export const DAWN_TOGGLES = ['allow_unsafe_apis', 'use_vulkan_memory_model', 'vulkan_enable_f16_on_nvidia'] as const;
+
+/** Optional features requested when the adapter offers them. */
+const OPTIONAL_FEATURES = ['timestamp-query', 'shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const;
+
+/** One subgroup-matrix configuration (GPUSubgroupMatrixConfig): left M x K, right K x N, result M x N. */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** What mlmkit's WebGPU device was granted. */
+export interface WebGpuFeatures {
+  /** `shader-f16`: f16 in WGSL. */
+  shaderF16: boolean;
+  /** `subgroups`: the subgroup size range, or null without the feature. */
+  subgroups: { minSize: number; maxSize: number } | null;
+  /** `chromium-experimental-subgroup-matrix`: the adapter's configurations (empty without it). */
+  subgroupMatrix: SubgroupMatrixConfig[];
+  timestampQuery: boolean;
+}
+
+/** The features of `device` (and its adapter's subgroup sizes and subgroup-matrix configurations). */
+export function webGpuFeatures(device: GPUDevice): WebGpuFeatures {
+  const has = (name: string) => device.features.has(name);
+  const info = (device as unknown as { adapterInfo?: Record<string, unknown> }).adapterInfo ?? {};
+  const configs = has('chromium-experimental-subgroup-matrix') && Array.isArray(info.subgroupMatrixConfigs)
+    ? (info.subgroupMatrixConfigs as SubgroupMatrixConfig[]).map((c) => ({
+        componentType: String(c.componentType), resultComponentType: String(c.resultComponentType), M: c.M, N: c.N, K: c.K,
+      }))
+    : [];
+  return {
+    shaderF16: has('shader-f16'),
+    subgroups: has('subgroups') ? { minSize: Number(info.subgroupMinSize ?? 0), maxSize: Number(info.subgroupMaxSize ?? 0) } : null,
+    subgroupMatrix: configs,
+    timestampQuery: has('timestamp-query'),
+  };
+}
+
+/** The f16 x f16 -> f32 subgroup-matrix configurations, largest first. */
+export function f16MatrixConfigs(f: WebGpuFeatures): SubgroupMatrixConfig[] {
+  return f.subgroupMatrix
+    .filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')
+    .sort((a, b) => b.M * b.N * b.K - a.M * a.N * a.K);
+}
+
+/** One line: what the device was granted, e.g. "f16, subgroups 32, subgroup-matrix f16->f32 16x16x16". */
+export function describeFeatures(f: WebGpuFeatures): string {
+  const parts: string[] = [f.shaderF16 ? 'f16' : 'no f16'];
+  if (f.subgroups !== null) {
+    const { minSize, maxSize } = f.subgroups;
+    parts.push(`subgroups ${minSize === maxSize ? maxSize : `${minSize}-${maxSize}`}`);
+  }
+  const f16 = f16MatrixConfigs(f);
+  parts.push(f16.length > 0 ? `subgroup-matrix f16->f32 ${f16.map((c) => `${c.M}x${c.N}x${c.K}`).join(', ')}` : 'no f16 subgroup-matrix');
+  return parts.join(', ');
 }
 
 /** Compute limits TF.js relies on; each is requested at the adapter's maximum. */
@@ -222,7 +292,7 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
     const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
     if (typeof value === 'number') requiredLimits[name] = value;
   }
-  const requiredFeatures: GPUFeatureName[] = adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
@@ -256,14 +326,16 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuLayerNorm(tf);
   registerWebGpuBiasGelu(tf);
   registerWebGpuBiasGrad(tf);
+  registerWebGpuMatMulF16(tf, device);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);
   }
+  const granted = `granted ${describeFeatures(webGpuFeatures(device))}`;
   return {
     tfBackend: tf.getBackend(),
     device: adapterLabel(info),
-    note: info.software ? `${softwareName(info)} is a software adapter: fine for tests, slower than wasm` : undefined,
+    note: info.software ? `${softwareName(info)} is a software adapter: fine for tests, slower than wasm; ${granted}` : granted,
   };
 }
 
@@ -283,4 +355,11 @@ export function releaseWebGpu(tf: Tf): void {
       // A read-only navigator.gpu belongs to someone else; leave it.
     }
   }
+}
+
+/** The features of the webgpu backend's device, or null when webgpu is not the active backend. */
+export function activeWebGpuFeatures(tf: Tf): WebGpuFeatures | null {
+  if (tf.getBackend() !== 'webgpu') return null;
+  const device = (tf.backend() as unknown as { device?: GPUDevice }).device;
+  return device === undefined ? null : webGpuFeatures(device);
 }

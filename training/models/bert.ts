@@ -193,9 +193,9 @@ export function encoderLayer(
   const q = splitHeads(tf.mul(query, 1 / Math.sqrt(hs)));
   const k = splitHeads(key);
   const v = splitHeads(value);
-  const scores = tf.add(tf.matMul(q, k, false, true), maskBias); // [B, nh, T, T]
+  const scores = tf.add(ops.batchMatMul(q, k, false, true), maskBias) as Tensor4D; // [B, nh, T, T]
   const probs = ops.dropout(tf.softmax(scores), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
-  const context = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
+  const context = tf.reshape(tf.transpose(ops.batchMatMul(probs, v, false, false), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
   const attended = ops.dropout(lin(context, 'attention.output.dense'), config.hidden_dropout_prob, drop(`${prefix}.attention.output`));
   const h = norm(tf.add(attended, x) as Tensor2D, 'attention.output.LayerNorm');
 

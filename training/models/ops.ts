@@ -17,12 +17,13 @@
 // Also here: the plain forms of LayerNorm and the activations (the references the ops are tested
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type * as TfModule from '@tensorflow/tfjs';
-import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customOp } from '../kernels/custom-op.ts';
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
+import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import type { HiddenAct } from './config.ts';
 
 export type Tf = typeof TfModule;
@@ -51,6 +52,11 @@ export interface ModelCapabilities {
   readonly matMulBias: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
+  /**
+   * Set: the matrix products take f16 operands with f32 accumulation, through MlmkitMatMulF16 of
+   * this variant (training/kernels/matmul.ts; --precision fp16). Absent: float32 tf.matMul.
+   */
+  readonly matmulF16?: MatMulF16Variant;
 }
 
 /** The reference paths: what every backend runs correctly. */
@@ -113,6 +119,8 @@ export interface Ops {
   linear(x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): Tensor2D;
   /** The tied decoder: logits = h E^T + b, h [N, H], E [V, H] (the word embeddings), b [V]. */
   tiedDecoder(h: Tensor2D, e: Tensor2D, b: Tensor1D): Tensor2D;
+  /** Batched products of the last two axes, op(a) op(b) (op: optional transpose), as tf.matMul (attention). */
+  batchMatMul(a: Tensor4D, b: Tensor4D, transposeA: boolean, transposeB: boolean): Tensor4D;
   /** LayerNorm over the last axis of x [N, H]. */
   layerNorm(x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D;
   /** The activation `act` (see `activation`). */
@@ -441,15 +449,64 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     }))(table);
   };
 
-  return {
+  const common = {
     tf,
     embeddingRows,
-    matMul: (a, b) => matMul(a, b),
-    linear: dense,
-    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
     layerNorm: layerNormOp,
     activation: activationOp,
     dropout,
     crossEntropySum,
   };
+
+  // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;
+  // training/kernels/matmul.ts), forward and backward. The kernel reads transposed operands itself,
+  // so the gradients use its flags instead of explicit transposes; biases are added in f32 and get
+  // TF.js's gradient of the add (a column sum).
+  const variant = capabilities.matmulF16;
+  if (variant !== undefined) {
+    const product = (a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor =>
+      tf.engine().runKernel(MATMUL_F16_KERNEL, { a, b }, { transposeA, transposeB, variant } as unknown as NamedAttrMap) as Tensor;
+    // C = op(A) op(B); dA and dB from dC with the flags of the four cases (as tf.matMul's gradient).
+    const f16 = (transposeA: boolean, transposeB: boolean) =>
+      custom<Tensor>(([a, b], save) => {
+        save([a, b]);
+        return {
+          value: product(a, b, transposeA, transposeB),
+          gradFunc: (dc, [sa, sb]) => {
+            if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
+            if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
+            if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
+            return [product(sb, dc, true, true), product(dc, sa, true, true)];
+          },
+        };
+      });
+    const plain = f16(false, false);
+    const rightT = f16(false, true);
+    const flagged = [[plain, rightT], [f16(true, false), f16(true, true)]];
+    return {
+      ...common,
+      matMul: (a, b) => plain(a, b) as Tensor2D,
+      linear: (x, w, b, act) => {
+        const xw = plain(x, w) as Tensor2D;
+        if (act === undefined) return tf.add(xw, b) as Tensor2D;
+        if (act !== 'relu' && has(BIAS_GELU_KERNEL)) return biasGelu(tf, xw, b, act !== 'gelu');
+        return activationOp(tf.add(xw, b) as Tensor2D, act);
+      },
+      tiedDecoder: (h, e, b) => tf.add(rightT(h, e), b) as Tensor2D,
+      batchMatMul: (a, b, ta, tb) => {
+        const [B, nh, ar, ac] = a.shape;
+        const [, , br, bc] = b.shape;
+        const out = flagged[ta ? 1 : 0][tb ? 1 : 0](tf.reshape(a, [B * nh, ar, ac]), tf.reshape(b, [B * nh, br, bc]));
+        return tf.reshape(out, [B, nh, out.shape[1]!, out.shape[2]!]) as Tensor4D;
+      },
+    };
+  }
+  return {
+    ...common,
+    matMul: (a, b) => matMul(a, b),
+    linear: dense,
+    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
+    batchMatMul: (a, b, ta, tb) => tf.matMul(a, b, ta, tb),
+  };
 }
+

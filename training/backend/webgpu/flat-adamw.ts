@@ -60,7 +60,7 @@ fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wi
 }`;
 
 const FINALIZE = /* wgsl */ `
-struct U { maxNorm : f32, count : u32 }
+struct U { maxNorm : f32, count : u32, invScale : f32, pad : u32 }
 @group(0) @binding(0) var<storage, read> partials : array<f32>;
 @group(0) @binding(1) var<storage, read_write> stats : array<f32>;
 @group(0) @binding(2) var<uniform> u : U;
@@ -77,12 +77,16 @@ fn main(@builtin(local_invocation_id) lid : vec3<u32>) {
     workgroupBarrier();
   }
   if (lid.x == 0u) {
-    let norm = sqrt(acc[0]);
-    let ok = finite(norm) && finite(stats[${STAT.loss}]);
+    // Loss scaling (training/loss-scale.ts): loss and gradients came S times larger; invScale = 1/S
+    // (a power of two: exact) unscales the loss and the norm, and joins the clip factor.
+    let norm = sqrt(acc[0]) * u.invScale;
+    let loss = stats[${STAT.loss}] * u.invScale;
+    let ok = finite(norm) && finite(loss);
     var clip = 1.0;
     if (u.maxNorm > 0.0) { clip = min(1.0, u.maxNorm / (norm + 1e-6)); }
+    stats[${STAT.loss}] = loss;
     stats[${STAT.norm}] = norm;
-    stats[${STAT.clip}] = clip;
+    stats[${STAT.clip}] = clip * u.invScale;
     stats[${STAT.finite}] = select(0.0, 1.0, ok);
   }
 }`;
@@ -169,7 +173,7 @@ export interface UpdateConstants {
 }
 
 /** Encodes the global norm, finite flag and clip coefficient into `b.stats` (stats[loss] set by the caller first). */
-export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: number): void {
+export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: number, lossScale = 1): void {
   const sq = raw.pipeline('mlmkit-flat-adamw-sumsq', SUM_SQUARES);
   const chunks = chunkCount(b.n, b.chunk);
   for (let k = 0; k < chunks; k++) {
@@ -178,9 +182,10 @@ export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: numbe
     raw.dispatch(sq, raw.bindGroup(`mlmkit-flat-adamw-sumsq-${k}`, sq, [chunkOf(b, b.g, k), b.partials, raw.uniform(u1.buffer)]), [PARTIALS]);
   }
   const fin = raw.pipeline('mlmkit-flat-adamw-finalize', FINALIZE);
-  const u2 = new ArrayBuffer(8);
+  const u2 = new ArrayBuffer(16);
   new Float32Array(u2, 0, 1)[0] = maxNorm;
   new Uint32Array(u2, 4, 1)[0] = chunks * PARTIALS;
+  new Float32Array(u2, 8, 1)[0] = 1 / lossScale;
   raw.dispatch(fin, raw.bindGroup('mlmkit-flat-adamw-finalize', fin, [b.partials, b.stats, raw.uniform(u2)]), [1]);
 }
 

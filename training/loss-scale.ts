@@ -1,0 +1,83 @@
+// Dynamic loss scaling for mixed-precision training (--precision fp16).
+//
+// f16 holds magnitudes from 2^-24 to 65504: small gradients of the f16 matrix products underflow to
+// zero. The trainer multiplies the loss by a scale S before the backward pass, so every gradient is
+// S times larger, and divides it out again by folding 1/S into the clipping factor that AdamW
+// already applies (training/optimizer.ts). When a gradient overflows (the norm is not finite while
+// the loss is), the step is skipped (no update) and S halves; after `growthInterval` clean steps in
+// a row S doubles. The defaults are PyTorch's torch.amp.GradScaler's (init 2^16, growth 2, backoff
+// 0.5, interval 2000), which Hugging Face's Trainer uses for fp16.
+//
+// The state (S and the count of clean steps) is saved in trainer_state.json (`loss_scale`) and
+// restored on resume, so a resumed run scales, skips and grows exactly as an uninterrupted one.
+import { InputError } from '../data/errors.ts';
+
+export interface LossScaleOptions {
+  initScale: number;
+  growthFactor: number;
+  backoffFactor: number;
+  growthInterval: number;
+}
+
+export const LOSS_SCALE_DEFAULTS: LossScaleOptions = { initScale: 2 ** 16, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000 };
+
+/** What trainer_state.json keeps (snake_case, like the rest of the file). */
+export interface LossScaleState {
+  scale: number;
+  /** Clean (finite) steps since the scale last changed. */
+  clean_steps: number;
+}
+
+export class DynamicLossScale {
+  readonly opts: LossScaleOptions;
+  private s: number;
+  private clean = 0;
+
+  constructor(opts: Partial<LossScaleOptions> = {}, state?: LossScaleState) {
+    this.opts = { ...LOSS_SCALE_DEFAULTS, ...opts };
+    this.s = this.opts.initScale;
+    if (state !== undefined) this.setState(state);
+  }
+
+  /** The current scale S: multiply the loss by it. */
+  get scale(): number {
+    return this.s;
+  }
+
+  /** Clean steps since the scale last changed. */
+  get cleanSteps(): number {
+    return this.clean;
+  }
+
+  /**
+   * Records a step whose scaled gradients were finite or not, and returns whether to apply it.
+   * Not finite: skip it, S times backoffFactor, the count restarts. Finite: apply it; after
+   * growthInterval of them in a row, S times growthFactor and the count restarts.
+   */
+  update(finite: boolean): boolean {
+    if (!finite) {
+      this.s *= this.opts.backoffFactor;
+      this.clean = 0;
+      return false;
+    }
+    this.clean++;
+    if (this.clean >= this.opts.growthInterval) {
+      this.s *= this.opts.growthFactor;
+      this.clean = 0;
+    }
+    return true;
+  }
+
+  getState(): LossScaleState {
+    return { scale: this.s, clean_steps: this.clean };
+  }
+
+  /** Restores a saved state; a malformed one is an input error (a damaged trainer_state.json). */
+  setState(state: LossScaleState): void {
+    const ok = typeof state === 'object' && state !== null && Number.isFinite(state.scale) && state.scale > 0
+      && Number.isInteger(state.clean_steps) && state.clean_steps >= 0;
+    if (!ok) throw new InputError(`the saved loss scale ${JSON.stringify(state)} is not {scale > 0, clean_steps >= 0}; resume from an intact checkpoint`);
+    this.s = state.scale;
+    this.clean = state.clean_steps;
+  }
+}
