@@ -20,6 +20,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
+import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
+import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
+import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -248,6 +251,9 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   registerWebGpuDropoutMask(tf);
+  registerWebGpuAttentionSoftmax(tf);
+  registerWebGpuMaskedCrossEntropy(tf);
+  registerWebGpuBiasDropoutResidual(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);
