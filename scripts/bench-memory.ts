@@ -78,7 +78,7 @@ try {
       lr: 1e-3, logEvery: 10, evalEvery: 50, evalBatches: 4, saveEvery: 50, saveTotalLimit: 2,
     },
     {
-      tf: backend.tf, backend: { name: backend.name, device: backend.device }, version: VERSION, log, progress: false,
+      tf: backend.tf, backend: { name: backend.name, device: backend.device, capabilities: backend.capabilities }, version: VERSION, log, progress: false,
       onStep: ({ step }) => {
         if (!marks.includes(step)) return;
         const wasm = (backend.tf.backend() as { wasm?: { HEAPU8: Uint8Array } }).wasm;

@@ -94,11 +94,11 @@ async function fillMasks(models: string[], probes: Probe[]): Promise<ProbeResult
   const { loadModelFolder } = await import('../training/checkpoint.ts');
   const { createMaskedLM } = await import('../training/models/roberta.ts');
   const { fillMask } = await import('../training/fill-mask.ts');
-  const { tf } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {} });
+  const { tf, capabilities } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {} });
   const out: ProbeResult[][] = [];
   for (const dir of models) {
     const folder = await loadModelFolder(dir);
-    const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+    const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities });
     const results: ProbeResult[] = [];
     for (const p of probes) {
       const top = await fillMask(tf, model, folder.tokenizer, p.sentence, { topK: 3 });

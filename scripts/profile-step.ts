@@ -24,10 +24,10 @@ const configFile = configArg.endsWith('.json') ? configArg : path.join(import.me
 const batchSize = Number(arg('batch-size', '32'));
 const seqLen = Number(arg('seq-len', '128'));
 
-const { tf, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
+const { tf, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
-const model = createMaskedLM(tf, config, { seed: 1 });
+const model = createMaskedLM(tf, config, { seed: 1, capabilities });
 const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
 let step = 0;
 const run = async () => {

@@ -22,6 +22,7 @@ import {
   type Tf,
 } from './backend/common.ts';
 import { backendSelfCheck } from './backend/self_check.ts';
+import { MASKED_ROW_BUCKET, type ModelCapabilities } from './models/ops.ts';
 import { loadTfjsNode } from './backend/tfjs_node.ts';
 import { loadWasm, wasmThreads } from './backend/wasm.ts';
 import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
@@ -93,6 +94,25 @@ async function loadChecked(tf: Tf, name: ConcreteBackendName, allowSoftware: boo
   return loaded;
 }
 
+/** Prefix of the names of mlmkit's own kernels (`MlmkitDropoutMask`...). */
+export const MLMKIT_KERNEL_PREFIX = 'Mlmkit';
+
+/**
+ * What the model's ops may use on the TF.js backend `tfBackend` ('webgpu', 'wasm'...; as
+ * `tf.getBackend()` names it): its mlmkit kernels as registered now, and on webgpu the one-hot
+ * embedding gradient and padded head rows (why: training/models/ops.ts). Call it once the backend
+ * is loaded (its kernels are registered then); `selectBackend` returns it.
+ */
+export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
+  const webgpu = tfBackend === 'webgpu';
+  const kernels = tf.getKernelsForBackend(tfBackend).map((k) => k.kernelName).filter((n) => n.startsWith(MLMKIT_KERNEL_PREFIX));
+  return Object.freeze({
+    embeddingGrad: webgpu ? 'matmul' : 'gather',
+    maskedRowBucket: webgpu ? MASKED_ROW_BUCKET : 1,
+    kernels: new Set(kernels),
+  });
+}
+
 /**
  * Starts a TF.js backend and returns it with the `tf` module to use. Logs one line (`opts.log`,
  * default stderr). `name` 'auto' tries the backends in AUTO_ORDER; any other name is that backend
@@ -119,7 +139,7 @@ export async function selectBackend(
       throw err;
     }
     log(`backend: ${name} (requested)${loaded.note ? `; note: ${loaded.note}` : ''}`);
-    return { name, tfBackend: loaded.tfBackend, device: loaded.device, reason: 'requested', tf };
+    return { name, tfBackend: loaded.tfBackend, device: loaded.device, reason: 'requested', tf, capabilities: capabilitiesOf(tf, loaded.tfBackend) };
   }
 
   const skipped: string[] = [];
@@ -133,7 +153,7 @@ export async function selectBackend(
     }
     const reason = skipped.length > 0 ? skipped.join('; ') : 'the fastest backend, available';
     log(`backend: ${candidate} (${reason})${loaded.note ? `; note: ${loaded.note}` : ''}`);
-    return { name: candidate, tfBackend: loaded.tfBackend, device: loaded.device, reason, tf };
+    return { name: candidate, tfBackend: loaded.tfBackend, device: loaded.device, reason, tf, capabilities: capabilitiesOf(tf, loaded.tfBackend) };
   }
   throw new Error(`no TF.js backend could start: ${skipped.join('; ')}`);
 }

@@ -38,7 +38,7 @@ import type { Tensor } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../data/rng.ts';
-import type { Tf } from './backend.ts';
+import { capabilitiesOf, type Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluate.ts';
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
@@ -350,7 +350,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const data = new SyntheticBatches(config, o.batchSize, o.seqLen, o.seed, o.mlmProbability);
   const tokensPerBatch = o.batchSize * o.seqLen;
 
-  const model = createMaskedLM(tf, config, { seed: o.seed });
+  const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: capabilitiesOf(tf, backendName) });
   const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
   const io = watchBackendIo(tf);
   try {

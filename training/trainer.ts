@@ -37,13 +37,14 @@ import { Progress } from '../data/progress.ts';
 import { Rng } from '../data/rng.ts';
 import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
-import type { Tf } from './backend.ts';
+import { capabilitiesOf, type Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength, writeModelFolder } from './checkpoint.ts';
 import {
   batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowsPerPass, splitBatch, type EvalResult,
 } from './evaluate.ts';
 import type { MaskedLM } from './models/bert.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
+import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
@@ -135,7 +136,8 @@ export interface StepInfo {
 
 export interface TrainContext {
   tf: Tf;
-  backend: { name: string; device: string };
+  /** `capabilities`: what the model's ops may use (BackendInfo's); by default `capabilitiesOf(tf, name)`. */
+  backend: { name: string; device: string; capabilities?: ModelCapabilities };
   /** mlmkit's version, recorded in checkpoints. */
   version: string;
   /** Notes and warnings (stderr in the CLI). */
@@ -518,7 +520,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   const perEpoch = batches.rows.batchesPerEpoch; // micro-batches per epoch
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
   const schedule = makeSchedule(o.schedule, o.lr, o.warmup, totalSteps);
-  const model = createMaskedLM(tf, config, init);
+  const model = createMaskedLM(tf, config, { ...init, capabilities: ctx.backend.capabilities ?? capabilitiesOf(tf, ctx.backend.name) });
   if (o.initBias === 'unigram' && state === null && o.from === undefined) {
     const prior = unigramLogPrior(trainReader, config.vocab_size, masking.specials);
     tf.tidy(() => model.variables.get(model.outputBiasName)!.assign(tf.tensor1d(prior)));

@@ -80,7 +80,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     const rows: Row[] = [];
     for (const resolved of models) {
       const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
-      const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+      const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities: backend.capabilities });
       try {
         for (const spec of args.data) {
           const data = await openEvalData(spec, folder.tokenizer, {

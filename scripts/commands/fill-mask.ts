@@ -44,8 +44,8 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
     const folder = await loadModel(args.model, { revision: args.revision, log });
     // Check the text before starting a backend and building the model.
     await encodeForFillMask(folder.tokenizer, folder.config, text);
-    const { tf } = await selectBackend(backendName, { log });
-    const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+    const { tf, capabilities } = await selectBackend(backendName, { log });
+    const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities });
     let result;
     try {
       result = await fillMask(tf, model, folder.tokenizer, text, { topK, targets: args.targets, warn: (w) => log(`warning: ${w}`) });

@@ -162,7 +162,7 @@ function handler(variant: Variant) {
     try {
       result = await train(options, {
         tf: backend.tf,
-        backend: { name: backend.name, device: backend.device },
+        backend: { name: backend.name, device: backend.device, capabilities: backend.capabilities },
         version: VERSION,
         log,
         progress: args.progress,

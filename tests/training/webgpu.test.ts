@@ -3,7 +3,7 @@
 //
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;
 //   - forward: logits of a padded batch equal cpu's within 1e-3 relative;
-//   - dropout masks drawn on the GPU equal training/models/bert.ts's dropoutMask bit for bit (up
+//   - dropout masks drawn on the GPU equal training/models/ops.ts's dropoutMask bit for bit (up
 //     to past one dispatch dimension, and where i + k0 wraps), and a training forward uploads no mask;
 //   - embedding gradients take the one-hot products on webgpu, equal cpu's tf.gather gradient,
 //     and batches with other distinct-id counts leave TF.js's GPU buffer pool flat;
@@ -44,12 +44,12 @@ import { MaskedBatches, RowStream } from '../../data/batches.ts';
 import type { MlmBatch } from '../../data/masking.ts';
 import { Rng } from '../../data/rng.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
-import { probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
+import { capabilitiesOf, probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
 import { watchBackendIo } from '../../training/bench.ts';
-import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount } from '../../training/models/bert.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/models/ops.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -266,7 +266,7 @@ test('bert-tiny forward on webgpu: logits of a padded batch equal cpu within 1e-
   const batch = await paddedBatch(fx);
   const logitsOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
-      const model = createMaskedLM(tf, config, { seed: SEED });
+      const model = createMaskedLM(tf, config, { seed: SEED, capabilities: capabilitiesOf(tf, tf.getBackend()) });
       try {
         const logits = tf.tidy(() => model.logits(batchInputs(tf, batch), { training: false }));
         const values = Float32Array.from(await logits.data());
@@ -314,7 +314,7 @@ test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a traini
     // A training forward of bert-tiny uploads what an evaluation forward does (TF.js's small
     // CPU-side tensors: constants, position ids, ops it runs on the CPU) and no mask.
     const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(BERT_TINY, 'utf8')), vocab_size: 1000 }, BERT_TINY);
-    const model = createMaskedLM(tf, config, { seed: 1 });
+    const model = createMaskedLM(tf, config, { seed: 1, capabilities: capabilitiesOf(tf, tf.getBackend()) });
     const ids = tf.tensor2d(Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 7) % 1000), [4, 32], 'int32');
     const ones = tf.onesLike(ids);
     const forward = async (training: boolean) => {
@@ -359,7 +359,7 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
   // clipping, AdamW), from the same init.
   const stepOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
-      const model = createMaskedLM(tf, config, { seed: SEED });
+      const model = createMaskedLM(tf, config, { seed: SEED, capabilities: capabilitiesOf(tf, tf.getBackend()) });
       const optimizer = new AdamW(tf, model.variables, { beta1, beta2, epsilon, weightDecay });
       try {
         const read = async () => {
@@ -447,7 +447,7 @@ test('20 training steps of bert-tiny on webgpu (mlm train) lower the loss', { sk
     // the run's final evaluation uses (the same options and seed), so before and after are paired.
     const manifest = await readManifest(fx.dataDir);
     const valid = new SplitReader(fx.dataDir, manifest, 'validation');
-    const untrained = createMaskedLM(tf, tinyConfig(fx), { seed: o.seed });
+    const untrained = createMaskedLM(tf, tinyConfig(fx), { seed: o.seed, capabilities: capabilitiesOf(tf, tf.getBackend()) });
     let before: EvalResult;
     try {
       before = await evaluateMasked(tf, untrained, valid, maskingFor(fx.tokenizer, o.mlmProbability, o.wholeWordMask), { batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches });
@@ -494,7 +494,7 @@ test('embedding gradients on webgpu: one-hot products, equal to cpu, and batches
   const upData = Float32Array.from({ length: N * H }, () => rng.next() - 0.5);
   const gradOf = (tf: Tf, ids: Int32Array, v: Tensor, up: Tensor): Tensor =>
     tf.tidy(() => {
-      const ops = makeOps(tf);
+      const ops = makeOps(tf, capabilitiesOf(tf, tf.getBackend()));
       const idsT = tf.tensor1d(ids, 'int32');
       const f = () => tf.sum(tf.mul(ops.embeddingRows(v as never, idsT as never, ids), up)) as never;
       return tf.variableGrads(f, [v as never]).grads[(v as unknown as { name: string }).name];
@@ -594,7 +594,7 @@ test('no leaks over 100 training steps on webgpu: tensor count and GPU bytes in 
   // [rows, vocab]; on webgpu the model pads rows to a multiple of MASKED_ROW_BUCKET (maskedRowCount)
   // so that a run meets few sizes. Asserted: the pool grows only at a step whose row count is new;
   // here every step has fewer than 64 masked tokens (4 x 32 tokens), so one size after step 1.
-  const bucket = (masked: number) => maskedRowCount(masked, 'webgpu');
+  const bucket = (masked: number) => maskedRowCount(masked, MASKED_ROW_BUCKET);
   const seen = new Set<number>([bucket(rows[0].masked)]);
   const grew: string[] = [];
   for (let i = 1; i < rows.length; i++) {

@@ -4,6 +4,7 @@
 // Nothing here runs at import time; TF.js itself is loaded with a dynamic import by `loadTf`.
 import { createRequire } from 'node:module';
 import type * as TfModule from '@tensorflow/tfjs';
+import type { ModelCapabilities } from '../models/ops.ts';
 
 /** The `@tensorflow/tfjs` module namespace, as every part of mlmkit uses it. */
 export type Tf = typeof TfModule;
@@ -24,6 +25,8 @@ export interface BackendInfo {
   reason: string;
   /** The one `@tensorflow/tfjs` module, with this backend active. */
   tf: Tf;
+  /** What the model's ops may use on this backend (`capabilitiesOf`); pass to createMaskedLM. */
+  capabilities: ModelCapabilities;
 }
 
 /** What a loader reports once its backend is registered and active. */

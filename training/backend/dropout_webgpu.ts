@@ -1,4 +1,4 @@
-// Dropout masks drawn on the GPU (webgpu). `dropoutMask` in training/models/bert.ts defines the
+// Dropout masks drawn on the GPU (webgpu). `dropoutMask` in training/models/ops.ts defines the
 // mask as a function of each entry's index (a keyed hash, see there), so the GPU can compute the
 // very same mask with one thread per entry instead of the host drawing it and uploading it: for
 // bert-base at 32 x 128 that upload was 617 MB a step, and on an H200 a step with dropout took

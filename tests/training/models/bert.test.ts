@@ -12,7 +12,8 @@ import type { Scalar, Tensor, Tensor2D, Tensor3D } from '@tensorflow/tfjs';
 import { InputError } from '../../../data/errors.ts';
 import { Rng } from '../../../data/rng.ts';
 import { selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, createBert, IGNORE_INDEX, layerNorm, type MaskedLM, type MlmInputs } from '../../../training/models/bert.ts';
+import { createBert, IGNORE_INDEX, type MaskedLM, type MlmInputs } from '../../../training/models/bert.ts';
+import { activation, layerNorm } from '../../../training/models/ops.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
 import { parameterTable } from '../../../training/models/weights.ts';
 

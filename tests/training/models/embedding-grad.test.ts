@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D } from '@tensorflow/tfjs';
 import { selectBackend } from '../../../training/backend.ts';
-import { bucketed, distinctIds, DISTINCT_BUCKET, makeOps, padDistinct, SMALL_TABLE_ROWS, type EmbeddingGrad } from '../../../training/models/bert.ts';
+import { bucketed, distinctIds, DISTINCT_BUCKET, makeOps, padDistinct, REFERENCE_CAPABILITIES, SMALL_TABLE_ROWS, type EmbeddingGrad } from '../../../training/models/ops.ts';
 import { parseModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
 import { SyntheticBatches } from '../../../training/bench.ts';
@@ -57,7 +57,7 @@ for (const [label, S, withHost, method] of [
     const idsT = tf.tensor1d(ids, 'int32') as Tensor1D;
     const v = tf.variable(table);
     const grad = async (mode: EmbeddingGrad, entries?: number) => {
-      const ops = makeOps(tf, { embeddingGrad: mode, oneHotEntries: entries });
+      const ops = makeOps(tf, { ...REFERENCE_CAPABILITIES, embeddingGrad: mode }, { oneHotEntries: entries });
       const before = tf.memory().numTensors;
       let out: Tensor[] = [];
       const profile = await tf.profile(() => {
@@ -84,8 +84,7 @@ for (const [label, S, withHost, method] of [
       const rel = maxRel(got.grad, want.grad);
       assert.ok(rel < 1e-6, `gradient differs by ${rel} (relative to its largest entry), one-hot budget ${entries ?? 'default'}`);
     }
-    assert.ok(!(await grad('auto')).kernels.has('OneHot'), "'auto' is gather on cpu");
-    assert.throws(() => makeOps(tf, { embeddingGrad: 'matmul' }).embeddingRows(v, idsT, ids.subarray(1)), /299 host ids for 300 ids/);
+    assert.throws(() => makeOps(tf, { ...REFERENCE_CAPABILITIES, embeddingGrad: 'matmul' }).embeddingRows(v, idsT, ids.subarray(1)), /299 host ids for 300 ids/);
     tf.dispose([table, up, idsT, v]);
   });
 }
@@ -101,7 +100,7 @@ test("a small BERT, vocabulary 5,000: one training step's gradients with 'matmul
   assert.ok(config.vocab_size > SMALL_TABLE_ROWS);
   const batch = new SyntheticBatches(config, 4, 32, 7, 0.15).next();
   const grads = (mode: EmbeddingGrad) => {
-    const model = createMaskedLM(tf, config, { seed: 3, embeddingGrad: mode });
+    const model = createMaskedLM(tf, config, { seed: 3, capabilities: { ...REFERENCE_CAPABILITIES, embeddingGrad: mode } });
     const vars = [...model.variables.values()];
     const before = tf.memory().numTensors;
     const out = new Map<string, Float32Array>();
@@ -128,7 +127,7 @@ test("a small BERT, vocabulary 5,000: one training step's gradients with 'matmul
   for (const name of tables) assert.ok(want.has(name), name);
 
   // Host ids that do not fit the batch are an error, not a silent fallback.
-  const model = createMaskedLM(tf, config, { seed: 3, embeddingGrad: 'matmul' });
+  const model = createMaskedLM(tf, config, { seed: 3, capabilities: { ...REFERENCE_CAPABILITIES, embeddingGrad: 'matmul' } });
   const before = tf.memory().numTensors;
   tf.tidy(() => {
     const inputs = { ...batchInputs(tf, batch), hostInputIds: batch.inputIds.subarray(1) };

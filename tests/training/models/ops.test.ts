@@ -1,12 +1,12 @@
-// Tests for the fused operations of training/models/bert.ts (`makeOps`): each one's value and
+// Tests for the fused operations of training/models/ops.ts (`makeOps`): each one's value and
 // gradients against the plain TF.js composition it replaces, on cpu and wasm, and the tensor
 // count left after a gradient call (their backward passes free their temporaries).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../data/rng.ts';
-import { selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, dropoutKeys, dropoutMask, dropoutThreshold, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/bert.ts';
+import { capabilitiesOf, selectBackend, type Tf } from '../../../training/backend.ts';
+import { activation, dropoutKeys, dropoutMask, dropoutThreshold, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/ops.ts';
 
 const quiet = { log: (_line: string) => {} };
 
@@ -122,10 +122,18 @@ for (const name of ['cpu', 'wasm'] as const) {
   });
 }
 
-test('maskedRowCount: padded to a multiple of MASKED_ROW_BUCKET on webgpu only', () => {
+test('maskedRowCount: padded to a multiple of MASKED_ROW_BUCKET on webgpu only (capabilitiesOf)', async () => {
+  const { tf } = await selectBackend('cpu', { log: () => {} });
   assert.equal(MASKED_ROW_BUCKET, 64);
-  assert.deepEqual([0, 1, 63, 64, 65, 600].map((n) => maskedRowCount(n, 'webgpu')), [0, 64, 64, 64, 128, 640]);
-  for (const b of ['cpu', 'wasm', 'tensorflow']) assert.equal(maskedRowCount(65, b), 65);
+  const webgpu = capabilitiesOf(tf, 'webgpu');
+  assert.equal(webgpu.maskedRowBucket, MASKED_ROW_BUCKET);
+  assert.equal(webgpu.embeddingGrad, 'matmul');
+  assert.deepEqual([0, 1, 63, 64, 65, 600].map((n) => maskedRowCount(n, webgpu.maskedRowBucket)), [0, 64, 64, 64, 128, 640]);
+  for (const b of ['cpu', 'wasm', 'tensorflow']) {
+    const caps = capabilitiesOf(tf, b);
+    assert.equal(maskedRowCount(65, caps.maskedRowBucket), 65, b);
+    assert.equal(caps.embeddingGrad, 'gather', b);
+  }
 });
 
 // The hash of dropoutMask with BigInt arithmetic: independent of Math.imul and int32 coercions.

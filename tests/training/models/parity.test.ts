@@ -93,8 +93,8 @@ async function compareForward(
   const T = ref.input_ids[0].length;
   const V = config.vocab_size;
   for (const backend of on) {
-    const { tf } = await selectBackend(backend, quiet);
-    const model = createMaskedLM(tf, config, { weights });
+    const { tf, capabilities } = await selectBackend(backend, quiet);
+    const model = createMaskedLM(tf, config, { weights, capabilities });
     const inputs = {
       inputIds: tf.tensor2d(ref.input_ids, [B, T], 'int32') as Tensor2D,
       attentionMask: tf.tensor2d(ref.attention_mask, [B, T], 'int32') as Tensor2D,
@@ -175,8 +175,8 @@ test('webgpu: the masked loss and its gradients equal cpu (training, with dropou
   const labels = new Int32Array(B * T).fill(IGNORE_INDEX);
   for (const [p, l] of [[1, 5], [3, 40], [7, 98], [13, 2], [19, 60]]) labels[p] = l;
   const run = async (backend: 'cpu' | 'webgpu'): Promise<{ loss: number; grads: Map<string, Float32Array> }> => {
-    const { tf } = await selectBackend(backend, quiet);
-    const model = createMaskedLM(tf, config, { weights });
+    const { tf, capabilities } = await selectBackend(backend, quiet);
+    const model = createMaskedLM(tf, config, { weights, capabilities });
     const inputs = {
       inputIds: tf.tensor2d(ref.input_ids, [B, T], 'int32') as Tensor2D,
       attentionMask: tf.tensor2d(ref.attention_mask, [B, T], 'int32') as Tensor2D,

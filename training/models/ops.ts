@@ -1,0 +1,455 @@
+// The model's building operations (training/models/bert.ts calls them), each with a hand-written
+// gradient, and the capabilities of the backend that pick their fast paths.
+//
+// The model never asks which backend runs: the caller computes a `ModelCapabilities` once where the
+// backend is loaded (`capabilitiesOf` in training/backend.ts) and passes it in; without one the
+// ops take the reference paths, correct on every backend. What each capability switches:
+// - `embeddingGrad`: how `embeddingRows` computes the tables' gradient ('matmul' on webgpu, whose
+//   UnsortedSegmentSum queues on float atomics; see embeddingRows);
+// - `maskedRowBucket`: the head's scored rows are padded to a multiple of it (webgpu's buffer pool
+//   keeps every size it has seen; see bert.ts maskedLossOf);
+// - `kernels`: mlmkit's own kernels registered for the backend (dropout masks drawn on the GPU,
+//   fused kernels); an op calls its kernel when it is there, else the plain composite.
+//
+// Also here: the plain forms of LayerNorm and the activations (the references the ops are tested
+// against), and the dropout mask, a keyed hash of each entry's index.
+import type * as TfModule from '@tensorflow/tfjs';
+import type { GradSaveFunc, NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
+import type { HiddenAct } from './config.ts';
+
+export type Tf = typeof TfModule;
+
+// -------------------------------------------------------------------------------------------------
+// Capabilities of the backend
+
+/**
+ * How `embeddingRows` computes the table's gradient. 'gather': tf.gather's own gradient
+ * (UnsortedSegmentSum). 'matmul': sums of one-hot products (see makeOps).
+ */
+export type EmbeddingGrad = 'gather' | 'matmul';
+
+/** What the backend the model runs on does well or has; computed once where it is loaded. */
+export interface ModelCapabilities {
+  /** How `embeddingRows` computes the tables' gradient. */
+  readonly embeddingGrad: EmbeddingGrad;
+  /** The head's scored rows are padded to a multiple of this (1: not padded). */
+  readonly maskedRowBucket: number;
+  /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
+  readonly kernels: ReadonlySet<string>;
+}
+
+/** The reference paths: what every backend runs correctly. */
+export const REFERENCE_CAPABILITIES: ModelCapabilities = Object.freeze({
+  embeddingGrad: 'gather',
+  maskedRowBucket: 1,
+  kernels: new Set<string>(),
+});
+
+/** Masked rows are padded to a multiple of this on webgpu (see bert.ts maskedLossOf). */
+export const MASKED_ROW_BUCKET = 64;
+
+/** How many rows the head scores for `n` labelled positions, padded to a multiple of `bucket`. */
+export function maskedRowCount(n: number, bucket: number): number {
+  return n > 0 ? Math.ceil(n / bucket) * bucket : n;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Plain forms
+
+/** LayerNorm over the last axis, plain form: (x - mean) / sqrt(var + eps) * gamma + beta. */
+export function layerNorm(tf: Tf, x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+}
+
+/**
+ * The activation, plain form. `gelu`: 0.5 x (1 + erf(x / sqrt 2)). `gelu_new` /
+ * `gelu_pytorch_tanh`: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as
+ * x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same function (tanh z = 2 sigmoid(2z) - 1) with
+ * sigmoid, ~15x cheaper than tanh on wasm (NOTES.md).
+ */
+export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
+  switch (act) {
+    case 'gelu':
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return tf.mul(x, tf.sigmoid(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_CUBIC)), GELU_TANH_SCALE)));
+    case 'relu':
+      return tf.relu(x);
+  }
+}
+const GELU_CUBIC = 0.044715;
+const GELU_TANH_SCALE = 2 * Math.sqrt(2 / Math.PI);
+
+// -------------------------------------------------------------------------------------------------
+// Ops: the model's building operations, each with a hand-written gradient
+//
+// Why. TF.js records every op of a composite (LayerNorm is ~10 ops, GELU ~6) and keeps the inputs
+// each op's gradient needs, as copies on wasm (its Identity kernel copies). A bert-mini step at
+// batch 32 x 128 then needed over 4 GB, the wasm heap's limit. Each op below saves only what its
+// gradient uses (LayerNorm: the normalised x and 1/std; GELU: x; dropout: its mask; a Linear: x
+// and W), so activation memory drops several-fold. And on wasm a matMul with either transpose flag
+// runs 10-40x slower than the plain one (measured here: [4096,256]x[256,1024] 78 ms plain, 930 ms
+// transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: the gradients
+// below transpose explicitly (a cheap copy) and multiply without flags.
+// Each op is tested against its plain form (values and gradients) in tests/training/models.
+
+export interface Ops {
+  tf: Tf;
+  /** a [M, K] x b [K, N] -> [M, N]. */
+  matMul(a: Tensor2D, b: Tensor2D): Tensor2D;
+  /** y = x W + b: x [N, in], W [in, out] (mlmkit layout), b [out]. */
+  linear(x: Tensor2D, w: Tensor2D, b: Tensor1D): Tensor2D;
+  /** The tied decoder: logits = h E^T + b, h [N, H], E [V, H] (the word embeddings), b [V]. */
+  tiedDecoder(h: Tensor2D, e: Tensor2D, b: Tensor1D): Tensor2D;
+  /** LayerNorm over the last axis of x [N, H]. */
+  layerNorm(x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D;
+  /** The activation `act` (see `activation`). */
+  activation(x: Tensor2D, act: HiddenAct): Tensor2D;
+  /** Inverted dropout with a seeded mask; `x` itself when `seed` is null (not training) or rate is 0. */
+  dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
+  /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
+  crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
+  /**
+   * Rows `ids` (int32 [N]) of `table` [S, H], as tf.gather; `hostIds` are the same ids on the host
+   * when known. The gradient's method is `capabilities.embeddingGrad` (see makeOps).
+   */
+  embeddingRows(table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D;
+}
+
+/** Most entries of one one-hot matrix in the 'matmul' embedding gradient (2^25: 128 MB of float32). */
+export const ONE_HOT_ENTRIES = 2 ** 25;
+
+/** Tables up to this many rows get the one-hot gradient over all their rows (positions, token types). */
+export const SMALL_TABLE_ROWS = 4096;
+
+/** The distinct-id count of the word table's gradient is rounded up to a multiple of this. */
+export const DISTINCT_BUCKET = 256;
+
+/** `u` rounded up to a multiple of DISTINCT_BUCKET, at most `rows` (the table's size). */
+export function bucketed(u: number, rows: number): number {
+  return Math.min(rows, Math.ceil(u / DISTINCT_BUCKET) * DISTINCT_BUCKET);
+}
+
+/** `distinct` followed by the smallest ids in [0, rows) that it lacks, up to `size` entries. */
+export function padDistinct(distinct: Int32Array, size: number, rows: number): number[] {
+  const out = Array.from(distinct);
+  if (out.length >= size) return out;
+  const taken = new Set(out);
+  for (let id = 0; out.length < size && id < rows; id++) if (!taken.has(id)) out.push(id);
+  return out;
+}
+
+/** The distinct values of `ids` in order of first appearance, and where each id sits among them. */
+export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inverse: Int32Array } {
+  const slot = new Map<number, number>();
+  const inverse = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    let k = slot.get(ids[i]);
+    if (k === undefined) {
+      k = slot.size;
+      slot.set(ids[i], k);
+    }
+    inverse[i] = k;
+  }
+  return { distinct: Int32Array.from(slot.keys()), inverse };
+}
+
+type Saver = (tensors: Tensor[]) => void;
+
+/**
+ * The three 32-bit key words of a dropout site's masks: the FNV-1a hash of `seed` expanded with
+ * splitmix32.
+ */
+export function dropoutKeys(seed: string): [number, number, number] {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193);
+  let sm = h >>> 0;
+  const split = (): number => {
+    sm = (sm + 0x9e3779b9) >>> 0;
+    let z = sm;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  return [split(), split(), split()];
+}
+
+/** Entries whose hash is below this are dropped: floor(rate x 2^32), so P(drop) = rate to 2^-32. */
+export function dropoutThreshold(rate: number): number {
+  if (!(rate >= 0 && rate < 1)) throw new Error(`dropout rate must be in [0, 1), got ${rate}`);
+  return Math.floor(rate * 4294967296);
+}
+
+/**
+ * An inverted-dropout mask of n entries for `rate`: entry i is 0 when hash(i) < dropoutThreshold,
+ * else 1 / (1 - rate) in float32; deterministic in `seed`. hash(i) = mix(mix(mix(i + k0) ^ k1) ^
+ * k2) over 32-bit words, with k0..k2 = dropoutKeys(seed) and mix Chris Wellons's "lowbias32"
+ * integer hash (xor-shift 16, multiply 0x7feb352d, xor-shift 15, multiply 0x846ca68b, xor-shift
+ * 16). A function of the index rather than a stream: the webgpu backend computes the same masks on
+ * the GPU, one thread per entry (training/backend/dropout_webgpu.ts), instead of uploading them.
+ * Tested for keep rate, independence of neighbours and of entries a row apart, and against a
+ * BigInt implementation (tests/training/models/ops.test.ts).
+ */
+export function dropoutMask(n: number, rate: number, seed: string): Float32Array {
+  const threshold = dropoutThreshold(rate);
+  const [k0, k1, k2] = dropoutKeys(seed);
+  const scale = Math.fround(1 / (1 - rate));
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let x = (i + k0) | 0;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= (x >>> 16) ^ k1;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= (x >>> 16) ^ k2;
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= x >>> 16;
+    out[i] = x >>> 0 < threshold ? 0 : scale;
+  }
+  return out;
+}
+
+/**
+ * The ops on `tf`'s active backend, taking the fast paths `capabilities` names (the reference
+ * ones by default). `oneHotEntries` overrides ONE_HOT_ENTRIES (tests).
+ */
+export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPABILITIES, opts: { oneHotEntries?: number } = {}): Ops {
+  // tf.customGrad passes the inputs then a save function; gradFunc gets dy and the saved tensors.
+  const custom = <T extends Tensor>(
+    f: (inputs: Tensor[], save: Saver) => { value: T; gradFunc: (dy: T, saved: Tensor[]) => Tensor[] },
+  ): ((...inputs: Tensor[]) => T) =>
+    tf.customGrad((...args: (Tensor | GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as GradSaveFunc;
+      const { value, gradFunc } = f(args.slice(0, -1) as Tensor[], save);
+      // TF.js calls a custom gradient outside any tidy and frees nothing until the whole gradient
+      // computation ends: the tidy frees this gradient's temporaries as soon as it returns.
+      return { value, gradFunc: (dy: Tensor, saved: Tensor[]) => tf.tidy(() => gradFunc(dy as T, saved)) };
+    }) as (...inputs: Tensor[]) => T;
+
+  const matMul = custom<Tensor2D>(([a, b], save) => {
+    save([a, b]);
+    return {
+      value: tf.matMul(a as Tensor2D, b as Tensor2D),
+      gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, tf.transpose(sb as Tensor2D)), tf.matMul(tf.transpose(sa as Tensor2D), dy)],
+    };
+  });
+
+  const linear = custom<Tensor2D>(([x, w, b], save) => {
+    save([x, w]);
+    return {
+      value: tf.add(tf.matMul(x as Tensor2D, w as Tensor2D), b),
+      gradFunc: (dy, [sx, sw]) => [
+        tf.matMul(dy, tf.transpose(sw as Tensor2D)), // dx = dy W^T
+        tf.matMul(tf.transpose(sx as Tensor2D), dy), // dW = x^T dy
+        tf.sum(dy, 0), // db
+      ],
+    };
+  });
+
+  // The transpose of E [V, H] happens in the forward only; the gradients need none of E^T:
+  // dh = dy E, dE = dy^T h. On wasm, for [614,256] x [30522,256]: 0.45 s forward against 5.4 s
+  // for matMul(h, E, false, true).
+  const tiedDecoder = custom<Tensor2D>(([h, e, b], save) => {
+    save([h, e]);
+    return {
+      value: tf.add(tf.matMul(h as Tensor2D, tf.transpose(e as Tensor2D)), b),
+      gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), tf.matMul(tf.transpose(dy), sh as Tensor2D), tf.sum(dy, 0)],
+    };
+  });
+
+  // y = xhat gamma + beta with xhat = (x - mean) r, r = 1/sqrt(var + eps). Backward, per row:
+  // g = dy gamma; dx = r (g - mean(g) - xhat mean(g xhat)); dgamma = sum_rows dy xhat; dbeta = sum_rows dy.
+  const layerNormOp = (x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D =>
+    custom<Tensor2D>(([x_, gamma_, beta_], save) => {
+      const { mean, variance } = tf.moments(x_, -1, true);
+      const r = tf.rsqrt(tf.add(variance, eps)); // [N, 1]
+      const xhat = tf.mul(tf.sub(x_, mean), r);
+      save([xhat, r, gamma_]);
+      return {
+        value: tf.add(tf.mul(xhat, gamma_), beta_),
+        gradFunc: (dy, [sxhat, sr, sgamma]) => {
+          const g = tf.mul(dy, sgamma);
+          const centred = tf.sub(g, tf.mean(g, -1, true));
+          const dx = tf.mul(tf.sub(centred, tf.mul(sxhat, tf.mean(tf.mul(g, sxhat), -1, true))), sr);
+          return [dx, tf.sum(tf.mul(dy, sxhat), 0), tf.sum(dy, 0)];
+        },
+      };
+    })(x, gamma, beta);
+
+  // gelu: y = x Phi(x), y' = Phi(x) + x phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
+  //       phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+  // tanh form: y = x s, s = sigmoid(u), u = c (x + a x^3), y' = s + x s (1 - s) c (1 + 3 a x^2).
+  // gelu saves y'(x) itself (computed in the forward, sharing its erf) instead of x: the backward is
+  // one multiply, and the step computes erf 4 times instead of 8 (erf is ~25 ms per [4096, 1024] on
+  // wasm); same saved size, same values as the plain form bit for bit.
+  const gelu = custom<Tensor2D>(([x], save) => {
+    const onePlusErf = tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1);
+    const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+    save([tf.add(tf.mul(onePlusErf, 0.5), tf.mul(x, pdf))]); // y'(x)
+    return {
+      value: tf.mul(tf.mul(x, 0.5), onePlusErf), // activation(tf, x, 'gelu') with its erf shared
+      gradFunc: (dy, [dydx]) => [tf.mul(dy, dydx)],
+    };
+  });
+  const geluTanh = custom<Tensor2D>(([x], save) => {
+    save([x]);
+    return {
+      value: activation(tf, x as Tensor2D, 'gelu_new'),
+      gradFunc: (dy, [sx]) => {
+        const x2 = tf.square(sx);
+        const s = tf.sigmoid(tf.mul(tf.mul(sx, tf.add(tf.mul(x2, GELU_CUBIC), 1)), GELU_TANH_SCALE));
+        const du = tf.mul(tf.add(tf.mul(x2, 3 * GELU_CUBIC), 1), GELU_TANH_SCALE);
+        return [tf.mul(dy, tf.add(s, tf.mul(tf.mul(tf.mul(sx, s), tf.sub(1, s)), du)))];
+      },
+    };
+  });
+
+  // The mask, 0 or 1 / (1 - rate): drawn on the GPU where the backend has the kernel (webgpu), else
+  // in JavaScript (`dropoutMask`) and uploaded; the same numbers either way.
+  const gpuMasks = capabilities.kernels.has(DROPOUT_MASK_KERNEL);
+  const maskOf = (shape: number[], size: number, rate: number, seed: string): Tensor => {
+    if (!gpuMasks) return tf.tensor(dropoutMask(size, rate, seed), shape, 'float32');
+    const [k0, k1, k2] = dropoutKeys(seed);
+    const attrs = { n: size, k0, k1, k2, threshold: dropoutThreshold(rate), scale: Math.fround(1 / (1 - rate)) };
+    return tf.reshape(tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs as unknown as NamedAttrMap) as Tensor, shape);
+  };
+
+  // On the GPU the backward pass draws the mask again (one cheap kernel) instead of keeping it
+  // from the forward pass: for bert-base at 32 x 128 the masks are ~617 MB a step.
+  const dropout = <T extends Tensor>(x: T, rate: number, seed: string | null): T => {
+    if (seed === null || rate === 0) return x;
+    return custom<T>(([x_], save) => {
+      const mask = maskOf(x_.shape, x_.size, rate, seed);
+      if (gpuMasks) {
+        const shape = x_.shape;
+        const size = x_.size;
+        return { value: tf.mul(x_, mask) as T, gradFunc: (dy) => [tf.mul(dy, maskOf(shape, size, rate, seed))] };
+      }
+      save([mask]);
+      return { value: tf.mul(x_, mask) as T, gradFunc: (dy, [smask]) => [tf.mul(dy, smask)] };
+    })(x);
+  };
+
+  // -log softmax(z)[t] = lse(z) - z[t], with lse(z) = max(z) - log(max(softmax(z))) (the largest
+  // probability is 1 / sum exp(z - max z) >= 1/V, so its log is finite): one fused softmax pass,
+  // 3x cheaper on wasm than logSoftmax. Gradient: dy (softmax(z) - onehot(t)).
+  const crossEntropySum = (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar =>
+    custom<Scalar>(([z], save) => {
+      const [N, V] = z.shape as [number, number];
+      const probs = tf.softmax(z);
+      // saved, not closed over: the caller's tidy may dispose targets and weights
+      save(weights === undefined ? [probs, targets] : [probs, targets, weights]);
+      const flatTargets = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), targets);
+      const picked = tf.gather(tf.reshape(z, [N * V]), flatTargets); // z[t] per row
+      const lse = tf.sub(tf.max(z, 1), tf.log(tf.max(probs, 1)));
+      const perRow = tf.sub(lse, picked);
+      return {
+        value: tf.sum(weights === undefined ? perRow : tf.mul(perRow, weights)) as Scalar,
+        // oneHot as int32 then cast: the wasm OneHot kernel writes wrong float32 values.
+        gradFunc: (dy, [sprobs, stargets, sweights]) => {
+          const g = tf.mul(tf.sub(sprobs, tf.cast(tf.oneHot(stargets as Tensor1D, V), 'float32')), dy);
+          return [sweights === undefined ? g : tf.mul(g, tf.reshape(sweights, [N, 1]))];
+        },
+      };
+    })(logits);
+
+  // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
+  // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
+  // compare-and-swap loop, so ids repeated in a batch (token type 0 at every position, the same
+  // positions in every row, [MASK]) queue on one address. On an H200 that kernel took 376 of the
+  // 412 ms of GPU time of a bert-mini step (32 x 128; scripts/profile-step.ts). 'matmul' computes
+  // the same sums with matrix products instead, in chunks of rows whose one-hot matrix has at most
+  // ONE_HOT_ENTRIES entries (each chunk in its own tidy, so one chunk's temporaries live at a time):
+  // - tables of at most SMALL_TABLE_ROWS rows (positions, token types; S rows):
+  //   dTable = sum over chunks of onehot(ids, S)^T dy;
+  // - larger tables (the words), with the ids known on the host: per chunk, its distinct ids and
+  //   each row's index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one
+  //   UnsortedSegmentSum puts the rows of every chunk in the table (an id repeats at most once
+  //   per chunk). U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all
+  //   zero and land on unused ids): TF.js's webgpu buffer pool keeps freed buffers by exact size
+  //   for good, and a new U every step would grow it by tens of MB each time.
+  // Without host ids a large table keeps tf.gather's gradient.
+  const maxEntries = opts.oneHotEntries ?? ONE_HOT_ENTRIES;
+  // onehot(ids, depth)^T dy. OneHot as int32 then cast: the wasm kernel writes wrong float32 values.
+  const oneHotProduct = (ids: Tensor1D, depth: number, dy: Tensor2D): Tensor2D =>
+    tf.matMul(tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D, dy, true, false);
+  const embeddingRows = (table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D => {
+    const mode = capabilities.embeddingGrad;
+    const [S, H] = table.shape;
+    const N = ids.shape[0];
+    const small = S <= SMALL_TABLE_ROWS;
+    if (hostIds !== undefined && hostIds.length !== N) throw new Error(`embeddingRows: ${hostIds.length} host ids for ${N} ids`);
+    if (mode === 'gather' || N === 0 || (!small && hostIds === undefined)) return tf.gather(table, ids);
+    if (small) {
+      const chunk = Math.max(1, Math.floor(maxEntries / S));
+      return custom<Tensor2D>(([t], save) => {
+        save([ids]);
+        return {
+          value: tf.gather(t as Tensor2D, ids),
+          gradFunc: (dy, [sids]) => {
+            let sum: Tensor2D | null = null;
+            for (let r = 0; r < N; r += chunk) {
+              const n = Math.min(chunk, N - r);
+              const before: Tensor2D | null = sum;
+              sum = tf.tidy((): Tensor2D => {
+                const part = oneHotProduct(tf.slice(sids as Tensor1D, r, n), S, tf.slice(dy, [r, 0], [n, H]));
+                return before === null ? part : (tf.add(before, part) as Tensor2D);
+              });
+              before?.dispose();
+            }
+            return [sum!];
+          },
+        };
+      })(table);
+    }
+    // The word table. The ids are copied now: a batch's host buffers may be refilled before the
+    // backward pass runs.
+    const host = hostIds!.slice();
+    return custom<Tensor2D>(([t]) => ({
+      value: tf.gather(t as Tensor2D, ids),
+      gradFunc: (dy) => {
+        const rows: Tensor2D[] = [];
+        const where: number[] = [];
+        for (let r = 0; r < N; ) {
+          // As many rows as keep n x (distinct ids, rounded up) within the one-hot budget.
+          let n = N - r;
+          let d = distinctIds(host.subarray(r, r + n));
+          while (n > 1 && n * bucketed(d.distinct.length, S) > maxEntries) {
+            n = Math.ceil(n / 2);
+            d = distinctIds(host.subarray(r, r + n));
+          }
+          const U = bucketed(d.distinct.length, S);
+          for (const id of padDistinct(d.distinct, U, S)) where.push(id);
+          const start = r;
+          rows.push(tf.tidy(() => oneHotProduct(tf.tensor1d(d.inverse, 'int32'), U, tf.slice(dy, [start, 0], [n, H]))));
+          r += n;
+        }
+        const all = rows.length === 1 ? rows[0] : (tf.concat(rows, 0) as Tensor2D);
+        return [tf.unsortedSegmentSum(all, tf.tensor1d(where, 'int32'), S) as Tensor2D];
+      },
+    }))(table);
+  };
+
+  return {
+    tf,
+    embeddingRows,
+    matMul: (a, b) => matMul(a, b),
+    linear: (x, w, b) => linear(x, w, b),
+    tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
+    layerNorm: layerNormOp,
+    activation: (x, act) => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x)),
+    dropout,
+    crossEntropySum,
+  };
+}
