@@ -9,7 +9,11 @@
 //     and batches with other distinct-id counts leave TF.js's GPU buffer pool flat;
 //   - one training step (the trainer's `optimizerStep`: dropout on, clipping, AdamW; lr and
 //     epsilon 1, see the test): loss, gradients and every updated parameter equal cpu's within
-//     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart);
+//     1e-3 relative (the attention key biases, whose gradient is zero but for rounding, apart),
+//     webgpu running mlmkit's fused kernels (LayerNorm, bias + GELU, bias gradients) and cpu
+//     their reference composites;
+//   - a forward and backward pass of bert-tiny takes no more dispatches than the bound recorded
+//     here (FORWARD_BACKWARD_DISPATCHES);
 //   - 20 steps of `train()` lower the training loss and the held-out loss;
 //   - 100 steps of `train()` leak nothing: tensor count and GPU bytes in use are flat, and the
 //     GPU bytes allocated grow only where TF.js's buffer pool meets a new size (see the test;
@@ -48,7 +52,10 @@ import { capabilitiesOf, probeWebGpu, releaseWebGpu, selectBackend, type Tf, typ
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
-import { watchBackendIo } from '../../training/bench.ts';
+import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL } from '../../training/kernels/bias-gelu.ts';
+import { BIAS_GRAD_KERNEL } from '../../training/kernels/bias-grad.ts';
+import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from '../../training/kernels/layer-norm.ts';
+import { SyntheticBatches, watchBackendIo } from '../../training/bench.ts';
 import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/models/ops.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
@@ -336,6 +343,48 @@ test('dropout masks drawn on the GPU equal dropoutMask bit for bit, and a traini
   });
 });
 
+/**
+ * Dispatches of one forward and backward pass of bert-tiny (vocab 1,000) on 4 x 32 synthetic
+ * tokens, dropout on, as measured by the test below at the commit that added mlmkit's LayerNorm,
+ * bias + GELU and bias-gradient kernels (the composites before them took 160 more). A change that
+ * adds dispatches to the model's pass fails the test: lower the bound when a change removes some.
+ */
+const FORWARD_BACKWARD_DISPATCHES = 235;
+
+test('dispatch count: one forward and backward pass of bert-tiny on webgpu does not regress', { skip }, async (t) => {
+  await on('webgpu', async (tf) => {
+    const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(BERT_TINY, 'utf8')), vocab_size: VOCAB }, BERT_TINY);
+    const model = createMaskedLM(tf, config, { seed: 1, capabilities: capabilitiesOf(tf, tf.getBackend()) });
+    const batch = new SyntheticBatches(config, 4, 32, 3, 0.15).next();
+    const backend = tf.backend() as unknown as { recordAndSubmit: (...args: unknown[]) => unknown };
+    const record = backend.recordAndSubmit;
+    let dispatches = 0;
+    const pass = async () => {
+      const out = tf.tidy(() => {
+        const vars = [...model.variables.values()];
+        const { value, grads } = tf.variableGrads(() => model.maskedLossSum(batchInputs(tf, batch), batch.labels, { training: true, dropoutSeed: 5 }).loss, vars);
+        return [value, ...Object.values(grads)];
+      });
+      await out[0].data();
+      tf.dispose(out);
+    };
+    try {
+      await pass(); // first use: uploads and pipeline compilation
+      backend.recordAndSubmit = function (this: unknown, ...args: unknown[]) {
+        dispatches++;
+        return record.apply(this, args);
+      };
+      await pass();
+    } finally {
+      backend.recordAndSubmit = record;
+      model.dispose();
+    }
+    report(t, `dispatch count: bert-tiny forward + backward, 4 x 32, dropout on: ${dispatches} dispatches (bound ${FORWARD_BACKWARD_DISPATCHES})`);
+    assert.ok(dispatches > 0, 'the counter sees the dispatches');
+    assert.ok(dispatches <= FORWARD_BACKWARD_DISPATCHES, `${dispatches} dispatches, more than ${FORWARD_BACKWARD_DISPATCHES}`);
+  });
+});
+
 test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): loss, gradients and updated parameters equal cpu within 1e-3 relative', { skip }, async (t) => {
   const fx = await data(64);
   const config = tinyConfig(fx);
@@ -369,13 +418,17 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
         };
         const before = await read();
         const t0 = performance.now();
-        const result = await optimizerStep(tf, model, optimizer, [batch], { seed: SEED, step: 1, lr, maxGradNorm });
+        let result: Awaited<ReturnType<typeof optimizerStep>> | undefined;
+        const profile = await tf.profile(async () => {
+          result = await optimizerStep(tf, model, optimizer, [batch], { seed: SEED, step: 1, lr, maxGradNorm });
+        });
         const seconds = (performance.now() - t0) / 1000;
+        const kernels = new Set(profile.kernelNames);
         const after = await read();
         // After one update the first moment is (1 - beta1) * (clip scale) * gradient: the gradients, scaled.
         const state = await optimizer.getState();
         const moments = new Map([...before.keys()].map((name) => [name, state.tensors.get(`${name}.exp_avg`)!.data]));
-        return { result, before, after, moments, seconds };
+        return { result: result!, before, after, moments, seconds, kernels };
       } finally {
         optimizer.dispose();
         model.dispose();
@@ -383,6 +436,13 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
     });
   const want = await stepOn('cpu');
   const got = await stepOn('webgpu');
+  // webgpu ran mlmkit's fused kernels (training/kernels/), cpu their reference composites.
+  const fused = [LAYER_NORM_KERNEL, LAYER_NORM_GRAD_KERNEL, BIAS_GELU_KERNEL, BIAS_GELU_GRAD_KERNEL, BIAS_GRAD_KERNEL];
+  report(t, `step: webgpu ran ${[...got.kernels].filter((k) => k.startsWith('Mlmkit')).sort().join(', ')}`);
+  for (const k of fused) {
+    assert.ok(got.kernels.has(k), `webgpu ran ${k}`);
+    assert.ok(!want.kernels.has(k), `cpu did not run ${k}`);
+  }
 
   assert.ok(want.result.applied && got.result.applied);
   assert.equal(got.result.masked, want.result.masked);

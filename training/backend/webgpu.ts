@@ -22,6 +22,9 @@ import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type
 import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
 import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
 import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
+import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
+import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
+import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
@@ -251,6 +254,9 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   registerWebGpuDropoutMask(tf);
+  registerWebGpuLayerNorm(tf);
+  registerWebGpuBiasGelu(tf);
+  registerWebGpuBiasGrad(tf);
   registerWebGpuAttentionSoftmax(tf);
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);

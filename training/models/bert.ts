@@ -179,7 +179,7 @@ export function encoderLayer(
   const hs = H / nh;
   const weight = (name: string): Tensor2D => w(`${prefix}.${name}.weight`) as Tensor2D;
   const bias = (name: string): Tensor1D => w(`${prefix}.${name}.bias`) as Tensor1D;
-  const lin = (input: Tensor2D, name: string): Tensor2D => ops.linear(input, weight(name), bias(name));
+  const lin = (input: Tensor2D, name: string, act?: HiddenAct): Tensor2D => ops.linear(input, weight(name), bias(name), act);
   const norm = (input: Tensor2D, name: string): Tensor2D =>
     ops.layerNorm(input, w(`${prefix}.${name}.weight`) as Tensor1D, w(`${prefix}.${name}.bias`) as Tensor1D, config.layer_norm_eps);
   // dropout(x W + b) + residual, the end of both residual branches.
@@ -196,7 +196,7 @@ export function encoderLayer(
   const h = norm(branchEnd(context, 'attention.output.dense', x, 'attention.output'), 'attention.output.LayerNorm');
 
   // Feed-forward.
-  const inner = ops.activation(lin(h, 'intermediate.dense'), config.hidden_act); // [B*T, I]
+  const inner = lin(h, 'intermediate.dense', config.hidden_act); // [B*T, I]
   return norm(branchEnd(inner, 'output.dense', h, 'output'), 'output.LayerNorm');
 }
 
@@ -211,9 +211,9 @@ export function mlmHead(
   hidden: Tensor2D, // [N, H]
 ): Tensor2D {
   const { dense, layerNorm: norm, bias } = spec.head;
-  const projected = ops.linear(hidden, w(`${dense}.weight`) as Tensor2D, w(`${dense}.bias`) as Tensor1D);
+  const activated = ops.linear(hidden, w(`${dense}.weight`) as Tensor2D, w(`${dense}.bias`) as Tensor1D, spec.headActivation(config));
   const transformed = ops.layerNorm(
-    ops.activation(projected, spec.headActivation(config)),
+    activated,
     w(`${norm}.weight`) as Tensor1D,
     w(`${norm}.bias`) as Tensor1D,
     config.layer_norm_eps,

@@ -8,16 +8,22 @@
 //   UnsortedSegmentSum queues on float atomics; see embeddingRows);
 // - `maskedRowBucket`: the head's scored rows are padded to a multiple of it (webgpu's buffer pool
 //   keeps every size it has seen; see bert.ts maskedLossOf);
+// - `transposedMatMul`: gradients multiply with matMul's transpose flags, or transpose first;
 // - `kernels`: mlmkit's own kernels registered for the backend (dropout masks drawn on the GPU,
-//   fused kernels); an op calls its kernel when it is there, else the plain composite.
+//   fused kernels behind the contracts in training/kernels/); an op calls its kernel when it is
+//   there, else the plain composite.
 //
 // Also here: the plain forms of LayerNorm and the activations (the references the ops are tested
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type * as TfModule from '@tensorflow/tfjs';
-import type { GradSaveFunc, NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
+import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
+import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
+import { customOp } from '../kernels/custom-op.ts';
+import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import type { HiddenAct } from './config.ts';
 
@@ -38,6 +44,11 @@ export interface ModelCapabilities {
   readonly embeddingGrad: EmbeddingGrad;
   /** The head's scored rows are padded to a multiple of this (1: not padded). */
   readonly maskedRowBucket: number;
+  /**
+   * matMul reads transposed operands as fast as plain ones (webgpu): gradients use its transpose
+   * flags. When false (wasm: 10-40x slower with a flag) they transpose explicitly first.
+   */
+  readonly transposedMatMul: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
 }
@@ -46,6 +57,7 @@ export interface ModelCapabilities {
 export const REFERENCE_CAPABILITIES: ModelCapabilities = Object.freeze({
   embeddingGrad: 'gather',
   maskedRowBucket: 1,
+  transposedMatMul: false,
   kernels: new Set<string>(),
 });
 
@@ -73,18 +85,8 @@ export function layerNorm(tf: Tf, x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, 
  * sigmoid, ~15x cheaper than tanh on wasm (NOTES.md).
  */
 export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
-  switch (act) {
-    case 'gelu':
-      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
-    case 'gelu_new':
-    case 'gelu_pytorch_tanh':
-      return tf.mul(x, tf.sigmoid(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_CUBIC)), GELU_TANH_SCALE)));
-    case 'relu':
-      return tf.relu(x);
-  }
+  return act === 'relu' ? tf.relu(x) : gelu(tf, x, act !== 'gelu');
 }
-const GELU_CUBIC = 0.044715;
-const GELU_TANH_SCALE = 2 * Math.sqrt(2 / Math.PI);
 
 // -------------------------------------------------------------------------------------------------
 // Ops: the model's building operations, each with a hand-written gradient
@@ -92,19 +94,23 @@ const GELU_TANH_SCALE = 2 * Math.sqrt(2 / Math.PI);
 // Why. TF.js records every op of a composite (LayerNorm is ~10 ops, GELU ~6) and keeps the inputs
 // each op's gradient needs, as copies on wasm (its Identity kernel copies). A bert-mini step at
 // batch 32 x 128 then needed over 4 GB, the wasm heap's limit. Each op below saves only what its
-// gradient uses (LayerNorm: the normalised x and 1/std; GELU: x; dropout: its mask; a Linear: x
-// and W), so activation memory drops several-fold. And on wasm a matMul with either transpose flag
-// runs 10-40x slower than the plain one (measured here: [4096,256]x[256,1024] 78 ms plain, 930 ms
-// transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: the gradients
-// below transpose explicitly (a cheap copy) and multiply without flags.
-// Each op is tested against its plain form (values and gradients) in tests/training/models.
+// gradient uses (LayerNorm: x and each row's mean and 1/std; GELU: x; dropout: its mask; a Linear:
+// x and W), so activation memory drops several-fold. And on wasm a matMul with either transpose
+// flag runs 10-40x slower than the plain one (measured here: [4096,256]x[256,1024] 78 ms plain,
+// 930 ms transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: there
+// the gradients transpose explicitly (a cheap copy) and multiply without flags.
+// Where the backend has mlmkit's fused kernels (training/kernels/: LayerNorm, bias + GELU, bias
+// gradients, attention softmax, bias + dropout + residual, masked cross-entropy) the ops call them
+// instead of the composites.
+// Each op is tested against its plain form (values and gradients) in tests/training/models, each
+// kernel against its reference in tests/training/kernels.
 
 export interface Ops {
   tf: Tf;
   /** a [M, K] x b [K, N] -> [M, N]. */
   matMul(a: Tensor2D, b: Tensor2D): Tensor2D;
-  /** y = x W + b: x [N, in], W [in, out] (mlmkit layout), b [out]. */
-  linear(x: Tensor2D, w: Tensor2D, b: Tensor1D): Tensor2D;
+  /** y = x W + b, or act(x W + b) with `act`: x [N, in], W [in, out] (mlmkit layout), b [out]. */
+  linear(x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): Tensor2D;
   /** The tied decoder: logits = h E^T + b, h [N, H], E [V, H] (the word embeddings), b [V]. */
   tiedDecoder(h: Tensor2D, e: Tensor2D, b: Tensor1D): Tensor2D;
   /** LayerNorm over the last axis of x [N, H]. */
@@ -172,8 +178,6 @@ export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inv
   return { distinct: Int32Array.from(slot.keys()), inverse };
 }
 
-type Saver = (tensors: Tensor[]) => void;
-
 /**
  * The three 32-bit key words of a dropout site's masks: the FNV-1a hash of `seed` expanded with
  * splitmix32.
@@ -240,23 +244,23 @@ export function dropoutMask(n: number, rate: number, seed: string): Float32Array
  * ones by default). `oneHotEntries` overrides ONE_HOT_ENTRIES (tests).
  */
 export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPABILITIES, opts: { oneHotEntries?: number } = {}): Ops {
-  // tf.customGrad passes the inputs then a save function; gradFunc gets dy and the saved tensors.
-  const custom = <T extends Tensor>(
-    f: (inputs: Tensor[], save: Saver) => { value: T; gradFunc: (dy: T, saved: Tensor[]) => Tensor[] },
-  ): ((...inputs: Tensor[]) => T) =>
-    tf.customGrad((...args: (Tensor | GradSaveFunc)[]) => {
-      const save = args[args.length - 1] as GradSaveFunc;
-      const { value, gradFunc } = f(args.slice(0, -1) as Tensor[], save);
-      // TF.js calls a custom gradient outside any tidy and frees nothing until the whole gradient
-      // computation ends: the tidy frees this gradient's temporaries as soon as it returns.
-      return { value, gradFunc: (dy: Tensor, saved: Tensor[]) => tf.tidy(() => gradFunc(dy as T, saved)) };
-    }) as (...inputs: Tensor[]) => T;
+  const custom = <T extends Tensor>(f: Parameters<typeof customOp<T>>[1]) => customOp<T>(tf, f);
+  const has = (kernel: string) => capabilities.kernels.has(kernel);
+
+  // a^T b and a b^T: with matMul's transpose flags where the backend reads transposed operands at
+  // full speed (capabilities.transposedMatMul), else as an explicit transpose (a cheap copy) and a
+  // plain matMul, the fast form on wasm.
+  const flags = capabilities.transposedMatMul;
+  const matMulTA = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b));
+  const matMulTB = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b)));
+  // db of a bias added to every row: a column-reduction kernel where the backend has one.
+  const biasGradOf = (dy: Tensor2D): Tensor1D => biasGrad(tf, dy, has(BIAS_GRAD_KERNEL));
 
   const matMul = custom<Tensor2D>(([a, b], save) => {
     save([a, b]);
     return {
       value: tf.matMul(a as Tensor2D, b as Tensor2D),
-      gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, tf.transpose(sb as Tensor2D)), tf.matMul(tf.transpose(sa as Tensor2D), dy)],
+      gradFunc: (dy, [sa, sb]) => [matMulTB(dy, sb as Tensor2D), matMulTA(sa as Tensor2D, dy)],
     };
   });
 
@@ -265,42 +269,26 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     return {
       value: tf.add(tf.matMul(x as Tensor2D, w as Tensor2D), b),
       gradFunc: (dy, [sx, sw]) => [
-        tf.matMul(dy, tf.transpose(sw as Tensor2D)), // dx = dy W^T
-        tf.matMul(tf.transpose(sx as Tensor2D), dy), // dW = x^T dy
-        tf.sum(dy, 0), // db
+        matMulTB(dy, sw as Tensor2D), // dx = dy W^T
+        matMulTA(sx as Tensor2D, dy), // dW = x^T dy
+        biasGradOf(dy), // db
       ],
     };
   });
 
-  // The transpose of E [V, H] happens in the forward only; the gradients need none of E^T:
-  // dh = dy E, dE = dy^T h. On wasm, for [614,256] x [30522,256]: 0.45 s forward against 5.4 s
-  // for matMul(h, E, false, true).
+  // Without transpose flags, the transpose of E [V, H] happens in the forward only; the gradients
+  // need none of E^T: dh = dy E, dE = dy^T h. On wasm, for [614,256] x [30522,256]: 0.45 s forward
+  // against 5.4 s for matMul(h, E, false, true).
   const tiedDecoder = custom<Tensor2D>(([h, e, b], save) => {
     save([h, e]);
     return {
-      value: tf.add(tf.matMul(h as Tensor2D, tf.transpose(e as Tensor2D)), b),
-      gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), tf.matMul(tf.transpose(dy), sh as Tensor2D), tf.sum(dy, 0)],
+      value: tf.add(matMulTB(h as Tensor2D, e as Tensor2D), b),
+      gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), matMulTA(dy, sh as Tensor2D), biasGradOf(dy)],
     };
   });
 
-  // y = xhat gamma + beta with xhat = (x - mean) r, r = 1/sqrt(var + eps). Backward, per row:
-  // g = dy gamma; dx = r (g - mean(g) - xhat mean(g xhat)); dgamma = sum_rows dy xhat; dbeta = sum_rows dy.
   const layerNormOp = (x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, eps: number): Tensor2D =>
-    custom<Tensor2D>(([x_, gamma_, beta_], save) => {
-      const { mean, variance } = tf.moments(x_, -1, true);
-      const r = tf.rsqrt(tf.add(variance, eps)); // [N, 1]
-      const xhat = tf.mul(tf.sub(x_, mean), r);
-      save([xhat, r, gamma_]);
-      return {
-        value: tf.add(tf.mul(xhat, gamma_), beta_),
-        gradFunc: (dy, [sxhat, sr, sgamma]) => {
-          const g = tf.mul(dy, sgamma);
-          const centred = tf.sub(g, tf.mean(g, -1, true));
-          const dx = tf.mul(tf.sub(centred, tf.mul(sxhat, tf.mean(tf.mul(g, sxhat), -1, true))), sr);
-          return [dx, tf.sum(tf.mul(dy, sxhat), 0), tf.sum(dy, 0)];
-        },
-      };
-    })(x, gamma, beta);
+    fusedLayerNorm(tf, x, gamma, beta, eps, has(LAYER_NORM_KERNEL));
 
   // gelu: y = x Phi(x), y' = Phi(x) + x phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
   //       phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
@@ -321,14 +309,18 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     save([x]);
     return {
       value: activation(tf, x as Tensor2D, 'gelu_new'),
-      gradFunc: (dy, [sx]) => {
-        const x2 = tf.square(sx);
-        const s = tf.sigmoid(tf.mul(tf.mul(sx, tf.add(tf.mul(x2, GELU_CUBIC), 1)), GELU_TANH_SCALE));
-        const du = tf.mul(tf.add(tf.mul(x2, 3 * GELU_CUBIC), 1), GELU_TANH_SCALE);
-        return [tf.mul(dy, tf.add(s, tf.mul(tf.mul(tf.mul(sx, s), tf.sub(1, s)), du)))];
-      },
+      gradFunc: (dy, [sx]) => [tf.mul(dy, geluDerivative(tf, sx, true))],
     };
   });
+  const activationOp = (x: Tensor2D, act: HiddenAct): Tensor2D => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x));
+
+  // act(x W + b): with a GELU and the bias + GELU kernel, x W then the kernel (its backward also
+  // gives db); otherwise the Linear op, then the activation op.
+  const dense = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): Tensor2D => {
+    if (act === undefined) return linear(x, w, b);
+    if (act !== 'relu' && has(BIAS_GELU_KERNEL)) return biasGelu(tf, matMul(x, w), b, act !== 'gelu');
+    return activationOp(linear(x, w, b), act);
+  };
 
   // The mask, 0 or 1 / (1 - rate): drawn on the GPU where the backend has the kernel (webgpu), else
   // in JavaScript (`dropoutMask`) and uploaded; the same numbers either way.
@@ -358,7 +350,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
 
   // The attention block and the ends of the encoder's residual branches: fused kernels where the
   // backend has them (training/kernels/), else their reference composites.
-  const fusedAttention = capabilities.kernels.has(ATTENTION_SOFTMAX_KERNEL);
+  const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
   // On webgpu the heads come from one transpose of qkv to [3, B, heads, T, hs] and three slices
   // (4 dispatches; their gradient 2), instead of three slices and three transposes (6; gradient 4).
   // Elsewhere the plain form, whose transposes are cheap copies on wasm.
@@ -375,7 +367,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const attentionProbs = (scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D =>
     attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
   const biasDropoutResidualOp = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D =>
-    biasDropoutResidual(tf, x, b, residual, { rate, seed }, capabilities.kernels.has(BIAS_DROPOUT_RESIDUAL_KERNEL));
+    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf);
 
   // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
   // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
@@ -458,12 +450,12 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     tf,
     embeddingRows,
     matMul: (a, b) => matMul(a, b),
-    linear: (x, w, b) => linear(x, w, b),
+    linear: dense,
     tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
     layerNorm: layerNormOp,
-    activation: (x, act) => (act === 'gelu' ? gelu(x) : act === 'relu' ? tf.relu(x) : geluTanh(x)),
+    activation: activationOp,
     dropout,
-    crossEntropySum: (logits, targets, weights) => crossEntropySum(tf, logits, targets, weights, capabilities.kernels.has(MASKED_CROSS_ENTROPY_KERNEL)),
+    crossEntropySum: (logits, targets, weights) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
     splitHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
