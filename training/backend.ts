@@ -100,7 +100,7 @@ export const MLMKIT_KERNEL_PREFIX = 'Mlmkit';
 /**
  * What the model's ops may use on the TF.js backend `tfBackend` ('webgpu', 'wasm'...; as
  * `tf.getBackend()` names it): its mlmkit kernels as registered now, and on webgpu the one-hot
- * embedding gradient, padded head rows and matMul's transpose flags (why: training/models/ops.ts). Call it once the backend
+ * embedding gradient, padded head rows, matMul's transpose flags and bias (why: training/models/ops.ts). Call it once the backend
  * is loaded (its kernels are registered then); `selectBackend` returns it.
  */
 export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
@@ -110,6 +110,7 @@ export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
     embeddingGrad: webgpu ? 'matmul' : 'gather',
     maskedRowBucket: webgpu ? MASKED_ROW_BUCKET : 1,
     transposedMatMul: webgpu,
+    matMulBias: webgpu,
     kernels: new Set(kernels),
   });
 }

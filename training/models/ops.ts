@@ -9,6 +9,7 @@
 // - `maskedRowBucket`: the head's scored rows are padded to a multiple of it (webgpu's buffer pool
 //   keeps every size it has seen; see bert.ts maskedLossOf);
 // - `transposedMatMul`: gradients multiply with matMul's transpose flags, or transpose first;
+// - `matMulBias`: a Linear's forward adds its bias inside the matMul kernel (tf.fused.matMul);
 // - `kernels`: mlmkit's own kernels registered for the backend (dropout masks drawn on the GPU,
 //   fused kernels behind the contracts in training/kernels/); an op calls its kernel when it is
 //   there, else the plain composite.
@@ -49,6 +50,8 @@ export interface ModelCapabilities {
    * flags. When false (wasm: 10-40x slower with a flag) they transpose explicitly first.
    */
   readonly transposedMatMul: boolean;
+  /** tf.fused.matMul adds a bias in the matMul's own kernel (webgpu): x W + b in one dispatch. */
+  readonly matMulBias: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
 }
@@ -58,6 +61,7 @@ export const REFERENCE_CAPABILITIES: ModelCapabilities = Object.freeze({
   embeddingGrad: 'gather',
   maskedRowBucket: 1,
   transposedMatMul: false,
+  matMulBias: false,
   kernels: new Set<string>(),
 });
 
@@ -253,6 +257,11 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const flags = capabilities.transposedMatMul;
   const matMulTA = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b));
   const matMulTB = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b)));
+  // x W + b (W transposed when `transposeB`): one fused kernel where the backend adds the bias in it.
+  const matMulAdd = (x: Tensor2D, w: Tensor2D, b: Tensor1D, transposeB: boolean): Tensor2D =>
+    capabilities.matMulBias
+      ? (tf.fused.matMul({ a: x, b: w, transposeB, bias: b }) as Tensor2D)
+      : (tf.add(transposeB ? matMulTB(x, w) : tf.matMul(x, w), b) as Tensor2D);
   // db of a bias added to every row: a column-reduction kernel where the backend has one.
   const biasGradOf = (dy: Tensor2D): Tensor1D => biasGrad(tf, dy, has(BIAS_GRAD_KERNEL));
 
@@ -267,7 +276,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const linear = custom<Tensor2D>(([x, w, b], save) => {
     save([x, w]);
     return {
-      value: tf.add(tf.matMul(x as Tensor2D, w as Tensor2D), b),
+      value: matMulAdd(x as Tensor2D, w as Tensor2D, b as Tensor1D, false),
       gradFunc: (dy, [sx, sw]) => [
         matMulTB(dy, sw as Tensor2D), // dx = dy W^T
         matMulTA(sx as Tensor2D, dy), // dW = x^T dy
@@ -282,7 +291,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const tiedDecoder = custom<Tensor2D>(([h, e, b], save) => {
     save([h, e]);
     return {
-      value: tf.add(matMulTB(h as Tensor2D, e as Tensor2D), b),
+      value: matMulAdd(h as Tensor2D, e as Tensor2D, b as Tensor1D, true),
       gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), matMulTA(dy, sh as Tensor2D), biasGradOf(dy)],
     };
   });
