@@ -11,6 +11,7 @@
 // tests/training/webgpu.test.ts on the software adapter).
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';
+import { DROPOUT_HASH_WGSL, DROPOUT_UNIFORM_FIELDS, dropoutUniforms, type WebGpuBackendLike } from './webgpu/row-program.ts';
 
 /** The kernel's name; attrs: n (entries), k0, k1, k2 (key words), threshold (u32), scale (f32). */
 export const DROPOUT_MASK_KERNEL = 'MlmkitDropoutMask';
@@ -24,30 +25,11 @@ export interface DropoutMaskAttrs {
   scale: number;
 }
 
-interface WebGpuBackendLike {
-  runWebGPUProgram(
-    program: unknown,
-    inputs: TensorInfo[],
-    outputDtype: 'float32',
-    uniforms: { type: 'uint32' | 'float32'; data: number[] }[],
-  ): TensorInfo;
-}
-
-// The hash of training/models/ops.ts `dropoutMask`, in WGSL.
 const SHADER = `
-  fn mlmkitMix(v : u32) -> u32 {
-    var x = v;
-    x = x ^ (x >> 16u);
-    x = x * 0x7feb352du;
-    x = x ^ (x >> 15u);
-    x = x * 0x846ca68bu;
-    x = x ^ (x >> 16u);
-    return x;
-  }
+  ${DROPOUT_HASH_WGSL}
   fn main(index : i32) {
     if (index < uniforms.size) {
-      let h = mlmkitMix(mlmkitMix(mlmkitMix(u32(index) + uniforms.k0) ^ uniforms.k1) ^ uniforms.k2);
-      setOutputAtIndex(index, select(uniforms.scale, 0.0, h < uniforms.threshold));
+      setOutputAtIndex(index, select(uniforms.keepScale, 0.0, mlmkitDropped(u32(index))));
     }
   }
 `;
@@ -56,7 +38,7 @@ class DropoutMaskProgram {
   readonly variableNames: string[] = [];
   readonly outputShape: number[];
   readonly shaderKey = 'mlmkitDropoutMask';
-  readonly uniforms = 'k0 : u32, k1 : u32, k2 : u32, threshold : u32, scale : f32,';
+  readonly uniforms = DROPOUT_UNIFORM_FIELDS;
   readonly workgroupSize: [number, number, number] = [64, 1, 1];
   readonly size = true;
   dispatchLayout: { x: number[] };
@@ -76,13 +58,8 @@ class DropoutMaskProgram {
 function dropoutMaskWebgpu(args: { backend: unknown; attrs?: unknown }): TensorInfo {
   const { n, k0, k1, k2, threshold, scale } = args.attrs as unknown as DropoutMaskAttrs;
   const backend = args.backend as WebGpuBackendLike;
-  return backend.runWebGPUProgram(new DropoutMaskProgram(n), [], 'float32', [
-    { type: 'uint32', data: [k0 >>> 0] },
-    { type: 'uint32', data: [k1 >>> 0] },
-    { type: 'uint32', data: [k2 >>> 0] },
-    { type: 'uint32', data: [threshold >>> 0] },
-    { type: 'float32', data: [scale] },
-  ]);
+  const uniforms = dropoutUniforms({ dropout: 1, k0, k1, k2, threshold, keepScale: scale });
+  return backend.runWebGPUProgram(new DropoutMaskProgram(n), [], 'float32', uniforms);
 }
 
 /** Registers the kernel for the webgpu backend (once; later calls do nothing). */

@@ -27,10 +27,13 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
+import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
+import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
 import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
 import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
+import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -327,6 +330,9 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuBiasGelu(tf);
   registerWebGpuBiasGrad(tf);
   registerWebGpuMatMulF16(tf, device);
+  registerWebGpuAttentionSoftmax(tf);
+  registerWebGpuMaskedCrossEntropy(tf);
+  registerWebGpuBiasDropoutResidual(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);

@@ -15,8 +15,6 @@
 // - Masked attention adds -1e9 (transformers: float32's most negative value). Both underflow to
 //   exactly 0 after softmax whenever a row has an unmasked key, and -1e9 cannot overflow to -inf
 //   when summed with a score on any backend.
-// - Queries are scaled by 1/sqrt(head_dim) before Q K^T (transformers scales the scores, or
-//   SDPA folds it in); the same product up to float32 rounding.
 // - The padding rows of the embeddings are zero at init, as in transformers, but not frozen:
 //   transformers' nn.Embedding(padding_idx) gives them no gradient from the lookup. Here they get
 //   gradient only from padding positions, which attention masks out, so it is zero in practice.
@@ -170,7 +168,7 @@ export function encoderLayer(
   config: ModelConfig,
   prefix: string, // e.g. 'bert.encoder.layer.3'
   x: Tensor2D, // [B*T, H]
-  maskBias: Tensor4D, // [B, 1, 1, T]: 0 at real keys, MASKED_SCORE at padding
+  maskBias: Tensor2D, // [B, T]: 0 at real keys, MASKED_SCORE at padding
   dims: { B: number; T: number },
   drop: (site: string) => string | null,
 ): Tensor2D {
@@ -184,25 +182,22 @@ export function encoderLayer(
   const lin = (input: Tensor2D, name: string, act?: HiddenAct): Tensor2D => ops.linear(input, weight(name), bias(name), act);
   const norm = (input: Tensor2D, name: string): Tensor2D =>
     ops.layerNorm(input, w(`${prefix}.${name}.weight`) as Tensor1D, w(`${prefix}.${name}.bias`) as Tensor1D, config.layer_norm_eps);
-  const splitHeads = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, nh, hs]), [0, 2, 1, 3]); // [B, nh, T, hs]
+  // dropout(x W + b) + residual, the end of both residual branches.
+  const branchEnd = (input: Tensor2D, name: string, residual: Tensor2D, site: string): Tensor2D =>
+    ops.biasDropoutResidual(ops.matMul(input, weight(name)), bias(name), residual, config.hidden_dropout_prob, drop(`${prefix}.${site}`));
 
   // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy).
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
   const qkv = ops.linear(x, tf.concat(qkvNames.map(weight), 1), tf.concat(qkvNames.map(bias))); // [B*T, 3H]
-  const [query, key, value] = tf.split(qkv, 3, 1) as Tensor2D[];
-  const q = splitHeads(tf.mul(query, 1 / Math.sqrt(hs)));
-  const k = splitHeads(key);
-  const v = splitHeads(value);
-  const scores = tf.add(ops.batchMatMul(q, k, false, true), maskBias) as Tensor4D; // [B, nh, T, T]
-  const probs = ops.dropout(tf.softmax(scores), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
+  const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
+  const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
+  const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
   const context = tf.reshape(tf.transpose(ops.batchMatMul(probs, v, false, false), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
-  const attended = ops.dropout(lin(context, 'attention.output.dense'), config.hidden_dropout_prob, drop(`${prefix}.attention.output`));
-  const h = norm(tf.add(attended, x) as Tensor2D, 'attention.output.LayerNorm');
+  const h = norm(branchEnd(context, 'attention.output.dense', x, 'attention.output'), 'attention.output.LayerNorm');
 
   // Feed-forward.
   const inner = lin(h, 'intermediate.dense', config.hidden_act); // [B*T, I]
-  const ffn = ops.dropout(lin(inner, 'output.dense'), config.hidden_dropout_prob, drop(`${prefix}.output`));
-  return norm(tf.add(ffn, h) as Tensor2D, 'output.LayerNorm');
+  return norm(branchEnd(inner, 'output.dense', h, 'output'), 'output.LayerNorm');
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -294,7 +289,7 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
     const positions = flat(spec.positionIds(tf, inputs.inputIds, config));
     const types = inputs.tokenTypeIds === undefined ? tf.zeros([B * T], 'int32') as Tensor1D : flat(inputs.tokenTypeIds);
     const mask = tf.cast(inputs.attentionMask, 'float32');
-    const maskBias = tf.reshape(tf.mul(tf.sub(1, mask), MASKED_SCORE), [B, 1, 1, T]) as Tensor4D;
+    const maskBias = tf.mul(tf.sub(1, mask), MASKED_SCORE) as Tensor2D; // [B, T]
 
     // One tidy per block: what a block computes but its gradient does not need is freed when the
     // block ends, not at the end of the pass (the ops keep what the backward pass needs).

@@ -19,11 +19,14 @@
 import type * as TfModule from '@tensorflow/tfjs';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
+import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
+import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customOp } from '../kernels/custom-op.ts';
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
+import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import type { HiddenAct } from './config.ts';
 
 export type Tf = typeof TfModule;
@@ -107,7 +110,8 @@ export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
 // 930 ms transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: there
 // the gradients transpose explicitly (a cheap copy) and multiply without flags.
 // Where the backend has mlmkit's fused kernels (training/kernels/: LayerNorm, bias + GELU, bias
-// gradients) the ops call them instead of the composites.
+// gradients, attention softmax, bias + dropout + residual, masked cross-entropy) the ops call them
+// instead of the composites.
 // Each op is tested against its plain form (values and gradients) in tests/training/models, each
 // kernel against its reference in tests/training/kernels.
 
@@ -129,6 +133,18 @@ export interface Ops {
   dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
   /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
   crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
+  /**
+   * The query, key and value heads [B, heads, T, H / heads] of the fused projection qkv
+   * [B*T, 3H] (query, key, value side by side).
+   */
+  splitHeads(qkv: Tensor2D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D];
+  /**
+   * Attention probabilities: softmax over keys of scores [B, heads, T, T] * scale + maskBias [B, T]
+   * (0 at real keys, MASKED_SCORE at padding), then dropout (`seed` null: none).
+   */
+  attentionProbs(scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D;
+  /** dropout(x + b) + residual: x and residual [N, H], b [H] (`seed` null: no dropout). */
+  biasDropoutResidual(x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D;
   /**
    * Rows `ids` (int32 [N]) of `table` [S, H], as tf.gather; `hostIds` are the same ids on the host
    * when known. The gradient's method is `capabilities.embeddingGrad` (see makeOps).
@@ -349,28 +365,26 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     })(x);
   };
 
-  // -log softmax(z)[t] = lse(z) - z[t], with lse(z) = max(z) - log(max(softmax(z))) (the largest
-  // probability is 1 / sum exp(z - max z) >= 1/V, so its log is finite): one fused softmax pass,
-  // 3x cheaper on wasm than logSoftmax. Gradient: dy (softmax(z) - onehot(t)).
-  const crossEntropySum = (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar =>
-    custom<Scalar>(([z], save) => {
-      const [N, V] = z.shape as [number, number];
-      const probs = tf.softmax(z);
-      // saved, not closed over: the caller's tidy may dispose targets and weights
-      save(weights === undefined ? [probs, targets] : [probs, targets, weights]);
-      const flatTargets = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), targets);
-      const picked = tf.gather(tf.reshape(z, [N * V]), flatTargets); // z[t] per row
-      const lse = tf.sub(tf.max(z, 1), tf.log(tf.max(probs, 1)));
-      const perRow = tf.sub(lse, picked);
-      return {
-        value: tf.sum(weights === undefined ? perRow : tf.mul(perRow, weights)) as Scalar,
-        // oneHot as int32 then cast: the wasm OneHot kernel writes wrong float32 values.
-        gradFunc: (dy, [sprobs, stargets, sweights]) => {
-          const g = tf.mul(tf.sub(sprobs, tf.cast(tf.oneHot(stargets as Tensor1D, V), 'float32')), dy);
-          return [sweights === undefined ? g : tf.mul(g, tf.reshape(sweights, [N, 1]))];
-        },
-      };
-    })(logits);
+  // The attention block and the ends of the encoder's residual branches: fused kernels where the
+  // backend has them (training/kernels/), else their reference composites.
+  const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
+  // On webgpu the heads come from one transpose of qkv to [3, B, heads, T, hs] and three slices
+  // (4 dispatches; their gradient 2), instead of three slices and three transposes (6; gradient 4).
+  // Elsewhere the plain form, whose transposes are cheap copies on wasm.
+  const splitHeads = (qkv: Tensor2D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D] => {
+    const hs = qkv.shape[1] / (3 * heads);
+    if (fusedAttention) {
+      const parts = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, heads, hs]), [2, 0, 3, 1, 4])); // 3 x [B, heads, T, hs]
+      return parts as [Tensor4D, Tensor4D, Tensor4D];
+    }
+    const split = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, heads, hs]), [0, 2, 1, 3]);
+    const [q, k, v] = tf.split(qkv, 3, 1) as Tensor2D[];
+    return [split(q), split(k), split(v)];
+  };
+  const attentionProbs = (scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D =>
+    attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
+  const biasDropoutResidualOp = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D =>
+    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf);
 
   // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
   // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
@@ -455,7 +469,10 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     layerNorm: layerNormOp,
     activation: activationOp,
     dropout,
-    crossEntropySum,
+    crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
+    splitHeads,
+    attentionProbs,
+    biasDropoutResidual: biasDropoutResidualOp,
   };
 
   // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;

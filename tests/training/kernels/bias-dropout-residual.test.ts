@@ -1,0 +1,60 @@
+// The fused bias + dropout + residual (training/kernels/bias-dropout-residual.ts) against its
+// reference composite: on webgpu the kernels (values; gradients of x, bias and residual), on cpu
+// the op's own gradient; rows 1, 7 and 65, widths 1, 33 and 128 (entries past one workgroup and
+// not a multiple of it), dropout 0 and 0.1 with the same dropped entries as the reference's mask.
+// Tolerance 1e-5 relative (the bias gradient sums rows in another order).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import { Rng } from '../../../data/rng.ts';
+import type { Tf } from '../../../training/backend.ts';
+import { biasDropoutResidual, biasDropoutResidualReference, type DropoutOptions } from '../../../training/kernels/bias-dropout-residual.ts';
+import { dropoutMask } from '../../../training/models/ops.ts';
+import { assertSameOp, backendTf, random, webgpuSkip, zeros } from './kernel-helpers.ts';
+
+const TOL = 1e-5;
+
+async function check(tf: Tf, fused: boolean): Promise<void> {
+  const rng = new Rng(3);
+  for (const [N, H] of [[1, 1], [7, 33], [65, 128]]) {
+    for (const rate of [0, 0.1]) {
+      for (const zeroResidual of [true, false]) {
+        const opts: DropoutOptions = { rate, seed: rate > 0 ? `7/layer.0.output.${N}` : null };
+        const x = random(tf, rng, [N, H], 2);
+        const b = random(tf, rng, [H]);
+        // With a zero residual the exact zeros of y are the dropped entries (x + b is never 0 here).
+        const r = zeroResidual ? tf.zeros([N, H]) : random(tf, rng, [N, H], 3);
+        const label = `${fused ? 'kernel' : 'op'} N=${N} H=${H} rate=${rate}${zeroResidual ? ' zero residual' : ''}`;
+        const { got, want } = await assertSameOp(
+          tf,
+          label,
+          (x_, b_, r_) => biasDropoutResidual(tf, x_ as Tensor2D, b_ as Tensor1D, r_ as Tensor2D, opts, fused),
+          (x_, b_, r_) => biasDropoutResidualReference(tf, x_ as Tensor2D, b_ as Tensor1D, r_ as Tensor2D, opts),
+          [x, b, r],
+          [0, 1, 2],
+          TOL,
+        );
+        if (zeroResidual) {
+          assert.deepEqual(zeros(got), zeros(want), `${label}: dropped entries`);
+          if (rate > 0) assert.deepEqual(zeros(got), zeros(dropoutMask(N * H, rate, opts.seed!)), `${label}: dropped entries are dropoutMask's`);
+        }
+        tf.dispose([x, b, r] as Tensor[]);
+      }
+    }
+  }
+}
+
+test('cpu: the bias + dropout + residual op and its gradient equal the plain composite', async () => {
+  const tf = await backendTf('cpu');
+  const before = tf.memory().numTensors;
+  await check(tf, false);
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+});
+
+test('webgpu: the bias + dropout + residual kernels equal the plain composite', { skip: await webgpuSkip() }, async () => {
+  const tf = await backendTf('webgpu');
+  const before = tf.memory().numTensors;
+  await check(tf, true);
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+  await backendTf('cpu');
+});

@@ -1,0 +1,95 @@
+// The encoder on webgpu runs mlmkit's fused kernels (training/kernels/: attention softmax, bias +
+// dropout + residual, masked cross-entropy), and they cut the step's GPU dispatches. One training
+// forward and backward of bert-tiny (vocabulary cut to 1,000, batch 4 x 33 with padded rows,
+// dropout on), counted twice in one process: with the backend's capabilities, and with the same
+// capabilities less these kernels (the reference composites). Asserted: each kernel program runs
+// as often as the model's structure says (per layer: one attention softmax forward and one
+// backward, two bias + dropout + residual forwards and two backwards; one cross-entropy forward
+// and one backward), the loss agrees within 1e-5 relative, and the fused run needs fewer
+// dispatches. The counts are printed as diagnostics (they depend on TF.js's own kernels).
+// Dispatches are counted by wrapping the backend's `recordAndSubmit`, which encodes each TF.js
+// program's one dispatch.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { MlmBatch } from '../../../data/masking.ts';
+import { Rng } from '../../../data/rng.ts';
+import { selectBackend } from '../../../training/backend.ts';
+import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
+import { createMaskedLM } from '../../../training/models/roberta.ts';
+import { computeGradients } from '../../../training/trainer.ts';
+import { webgpuSkip } from '../kernels/kernel-helpers.ts';
+import { ROOT } from '../train-helpers.ts';
+
+const MINE = [
+  'MlmkitAttentionSoftmax',
+  'MlmkitAttentionSoftmaxGrad',
+  'MlmkitMaskedCrossEntropy',
+  'MlmkitMaskedCrossEntropyGrad',
+  'MlmkitBiasDropoutResidual',
+  'MlmkitBiasDropoutResidualGrad',
+];
+
+function batchOf(B: number, T: number, vocab: number): MlmBatch {
+  const rng = new Rng(17);
+  const n = B * T;
+  const b: MlmBatch = { batchSize: B, seqLen: T, inputIds: new Int32Array(n), attentionMask: new Int32Array(n), tokenTypeIds: new Int32Array(n), labels: new Int32Array(n).fill(-100) };
+  for (let r = 0; r < B; r++) {
+    for (let t = 0; t < T; t++) {
+      const i = r * T + t;
+      const real = t < T - 5 * r; // rows of 33, 28, 23, 18 real tokens
+      b.attentionMask[i] = real ? 1 : 0;
+      b.inputIds[i] = real ? 5 + Math.floor(rng.next() * (vocab - 5)) : 0;
+      if (real && (t % 4 === 1 || t === 0)) b.labels[i] = 5 + Math.floor(rng.next() * (vocab - 5));
+    }
+  }
+  return b;
+}
+
+test('webgpu: a bert-tiny training pass runs the fused kernels, with fewer dispatches than the reference composites', { skip: await webgpuSkip() }, async (t) => {
+  const sel = await selectBackend('webgpu', { log: () => {} });
+  const tf = sel.tf;
+  try {
+    for (const k of MINE) assert.ok(sel.capabilities.kernels.has(k), `webgpu registers ${k}`);
+    const file = path.join(ROOT, 'configs/bert-tiny.json');
+    const config = updateModelConfig(parseModelConfig(JSON.parse(fs.readFileSync(file, 'utf8')), file), { vocab_size: 1000 }, file);
+    const batch = batchOf(4, 33, 1000);
+    const backend = tf.backend() as unknown as { recordAndSubmit: (program: { constructor: { name: string } }, ...rest: unknown[]) => unknown };
+    const original = backend.recordAndSubmit;
+    const run = async (withKernels: boolean) => {
+      const kernels = new Set([...sel.capabilities.kernels].filter((k) => withKernels || !MINE.includes(k)));
+      const model = createMaskedLM(tf, config, { seed: 3, capabilities: { ...sel.capabilities, kernels } });
+      const programs = new Map<string, number>();
+      let total = 0;
+      backend.recordAndSubmit = function (this: unknown, program, ...rest) {
+        total++;
+        programs.set(program.constructor.name, (programs.get(program.constructor.name) ?? 0) + 1);
+        return original.call(this, program, ...rest);
+      };
+      try {
+        const g = computeGradients(tf, model, [batch], { training: true, dropoutSeeds: [5] });
+        const loss = (await g.loss.data())[0];
+        tf.dispose([g.loss, ...g.grads.values()]);
+        return { total, programs, loss };
+      } finally {
+        backend.recordAndSubmit = original;
+        model.dispose();
+      }
+    };
+    const reference = await run(false);
+    const fused = await run(true);
+    const L = config.num_hidden_layers;
+    t.diagnostic(`dispatches of one forward + backward: ${fused.total} fused, ${reference.total} reference composites`);
+    assert.equal(fused.programs.get('AttentionSoftmaxProgram'), 2 * L, 'attention softmax: a forward and a backward per layer');
+    assert.equal(fused.programs.get('BiasDropoutResidualProgram'), 4 * L, 'bias + dropout + residual: two of each per layer');
+    assert.equal(fused.programs.get('CrossEntropyProgram'), 2, 'cross-entropy: one forward, one backward');
+    for (const name of ['AttentionSoftmaxProgram', 'BiasDropoutResidualProgram', 'CrossEntropyProgram']) {
+      assert.equal(reference.programs.get(name), undefined, `the reference run uses no ${name}`);
+    }
+    assert.ok(Math.abs(fused.loss - reference.loss) <= 1e-5 * Math.abs(reference.loss), `loss ${fused.loss} against ${reference.loss}`);
+    assert.ok(fused.total < reference.total, `fused ${fused.total} < reference ${reference.total}`);
+  } finally {
+    await selectBackend('cpu', { log: () => {} });
+  }
+});
