@@ -23,6 +23,8 @@
 # Stages, most important first (full mode; all at batch 32 x 128):
 #   1. mlm bench --backend webgpu --config bert-mini bert-base, float32 (--rows-per-pass 32: the
 #      whole batch in one pass, as PyTorch does): train tokens/s, dispatches, host and GPU ms per step
+#   1b. scripts/check-fp16.ts: both f16 matmul variants (subgroup matrices, scalar) against float32
+#      and their TFLOP/s (check-fp16.json)
 #   2. the same with --precision fp16 (f16 matmuls on tensor cores); when mlm bench has no
 #      --precision flag, or refuses fp16 here, that is recorded and the run goes on
 #   3. scripts/bench-torch.py --device auto, one process: bert-base and bert-mini, strict float32
@@ -103,12 +105,12 @@ if [ "$QUICK" = 1 ]; then
   CONFIGS=(bert-tiny); BATCH=4; SEQ=32; STEPS=2; WARMUP=1; EVAL_STEPS=1; MAX_SECONDS=30
   TORCH_CONFIGS=(bert-tiny); PROFILE_CONFIG=bert-tiny
   TRAIN_CONFIG=bert-tiny; TRAIN_STEPS=5; MIN_TRAIN_STEPS=2; TRAIN_BATCH=4; EVAL_BATCHES=2; TRAIN_OVERHEAD=20
-  T_BENCH=150; T_TORCH=150; T_PROFILE=150; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-600}
+  T_BENCH=150; T_CHECK=120; CHECK_ARGS=(--small --iters 2); T_TORCH=150; T_PROFILE=150; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-600}
 else
   CONFIGS=(bert-mini bert-base); BATCH=32; SEQ=128; STEPS=10; WARMUP=3; EVAL_STEPS=3; MAX_SECONDS=15
   TORCH_CONFIGS=(bert-base bert-mini); PROFILE_CONFIG=bert-base
   TRAIN_CONFIG=bert-base; TRAIN_STEPS=200; MIN_TRAIN_STEPS=20; TRAIN_BATCH=32; EVAL_BATCHES=20; TRAIN_OVERHEAD=30
-  T_BENCH=110; T_TORCH=100; T_PROFILE=60; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-520}
+  T_BENCH=110; T_CHECK=45; CHECK_ARGS=(--iters 10); T_TORCH=100; T_PROFILE=60; T_TRAIN=200; PEER_RESERVE=60; TIME_LIMIT=${TIME_LIMIT:-520}
 fi
 SEED=42
 [[ "$TIME_LIMIT" =~ ^[0-9]+$ ]] || die "--time-limit takes whole seconds, got '$TIME_LIMIT'" 2
@@ -309,6 +311,17 @@ run_bench() {
   fi
 }
 run_bench fp32
+
+# --- 1b. the f16 matmul kernels against float32, and their speed ------------------------------------
+# The only check that the subgroup-matrix (tensor-core) kernel compiles on this driver and is right;
+# both variants' max error against its bound and TFLOP/s at 4096^3 and bert-base's FFN shapes.
+stage "scripts/check-fp16.ts ${CHECK_ARGS[*]}"
+(cd "$APP" && limit "$T_CHECK" "$NODE" --import tsx scripts/check-fp16.ts --json "${CHECK_ARGS[@]}" 2>"$WORK/check-fp16.err" >"$WORK/check-fp16.out")
+rc=$?
+cat "$WORK/check-fp16.err"
+last_json "$WORK/check-fp16.out" > "$R/check-fp16.json" && cat "$R/check-fp16.json"
+[ "$rc" = 0 ] || FAILED+=("check-fp16: $(why "$rc")")
+
 run_bench fp16
 
 # --- 3. PyTorch ----------------------------------------------------------------------------------
