@@ -11,6 +11,8 @@
 #                         libgl1, libglx0, libopengl0, libgles2; NVIDIA's Vulkan driver needs them),
 #                         from `apt-get download`, extracted with dpkg-deb -x; gpu-run.sh puts
 #                         their lib folder on LD_LIBRARY_PATH
+#   blas/                 Debian's libopenblas0-pthread with libgfortran5 and libquadmath0, as
+#                         .debs (`apt-get download`), for scripts/cpu-peer.sh
 #   compat/               this machine's libstdc++.so.6 (dawn.node needs GLIBCXX_3.4.30); used by
 #                         gpu-run.sh only when the GPU machine's own is older
 #   data/                 Brown (the demo's general corpus) with a 30,522-piece WordPiece
@@ -134,8 +136,11 @@ rm -rf "$NM/parquet-wasm/bundler" "$NM/parquet-wasm/esm"
 # esbuild (tsx compiles the project's .ts with it): the JS API and the linux-x64 binary.
 find "$NM/@esbuild" -mindepth 1 -maxdepth 1 -type d ! -name linux-x64 -exec rm -rf {} +
 rm -f "$NM/esbuild/bin/esbuild"   # the CLI's copy of @esbuild/linux-x64/bin/esbuild; the JS API uses the latter
+# koffi (the FFI behind training/backend/blas.ts): its linux-x64 binary only, no sources.
+find "$NM/koffi/build/koffi" -mindepth 1 -maxdepth 1 -type d ! -name linux_x64 -exec rm -rf {} +
+rm -rf "$NM/koffi/src" "$NM/koffi/vendor" "$NM/koffi/doc"
 find "$NM" -depth -type d -empty -delete
-for f in webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.node @esbuild/linux-x64/bin/esbuild \
+for f in koffi/build/koffi/linux_x64/koffi.node webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.node @esbuild/linux-x64/bin/esbuild \
          @tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm tsx/package.json parquet-wasm/node/parquet_wasm_bg.wasm; do
   [ -e "$NM/$f" ] || die "pruning removed $f"
 done
@@ -167,6 +172,24 @@ for lib in libvulkan.so.1 libGLdispatch.so.0 libEGL.so.1 libGLX.so.0; do
   [ -e "$B/vulkan/usr/lib/x86_64-linux-gnu/$lib" ] || die "the .debs (${DEBS[*]}) hold no usr/lib/x86_64-linux-gnu/$lib"
 done
 DEB="${DEBS[*]}"
+
+# --- 3b. OpenBLAS for scripts/cpu-peer.sh ------------------------------------------------------
+# The CPU comparison on the GPU machine's host (mlmkit wasm + BLAS against its PyTorch) needs a
+# BLAS library there; that machine has none. The .debs travel as they are (blas/); cpu-peer.sh
+# extracts them into a private folder of its own.
+mkdir -p "$B/blas"
+for pkg in libopenblas0-pthread libgfortran5 libquadmath0; do
+  BDEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
+  if [ "$FRESH" = 1 ] || [ -z "$BDEB" ]; then
+    say "blas: apt-get download $pkg"
+    rm -f "$CACHE"/"${pkg}"_*.deb
+    (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
+      || die "apt-get download $pkg failed (run apt-get update first?)"
+    BDEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
+  fi
+  cp "$BDEB" "$B/blas/"
+done
+say "blas: $(cd "$B/blas" && echo *.deb)"
 
 # --- 4. libstdc++ for older GPU machines ---------------------------------------------------------
 STDCXX=$(ldd "$NM/webgpu/dist/linux-x64/dawn.node" | awk '/libstdc\+\+/ && $3 ~ /^\// { print $3 }')
@@ -224,7 +247,7 @@ EPOCH=$(git log -1 --format=%ct)
     webgpu: require(path.resolve(b, "app/node_modules/webgpu/package.json")).version,
     tfjs: require(path.resolve(b, "app/node_modules/@tensorflow/tfjs-core/package.json")).version,
     data: { folder: "data/brown-128", tokenizer: "data/tokenizer", seq_len: manifest.seq_len, vocab_size: manifest.tokenizer.vocab_size, splits: manifest.splits && Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, tokens: v.tokens }])) },
-    bytes: Object.fromEntries(["node", "app", "app/node_modules", "vulkan", "compat", "data"].map((d) => [d, size(path.join(b, d))])),
+    bytes: Object.fromEntries(["node", "app", "app/node_modules", "vulkan", "blas", "compat", "data"].map((d) => [d, size(path.join(b, d))])),
   };
   fs.writeFileSync(path.join(b, "bundle.json"), JSON.stringify(doc, null, 2) + "\n");
 ' "$B" "$COMMIT" "$DIRTY" "$DEB" "$NODE_VERSION"

@@ -8,7 +8,7 @@
 // --shapes NAME one line per call of that kernel with its shapes and GFLOP/s (matMuls). Kernel
 // times are wall times around each kernel, so they only add up on synchronous backends (wasm, cpu).
 import path from 'node:path';
-import { resolveBackendName, selectBackend } from '../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { readModelConfig, SyntheticBatches } from '../training/bench.ts';
 import { splitBatch } from '../training/evaluate.ts';
 import { createMaskedLM } from '../training/models/roberta.ts';
@@ -24,7 +24,7 @@ const configFile = configArg.endsWith('.json') ? configArg : path.join(import.me
 const batchSize = Number(arg('batch-size', '32'));
 const seqLen = Number(arg('seq-len', '128'));
 
-const { tf, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
+const { tf, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
 const model = createMaskedLM(tf, config, { seed: 1 });
