@@ -5,7 +5,8 @@
 //
 // Runs two warm-up steps of the real optimizer step (trainer.ts's optimizerStep on synthetic
 // batches, as `mlm bench` does), then profiles a third: kernel totals sorted by time, and with
-// --shapes NAME one line per call of that kernel with its shapes and GFLOP/s (matMuls). Kernel
+// --shapes NAME one line per call of that kernel with its shapes and GFLOP/s (matMuls), and the
+// matrix products' overall GFLOP/s (BatchMatMul and _FusedMatMul, all calls). Kernel
 // times are wall times around each kernel, so they only add up on synchronous backends (wasm, cpu).
 import path from 'node:path';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
@@ -56,11 +57,18 @@ console.log(`${'kernel'.padEnd(26)}${'ms'.padStart(9)}${'share'.padStart(8)}${'c
 for (const [name, e] of rows.slice(0, Number(arg('top', '25')))) {
   console.log(`${name.padEnd(26)}${e.ms.toFixed(1).padStart(9)}${((100 * e.ms) / total).toFixed(1).padStart(7)}%${String(e.calls).padStart(7)}`);
 }
+// For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
+const matMulFlops = (c: (typeof calls)[number]) => (c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0);
+const products = calls.filter((c) => c.name === 'BatchMatMul' || c.name === '_FusedMatMul');
+if (products.length > 0) {
+  const ms = products.reduce((a, c) => a + c.ms, 0);
+  const flops = products.reduce((a, c) => a + matMulFlops(c), 0);
+  console.log(`matrix products: ${products.length} calls, ${ms.toFixed(0)} ms, ${(flops / 1e9).toFixed(1)} GFLOP: ${(flops / ms / 1e6).toFixed(1)} GFLOP/s overall`);
+}
 const detail = arg('shapes', '');
 if (detail) {
   for (const c of calls.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms)) {
-    // For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
-    const flops = c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0;
+    const flops = matMulFlops(c);
     console.log(`${c.ms.toFixed(1).padStart(8)} ms  ${JSON.stringify(c.inputs)} -> ${JSON.stringify(c.output)}${flops ? `  ${(flops / c.ms / 1e6).toFixed(1)} GFLOP/s` : ''}`);
   }
 }

@@ -6,8 +6,10 @@
 // device string says how many threads XNNPACK got. The missing UnsortedSegmentSum kernel
 // (the gradient of gather) is registered before the backend starts (segment_sum_wasm.ts), and
 // GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts),
-// which also serves every other gather of numbers, faster. Batched and transposed matMuls go through
-// XNNPACK (batch_matmul_wasm.ts), and sums over leading axes add rows in place (sum_wasm.ts).
+// which also serves every other gather of numbers, faster. Matrix products go to the machine's BLAS
+// library when one is found (blas.ts, matmul-blas.ts; the device string names it, and a note says
+// why not), else batched and transposed ones through XNNPACK (batch_matmul_wasm.ts). Sums over
+// leading axes add rows in place (sum_wasm.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

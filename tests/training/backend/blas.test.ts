@@ -131,7 +131,9 @@ test('wasm BatchMatMul on BLAS equals XNNPACK: every transpose flag and batch la
     [[], [4]], // a shared by every slice
     [[2, 3], [1]], // b broadcast from batch 1
   ];
+  // [128, 64, 128] slices are small (one library thread), [131, 129, 130] ones are not.
   const dims: [number, number, number][] = [[1, 1, 1], [5, 7, 3], [17, 33, 65], [128, 64, 128], [131, 129, 130]];
+  const threads = blas.threads;
   const before = tf.memory().numTensors;
   let cases = 0;
   for (const [outerA, outerB] of layouts) {
@@ -177,6 +179,7 @@ test('wasm BatchMatMul on BLAS equals XNNPACK: every transpose flag and batch la
     }
   }
   assert.equal(cases, layouts.length * dims.length * 4);
+  assert.equal(blas.threads, threads, 'the thread count is back after the small slices');
   setWasmBlas(tf, found.blas);
   assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
 });
