@@ -1,6 +1,10 @@
 // Errors that the CLI turns into one line on stderr and an exit code.
 // InputError: bad usage or bad input (exit 2). Anything else that escapes is a failure while
 // running (exit 1). Messages say what is wrong and what to do, on one line.
+// Also: the refusal of non-regular files before they are opened (`requireRegularFile`), and the
+// mapping of raw system errors (ENOSPC, EROFS, EEXIST...) to such lines (`systemErrorLine`).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export class InputError extends Error {
   readonly exitCode = 2;
@@ -29,4 +33,98 @@ export function requireOpenFraction(value: number, flag: string): void {
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   return text.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+/** What a non-regular file is, in words. */
+function fileKind(st: fs.Stats): string {
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  if (st.isDirectory()) return 'a folder';
+  return 'not a regular file';
+}
+
+/**
+ * Throws an InputError unless `file` (links followed) is a regular file. Called BEFORE opening:
+ * opening a named pipe for reading blocks until a writer appears, so a FIFO named
+ * model.safetensors or config.json would hang the command. A missing file passes (the caller's
+ * open reports it in its own words).
+ */
+export function requireRegularFile(file: string, what: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return;
+  }
+  if (!st.isFile()) throw new InputError(`${file} is ${fileKind(st)}, not a regular file; the ${what} must be a plain file: replace it with the real one`);
+}
+
+/** A system error's code and path, when it is one. */
+function errnoOf(err: unknown): { code: string; path?: string } | null {
+  const e = err as NodeJS.ErrnoException | null;
+  return e && typeof e === 'object' && typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code) ? { code: e.code, path: e.path } : null;
+}
+
+/**
+ * A raw system error (fs calls reject with `code` and `path`) as the one-line error the CLI
+ * prints, or null when `err` is not one this knows. Where the path is an output the user chose,
+ * the fault is bad input (InputError, exit 2): a file in the way (EEXIST, ENOTDIR), a read-only
+ * file system (EROFS), no permission (EACCES, EPERM). A full disk (ENOSPC, EDQUOT) is a failure
+ * while running (exit 1). `where` overrides the path the error names; `flag` names the option.
+ */
+export function systemError(err: unknown, opts: { where?: string; flag?: string } = {}): Error | null {
+  const e = errnoOf(err);
+  if (e === null) {
+    if (err instanceof RangeError && /Invalid typed array length|Array buffer allocation failed/.test(err.message)) {
+      return new Error(`out of memory: ${err.message}; use a smaller model config or --batch-size, or a machine with more memory`);
+    }
+    return null;
+  }
+  const p = opts.where ?? e.path ?? 'the output folder';
+  const flag = opts.flag ? `${opts.flag} ` : '';
+  switch (e.code) {
+    case 'EEXIST':
+    case 'ENOTDIR':
+      return new InputError(`${flag}${p}: a file is in the way (a part of the path is a file, not a folder); choose another path or move the file`);
+    case 'EROFS':
+      return new InputError(`${flag}${p} is on a read-only file system; choose an output path on a writable disk`);
+    case 'EACCES':
+    case 'EPERM':
+      return new InputError(`${flag}${p}: permission denied; choose a path you can write to, or fix its permissions`);
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new Error(`no space left on the device while writing ${p}; free space at ${p} (or choose another path) and run again`);
+    default:
+      return null;
+  }
+}
+
+/**
+ * Throws the systemError line unless folder `dir` could be created or written: checks its nearest
+ * existing ancestor (a file there is in the way; a read-only or forbidden folder is refused).
+ * For commands that work long before they write (tokenizer training): fail before the work.
+ */
+export function requireWritableFolder(dir: string, flag: string): void {
+  let p = dir;
+  for (;;) {
+    let st: fs.Stats | null = null;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      st = null;
+    }
+    if (st !== null) {
+      if (!st.isDirectory()) throw systemError(Object.assign(new Error('not a folder'), { code: 'ENOTDIR' }), { where: dir, flag })!;
+      try {
+        fs.accessSync(p, fs.constants.W_OK);
+      } catch (err) {
+        throw systemError(err, { where: dir, flag }) ?? err;
+      }
+      return;
+    }
+    const up = path.dirname(p);
+    if (up === p) return;
+    p = up;
+  }
 }

@@ -14,16 +14,20 @@
 //
 // Output is written into a temporary sibling folder and renamed onto --out when complete, so an
 // interrupted run leaves no manifest that claims complete data. Nothing depends on time or
-// on the machine, so two runs over the same inputs give byte-identical folders.
+// on the machine, so two runs over the same inputs give byte-identical folders. The manifest keeps
+// the SHA-256 of every input's whole content, so a rerun notices an input edited since (even to the
+// same size). Aborting `signal` (Ctrl-C in the CLI) stops between batches and removes the temporary
+// folder.
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from './atomic.ts';
 import { InputError } from './errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
+import { corpusInputs, refuseOutputOverInputs } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
 import {
-  dtypeFor, FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter,
+  dtypeFor, fileSha256, FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter,
   type Manifest, type PrepareMode, type SplitInfo, type SplitName, type TokenDtype,
 } from './shards.ts';
 import type { EncodedText, MlmTokenizer } from './tokenizer.ts';
@@ -33,6 +37,7 @@ export interface PrepareOptions extends CorpusOptions {
   tokenizer: MlmTokenizer;
   tokenizerSource: string;            // as the user named it (folder or Hub id)
   tokenizerRevision?: string | null;
+  tokenizerDir?: string;              // the tokenizer's folder on disk (an input --out may not touch)
   out: string;
   seqLen: number;
   mode: PrepareMode;
@@ -46,6 +51,15 @@ export interface PrepareOptions extends CorpusOptions {
   batchBytes?: number;                // text per tokenizer call (default 1 MB)
   shardBytes?: number;                // token bytes per shard (default 64 MiB)
   version?: string;                   // written as created_by
+  signal?: AbortSignal;               // aborting stops the run between batches: PrepareInterrupted, nothing written
+}
+
+/** Thrown when `signal` aborts a run; the temporary folder is gone and --out is as it was. */
+export class PrepareInterrupted extends Error {
+  constructor(readonly out: string) {
+    super(`interrupted; nothing written to ${out}`);
+    this.name = 'PrepareInterrupted';
+  }
 }
 
 export interface PrepareResult {
@@ -63,7 +77,13 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   const trainFiles = await resolveCorpusFiles(opts.corpus);
   const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation) : [];
   const allFiles = [...trainFiles, ...validFiles];
-  const inputs = await Promise.all(allFiles.map(async (p) => ({ path: p, bytes: (await fsp.stat(p)).size })));
+  refuseOutputOverInputs(opts.out, [
+    ...corpusInputs(opts.corpus, trainFiles, '--corpus'),
+    ...corpusInputs(opts.validation ?? [], validFiles, '--validation'),
+    ...(opts.tokenizerDir ? [{ path: opts.tokenizerDir, flag: '--tokenizer' }] : []),
+  ]);
+  const inputs = [];
+  for (const p of allFiles) inputs.push({ path: p, bytes: (await fsp.stat(p)).size, sha256: await fileSha256(p) });
   const tok = opts.tokenizer;
   const dtype = dtypeFor(tok.vocabSize);
 
@@ -96,6 +116,9 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     inputs,
   };
 
+  const stopIfAborted = () => {
+    if (opts.signal?.aborted) throw new PrepareInterrupted(opts.out);
+  };
   const reused = await checkOutputFolder(opts.out, skeleton, opts.overwrite);
   if (reused) {
     return { manifest: reused, reused: true, summary: summaryTable(reused), seconds: 0, bytes: 0 };
@@ -103,13 +126,15 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
 
   // Pass 1 (only for a split of the corpus itself): count documents, so that the validation
   // set is an exact, seeded share of them. It also reports bad input before any work is done.
+  // With --validation-split 0 nothing is held out and the corpus is read once.
   const corpusOpts: CorpusOptions = { splitParagraphs: opts.splitParagraphs, textField: opts.textField, onInvalidUtf8: opts.onInvalidUtf8 };
   let isValidation: (docIndex: number) => boolean = () => false;
   let trainDocs = 0;
-  if (!opts.validation) {
+  if (!opts.validation && opts.validationSplit > 0) {
     const counter = new Progress({ label: 'prepare: scanning', unit: 'bytes', total: await totalBytes(trainFiles), enabled: opts.progress });
     let bytes = 0;
     for await (const doc of readDocuments(trainFiles, corpusOpts)) {
+      stopIfAborted();
       trainDocs++;
       bytes += doc.bytes;
       counter.update(bytes, `${trainDocs} documents`);
@@ -159,6 +184,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
       let docIndex = 0;
       let docsHere = 0;
       for await (const doc of readDocuments(source.files, corpusOpts)) {
+        stopIfAborted();
         const split: SplitName = source.split ?? (isValidation(docIndex) ? 'validation' : 'train');
         docIndex++;
         docsHere++;
@@ -183,6 +209,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     }
     if (batch.length) await flush();
     await pending;
+    stopIfAborted();
     bar.finish(`${builders.train.info.tokens + builders.validation.info.tokens} tokens`);
 
     const splits = { train: builders.train.finish(), validation: builders.validation.finish() };
@@ -365,7 +392,12 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
       const { splits: _s, created_by: _c, ...have } = existing;
       const { created_by: _w, ...want } = wanted;
       if (JSON.stringify(have) === JSON.stringify(want)) return existing;
-      throw new InputError(`--out ${out} holds data prepared with other inputs or options; pass --overwrite to replace it, or choose another --out`);
+      const changed = want.inputs.find((f) => {
+        const before = have.inputs?.find((g) => g.path === f.path);
+        return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
+      });
+      const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
+      throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
     } catch (err) {
       if (err instanceof InputError) throw err;
     }

@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
-import { InputError, check } from './errors.ts';
+import { InputError, check, requireRegularFile } from './errors.ts';
 
 export type TokenizerFamily = 'bert' | 'roberta';
 
@@ -250,6 +250,14 @@ function normalizerLowercases(n: Record<string, unknown> | null | undefined): bo
   if (n.type === 'Lowercase') return true;
   if (n.type === 'BertNormalizer') return n.lowercase === true;
   if (n.type === 'Sequence' && Array.isArray(n.normalizers)) return (n.normalizers as Array<Record<string, unknown>>).some(normalizerLowercases);
+  return false;
+}
+
+/** Whether a BertNormalizer (alone or in a Sequence) puts spaces around CJK ideographs. */
+function normalizerIsolatesCjk(n: Record<string, unknown> | null | undefined): boolean {
+  if (!n) return false;
+  if (n.type === 'BertNormalizer') return n.handle_chinese_chars !== false;
+  if (n.type === 'Sequence' && Array.isArray(n.normalizers)) return (n.normalizers as Array<Record<string, unknown>>).some(normalizerIsolatesCjk);
   return false;
 }
 
@@ -496,6 +504,114 @@ function asciiClass(c: number): number {
   return OTHER;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bounds for pathological text: long texts are taken in windows, long pieces in parts
+// ---------------------------------------------------------------------------------------------
+//
+// The bindings bound nothing: one 20 MB word without whitespace costs them 1.4 GB and minutes. The
+// chunked path therefore never hands them a string longer than MAX_PIECE_CHARS, and cuts texts
+// longer than WINDOW_CHARS into windows so that the piece lists of one pass stay small. Cuts are
+// made where the pipeline itself has a word boundary (exactCut), so ids stay exact. Only a run with
+// no such boundary for MAX_PIECE_CHARS (or WINDOW_CHARS) characters gets a forced cut (forcedCut):
+// - WordPiece: the run is one word longer than max_input_chars_per_word (100 by default), which HF's
+//   WordPiece turns into a single [UNK] (models/wordpiece: `if char_len > max_input_chars_per_word`).
+//   The part after a forced cut drops its first word, so the run still gives one [UNK], as in HF.
+//   An ASCII run of letters and digits longer than that limit is [UNK] at once, without the bindings.
+//   (A run made mostly of characters the normaliser deletes, such as combining marks with
+//   strip_accents or control characters, can fall under the limit after normalising: there the
+//   forced cut may differ from HF.)
+// - Byte-level BPE: a word of over MAX_PIECE_CHARS characters is merged in parts: merges across a
+//   forced cut are not made, so the tokens at each cut may differ from HF's; the part after a cut
+//   continues the word (word start 0). Every other token is HF's.
+
+/** Texts longer than this (UTF-16 units) are encoded in windows cut at exact cuts. */
+export const WINDOW_CHARS = 1 << 20;
+/** Longest string the chunked path sends to the bindings. */
+export const MAX_PIECE_CHARS = 1000;
+
+const MARK = /^\p{M}$/u;
+const PUNCT = /^\p{P}$/u;
+const NON_ASCII_SPACE = /^\s$/u;
+
+function isMark(text: string, p: number): boolean {
+  const c = text.charCodeAt(p);
+  return c >= 0x300 && MARK.test(String.fromCodePoint(text.codePointAt(p)!));
+}
+
+/** Punctuation for BertPreTokenizer (ASCII punctuation or a \p{P} character), not followed by a
+ * combining mark (which a normaliser could compose with it). */
+function isLonePunct(text: string, p: number): boolean {
+  const c = text.charCodeAt(p);
+  const punct = c < 128 ? (ASCII_FLAGS[c] & F_PUNCT) !== 0 : PUNCT.test(String.fromCodePoint(text.codePointAt(p)!));
+  return punct && !(p + 1 < text.length && isMark(text, p + 1));
+}
+
+/** A CJK ideograph as BertNormalizer's handle_chinese_chars sees one (it puts spaces around it). */
+function isCjk(cp: number): boolean {
+  return (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0x3400 && cp <= 0x4dbf) || (cp >= 0x20000 && cp <= 0x2a6df) || (cp >= 0x2a700 && cp <= 0x2b73f) ||
+    (cp >= 0x2b740 && cp <= 0x2b81f) || (cp >= 0x2b820 && cp <= 0x2ceaf) || (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x2f800 && cp <= 0x2fa1f);
+}
+
+/**
+ * The largest p in (lo, hi] (hi < text.length) where the text may be cut without changing what
+ * the pipeline does on either side, or -1.
+ * 'whitespace' (WordPiece + BertPreTokenizer): before a whitespace character that no normaliser
+ *   deletes (\s but for C0 controls other than tab, LF, CR, and U+FEFF); before or after lone
+ *   punctuation (isLonePunct); before or after a CJK ideograph when `cjk` (handle_chinese_chars).
+ * 'space-prefix' (byte-level BPE): the chunk borders of ChunkKind, and between two printable ASCII
+ *   characters of different GPT-2 classes unless the first is an apostrophe (a contraction may
+ *   follow it). Regex matches end at both.
+ */
+export function exactCut(text: string, lo: number, hi: number, kind: ChunkKind, cjk = false): number {
+  for (let p = hi; p > lo; p--) if (isExactCut(text, p, kind, cjk)) return p;
+  return -1;
+}
+
+/** Whether text may be cut before position p (0 < p < text.length); see exactCut. */
+function isExactCut(text: string, p: number, kind: ChunkKind, cjk: boolean): boolean {
+  const c = text.charCodeAt(p);
+  const b = text.charCodeAt(p - 1);
+  if (c >= 0xdc00 && c <= 0xdfff) return false; // inside a surrogate pair
+  if (kind === 'space-prefix') {
+    if (c < 128 && ASCII_FLAGS[c] & F_WS) return b >= 0x21 && b <= 0x7e;
+    return c >= 0x21 && c <= 0x7e && b >= 0x21 && b <= 0x7e && b !== 0x27 && asciiClass(c) !== asciiClass(b);
+  }
+  if (c < 128) {
+    if (ASCII_FLAGS[c] & F_WS) return true;
+  } else if (c !== 0xfeff && NON_ASCII_SPACE.test(text[p])) {
+    return true;
+  }
+  if (isLonePunct(text, p)) return true;
+  if (!isMark(text, p) && isLonePunct(text, p - 1)) return true;
+  return cjk && (isCjk(text.codePointAt(p)!) || (!isMark(text, p) && isCjk(text.codePointAt(b >= 0xdc00 && b <= 0xdfff ? p - 2 : p - 1)!)));
+}
+
+/** A cut at or just below hi that splits no surrogate pair and no character from its marks. */
+function forcedCut(text: string, lo: number, hi: number): number {
+  for (let p = hi; p > lo + 1; p--) {
+    const c = text.charCodeAt(p);
+    if (!(c >= 0xdc00 && c <= 0xdfff) && !isMark(text, p)) return p;
+  }
+  return hi;
+}
+
+/** Cuts text[lo, end) into parts of at most `max` units: [start, end, forced] triples, `forced`
+ * telling that the part begins at a forced cut. */
+function cutParts(text: string, lo: number, end: number, max: number, kind: ChunkKind, cjk: boolean): Array<[number, number, boolean]> {
+  const parts: Array<[number, number, boolean]> = [];
+  let forced = false;
+  while (end - lo > max) {
+    let p = exactCut(text, lo, lo + max, kind, cjk);
+    const wasForced = p < 0;
+    if (wasForced) p = forcedCut(text, lo, lo + max);
+    parts.push([lo, p, forced]);
+    forced = wasForced;
+    lo = p;
+  }
+  parts.push([lo, end, forced]);
+  return parts;
+}
+
 /** A cached piece: a single id (one token, which starts a word) or ids with the word-start flag in
  * bit 31 (ids are far below 2^31). */
 type PieceEntry = number | Uint32Array;
@@ -610,6 +726,11 @@ export class MlmTokenizer {
   readonly addedGuard: AddedTokenGuard;
   /** The normaliser folds case (see pushTextPieces). */
   private readonly foldCase: boolean;
+  /** BertNormalizer isolates CJK ideographs (exactCut may cut before one). */
+  private readonly cjk: boolean;
+  /** WordPiece: the longest word not turned into [UNK], and the [UNK] id. */
+  private readonly maxInputChars: number;
+  private readonly wordPieceUnk: number | undefined;
 
   private constructor(engine: Tokenizer, canonicalText: string, hints: ConfigHints, source: string, chunked = true) {
     this.engine = engine;
@@ -666,6 +787,10 @@ export class MlmTokenizer {
     this.chunkReason = chunking.reason;
     this.addedGuard = new AddedTokenGuard(this.json.added_tokens ?? []);
     this.foldCase = normalizerLowercases(this.json.normalizer);
+    this.cjk = normalizerIsolatesCjk(this.json.normalizer);
+    const model = this.json.model as { max_input_chars_per_word?: number; unk_token?: string | null };
+    this.maxInputChars = model.max_input_chars_per_word ?? 100;
+    this.wordPieceUnk = modelType === 'WordPiece' && typeof model.unk_token === 'string' ? engine.tokenToId(model.unk_token) ?? undefined : undefined;
   }
 
   private resolveSpecialNames(hints: ConfigHints): SpecialTokens {
@@ -836,8 +961,30 @@ export class MlmTokenizer {
    */
   async encodeBatch(texts: string[]): Promise<EncodedText[]> {
     if (texts.length === 0) return [];
-    if (this.chunkKind === null) return this.encodeWhole(texts);
     const kind = this.chunkKind;
+    if (kind === null) return this.encodeWhole(texts);
+    if (texts.every((t) => t.length <= WINDOW_CHARS)) return this.encodeChunked(texts);
+    // A text longer than a window is encoded a window at a time (see "Bounds for pathological text").
+    const out = new Array<EncodedText>(texts.length);
+    const short = texts.map((t, i) => i).filter((i) => texts[i].length <= WINDOW_CHARS);
+    const encodedShort = this.encodeChunked(short.map((i) => texts[i]));
+    for (let i = 0; i < texts.length; i++) {
+      const text = texts[i];
+      if (text.length <= WINDOW_CHARS) continue;
+      const windows = cutParts(text, 0, text.length, WINDOW_CHARS, kind, this.cjk);
+      const parts: EncodedText[] = [];
+      for (const [a, b] of windows) parts.push((await this.encodeChunked([text.slice(a, b)]))[0]);
+      out[i] = joinParts(parts, windows.map((w) => w[2]), kind === 'whitespace');
+    }
+    const enc = await encodedShort;
+    short.forEach((i, k) => (out[i] = enc[k]));
+    return out;
+  }
+
+  /** The chunked path on texts of at most WINDOW_CHARS. */
+  private async encodeChunked(texts: string[]): Promise<EncodedText[]> {
+    if (texts.length === 0) return [];
+    const kind = this.chunkKind!;
     const cache = this.pieceCache;
     const guard = this.addedGuard;
 
@@ -862,8 +1009,13 @@ export class MlmTokenizer {
       rows[t] = row;
     }
 
-    // 2. One parallel call to the bindings for all new pieces.
+    // 2. One parallel call to the bindings for all new pieces; pieces over MAX_PIECE_CHARS in parts.
     const local = new Map<string, PieceEntry>();
+    for (const p of ask) {
+      if (p.length <= MAX_PIECE_CHARS) continue;
+      local.set(p, await this.encodeLongPiece(p));
+      ask.delete(p);
+    }
     if (ask.size > 0) {
       const list = [...ask];
       const encs = await this.engine.encodeBatch(list, { addSpecialTokens: false });
@@ -879,31 +1031,37 @@ export class MlmTokenizer {
     const out = new Array<EncodedText>(texts.length);
     for (let t = 0; t < texts.length; t++) {
       const row = rows[t];
-      let n = 0;
-      for (let i = 0; i < row.length; i++) {
-        let e = row[i];
-        if (typeof e === 'string') row[i] = e = local.get(e)!;
-        n += typeof e === 'number' ? 1 : e.length;
-      }
-      const ids = new Uint32Array(n);
-      const starts = new Uint8Array(n);
-      let k = 0;
-      for (let i = 0; i < row.length; i++) {
-        const e = row[i] as PieceEntry;
-        if (typeof e === 'number') {
-          ids[k] = e;
-          starts[k++] = 1;
-        } else {
-          for (let j = 0; j < e.length; j++) {
-            const v = e[j];
-            ids[k] = v & 0x7fffffff;
-            starts[k++] = v >>> 31;
-          }
-        }
-      }
-      out[t] = { ids, wordStarts: starts };
+      for (let i = 0; i < row.length; i++) if (typeof row[i] === 'string') row[i] = local.get(row[i] as string)!;
+      out[t] = assemble(row as PieceEntry[]);
     }
     return out;
+  }
+
+  /**
+   * A piece longer than MAX_PIECE_CHARS (see "Bounds for pathological text"): an ASCII word of
+   * letters and digits longer than max_input_chars_per_word is WordPiece's [UNK] at once; any other
+   * piece goes to the bindings in parts of at most MAX_PIECE_CHARS (cutParts), joined by joinParts.
+   * (Cutting the parts further into cached small pieces measured slower on random text.) A piece
+   * that may hold an added token is not cut (the bindings must see the token whole).
+   */
+  private async encodeLongPiece(piece: string): Promise<PieceEntry> {
+    const guard = this.addedGuard;
+    const kind = this.chunkKind!;
+    const wordPiece = kind === 'whitespace';
+    const held = guard.blocksAll || guard.mayHold(piece);
+    if (wordPiece && !held && this.wordPieceUnk !== undefined && piece.length > this.maxInputChars && /^[A-Za-z0-9]+$/.test(piece)) {
+      return this.wordPieceUnk;
+    }
+    const parts = held ? [[0, piece.length, false] as [number, number, boolean]] : cutParts(piece, 0, piece.length, MAX_PIECE_CHARS, kind, this.cjk);
+    const encoded: EncodedText[] = [];
+    for (let i = 0; i < parts.length; i += 256) {
+      const group = parts.slice(i, i + 256).map(([x, y]) => piece.slice(x, y));
+      for (const e of await this.engine.encodeBatch(group, { addSpecialTokens: false })) encoded.push(toEncodedText(e));
+    }
+    const e = joinParts(encoded, parts.map((x) => x[2]), wordPiece);
+    const packed = new Uint32Array(e.ids.length);
+    for (let i = 0; i < packed.length; i++) packed[i] = (e.ids[i] | (e.wordStarts[i] ? START_BIT : 0)) >>> 0;
+    return packed;
   }
 
   /** Whole texts through the bindings' parallel encodeBatch (the reference path). */
@@ -927,6 +1085,26 @@ export class MlmTokenizer {
       typeIds: enc.getTypeIds(),
       wordIds,
     };
+  }
+
+  /**
+   * The words the tokenizer's model sees in `text`: its normaliser, then its pre-tokenizer, as
+   * the bindings run them. Each word comes as `surface` (its span of the normalised text, which
+   * encodes alone to the same pieces when pre-tokenization is per word) and `piece` (what the
+   * pre-tokenizer made of it: the same text for BERT, byte-level symbols like `Ġword` for RoBERTa).
+   */
+  preTokenize(text: string): Array<{ surface: string; piece: string }> {
+    const normalized = this.engine.getNormalizer()?.normalizeString(text) ?? text;
+    const pre = this.engine.getPreTokenizer();
+    if (!pre) return normalized === '' ? [] : [{ surface: normalized, piece: normalized }];
+    return pre.preTokenizeString(normalized).map(([piece, [start, end]]) => ({ surface: normalized.slice(start, end), piece }));
+  }
+
+  /** The token strings of `text` encoded alone (no specials), as the bindings give them. */
+  async tokensOf(texts: string[]): Promise<string[][]> {
+    if (texts.length === 0) return [];
+    const encs = await this.engine.encodeBatch(texts, { addSpecialTokens: false });
+    return encs.map((e) => e.getTokens());
   }
 
   tokenToId(token: string): number | undefined {
@@ -1090,6 +1268,55 @@ function toPieceEntry(enc: Encoding): PieceEntry {
   return packed;
 }
 
+/** The ids and word starts of a row of cached pieces. */
+function assemble(row: PieceEntry[]): EncodedText {
+  let n = 0;
+  for (const e of row) n += typeof e === 'number' ? 1 : e.length;
+  const ids = new Uint32Array(n);
+  const wordStarts = new Uint8Array(n);
+  let k = 0;
+  for (const e of row) {
+    if (typeof e === 'number') {
+      ids[k] = e;
+      wordStarts[k++] = 1;
+    } else {
+      for (let j = 0; j < e.length; j++) {
+        const v = e[j];
+        ids[k] = v & 0x7fffffff;
+        wordStarts[k++] = v >>> 31;
+      }
+    }
+  }
+  return { ids, wordStarts };
+}
+
+/**
+ * Concatenates the encodings of consecutive parts of one text. A part that begins at a forced cut
+ * (see "Bounds for pathological text") continues the word before it: WordPiece drops the part's
+ * first word (the part before ends in that word's [UNK]); BPE keeps the tokens, marked as not
+ * starting a word.
+ */
+function joinParts(parts: EncodedText[], forced: boolean[], wordPiece: boolean): EncodedText {
+  if (parts.length === 1) return parts[0];
+  const from = parts.map((p, i) => {
+    if (!forced[i] || !wordPiece) return 0;
+    let j = 1;
+    while (j < p.ids.length && !p.wordStarts[j]) j++;
+    return Math.min(j, p.ids.length);
+  });
+  const n = parts.reduce((s, p, i) => s + p.ids.length - from[i], 0);
+  const ids = new Uint32Array(n);
+  const wordStarts = new Uint8Array(n);
+  let k = 0;
+  parts.forEach((p, i) => {
+    ids.set(p.ids.subarray(from[i]), k);
+    wordStarts.set(p.wordStarts.subarray(from[i]), k);
+    if (forced[i] && !wordPiece && p.ids.length > 0) wordStarts[k] = 0;
+    k += p.ids.length - from[i];
+  });
+  return { ids, wordStarts };
+}
+
 function toEncodedText(enc: Encoding): EncodedText {
   const ids = Uint32Array.from(enc.getIds());
   const words = enc.getWordIds();
@@ -1131,6 +1358,7 @@ function findNormalizer(n: Record<string, unknown> | null | undefined, type: str
 
 /** Reads a file as UTF-8, refusing binary content (NUL bytes or invalid UTF-8). */
 async function readUtf8(file: string): Promise<string> {
+  requireRegularFile(file, 'tokenizer file'); // stat before open: opening a FIFO blocks
   let bytes: Buffer;
   try {
     bytes = await fsp.readFile(file);

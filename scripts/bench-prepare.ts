@@ -2,6 +2,12 @@
 // the prepare process. A benchmark, not a test: it prints figures.
 //
 //   node --import tsx scripts/bench-prepare.ts [--gb 1] [--dir .bench/prepare] [--keep]
+//   node --import tsx scripts/bench-prepare.ts --long-line 50,500 [--family bert|roberta] [--line letters|mixed]
+//
+// --long-line MB,...: instead, one file per size holding a single line of that many MB with no
+// whitespace (`letters`: random a-z, one giant word; `mixed`: letters, digits, punctuation and
+// accented letters), prepared with a tokenizer trained on 2 MB of the prose corpus; prints the
+// peak RSS of each `mlm prepare` (pathological input must not blow memory up).
 //
 // The corpus is synthetic but shaped like prose: words drawn from a Zipf distribution over a
 // generated lexicon, sentences, paragraphs separated by blank lines, spread over several .txt
@@ -116,7 +122,67 @@ function run(cmd: string[], sampleRss: boolean): Promise<{ seconds: number; peak
   });
 }
 
+/** A file holding one line of `mb` MB without whitespace (see the header). */
+function longLineFile(mb: number, kind: string): string {
+  const file = path.join(dir, 'long-line', `${kind}-${mb}mb.txt`);
+  if (fs.existsSync(file) && fs.statSync(file).size === Math.round(mb * 1e6)) return file;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const rng = new Rng(7);
+  const mixed = Buffer.from('abcdefghijklmnopqrstuvwxyz0123456789.,;:-()\'"', 'latin1');
+  const fd = fs.openSync(file, 'w');
+  const block = Buffer.alloc(1 << 20);
+  let left = Math.round(mb * 1e6);
+  while (left > 0) {
+    const n = Math.min(left, block.length);
+    for (let i = 0; i < n; i++) block[i] = kind === 'letters' ? 97 + rng.int(26) : mixed[rng.int(mixed.length)];
+    if (kind !== 'letters') for (let i = 0; i + 1 < n; i += 97) block.write('\u00e9', i, 'utf8'); // 2 bytes: an accented letter
+    fs.writeSync(fd, block, 0, n);
+    left -= n;
+  }
+  fs.closeSync(fd);
+  return file;
+}
+
+async function longLines(sizes: number[]): Promise<void> {
+  const family = opt('family', 'bert');
+  const kind = opt('line', 'letters');
+  const tokDir = path.join(dir, `long-line-tokenizer-${family}`);
+  if (!fs.existsSync(path.join(tokDir, 'tokenizer.json'))) {
+    generateCorpusSample(path.join(dir, 'long-line', 'sample.txt'));
+    const r = await run([mlm, 'tokenizer', 'train', '--corpus', path.join(dir, 'long-line', 'sample.txt'), '--family', family, '--vocab-size', '4000', '--out', tokDir, '--overwrite', '--no-progress'], false);
+    if (r.code !== 0) throw new Error('tokenizer training failed');
+  }
+  const rows = [];
+  for (const mb of sizes) {
+    const file = longLineFile(mb, kind);
+    const out = path.join(dir, 'long-line', 'prepared');
+    const r = await run([mlm, 'prepare', '--corpus', file, '--tokenizer', tokDir, '--out', out, '--overwrite', '--no-progress', '--validation-split', '0'], true);
+    if (r.code !== 0) throw new Error(`mlm prepare exited with ${r.code} on ${file}`);
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    rows.push({ line_mb: mb, kind, family, seconds: +r.seconds.toFixed(1), tokens: m.splits.train.tokens, peak_rss_mb: Math.round(r.peakRssMb) });
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+  process.stdout.write(JSON.stringify({ rows, node: process.version }, null, 2) + '\n');
+}
+
+/** 2 MB of the generated prose (for the long-line tokenizer). */
+function generateCorpusSample(file: string): void {
+  if (fs.existsSync(file)) return;
+  const rng = new Rng(3);
+  const words = lexicon(rng, 5000);
+  const parts: string[] = [];
+  let len = 0;
+  while (len < 2e6) {
+    const p = Array.from({ length: 12 }, () => words[rng.int(words.length)]).join(' ') + '.\n';
+    parts.push(p);
+    len += p.length;
+  }
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, parts.join(''));
+}
+
 async function main(): Promise<void> {
+  if (args.includes('--long-line')) return longLines(opt('long-line', '50').split(',').map(Number));
   const target = Math.round(gb * 1e9);
   const files = generateCorpus(target);
   const bytes = files.reduce((s, f) => s + fs.statSync(f).size, 0);

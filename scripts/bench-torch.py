@@ -4,15 +4,25 @@
 # (scripts/bench-peer.ts runs both sides alternately and compares them), or on an NVIDIA GPU
 # (scripts/gpu-run.sh, against mlmkit's WebGPU backend).
 #
-#   /usr/bin/python3 scripts/bench-torch.py [--config configs/bert-mini.json] [--batch-size 32]
+#   /usr/bin/python3 scripts/bench-torch.py [--config configs/bert-mini.json ...] [--batch-size 32]
 #       [--seq-len 128] [--steps 5] [--warmup-steps 1] [--eval-steps 2] [--threads 2] [--json]
-#       [--device cpu|cuda|auto] [--impl nn|transformers] [--tf32]
+#       [--device cpu|cuda|auto] [--impl nn|transformers] [--precision fp32|tf32|bf16 ...] [--tf32]
+#
+# Several --config files and --precision values run one after the other in this one process (the
+# imports and CUDA's start are paid once), each from a fresh model and the same seed; with --json
+# each run prints its JSON object on a line of its own, as soon as it is done.
 #
 # --device cuda (or auto, which takes CUDA when torch sees a GPU, else the CPU) runs the model on
-# the GPU in float32 with TF32 OFF (torch >= 2.9: torch.backends.cuda.matmul.fp32_precision =
-# "ieee"; older: torch.backends.cuda.matmul.allow_tf32 = False and the same for cudnn), so that
-# its matmuls do the arithmetic WebGPU does;
-# --tf32 allows TF32 (a separate, labelled figure). Batches are drawn on the CPU with the same
+# the GPU. Precisions:
+#   fp32  float32 with TF32 OFF (torch >= 2.9: torch.backends.cuda.matmul.fp32_precision = "ieee";
+#         older: torch.backends.cuda.matmul.allow_tf32 = False and the same for cudnn), so that
+#         its matmuls do the arithmetic WebGPU's float32 kernels do (the default);
+#   tf32  TF32 matmuls allowed (a separate, labelled figure; --tf32 is the same);
+#   bf16  mixed precision as PyTorch users train: float32 weights and optimizer, forward and loss
+#         under torch.autocast(device, torch.bfloat16) (matmuls in bfloat16, reductions and the
+#         loss in float32 as autocast chooses), backward outside it, no loss scaling (bfloat16
+#         has float32's range); TF32 off for what autocast leaves in float32.
+# Batches are drawn on the CPU with the same
 # generator as on the CPU path and copied to the GPU inside the timed step (mlmkit uploads its
 # batches too); every timing is bracketed by torch.cuda.synchronize(). Defaults (cpu, nn) are the
 # CPU comparison of scripts/bench-peer.ts, unchanged.
@@ -52,7 +62,7 @@ import time
 
 def parse_args():
     ap = argparse.ArgumentParser(description="PyTorch peer of `mlm bench` (BertForMaskedLM-shaped MLM training step).")
-    ap.add_argument("--config", default="configs/bert-mini.json")
+    ap.add_argument("--config", nargs="+", default=["configs/bert-mini.json"], help="one or more model configs")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5, help="measured training steps")
@@ -66,9 +76,16 @@ def parse_args():
                     help="cpu (default), cuda, or auto (cuda when available, else cpu)")
     ap.add_argument("--impl", choices=["nn", "transformers"], default="nn",
                     help="nn: the torch.nn rebuild below (default); transformers: BertForMaskedLM itself")
-    ap.add_argument("--tf32", action="store_true", help="on CUDA, allow TF32 matmuls (default: strict float32)")
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"], default=None,
+                    help="one or more of fp32 (strict float32, the default), tf32 (CUDA: TF32 matmuls), bf16 (bfloat16 autocast)")
+    ap.add_argument("--tf32", action="store_true", help="the same as --precision tf32")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.precision is None:
+        args.precision = ["tf32" if args.tf32 else "fp32"]
+    elif args.tf32:
+        ap.error("give --tf32 or --precision, not both")
+    return args
 
 
 def blas_kernel():
@@ -99,13 +116,36 @@ def main():
     args = parse_args()
     try:
         import torch
-        from torch import nn
-        import torch.nn.functional as F
     except ImportError:
         print("bench-torch: PyTorch is not installed for %s: install python3-torch and libopenblas0-pthread (apt) to compare" % sys.executable, file=sys.stderr)
         sys.exit(3)
+    torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench-torch: --device cuda, but torch %s sees no CUDA device (torch.cuda.is_available() is False)" % torch.__version__, file=sys.stderr)
+        sys.exit(3)
+    if "tf32" in args.precision and args.device != "cuda":
+        print("bench-torch: --precision tf32 means something on CUDA only (--device %s)" % args.device, file=sys.stderr)
+        sys.exit(2)
+    for config in args.config:
+        for precision in args.precision:
+            result = bench_one(args, config, precision)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                for k, v in result.items():
+                    print("%-24s %s" % (k, v))
+                print(flush=True)
 
-    with open(args.config) as f:
+
+def bench_one(args, config_path, precision):
+    """One training benchmark of config_path at precision; returns the result document."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    with open(config_path) as f:
         c = json.load(f)
     B, T = args.batch_size, args.seq_len
     H, V, L = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"]
@@ -120,26 +160,25 @@ def main():
         print("bench-torch: --seq-len %d is longer than max_position_embeddings %d" % (T, c["max_position_embeddings"]), file=sys.stderr)
         sys.exit(2)
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench-torch: --device cuda, but torch %s sees no CUDA device (torch.cuda.is_available() is False)" % torch.__version__, file=sys.stderr)
-        sys.exit(3)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
+    tf32 = precision == "tf32"
     if cuda:
-        # Strict float32 unless --tf32: the arithmetic WebGPU's float32 matmuls do.
+        # Strict float32 unless tf32: the arithmetic WebGPU's float32 matmuls do.
         # torch >= 2.9 has fp32_precision ("ieee" | "tf32") and warns about the older flags.
         if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-            torch.backends.cuda.matmul.fp32_precision = "tf32" if args.tf32 else "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
             if hasattr(torch.backends.cudnn, "conv"):
-                torch.backends.cudnn.conv.fp32_precision = "tf32" if args.tf32 else "ieee"
+                torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
         else:
-            torch.backends.cuda.matmul.allow_tf32 = args.tf32
-            torch.backends.cudnn.allow_tf32 = args.tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    # bf16: forward and loss under autocast; a no-op context otherwise.
+    import contextlib
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
 
     def sync():
         if cuda:
@@ -171,7 +210,9 @@ def main():
             positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
             x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type_embeddings(types)
             x = self.encoder(self.embeddings_dropout(self.embeddings_norm(x)))
-            h = self.transform_norm(F.gelu(self.transform(x)))
+            # .float(): under bf16 autocast, LayerNorm in float32 (CUDA's autocast does this by
+            # itself; torch 1.13's CPU autocast refuses a bfloat16 input with float32 weights).
+            h = self.transform_norm(F.gelu(self.transform(x)).float())
             return F.linear(h, self.word_embeddings.weight, self.decoder_bias)  # tied decoder
 
     attn_impl = None
@@ -236,8 +277,9 @@ def main():
         ids, types, labels = batch()
         model.train()
         opt.zero_grad(set_to_none=True)
-        logits = model(ids, types)
-        loss = F.cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100)
+        with autocast():
+            logits = model(ids, types)
+            loss = F.cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -250,7 +292,7 @@ def main():
         t0 = time.perf_counter()
         ids, types, labels = batch()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             loss = F.cross_entropy(model(ids, types).view(-1, V), labels.view(-1), ignore_index=-100)
             value = loss.item()
         sync()
@@ -268,8 +310,17 @@ def main():
         loss_first = loss if loss_first is None else loss_first
         train_ms.append(ms)
         log("  train step %d/%d: %.2f s, loss %.4f" % (i + 1, args.steps, ms / 1000, loss))
-    eval_step()  # untimed: the inference path's first call
-    eval_ms = [eval_step()[0] for _ in range(args.eval_steps)]
+    eval_note = None
+    try:
+        eval_step()  # untimed: the inference path's first call
+        eval_ms = [eval_step()[0] for _ in range(args.eval_steps)]
+    except RuntimeError as err:
+        if precision != "bf16":
+            raise
+        # torch 1.13's fused inference path of nn.TransformerEncoderLayer (the nn rebuild, on the
+        # CPU) refuses bfloat16 autocast; the training figures stand.
+        eval_ms = []
+        eval_note = "evaluation failed under bf16 autocast: %s" % str(err).split("\n")[0]
 
     def spread(xs):
         s = sorted(xs)
@@ -288,10 +339,12 @@ def main():
         "impl": args.impl if args.impl == "nn" else "transformers %s BertForMaskedLM" % transformers.__version__,
         "attn_implementation": attn_impl,
         "dtype": "float32",
-        "tf32": bool(args.tf32) if cuda else False,
+        "precision": precision,
+        "autocast": "bfloat16" if precision == "bf16" else None,
+        "tf32": tf32 if cuda else False,
         "threads": torch.get_num_threads(),
         "blas": blas_kernel(),
-        "config": args.config,
+        "config": config_path,
         "batch_size": B,
         "seq_len": T,
         "params": params,
@@ -306,6 +359,7 @@ def main():
         "warmup_steps": args.warmup_steps,
         "eval_tokens_per_second": (B * T * len(eval_ms) / (sum(eval_ms) / 1000)) if eval_ms else None,
         "eval_step_ms_median": ev["median"] if ev else None,
+        "eval_note": eval_note,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
         "model_flops_per_token": flops_per_token,
@@ -315,11 +369,8 @@ def main():
         "loss_last": loss,
         "loss_ok": abs(loss_first - math.log(V)) < 1.0,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print("%-24s %s" % (k, v))
+    del model, opt
+    return result
 
 
 if __name__ == "__main__":

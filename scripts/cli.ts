@@ -2,7 +2,7 @@
 // yargs CommandModule. Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input.
 // Errors are printed as one line on stderr; MLM_DEBUG=1 adds the stack.
 import yargs from 'yargs';
-import { InputError, oneLine } from '../data/errors.ts';
+import { InputError, oneLine, systemError } from '../data/errors.ts';
 import { tokenizerCommand } from './commands/tokenizer.ts';
 import { prepareCommand } from './commands/prepare.ts';
 import { finetuneCommand, pretrainCommand, trainCommand } from './commands/train.ts';
@@ -11,6 +11,8 @@ import { downloadCommand } from './commands/download.ts';
 import { exportCommand } from './commands/export.ts';
 import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
+import { modelCommand } from './commands/model.ts';
+import { compareCommand } from './commands/compare.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -26,6 +28,8 @@ export async function main(argv: string[]): Promise<void> {
     .command(exportCommand)
     .command(downloadCommand)
     .command(benchCommand)
+    .command(modelCommand)
+    .command(compareCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
     .recommendCommands()
@@ -39,7 +43,9 @@ export async function main(argv: string[]): Promise<void> {
     });
   try {
     await cli.parseAsync();
-  } catch (err) {
+  } catch (raw) {
+    // Raw system errors (ENOSPC, EROFS, EEXIST...) become one line with the path and what to do.
+    const err = raw instanceof InputError ? raw : (systemError(raw) ?? raw);
     const debug = process.env.MLM_DEBUG === '1';
     const line = oneLine(err);
     if (err instanceof InputError) {
@@ -48,7 +54,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
     } else {
       process.stderr.write(`mlm: failed: ${line}\n`);
-      if (debug && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+      if (debug && raw instanceof Error && raw.stack) process.stderr.write(raw.stack + '\n');
       process.exitCode = 1;
     }
   }

@@ -4,75 +4,41 @@
 # when the time left allows, batch 32 x 128, through scripts/bench-peer.ts (alternating sides, fresh
 # processes, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset).
 #
-#   scripts/cpu-peer.sh SECONDS OUT_DIR
+#   scripts/cpu-peer.sh [SECONDS [OUT_DIR]]
 #
-# Meant for the GPU machine's host, run by scripts/gpu-run.sh from the unpacked bundle
-# (scripts/gpu-bundle.sh): Node.js from the bundle's node/bin when there, the bundle's OpenBLAS
-# .debs (blas/) extracted into a private temporary folder (dpkg-deb, else python3) and named by
-# MLM_BLAS, the python with torch from $PYTHON, python3 or /usr/bin/python3 (transformers'
-# BertForMaskedLM when it imports, else bench-torch.py's torch.nn rebuild). Works in a checkout
-# too, with the system's BLAS. Writes OUT_DIR/cpu-peer-CONFIG.json (bench-peer's JSON),
-# OUT_DIR/cpu-peer.md (a table) and OUT_DIR/cpu-peer.log; stays within SECONDS (each config gets
-# what is left, and is skipped when that is too little). Exit 0 when at least one config ran.
+# SECONDS and OUT_DIR default to $CPU_PEER_SECONDS and $CPU_PEER_OUT, which scripts/gpu-run.sh sets
+# when it runs this from the bundle's app folder on the GPU machine's host, with MLM_NODE (its
+# Node.js), MLM_PYTHON (the python with torch) and, where that machine has no OpenBLAS, MLM_BLAS
+# and LD_LIBRARY_PATH naming the bundle's copy. Without them: `node` from PATH, the first of
+# python3, /usr/bin/python3, python that imports torch, and the system's BLAS. The PyTorch side is
+# transformers' BertForMaskedLM when transformers imports, else bench-torch.py's torch.nn rebuild.
+# Writes OUT_DIR/cpu-peer-CONFIG.json (bench-peer's JSON), OUT_DIR/summary.md (a table) and
+# OUT_DIR/cpu-peer.log; stays within SECONDS (each config gets what is left, and is skipped when
+# that is too little). Exit 0 when at least one config ran.
 set -uo pipefail
 
-BUDGET=${1:?usage: cpu-peer.sh SECONDS OUT_DIR}
-OUT=${2:?usage: cpu-peer.sh SECONDS OUT_DIR}
+BUDGET=${1:-${CPU_PEER_SECONDS:-}}
+OUT=${2:-${CPU_PEER_OUT:-}}
+[ -n "$BUDGET" ] && [ -n "$OUT" ] || { echo "usage: cpu-peer.sh SECONDS OUT_DIR (or CPU_PEER_SECONDS and CPU_PEER_OUT)" >&2; exit 2; }
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "cpu-peer: SECONDS must be a whole number, got '$BUDGET'" >&2; exit 2; }
 START=$(date +%s)
 APP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUNDLE=$(dirname "$APP")
 mkdir -p "$OUT"
 LOG=$OUT/cpu-peer.log
 : > "$LOG"
 say() { echo "cpu-peer: $*" | tee -a "$LOG" >&2; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 
-NODE=node
-[ -x "$BUNDLE/node/bin/node" ] && NODE=$BUNDLE/node/bin/node
-command -v "$NODE" >/dev/null || { say "no node binary"; exit 1; }
-
+NODE=${MLM_NODE:-node}
+command -v "$NODE" >/dev/null || { say "no node binary ($NODE)"; exit 1; }
 PRIV=$(mktemp -d "${TMPDIR:-/tmp}/mlmkit-cpu-peer.XXXXXX")
 trap 'rm -rf "$PRIV"' EXIT
-
-# --- OpenBLAS from the bundle's .debs, else the system's ----------------------------------------
-unset MLM_BLAS
-if ls "$BUNDLE"/blas/*.deb >/dev/null 2>&1; then
-  for deb in "$BUNDLE"/blas/*.deb; do
-    if command -v dpkg-deb >/dev/null; then
-      dpkg-deb -x "$deb" "$PRIV/blas" || { say "dpkg-deb -x $deb failed"; continue; }
-    else
-      # A .deb is an ar archive holding data.tar.*: read it with python3's tarfile.
-      python3 - "$deb" "$PRIV/blas" <<'PY' || say "cannot extract $deb with python3"
-import io, sys, tarfile
-data = open(sys.argv[1], "rb").read()
-pos = 8
-while pos < len(data):
-    name = data[pos:pos + 16].decode().strip().rstrip("/")
-    size = int(data[pos + 48:pos + 58].decode().strip())
-    body = data[pos + 60:pos + 60 + size]
-    if name.startswith("data.tar"):
-        tarfile.open(fileobj=io.BytesIO(body)).extractall(sys.argv[2])
-    pos += 60 + size + (size & 1)
-PY
-    fi
-  done
-  LIBDIR=$PRIV/blas/usr/lib/x86_64-linux-gnu
-  LIB=$(ls "$LIBDIR"/openblas-pthread/libopenblasp-r*.so 2>/dev/null | head -n 1)
-  if [ -n "$LIB" ]; then
-    export MLM_BLAS=$LIB
-    # libopenblas needs libgfortran.so.5 (and it libquadmath.so.0) from the same folder.
-    export LD_LIBRARY_PATH=$LIBDIR/openblas-pthread:$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    say "OpenBLAS from the bundle: ${LIB#"$PRIV"/}"
-  else
-    say "the bundle's blas/ .debs hold no libopenblasp: mlmkit searches the system's libraries"
-  fi
-fi
+say "BLAS: ${MLM_BLAS:-searched for by mlmkit among the system libraries}"
 
 # --- python with torch ----------------------------------------------------------------------------
 # One start per candidate (importing torch takes seconds): its version, and whether transformers imports.
 PY=
-for p in "${PYTHON:-}" python3 /usr/bin/python3 python; do
+for p in "${MLM_PYTHON:-}" python3 /usr/bin/python3 python; do
   [ -n "$p" ] || continue
   if found=$("$p" -c '
 import torch
@@ -83,7 +49,7 @@ except Exception:
     impl = "nn"
 print(torch.__version__, impl)' 2>/dev/null); then PY=$(command -v "$p"); break; fi
 done
-[ -n "$PY" ] || { say "no python with torch (tried \$PYTHON, python3, /usr/bin/python3, python)"; exit 1; }
+[ -n "$PY" ] || { say "no python with torch (tried \$MLM_PYTHON, python3, /usr/bin/python3, python)"; exit 1; }
 IMPL=${found##* }
 export MLM_PYTHON=$PY
 say "python: $PY (torch ${found% *}), model: $IMPL ($(left) s left)"
@@ -128,7 +94,7 @@ done
     ...(rows.length ? [] : ["| (no config ran: see cpu-peer.log) | | | | | | |"]),
     "", ...rows.flatMap((r) => r.notes.map((n) => `- ${path.basename(r.config, ".json")}: ${n}`)),
   ];
-  fs.writeFileSync(path.join(out, "cpu-peer.md"), lines.join("\n") + "\n");
+  fs.writeFileSync(path.join(out, "summary.md"), lines.join("\n") + "\n");
   process.stdout.write(lines.join("\n") + "\n");
 ' "$OUT" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" "${PIN[*]:-no pinning}"
 say "done in $(($(date +%s) - START)) s"

@@ -11,10 +11,12 @@
 #                         libgl1, libglx0, libopengl0, libgles2; NVIDIA's Vulkan driver needs them),
 #                         from `apt-get download`, extracted with dpkg-deb -x; gpu-run.sh puts
 #                         their lib folder on LD_LIBRARY_PATH
-#   blas/                 Debian's libopenblas0-pthread with libgfortran5 and libquadmath0, as
-#                         .debs (`apt-get download`), for scripts/cpu-peer.sh
 #   compat/               this machine's libstdc++.so.6 (dawn.node needs GLIBCXX_3.4.30); used by
 #                         gpu-run.sh only when the GPU machine's own is older
+#   blas/                 Debian's OpenBLAS (libopenblas0-pthread) with libgfortran5 and
+#                         libquadmath0, shared libraries only: gpu-run.sh gives it to the CPU peer
+#                         stage (scripts/cpu-peer.sh, native BLAS for the wasm backend) when the GPU
+#                         machine has no libopenblas.so.0 of its own
 #   data/                 Brown (the demo's general corpus) with a 30,522-piece WordPiece
 #                         vocabulary, prepared at seq_len 128: the 200-step training run's data
 #   bundle.json           what went in: commit, versions, sizes
@@ -133,14 +135,18 @@ rm -rf "$NM/webgpu/build"
 find "$NM/tokenizers" -maxdepth 1 -name '*.node' ! -name 'tokenizers.linux-x64-gnu.node' -delete
 # parquet-wasm: Node resolves "." to node/ (exports condition "node").
 rm -rf "$NM/parquet-wasm/bundler" "$NM/parquet-wasm/esm"
+# koffi (the FFI package of the native-BLAS kernels, when installed): its linux-x64 build only;
+# src/ and vendor/ are its C++ sources (28 MB in all for 2.16).
+if [ -d "$NM/koffi" ]; then
+  [ -d "$NM/koffi/build/koffi" ] && find "$NM/koffi/build/koffi" -mindepth 1 -maxdepth 1 -type d ! -name linux_x64 -exec rm -rf {} +
+  rm -rf "$NM/koffi/src" "$NM/koffi/vendor" "$NM/koffi/doc"
+  [ -e "$NM/koffi/build/koffi/linux_x64/koffi.node" ] || die "pruning removed koffi/build/koffi/linux_x64/koffi.node"
+fi
 # esbuild (tsx compiles the project's .ts with it): the JS API and the linux-x64 binary.
 find "$NM/@esbuild" -mindepth 1 -maxdepth 1 -type d ! -name linux-x64 -exec rm -rf {} +
 rm -f "$NM/esbuild/bin/esbuild"   # the CLI's copy of @esbuild/linux-x64/bin/esbuild; the JS API uses the latter
-# koffi (the FFI behind training/backend/blas.ts): its linux-x64 binary only, no sources.
-find "$NM/koffi/build/koffi" -mindepth 1 -maxdepth 1 -type d ! -name linux_x64 -exec rm -rf {} +
-rm -rf "$NM/koffi/src" "$NM/koffi/vendor" "$NM/koffi/doc"
 find "$NM" -depth -type d -empty -delete
-for f in koffi/build/koffi/linux_x64/koffi.node webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.node @esbuild/linux-x64/bin/esbuild \
+for f in webgpu/dist/linux-x64/dawn.node tokenizers/tokenizers.linux-x64-gnu.node @esbuild/linux-x64/bin/esbuild \
          @tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm tsx/package.json parquet-wasm/node/parquet_wasm_bg.wasm; do
   [ -e "$NM/$f" ] || die "pruning removed $f"
 done
@@ -154,15 +160,21 @@ done
 PKGS=(libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 mkdir -p "$B/vulkan"
 DEBS=()
-for pkg in "${PKGS[@]}"; do
+# The newest cached .deb of a package (apt-get download into the cache first when there is none,
+# or with --fresh), in $DEB.
+cached_deb() {
+  local pkg=$1
   DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
   if [ "$FRESH" = 1 ] || [ -z "$DEB" ]; then
-    say "vulkan: apt-get download $pkg"
+    say "apt-get download $pkg"
     rm -f "$CACHE"/"${pkg}"_*.deb
     (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
       || die "apt-get download $pkg failed (run apt-get update first?)"
     DEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
   fi
+}
+for pkg in "${PKGS[@]}"; do
+  cached_deb "$pkg"
   dpkg-deb -x "$DEB" "$B/vulkan"
   cp "$DEB" "$B/vulkan/"
   DEBS+=("$(basename "$DEB")")
@@ -173,23 +185,24 @@ for lib in libvulkan.so.1 libGLdispatch.so.0 libEGL.so.1 libGLX.so.0; do
 done
 DEB="${DEBS[*]}"
 
-# --- 3b. OpenBLAS for scripts/cpu-peer.sh ------------------------------------------------------
-# The CPU comparison on the GPU machine's host (mlmkit wasm + BLAS against its PyTorch) needs a
-# BLAS library there; that machine has none. The .debs travel as they are (blas/); cpu-peer.sh
-# extracts them into a private folder of its own.
+# --- 3b. OpenBLAS for the CPU peer stage ----------------------------------------------------------
+# Shared libraries only (not the .debs: the library alone is 6.7 MB packed), flat in blas/.
 mkdir -p "$B/blas"
+BLAS_TMP=$STAGE/blas-deb
 for pkg in libopenblas0-pthread libgfortran5 libquadmath0; do
-  BDEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
-  if [ "$FRESH" = 1 ] || [ -z "$BDEB" ]; then
-    say "blas: apt-get download $pkg"
-    rm -f "$CACHE"/"${pkg}"_*.deb
-    (cd "$CACHE" && apt-get -q -oAPT::Architecture=amd64 download "$pkg" 2>&1 | { grep -v '^W: Download is performed unsandboxed' || true; } >&2) \
-      || die "apt-get download $pkg failed (run apt-get update first?)"
-    BDEB=$(ls "$CACHE"/"${pkg}"_*_amd64.deb | sort -V | tail -1)
-  fi
-  cp "$BDEB" "$B/blas/"
+  cached_deb "$pkg"
+  rm -rf "$BLAS_TMP"
+  dpkg-deb -x "$DEB" "$BLAS_TMP"
+  # The sonames (libopenblas.so.0, libgfortran.so.5, libquadmath.so.0), not the files they link to
+  # nor Debian's libblas/liblapack alternatives.
+  find "$BLAS_TMP" -regextype posix-extended -regex '.*/lib(openblas|gfortran|quadmath)\.so\.[0-9]+' -exec cp -L {} "$B/blas/" \;
+  DEBS+=("$(basename "$DEB")")
 done
-say "blas: $(cd "$B/blas" && echo *.deb)"
+rm -rf "$BLAS_TMP"
+for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+  [ -f "$B/blas/$lib" ] || die "the OpenBLAS .debs hold no $lib"
+done
+DEB="${DEBS[*]}"
 
 # --- 4. libstdc++ for older GPU machines ---------------------------------------------------------
 STDCXX=$(ldd "$NM/webgpu/dist/linux-x64/dawn.node" | awk '/libstdc\+\+/ && $3 ~ /^\// { print $3 }')

@@ -1,17 +1,33 @@
-// Where a training step's time goes, kernel by kernel (tf.profile), on one backend.
+// Where a training step's time goes, kernel by kernel, on one backend.
 //
 //   node --import tsx scripts/profile-step.ts [--config bert-mini] [--backend wasm]
-//        [--batch-size 32] [--seq-len 128] [--top 25] [--shapes BatchMatMul]
+//        [--batch-size 32] [--seq-len 128] [--top 25] [--shapes BatchMatMul] [--json FILE]
 //
 // Runs two warm-up steps of the real optimizer step (trainer.ts's optimizerStep on synthetic
-// batches, as `mlm bench` does), then profiles a third: kernel totals sorted by time, and with
-// --shapes NAME one line per call of that kernel with its shapes and GFLOP/s (matMuls), and the
-// matrix products' overall GFLOP/s (BatchMatMul and _FusedMatMul, all calls). Kernel
-// times are wall times around each kernel, so they only add up on synchronous backends (wasm, cpu).
+// batches, the whole batch in one pass, as `mlm bench --rows-per-pass B` does), then:
+//   - one step as it runs normally: its wall time, kernel calls and, on webgpu, its compute
+//     dispatches, passes, submissions and the GPU time of its passes (training/kernel-watch.ts);
+//   - webgpu: one profiled step with every TF.js program in its own compute pass and submission
+//     (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE = 1), each pass timed with timestamp queries: GPU time
+//     by kernel (the innermost TF.js kernel running when the dispatch was encoded; dispatches
+//     outside any kernel, e.g. a pipeline of mlmkit's own run by the trainer, count as
+//     "(no kernel)") and by shader pipeline (TF.js's program class, or the label mlmkit's own
+//     pipelines carry). A pass holding several dispatches (mlmkit's own pipelines may share one)
+//     has its time split evenly over them. Times are GPU execution times, so they add up to the
+//     GPU's share of a step, not to its wall time;
+//   - other backends: tf.profile of one step: wall time around each kernel (they add up on the
+//     synchronous backends, wasm and cpu), and the matrix products' overall GFLOP/s;
+//   - with --shapes NAME (any backend): tf.profile's kernel list, one line per call of NAME with
+//     its shapes and, for two-input kernels (matmuls), GFLOP/s (on webgpu from TF.js's own
+//     timestamp timers, which see TF.js's programs only).
+// --json FILE also writes the figures as JSON (scripts/gpu-report.ts puts the top kernels in the
+// GPU run's summary).
+import * as fs from 'node:fs';
 import path from 'node:path';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { readModelConfig, SyntheticBatches } from '../training/bench.ts';
 import { splitBatch } from '../training/evaluate.ts';
+import { watchKernels, type GpuTimeEntry } from '../training/kernel-watch.ts';
 import { createMaskedLM } from '../training/models/roberta.ts';
 import { AdamW, ADAMW_DEFAULTS } from '../training/optimizer.ts';
 import { optimizerStep } from '../training/trainer.ts';
@@ -24,8 +40,10 @@ const configArg = arg('config', 'bert-mini');
 const configFile = configArg.endsWith('.json') ? configArg : path.join(import.meta.dirname, '..', 'configs', `${configArg}.json`);
 const batchSize = Number(arg('batch-size', '32'));
 const seqLen = Number(arg('seq-len', '128'));
+const top = Number(arg('top', '25'));
+const jsonFile = arg('json', '');
 
-const { tf, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
+const { tf, name: backendName, device } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
 const model = createMaskedLM(tf, config, { seed: 1 });
@@ -36,39 +54,98 @@ const run = async () => {
   await optimizerStep(tf, model, optimizer, splitBatch(data.next(), batchSize), { seed: 1, step, lr: 1e-4, maxGradNorm: 1 });
 };
 await run();
+await run();
+
+// One step as it runs normally.
+const watch = watchKernels(tf, { attribute: true });
+await watch.takeGpuTime();
+const before = watch.counts();
 const t0 = performance.now();
 await run();
+await watch.drain();
 const stepMs = performance.now() - t0;
-const profile = await tf.profile(run);
-const totals = new Map<string, { ms: number; calls: number }>();
-const calls: { name: string; ms: number; inputs: number[][]; output: number[] }[] = [];
-for (const k of profile.kernels) {
-  const ms = Number(await k.kernelTimeMs);
-  const e = totals.get(k.name) ?? { ms: 0, calls: 0 };
-  e.ms += ms;
-  e.calls++;
-  totals.set(k.name, e);
-  calls.push({ name: k.name, ms, inputs: k.inputShapes as number[][], output: (k.outputShapes[0] ?? []) as number[] });
+const after = watch.counts();
+const plain = await watch.takeGpuTime();
+const per = (a: number | null, b: number | null) => (a === null || b === null ? null : a - b);
+const out: string[] = [];
+const doc: Record<string, unknown> = {
+  config: configArg, backend: backendName, device, batch_size: batchSize, seq_len: seqLen,
+  step_ms: stepMs, kernels: after.kernels - before.kernels, dispatches: per(after.dispatches, before.dispatches),
+  compute_passes: per(after.passes, before.passes), submits: per(after.submits, before.submits),
+  gpu_ms: plain?.ms ?? null, gpu_timer: watch.gpuTimer,
+};
+out.push(`${configArg} on ${backendName} (${device}), batch ${batchSize} x ${seqLen}: one step ${stepMs.toFixed(1)} ms wall (until the GPU finished), ` +
+  `${doc.kernels} kernel calls` + (plain === null ? '' : `, ${doc.dispatches} dispatches in ${doc.compute_passes} passes, ${doc.submits} submits; GPU ${plain.ms.toFixed(1)} ms in passes, the rest ${(stepMs - plain.ms).toFixed(1)} ms`));
+
+const table = (title: string, rows: [string, { ms: number; count: number; dispatches?: number }][], total: number, countLabel: string) => {
+  out.push('', `${title.padEnd(34)}${'ms'.padStart(9)}${'share'.padStart(8)}${countLabel.padStart(8)}${rows.some((r) => r[1].dispatches !== undefined) ? 'dispatches'.padStart(11) : ''}`);
+  for (const [name, e] of rows.slice(0, top)) {
+    out.push(`${name.slice(0, 33).padEnd(34)}${e.ms.toFixed(2).padStart(9)}${((100 * e.ms) / total).toFixed(1).padStart(7)}%${String(e.count).padStart(8)}${e.dispatches !== undefined ? String(e.dispatches).padStart(11) : ''}`);
+  }
+};
+const sorted = <T extends { ms: number }>(m: Map<string, T>) => [...m.entries()].sort((a, b) => b[1].ms - a[1].ms);
+
+if (plain !== null) {
+  // Profiled step: one program per pass, each pass timed.
+  const batch = tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE');
+  tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', 1);
+  const callsBefore = watch.callsByKernel()!;
+  const p0 = performance.now();
+  await run();
+  const profiled = (await watch.takeGpuTime())!;
+  const profiledMs = performance.now() - p0;
+  tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch);
+  const callsAfter = watch.callsByKernel()!;
+  const calls = (k: string) => (callsAfter.get(k) ?? 0) - (callsBefore.get(k) ?? 0);
+  const byKernel = sorted(profiled.byKernel!).map(([k, e]): [string, { ms: number; count: number; dispatches: number }] => [k, { ms: e.ms, count: calls(k), dispatches: e.dispatches }]);
+  const byPipeline = sorted(profiled.byPipeline!).map(([k, e]): [string, { ms: number; count: number }] => [k, { ms: e.ms, count: e.dispatches }]);
+  out.push(`profiled step (every program in its own pass): ${profiledMs.toFixed(0)} ms wall, GPU ${profiled.ms.toFixed(1)} ms in ${profiled.passes} passes` +
+    `${profiled.untimed ? ` (${profiled.untimed} untimed)` : ''}${profiled.quantized ? '; timestamps QUANTIZED to 65.536 us (Dawn toggle timestamp_quantization on): per-kernel figures are rough' : ''}`);
+  table('GPU time by kernel', byKernel, profiled.ms, 'calls');
+  table('GPU time by pipeline', byPipeline, profiled.ms, 'calls');
+  const entries = (rows: [string, { ms: number; count: number; dispatches?: number }][]) => rows.map(([name, e]) => ({ name, ms: e.ms, calls: e.count, ...(e.dispatches !== undefined ? { dispatches: e.dispatches } : {}) }));
+  doc.profiled = { wall_ms: profiledMs, gpu_ms: profiled.ms, passes: profiled.passes, untimed: profiled.untimed, quantized: profiled.quantized, by_kernel: entries(byKernel), by_pipeline: entries(byPipeline) };
 }
-const rows = [...totals.entries()].sort((a, b) => b[1].ms - a[1].ms);
-const total = rows.reduce((a, [, e]) => a + e.ms, 0);
-console.log(`${configArg} on ${device}, batch ${batchSize} x ${seqLen}: step ${stepMs.toFixed(0)} ms unprofiled; kernels ${total.toFixed(0)} ms profiled`);
-console.log(`${'kernel'.padEnd(26)}${'ms'.padStart(9)}${'share'.padStart(8)}${'calls'.padStart(7)}`);
-for (const [name, e] of rows.slice(0, Number(arg('top', '25')))) {
-  console.log(`${name.padEnd(26)}${e.ms.toFixed(1).padStart(9)}${((100 * e.ms) / total).toFixed(1).padStart(7)}%${String(e.calls).padStart(7)}`);
-}
-// For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
-const matMulFlops = (c: (typeof calls)[number]) => (c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0);
-const products = calls.filter((c) => c.name === 'BatchMatMul' || c.name === '_FusedMatMul');
-if (products.length > 0) {
-  const ms = products.reduce((a, c) => a + c.ms, 0);
-  const flops = products.reduce((a, c) => a + matMulFlops(c), 0);
-  console.log(`matrix products: ${products.length} calls, ${ms.toFixed(0)} ms, ${(flops / 1e9).toFixed(1)} GFLOP: ${(flops / ms / 1e6).toFixed(1)} GFLOP/s overall`);
-}
+watch.stop();
+
 const detail = arg('shapes', '');
-if (detail) {
-  for (const c of calls.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms)) {
-    const flops = matMulFlops(c);
-    console.log(`${c.ms.toFixed(1).padStart(8)} ms  ${JSON.stringify(c.inputs)} -> ${JSON.stringify(c.output)}${flops ? `  ${(flops / c.ms / 1e6).toFixed(1)} GFLOP/s` : ''}`);
+if (plain === null || detail) {
+  const profile = await tf.profile(run);
+  const totals = new Map<string, { ms: number; count: number }>();
+  const callList: { name: string; ms: number; inputs: number[][]; output: number[] }[] = [];
+  for (const k of profile.kernels) {
+    const ms = Number(await k.kernelTimeMs);
+    const e = totals.get(k.name) ?? { ms: 0, count: 0 };
+    e.ms += ms;
+    e.count++;
+    totals.set(k.name, e);
+    callList.push({ name: k.name, ms, inputs: k.inputShapes as number[][], output: (k.outputShapes[0] ?? []) as number[] });
+  }
+  if (plain === null) {
+    const rows = sorted(totals);
+    const total = rows.reduce((a, [, e]) => a + e.ms, 0);
+    out.push(`tf.profile of one step: kernels ${total.toFixed(0)} ms (wall time around each kernel)`);
+    table('kernel (tf.profile)', rows, total, 'calls');
+    doc.profiled = { kernel_ms: total, by_kernel: rows.map(([name, e]) => ({ name, ms: e.ms, calls: e.count })) };
+  }
+  // For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
+  const matMulFlops = (c: (typeof callList)[number]) => (c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0);
+  const products = callList.filter((c) => c.name === 'BatchMatMul' || c.name === '_FusedMatMul');
+  if (plain === null && products.length > 0) {
+    const ms = products.reduce((a, c) => a + c.ms, 0);
+    const flops = products.reduce((a, c) => a + matMulFlops(c), 0);
+    out.push(`matrix products: ${products.length} calls, ${ms.toFixed(0)} ms, ${(flops / 1e9).toFixed(1)} GFLOP: ${(flops / ms / 1e6).toFixed(1)} GFLOP/s overall`);
+  }
+  if (detail) {
+    out.push('', `${detail} calls (tf.profile):`);
+    for (const c of callList.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms)) {
+      const flops = matMulFlops(c);
+      out.push(`${c.ms.toFixed(2).padStart(8)} ms  ${JSON.stringify(c.inputs)} -> ${JSON.stringify(c.output)}${flops && c.ms > 0 ? `  ${(flops / c.ms / 1e6).toFixed(1)} GFLOP/s` : ''}`);
+    }
   }
 }
+console.log(out.join('\n'));
+if (jsonFile) fs.writeFileSync(jsonFile, JSON.stringify(doc, null, 2) + '\n');
+optimizer.dispose();
+model.dispose();
+process.exit(0);

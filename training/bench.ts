@@ -32,6 +32,19 @@
 // readSync: the step's synchronisation points; the trainer's step makes one). On webgpu, the
 // GPU -> CPU buffer copies (also those kernels make) and the CPU -> GPU uploads of tensor data are
 // counted too: the host <-> device round trips of a step (`watchBackendIo`).
+//
+// Dispatches, host and GPU time (training/kernel-watch.ts). On webgpu `dispatchesPerStep` counts
+// the compute dispatches a training step encodes (at the WebGPU API: TF.js's programs and any
+// pipeline of mlmkit's own alike), with the compute passes and queue submissions. On the other
+// backends there is no dispatch: it is the number of TF.js kernel calls (`kernelsPerStep`, counted
+// on every backend). Where the WebGPU device has `timestamp-query`, `gpuMsPerStep` is the GPU time
+// of the step's compute passes (sum of end - begin), and
+//   hostMsPerStep = (wall time of the measured steps + the final drain - their GPU time) / steps,
+// the part of a step in which the GPU ran none of its passes: the host issuing work the GPU waits
+// for, reads, uploads and copies outside passes. The final drain: after the last measured step,
+// the time until the GPU has run everything submitted (0 for a step that ends with a read, as the
+// trainer's does today; a step that reads its loss later would otherwise leave GPU work untimed).
+// Both are means over the measured steps (the step-time spread is of the steps without the drain).
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
@@ -44,7 +57,9 @@ import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluat
 import { parseModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { parameterTable } from './models/weights.ts';
-import { ADAMW_DEFAULTS, AdamW } from './optimizer.ts';
+import { createAdamW } from './flat-adamw.ts';
+import { watchKernels } from './kernel-watch.ts';
+import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
@@ -319,6 +334,26 @@ export interface BenchMeasurement {
   uploadsPerStep: number | null;
   uploadBytesPerStep: number | null;
   evalReadsPerStep: number;
+  /** webgpu: compute dispatches per training step; elsewhere the kernel calls (see the file header). */
+  dispatchesPerStep: number;
+  kernelsPerStep: number;
+  /** webgpu: compute passes and queue submissions per training step (null elsewhere). */
+  passesPerStepGpu: number | null;
+  submitsPerStep: number | null;
+  /** What `dispatchesPerStep` counts. */
+  dispatchesCounted: 'compute dispatches' | 'kernel calls';
+  /** GPU time of the step's compute passes and the rest of its wall time (null without a GPU timer). */
+  gpuMsPerStep: number | null;
+  hostMsPerStep: number | null;
+  /** 'timestamp-query', or why no GPU time. */
+  gpuTimer: string;
+  /** Dawn quantized the timestamps (65.536 us): the sums are still unbiased, less exact. */
+  gpuTimestampsQuantized: boolean | null;
+  /** Measured steps' compute passes without timestamps (TF.js's own profiling, or past the query sets): a GPU time with any is a lower bound. */
+  gpuUntimedPasses: number | null;
+  /** Time from the end of the last measured step until the GPU had run all of it. */
+  drainMs: number;
+  evalDispatchesPerStep: number;
   lossFirst: number;
   lossLast: number;
 }
@@ -351,8 +386,9 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const tokensPerBatch = o.batchSize * o.seqLen;
 
   const model = createMaskedLM(tf, config, { seed: o.seed });
-  const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
+  const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName);
   const io = watchBackendIo(tf);
+  const kernels = watchKernels(tf);
   try {
     // One training step, as trainer.ts runs it.
     let stepNo = 0;
@@ -406,7 +442,10 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
     const trainTimes: number[] = [];
     let masked = 0;
     let lossLast = NaN;
+    // GPU time of the warmup steps is dropped here (this also waits for them to finish).
+    await kernels.takeGpuTime();
     const ioBefore = io.counts();
+    const kBefore = kernels.counts();
     while (!enough(trainTimes, o.steps)) {
       const r = await trainStep();
       if (tensorsAfterFirst < 0) {
@@ -420,6 +459,11 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       o.log(`  train step ${trainTimes.length}/${o.steps}: ${(r.ms / 1000).toFixed(2)} s, loss ${r.loss.toFixed(4)}`);
     }
     const ioAfter = io.counts();
+    const kAfter = kernels.counts();
+    const drainStart = performance.now();
+    await kernels.drain();
+    const drainMs = performance.now() - drainStart;
+    const gpu = await kernels.takeGpuTime();
     const tensorsAfterLast = tf.memory().numTensors;
     const stepsRun = o.warmupSteps + trainTimes.length;
 
@@ -427,15 +471,18 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
     await evalStep();
     const evalTensorsStart = tf.memory().numTensors;
     const evalIoBefore = io.counts();
+    const evalKBefore = kernels.counts();
     const evalTimes: number[] = [];
     while (!enough(evalTimes, o.evalSteps)) {
       evalTimes.push(await evalStep());
       o.log(`  eval step ${evalTimes.length}/${o.evalSteps}: ${(evalTimes[evalTimes.length - 1] / 1000).toFixed(2)} s`);
     }
     const evalIoAfter = io.counts();
+    const evalKAfter = kernels.counts();
     const evalTensorsEnd = tf.memory().numTensors;
 
-    const trainSeconds = trainTimes.reduce((a, b) => a + b, 0) / 1000;
+    const trainWallMs = trainTimes.reduce((a, b) => a + b, 0) + drainMs;
+    const trainSeconds = trainWallMs / 1000;
     const evalSeconds = evalTimes.reduce((a, b) => a + b, 0) / 1000;
     const trainTokens = trainTimes.length * tokensPerBatch;
     const scoredFraction = masked / trainTokens;
@@ -465,10 +512,23 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
       uploadsPerStep: per(ioAfter.uploads, ioBefore.uploads, n),
       uploadBytesPerStep: per(ioAfter.uploadBytes, ioBefore.uploadBytes, n),
       evalReadsPerStep: per(evalIoAfter.reads, evalIoBefore.reads, evalTimes.length)!,
+      dispatchesPerStep: per(kAfter.dispatches ?? kAfter.kernels, kBefore.dispatches ?? kBefore.kernels, n)!,
+      kernelsPerStep: per(kAfter.kernels, kBefore.kernels, n)!,
+      passesPerStepGpu: per(kAfter.passes, kBefore.passes, n),
+      submitsPerStep: per(kAfter.submits, kBefore.submits, n),
+      dispatchesCounted: kAfter.dispatches === null ? 'kernel calls' : 'compute dispatches',
+      gpuMsPerStep: gpu === null ? null : gpu.ms / n,
+      hostMsPerStep: gpu === null ? null : (trainWallMs - gpu.ms) / n,
+      gpuTimer: kernels.gpuTimer,
+      gpuTimestampsQuantized: gpu === null ? null : gpu.quantized,
+      gpuUntimedPasses: gpu === null ? null : gpu.untimed,
+      drainMs,
+      evalDispatchesPerStep: per(evalKAfter.dispatches ?? evalKAfter.kernels, evalKBefore.dispatches ?? evalKBefore.kernels, evalTimes.length)!,
       lossFirst,
       lossLast,
     };
   } finally {
+    kernels.stop();
     io.stop();
     optimizer.dispose();
     model.dispose();

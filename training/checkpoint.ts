@@ -5,7 +5,9 @@
 // Reading: config.json goes through `parseModelConfig` (strict, errors name the key); each tensor
 // is read once from disk straight into its Float32Array (`openSafetensors` reads only the header
 // up front), then `importWeights` checks names and shapes and turns Linear weights to mlmkit's
-// [in, out] layout. A 440 MB checkpoint is never held twice as raw bytes.
+// [in, out] layout. A 440 MB checkpoint is never held twice as raw bytes. Weights holding NaN or
+// an infinity are refused with the tensor named (`refuseNonFinite`), and every file is checked to
+// be a regular file before it is opened (a FIFO would block the open).
 //
 // Writing: everything goes into a temporary sibling folder `.NAME.ckpt-tmp-PID`, every file and the
 // folder are fsync'd, then the folder is renamed onto `dir`. An existing `dir` is moved aside
@@ -33,7 +35,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Variable } from '@tensorflow/tfjs';
 import { writeFolderAtomic } from '../data/atomic.ts';
-import { InputError } from '../data/errors.ts';
+import { InputError, requireRegularFile } from '../data/errors.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { maskedLmArchitecture, modelConfigToJson, parseModelConfig, type ModelConfig } from './models/config.ts';
 import { exportWeights, importWeights, isIgnoredOnLoad, parameterTable, type ModelWeights, type NamedArray } from './models/weights.ts';
@@ -94,6 +96,7 @@ export function unreadableWeightsError(where: string, files: ReadonlySet<string>
 /** Parses `dir`/config.json (InputError for a missing file or invalid JSON). */
 export async function readConfigFile(dir: string, source = dir): Promise<ModelConfig> {
   const file = path.join(dir, CONFIG_FILE);
+  requireRegularFile(file, 'model config');
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -124,7 +127,7 @@ function openWeights(dir: string, source: string): TensorReader {
 }
 
 /** Every tensor of the reader as float32 (integer buffers such as position_ids converted). */
-function readAll(reader: TensorReader, config: ModelConfig): Map<string, NamedArray> {
+function readAll(reader: TensorReader, config: ModelConfig, source: string): Map<string, NamedArray> {
   const out = new Map<string, NamedArray>();
   for (const name of reader.keys()) {
     const info = reader.info(name);
@@ -136,9 +139,29 @@ function readAll(reader: TensorReader, config: ModelConfig): Map<string, NamedAr
       out.set(name, { shape: info.shape, data: Float32Array.from(reader.readInt32(name)) });
       continue;
     }
-    out.set(name, { shape: info.shape, data: reader.readFloat32(name) });
+    const data = reader.readFloat32(name);
+    refuseNonFinite(data, name, source);
+    out.set(name, { shape: info.shape, data });
   }
   return out;
+}
+
+/**
+ * InputError naming the tensor when `data` holds NaN or an infinity. Such weights come from a
+ * diverged run or a damaged file; loading them would make every score NaN (fill-mask would rank
+ * tokens by NaN) and `export --overwrite` would replace a good export with them. There is no
+ * escape hatch: no use of mlmkit needs a model with non-finite weights.
+ */
+export function refuseNonFinite(data: Float32Array, name: string, source: string): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v - v !== 0) { // false only for finite v; a single comparison in the hot loop
+      const count = data.reduce((n, x) => n + (x - x !== 0 ? 1 : 0), 0);
+      throw new InputError(
+        `${source}: tensor ${name} holds ${count} non-finite value${count === 1 ? '' : 's'} (${v} at index ${i}); the checkpoint is broken (a diverged run?): use an earlier checkpoint or re-export it`,
+      );
+    }
+  }
 }
 
 /** The longest input (tokens, specials included) the model's position table allows. */
@@ -178,7 +201,7 @@ export async function loadModelFolder(dir: string, opts: LoadModelFolderOptions 
   const reader = openWeights(dir, source);
   let weights: ModelWeights;
   try {
-    const tensors = readAll(reader, config);
+    const tensors = readAll(reader, config, source);
     weights = importWeights(config, tensors, source);
   } finally {
     reader.close();

@@ -107,6 +107,16 @@ export function passBudgetBytes(backend: string): number {
   return backend === 'wasm' || backend === 'cpu' ? 2e9 : 6e9;
 }
 
+/** Bytes one row of `seqLen` tokens holds during a pass (the fitted estimate `rowsPerPass` describes). */
+export function rowBytes(
+  config: { num_hidden_layers: number; hidden_size: number; intermediate_size: number; num_attention_heads: number; vocab_size: number },
+  seqLen: number,
+  training: boolean,
+): number {
+  const { num_hidden_layers: L, hidden_size: H, intermediate_size: I, num_attention_heads: nh, vocab_size: V } = config;
+  return 4 * (seqLen * L * (20 * (H + I) + 18 * nh * seqLen) + 0.15 * seqLen * V * 4) * (training ? 1 : 0.5);
+}
+
 /**
  * The most rows of `seqLen` tokens one pass may take within `budgetBytes`, from an estimate of
  * what TF.js holds, fitted on wasm for BERT-tiny/mini/small (13 floats per token and layer per
@@ -119,8 +129,8 @@ export function rowsPerPass(
   seqLen: number,
   opts: { training: boolean; budgetBytes: number },
 ): number {
-  const { num_hidden_layers: L, hidden_size: H, intermediate_size: I, num_attention_heads: nh, vocab_size: V } = config;
-  const perRow = 4 * (seqLen * L * (20 * (H + I) + 18 * nh * seqLen) + 0.15 * seqLen * V * 4) * (opts.training ? 1 : 0.5);
+  const { num_hidden_layers: L, hidden_size: H, intermediate_size: I, vocab_size: V } = config;
+  const perRow = rowBytes(config, seqLen, opts.training);
   const params = (V + config.max_position_embeddings + 2) * H + L * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + 3 * H + V;
   const fixed = 4 * params * (opts.training ? 8 : 3);
   return Math.max(1, Math.floor((opts.budgetBytes - fixed) / perRow));

@@ -50,6 +50,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadFile, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { InputError } from '../data/errors.ts';
+import { insideRoot } from '../data/paths.ts';
 import {
   CONFIG_FILE,
   loadModelFolder,
@@ -147,6 +148,33 @@ export function isHubId(s: string): boolean {
   );
 }
 
+/**
+ * Whether `rev` can name a Hub revision: a 40-hex commit, or a branch or tag name under git's
+ * check-ref-format rules (slashes allowed, as in `refs/pr/1`; no component empty or starting with
+ * '.', no '..', no '@{', no control characters, spaces or any of ~^:?*[\\, no '.lock' component
+ * ending, not ending in '.' or '/'). Anything else could turn refs/<rev> into a path elsewhere.
+ */
+export function isRevision(rev: string): boolean {
+  if (COMMIT_RE.test(rev)) return true;
+  if (rev.length === 0 || rev.length > 255 || rev === '@') return false;
+  if (/[\x00-\x20\x7f~^:?*[\\]/.test(rev) || rev.includes('..') || rev.includes('@{') || rev.endsWith('.')) return false;
+  return rev.split('/').every((c) => c.length > 0 && !c.startsWith('.') && !c.endsWith('.lock'));
+}
+
+/** The revision to use (default main), or an InputError naming the flag when it cannot be one. */
+export function checkRevision(rev: string | undefined): string {
+  const r = nonEmpty(rev) ?? DEFAULT_REVISION;
+  if (!isRevision(r)) {
+    throw new InputError(`--revision ${JSON.stringify(r)} is not a valid revision; give a branch or tag name (like main or v1.0) or a 40-character commit id`);
+  }
+  return r;
+}
+
+/** `insideRoot` with the hint a Hub download gives: the names came from the endpoint. */
+export function pathInside(root: string, rel: string, what: string): string {
+  return insideRoot(root, rel, what, 'refused (is HF_ENDPOINT a trustworthy mirror?)');
+}
+
 /** models--org--name */
 export function repoFolderName(id: string): string {
   return ['models', ...id.split('/')].join('--');
@@ -160,6 +188,7 @@ export async function resolveModel(idOrDir: string, opts: ResolveOptions = {}): 
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const stat = await fsp.stat(idOrDir).catch(() => null);
   if (stat) {
+    if (opts.revision !== undefined) checkRevision(opts.revision);
     if (!stat.isDirectory()) throw new InputError(`${idOrDir} is a file, not a model folder; give the folder that holds config.json and model.safetensors`);
     if (opts.revision && opts.revision !== DEFAULT_REVISION) log(`note: --revision applies to Hub ids; ${idOrDir} is a local folder, used as it is`);
     return { dir: idOrDir, source: idOrDir, revision: null };
@@ -184,7 +213,10 @@ function snapshotProblem(dir: string): string | null {
     if (!has(SAFETENSORS_INDEX)) return `no ${WEIGHTS_FILE}`;
     try {
       const index = JSON.parse(fs.readFileSync(path.join(dir, SAFETENSORS_INDEX), 'utf8')) as { weight_map?: Record<string, string> };
-      for (const f of new Set(Object.values(index.weight_map ?? {}))) if (!has(f)) return `shard ${f} missing`;
+      for (const f of new Set(Object.values(index.weight_map ?? {}))) {
+        if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '.' || f === '..') return `unsafe shard name ${JSON.stringify(f)}`;
+        if (!has(f)) return `shard ${f} missing`;
+      }
     } catch {
       return `unreadable ${SAFETENSORS_INDEX}`;
     }
@@ -198,10 +230,11 @@ function cachedSnapshot(storage: string, revision: string): { sha: string; dir: 
   let sha = revision;
   if (!COMMIT_RE.test(revision)) {
     try {
-      sha = fs.readFileSync(path.join(storage, 'refs', revision), 'utf8').trim();
+      sha = fs.readFileSync(pathInside(path.join(storage, 'refs'), revision, 'revision'), 'utf8').trim();
     } catch {
       return { missing: `no refs/${revision}` };
     }
+    if (!COMMIT_RE.test(sha)) return { missing: `refs/${revision} does not hold a commit id (delete it)` };
   }
   const dir = path.join(storage, 'snapshots', sha);
   const problem = snapshotProblem(dir);
@@ -385,7 +418,7 @@ async function ensureFile(d: Download, entry: ListFileEntry, revision: string): 
   const size = entry.lfs?.size ?? entry.size;
   const etag = entry.lfs?.oid ?? entry.oid;
   if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new Error(`${d.settings.endpoint} listed ${entry.path} of ${d.id} without a usable oid`);
-  const pointer = path.join(d.storage, 'snapshots', d.sha, entry.path);
+  const pointer = pathInside(path.join(d.storage, 'snapshots', d.sha), entry.path, `file name from ${d.settings.endpoint}`);
   if ((await fileSize(pointer)) === size) return;
   const blob = path.join(d.storage, 'blobs', etag);
   if ((await fileSize(blob)) === size) {
@@ -467,7 +500,7 @@ async function ensureFile(d: Download, entry: ListFileEntry, revision: string): 
 export async function downloadModel(id: string, opts: ResolveOptions = {}): Promise<ResolvedModel> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const settings = hubSettings(opts.env ?? process.env);
-  const revision = nonEmpty(opts.revision) ?? DEFAULT_REVISION;
+  const revision = checkRevision(opts.revision);
   if (!isHubId(id)) throw new InputError(`${id} is not a valid Hugging Face Hub id (like bert-base-uncased or org/name)`);
   const storage = path.join(settings.cacheDir, repoFolderName(id));
   const fromCache = (sha: string, dir: string): ResolvedModel => ({ dir, source: id, revision: sha, cacheFolder: storage });
@@ -541,7 +574,11 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
     } catch (err) {
       throw new InputError(`${id}: ${SAFETENSORS_INDEX} is not valid JSON (${(err as Error).message}); delete ${storage} and retry`);
     }
+    // Shard names come from the mirror: each must be a file of the snapshot's top level (as the
+    // listing is) before anything is looked up, removed or linked under its name.
+    for (const shard of shards) pathInside(snapshot, shard, `${SAFETENSORS_INDEX} of ${id} names a shard`);
     for (const shard of shards) {
+      if (shard.includes('/')) throw new InputError(`${id}: ${SAFETENSORS_INDEX} names ${shard}, not a file at the top of the repo; mlmkit reads top-level shards only`);
       const e = entries.get(shard);
       if (!e) throw new InputError(`${id}: ${SAFETENSORS_INDEX} names ${shard}, which the repo does not hold at revision ${revision}`);
       await ensureFile(d, e, revision);
@@ -550,7 +587,7 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
 
   // 4. The revision now resolves offline too.
   if (revision !== sha) {
-    const ref = path.join(storage, 'refs', revision);
+    const ref = pathInside(path.join(storage, 'refs'), revision, 'revision');
     await fsp.mkdir(path.dirname(ref), { recursive: true });
     await fsp.writeFile(ref, sha);
   }

@@ -49,7 +49,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
-import { InputError } from '../data/errors.ts';
+import { InputError, requireRegularFile } from '../data/errors.ts';
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 
@@ -539,6 +539,7 @@ function openError(file: string, err: unknown, what: string): Error {
  * once into its final array. Call close() when done.
  */
 export function openSafetensors(file: string): SafetensorsFile {
+  requireRegularFile(file, 'safetensors file'); // stat before open: opening a FIFO blocks
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -657,6 +658,7 @@ export function readShardedIndex(dirOrIndex: string, options: { unmapped?: 'erro
   const indexFile = dirOrIndex.endsWith('.json') ? dirOrIndex : path.join(dirOrIndex, SAFETENSORS_INDEX);
   const dir = path.dirname(indexFile);
   const bad = (what: string) => new InputError(`${indexFile}: not a valid safetensors index: ${what}; ${FIX}`);
+  requireRegularFile(indexFile, 'safetensors index file');
   let bytes: Uint8Array;
   try {
     bytes = fs.readFileSync(indexFile);

@@ -10,7 +10,7 @@
 import * as fsp from 'node:fs/promises';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from '../data/errors.ts';
+import { InputError, requireRegularFile } from '../data/errors.ts';
 import type { DataPosition } from '../data/batches.ts';
 import type { RngState } from '../data/rng.ts';
 import type { AdamWState } from './optimizer.ts';
@@ -71,6 +71,7 @@ export async function writeTrainerState(dir: string, state: TrainerState, optimi
 export async function readTrainerState(dir: string): Promise<TrainerState> {
   const file = path.join(dir, TRAINER_STATE);
   let state: TrainerState;
+  requireRegularFile(file, 'trainer state');
   try {
     state = JSON.parse(await fsp.readFile(file, 'utf8')) as TrainerState;
   } catch (err) {

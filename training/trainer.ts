@@ -18,20 +18,26 @@
 //
 // The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
 // optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
-// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused.
+// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused. The
+// folder is locked for the run (data/lock.ts), and a model too large for the machine's memory is
+// refused before anything is allocated (`checkTrainingMemory`).
 //
 // Stopping. `signal` (SIGINT in the CLI) ends the run after the current step, with a checkpoint.
 // A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
-// step and the last good checkpoint (nothing is saved from the broken state).
+// step and the last good checkpoint (nothing is saved from the broken state). So does divergence
+// (`divergence` below): a non-finite evaluation loss, or a training or evaluation loss above
+// 3 x ln(vocab_size), three times the loss of guessing uniformly over the vocabulary.
 //
 // References: transformers `Trainer` (its step order, logging and checkpoint layout, trainer_state
 // keys), `run_mlm.py`; PyTorch `clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
-import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction, requireRegularFile } from '../data/errors.ts';
+import { acquireLock } from '../data/lock.ts';
 import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { Rng } from '../data/rng.ts';
@@ -40,19 +46,19 @@ import { MlmTokenizer } from '../data/tokenizer.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength, writeModelFolder } from './checkpoint.ts';
 import {
-  batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowsPerPass, splitBatch, type EvalResult,
+  batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowBytes, rowsPerPass, splitBatch, type EvalResult,
 } from './evaluate.ts';
 import type { MaskedLM } from './models/bert.ts';
-import { parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
+import { parameterCount, parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
-import { AdamW } from './optimizer.ts';
+import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from './safetensors.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
 import {
-  checkpointName, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,
+  checkpointName, listCheckpoints, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,
   TRAINER_STATE, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
 
@@ -250,6 +256,30 @@ export function globalNorm(tf: Tf, grads: ReadonlyMap<string, Tensor>): Scalar {
   });
 }
 
+/** How many times the uniform guess's loss ln(V) a loss may reach before the run counts as diverged. */
+export const DIVERGENCE_FACTOR = 3;
+
+/**
+ * Why a loss (`what`: "loss" for a training step, "evaluation loss") shows a diverged run, or null.
+ * Non-finite: diverged. Finite: diverged above DIVERGENCE_FACTOR x ln(vocabSize). A model at
+ * initialisation (weights ~ N(0, 0.02)) predicts nearly uniformly, so its loss is about ln(V);
+ * training only lowers it. A loss of 3 ln(V) means the model gives the right token a geometric-mean
+ * probability of V^-3, far worse than not having learnt at all, which no healthy run reaches (a
+ * learning rate that is too high drives it to 1e3..1e18 within a few steps).
+ */
+export function divergence(what: string, loss: number, vocabSize: number): string | null {
+  if (!Number.isFinite(loss)) return `${what} became ${loss}`;
+  const limit = DIVERGENCE_FACTOR * Math.log(vocabSize);
+  if (loss > limit) return `${what} exploded to ${loss.toPrecision(3)} (above ${limit.toFixed(2)} = ${DIVERGENCE_FACTOR} x ln(${vocabSize}), ${DIVERGENCE_FACTOR} times the loss of a uniform guess)`;
+  return null;
+}
+
+/** The TrainingError that stops a diverged run at `step`, naming the last good checkpoint. */
+export function divergedError(why: string, step: number, lastCheckpoint: string | null): TrainingError {
+  const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
+  return new TrainingError(`${why} at step ${step}; ${last}; lower --lr or check the data`);
+}
+
 /** PyTorch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), capped at 1; 1 when off. */
 export function clipScale(norm: number, maxNorm: number): number {
   return maxNorm > 0 ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
@@ -276,16 +306,25 @@ export interface StepResult {
  * One optimizer step over the passes of a batch: gradients (summed over passes, normalised by the
  * batch's masked-token count), the global norm, one read of loss and norm, then AdamW with
  * clipping, unless either value is NaN or infinite. The trainer and `mlm bench` both run this.
+ * The flat AdamW (webgpu) does the norm, the check and the update on the GPU and reads loss and
+ * norm after the whole step is queued (training/flat-adamw.ts); the result is the same.
  */
 export async function optimizerStep(
   tf: Tf,
   model: MaskedLM,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
   passes: MlmBatch[],
   o: { seed: number; step: number; lr: number; maxGradNorm: number },
 ): Promise<StepResult> {
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
   const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds });
+  if (optimizer instanceof FlatAdamW) {
+    // Norm, clip, finite check and update queued on the GPU; one read once the step is queued.
+    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm);
+    tf.dispose([loss, ...grads.values()]);
+    const r = await read;
+    return { loss: r.loss, norm: r.norm, masked, applied: r.applied };
+  }
   const normT = globalNorm(tf, grads);
   const [lossValue, norm] = await readScalars(tf, [loss, normT]);
   tf.dispose([loss, normT]);
@@ -312,6 +351,41 @@ function foreignEntries(out: string): { entries: string[]; foreign: string[] } {
   if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder for the run`);
   const entries = fs.readdirSync(out);
   return { entries, foreign: entries.filter((e) => !RUN_ENTRY.test(e)) };
+}
+
+/**
+ * Runs `read` on checkpoint `dir`; when it finds the checkpoint damaged (an InputError), the error
+ * names the previous complete checkpoint beside it, which `--resume` can use instead: resuming from
+ * any complete checkpoint reproduces the run exactly (see the file header).
+ */
+async function adviseOnDamage<T>(dir: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    const here = /^checkpoint-(\d+)$/.exec(path.basename(path.resolve(dir)));
+    if (here === null) throw err;
+    const previous = listCheckpoints(path.dirname(path.resolve(dir))).filter((c) => c.complete && c.step < Number(here[1])).pop();
+    const why = err.message.replace(/[;:]? ?re-download or re-export the checkpoint\.?$/, '');
+    const instead = previous
+      ? `resume from the previous complete checkpoint instead: --resume ${path.join(path.dirname(dir), path.basename(previous.dir))}`
+      : 'no earlier complete checkpoint is there: start the run again without --resume';
+    throw new InputError(`the checkpoint ${dir} is damaged (${why}); ${instead}`);
+  }
+}
+
+/** The model folder and trainer state of the checkpoint to resume from. */
+async function loadResumable(dir: string): Promise<{ folder: Awaited<ReturnType<typeof loadModelFolder>>; trainerState: TrainerState }> {
+  return adviseOnDamage(dir, async () => ({ folder: await loadModelFolder(dir), trainerState: await readTrainerState(dir) }));
+}
+
+/** The TrainingError (exit 1) for a checkpoint that could not be written, saying what to do. */
+export function saveError(err: unknown, dir: string, out: string, lastCheckpoint: string | null): TrainingError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'ENOSPC' || code === 'EDQUOT' ? 'no space left on the device' : (err as Error).message.split('\n')[0];
+  const todo = code === 'ENOSPC' || code === 'EDQUOT' ? `free space at ${out}` : code === 'EROFS' || code === 'EACCES' || code === 'EPERM' ? `make ${out} writable` : `free space at ${out} or fix its permissions`;
+  const previous = lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it';
+  return new TrainingError(`could not save ${dir} (${why}); ${previous}; ${todo}, then run again with --resume`);
 }
 
 /** The folder to resume from: `resume` as given (a checkpoint, or a run folder), or the newest in `out`. */
@@ -348,6 +422,7 @@ export async function loadDataTokenizer(manifest: Manifest, dataDir: string): Pr
 
 /** A config file for pretraining, with vocab_size and special ids taken from the tokenizer. */
 async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line: string) => void): Promise<ModelConfig> {
+  requireRegularFile(file, '--config file');
   let json: unknown;
   try {
     json = JSON.parse(await fsp.readFile(file, 'utf8'));
@@ -371,6 +446,42 @@ async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line:
     log(`note: a ${config.model_type} config with a ${tokenizer.family === 'bert' ? 'WordPiece (bert)' : 'byte-level BPE (roberta)'} tokenizer`);
   }
   return updateModelConfig(config, wanted, file);
+}
+
+/** The memory this process may use: os.totalmem(), or a smaller cgroup limit (containers). */
+function machineMemory(): number {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+  return constrained !== undefined && constrained > 0 && constrained < os.totalmem() ? constrained : os.totalmem();
+}
+
+/**
+ * Refuses (InputError, exit 2) a model that cannot be trained in this machine's memory, before
+ * anything is allocated: a config of 100,000 layers would otherwise allocate for minutes and die.
+ * The rule: 16 bytes per parameter (float32 weights, gradients and two AdamW moments) plus the
+ * activations of one row of the data (training/evaluate.ts `rowBytes`) must fit in os.totalmem()
+ * (or the process's cgroup limit when smaller).
+ * On webgpu, each tensor is one GPU buffer: the largest (the word embeddings V x H, or a
+ * feed-forward weight H x I) must also fit the device's maxStorageBufferBindingSize.
+ */
+export function checkTrainingMemory(tf: Tf, config: ModelConfig, seqLen: number, backend: string, label: string, totalBytes = machineMemory()): void {
+  const params = parameterCount(config);
+  const need = 16 * params + rowBytes(config, seqLen, true);
+  const gb = (b: number) => `${(b / 1e9).toFixed(b < 1e10 ? 1 : 0)} GB`;
+  if (need > totalBytes) {
+    throw new InputError(
+      `${label}: training this model needs about ${gb(need)} (${params.toExponential(2)} parameters x 16 bytes for weights, gradients and AdamW moments, plus activations), more than this machine's ${gb(totalBytes)} of memory; use a smaller config (fewer layers, a smaller hidden_size)`,
+    );
+  }
+  if (backend === 'webgpu') {
+    const limits = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } }).device?.limits;
+    const maxBinding = limits?.maxStorageBufferBindingSize;
+    const largest = 4 * Math.max(config.vocab_size * config.hidden_size, config.hidden_size * config.intermediate_size, config.max_position_embeddings * config.hidden_size);
+    if (maxBinding !== undefined && largest > maxBinding) {
+      throw new InputError(
+        `${label}: its largest weight needs ${gb(largest)} in one GPU buffer but this WebGPU device allows ${gb(maxBinding)} per buffer; use a smaller vocab_size or hidden_size, or a CPU backend`,
+      );
+    }
+  }
 }
 
 /** The training arguments by CLI name, as saved in trainer_state.json and shown in report.md. */
@@ -433,7 +544,7 @@ function checkOptions(o: TrainOptions): void {
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
 
 /** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
-function optimizerLayout(tf: Tf, config: ModelConfig) {
+export function optimizerLayout(tf: Tf, config: ModelConfig) {
   const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
   return {
     toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
@@ -449,8 +560,18 @@ function optimizerLayout(tf: Tf, config: ModelConfig) {
 // The run
 
 export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
-  const { tf, log } = ctx;
   checkOptions(o);
+  // One run per folder at a time (data/lock.ts): a second `mlm train --out` on it is refused.
+  const release = acquireLock(o.out, 'run folder', ctx.log);
+  try {
+    return await runLocked(o, ctx);
+  } finally {
+    release();
+  }
+}
+
+async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
+  const { tf, log } = ctx;
 
   // 1. The run folder: ours or new; earlier checkpoints only with --resume.
   const { entries, foreign } = foreignEntries(o.out);
@@ -479,8 +600,8 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
   let state: TrainerState | null = null;
   let modelLabel: string;
   if (resumeFrom !== null) {
-    const folder = await loadModelFolder(resumeFrom);
-    state = await readTrainerState(resumeFrom);
+    const { folder, trainerState } = await loadResumable(resumeFrom);
+    state = trainerState;
     checkResumable(state, o, manifest, resumeFrom, log);
     ({ config, tokenizer } = folder);
     init = { weights: folder.weights };
@@ -505,6 +626,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
       `the data's rows have ${manifest.seq_len} tokens but the model has ${maxT} positions (max_position_embeddings); prepare the data with --seq-len ${maxT} or less`,
     );
   }
+  checkTrainingMemory(tf, config, manifest.seq_len, ctx.backend.name, modelLabel);
 
   // 3. Batches (seeded order and masks), the model, the schedule, the optimizer.
   const trainReader = new SplitReader(o.data, manifest, 'train');
@@ -531,7 +653,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
     const passes = Math.ceil(o.batchSize / trainRows);
     log(`note: each batch of ${o.batchSize} rows runs as ${passes} passes of up to ${Math.ceil(o.batchSize / passes)} rows to fit the ${ctx.backend.name} backend's memory (same loss and gradients; --rows-per-pass sets it)`);
   }
-  const optimizer = new AdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay });
+  const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
   let bar: Progress | null = null;
@@ -549,7 +671,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
     let window = emptyWindow();
     await fsp.mkdir(o.out, { recursive: true });
     if (state !== null) {
-      optimizer.setState(await readOptimizerState(resumeFrom!), layout.fromFile);
+      optimizer.setState(await adviseOnDamage(resumeFrom!, () => readOptimizerState(resumeFrom!)), layout.fromFile);
       batches.setState(state.data_state);
       step = state.global_step;
       history = state.log_history;
@@ -574,6 +696,8 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
     const evaluate = async (at: number): Promise<void> => {
       if (validReader === null) return;
       const r = await evaluateMasked(tf, model, validReader, masking, { batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches || undefined, rowsPerPass: evalRows });
+      const diverged = divergence('evaluation loss', r.loss, config.vocab_size);
+      if (diverged !== null) throw divergedError(diverged, at, lastCheckpoint); // before anything of this state is written
       lastEval = r;
       const entry: EvalLogEntry = {
         step: at, epoch: epochAt(at), eval_loss: r.loss, eval_perplexity: r.perplexity, eval_accuracy: r.accuracy, eval_masked_tokens: r.masked_tokens,
@@ -611,8 +735,7 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
         const optimizerState = await optimizer.getState(layout.toFile);
         await writeModelFolder(dir, { config, weights, tokenizer, extra: (tmp) => writeTrainerState(tmp, trainerState, optimizerState) });
       } catch (err) {
-        const why = (err as Error).message.split('\n')[0];
-        throw new TrainingError(`could not save ${dir} (${why}); ${lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it'}; free space or fix the folder's permissions, then --resume`);
+        throw saveError(err, dir, o.out, lastCheckpoint);
       }
       lastCheckpoint = dir;
       lastSavedStep = at;
@@ -630,11 +753,9 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
       for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
       const lr = schedule.lr(step - 1);
       const { loss: lossValue, norm: normValue, masked, applied } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm });
-      if (!applied) {
-        const what = !Number.isFinite(lossValue) ? `loss became ${lossValue}` : `gradient norm became ${normValue}`;
-        const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
-        throw new TrainingError(`${what} at step ${step}; ${last}; lower --lr or check the data`);
-      }
+      if (!applied) throw divergedError(Number.isFinite(lossValue) ? `gradient norm became ${normValue}` : `loss became ${lossValue}`, step, lastCheckpoint);
+      const diverged = divergence('loss', lossValue, config.vocab_size);
+      if (diverged !== null) throw divergedError(diverged, step, lastCheckpoint);
       if (masked === 0) log(`warning: step ${step} drew no masked token; the weights were not updated`);
       const seconds = (performance.now() - t0) / 1000;
 

@@ -124,6 +124,21 @@ function record(
     uploads_per_step: m.uploadsPerStep,
     upload_mb_per_step: m.uploadBytesPerStep === null ? null : round(m.uploadBytesPerStep / 1e6, 2),
     eval_reads_per_step: m.evalReadsPerStep,
+    // Dispatches and host time per training step (training/bench.ts, file header): on webgpu the
+    // compute dispatches at the WebGPU API, elsewhere the TF.js kernel calls; host ms = step wall
+    // time - GPU time of its compute passes (timestamp queries), null without a GPU timer.
+    dispatches_per_step: m.dispatchesPerStep,
+    dispatches_counted: m.dispatchesCounted,
+    kernels_per_step: m.kernelsPerStep,
+    compute_passes_per_step: m.passesPerStepGpu,
+    submits_per_step: m.submitsPerStep,
+    host_ms_per_step: m.hostMsPerStep === null ? null : round(m.hostMsPerStep, 2),
+    gpu_ms_per_step: m.gpuMsPerStep === null ? null : round(m.gpuMsPerStep, 2),
+    gpu_timer: m.gpuTimer,
+    gpu_timestamps_quantized: m.gpuTimestampsQuantized,
+    gpu_untimed_passes: m.gpuUntimedPasses,
+    drain_ms: round(m.drainMs, 2),
+    eval_dispatches_per_step: m.evalDispatchesPerStep,
     eval_tensors_leaked_per_step: m.evalTensorsLeakedPerStep,
     loss_first: round(m.lossFirst, 4),
     loss_last: round(m.lossLast, 4),

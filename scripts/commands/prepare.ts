@@ -2,8 +2,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
-import { prepare } from '../../data/prepare.ts';
+import { InputError, requireRegularFile } from '../../data/errors.ts';
+import { acquireLock } from '../../data/lock.ts';
+import { prepare, PrepareInterrupted } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../version.ts';
@@ -63,11 +64,22 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       : await resolveModel(given, { revision: args.revision, log });
     const tokenizer = await MlmTokenizer.load(resolved.dir);
     const maxPositions = args.model ? readMaxPositions(args.tokenizer ? args.model : resolved.dir) : undefined;
+    // One writer per --out at a time (data/lock.ts); released when prepare ends, however it ends
+    // (process.exit below included: the lock's exit hook releases it).
+    const release = acquireLock(args.out, 'prepared-data folder', log);
+    // Ctrl-C or SIGTERM: the run stops at the next batch, its temporary folder is removed, one line
+    // says so, and the exit code is the shell's 128 + signal (130 for SIGINT, 143 for SIGTERM).
+    // Registered after the lock, whose own signal handler then leaves the signal to this one.
+    const controller = new AbortController();
+    const onSignal = (sig: NodeJS.Signals) => controller.abort(sig);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     const result = await prepare({
       corpus: args.corpus,
       tokenizer,
       tokenizerSource: resolved.source,
       tokenizerRevision: resolved.revision,
+      tokenizerDir: resolved.dir,
       out: args.out,
       seqLen: args['seq-len'],
       mode: args['line-by-line'] ? 'lines' : 'blocks',
@@ -82,6 +94,16 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       log,
       progress: args.progress,
       version: VERSION,
+      signal: controller.signal,
+    }).catch((err: unknown) => {
+      if (!(err instanceof PrepareInterrupted)) throw err;
+      release();
+      log(`mlm: ${err.message}`);
+      process.exit(controller.signal.reason === 'SIGTERM' ? 143 : 130);
+    }).finally(() => {
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+      release();
     });
     if (result.reused) log(`${args.out} already holds this corpus prepared with the same tokenizer and options: reusing it (--overwrite prepares again)`);
     if (args.json) {
@@ -101,6 +123,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
 function readMaxPositions(modelDir: string): number {
   const file = path.join(modelDir, 'config.json');
   let config: { max_position_embeddings?: number; model_type?: string; pad_token_id?: number };
+  requireRegularFile(file, 'model config');
   try {
     config = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (err) {

@@ -4,11 +4,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { corpusInputs, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
-import { InputError, check } from '../../data/errors.ts';
+import { InputError, check, requireWritableFolder } from '../../data/errors.ts';
 import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
+import { extendCommand } from './tokenizer-extend.ts';
 
 interface TrainArgs {
   corpus: string[];
@@ -61,8 +63,10 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       check(Number.isInteger(limitAlphabet) && limitAlphabet >= 1, `--limit-alphabet must be a positive integer, got ${limitAlphabet}`);
     }
     checkOutFolder(args.out, args.overwrite);
+    requireWritableFolder(args.out, '--out'); // before the training, not after it
 
     const files = await resolveCorpusFiles(args.corpus);
+    refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'reading', total, unit: 'bytes', enabled: args.progress });
     const docs = requireNonEmpty(
@@ -160,11 +164,12 @@ function checkOutFolder(out: string, overwrite: boolean): void {
 
 export const tokenizerCommand: CommandModule = {
   command: 'tokenizer <command>',
-  describe: 'Tokenizer tools (train a vocabulary)',
+  describe: 'Tokenizer tools (train a vocabulary, extend one with domain words)',
   builder: (y: Argv) =>
     y
       .command(trainCommand as unknown as CommandModule)
-      .demandCommand(1, 'Name a tokenizer command: train')
+      .command(extendCommand as unknown as CommandModule)
+      .demandCommand(1, 'Name a tokenizer command: train, extend')
       .example('$0 tokenizer train --corpus corpus.txt --vocab-size 8000 --out tok/', 'train a WordPiece vocabulary'),
   handler: () => {},
 };

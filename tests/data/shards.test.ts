@@ -74,7 +74,7 @@ test('a damaged folder is refused with a clear error', async () => {
   const b = fs.readFileSync(f);
   b[5] ^= 0xff;
   fs.writeFileSync(f, b);
-  await assert.rejects(verifyShards(dir, manifest), (e: Error) => e instanceof InputError && /train-00000\.bin does not match its checksum/.test(e.message));
+  await assert.rejects(verifyShards(dir, manifest), (e: Error) => e instanceof InputError && /train-00000\.bin does not match its SHA-256 in .*manifest\.json \(damaged or edited\); run `mlm prepare` again/.test(e.message));
   // Truncated shard.
   fs.truncateSync(f, 7);
   await assert.rejects(readManifest(dir), /train-00000\.bin has 7 bytes/);
@@ -82,6 +82,37 @@ test('a damaged folder is refused with a clear error', async () => {
   fs.rmSync(path.join(dir, MANIFEST));
   await assert.rejects(readManifest(dir), (e: Error) => e instanceof InputError && /manifest\.json is missing/.test(e.message));
   await assert.rejects(readManifest(path.join(dir, 'nope')), /does not exist/);
+});
+
+test('opening a folder verifies the shard checksums: one id changed to another valid id is refused (exit 2), naming the shard', async () => {
+  const { dir } = makeFolder(25, 'uint16', 1000);
+  assert.equal((await readManifest(dir)).splits.train.rows, 25); // intact: opens
+  // Sparse corruption that no range check can see: one id in the second shard becomes another valid id.
+  const f = path.join(dir, 'train-00001.bin');
+  const b = fs.readFileSync(f);
+  const v = b.readUInt16LE(2 * 37);
+  b.writeUInt16LE((v + 1) % 1000, 2 * 37);
+  fs.writeFileSync(f, b);
+  await assert.rejects(readManifest(dir), (e: Error) => e instanceof InputError && e.exitCode === 2 &&
+    e.message.includes(`shard ${f} does not match its SHA-256`) && /run `mlm prepare` again/.test(e.message));
+  // The same folder without verification still opens (sizes are right).
+  assert.equal((await readManifest(dir, { verify: false })).splits.train.rows, 25);
+});
+
+test('a shard id outside the vocabulary is bad input (InputError, exit 2) naming the shard, row and position', async () => {
+  const { dir, manifest, data } = makeFolder(12, 'uint16', 1000);
+  // Checksums match (the shard was written that way), but the manifest's tokenizer is smaller.
+  const small = { ...manifest, tokenizer: { ...manifest.tokenizer, vocab_size: 500 } };
+  const reader = new SplitReader(dir, small, 'train');
+  const ids = new Uint32Array(T);
+  let row = 0, pos = -1;
+  for (; row < data.length && pos < 0; row++) pos = data[row].ids.findIndex((id) => id >= 500);
+  row--;
+  assert.ok(pos >= 0, 'the fixture holds an id >= 500');
+  const shard = path.join(dir, `train-0000${Math.floor(row / 10)}.bin`);
+  assert.throws(() => { for (let r = 0; r <= row; r++) reader.readRow(r, ids, null, 0); }, (e: Error) => e instanceof InputError && e.exitCode === 2 &&
+    e.message === `shard ${shard} holds token id ${data[row].ids[pos]} (row ${row % 10}, position ${pos}), outside the tokenizer's vocabulary of 500; the folder is damaged, run \`mlm prepare\` again`);
+  reader.close();
 });
 
 test('RowStream: a seeded permutation per epoch, different across epochs', async () => {

@@ -2,12 +2,17 @@
 // - a small run on wasm prints the keys of DESIGN section 9 with sane values: positive
 //   throughput, no tensor left behind per step, one read per training step, and the parameter
 //   count of BERT's architecture worked out here from the config's sizes;
+// - the dispatch figures: on wasm the kernel calls (no GPU timer); on webgpu (bert-tiny, where an
+//   adapter exists) compute dispatches, passes and submissions, GPU and host time that add up to
+//   the step's wall time, and a CEILING on dispatches per training step that fails when a change
+//   adds dispatches (see DISPATCH_CEILING_BERT_TINY);
 // - the FLOP count and the step-time statistics against hand-computed values.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { probeWebGpu } from '../../training/backend.ts';
 import { modelFlopsPerToken, parameterCounts, readModelConfig, spread } from '../../training/bench.ts';
 import { ROOT } from '../training/tiny-checkpoint.ts';
 
@@ -26,9 +31,9 @@ function bertParams(c: { vocab_size: number; hidden_size: number; intermediate_s
   return { total: embeddingTables + nonEmbedding, nonEmbedding };
 }
 
-function mlm(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function mlm(args: string[], timeout = 55_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, 'scripts/mlm.mjs'), ...args], { cwd: ROOT, timeout: 55_000 }, (err, stdout, stderr) =>
+    execFile(process.execPath, [path.join(ROOT, 'scripts/mlm.mjs'), ...args], { cwd: ROOT, timeout }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
     );
   });
@@ -61,6 +66,56 @@ test('mlm bench --json on wasm: the figures of DESIGN section 9, sane', async ()
   assert.equal(doc.loss_ok, true, `first loss ${doc.loss_first}`);
   const f = doc.scored_fraction as number;
   assert.ok(f > 0 && f < 0.4, `scored fraction ${f}`);
+  // No GPU: the dispatches are the kernel calls, and there is no host/GPU split.
+  assert.equal(doc.dispatches_counted, 'kernel calls');
+  assert.ok((doc.kernels_per_step as number) > 100, `kernels per step ${doc.kernels_per_step}`);
+  assert.equal(doc.dispatches_per_step, doc.kernels_per_step);
+  assert.ok((doc.eval_dispatches_per_step as number) > 0 && (doc.eval_dispatches_per_step as number) < (doc.dispatches_per_step as number));
+  for (const key of ['host_ms_per_step', 'gpu_ms_per_step', 'compute_passes_per_step', 'submits_per_step', 'gpu_timestamps_quantized']) assert.equal(doc[key], null, key);
+  assert.match(doc.gpu_timer as string, /^none: /);
+});
+
+/**
+ * Compute dispatches of one bert-tiny training step at 4 x 32 (one pass) on webgpu may not exceed
+ * this. Measured 2026-12-04 on llvmpipe: 1,060 a step (TF.js's composites for every op, per-tensor
+ * AdamW). MAINTAINERS: lower it to the new count (plus ~2%) whenever fused kernels or the flat
+ * optimizer land, so that the test keeps catching regressions.
+ */
+const DISPATCH_CEILING_BERT_TINY = 1100;
+
+const webgpu = await probeWebGpu();
+const webgpuRequired = process.env.MLM_REQUIRE_WEBGPU === '1';
+
+test('mlm bench --json on webgpu (bert-tiny): dispatches, host and GPU time per step; dispatch ceiling', { skip: !webgpu.ok && !webgpuRequired ? `no WebGPU adapter: ${webgpu.reason}` : false }, async (t) => {
+  assert.ok(webgpu.ok, `MLM_REQUIRE_WEBGPU=1 and no WebGPU adapter: ${webgpu.reason}`);
+  const r = await mlm(['bench', '--config', 'configs/bert-tiny.json', '--backend', 'webgpu', '--steps', '2', '--warmup-steps', '1', '--eval-steps', '1',
+    '--batch-size', '4', '--seq-len', '32', '--rows-per-pass', '4', '--no-matmul-peak', '--json'], 170_000);
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout.split('\n').reverse().find((l) => l.startsWith('{'))!) as Record<string, unknown>;
+  const n = (key: string) => doc[key] as number;
+  t.diagnostic(`bert-tiny 4 x 32 on ${String(doc.device)}: ${n('dispatches_per_step')} dispatches, ${n('kernels_per_step')} kernels, ` +
+    `${n('compute_passes_per_step')} passes, ${n('submits_per_step')} submits, GPU ${n('gpu_ms_per_step')} ms, host ${n('host_ms_per_step')} ms a step (${String(doc.gpu_timer)})`);
+  assert.equal(doc.backend, 'webgpu');
+  assert.equal(doc.dispatches_counted, 'compute dispatches');
+  assert.equal(doc.passes_per_step, 1);
+  assert.ok(n('dispatches_per_step') > 100, `dispatches per step ${n('dispatches_per_step')}`);
+  assert.ok(n('dispatches_per_step') <= DISPATCH_CEILING_BERT_TINY,
+    `${n('dispatches_per_step')} dispatches per bert-tiny training step, over the ceiling of ${DISPATCH_CEILING_BERT_TINY}: a change added dispatches`);
+  assert.ok(n('compute_passes_per_step') >= 1 && n('compute_passes_per_step') <= n('dispatches_per_step'));
+  assert.ok(n('submits_per_step') >= 1 && n('submits_per_step') <= n('compute_passes_per_step') + 10);
+  assert.ok(n('eval_dispatches_per_step') > 0 && n('eval_dispatches_per_step') < n('dispatches_per_step'));
+  if (doc.gpu_timer !== 'timestamp-query') {
+    assert.equal(doc.host_ms_per_step, null);
+    t.diagnostic(`host/GPU time not tested: ${String(doc.gpu_timer)}`);
+    return;
+  }
+  // GPU + host = the wall time per step (tokens/s include the final drain), GPU time within it.
+  const wallMs = (1000 * 4 * 32) / n('train_tokens_per_second');
+  assert.ok(n('gpu_ms_per_step') > 0, `gpu ms ${n('gpu_ms_per_step')}`);
+  assert.ok(Math.abs(n('gpu_ms_per_step') + n('host_ms_per_step') - wallMs) <= 0.01 * wallMs + 0.1, `${n('gpu_ms_per_step')} + ${n('host_ms_per_step')} vs ${wallMs}`);
+  assert.ok(n('host_ms_per_step') >= -0.01 * wallMs, `GPU time ${n('gpu_ms_per_step')} ms exceeds the step's wall ${wallMs} ms`);
+  assert.equal(doc.gpu_timestamps_quantized, false);
+  assert.equal(doc.gpu_untimed_passes, 0);
 });
 
 test('model FLOPs per token: 6 N + 12 L H T + 6 H V f', () => {

@@ -18,7 +18,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InputError } from '../../data/errors.ts';
-import { downloadModel, hubSettings, isHubId, loadModel, resolveModel } from '../../training/hub.ts';
+import { downloadModel, hubSettings, isHubId, isRevision, loadModel, pathInside, resolveModel } from '../../training/hub.ts';
 import { saveSafetensors } from '../../training/safetensors.ts';
 import { makeTinyCheckpoint, ROOT, sameBits, type TinyCheckpoint } from './tiny-checkpoint.ts';
 
@@ -221,6 +221,15 @@ before(async () => {
   }
   fs.writeFileSync(path.join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
   hub.repos.set('org/sharded', repoFromFolder(sharded, 'org/sharded'));
+
+  // Hostile mirrors: an index naming a shard outside the cache (listed under that name too), and
+  // a listing whose oid is a path.
+  const escape = `../../../../../${path.basename(tmp)}/victim/y.safetensors`;
+  const evil = repoFromFolder(sharded, 'org/evil-index');
+  const shardBytes = evil.files.get('model-00002-of-00002.safetensors')!;
+  evil.files.set(escape, shardBytes);
+  evil.files.set('model.safetensors.index.json', repoFile(Buffer.from(JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(Object.entries(weightMap).map(([k, v]) => [k, v.endsWith('00002.safetensors') ? escape : v])) })), false));
+  hub.repos.set('org/evil-index', evil);
 });
 
 after(async () => {
@@ -338,6 +347,76 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.ok(!fs.existsSync(path.join(home, 'hub', 'models--org--tiny-bert', 'refs')));
     const off = await downloadModel('org/tiny-bert', { revision: sha, env: envFor(home, { HF_HUB_OFFLINE: '1' }), ...quiet });
     assert.equal(off.dir, r.dir);
+  });
+});
+
+describe('hostile mirrors and revisions: nothing is written outside the cache', () => {
+  test('isRevision: branch and tag names, commits, refs/pr/N; nothing that walks paths', () => {
+    for (const ok of ['main', 'v1.0', 'refs/pr/1', 'feature/x-y_z', 'a'.repeat(40), '0123456789abcdef0123456789abcdef01234567']) assert.ok(isRevision(ok), ok);
+    for (const bad of ['', '..', '../x', 'a/../b', '/abs', 'a//b', 'a/', '.hidden', 'x/.y', 'a.lock', 'a b', 'a\\b', 'a\0b', 'a~1', 'a^', 'a:b', 'a?', 'a*', 'a[b', 'x@{1}', '@', 'end.']) {
+      assert.ok(!isRevision(bad), JSON.stringify(bad));
+    }
+  });
+
+  test('pathInside refuses what would leave its root, before touching the filesystem', () => {
+    const root = path.join(tmp, 'root');
+    assert.equal(pathInside(root, 'a/b.json', 'x'), path.join(root, 'a', 'b.json'));
+    for (const bad of ['../x', 'a/../../x', '/etc/passwd', 'a//b', './a', '', 'a\\..\\x', 'a\0']) {
+      assert.throws(() => pathInside(root, bad, 'file name'), oneLineInputError(/^file name .* is not a plain relative path inside /));
+    }
+    assert.ok(!fs.existsSync(root));
+  });
+
+  test('an index naming a shard outside the cache: exit 2, nothing outside written or removed', async () => {
+    const home = path.join(tmp, 'home-evil-index');
+    const victimDir = path.join(tmp, 'victim');
+    fs.mkdirSync(victimDir, { recursive: true });
+    const victim = path.join(victimDir, 'y.safetensors');
+    fs.writeFileSync(victim, 'precious');
+    const r = await mlm(['download', 'org/evil-index'], envFor(home));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trimEnd().split('\n').pop()! + '\n', /^mlm: error: model\.safetensors\.index\.json of org\/evil-index names a shard ".*victim\/y\.safetensors" is not a plain relative path inside .*; refused \(is HF_ENDPOINT a trustworthy mirror\?\)\n$/);
+    assert.ok(!fs.lstatSync(victim).isSymbolicLink());
+    assert.equal(fs.readFileSync(victim, 'utf8'), 'precious');
+    assert.deepEqual(fs.readdirSync(victimDir), ['y.safetensors']);
+    // No ref names the incomplete snapshot, so offline use cannot pick it up either.
+    assert.ok(!fs.existsSync(path.join(home, 'hub', 'models--org--evil-index', 'refs', 'main')));
+  });
+
+  test('--revision that walks paths: exit 2 online and offline, no file written or read', async () => {
+    const home = path.join(tmp, 'home-evil-rev');
+    const target = path.join(tmp, 'rev-target');
+    fs.writeFileSync(target, 'keep');
+    const rel = path.relative(path.join(home, 'hub', 'models--org--tiny-bert', 'refs'), target);
+    for (const extra of [{}, { HF_HUB_OFFLINE: '1' }] as Record<string, string>[]) {
+      const r = await mlm(['download', 'org/tiny-bert', '--revision', rel], envFor(home, extra));
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^mlm: error: --revision ".*rev-target" is not a valid revision; give a branch or tag name \(like main or v1\.0\) or a 40-character commit id\n$/);
+    }
+    assert.equal(fs.readFileSync(target, 'utf8'), 'keep');
+    const viaModel = await mlm(['fill-mask', '--model', 'org/tiny-bert', '--revision', '../../x', 'a [MASK] b'], envFor(home));
+    assert.equal(viaModel.code, 2, viaModel.stderr);
+    assert.match(viaModel.stderr, /is not a valid revision/);
+  });
+
+  test('a damaged refs file in the cache is not followed as a path', async () => {
+    const home = path.join(tmp, 'home-evil-ref');
+    await downloadModel('org/tiny-bert', { env: envFor(home), ...quiet });
+    const ref = path.join(home, 'hub', 'models--org--tiny-bert', 'refs', 'main');
+    fs.writeFileSync(ref, '../../../../../../etc');
+    await assert.rejects(
+      downloadModel('org/tiny-bert', { env: envFor(home, { HF_HUB_OFFLINE: '1' }), ...quiet }),
+      oneLineInputError(/not in the Hugging Face cache .*refs\/main does not hold a commit id \(delete it\)/),
+    );
+  });
+
+  test('a listing whose oid is not a hash is refused', async () => {
+    const home = path.join(tmp, 'home-evil-oid');
+    const repo = repoFromFolder(ck.dir, 'org/evil-oid');
+    repo.files.get('config.json')!.oid = '../../../../tmp/x';
+    hub.repos.set('org/evil-oid', repo);
+    await assert.rejects(downloadModel('org/evil-oid', { env: envFor(home), ...quiet }), /listed config\.json of org\/evil-oid without a usable oid/);
+    assert.ok(!fs.existsSync(path.join(home, 'hub', 'models--org--evil-oid', 'blobs')));
   });
 });
 

@@ -1,5 +1,6 @@
 // Test helper (not a test file): a tiny random BERT or RoBERTa checkpoint folder with a tokenizer
 // trained on tests/fixtures/tokenizers/prose.txt, written by writeModelFolder. No TF.js needed.
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,4 +73,13 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
   const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
+}
+
+/** Runs `mlm ARGS` in a child process (no shell), resolving with its exit code and output. */
+export function runMlm(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(ROOT, 'scripts/mlm.mjs'), ...args], { cwd: ROOT, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
 }

@@ -50,13 +50,13 @@ test('pretrain --json prints the DESIGN result; finetune adapts the checkpoint i
   assert.match(fs.readFileSync(path.join(tmp, 'adapt', 'report.md'), 'utf8'), /adapted from .*checkpoint-4/);
 });
 
-test('a NaN loss stops the run: exit 1, the step and the last good checkpoint named', async () => {
+test('a NaN or exploding loss stops the run: exit 1, the step and the last good checkpoint named', async () => {
   const fx = await data();
   const out = path.join(tmp, 'nan');
   const r = mlm(['train', '--config', config, '--data', fx.dataDir, '--out', out, '--steps', '20', '--batch-size', '8', '--lr', '1e30', '--warmup', '0', '--save-every', '1', '--no-progress']);
   assert.equal(r.status, 1, r.stderr);
   const line = r.stderr.split('\n').find((l) => l.startsWith('mlm: failed:'));
-  const m = /^mlm: failed: (loss|gradient norm) became (NaN|Infinity|-Infinity) at step (\d+); the last good checkpoint is (\S+); lower --lr or check the data$/.exec(line ?? '');
+  const m = /^mlm: failed: (loss|gradient norm) (became NaN|became Infinity|became -Infinity|exploded to \S+ \(above [\d.]+ = 3 x ln\(\d+\), 3 times the loss of a uniform guess\)) at step (\d+); the last good checkpoint is (\S+); lower --lr or check the data$/.exec(line ?? '');
   assert.ok(m, r.stderr);
   const step = Number(m[3]);
   assert.equal(m[4], path.join(out, `checkpoint-${step - 1}`));

@@ -94,3 +94,15 @@ export function writeTinyConfig(file: string, over: Record<string, unknown> = {}
   }, null, 2));
   return file;
 }
+
+/** max|a - b| / max|b| (the relative difference the numeric tests use), with both parts. */
+export function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): { rel: number; diff: number; scale: number } {
+  if (a.length !== b.length) throw new Error(`relDiff: lengths ${a.length} and ${b.length} differ`);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return { rel: diff / scale, diff, scale };
+}

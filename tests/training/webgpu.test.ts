@@ -54,7 +54,7 @@ import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
 import { optimizerStep, train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
-import { brownDocuments, preparedFixture, ROOT, type PreparedFixture } from './train-helpers.ts';
+import { brownDocuments, preparedFixture, relDiff, ROOT, type PreparedFixture } from './train-helpers.ts';
 
 // -------------------------------------------------------------------------------------------------
 // Run, skip or fail
@@ -169,18 +169,6 @@ async function on<T>(backend: 'cpu' | 'webgpu', fn: (tf: Tf) => Promise<T>): Pro
   } finally {
     if (backend === 'webgpu') await leaveWebGpu(tf);
   }
-}
-
-/** max|a - b| / max|b|, with both parts. */
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): { rel: number; diff: number; scale: number } {
-  assert.equal(a.length, b.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return { rel: diff / scale, diff, scale };
 }
 
 function maxAbs(a: ArrayLike<number>): number {

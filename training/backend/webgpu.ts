@@ -123,7 +123,9 @@ async function openAdapter(): Promise<OpenedAdapter> {
       `it ships Dawn for linux-x64, darwin and win32-x64; reinstall it (npm install webgpu)`,
     );
   }
-  const gpu = mod.create([]);
+  // Dawn quantizes timestamp queries to 65.536 us unless told not to: per-pass GPU times
+  // (training/kernel-watch.ts) need the real resolution.
+  const gpu = mod.create(['disable-dawn-features=timestamp_quantization']);
   let adapter: GPUAdapter | null;
   try {
     adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });

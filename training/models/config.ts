@@ -193,13 +193,14 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
     );
   }
   const defaults = DEFAULTS[modelType];
-  const get = (key: keyof typeof BERT_DEFAULTS): unknown => (key in json ? json[key] : defaults[key]);
+  const get = (key: keyof typeof BERT_DEFAULTS): unknown => (Object.hasOwn(json, key) ? json[key] : defaults[key]);
 
   // Sort every key into acted-on, fixed-value, harmless or unknown.
   const extra: Record<string, unknown> = {};
   for (const key of Object.keys(json).sort()) {
     if (TYPED_KEYS.has(key)) continue;
-    const fixed = FIXED_VALUE_KEYS[key];
+    // Own keys only: `__proto__` or `constructor` in the JSON must not find Object.prototype's.
+    const fixed = Object.hasOwn(FIXED_VALUE_KEYS, key) ? FIXED_VALUE_KEYS[key] : undefined;
     if (fixed !== undefined) {
       if (!deepEqual(json[key], fixed.value)) {
         fail(source, `${key} ${JSON.stringify(json[key])} is not supported by mlmkit: ${fixed.why}`);
@@ -275,6 +276,20 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
     extra: Object.freeze(structuredClone(extra)),
   };
   return Object.freeze(config);
+}
+
+/**
+ * The number of parameters of the model `cfg` describes, computed from the sizes without building
+ * the table of training/models/weights.ts (which a config of 100,000 layers would make huge):
+ * embeddings (V + P + types) x H + LayerNorm; per layer Q, K, V, output (4 H^2 + 4 H), two
+ * LayerNorms (4 H), the feed-forward (2 H I + I + H); the MLM head's dense + LayerNorm + bias
+ * (H^2 + 3 H + V; the decoder is tied to the word embeddings).
+ */
+export function parameterCount(cfg: Pick<ModelConfig, 'vocab_size' | 'hidden_size' | 'num_hidden_layers' | 'intermediate_size' | 'max_position_embeddings' | 'type_vocab_size'>): number {
+  const { vocab_size: V, hidden_size: H, num_hidden_layers: L, intermediate_size: I } = cfg;
+  const embeddings = (V + cfg.max_position_embeddings + cfg.type_vocab_size) * H + 2 * H;
+  const layer = 4 * H * H + 4 * H + 4 * H + 2 * H * I + I + H;
+  return embeddings + L * layer + H * H + 3 * H + V;
 }
 
 /**

@@ -178,7 +178,7 @@ function fnv1a(text: string): number {
 }
 
 /** Fills `out` with normal(0, std) draws (Box-Muller on `rng`), rounded to float32. */
-function fillNormal(out: Float32Array, rng: Rng, std: number): void {
+export function fillNormal(out: Float32Array, rng: Rng, std: number): void {
   for (let i = 0; i < out.length; i += 2) {
     const u1 = 1 - rng.next(); // (0, 1]: log is finite
     const u2 = rng.next();

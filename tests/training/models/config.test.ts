@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../../../data/errors.ts';
-import { modelConfigToJson, parseModelConfig, updateModelConfig, type ModelConfig } from '../../../training/models/config.ts';
+import { modelConfigToJson, parameterCount, parseModelConfig, updateModelConfig, type ModelConfig } from '../../../training/models/config.ts';
+import { parameterTable } from '../../../training/models/weights.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -148,4 +149,21 @@ test('updateModelConfig makes a new validated config and leaves the old one alon
   assert.equal(updated.pad_token_id, 3);
   assert.equal(config.vocab_size, 30522);
   assert.throws(() => updateModelConfig(config, { vocab_size: 2, pad_token_id: 3 }, 'tokenizer'), /tokenizer: pad_token_id must be a token id/);
+});
+
+test('parameterCount (from the sizes) equals the sum over the weight table, for every shipped config', () => {
+  for (const name of ['bert-tiny', 'bert-mini', 'bert-base', 'roberta-base', 'distilroberta-base']) {
+    const file = path.join(ROOT, 'configs', `${name}.json`);
+    const config = parseModelConfig(JSON.parse(readFileSync(file, 'utf8')), file);
+    const fromTable = parameterTable(config).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+    assert.equal(parameterCount(config), fromTable, name);
+  }
+});
+
+test('own keys only: __proto__ and constructor in a config are unknown keys, not Object.prototype lookups', () => {
+  for (const key of ['__proto__', 'constructor']) {
+    const json = JSON.parse(`{"model_type": "bert", "${key}": {"hidden_size": 64}}`);
+    assert.throws(() => parseModelConfig(json, 'c.json'), (err: unknown) => err instanceof InputError &&
+      err.message === `c.json: unknown key '${key}' in the model config: mlmkit does not know it; remove it or fix its spelling`);
+  }
 });

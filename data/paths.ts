@@ -1,0 +1,84 @@
+// Path safety rules shared by the commands:
+// - refuseOutputOverInputs: an output folder may not be, contain or lie inside one of the command's
+//   inputs (with --overwrite it would delete them; inside a corpus folder it would be read back as
+//   corpus next time).
+// - insideRoot: a path built from outside data (a listing, an index file, an archive entry) must
+//   stay inside the folder it is meant for.
+// Both compare resolved paths before anything is written.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InputError } from './errors.ts';
+
+/** An input of a command: the path as the user gave it (or as expanded) and the flag it came from. */
+export interface NamedInput {
+  path: string;
+  flag: string;   // e.g. '--corpus', '--validation', '--tokenizer'
+}
+
+/** The inputs named by corpus-style arguments: the given paths that exist (folders, files) and the
+ * files they expanded to (globs included). */
+export function corpusInputs(given: string[], files: string[], flag: string): NamedInput[] {
+  return [...given.filter((p) => fs.existsSync(p)), ...files].map((p) => ({ path: p, flag }));
+}
+
+/**
+ * The real path of `p` with links followed, also when `p` does not exist yet: its deepest existing
+ * ancestor is resolved and the missing rest appended.
+ */
+export function realPathOf(p: string): string {
+  const abs = path.resolve(p);
+  const missing: string[] = [];
+  let cur = abs;
+  for (;;) {
+    try {
+      return path.join(fs.realpathSync.native(cur), ...missing.reverse());
+    } catch {
+      const parent = path.dirname(cur);
+      if (parent === cur) return abs;
+      missing.push(path.basename(cur));
+      cur = parent;
+    }
+  }
+}
+
+/** True when `inner` is `outer` or lies below it (both absolute and normalised). */
+function within(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/**
+ * Throws an InputError when the output folder `out` (given with `flag`) is one of the inputs,
+ * contains one, or lies inside one. Real paths are compared, so links and `..` do not hide a match.
+ */
+export function refuseOutputOverInputs(out: string, inputs: NamedInput[], flag = '--out'): void {
+  const o = realPathOf(out);
+  for (const input of inputs) {
+    const i = realPathOf(input.path);
+    let how: string | null = null;
+    if (o === i) how = 'is';
+    else if (within(i, o)) how = 'contains';
+    else if (within(o, i)) how = 'is inside';
+    if (how) {
+      throw new InputError(`${flag} ${out} ${how} the input ${input.path} (${input.flag}); writing there could delete or mix with the inputs, choose an ${flag} outside them`);
+    }
+  }
+}
+
+/**
+ * `root`/`relPath` for a relative path taken from outside data (a Hub listing, an index file, a
+ * ref, an archive entry): an InputError naming `what`, before anything touches the filesystem,
+ * unless `relPath` is a plain relative path: not absolute, no drive letter, no backslash or NUL,
+ * no empty, '.' or '..' component, and resolving below `root`. `hint` ends the message (what to
+ * check; default: nothing is used).
+ */
+export function insideRoot(root: string, relPath: string, what: string, hint = 'refusing to use it'): string {
+  const base = path.resolve(root);
+  const plain = typeof relPath === 'string' && relPath !== '' && !relPath.includes('\0') && !relPath.includes('\\') &&
+    !path.isAbsolute(relPath) && !/^[a-zA-Z]:/.test(relPath) && relPath.split('/').every((c) => c !== '' && c !== '.' && c !== '..');
+  const full = path.resolve(base, plain ? relPath : '.');
+  if (!plain || full === base || !within(full, base)) {
+    throw new InputError(`${what} ${JSON.stringify(String(relPath).slice(0, 200))} is not a plain relative path inside ${root}; ${hint}`);
+  }
+  return full;
+}

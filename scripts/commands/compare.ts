@@ -1,0 +1,222 @@
+// `mlm compare`: what changed between masked LMs on the same held-out text, tokenizers may differ
+// (training/compare.ts). Prints a table; --out writes compare.md, documents.svg and compare.json;
+// --json prints the JSON document.
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { readDocuments, requireNonEmpty, resolveCorpusFiles } from '../../data/corpus.ts';
+import { InputError, requireInteger } from '../../data/errors.ts';
+import { formatTable, Progress } from '../../data/progress.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { maxSequenceLength } from '../../training/checkpoint.ts';
+import {
+  documentChartSvg,
+  documentPerplexities,
+  fillMaskExamples,
+  summarise,
+  wordChanges,
+  wordPseudoLogLikelihood,
+  type ModelSummary,
+  type ScoredWord,
+  type WordChange,
+} from '../../training/compare.ts';
+import { evaluateMasked, maskingFor, openEvalData } from '../../training/evaluate.ts';
+import { loadModel } from '../../training/hub.ts';
+import { createMaskedLM } from '../../training/models/roberta.ts';
+import { VERSION } from '../version.ts';
+import { requireFreshOut } from './tokenizer-extend.ts';
+
+interface CompareArgs {
+  model: string[];
+  data: string[];
+  out?: string;
+  'max-words': number;
+  'max-docs': number;
+  'min-count': number;
+  examples: number;
+  seed: number;
+  'batch-size': number;
+  'seq-len': number;
+  'text-field': string;
+  'split-paragraphs': boolean;
+  backend: string;
+  json: boolean;
+  progress: boolean;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+function changeRows(changes: WordChange[], n: number): string[] {
+  return changes.slice(0, n).map((c) => `| ${c.word} | ${c.count} | ${c.before.toFixed(2)} | ${c.after.toFixed(2)} | ${c.gain >= 0 ? '+' : ''}${c.gain.toFixed(2)} |`);
+}
+
+export const compareCommand: CommandModule<object, CompareArgs> = {
+  command: 'compare',
+  describe: 'What changed between models on held-out text (tokenizers may differ): per-word gains, per-document perplexity, fertility',
+  builder: (y: Argv) =>
+    y
+      .option('model', { type: 'string', array: true, demandOption: true, describe: 'two or more model folders or Hub ids; the first is the baseline' })
+      .option('data', { type: 'string', array: true, demandOption: true, describe: 'held-out raw text: files, folders or globs' })
+      .option('out', { type: 'string', describe: 'new folder for compare.md, documents.svg and compare.json' })
+      .option('max-words', { type: 'number', default: 2000, describe: 'words scored per model (one forward row each)' })
+      .option('max-docs', { type: 'number', default: 1000, describe: 'documents read from --data' })
+      .option('min-count', { type: 'number', default: 2, describe: 'least occurrences of a word in the gain tables' })
+      .option('examples', { type: 'number', default: 4, describe: 'fill-mask examples on the most changed words' })
+      .option('seed', { type: 'number', default: 42, describe: 'seed of the masked-token evaluation' })
+      .option('batch-size', { type: 'number', default: 32, describe: 'rows per forward pass' })
+      .option('seq-len', { type: 'number', default: 128, describe: 'tokens per row of the masked-token evaluation' })
+      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
+      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
+      .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the JSON document on stdout' })
+      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .example('$0 compare --model runs/general runs/med-ext --data heldout/med.txt --out cmp/', 'a plain model against a vocabulary-extended one') as unknown as Argv<CompareArgs>,
+  handler: async (args: ArgumentsCamelCase<CompareArgs>) => {
+    if (args.model.length < 2) throw new InputError('--model needs two or more models to compare (the first is the baseline)');
+    for (const f of ['max-words', 'max-docs', 'batch-size'] as const) requireInteger(args[f], f, 1);
+    requireInteger(args['min-count'], 'min-count', 1);
+    requireInteger(args.examples, 'examples', 0);
+    requireInteger(args['seq-len'], 'seq-len', 8);
+    if (args.out !== undefined) requireFreshOut(args.out);
+    const log = (line: string) => process.stderr.write(line + '\n');
+
+    const files = await resolveCorpusFiles(args.data);
+    const docs: string[] = [];
+    for await (const d of requireNonEmpty(readDocuments(files, { textField: args['text-field'], splitParagraphs: args['split-paragraphs'] }), files)) {
+      if (d.text.trim() !== '') docs.push(d.text);
+      if (docs.length >= args['max-docs']) break;
+    }
+    const folders = [];
+    for (const m of args.model) folders.push(await loadModel(m, { log }));
+    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
+    const { tf } = backend;
+
+    const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights }), tokenizer: f.tokenizer, folder: f }));
+    try {
+      const scored: ScoredWord[][] = [];
+      const summaries: ModelSummary[] = [];
+      for (const m of loaded) {
+        const bar = new Progress({ label: `word pseudo-likelihood: ${m.label}`, total: args['max-words'], unit: 'count', enabled: args.progress });
+        const words = await wordPseudoLogLikelihood(tf, m.model, m.tokenizer, docs, {
+          maxWords: args['max-words'],
+          batchRows: args['batch-size'],
+          onProgress: (n) => bar.update(n),
+        });
+        bar.finish(`${words.length} words`);
+        scored.push(words);
+        const summary = summarise(m.label, words);
+        // The usual masked-token figures, token-weighted over the data sets.
+        let lossSum = 0;
+        let correct = 0;
+        let masked = 0;
+        for (const spec of args.data) {
+          const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions: maxSequenceLength(m.folder.config), modelLabel: m.label, version: VERSION });
+          try {
+            const r = await evaluateMasked(tf, m.model, data.reader, maskingFor(m.tokenizer), { batchSize: args['batch-size'], seed: args.seed });
+            lossSum += r.loss * r.masked_tokens;
+            correct += r.accuracy * r.masked_tokens;
+            masked += r.masked_tokens;
+          } finally {
+            await data.close();
+          }
+        }
+        if (masked > 0) {
+          summary.eval_loss = lossSum / masked;
+          summary.eval_perplexity = Math.exp(lossSum / masked);
+          summary.eval_accuracy = correct / masked;
+        }
+        summaries.push(summary);
+      }
+
+      const changes = loaded.slice(1).map((m, i) => ({ model: m.label, words: wordChanges(scored[0], scored[i + 1], args['min-count']) }));
+      const last = changes[changes.length - 1];
+      const exampleWords = args.examples > 0
+        ? [...last.words.slice(0, Math.ceil(args.examples / 2)), ...last.words.slice(-Math.floor(args.examples / 2)).reverse()].map((c) => c.word)
+        : [];
+      const examples = await fillMaskExamples(tf, loaded, docs, [...new Set(exampleWords)]);
+      const perDoc = loaded.map((m, i) => ({ model: m.label, perDoc: documentPerplexities(scored[i]) }));
+      const doc = {
+        baseline: loaded[0].label,
+        documents: docs.length,
+        backend: backend.name,
+        method: 'whole-word pseudo-log-likelihood: each whitespace-separated word masked in full, its tokens scored in one pass',
+        models: summaries,
+        changes: changes.map((c) => ({ model: c.model, gained: c.words.slice(0, 15), lost: c.words.slice(-15).reverse() })),
+        documents_pseudo_perplexity: perDoc.map((p) => ({ model: p.model, values: [...p.perDoc.values()] })),
+        fill_mask: examples,
+      };
+
+      const table = formatTable(
+        summaries.map((s) => ({
+          model: s.model,
+          words: s.words,
+          'nats/word': s.nats_per_word,
+          'word pppl': s.word_pseudo_perplexity,
+          'bits/char': s.bits_per_char,
+          'tokens/word': s.tokens_per_word,
+          unk: pct(s.unk_rate),
+          'eval ppl*': s.eval_perplexity ?? NaN,
+          'eval acc*': s.eval_accuracy ?? NaN,
+        })),
+        { 'nats/word': 3, 'word pppl': 1, 'bits/char': 3, 'tokens/word': 3, 'eval ppl*': 1, 'eval acc*': 3 },
+      );
+      if (args.out !== undefined) {
+        const md = [
+          `# Model comparison`,
+          '',
+          `${docs.length} documents from ${args.data.join(', ')}; backend ${backend.name}; baseline ${loaded[0].label}.`,
+          '',
+          '```',
+          table,
+          '```',
+          '',
+          'nats/word, word pppl (word pseudo-perplexity) and bits/char: whole-word pseudo-log-likelihood (every whitespace-separated word masked in full, its tokens scored in one pass; comparable across tokenizers).',
+          `*eval ppl and eval acc: masked-token perplexity and accuracy with each model's own tokenizer (15% masks, seed ${args.seed}); not comparable across tokenizers.`,
+          '',
+          '![per-document word pseudo-perplexity](documents.svg)',
+          '',
+          ...changes.flatMap((c) => [
+            `## Words that gained most: ${c.model} against ${loaded[0].label}`,
+            '',
+            '| word | count | nats before | nats after | gain |',
+            '| --- | ---: | ---: | ---: | ---: |',
+            ...changeRows(c.words, 15),
+            '',
+            `## Words that lost most: ${c.model} against ${loaded[0].label}`,
+            '',
+            '| word | count | nats before | nats after | gain |',
+            '| --- | ---: | ---: | ---: | ---: |',
+            ...changeRows([...c.words].reverse(), 15),
+            '',
+          ]),
+          '## Fill-mask on the most changed words',
+          '',
+          ...examples.flatMap((e) => [
+            `\`${e.text.replace(/`/g, "'")}\``,
+            '',
+            ...e.predictions.map((p) => `- ${p.model}: ${p.top.map((t) => `${t.token.trim()} (${t.score.toFixed(3)})`).join(', ')}`),
+            '',
+          ]),
+        ].join('\n');
+        await fsp.mkdir(args.out, { recursive: true });
+        await fsp.writeFile(path.join(args.out, 'compare.md'), md + '\n');
+        await fsp.writeFile(path.join(args.out, 'documents.svg'), documentChartSvg(perDoc));
+        await fsp.writeFile(path.join(args.out, 'compare.json'), JSON.stringify(doc, null, 2) + '\n');
+      }
+      if (args.json) {
+        process.stdout.write(JSON.stringify(doc) + '\n');
+        return;
+      }
+      process.stdout.write(`\n${table}\n\n`);
+      for (const c of changes) {
+        const top = c.words.slice(0, 5).map((w) => `${w.word} (+${w.gain.toFixed(2)} x${w.count})`).join(', ');
+        const bottom = [...c.words].reverse().slice(0, 5).map((w) => `${w.word} (${w.gain.toFixed(2)} x${w.count})`).join(', ');
+        process.stdout.write(`${c.model} vs ${loaded[0].label}: gained most ${top || '-'}; lost most ${bottom || '-'}\n`);
+      }
+      if (args.out !== undefined && fs.existsSync(args.out)) process.stdout.write(`wrote ${path.join(args.out, 'compare.md')}\n`);
+    } finally {
+      for (const m of loaded) m.model.dispose();
+    }
+  },
+};

@@ -1,0 +1,65 @@
+// data/errors.ts: raw system errors become one line with the path, what to do and the right exit
+// code (InputError = exit 2 for an output path that cannot be used; a plain Error = exit 1 for a full
+// disk while running); non-regular files are refused before they are opened; an output folder is
+// checked for writability before any work.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { InputError, requireRegularFile, requireWritableFolder, systemError } from '../../data/errors.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-errors-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** An error shaped as node:fs rejects with. */
+const errno = (code: string, p: string) => Object.assign(new Error(`${code}: raw message, open '${p}'`), { code, path: p });
+
+test('systemError: bad output paths are exit 2, a full disk is exit 1, each with the path and what to do', () => {
+  const cases: Array<[string, boolean, RegExp]> = [
+    ['EEXIST', true, /^--out \/runs\/a: a file is in the way \(a part of the path is a file, not a folder\); choose another path or move the file$/],
+    ['ENOTDIR', true, /^--out \/runs\/a: a file is in the way/],
+    ['EROFS', true, /^--out \/runs\/a is on a read-only file system; choose an output path on a writable disk$/],
+    ['EACCES', true, /^--out \/runs\/a: permission denied; choose a path you can write to, or fix its permissions$/],
+    ['ENOSPC', false, /^no space left on the device while writing \/runs\/a; free space at \/runs\/a \(or choose another path\) and run again$/],
+  ];
+  for (const [code, input, re] of cases) {
+    const mapped = systemError(errno(code, '/runs/a'), { flag: '--out' });
+    assert.ok(mapped, code);
+    assert.equal(mapped instanceof InputError, input, code);
+    assert.match(mapped.message, re);
+  }
+  // The path of the error itself when no other is given; unknown codes and plain errors pass through.
+  assert.match(systemError(errno('ENOSPC', '/data/x/metrics.jsonl'))!.message, /free space at \/data\/x\/metrics\.jsonl/);
+  assert.equal(systemError(errno('ECONNRESET', '/x')), null);
+  assert.equal(systemError(new Error('plain')), null);
+  const oom = systemError(new RangeError('Invalid typed array length: 256000000000'))!;
+  assert.ok(!(oom instanceof InputError));
+  assert.match(oom.message, /^out of memory: Invalid typed array length: 256000000000; use a smaller model config or --batch-size, or a machine with more memory$/);
+});
+
+test('requireRegularFile refuses a FIFO without opening it (no hang); plain and missing files pass', () => {
+  const fifo = path.join(tmp, 'model.safetensors');
+  execFileSync('mkfifo', [fifo]);
+  assert.throws(() => requireRegularFile(fifo, 'safetensors file'), (err: unknown) => {
+    assert.ok(err instanceof InputError);
+    assert.equal(err.message, `${fifo} is a named pipe (FIFO), not a regular file; the safetensors file must be a plain file: replace it with the real one`);
+    return true;
+  });
+  assert.throws(() => requireRegularFile(tmp, 'model config'), /is a folder, not a regular file/);
+  fs.writeFileSync(path.join(tmp, 'plain'), 'x');
+  requireRegularFile(path.join(tmp, 'plain'), 'model config');
+  requireRegularFile(path.join(tmp, 'missing'), 'model config');
+});
+
+test('requireWritableFolder: a file in the path is refused before any work; a new folder under a writable one passes', () => {
+  fs.writeFileSync(path.join(tmp, 'afile'), 'x');
+  assert.throws(() => requireWritableFolder(path.join(tmp, 'afile', 'tok'), '--out'), (err: unknown) => {
+    assert.ok(err instanceof InputError);
+    assert.match(err.message, /^--out .*afile\/tok: a file is in the way/);
+    return true;
+  });
+  requireWritableFolder(path.join(tmp, 'new', 'deeper'), '--out');
+  assert.equal(fs.existsSync(path.join(tmp, 'new')), false); // checks only, creates nothing
+});

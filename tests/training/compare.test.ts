@@ -1,0 +1,122 @@
+// Tests for training/compare.ts and `mlm compare`: the word cut, the per-word gains on a hand-made
+// case, the whole-word pseudo-log-likelihood against a direct computation from the model's logits,
+// and the command's files and errors.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { Tensor2D } from '@tensorflow/tfjs';
+import { documentPerplexities, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
+import { loadModelFolder } from '../../training/checkpoint.ts';
+import { createMaskedLM } from '../../training/models/roberta.ts';
+import { makeTinyCheckpoint, runMlm } from './tiny-checkpoint.ts';
+
+const w = (doc: number, index: number, text: string, nll: number, tokens = 1): ScoredWord => ({ doc, index, text, nll, tokens, unk: 0, chars: [...text].length });
+
+describe('compare: words, gains, summaries', () => {
+  test('splitWords cuts at Unicode whitespace, offsets in code points', () => {
+    const cps = Array.from('  café 😀x\u00a0naïve,\tend ');
+    assert.deepEqual(splitWords(cps), [
+      { start: 2, end: 6, text: 'café' },
+      { start: 7, end: 9, text: '😀x' },
+      { start: 10, end: 16, text: 'naïve,' },
+      { start: 17, end: 20, text: 'end' },
+    ]);
+    assert.equal(wordKey('"Hepatitis,"'), 'hepatitis');
+    assert.equal(wordKey('--'), '--');
+  });
+
+  test('wordChanges on a hand-made case: mean gains per word, matched occurrences only, sorted by total gain', () => {
+    const base = [w(0, 0, 'liver', 5), w(0, 1, 'Liver,', 7), w(0, 2, 'the', 1), w(1, 0, 'the', 1), w(1, 1, 'car', 2), w(1, 2, 'car', 2), w(1, 3, 'once', 9)];
+    const other = [w(0, 0, 'liver', 2), w(0, 1, 'Liver,', 4), w(0, 2, 'the', 1.5), w(1, 0, 'the', 1.5), w(1, 1, 'car', 3), w(1, 2, 'car', 4)];
+    const c = wordChanges(base, other, 2);
+    assert.deepEqual(c.map((x) => x.word), ['liver', 'the', 'car']);
+    const liver = c[0];
+    assert.deepEqual([liver.count, liver.before, liver.after, liver.gain], [2, 6, 3, 3]);
+    assert.deepEqual([c[1].gain, c[2].gain], [-0.5, -1.5]);
+    // 'once' is scored by one model only and seen once: not listed.
+    assert.ok(!c.some((x) => x.word === 'once'));
+    const s = summarise('m', base.slice(0, 3));
+    assert.ok(Math.abs(s.nats_per_word - 13 / 3) < 1e-12);
+    assert.ok(Math.abs(s.word_pseudo_perplexity - Math.exp(13 / 3)) < 1e-9);
+    assert.ok(Math.abs(s.bits_per_char - 13 / Math.LN2 / 14) < 1e-12);
+    const perDoc = documentPerplexities(base);
+    assert.ok(Math.abs(perDoc.get(1)! - Math.exp(14 / 4)) < 1e-9);
+  });
+});
+
+describe('compare: whole-word pseudo-log-likelihood', () => {
+  test('equals log-softmax of the logits with the word\'s tokens masked (cpu), in batches or one at a time', async () => {
+    await tf.setBackend('cpu');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+      const folder = await loadModelFolder(ck.dir);
+      const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+      const docs = ['the quick brown fox jumps over the lazy dog.', 'a second document with zyzzyva words'];
+      const before = tf.memory().numTensors;
+      const batched = await wordPseudoLogLikelihood(tf, model, folder.tokenizer, docs, { batchRows: 5 });
+      const single = await wordPseudoLogLikelihood(tf, model, folder.tokenizer, docs, { batchRows: 1, windowWords: 3 });
+      assert.equal(tf.memory().numTensors, before, 'no tensors left behind');
+      assert.equal(batched.length, 9 + 6);
+      // Direct: for three words of the first document, mask their tokens and read the logits.
+      const enc = await folder.tokenizer.encodeWithSpecials(docs[0]);
+      for (const target of [1, 4, 8]) {
+        const span = splitWords(Array.from(docs[0]))[target];
+        const pos = enc.offsets.map((o, t) => (enc.specialTokensMask[t] === 0 && o[0] >= span.start && o[0] < span.end ? t : -1)).filter((t) => t >= 0);
+        const ids = enc.ids.slice();
+        for (const p of pos) ids[p] = folder.tokenizer.specialIds.mask;
+        const lp = tf.tidy(() => {
+          const logits = model.logits({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32'), attentionMask: tf.ones([1, ids.length], 'int32') as Tensor2D }, { training: false });
+          return tf.logSoftmax(logits).arraySync() as number[][][];
+        });
+        const want = -pos.reduce((s, p) => s + lp[0][p][enc.ids[p]], 0);
+        const got = batched.find((x) => x.doc === 0 && x.index === target)!;
+        assert.equal(got.tokens, pos.length);
+        assert.ok(Math.abs(got.nll - want) < 1e-4 * Math.max(1, want), `word ${span.text}: ${got.nll} vs ${want}`);
+      }
+      // A shorter context window changes the context, not which words are scored.
+      assert.deepEqual(single.map((x) => [x.doc, x.index]), batched.map((x) => [x.doc, x.index]));
+      model.dispose();
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('mlm compare', () => {
+  const run = (args: string[]) => runMlm(args);
+
+  test('a model against its vocabulary-extended copy: table, report files, JSON; one model is an error', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-cli-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+      const text = path.join(tmp, 'held.txt');
+      fs.writeFileSync(text, Array.from({ length: 6 }, (_, i) => `the hepatosplenomegaly case ${i} and the cholangitis case.`).join('\n\n') + '\n');
+      const tok = path.join(tmp, 'tok');
+      assert.equal((await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', text, '--split-paragraphs', '--add', '2', '--out', tok, '--no-progress'])).code, 0);
+      const ext = path.join(tmp, 'ext');
+      assert.equal((await run(['model', 'resize', '--from', ck.dir, '--tokenizer', tok, '--out', ext])).code, 0);
+      const out = path.join(tmp, 'cmp');
+      const r = await run(['compare', '--model', ck.dir, ext, '--data', text, '--split-paragraphs', '--out', out, '--json', '--backend', 'cpu', '--no-progress', '--examples', '2']);
+      assert.equal(r.code, 0, r.stderr);
+      const doc = JSON.parse(r.stdout);
+      assert.equal(doc.documents, 6);
+      assert.equal(doc.models.length, 2);
+      const [a, b] = doc.models;
+      assert.equal(a.words, b.words);
+      assert.ok(b.tokens_per_word < a.tokens_per_word, 'the extension cuts the domain words into fewer tokens');
+      for (const m of doc.models) for (const k of ['nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(m[k]), k);
+      assert.deepEqual(fs.readdirSync(out).sort(), ['compare.json', 'compare.md', 'documents.svg']);
+      assert.match(fs.readFileSync(path.join(out, 'documents.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<polyline[\s\S]*<\/svg>\s*$/);
+      assert.match(fs.readFileSync(path.join(out, 'compare.md'), 'utf8'), /## Words that gained most/);
+      const one = await run(['compare', '--model', ck.dir, '--data', text, '--backend', 'cpu']);
+      assert.equal(one.code, 2);
+      assert.match(one.stderr, /^mlm: error: --model needs two or more models to compare/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
