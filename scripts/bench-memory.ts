@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { prepare } from '../data/prepare.ts';
 import { formatTable } from '../data/progress.ts';
 import { trainTokenizer } from '../data/tokenizer-train.ts';
-import { resolveBackendName, selectBackend } from '../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { train, TRAIN_DEFAULTS } from '../training/trainer.ts';
 import { VERSION } from './version.ts';
 
@@ -70,7 +70,7 @@ try {
     });
   }
 
-  const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
+  const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
   const rows: Record<string, number>[] = [];
   const result = await train(
     {

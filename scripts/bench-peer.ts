@@ -9,10 +9,12 @@
 //
 //   node --import tsx scripts/bench-peer.ts [--config configs/bert-mini.json] [--runs 5]
 //        [--steps 5] [--warmup-steps 1] [--batch-size 32] [--seq-len 128] [--threads 2]
-//        [--backend wasm] [--json]
+//        [--backend wasm] [--impl nn|transformers] [--json]
 //
 // Needs Debian's python3-torch and libopenblas0-pthread (without OpenBLAS, PyTorch falls back to
-// the reference BLAS and runs several times slower, which would flatter mlmkit).
+// the reference BLAS and runs several times slower, which would flatter mlmkit). Both sides run
+// with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from their environment and --threads threads
+// (mlmkit: MLM_BLAS_THREADS and MLM_WASM_THREADS); the BLAS kernel each side uses is printed.
 // Model FLOPs per token differ between the sides: 6 N + 12 L H T + 6 H V f with f ~0.15 for mlmkit
 // (sparse head) and f = 1 for PyTorch (full logits); tokens/s compares the same job done, TFLOP/s
 // the arithmetic rate.
@@ -36,6 +38,7 @@ const { values: a } = parseArgs({
     'seq-len': { type: 'string', default: '128' },
     threads: { type: 'string', default: '2' },
     backend: { type: 'string', default: 'wasm' },
+    impl: { type: 'string', default: 'nn' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -53,6 +56,7 @@ for (const k of ['runs', 'steps', 'warmup-steps', 'eval-steps', 'batch-size', 's
   if (!(Number.isInteger(v) && v >= (k === 'warmup-steps' ? 0 : 1))) fail(`--${k} must be a positive integer, got ${a[k]}`);
 }
 if (Number(a.steps) < 2) fail('--steps must be at least 2');
+if (a.impl !== 'nn' && a.impl !== 'transformers') fail(`--impl must be nn or transformers, got ${a.impl}`);
 
 // PyTorch present? One line saying what to install when not.
 const check = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
@@ -86,10 +90,16 @@ function runJson(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<D
 }
 
 const common = ['--config', a.config!, '--batch-size', a['batch-size']!, '--seq-len', a['seq-len']!, '--steps', a.steps!, '--warmup-steps', a['warmup-steps']!, '--eval-steps', a['eval-steps']!];
+// OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE make OpenBLAS use another kernel than it picks for the
+// CPU (some machines set them): both sides run without them, with the same thread count.
+const baseEnv: NodeJS.ProcessEnv = { ...process.env };
+delete baseEnv.OPENBLAS_CORETYPE;
+delete baseEnv.OPENBLAS_L2_SIZE;
+const mlmkitEnv = { ...baseEnv, MLM_BLAS_THREADS: a.threads, MLM_WASM_THREADS: a.threads };
 const mlmkitRun = () =>
-  runJson(process.execPath, [path.join(here, 'mlm.mjs'), 'bench', '--no-isolate', '--json', '--no-matmul-peak', '--backend', a.backend!, ...common], process.env);
-const torchEnv = { ...process.env, OMP_NUM_THREADS: a.threads, OPENBLAS_NUM_THREADS: a.threads, MKL_NUM_THREADS: a.threads };
-const torchRun = () => runJson(python, [path.join(here, 'bench-torch.py'), '--json', '--threads', a.threads!, ...common], torchEnv);
+  runJson(process.execPath, [path.join(here, 'mlm.mjs'), 'bench', '--no-isolate', '--json', '--no-matmul-peak', '--backend', a.backend!, ...common], mlmkitEnv);
+const torchEnv = { ...baseEnv, OMP_NUM_THREADS: a.threads, OPENBLAS_NUM_THREADS: a.threads, MKL_NUM_THREADS: a.threads };
+const torchRun = () => runJson(python, [path.join(here, 'bench-torch.py'), '--json', '--threads', a.threads!, '--impl', a.impl!, ...common], torchEnv);
 
 const loadStart = os.loadavg();
 const results: { run: number; side: 'mlmkit' | 'pytorch'; doc: Doc }[] = [];
@@ -119,6 +129,7 @@ const first = (s: 'mlmkit' | 'pytorch') => side(s)[0];
 const notes: string[] = [];
 if (first('mlmkit').params !== first('pytorch').params) notes.push(`WARNING: parameter counts differ: mlmkit ${first('mlmkit').params}, pytorch ${first('pytorch').params}`);
 const blas = String(first('pytorch').blas ?? '');
+const mlmkitBlas = /matmuls: (.*)\)$/.exec(String(first('mlmkit').device))?.[1] ?? 'unknown';
 if (!/\(/.test(blas)) notes.push(`WARNING: PyTorch does not run on OpenBLAS here (${blas || 'no BLAS library found'}): install libopenblas0-pthread, or the comparison flatters mlmkit`);
 for (const r of results) if (r.doc.loss_ok === false) notes.push(`WARNING: ${r.side} run ${r.run}: first loss ${r.doc.loss_first} is far from ln(vocab)`);
 
@@ -127,6 +138,7 @@ if (a.json) {
     config: a.config, batch_size: Number(a['batch-size']), seq_len: Number(a['seq-len']), steps: Number(a.steps), runs,
     mlmkit: { backend: first('mlmkit').backend, device: first('mlmkit').device, ...m },
     pytorch: { torch: first('pytorch').torch, threads: first('pytorch').threads, blas, ...t },
+    blas_kernels: { mlmkit: mlmkitBlas, pytorch: blas },
     ratio_train_tokens_per_second: ratio,
     load_average_start: loadStart, load_average_end: loadEnd,
     runs_detail: results.map((r) => ({ run: r.run, side: r.side, ...r.doc })),
@@ -154,6 +166,7 @@ if (a.json) {
     `${a.config}, batch ${a['batch-size']} x seq ${a['seq-len']}, ${a.steps} measured steps after ${a['warmup-steps']} warmup per run, ${runs} runs per side, alternating`,
     `mlmkit  (${mm.backend}, ${mm.device}): training tokens/s ${fmt(m.train_tokens_per_second)}; model TFLOP/s median ${m.model_tflops_per_second.median.toFixed(4)} (head at masked positions, f = ${mm.scored_fraction})`,
     `PyTorch (${tt.torch}, ${tt.threads} threads, BLAS ${blas}): training tokens/s ${fmt(t.train_tokens_per_second)}; model TFLOP/s median ${t.model_tflops_per_second.median.toFixed(4)} (full-vocabulary logits, f = 1)`,
+    `BLAS kernels (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for both): mlmkit ${mlmkitBlas}; PyTorch ${blas}`,
     `ratio mlmkit / PyTorch, median training tokens/s: ${ratio.toFixed(3)}`,
     ...notes,
     `load average: ${loadStart.map((x) => x.toFixed(2)).join(', ')} at start, ${loadEnd.map((x) => x.toFixed(2)).join(', ')} at end (${os.cpus().length} CPUs)`,

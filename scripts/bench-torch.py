@@ -102,7 +102,14 @@ def blas_kernel():
             return "%s (%d threads)" % (core().decode(), lib.openblas_get_num_threads())
         except (OSError, AttributeError):
             continue
-    return paths[0] if paths else None
+    if paths:
+        return paths[0]
+    # Wheels from pytorch.org link MKL into libtorch itself: say so, with the CPU code path in use.
+    import torch
+    if torch.backends.mkl.is_available():
+        capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+        return "MKL in libtorch (%s, %d threads)" % (capability, torch.get_num_threads())
+    return None
 
 
 def main():

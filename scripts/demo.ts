@@ -90,11 +90,11 @@ interface ProbeResult {
 
 /** Fill-mask (transformers' pipeline: top_k, and targets) for each probe and model, in this process. */
 async function fillMasks(models: string[], probes: Probe[]): Promise<ProbeResult[][]> {
-  const { resolveBackendName, selectBackend } = await import('../training/backend.ts');
+  const { blasOptions, resolveBackendName, selectBackend } = await import('../training/backend.ts');
   const { loadModelFolder } = await import('../training/checkpoint.ts');
   const { createMaskedLM } = await import('../training/models/roberta.ts');
   const { fillMask } = await import('../training/fill-mask.ts');
-  const { tf, capabilities } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {} });
+  const { tf, capabilities } = await selectBackend(resolveBackendName(BACKEND, process.env), { log: () => {}, ...blasOptions(process.env) });
   const out: ProbeResult[][] = [];
   for (const dir of models) {
     const folder = await loadModelFolder(dir);

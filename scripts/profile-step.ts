@@ -16,7 +16,7 @@
 //     has its time split evenly over them. Times are GPU execution times, so they add up to the
 //     GPU's share of a step, not to its wall time;
 //   - other backends: tf.profile of one step: wall time around each kernel (they add up on the
-//     synchronous backends, wasm and cpu);
+//     synchronous backends, wasm and cpu), and the matrix products' overall GFLOP/s;
 //   - with --shapes NAME (any backend): tf.profile's kernel list, one line per call of NAME with
 //     its shapes and, for two-input kernels (matmuls), GFLOP/s (on webgpu from TF.js's own
 //     timestamp timers, which see TF.js's programs only).
@@ -24,7 +24,7 @@
 // GPU run's summary).
 import * as fs from 'node:fs';
 import path from 'node:path';
-import { resolveBackendName, selectBackend } from '../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { readModelConfig, SyntheticBatches } from '../training/bench.ts';
 import { splitBatch } from '../training/evaluate.ts';
 import { watchKernels, type GpuTimeEntry } from '../training/kernel-watch.ts';
@@ -43,7 +43,7 @@ const seqLen = Number(arg('seq-len', '128'));
 const top = Number(arg('top', '25'));
 const jsonFile = arg('json', '');
 
-const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {} });
+const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
 const model = createMaskedLM(tf, config, { seed: 1, capabilities });
@@ -128,11 +128,18 @@ if (plain === null || detail) {
     table('kernel (tf.profile)', rows, total, 'calls');
     doc.profiled = { kernel_ms: total, by_kernel: rows.map(([name, e]) => ({ name, ms: e.ms, calls: e.count })) };
   }
+  // For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
+  const matMulFlops = (c: (typeof callList)[number]) => (c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0);
+  const products = callList.filter((c) => c.name === 'BatchMatMul' || c.name === '_FusedMatMul');
+  if (plain === null && products.length > 0) {
+    const ms = products.reduce((a, c) => a + c.ms, 0);
+    const flops = products.reduce((a, c) => a + matMulFlops(c), 0);
+    out.push(`matrix products: ${products.length} calls, ${ms.toFixed(0)} ms, ${(flops / 1e9).toFixed(1)} GFLOP: ${(flops / ms / 1e6).toFixed(1)} GFLOP/s overall`);
+  }
   if (detail) {
     out.push('', `${detail} calls (tf.profile):`);
     for (const c of callList.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms)) {
-      // For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
-      const flops = c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0;
+      const flops = matMulFlops(c);
       out.push(`${c.ms.toFixed(2).padStart(8)} ms  ${JSON.stringify(c.inputs)} -> ${JSON.stringify(c.output)}${flops && c.ms > 0 ? `  ${(flops / c.ms / 1e6).toFixed(1)} GFLOP/s` : ''}`);
     }
   }

@@ -2,13 +2,15 @@
 // or env MLM_BACKEND when the flag is left at auto.
 //
 // `auto` tries tensorflow-gpu, tensorflow, webgpu (hardware adapters only), wasm, cpu, and takes
-// the first that loads and passes `backendSelfCheck`; it logs one line with its choice and why the
-// faster ones were skipped. A backend asked for by name that cannot start is an InputError that
-// says what to do. Every backend package is imported here, inside `selectBackend`, never at module
-// load, and all of them share mlmkit's one @tensorflow/tfjs (checked before importing each).
+// the first that loads and passes `backendSelfCheck`; it logs one line with its choice, why the
+// faster ones were skipped, and what runs it (for wasm: which BLAS library runs the matmuls). A
+// backend asked for by name that cannot start is an InputError that says what to do. Every backend
+// package is imported here, inside `selectBackend`, never at module load, and all of them share
+// mlmkit's one @tensorflow/tfjs (checked before importing each).
 //
 // The parts: backend/common.ts (types, shared-core check), backend/tfjs_node.ts, backend/webgpu.ts,
-// backend/wasm.ts with backend/segment_sum_wasm.ts (the wasm gather gradient), backend/self_check.ts.
+// backend/wasm.ts with backend/segment_sum_wasm.ts (the wasm gather gradient), backend/blas.ts and
+// backend/matmul-blas.ts (wasm matmuls through the machine's BLAS), backend/self_check.ts.
 import { InputError } from '../data/errors.ts';
 import {
   BACKEND_NAMES,
@@ -68,7 +70,28 @@ async function loadCpu(tf: Tf): Promise<LoadedBackend> {
   return { tfBackend: tf.getBackend(), device: 'CPU (pure JavaScript)' };
 }
 
-function load(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean): Promise<LoadedBackend> {
+/** What the caller (the command line) chose for the backends: see `selectBackend`. */
+export interface BackendOptions {
+  /** The BLAS library for the wasm backend's matrix products: a file, 'none', or undefined to search. */
+  blas?: string;
+  /** Its threads; default one per CPU this process may use, at most 8. */
+  blasThreads?: number;
+}
+
+/**
+ * The BLAS choices of the command line's environment: MLM_BLAS (a library file, or `none`) and
+ * MLM_BLAS_THREADS (1 to 64). A bad thread count is an InputError.
+ */
+export function blasOptions(env: Readonly<Record<string, string | undefined>>): BackendOptions {
+  const library = env.MLM_BLAS?.trim() || undefined;
+  const raw = env.MLM_BLAS_THREADS?.trim();
+  if (raw === undefined || raw === '') return { blas: library };
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InputError(`MLM_BLAS_THREADS must be a whole number from 1 to 64, got '${raw}'`);
+  return { blas: library, blasThreads: n };
+}
+
+function load(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean, opts: BackendOptions): Promise<LoadedBackend> {
   switch (name) {
     case 'tensorflow-gpu':
     case 'tensorflow':
@@ -76,15 +99,15 @@ function load(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean): Promis
     case 'webgpu':
       return loadWebGpu(tf, { allowSoftware });
     case 'wasm':
-      return loadWasm(tf);
+      return loadWasm(tf, { blas: opts.blas, blasThreads: opts.blasThreads });
     case 'cpu':
       return loadCpu(tf);
   }
 }
 
 /** Starts `name` and runs the self-check on it; a failed check is reported as unavailable. */
-async function loadChecked(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean): Promise<LoadedBackend> {
-  const loaded = await load(tf, name, allowSoftware);
+async function loadChecked(tf: Tf, name: ConcreteBackendName, allowSoftware: boolean, opts: BackendOptions): Promise<LoadedBackend> {
+  const loaded = await load(tf, name, allowSoftware, opts);
   try {
     await backendSelfCheck(tf);
   } catch (err) {
@@ -118,11 +141,12 @@ export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
 /**
  * Starts a TF.js backend and returns it with the `tf` module to use. Logs one line (`opts.log`,
  * default stderr). `name` 'auto' tries the backends in AUTO_ORDER; any other name is that backend
- * or an InputError saying why not and what to do.
+ * or an InputError saying why not and what to do. `opts.blas` and `opts.blasThreads` choose the BLAS
+ * library of the wasm backend's matrix products (backend/blas.ts); see `blasOptions`.
  */
 export async function selectBackend(
   name: BackendName,
-  opts: { log?: (line: string) => void } = {},
+  opts: { log?: (line: string) => void } & BackendOptions = {},
 ): Promise<BackendInfo> {
   if (!isBackendName(name)) {
     throw new InputError(`unknown backend '${String(name)}': use one of ${BACKEND_NAMES.join(', ')}`);
@@ -135,12 +159,12 @@ export async function selectBackend(
   if (name !== 'auto') {
     let loaded: LoadedBackend;
     try {
-      loaded = await loadChecked(tf, name, true);
+      loaded = await loadChecked(tf, name, true, opts);
     } catch (err) {
       if (err instanceof BackendUnavailable) throw new InputError(`backend ${name}: ${err.message}; ${err.hint}`);
       throw err;
     }
-    log(`backend: ${name} (requested)${loaded.note ? `; note: ${loaded.note}` : ''}`);
+    log(`backend: ${name} (requested) on ${loaded.device}${loaded.note ? `; note: ${loaded.note}` : ''}`);
     return { name, tfBackend: loaded.tfBackend, device: loaded.device, reason: 'requested', tf, capabilities: capabilitiesOf(tf, loaded.tfBackend) };
   }
 
@@ -148,13 +172,13 @@ export async function selectBackend(
   for (const candidate of AUTO_ORDER) {
     let loaded: LoadedBackend;
     try {
-      loaded = await loadChecked(tf, candidate, false);
+      loaded = await loadChecked(tf, candidate, false, opts);
     } catch (err) {
       skipped.push(`${candidate}: ${err instanceof BackendUnavailable ? err.message : firstLine(err)}`);
       continue;
     }
     const reason = skipped.length > 0 ? skipped.join('; ') : 'the fastest backend, available';
-    log(`backend: ${candidate} (${reason})${loaded.note ? `; note: ${loaded.note}` : ''}`);
+    log(`backend: ${candidate} (${reason}) on ${loaded.device}${loaded.note ? `; note: ${loaded.note}` : ''}`);
     return { name: candidate, tfBackend: loaded.tfBackend, device: loaded.device, reason, tf, capabilities: capabilitiesOf(tf, loaded.tfBackend) };
   }
   throw new Error(`no TF.js backend could start: ${skipped.join('; ')}`);

@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger } from '../../data/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
-import { AUTO_ORDER, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {
   BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, readModelConfig, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
@@ -236,7 +236,7 @@ async function runHere(a: BenchArgs, configFile: string, backendName: string): P
   const name = resolveBackendName(backendName, process.env);
   // Whether a webgpu adapter is software is asked before TF.js takes the device; `auto` never picks one.
   const software = name === 'webgpu' ? (await probeWebGpu()).adapterInfo?.software === true : false;
-  const backend = await selectBackend(name, { log });
+  const backend = await selectBackend(name, { log, ...blasOptions(process.env) });
   log(`bench: ${configLabel(configFile)} on ${backend.name} (${backend.device}), batch ${a['batch-size']} x ${a['seq-len']}`);
   const m = await benchmarkModel(backend.tf, backend.name, config, benchOptions(a, log));
   return record(m, { backend: backend.name, device: backend.device, software, config: configFile, batchSize: a['batch-size'], seqLen: a['seq-len'] }, config.vocab_size);

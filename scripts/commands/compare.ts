@@ -8,7 +8,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles } from '../../data/corpus.ts';
 import { InputError, requireInteger } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
-import { resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { maxSequenceLength } from '../../training/checkpoint.ts';
 import {
   documentChartSvg,
@@ -89,7 +89,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     }
     const folders = [];
     for (const m of args.model) folders.push(await loadModel(m, { log }));
-    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
+    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const { tf } = backend;
 
     const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights, capabilities: backend.capabilities }), tokenizer: f.tokenizer, folder: f }));

@@ -11,7 +11,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
-import { resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { loadModelFolder, maxSequenceLength } from '../../training/checkpoint.ts';
 import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from '../../training/evaluate.ts';
 import { resolveModel } from '../../training/hub.ts';
@@ -74,7 +74,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     // Resolve every model first: a typo fails before any work.
     const models = [];
     for (const m of args.model) models.push(await resolveModel(m, { revision: args.revision, log }));
-    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
+    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const { tf } = backend;
 
     const rows: Row[] = [];

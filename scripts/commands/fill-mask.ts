@@ -3,7 +3,7 @@
 // for one mask, a list of such lists for several.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError } from '../../data/errors.ts';
-import { resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { encodeForFillMask, fillMask, pipelineOutput, type FillMaskCandidate } from '../../training/fill-mask.ts';
 import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
@@ -44,7 +44,7 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
     const folder = await loadModel(args.model, { revision: args.revision, log });
     // Check the text before starting a backend and building the model.
     await encodeForFillMask(folder.tokenizer, folder.config, text);
-    const { tf, capabilities } = await selectBackend(backendName, { log });
+    const { tf, capabilities } = await selectBackend(backendName, { log, ...blasOptions(process.env) });
     const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities });
     let result;
     try {

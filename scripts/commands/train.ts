@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError } from '../../data/errors.ts';
 import { formatTable } from '../../data/progress.ts';
-import { resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
@@ -157,7 +157,7 @@ function handler(variant: Variant) {
       precision: checkPrecisionName(args.precision),
     };
 
-    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log });
+    const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const controller = new AbortController();
     const onSigint = () => {
       log('\nCtrl-C: finishing the current step and saving a checkpoint (press Ctrl-C again to stop at once)');

@@ -150,7 +150,7 @@ test('selectBackend(cpu) starts cpu, logs one line and leaks nothing', async () 
   assert.equal(info.tfBackend, 'cpu');
   assert.equal(info.tf.getBackend(), 'cpu');
   assert.equal(info.reason, 'requested');
-  assert.deepEqual(lines, ['backend: cpu (requested)']);
+  assert.deepEqual(lines, ['backend: cpu (requested) on CPU (pure JavaScript)']);
   const before = info.tf.memory().numTensors;
   await backendSelfCheck(info.tf);
   assert.equal(info.tf.memory().numTensors, before);
@@ -161,7 +161,7 @@ test('selectBackend(wasm) reports SIMD and its XNNPACK threads (one per CPU by d
   assert.equal(info.tfBackend, 'wasm');
   const n = wasmThreads(process.env);
   if (!process.env.MLM_WASM_THREADS) assert.equal(n, Math.min(8, os.availableParallelism()));
-  assert.match(info.device, new RegExp(`^CPU \\(wasm, (SIMD|no SIMD), ${n} threads?\\)$`));
+  assert.match(info.device, new RegExp(`^CPU \\(wasm, (SIMD|no SIMD), ${n} threads?; matmuls: .+\\)$`));
 });
 
 test('MLM_WASM_THREADS: a whole number from 1 to 8, else a clear error', () => {
@@ -205,8 +205,8 @@ test('a process on threaded wasm exits by itself, and MLM_WASM_THREADS=1 takes t
   const one = run('1');
   const two = run('2');
   const expected = wasmThreads({ MLM_WASM_THREADS: '2' }); // 1 on a one-CPU machine
-  assert.match(one.device, /, 1 thread\)$/);
-  assert.match(two.device, new RegExp(`, ${expected} threads?\\)$`));
+  assert.match(one.device, /, 1 thread; matmuls: /);
+  assert.match(two.device, new RegExp(`, ${expected} threads?; matmuls: `));
   assert.equal(two.s, one.s);
 });
 
@@ -380,9 +380,11 @@ test('wasm BatchMatMul through XNNPACK (batched, transposed, broadcast) equals c
       }),
     );
   const want = run();
-  await selectBackend('wasm', quiet);
+  // XNNPACK itself: no BLAS library (backend/blas.test.ts compares the BLAS kernels with these).
+  await selectBackend('wasm', { ...quiet, blas: 'none' });
   const before = tf.memory().numTensors;
   const got = run();
+  await selectBackend('wasm', quiet);
   assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
   for (let i = 0; i < cases.length; i++) {
     for (let j = 0; j < want[i]!.length; j++) {

@@ -175,31 +175,49 @@ export class SingleThreadXnn {
   }
 }
 
+/** The dimensions of a (batched) product: op(a) is [.., M, K], op(b) [.., K, N]. */
+export interface ProductPlan {
+  M: number; K: number; N: number;
+  batchA: number; batchB: number; batch: number;
+  outShape: number[];
+}
+
+/**
+ * The dimensions of `a` x `b` with the transpose flags, or null for what the kernels here leave to
+ * the shipped one: other dtypes than float32, empty products, and batch dims other than equal ones
+ * or one side without batch (size 1, broadcast).
+ */
+export function productPlan(tf: Tf, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): ProductPlan | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+  const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+  const kb = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+  const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  const batchA = tf.util.sizeFromShape(outerA);
+  const batchB = tf.util.sizeFromShape(outerB);
+  const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
+  if (K !== kb || !(sameOuter || batchA === 1 || batchB === 1)) return null;
+  const batch = Math.max(batchA, batchB);
+  if (batch * M * N * K === 0) return null;
+  const outShape = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB).concat([M, N]);
+  return { M, K, N, batchA, batchB, batch, outShape };
+}
+
 function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc, single: SingleThreadXnn | null): TensorInfo | null {
   const backend = args.backend as WasmBackendInternals;
   const a = args.inputs.a!;
   const b = args.inputs.b!;
   const transposeA = Boolean(args.attrs?.transposeA);
   const transposeB = Boolean(args.attrs?.transposeB);
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
-  const ra = a.shape.length;
-  const rb = b.shape.length;
-  const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
-  const K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
-  const kb = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
-  const N = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
-  const outerA = a.shape.slice(0, -2);
-  const outerB = b.shape.slice(0, -2);
-  const batchA = tf.util.sizeFromShape(outerA);
-  const batchB = tf.util.sizeFromShape(outerB);
-  // Equal batch dims, or one side without batch (size 1) broadcast; anything else: shipped kernel.
-  const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
-  if (K !== kb || !(sameOuter || batchA === 1 || batchB === 1)) return null;
-  const batch = Math.max(batchA, batchB);
-  if (batch * M * N * K === 0) return null;
+  const p = productPlan(tf, a, b, transposeA, transposeB);
+  if (p === null) return null;
+  const { M, K, N, batchA, batchB, batch, outShape } = p;
   // One flag-free 2-D product: the shipped kernel already takes XNNPACK's path.
   if (batch === 1 && !transposeA && !transposeB) return null;
-  const outShape = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB).concat([M, N]);
 
   // Flag-free operands: transposed copies where a flag is set.
   const temporaries: TensorInfo[] = [];

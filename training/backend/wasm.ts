@@ -6,8 +6,10 @@
 // device string says how many threads XNNPACK got. The missing UnsortedSegmentSum kernel
 // (the gradient of gather) is registered before the backend starts (segment_sum_wasm.ts), and
 // GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts),
-// which also serves every other gather of numbers, faster. Batched and transposed matMuls go through
-// XNNPACK (batch_matmul_wasm.ts), and sums over leading axes add rows in place (sum_wasm.ts).
+// which also serves every other gather of numbers, faster. Matrix products go to the machine's BLAS
+// library when one is found (blas.ts, matmul-blas.ts; the device string names it, and a note says
+// why not), else batched and transposed ones through XNNPACK (batch_matmul_wasm.ts). Sums over
+// leading axes add rows in place (sum_wasm.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,11 +21,20 @@ import { registerWasmBatchMatMul, SingleThreadXnn } from './batch_matmul_wasm.ts
 import { fixWasmGatherBatchDims } from './gather_wasm.ts';
 import { registerWasmUnsortedSegmentSum } from './segment_sum_wasm.ts';
 import { registerWasmSumLeadingAxes } from './sum_wasm.ts';
+import { blasOverrides, openBlas } from './blas.ts';
+import { setWasmBlas } from './matmul-blas.ts';
 
 const PKG = '@tensorflow/tfjs-backend-wasm';
 const BINARIES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
 
-export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
+export interface WasmOptions {
+  /** The BLAS library for matrix products: a file, 'none', or undefined to search (blas.ts). */
+  blas?: string;
+  /** BLAS threads; default one per CPU this process may use, at most 8. */
+  blasThreads?: number;
+}
+
+export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBackend> {
   const hint = `reinstall it: npm install ${PKG}`;
   const main = resolveInstalled(PKG);
   if (main === null) throw new BackendUnavailable(`${PKG} not installed`, hint);
@@ -64,10 +75,33 @@ export async function loadWasm(tf: Tf): Promise<LoadedBackend> {
   if (!ok) throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const actual = wasm.getThreadsCount();
+  const { matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? Math.max(1, Math.min(8, os.availableParallelism())));
+  const notes = [note, blasNote].filter((n): n is string => n !== undefined);
   return {
     tfBackend: tf.getBackend(),
-    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'})`,
-    note,
+    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'}; matmuls: ${matmuls})`,
+    note: notes.length > 0 ? notes.join('; ') : undefined,
+  };
+}
+
+/**
+ * Opens the BLAS library for the wasm backend's matrix products (blas.ts, matmul-blas.ts) with
+ * `threads` threads, or leaves them on XNNPACK; says which for the device string, and why in a note
+ * when BLAS is not used or runs with OpenBLAS's kernel choice overridden by the environment.
+ */
+function startBlas(tf: Tf, library: string | undefined, threads: number): { matmuls: string; blasNote?: string } {
+  const opened = openBlas({ library, threads });
+  setWasmBlas(tf, opened.blas);
+  if (opened.blas === null) {
+    return { matmuls: 'XNNPACK', blasNote: `matmuls on XNNPACK: ${opened.reason}` };
+  }
+  const t = opened.blas.threads;
+  const matmuls = `${opened.blas.name}${t === null ? '' : `, ${t} thread${t === 1 ? '' : 's'}`}`;
+  // OpenBLAS reads these from the process environment when it is loaded.
+  const overrides = /OpenBLAS/.test(opened.blas.name) ? blasOverrides(process.env) : [];
+  return {
+    matmuls,
+    blasNote: overrides.length > 0 ? `${overrides.join(' and ')} set in the environment: OpenBLAS uses those instead of its choice for this CPU (unset them for full speed)` : undefined,
   };
 }
 

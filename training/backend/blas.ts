@@ -1,0 +1,204 @@
+// Finding and calling the machine's BLAS library (single-precision GEMM) from Node.js.
+//
+// The library is opened with koffi (an FFI package that ships prebuilt binaries for Linux, macOS
+// and Windows inside its npm package, so no compiler or install script is needed). `cblas_sgemm`
+// receives Float32Array views straight into the caller's memory (the wasm backend's heap): koffi
+// passes a typed array's data pointer, byte offset included, without copying in either direction.
+//
+// Discovery, first that loads wins:
+//   Linux   libopenblas.so.0, libopenblas.so, libopenblas64.so.0 (64-bit integers, `64_` symbol
+//           suffix), libmkl_rt.so.2, libmkl_rt.so
+//   macOS   the Accelerate framework (always present)
+//   Windows openblas.dll, libopenblas.dll, mkl_rt.2.dll (where on the DLL search path)
+// or the one file the caller names (`library`: a path), or none at all (`library: 'none'`). The
+// choice is an option: environment variables are read at the command line's edge, not here.
+// Nothing found is not an error: the caller keeps its own matmuls and says why (`reason`).
+import { createRequire } from 'node:module';
+import { firstLine } from './common.ts';
+
+/** Row-major, no-transpose and transpose codes of the CBLAS interface. */
+const ROW_MAJOR = 101;
+const NO_TRANS = 111;
+const TRANS = 112;
+
+export interface BlasOptions {
+  /** A library file to open instead of searching, or 'none' to use no BLAS. */
+  library?: string;
+  /** Threads for the library (where it lets them be set); default 1. */
+  threads?: number;
+}
+
+/** An opened BLAS library. */
+export interface Blas {
+  /** What it is, e.g. 'OpenBLAS 0.3.21 (Cooperlake kernels)'. */
+  readonly name: string;
+  /** The file or name it was opened from. */
+  readonly path: string;
+  /** Its thread count (null where the library manages threads itself, e.g. Accelerate). */
+  readonly threads: number | null;
+  /**
+   * c = alpha op(a) op(b) + beta c, row-major: op(a) is m x k, op(b) k x n, c m x n; a transposed
+   * operand is stored as its transpose (k x m, n x k). The arrays may be views of any memory.
+   */
+  sgemm(
+    transA: boolean, transB: boolean, m: number, n: number, k: number,
+    alpha: number, a: Float32Array, lda: number, b: Float32Array, ldb: number,
+    beta: number, c: Float32Array, ldc: number,
+  ): void;
+  /** Sets the library's thread count (no-op where it cannot be set). */
+  setThreads(n: number): void;
+}
+
+export type BlasResult = { blas: Blas; note?: string } | { blas: null; reason: string };
+
+type Koffi = typeof import('koffi');
+type KoffiLib = ReturnType<Koffi['load']>;
+
+interface Candidate {
+  file: string;
+  /** Symbol suffix and integer type of the interface (ILP64 builds of OpenBLAS use `64_`, int64). */
+  suffix: string;
+  int: 'int' | 'int64_t';
+}
+
+function candidates(platform: NodeJS.Platform): Candidate[] {
+  const lp64 = (file: string): Candidate => ({ file, suffix: '', int: 'int' });
+  switch (platform) {
+    case 'linux':
+      return [
+        lp64('libopenblas.so.0'), lp64('libopenblas.so'),
+        { file: 'libopenblas64.so.0', suffix: '64_', int: 'int64_t' },
+        lp64('libmkl_rt.so.2'), lp64('libmkl_rt.so'),
+      ];
+    case 'darwin':
+      return [lp64('/System/Library/Frameworks/Accelerate.framework/Accelerate')];
+    case 'win32':
+      return [lp64('openblas.dll'), lp64('libopenblas.dll'), lp64('mkl_rt.2.dll')];
+    default:
+      return [lp64('libopenblas.so.0'), lp64('libopenblas.so')];
+  }
+}
+
+/** koffi, or the reason it cannot be loaded (not installed, no binary for this platform). */
+function loadKoffi(): Koffi | string {
+  try {
+    return createRequire(import.meta.url)('koffi') as Koffi;
+  } catch (err) {
+    return `the koffi package cannot be loaded (${firstLine(err)}); reinstall mlmkit's dependencies (npm ci)`;
+  }
+}
+
+/** A function of `lib`, or null when the library has no such symbol. */
+function optional(lib: KoffiLib, signature: string): ((...args: unknown[]) => unknown) | null {
+  try {
+    return lib.func(signature) as (...args: unknown[]) => unknown;
+  } catch {
+    return null;
+  }
+}
+
+/** Wraps an opened library whose `cblas_sgemm<suffix>` exists; null when it does not. */
+function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number): Blas | null {
+  const s = cand.suffix;
+  const i = cand.int;
+  const gemm = optional(lib, `void cblas_sgemm${s}(int, int, int, ${i}, ${i}, ${i}, float, const float *, ${i}, const float *, ${i}, float, float *, ${i})`);
+  if (gemm === null) return null;
+  const big = i === 'int64_t';
+  const n = (x: number) => (big ? BigInt(x) : x);
+  const openblasCore = optional(lib, `const char *openblas_get_corename${s}()`);
+  const openblasConfig = optional(lib, `const char *openblas_get_config${s}()`);
+  const openblasSet = optional(lib, `void openblas_set_num_threads${s}(int)`);
+  const openblasGet = optional(lib, `int openblas_get_num_threads${s}()`);
+  const mklSet = optional(lib, 'void MKL_Set_Num_Threads(int)');
+  const mklGet = optional(lib, 'int MKL_Get_Max_Threads()');
+  const mklVersion = optional(lib, 'void MKL_Get_Version_String(_Out_ char *buf, int len)');
+
+  let name: string;
+  let setThreads: (t: number) => void = () => {};
+  let getThreads: () => number | null = () => null;
+  if (openblasConfig !== null) {
+    const config = String(openblasConfig()).split(' ');
+    const core = openblasCore !== null ? String(openblasCore()) : '';
+    name = `${config.slice(0, 2).join(' ')}${core ? ` (${core} kernels)` : ''}`;
+    if (openblasSet !== null && openblasGet !== null) {
+      setThreads = (t) => openblasSet(t);
+      getThreads = () => openblasGet() as number;
+    }
+  } else if (mklSet !== null && mklGet !== null) {
+    const buf = Buffer.alloc(200);
+    mklVersion?.(buf, buf.length);
+    const text = buf.toString('latin1').replace(/\0.*$/s, '').trim();
+    name = text ? text.replace(/^Intel\(R\) /, '').split(' Product')[0]! : 'Intel MKL';
+    setThreads = (t) => mklSet(t);
+    getThreads = () => mklGet() as number;
+  } else if (/Accelerate/.test(path)) {
+    name = 'Apple Accelerate';
+  } else {
+    name = `CBLAS from ${path}`;
+  }
+  setThreads(threads);
+  return {
+    name,
+    path,
+    get threads() { return getThreads(); },
+    setThreads,
+    sgemm(transA, transB, m, nn, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+      gemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, n(m), n(nn), n(k), alpha, a, n(lda), b, n(ldb), beta, c, n(ldc));
+    },
+  };
+}
+
+const opened = new Map<string, Blas>();
+
+/**
+ * Opens the BLAS library the options ask for (see the file header). Never throws for a missing or
+ * unusable library: the result says why there is none. Libraries stay loaded for the process;
+ * asking again returns the same one (with `threads` applied).
+ */
+export function openBlas(opts: BlasOptions = {}, platform: NodeJS.Platform = process.platform): BlasResult {
+  const threads = opts.threads ?? 1;
+  const wanted = opts.library?.trim();
+  if (wanted === 'none') return { blas: null, reason: 'BLAS switched off (none asked for)' };
+  const koffi = loadKoffi();
+  if (typeof koffi === 'string') return { blas: null, reason: koffi };
+  const list = wanted ? [
+    { file: wanted, suffix: '', int: 'int' as const },
+    { file: wanted, suffix: '64_', int: 'int64_t' as const },
+  ] : candidates(platform);
+  const failures: string[] = [];
+  for (const cand of list) {
+    const key = `${cand.file}\0${cand.suffix}`;
+    const known = opened.get(key);
+    if (known !== undefined) {
+      known.setThreads(threads);
+      return { blas: known };
+    }
+    let lib: KoffiLib;
+    try {
+      lib = koffi.load(cand.file);
+    } catch (err) {
+      if (wanted) return { blas: null, reason: `${wanted} cannot be opened (${firstLine(err)})` };
+      failures.push(cand.file);
+      continue;
+    }
+    const blas = wrap(lib, cand.file, cand, threads);
+    if (blas !== null) {
+      opened.set(key, blas);
+      return { blas };
+    }
+    if (!wanted) failures.push(`${cand.file} (no cblas_sgemm${cand.suffix})`);
+  }
+  if (wanted) return { blas: null, reason: `${wanted} has no cblas_sgemm` };
+  const install = platform === 'linux' ? '; install libopenblas0-pthread (Debian/Ubuntu) or openblas for fast matmuls' : '';
+  return { blas: null, reason: `no BLAS library found (tried ${failures.join(', ')})${install}` };
+}
+
+/**
+ * The settings in `env` that make OpenBLAS use another kernel or cache size than it would pick for
+ * this CPU (it reads them when it is loaded), worth a note when set.
+ */
+export function blasOverrides(env: Readonly<Record<string, string | undefined>>): string[] {
+  return ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE']
+    .filter((k) => env[k] !== undefined && env[k] !== '')
+    .map((k) => `${k}=${env[k]}`);
+}
