@@ -27,6 +27,7 @@ import { backendSelfCheck } from './backend/self_check.ts';
 import { MASKED_ROW_BUCKET, type ModelCapabilities } from './models/ops.ts';
 import { loadTfjsNode } from './backend/tfjs_node.ts';
 import { loadWasm, wasmThreads } from './backend/wasm.ts';
+import { wasmBlas } from './backend/matmul-blas.ts';
 import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
 
 export { BACKEND_NAMES, backendSelfCheck, releaseWebGpu };
@@ -128,12 +129,15 @@ export const MLMKIT_KERNEL_PREFIX = 'Mlmkit';
  */
 export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
   const webgpu = tfBackend === 'webgpu';
+  // wasm's own transposed products are slow (XNNPACK packs the operand first); through BLAS the
+  // flags are free (backend/matmul-blas.ts), so the gradients use them there too.
+  const flags = webgpu || (tfBackend === 'wasm' && wasmBlas() !== null);
   const kernels = tf.getKernelsForBackend(tfBackend).map((k) => k.kernelName).filter((n) => n.startsWith(MLMKIT_KERNEL_PREFIX));
   return Object.freeze({
     embeddingGrad: webgpu ? 'matmul' : 'gather',
     maskedRowBucket: webgpu ? MASKED_ROW_BUCKET : 1,
-    transposedMatMul: webgpu,
-    matMulBias: webgpu,
+    transposedMatMul: flags,
+    matMulBias: flags,
     kernels: new Set(kernels),
   });
 }
