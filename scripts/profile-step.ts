@@ -29,7 +29,8 @@ import { readModelConfig, SyntheticBatches } from '../training/bench.ts';
 import { splitBatch } from '../training/evaluate.ts';
 import { watchKernels, type GpuTimeEntry } from '../training/kernel-watch.ts';
 import { createMaskedLM } from '../training/models/roberta.ts';
-import { AdamW, ADAMW_DEFAULTS } from '../training/optimizer.ts';
+import { createAdamW } from '../training/flat-adamw.ts';
+import { ADAMW_DEFAULTS } from '../training/optimizer.ts';
 import { optimizerStep } from '../training/trainer.ts';
 
 const arg = (name: string, fallback: string): string => {
@@ -47,7 +48,7 @@ const { tf, name: backendName, device, capabilities } = await selectBackend(reso
 const config = readModelConfig(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
 const model = createMaskedLM(tf, config, { seed: 1, capabilities });
-const optimizer = new AdamW(tf, model.variables, ADAMW_DEFAULTS);
+const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName); // flat on webgpu, as mlm train
 let step = 0;
 const run = async () => {
   step++;
