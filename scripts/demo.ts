@@ -6,11 +6,13 @@
 //   5. evaluate held-out perplexity on general and medical text
 //   6. adapt the model on the medical training split
 //   7. evaluate again, export a Hugging Face checkpoint, run fill-mask with both models
-//   8. print a before/after table and write checkpoints/demo/report.md
+//   8. extend the vocabulary with medical words (FVT rows), adapt that model with the same steps,
+//      and compare the three models on held-out medical text (`mlm compare`)
+//   9. print a before/after table and write checkpoints/demo/report.md
 // Every stage is a real `mlm` command, printed before it runs, so the demo doubles as a recipe.
 // A second run reuses what is already complete (prepared data, trained models) and says so.
 //
-//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh]
+//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh --extend-add 300 --random-init-too]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,13 +31,16 @@ const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
 const SEQ_LEN = Number(flag('seq-len', '64'));
 const BATCH = Number(flag('batch-size', '16'));
 const EVAL_BATCHES = Number(flag('eval-batches', '20'));
+const EXTEND_ADD = Number(flag('extend-add', '300'));
+// Also adapt the extended model with random new rows (the comparison FVT is measured against).
+const RANDOM_TOO = argv.includes('--random-init-too');
 const out = path.resolve(root, flag('out', 'checkpoints/demo'));
 const corpora = path.join(root, 'data', 'corpora');
 const rel = (p: string) => path.relative(process.cwd(), p) || '.';
 
 const started = performance.now();
 let stage = 0;
-const STAGES = 9;
+const STAGES = 10;
 
 function banner(title: string): void {
   stage++;
@@ -119,6 +124,15 @@ async function fillMasks(models: string[], probes: Probe[]): Promise<ProbeResult
   return out;
 }
 
+/** `mlm finetune` with the demo's adaptation recipe (the same for every adapted model); its final checkpoint. */
+function adapt(from: string, dataDir: string, runDir: string): string {
+  mlm(['finetune', '--from', from, '--data', dataDir, '--out', runDir, '--steps', String(ADAPT_STEPS),
+    '--batch-size', String(BATCH), '--lr', '1e-3', '--warmup', '0.1', '--mlm-probability', '0.3', '--eval-every', '25', '--eval-batches', '10',
+    '--save-every', '50', '--save-total-limit', '1', '--log-every', '5',
+    ...(fs.existsSync(runDir) ? ['--resume'] : [])]);
+  return finalCheckpoint(runDir, ADAPT_STEPS)!;
+}
+
 /** The checkpoint a finished run of `steps` steps leaves, or null while the run is incomplete. */
 function finalCheckpoint(runDir: string, steps: number): string | null {
   const p = path.join(runDir, `checkpoint-${steps}`);
@@ -169,11 +183,7 @@ async function main(): Promise<void> {
   if (medicalModel) {
     process.stderr.write(`reusing the adapted model in ${rel(medicalModel)}\n`);
   } else {
-    mlm(['finetune', '--from', generalModel, '--data', data.medical, '--out', medicalRun, '--steps', String(ADAPT_STEPS),
-      '--batch-size', String(BATCH), '--lr', '1e-3', '--warmup', '0.1', '--mlm-probability', '0.3', '--eval-every', '25', '--eval-batches', '10',
-      '--save-every', '50', '--save-total-limit', '1', '--log-every', '5',
-      ...(fs.existsSync(medicalRun) ? ['--resume'] : [])]);
-    medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS)!;
+    medicalModel = adapt(generalModel, data.medical, medicalRun);
   }
 
   banner('evaluate the adapted model');
@@ -201,6 +211,50 @@ async function main(): Promise<void> {
   ]);
   process.stderr.write(`${fillLines.join('\n')}\n`);
 
+  banner(`extend the vocabulary with ${EXTEND_ADD} medical words, adapt again (${ADAPT_STEPS} steps), compare the models`);
+  const medCorpus = { train: path.join(corpora, 'medical', 'train'), heldout: path.join(corpora, 'medical', 'heldout') };
+  const tokMed = path.join(out, 'tokenizer-medical');
+  let extension: { tokens_per_word_before: number; tokens_per_word_after: number; added: number } | null = null;
+  const extensionJson = path.join(out, 'tokenizer-medical.json');
+  if (fs.existsSync(path.join(tokMed, 'tokenizer.json')) && fs.existsSync(extensionJson)) {
+    process.stderr.write(`reusing the extended tokenizer in ${rel(tokMed)}\n`);
+  } else {
+    fs.rmSync(tokMed, { recursive: true, force: true });
+    fs.writeFileSync(extensionJson, mlm(['tokenizer', 'extend', '--from', generalModel, '--corpus', medCorpus.train, '--split-paragraphs',
+      '--add', String(EXTEND_ADD), '--out', tokMed, '--json', '--no-progress'], { capture: true }));
+  }
+  extension = JSON.parse(fs.readFileSync(extensionJson, 'utf8'));
+  const variants: Array<{ init: 'fvt' | 'random'; label: string }> = [{ init: 'fvt', label: 'extended + FVT' }, ...(RANDOM_TOO ? [{ init: 'random' as const, label: 'extended + random rows' }] : [])];
+  const dataExt = path.join(out, 'data', 'medical-extended');
+  mlm(['prepare', '--corpus', medCorpus.train, '--validation', medCorpus.heldout, '--split-paragraphs', '--tokenizer', tokMed, '--out', dataExt, '--seq-len', String(SEQ_LEN)]);
+  const extendedModels: Array<{ label: string; dir: string }> = [];
+  for (const v of variants) {
+    const resized = path.join(out, `general-model-extended-${v.init}`);
+    if (!fs.existsSync(path.join(resized, 'config.json'))) {
+      fs.rmSync(resized, { recursive: true, force: true });
+      mlm(['model', 'resize', '--from', generalModel, '--tokenizer', tokMed, '--out', resized, '--init', v.init]);
+    }
+    const run = path.join(out, `medical-model-extended-${v.init}`);
+    extendedModels.push({ label: v.label, dir: finalCheckpoint(run, ADAPT_STEPS) ?? adapt(resized, dataExt, run) });
+  }
+  const compareDir = path.join(out, 'compare');
+  fs.rmSync(compareDir, { recursive: true, force: true }); // the demo's own output, made again
+  const comparison = JSON.parse(mlm(['compare', '--model', generalModel, medicalModel, ...extendedModels.map((m) => m.dir), '--data', medCorpus.heldout,
+    '--split-paragraphs', '--max-words', '1500', '--out', compareDir, '--json', '--no-progress'], { capture: true })) as {
+    models: Array<{ model: string; nats_per_word: number; word_pseudo_perplexity: number; bits_per_char: number; tokens_per_word: number }>;
+  };
+  const labels = ['general model', 'adapted', ...extendedModels.map((m) => `adapted, ${m.label}`)];
+  const compareRows = comparison.models.map((m, i) => ({
+    model: labels[i],
+    'tokens/word': m.tokens_per_word,
+    'nats/word': m.nats_per_word,
+    'word pseudo-ppl': m.word_pseudo_perplexity,
+    'bits/char': m.bits_per_char,
+  }));
+  const compareTable = formatTable(compareRows, { 'tokens/word': 3, 'nats/word': 3, 'word pseudo-ppl': 1, 'bits/char': 3 });
+  const extensionLine = `vocabulary extension: ${extension!.added} medical words added; tokens per word on the medical training text ${extension!.tokens_per_word_before.toFixed(3)} -> ${extension!.tokens_per_word_after.toFixed(3)}`;
+  process.stderr.write(`${extensionLine}\n${compareTable}\n`);
+
   const rows = (['general', 'medical'] as const).map((d) => ({
     'held-out text': d,
     'perplexity before': before[d].perplexity,
@@ -213,6 +267,7 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - started) / 1000;
   process.stdout.write(`\nbert-mini, pretrained on Brown (general English), adapted on WordNet medical glosses\n\n${table}\n\n`);
   process.stdout.write(`fill-mask, general model -> adapted model\n${fillLines.join('\n')}\n`);
+  process.stdout.write(`\nheld-out medical text, whole-word pseudo-likelihood (comparable across tokenizers; ${rel(path.join(compareDir, 'compare.md'))})\n${extensionLine}\n\n${compareTable}\n`);
   process.stdout.write(`\nexported: ${rel(exported)}\ndemo finished in ${(seconds / 60).toFixed(1)} min\n`);
 
   const report = [
@@ -237,6 +292,14 @@ async function main(): Promise<void> {
     ...fills.map((f) => `| ${f.sentence} | ${f.general.top} | ${f.adapted.top} | ${f.general.best} -> ${f.adapted.best} | ${pct(f.general.medicalShare)} -> ${pct(f.adapted.medicalShare)} |`),
     '',
     `Candidates: ${probes.map((p) => `${p.medical.join('/')} vs ${p.general.join('/')}`).join('; ')}.`,
+    '',
+    '## Vocabulary extension',
+    '',
+    `${extensionLine} (\`mlm tokenizer extend --add ${EXTEND_ADD}\`); the extended model's new rows start as the mean of the rows of the pieces they replace (FVT), then it is adapted with the same ${ADAPT_STEPS} steps and seed. On held-out medical text, each whitespace-separated word masked in full and its tokens scored in one pass (\`mlm compare\`; [full report](compare/compare.md)):`,
+    '',
+    '```',
+    compareTable,
+    '```',
     '',
     '## Training curves',
     '',
