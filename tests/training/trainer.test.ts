@@ -1,8 +1,8 @@
 // training/trainer.ts on a tiny BERT (hidden 32, 2 layers) and Brown-corpus shards (vocab 500,
 // seq 32): gradient accumulation equals the full batch; the tensor count stays flat step after
-// step; checkpoints hold what DESIGN section 4 lists; --save-total-limit keeps the newest K plus
+// step; checkpoints hold what docs/formats.md ("Checkpoints") lists; --save-total-limit keeps the newest K plus
 // the best; a failed save (disk full) leaves the previous checkpoint intact and the run resumable;
-// the run folder rules. (That the masked-positions-only loss equals the full-logits loss, values
+// the run folder rules; --whole-word-mask masks whole words (replayed from the trainer's stream). (That the masked-positions-only loss equals the full-logits loss, values
 // and gradients, is tested with the model: tests/training/models/bert.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
