@@ -1,4 +1,4 @@
-// Corpus readers for `mlm prepare` and `mlm tokenizer train` (DESIGN section 2).
+// Corpus readers for `mlm prepare` and `mlm tokenizer train` (docs/architecture.md, "The data path").
 //
 // What it implements:
 // - resolveCorpusFiles: files, folders (recursive) and globs -> a sorted, de-duplicated file list.

@@ -1,4 +1,4 @@
-// Dynamic masking for masked-language-model training (DESIGN section 6): turns one batch of token
+// Dynamic masking for masked-language-model training (docs/architecture.md, "Masking"): turns one batch of token
 // ids into model inputs and labels, drawing fresh masks from a seeded Rng every time it is called.
 // A pure function of (ids, options, rng state): it never touches Math.random or module state, so
 // saving the Rng's state in a checkpoint is enough to redraw exactly the masks an uninterrupted

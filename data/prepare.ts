@@ -1,5 +1,5 @@
 // `mlm prepare`: corpus -> tokenized, fixed-length rows in token shards + manifest.json
-// (DESIGN section 3). Memory stays flat in the corpus size: documents stream from the readers,
+// (docs/formats.md, "Prepared data"). Memory stays flat in the corpus size: documents stream from the readers,
 // are tokenized in batches of about 1 MB (the native tokenizer runs while the next batch is read),
 // and rows go straight to shard files.
 //

@@ -1,4 +1,4 @@
-// Prepared-data format: flat token shards plus manifest.json (DESIGN section 3).
+// Prepared-data format: flat token shards plus manifest.json (docs/formats.md, "Prepared data").
 //
 // Layout of a prepared folder:
 //   manifest.json                  written last; its presence means the folder is complete

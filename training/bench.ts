@@ -1,4 +1,4 @@
-// The measuring side of `mlm bench` (DESIGN.md section 9): times training steps and evaluation
+// The measuring side of `mlm bench` (docs/formats.md, "Command output"): times training steps and evaluation
 // steps of a masked LM on the active TF.js backend, on synthetic batches, and counts what a step
 // leaves behind (tensors) and how often it reads data back from the backend.
 //

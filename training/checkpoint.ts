@@ -1,4 +1,4 @@
-// Hugging Face model folders in and out (DESIGN.md section 4): what `save_pretrained` writes and
+// Hugging Face model folders in and out (docs/formats.md, "Checkpoints"): what `save_pretrained` writes and
 // `AutoModelForMaskedLM.from_pretrained(DIR)` / `AutoTokenizer.from_pretrained(DIR)` read:
 // config.json, model.safetensors (or model.safetensors.index.json + shards) and the tokenizer files.
 //

@@ -1,4 +1,4 @@
-// Held-out evaluation of a masked LM (DESIGN.md section 7): loss, perplexity, accuracy.
+// Held-out evaluation of a masked LM (docs/architecture.md, "Evaluation and metrics"): loss, perplexity, accuracy.
 //
 // Masked evaluation. Rows are read in file order (no shuffle) and masked with the training recipe
 // (15%, 80/10/10, optionally whole words) by an Rng derived from the evaluation seed alone, so two
@@ -42,7 +42,7 @@ export interface MaskingSetup {
   options: MaskingOptions;
 }
 
-/** The masking of DESIGN section 6 for a tokenizer. */
+/** The masking of docs/architecture.md ("Masking") for a tokenizer. */
 export function maskingFor(tokenizer: MlmTokenizer, mlmProbability = 0.15, wholeWord = false): MaskingSetup {
   return {
     padId: tokenizer.specialIds.pad,

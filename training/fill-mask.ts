@@ -1,5 +1,5 @@
 // Fill-mask inference: the Hugging Face `fill-mask` pipeline's behaviour and output shape
-// (DESIGN.md section 2), on an mlmkit masked LM.
+// (docs/formats.md, "Command output"), on an mlmkit masked LM.
 //
 // For a text holding the tokenizer's own mask token ([MASK] for BERT, <mask> for RoBERTa, whose
 // lstrip flag absorbs the space before it: "Hello <mask>!" encodes as "Hello" + <mask> + "!"):

@@ -1,4 +1,4 @@
-// AdamW written out (STYLE.md item 7): Adam with decoupled weight decay, the update of PyTorch's
+// AdamW written out (docs/architecture.md, "The optimizer"): Adam with decoupled weight decay, the update of PyTorch's
 // `torch.optim.AdamW` (what transformers' Trainer uses by default, `optim="adamw_torch"`).
 //
 // For each parameter p with gradient g, at update t = 1, 2, ... with learning rate lr:

@@ -1,4 +1,4 @@
-// Safetensors checkpoints (DESIGN.md section 4): a strict reader, a deterministic writer, and a
+// Safetensors checkpoints (docs/formats.md, "Checkpoints"): a strict reader, a deterministic writer, and a
 // reader over sharded checkpoints (`model.safetensors.index.json`).
 //
 // The format: an 8-byte little-endian u64 N, then N bytes of UTF-8 JSON (the header), then the data

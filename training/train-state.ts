@@ -1,4 +1,4 @@
-// The training part of a checkpoint folder (DESIGN.md section 4), beside the Hugging Face model
+// The training part of a checkpoint folder (docs/formats.md, "Checkpoints"), beside the Hugging Face model
 // files that checkpoint.ts writes:
 //   trainer_state.json     step, epoch, data position + masking RNG state, best metric, metric
 //                          history, the full training arguments, mlmkit version, backend

@@ -1,5 +1,5 @@
 // `train()`: masked-language-model pretraining (random init from a config) and domain adaptation
-// (from a checkpoint), one readable loop (STYLE.md item 6):
+// (from a checkpoint), one readable loop (docs/architecture.md, "Training"):
 //
 //   for each step: draw grad_accum masked batches -> lr at step -> forward + loss + gradients
 //   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read) ->
@@ -160,7 +160,7 @@ export interface TrainContext {
   onStep?: (info: StepInfo) => void;
 }
 
-/** The `--json` result of DESIGN section 2, plus whether the run was interrupted. */
+/** The `--json` result (docs/formats.md, "Command output"), plus whether the run was interrupted. */
 export interface TrainResult {
   step: number;
   /** Mean training loss over every step of the run (as transformers' final train_loss). */

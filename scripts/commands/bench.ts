@@ -1,5 +1,5 @@
-// `mlm bench`: training and evaluation throughput of masked LMs on TF.js backends (DESIGN.md
-// sections 2 and 9). The measuring is training/bench.ts; this file plans the runs, runs each
+// `mlm bench`: training and evaluation throughput of masked LMs on TF.js backends (docs/formats.md,
+// "Command output"). The measuring is training/bench.ts; this file plans the runs, runs each
 // (config, backend) pair in its own child process, measures the CPU's matmul peak, and prints.
 //
 // Why child processes. Peak RSS (ru_maxrss) only ever grows, so one process per run gives each run
@@ -8,7 +8,7 @@
 // child is this command with --no-isolate: it runs one config on one backend and prints one JSON
 // object. `--no-isolate` is also what scripts/bench-peer.ts calls, one process per run.
 //
-// `--backend all` tries every backend of DESIGN section 8 (tensorflow-gpu, tensorflow, webgpu,
+// `--backend all` tries every backend of docs/backends.md (tensorflow-gpu, tensorflow, webgpu,
 // wasm, cpu) and lists the ones that do not load with the reason. Two are slow by nature and run
 // on the smallest config only, with 2 measured steps (and say so in the output):
 //   cpu      pure JavaScript (~1 GFLOP/s), and its UnsortedSegmentSum (the gradient of the
@@ -55,7 +55,7 @@ interface BenchArgs {
   json: boolean;
 }
 
-/** One row of the output: a run's figures (DESIGN section 9 first), or why it did not run. */
+/** One row of the output: a run's figures (those of docs/formats.md, "Command output", first), or why it did not run. */
 export type BenchRecord = Record<string, unknown> & { backend: string; config: string };
 
 /** A config given as a file, or as a name of the bundled configs/ (`bert-mini`). */
@@ -83,7 +83,7 @@ function cpuSegmentSumSeconds(config: ModelConfig, batchSize: number, seqLen: nu
 /** `--backend all` leaves out a cpu run whose steps would take longer than this. */
 const CPU_STEP_LIMIT_S = 60;
 
-/** The record of DESIGN section 9 for one measured run, with the extra figures after it. */
+/** The record of docs/formats.md ("Command output") for one measured run, with the extra figures after it. */
 function record(
   m: BenchMeasurement,
   run: { backend: string; device: string; software: boolean; config: string; batchSize: number; seqLen: number },

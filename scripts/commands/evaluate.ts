@@ -1,11 +1,11 @@
 // `mlm evaluate`: held-out masked-token loss, perplexity and accuracy of one or more models on one
-// or more data sets (DESIGN.md sections 2 and 7), or pseudo-perplexity with --pseudo.
+// or more data sets (docs/architecture.md, "Evaluation and metrics"; docs/formats.md, "Command output"), or pseudo-perplexity with --pseudo.
 //
 // Each --model value is a model folder or a Hub id. Each --data value is one data set: a prepared
 // folder (its --split, validation by default; its tokenizer must be the model's) or raw text
 // (a file, folder or glob: tokenized with the model's tokenizer into --seq-len blocks, every
-// document scored). One model on one data set prints one result (`--json`: the object of DESIGN
-// section 2); more print a comparison table (`--json`: a list of those objects with "model" and
+// document scored). One model on one data set prints one result (`--json`: the object of docs/formats.md,
+// "Command output"); more print a comparison table (`--json`: a list of those objects with "model" and
 // "data" added).
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';

@@ -1,5 +1,5 @@
-// `mlm export`: a model folder or Hub id written as a clean inference checkpoint (DESIGN.md
-// sections 2 and 4), in one of two formats:
+// `mlm export`: a model folder or Hub id written as a clean inference checkpoint (docs/formats.md,
+// "Checkpoints" and "TF.js export"), in one of two formats:
 //   hf    config.json, model.safetensors (float32) and the tokenizer files: what transformers'
 //         from_pretrained reads; no trainer_state.json or optimizer.safetensors.
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus

@@ -1,5 +1,5 @@
-// `mlm fill-mask`: the Hugging Face fill-mask pipeline on a model folder or Hub id (DESIGN.md
-// section 2). `--json` prints transformers' output: a list of {score, token, token_str, sequence}
+// `mlm fill-mask`: the Hugging Face fill-mask pipeline on a model folder or Hub id (docs/formats.md,
+// "Command output"). `--json` prints transformers' output: a list of {score, token, token_str, sequence}
 // for one mask, a list of such lists for several.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError } from '../../data/errors.ts';

@@ -1,4 +1,4 @@
-// `mlm prepare`: tokenize a corpus into token shards + manifest.json (DESIGN sections 2 and 3).
+// `mlm prepare`: tokenize a corpus into token shards + manifest.json (docs/formats.md, "Prepared data").
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';

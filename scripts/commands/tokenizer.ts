@@ -1,5 +1,5 @@
 // `mlm tokenizer train`: trains a WordPiece (bert) or byte-level BPE (roberta) vocabulary on a
-// corpus and writes the tokenizer files of DESIGN section 2 (tokenizer.json, tokenizer_config.json,
+// corpus and writes the tokenizer files of docs/formats.md, "Checkpoints" (tokenizer.json, tokenizer_config.json,
 // special_tokens_map.json, and vocab.txt or vocab.json + merges.txt).
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -1,6 +1,6 @@
 // `mlm train` (and its aliases `mlm pretrain`, which requires --config, and `mlm finetune`, which
 // requires --from): pretrain a masked LM from a config or adapt a checkpoint to prepared data
-// (DESIGN.md sections 2 and 4). The loop is training/trainer.ts; this file maps flags to its
+// (docs/architecture.md, "Training"; docs/formats.md, "The run folder"). The loop is training/trainer.ts; this file maps flags to its
 // options, picks the backend, wires Ctrl-C, and prints the result.
 //
 // Ctrl-C (SIGINT): the current step finishes, a checkpoint is saved, report.md is written, and the

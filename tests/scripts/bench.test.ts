@@ -1,5 +1,5 @@
 // Tests for `mlm bench` (scripts/commands/bench.ts, training/bench.ts):
-// - a small run on wasm prints the keys of DESIGN section 9 with sane values: positive
+// - a small run on wasm prints the keys of docs/formats.md ("Command output") with sane values: positive
 //   throughput, no tensor left behind per step, one read per training step, and the parameter
 //   count of BERT's architecture worked out here from the config's sizes;
 // - the dispatch figures: on wasm the kernel calls (no GPU timer); on webgpu (bert-tiny, where an
@@ -39,7 +39,7 @@ function mlm(args: string[], timeout = 55_000): Promise<{ code: number; stdout: 
   });
 }
 
-test('mlm bench --json on wasm: the figures of DESIGN section 9, sane', async () => {
+test('mlm bench --json on wasm: the figures of docs/formats.md, sane', async () => {
   const r = await mlm(['bench', '--config', 'configs/bert-tiny.json', '--backend', 'wasm', '--steps', '2', '--batch-size', '4', '--seq-len', '32', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout) as Record<string, unknown>;

@@ -165,7 +165,7 @@ function mlm(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test('mlm evaluate --json: the DESIGN shape, the same twice; several models print a list and a table', async () => {
+test('mlm evaluate --json: the documented shape (docs/formats.md), the same twice; several models print a list and a table', async () => {
   const { fx, checkpoint } = await get();
   const args = ['evaluate', '--model', checkpoint, '--data', fx.dataDir, '--batch-size', '8', '--json', '--no-progress'];
   const a = mlm(args);

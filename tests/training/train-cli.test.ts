@@ -32,7 +32,7 @@ function badInput(args: string[], re: RegExp): void {
   assert.equal(r.stdout, '');
 }
 
-test('pretrain --json prints the DESIGN result; finetune adapts the checkpoint it wrote', async () => {
+test('pretrain --json prints the documented result (docs/formats.md); finetune adapts the checkpoint it wrote', async () => {
   const fx = await data();
   const out = path.join(tmp, 'pre');
   const r = mlm(['pretrain', '--config', config, '--data', fx.dataDir, '--out', out, '--steps', '4', '--batch-size', '8', '--json', '--no-progress']);

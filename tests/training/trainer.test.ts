@@ -1,8 +1,8 @@
 // training/trainer.ts on a tiny BERT (hidden 32, 2 layers) and Brown-corpus shards (vocab 500,
 // seq 32): gradient accumulation equals the full batch; the tensor count stays flat step after
-// step; checkpoints hold what DESIGN section 4 lists; --save-total-limit keeps the newest K plus
+// step; checkpoints hold what docs/formats.md ("Checkpoints") lists; --save-total-limit keeps the newest K plus
 // the best; a failed save (disk full) leaves the previous checkpoint intact and the run resumable;
-// the run folder rules. (That the masked-positions-only loss equals the full-logits loss, values
+// the run folder rules; --whole-word-mask masks whole words (replayed from the trainer's stream). (That the masked-positions-only loss equals the full-logits loss, values
 // and gradients, is tested with the model: tests/training/models/bert.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -232,7 +232,7 @@ test('the run folder: unrelated files, an earlier run without --resume, bad opti
     /rows have 32 tokens but the model has 16 positions/);
 });
 
-test('--epochs sets the number of steps from the data; --whole-word-mask trains', async () => {
+test('--epochs sets the number of steps from the data; --whole-word-mask masks whole words', async () => {
   const fx = await data();
   const manifest = await readManifest(fx.dataDir);
   const perEpoch = Math.floor(manifest.splits.train.rows / 8);
@@ -242,4 +242,44 @@ test('--epochs sets the number of steps from the data; --whole-word-mask trains'
   assert.ok(Math.abs(state.epoch - (r.step * 2) / perEpoch) < 1e-12);
   assert.equal(state.args.whole_word_mask, true);
   assert.ok(Number.isFinite(r.train_loss));
+
+  // That the masks were whole-word, not only that the flag was recorded: replay the batch stream
+  // the trainer builds (same split, batch size, seed and masking) for the batches it drew, check
+  // every word of every batch is selected whole, and check the replay ends where the trainer's
+  // saved stream ended. The masking RNG's state after those batches depends on the scheme (one
+  // selection draw per word, not per token), so a token-level run would not end in that state.
+  const reader = new SplitReader(fx.dataDir, manifest, 'train');
+  const replay = (wholeWord: boolean) => {
+    const masking = maskingFor(fx.tokenizer, TRAIN_DEFAULTS.mlmProbability, wholeWord);
+    const batches = new MaskedBatches(new RowStream(reader, { batchSize: 8, seed: TRAIN_DEFAULTS.seed, shuffle: true, dropLast: true }),
+      masking.options, masking.padId, masking.specials, TRAIN_DEFAULTS.seed);
+    const words = new RowStream(reader, { batchSize: 8, seed: TRAIN_DEFAULTS.seed, shuffle: true, dropLast: true });
+    let split = 0; // words with some pieces selected and others not
+    let selectedWords = 0;
+    for (let b = 0; b < r.step * 2; b++) {
+      const batch = batches.next()!;
+      const { ids, wordStarts } = words.next()!;
+      const eligible = (i: number) => ids[i] !== masking.padId && masking.specials[ids[i]] === 0;
+      for (let i = 0; i < ids.length;) {
+        if (!eligible(i)) { i++; continue; }
+        let end = i + 1;
+        while (end < ids.length && end % batch.seqLen !== 0 && eligible(end) && wordStarts[end] === 0) end++;
+        let selected = 0;
+        for (let k = i; k < end; k++) if (batch.labels[k] !== -100) selected++;
+        if (selected > 0 && selected < end - i) split++;
+        if (selected === end - i && end - i > 1) selectedWords++;
+        i = end;
+      }
+    }
+    return { split, selectedWords, state: batches.getState() };
+  };
+  const whole = replay(true);
+  assert.equal(whole.split, 0, 'every word is masked whole');
+  assert.ok(whole.selectedWords > 0, 'multi-piece words were selected, so the check has something to check');
+  assert.deepEqual(whole.state, state.data_state, 'the replay ends where the trainer\'s batch stream ended');
+  // The same check fails for token-level masking: words are split and the stream ends elsewhere.
+  const tokens = replay(false);
+  assert.ok(tokens.split > 0, 'token-level masking splits some words');
+  assert.notDeepEqual(tokens.state.rng, state.data_state.rng);
+  reader.close();
 });

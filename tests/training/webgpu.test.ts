@@ -1,4 +1,4 @@
-// The WebGPU suite (issue 5; DESIGN.md section 8): mlmkit on the webgpu backend (TF.js over Dawn)
+// The WebGPU suite (issue 5; docs/backends.md, "webgpu"): mlmkit on the webgpu backend (TF.js over Dawn)
 // against the cpu backend, on bert-tiny and real text.
 //
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;

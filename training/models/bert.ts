@@ -2,7 +2,7 @@
 // bottom: helpers, embeddings, one encoder layer, the MLM head, the model object.
 // roberta.ts reuses every block here with RoBERTa's names and position ids.
 //
-// Numerics follow transformers' BertForMaskedLM (DESIGN.md section 5): post-LayerNorm encoder
+// Numerics follow transformers' BertForMaskedLM (docs/architecture.md, "The model"): post-LayerNorm encoder
 // layers, `gelu` = exact erf GELU, LayerNorm eps from the config, padding masked out of attention,
 // the MLM decoder tied to the word embeddings with its own bias. Weights are `tf.Variable`s held
 // in a map under their Hugging Face names; their list, shapes, layouts and init live in weights.ts.

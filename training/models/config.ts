@@ -1,5 +1,5 @@
 // Model configuration: a typed, strict reading of a Hugging Face `config.json` for `model_type`
-// bert and roberta (DESIGN.md sections 4 and 5; STYLE.md item 3).
+// bert and roberta (docs/architecture.md, "The model"; docs/formats.md, "Checkpoints").
 //
 // Field names are Hugging Face's own snake_case names, in code as on disk, so one name means one
 // thing everywhere. Every key of a config.json falls in one of four groups:

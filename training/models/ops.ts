@@ -92,7 +92,7 @@ export function layerNorm(tf: Tf, x: Tensor2D, gamma: Tensor1D, beta: Tensor1D, 
  * The activation, plain form. `gelu`: 0.5 x (1 + erf(x / sqrt 2)). `gelu_new` /
  * `gelu_pytorch_tanh`: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as
  * x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same function (tanh z = 2 sigmoid(2z) - 1) with
- * sigmoid, ~15x cheaper than tanh on wasm (NOTES.md).
+ * sigmoid, ~15x cheaper than tanh on wasm (a measurement on the development machine).
  */
 export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
   return act === 'relu' ? tf.relu(x) : gelu(tf, x, act !== 'gelu');

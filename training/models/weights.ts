@@ -1,11 +1,11 @@
 // The one table of a masked LM's weights: every Hugging Face tensor name with its shape in
 // transformers (PyTorch) and in mlmkit, how it is initialised, and how it converts. Everything
-// that creates, imports or exports weights reads this table (STYLE.md item 2); the model code
+// that creates, imports or exports weights reads this table (docs/architecture.md, "The model"); the model code
 // (bert.ts, roberta.ts) looks its variables up by the same names.
 //
 // Layouts. PyTorch's nn.Linear stores W as [out, in] and computes y = x W^T + b. mlmkit stores
 // every Linear weight as [in, out] and computes y = x W: on the wasm backend a matMul with either
-// transpose flag runs 10-40x slower than the plain one (NOTES.md; re-measured for this file:
+// transpose flag runs 10-40x slower than the plain one (measured for this file:
 // [614,256] x [30522,256] with transposeB 5.4 s, plain on [256,30522] 0.40 s), so the transpose
 // happens once, here, at import and export. Embeddings are [rows, hidden] in both.
 //

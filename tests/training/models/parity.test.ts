@@ -8,7 +8,7 @@
 // MLM_REQUIRE_WEBGPU=1, as in CI, a missing adapter fails these tests instead of skipping). The
 // RoBERTa fixture uses gelu_new in the encoder and exact GELU in its head, as transformers'
 // RobertaLMHead does. Then the same against transformers itself (tests/fixtures/hf), and last the
-// masked loss and its gradients on webgpu against cpu (DESIGN.md 8).
+// masked loss and its gradients on webgpu against cpu (docs/backends.md, "Determinism and agreement between backends").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

@@ -1,0 +1,196 @@
+// The layering of docs/architecture.md ("Layers and the direction of dependencies"), checked on the
+// source: every import of every .ts file under data/, training/ and scripts/ (static imports and
+// re-exports, `import()` and `import('x')` types with a literal specifier, `require`/`require.resolve`
+// with a literal) is parsed with the TypeScript compiler and resolved, and each edge is checked:
+//   data/              imports nothing from training/ or scripts/
+//   training/          imports nothing from scripts/
+//   training/models/   imports TF.js, training/models/ and the kernel contracts in training/kernels/
+//                      only (no data/, no training/backend/, nothing else of training/)
+//   training/kernels/  imports TF.js and training/kernels/ only (the contracts sit below the model)
+// and only scripts/ reads the process's environment variables or argv (library functions take
+// options). Edges and reads that exist today and break these rules are listed below, each with
+// why it is still there: the test passes with them, fails on any new one, and fails on an entry
+// that no longer exists (so the lists only shrink).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Forbidden edges present today, as 'from -> to' (repository-relative paths). */
+const KNOWN_EDGES: Record<string, string> = {
+  // Shared utilities (errors, seeded RNG) still live in data/; they are to move to a folder every
+  // layer may import, after which the models import them from there.
+  'training/models/bert.ts -> data/errors.ts': 'InputError for bad weights/config; moves with the shared utilities',
+  'training/models/config.ts -> data/errors.ts': 'InputError for bad config files; moves with the shared utilities',
+  'training/models/roberta.ts -> data/errors.ts': 'InputError; moves with the shared utilities',
+  'training/models/weights.ts -> data/errors.ts': 'InputError for bad checkpoints; moves with the shared utilities',
+  'training/models/weights.ts -> data/rng.ts': 'seeded init; moves with the shared utilities',
+  // The GPU dropout mask is a backend kernel that the model's ops call directly instead of through
+  // a contract in training/kernels/.
+  'training/models/ops.ts -> training/backend/dropout_webgpu.ts': 'dropout mask kernel not yet behind a contract',
+  // The kernels' dropout helper reuses the model's keyed-hash dropout mask (`dropoutMask`); the
+  // hash belongs below both.
+  'training/kernels/kernel-dropout.ts -> training/models/ops.ts': 'keyed-hash dropout mask lives in the model ops',
+};
+
+/** Library files that read process.env or process.argv today. */
+const KNOWN_PROCESS_READS: Record<string, string> = {
+  'data/lock.ts': 'process.argv: records the running command in the lock file',
+  'training/backend.ts': 'process.env: MLM_WASM_THREADS checked when the backend is chosen',
+  'training/backend/wasm.ts': 'process.env: MLM_WASM_THREADS and the OPENBLAS_* overrides it reports',
+  'training/backend/webgpu.ts': 'process.env: LD_LIBRARY_PATH / VK_DRIVER_FILES to find the Vulkan driver; env of the probe child',
+  'training/bench.ts': 'process.env: default for the Python executable option; env of the numpy child',
+  'training/hub.ts': 'process.env: default for the Hub settings option (HF_HOME, HF_TOKEN...)',
+};
+
+const TF_PACKAGES = new Set(['@tensorflow/tfjs', '@tensorflow/tfjs-core']);
+
+function sourceFiles(dir: string): string[] {
+  return fs.readdirSync(path.join(root, dir), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name)).flatMap((e) => {
+    const rel = `${dir}/${e.name}`;
+    if (e.isDirectory()) return e.name === 'node_modules' ? [] : sourceFiles(rel);
+    return e.isFile() && e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [rel] : [];
+  });
+}
+
+interface Scan {
+  /** Import specifiers with a literal string. */
+  specifiers: string[];
+  /** How the file reads the process's environment or arguments (e.g. 'process.env'), if it does. */
+  processReads: string[];
+}
+
+/** Every import specifier and every process.env / process.argv read of one file. */
+export function scan(file: string, text: string): Scan {
+  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const specifiers: string[] = [];
+  const processReads: string[] = [];
+  const literal = (n: ts.Node | undefined): string | null => (n && (ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) ? n.text : null);
+  const visit = (n: ts.Node): void => {
+    if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier) {
+      const s = literal(n.moduleSpecifier);
+      if (s !== null) specifiers.push(s);
+      if (s === 'node:process' || s === 'process') processReads.push(`import from '${s}'`);
+    } else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) {
+      const s = literal(n.argument.literal);
+      if (s !== null) specifiers.push(s);
+    } else if (ts.isCallExpression(n)) {
+      const callee = n.expression;
+      const isImport = callee.kind === ts.SyntaxKind.ImportKeyword;
+      const isRequire = (ts.isIdentifier(callee) && callee.text === 'require')
+        || (ts.isPropertyAccessExpression(callee) && ts.isIdentifier(callee.expression) && callee.expression.text === 'require' && callee.name.text === 'resolve');
+      const s = literal(n.arguments[0]);
+      if ((isImport || isRequire) && s !== null) specifiers.push(s);
+    } else if (ts.isIdentifier(n) && n.text === 'process') {
+      const p = n.parent;
+      if (ts.isPropertyAccessExpression(p) && p.expression === n && (p.name.text === 'env' || p.name.text === 'argv')) processReads.push(`process.${p.name.text}`);
+      else if (ts.isElementAccessExpression(p) && p.expression === n) processReads.push('process[...]');
+      else if (ts.isVariableDeclaration(p) && p.initializer === n) processReads.push('destructured process');
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  return { specifiers, processReads };
+}
+
+/** The repository-relative file a relative specifier points at; null for packages and builtins. */
+function resolve(from: string, specifier: string): string | null {
+  if (!specifier.startsWith('.')) return null;
+  return path.posix.normalize(path.posix.join(path.posix.dirname(from), specifier));
+}
+
+const under = (p: string, dir: string) => p.startsWith(`${dir}/`);
+
+/** Why the edge from -> to (a repository path, or a package name when `pkg`) is forbidden, or null. */
+export function forbidden(from: string, to: string, pkg: boolean): string | null {
+  if (pkg) {
+    if ((under(from, 'training/models') || under(from, 'training/kernels')) && !TF_PACKAGES.has(to)) {
+      return 'the model and kernel contracts import only TF.js among packages';
+    }
+    return null;
+  }
+  if (under(to, 'scripts') && !under(from, 'scripts')) return 'nothing outside scripts/ imports scripts/';
+  if (under(from, 'data') && under(to, 'training')) return 'data/ never imports training/';
+  if (under(from, 'training/models') && !under(to, 'training/models') && !under(to, 'training/kernels')) {
+    return 'training/models/ imports only training/models/ and the contracts in training/kernels/';
+  }
+  if (under(from, 'training/kernels') && !under(to, 'training/kernels')) return 'training/kernels/ imports only training/kernels/';
+  if (!to.startsWith('data/') && !to.startsWith('training/') && !to.startsWith('scripts/') && to !== 'package.json') {
+    return 'a relative import leaves the source folders';
+  }
+  return null;
+}
+
+/** Forbidden edges and process reads of the given files, as sorted lists of keys. */
+function violations(files: Array<{ file: string; text: string }>): { edges: Map<string, string>; reads: Map<string, string[]> } {
+  const edges = new Map<string, string>();
+  const reads = new Map<string, string[]>();
+  for (const { file, text } of files) {
+    const s = scan(file, text);
+    for (const spec of s.specifiers) {
+      const target = resolve(file, spec);
+      const why = target === null ? forbidden(file, spec, true) : forbidden(file, target, false);
+      if (why) edges.set(`${file} -> ${target ?? spec}`, why);
+    }
+    if (s.processReads.length > 0 && !under(file, 'scripts')) reads.set(file, [...new Set(s.processReads)]);
+  }
+  return { edges, reads };
+}
+
+const files = ['data', 'training', 'scripts'].flatMap(sourceFiles).map((file) => ({ file, text: fs.readFileSync(path.join(root, file), 'utf8') }));
+let found: ReturnType<typeof violations> | null = null;
+const tree = () => (found ??= violations(files));
+
+test('the parser finds imports of every kind, and process reads', () => {
+  const s = scan('x.ts', [
+    "import a from './a.ts';",
+    "import type { B } from '../data/b.ts';",
+    "export { c } from './c.ts';",
+    "import './side-effect.ts';",
+    "const d = await import('./d.ts');",
+    'const e = await import(`./e.ts`);',
+    "type K = typeof import('koffi');",
+    "const f = require('./f.cjs'); const g = require.resolve('pkg/g.js');",
+    "const dyn = await import(name); // not a literal: not an edge",
+    "// import { no } from './comment.ts'; process.env.NOT_READ",
+    "const s = 'import x from \"./string.ts\"';",
+    'const h = process.env.HOME; const { argv } = process; const i = process.argv[2];',
+  ].join('\n'));
+  assert.deepEqual(s.specifiers, ['./a.ts', '../data/b.ts', './c.ts', './side-effect.ts', './d.ts', './e.ts', 'koffi', './f.cjs', 'pkg/g.js']);
+  assert.deepEqual(s.processReads, ['process.env', 'destructured process', 'process.argv']);
+});
+
+test('the rules: which edges are forbidden', () => {
+  assert.match(forbidden('data/shards.ts', 'training/checkpoint.ts', false)!, /data\/ never imports training/);
+  assert.match(forbidden('training/trainer.ts', 'scripts/version.ts', false)!, /nothing outside scripts/);
+  assert.match(forbidden('training/models/bert.ts', 'training/backend.ts', false)!, /training\/models\/ imports only/);
+  assert.match(forbidden('training/models/bert.ts', 'data/errors.ts', false)!, /training\/models\/ imports only/);
+  assert.match(forbidden('training/models/bert.ts', 'webgpu', true)!, /only TF\.js/);
+  assert.match(forbidden('training/kernels/matmul.ts', 'training/models/ops.ts', false)!, /training\/kernels\/ imports only/);
+  assert.equal(forbidden('training/models/bert.ts', 'training/kernels/matmul.ts', false), null);
+  assert.equal(forbidden('training/models/bert.ts', '@tensorflow/tfjs', true), null);
+  assert.equal(forbidden('training/trainer.ts', 'data/batches.ts', false), null);
+  assert.equal(forbidden('scripts/commands/train.ts', 'training/trainer.ts', false), null);
+  assert.equal(forbidden('training/backend/wasm.ts', '@tensorflow/tfjs-backend-wasm', true), null);
+});
+
+test('data/, training/ and scripts/ import along the layers (known exceptions listed above)', () => {
+  assert.ok(files.length > 50, `found ${files.length} source files`);
+  const { edges } = tree();
+  const added = [...edges].filter(([k]) => !(k in KNOWN_EDGES)).map(([k, why]) => `${k} (${why})`);
+  const gone = Object.keys(KNOWN_EDGES).filter((k) => !edges.has(k));
+  assert.deepEqual(added, [], `forbidden imports: ${added.join('; ')}`);
+  assert.deepEqual(gone, [], `listed as known exceptions but no longer imported: remove from KNOWN_EDGES: ${gone.join('; ')}`);
+});
+
+test('only scripts/ reads environment variables and argv (known exceptions listed above)', () => {
+  const { reads } = tree();
+  const added = [...reads].filter(([f]) => !(f in KNOWN_PROCESS_READS)).map(([f, how]) => `${f} (${how.join(', ')})`);
+  const gone = Object.keys(KNOWN_PROCESS_READS).filter((f) => !reads.has(f));
+  assert.deepEqual(added, [], `library files reading the process's environment or argv (take an option instead): ${added.join('; ')}`);
+  assert.deepEqual(gone, [], `listed as known exceptions but no longer reading: remove from KNOWN_PROCESS_READS: ${gone.join('; ')}`);
+});
