@@ -15,7 +15,8 @@ export class Progress {
   private readonly stream: NodeJS.WriteStream;
   private readonly tty: boolean;
   private readonly start = performance.now();
-  private lastDraw = 0;
+  // The first update is drawn at once (a log shows that a stage started), then every interval.
+  private lastDraw = -Infinity;
   private done = 0;
   private extra = '';
 
