@@ -14,13 +14,10 @@
 //           const model = createMaskedLM(tf, config, { weights });
 //
 //         Tensors keep their Hugging Face names in mlmkit's layout (Linear weights [in, out]).
-// The output folder is written under a temporary name and renamed when complete.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+// The work is training/export-model.ts exportModel; the output folder is written under a
+// temporary name and renamed when complete.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
-import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from '../../training/checkpoint.ts';
-import { loadModel } from '../../training/hub.ts';
+import { exportModel } from '../../training/export-model.ts';
 import { VERSION } from '../version.ts';
 
 interface ExportArgs {
@@ -30,14 +27,6 @@ interface ExportArgs {
   out: string;
   overwrite: boolean;
   json: boolean;
-}
-
-function realPath(p: string): string | null {
-  try {
-    return fs.realpathSync(p);
-  } catch {
-    return null;
-  }
 }
 
 export const exportCommand: CommandModule<object, ExportArgs> = {
@@ -56,36 +45,12 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
       .example('$0 export --model google/bert_uncased_L-4_H-256_A-4 --format tfjs --out web/mini/', 'a Hub model, downloaded into the Hugging Face cache first') as unknown as Argv<ExportArgs>,
   handler: async (args: ArgumentsCamelCase<ExportArgs>) => {
     const log = (line: string) => process.stderr.write(line + '\n');
-    const out = args.out;
-    if (out.trim() === '') throw new InputError('--out must name a folder');
-    const outReal = realPath(out);
-    if (outReal) {
-      const st = fs.statSync(outReal);
-      if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder`);
-      const modelReal = realPath(args.model);
-      if (modelReal && (modelReal === outReal || modelReal.startsWith(outReal + path.sep))) {
-        throw new InputError(`--out ${out} holds the model being exported; choose another folder`);
-      }
-      if (fs.readdirSync(outReal).length > 0 && !args.overwrite) {
-        throw new InputError(`--out ${out} is not empty; choose an empty or new folder, or pass --overwrite to replace it`);
-      }
-    }
-    const folder = await loadModel(args.model, { revision: args.revision, log });
-    let bytes: number;
-    if (args.format === 'hf') {
-      const weights = await hfWeightsOf(folder.config, folder.weights);
-      await writeModelFolder(out, { config: folder.config, weights, tokenizer: folder.tokenizer });
-      bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
-    } else {
-      const summary = await writeTfjsFolder(out, { config: folder.config, weights: folder.weights, tokenizer: folder.tokenizer, generatedBy: `mlmkit ${VERSION}` });
-      bytes = summary.bytes;
-    }
-    const files = fs.readdirSync(out).sort();
-    const from = folder.revision ? `${folder.source} (commit ${folder.revision.slice(0, 12)})` : folder.source;
+    const r = await exportModel({ model: args.model, out: args.out, format: args.format, revision: args.revision, overwrite: args.overwrite, generatedBy: `mlmkit ${VERSION}`, log });
     if (args.json) {
-      process.stdout.write(JSON.stringify({ format: args.format, model: folder.source, revision: folder.revision ?? null, out, files, tensors: folder.weights.tensors.size, bytes }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ format: r.format, model: r.model, revision: r.revision, out: r.out, files: r.files, tensors: r.tensors, bytes: r.bytes }, null, 2) + '\n');
       return;
     }
-    process.stdout.write(`exported ${from} as ${args.format} to ${out}: ${folder.weights.tensors.size} tensors, ${(bytes / 1e6).toFixed(1)} MB of weights, ${files.length} files\n`);
+    const from = r.revision ? `${r.model} (commit ${r.revision.slice(0, 12)})` : r.model;
+    process.stdout.write(`exported ${from} as ${r.format} to ${r.out}: ${r.tensors} tensors, ${(r.bytes / 1e6).toFixed(1)} MB of weights, ${r.files.length} files\n`);
   },
 };
