@@ -4,6 +4,8 @@
 //         from_pretrained reads; no trainer_state.json or optimizer.safetensors.
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus
 //         config.json and the tokenizer files (training/checkpoint.ts writeTfjsFolder).
+//   onnx  the hf folder plus onnx/model.onnx (training/onnx-export.ts): the layout transformers.js
+//         and ONNX Runtime read. A family or activation the ONNX writer lacks is refused first.
 // The --out checks run before anything is loaded; the writers write under a temporary name and
 // rename when complete, so a failed export leaves no partial folder.
 import * as fs from 'node:fs';
@@ -11,9 +13,13 @@ import * as path from 'node:path';
 import { InputError } from '../data/errors.ts';
 import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
+import { onnxModelBytes } from './onnx-export.ts';
 
-export type ExportFormat = 'hf' | 'tfjs';
-export const EXPORT_FORMATS: readonly ExportFormat[] = ['hf', 'tfjs'];
+/** Where the onnx format puts the graph, as transformers.js looks for it. */
+export const ONNX_FILE = path.join('onnx', 'model.onnx');
+
+export type ExportFormat = 'hf' | 'tfjs' | 'onnx';
+export const EXPORT_FORMATS: readonly ExportFormat[] = ['hf', 'tfjs', 'onnx'];
 
 export interface ExportOptions {
   /** A model folder (a training checkpoint is fine) or a Hugging Face Hub id. */
@@ -69,6 +75,13 @@ export function checkExportOut(out: string, model: string, overwrite: boolean): 
   }
 }
 
+/** The files under `dir`, relative, sorted ('onnx/model.onnx' for a file in a subfolder). */
+function listFiles(dir: string, prefix = ''): string[] {
+  return fs.readdirSync(path.join(dir, prefix), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? listFiles(dir, path.posix.join(prefix, e.name)) : [path.posix.join(prefix, e.name)]))
+    .sort();
+}
+
 /** Loads `model` and writes it to `out` in `format` (default hf). Bad input is an InputError. */
 export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
   const format = opts.format ?? 'hf';
@@ -77,10 +90,18 @@ export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
   checkExportOut(out, opts.model, opts.overwrite ?? false);
   const folder = await loadModel(opts.model, { revision: opts.revision, log: opts.log });
   let bytes: number;
-  if (format === 'hf') {
+  if (format === 'hf' || format === 'onnx') {
     const weights = await hfWeightsOf(folder.config, folder.weights);
-    await writeModelFolder(out, { config: folder.config, weights, tokenizer: folder.tokenizer });
-    bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
+    let extra: ((tmp: string) => Promise<void>) | undefined;
+    if (format === 'onnx') {
+      const onnx = onnxModelBytes(folder.config, folder.weights, opts.generatedBy ?? 'mlmkit');
+      extra = async (tmp) => {
+        await fs.promises.mkdir(path.join(tmp, 'onnx'));
+        await fs.promises.writeFile(path.join(tmp, ONNX_FILE), onnx);
+      };
+    }
+    await writeModelFolder(out, { config: folder.config, weights, tokenizer: folder.tokenizer, extra });
+    bytes = fs.statSync(path.join(out, format === 'onnx' ? ONNX_FILE : 'model.safetensors')).size;
   } else {
     const summary = await writeTfjsFolder(out, { config: folder.config, weights: folder.weights, tokenizer: folder.tokenizer, generatedBy: opts.generatedBy ?? 'mlmkit' });
     bytes = summary.bytes;
@@ -90,7 +111,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
     model: folder.source,
     revision: folder.revision ?? null,
     out,
-    files: fs.readdirSync(out).sort(),
+    files: listFiles(out),
     tensors: folder.weights.tensors.size,
     bytes,
   };

@@ -1,5 +1,6 @@
 // `mlm export`: a model folder or Hub id written as a clean inference checkpoint (DESIGN.md
-// sections 2 and 4), in one of two formats:
+// sections 2 and 4), in one of three formats (onnx: the hf folder plus onnx/model.onnx, see
+// training/onnx-export.ts):
 //   hf    config.json, model.safetensors (float32) and the tokenizer files: what transformers'
 //         from_pretrained reads; no trainer_state.json or optimizer.safetensors.
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus
@@ -23,7 +24,7 @@ import { VERSION } from '../version.ts';
 interface ExportArgs {
   model: string;
   revision?: string;
-  format: 'hf' | 'tfjs';
+  format: 'hf' | 'tfjs' | 'onnx';
   out: string;
   overwrite: boolean;
   json: boolean;
@@ -31,17 +32,18 @@ interface ExportArgs {
 
 export const exportCommand: CommandModule<object, ExportArgs> = {
   command: 'export',
-  describe: 'Write a clean inference checkpoint (Hugging Face or TF.js format) from a model folder or Hub id',
+  describe: 'Write a clean inference checkpoint (Hugging Face, TF.js or ONNX format) from a model folder or Hub id',
   builder: (y: Argv) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (a training checkpoint is fine) or Hugging Face Hub id' })
       .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
-      .option('format', { choices: ['hf', 'tfjs'] as const, default: 'hf' as const, describe: 'hf: config.json + model.safetensors + tokenizer; tfjs: model.json + 4 MiB weight shards + config + tokenizer' })
+      .option('format', { choices: ['hf', 'tfjs', 'onnx'] as const, default: 'hf' as const, describe: 'hf: config.json + model.safetensors + tokenizer; tfjs: model.json + 4 MiB weight shards + config + tokenizer; onnx: the hf folder + onnx/model.onnx (transformers.js, ONNX Runtime)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an --out folder that is not empty' })
       .option('json', { type: 'boolean', default: false, describe: 'print a JSON summary on stdout' })
       .example('$0 export --model checkpoints/run1/checkpoint-5000 --format hf --out med-bert/', 'a folder transformers loads, without optimizer state')
       .example('$0 export --model med-bert/ --format tfjs --out web/model/', 'weights for a browser app (tf.io) using mlmkit\'s model code')
+      .example('$0 export --model med-bert/ --format onnx --out web/med-onnx/', 'a folder transformers.js pipeline(\'fill-mask\') and ONNX Runtime load')
       .example('$0 export --model google/bert_uncased_L-4_H-256_A-4 --format tfjs --out web/mini/', 'a Hub model, downloaded into the Hugging Face cache first') as unknown as Argv<ExportArgs>,
   handler: async (args: ArgumentsCamelCase<ExportArgs>) => {
     const log = (line: string) => process.stderr.write(line + '\n');
