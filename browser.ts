@@ -94,9 +94,11 @@ interface MlmkitMetadata {
 
 /**
  * Loads a `mlm export --format tfjs` folder from `baseUrl` (ending in '/'; relative URLs resolve
- * against the page). `fetchFn` defaults to the global fetch.
+ * against the page). `given` replaces the global fetch.
  */
-export async function loadTfjsModel(tf: Tf, baseUrl: string, fetchFn: typeof fetch = fetch): Promise<BrowserModel> {
+export async function loadTfjsModel(tf: Tf, baseUrl: string, given?: typeof fetch): Promise<BrowserModel> {
+  // Bound through a closure: tf.io.http calls it as a method, which the browser's fetch refuses.
+  const fetchFn: typeof fetch = given ?? ((input, init) => fetch(input, init));
   const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
   const getJson = async (name: string): Promise<unknown> => {
     const res = await fetchFn(base + name);
