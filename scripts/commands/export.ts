@@ -4,17 +4,10 @@
 //   hf    config.json, model.safetensors (float32) and the tokenizer files: what transformers'
 //         from_pretrained reads; no trainer_state.json or optimizer.safetensors.
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus
-//         config.json and the tokenizer files. TF.js cannot build a forward graph from it without
-//         mlmkit's model code: a browser app loads the tensors with tf.io and builds the model:
-//
-//           const artifacts = await tf.io.http('/model/model.json').load();
-//           const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
-//           const config = parseModelConfig(await (await fetch('/model/config.json')).json(), 'config.json');
-//           const weights = { layout: 'mlmkit', tensors: new Map(Object.entries(tensors).map(
-//             ([name, t]) => [name, { shape: t.shape, data: t.dataSync() }])) };
-//           const model = createMaskedLM(tf, config, { weights });
-//
-//         Tensors keep their Hugging Face names in mlmkit's layout (Linear weights [in, out]).
+//         config.json and the tokenizer files. model.json is self-describing: its
+//         userDefinedMetadata.mlmkit holds the config object, the weight layout (Hugging Face
+//         names, Linear weights [in, out]) and the tokenizer file, which is what the browser
+//         entry (browser.ts loadTfjsModel, `mlmkit/browser`) rebuilds the model from.
 // The work is training/export-model.ts exportModel; the output folder is written under a
 // temporary name and renamed when complete.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
