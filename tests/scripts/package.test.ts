@@ -2,7 +2,8 @@
 // builds dist/ and packs only what users need; the tarball installs into a fresh project from the
 // npm cache; plain JavaScript there imports 'mlmkit' and its fillMask on a tiny checkpoint gives
 // exactly what `mlm fill-mask --json` prints (same backend, same model: same numbers), its
-// exportModel writes a folder the repository's loader reads back, and the installed `mlm` runs.
+// exportModel writes a folder the repository's loader reads back, 'mlmkit/browser' imports and its
+// tokenizer gives the bindings' ids, and the installed `mlm` runs.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -43,7 +44,7 @@ after(() => {
 
 test('the tarball holds the compiled entry and its types, and no tests, fixtures or run logs', () => {
   const files: string[] = JSON.parse(fs.readFileSync(path.join(tmp, 'files.json'), 'utf8'));
-  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/training/fill-mask.js', 'dist/training/fill-mask.d.ts', 'scripts/mlm.mjs', 'package.json']) {
+  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/browser.js', 'dist/browser.d.ts', 'training/serve/page.html', 'dist/training/fill-mask.js', 'dist/training/fill-mask.d.ts', 'scripts/mlm.mjs', 'package.json']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
   const unwanted = files.filter((f) => /^(tests|checkpoints|gpu-results|\.bench)\/|^scripts\/(gpu-runs|reference)\/|fixtures/.test(f));
@@ -102,6 +103,23 @@ test('exportModel from plain JavaScript writes a folder that loads back bit-iden
   const b = await loadModelFolder(out);
   assert.deepEqual([...b.weights.tensors.keys()].sort(), [...a.weights.tensors.keys()].sort());
   for (const [name, t] of a.weights.tensors) assert.ok(sameBits(t.data as Float32Array, b.weights.tensors.get(name)!.data as Float32Array), name);
+});
+
+test('mlmkit/browser imports from plain JavaScript and its tokenizer gives the bindings\' ids', async () => {
+  const ck = await makeTinyCheckpoint(path.join(tmp, 'ck-browser'), 'roberta', { seed: 7 });
+  const text = 'The cat sat on the <mask>, naïvely.';
+  const script = `
+    const fs = await import('node:fs');
+    const { BrowserTokenizer, loadTfjsModel, fillMaskTopK } = await import('mlmkit/browser');
+    const read = (f) => JSON.parse(fs.readFileSync(${JSON.stringify(ck.dir)} + '/' + f, 'utf8'));
+    const tok = new BrowserTokenizer(read('tokenizer.json'), read('tokenizer_config.json'));
+    console.log(JSON.stringify({ ids: tok.encodeWithSpecials(${JSON.stringify(text)}), fns: [typeof loadTfjsModel, typeof fillMaskTopK] }));
+  `;
+  const js = await run(process.execPath, ['--input-type=module', '-e', script], app);
+  assert.equal(js.code, 0, js.stderr);
+  const got = JSON.parse(js.stdout);
+  assert.deepEqual(got.ids, (await ck.tokenizer.encodeWithSpecials(text)).ids);
+  assert.deepEqual(got.fns, ['function', 'function']);
 });
 
 test('the installed mlm command runs', async () => {
