@@ -1,8 +1,7 @@
 // Tests for the library entry (index.ts) beyond fill-mask and export (tests/scripts/package.test.ts):
 // prepare from a tokenizer folder writes the same manifest as `mlm prepare` (line by line, a given
-// held-out set), evaluate on that
-// data equals `mlm evaluate --json` (same masks, same numbers), and train runs a few steps into a
-// checkpoint that evaluate then scores; bad input is an InputError.
+// held-out set), evaluate on that data equals `mlm evaluate --json` (same masks, same numbers),
+// and train runs two steps into a checkpoint that fillMask then loads; bad input is an InputError.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';

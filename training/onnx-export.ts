@@ -24,6 +24,9 @@ const IR_VERSION = 8;
 /** Score of padded keys before the softmax (training/models/bert.ts MASKED_SCORE). */
 const MASKED_SCORE = -1e9;
 
+/** Protobuf messages are limited to 2 GiB; this leaves room for the graph around the weights. */
+const MAX_ONNX_BYTES = 2 ** 31 - 64 * 2 ** 20;
+
 const FAMILIES = ['bert', 'roberta'] as const;
 const ACTIVATIONS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const;
 
@@ -171,6 +174,11 @@ export function checkOnnxSupport(config: ModelConfig): void {
 /** The ONNX model (protobuf bytes) computing the masked LM's logits with `weights` (mlmkit layout). */
 export function onnxModelBytes(config: ModelConfig, weights: ModelWeights, producerVersion = ''): Uint8Array {
   checkOnnxSupport(config);
+  let weightBytes = 0;
+  for (const t of weights.tensors.values()) weightBytes += t.data.byteLength;
+  if (weightBytes > MAX_ONNX_BYTES) {
+    throw new InputError(`the model's ${(weightBytes / 2 ** 30).toFixed(2)} GiB of weights exceed the 2 GiB a single ONNX file can hold (protobuf's limit); export it with --format hf or tfjs`);
+  }
   const family = config.model_type;
   const H = config.hidden_size;
   const nh = config.num_attention_heads;
