@@ -9,6 +9,7 @@ import { finetuneCommand, pretrainCommand, trainCommand } from './commands/train
 import { evaluateCommand } from './commands/evaluate.ts';
 import { downloadCommand } from './commands/download.ts';
 import { exportCommand } from './commands/export.ts';
+import { serveCommand } from './commands/serve.ts';
 import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
 import { modelCommand } from './commands/model.ts';
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(evaluateCommand)
     .command(fillMaskCommand)
     .command(exportCommand)
+    .command(serveCommand)
     .command(downloadCommand)
     .command(benchCommand)
     .command(modelCommand)

@@ -356,11 +356,14 @@ export async function writeTfjsFolder(dir: string, parts: TfjsFolderParts): Prom
       convertedBy: null,
       modelTopology: null,
       userDefinedMetadata: {
+        // Everything a reader needs to rebuild the model (browser.ts loadTfjsModel): the config
+        // itself, the weight layout, and the tokenizer file beside model.json.
         mlmkit: {
-          format_version: 1,
+          format_version: 2,
           model_type: config.model_type,
           layout: 'mlmkit: Hugging Face names; Linear weights [in, out], transposed from PyTorch [out, in]',
-          config: 'config.json',
+          config: configJsonForSave(config),
+          tokenizer: 'tokenizer.json',
         },
       },
       weightsManifest: [{ paths: shards, weights: specs.map(({ name, shape, dtype }) => ({ name, shape, dtype })) }],

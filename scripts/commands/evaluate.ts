@@ -6,16 +6,14 @@
 // (a file, folder or glob: tokenized with the model's tokenizer into --seq-len blocks, every
 // document scored). One model on one data set prints one result (`--json`: the object of docs/formats.md,
 // "Command output"); more print a comparison table (`--json`: a list of those objects with "model" and
-// "data" added).
+// "data" added). The loop is training/evaluate-models.ts evaluateModels.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
-import { loadModelFolder, maxSequenceLength } from '../../training/checkpoint.ts';
-import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from '../../training/evaluate.ts';
+import { evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
 import { resolveModel } from '../../training/hub.ts';
-import { createMaskedLM } from '../../training/models/roberta.ts';
 import { VERSION } from '../version.ts';
 
 interface EvaluateArgs {
@@ -33,12 +31,6 @@ interface EvaluateArgs {
   backend: string;
   json: boolean;
   progress: boolean;
-}
-
-interface Row {
-  model: string;
-  data: string;
-  result: EvalResult;
 }
 
 export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
@@ -77,44 +69,28 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const { tf } = backend;
 
-    const rows: Row[] = [];
-    for (const resolved of models) {
-      const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
-      const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities: backend.capabilities });
-      try {
-        for (const spec of args.data) {
-          const data = await openEvalData(spec, folder.tokenizer, {
-            split: args.split,
-            seqLen: args['seq-len'],
-            maxPositions: maxSequenceLength(folder.config),
-            modelLabel: resolved.source,
-            version: VERSION,
-          });
-          try {
-            const label = `${args.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
-            const bar = new Progress({ label, total: args['max-batches'] ? Math.min(data.reader.rows, args['max-batches'] * args['batch-size']) : data.reader.rows, enabled: args.progress });
-            const masking = maskingFor(folder.tokenizer, args['mlm-probability'], args['whole-word-mask']);
-            const opts = {
-              batchSize: args['batch-size'],
-              seed: args.seed,
-              maxBatches: args['max-batches'] || undefined,
-              onProgress: (done: number) => bar.update(done, 'rows'),
-            };
-            const result = args.pseudo
-              ? await evaluatePseudo(tf, model, data.reader, masking, opts)
-              : await evaluateMasked(tf, model, data.reader, masking, opts);
-            bar.finish(`${result.masked_tokens} tokens scored`);
-            rows.push({ model: resolved.source, data: spec, result });
-          } finally {
-            await data.close();
-          }
-        }
-      } finally {
-        model.dispose();
-      }
-    }
+    let bar: Progress | null = null;
+    const rows = await evaluateModels(tf, {
+      models,
+      data: args.data,
+      split: args.split,
+      seed: args.seed,
+      batchSize: args['batch-size'],
+      maxBatches: args['max-batches'],
+      mlmProbability: args['mlm-probability'],
+      wholeWordMask: args['whole-word-mask'],
+      pseudo: args.pseudo,
+      seqLen: args['seq-len'],
+      version: VERSION,
+      capabilities: backend.capabilities,
+      onStart: (label, total) => {
+        bar = new Progress({ label, total, enabled: args.progress });
+      },
+      onProgress: (done) => bar?.update(done, 'rows'),
+      onFinish: (result) => bar?.finish(`${result.masked_tokens} tokens scored`),
+    });
 
-    const shape = (r: Row, withNames: boolean) => ({
+    const shape = (r: EvaluationRow, withNames: boolean) => ({
       ...(withNames ? { model: r.model, data: r.data } : {}),
       loss: r.result.loss,
       perplexity: r.result.perplexity,

@@ -1,91 +1,51 @@
 // `mlm export`: a model folder or Hub id written as a clean inference checkpoint (docs/formats.md,
-// "Checkpoints" and "TF.js export"), in one of two formats:
+// "Checkpoints" and "TF.js export"), in one of three formats (onnx: the hf folder plus onnx/model.onnx, see
+// training/onnx-export.ts):
 //   hf    config.json, model.safetensors (float32) and the tokenizer files: what transformers'
 //         from_pretrained reads; no trainer_state.json or optimizer.safetensors.
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus
-//         config.json and the tokenizer files. TF.js cannot build a forward graph from it without
-//         mlmkit's model code: a browser app loads the tensors with tf.io and builds the model:
-//
-//           const artifacts = await tf.io.http('/model/model.json').load();
-//           const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
-//           const config = parseModelConfig(await (await fetch('/model/config.json')).json(), 'config.json');
-//           const weights = { layout: 'mlmkit', tensors: new Map(Object.entries(tensors).map(
-//             ([name, t]) => [name, { shape: t.shape, data: t.dataSync() }])) };
-//           const model = createMaskedLM(tf, config, { weights });
-//
-//         Tensors keep their Hugging Face names in mlmkit's layout (Linear weights [in, out]).
-// The output folder is written under a temporary name and renamed when complete.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+//         config.json and the tokenizer files. model.json is self-describing: its
+//         userDefinedMetadata.mlmkit holds the config object, the weight layout (Hugging Face
+//         names, Linear weights [in, out]) and the tokenizer file, which is what the browser
+//         entry (browser.ts loadTfjsModel, `mlmkit/browser`) rebuilds the model from.
+// The work is training/export-model.ts exportModel; the output folder is written under a
+// temporary name and renamed when complete.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
-import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from '../../training/checkpoint.ts';
-import { loadModel } from '../../training/hub.ts';
+import { exportModel } from '../../training/export-model.ts';
 import { VERSION } from '../version.ts';
 
 interface ExportArgs {
   model: string;
   revision?: string;
-  format: 'hf' | 'tfjs';
+  format: 'hf' | 'tfjs' | 'onnx';
   out: string;
   overwrite: boolean;
   json: boolean;
 }
 
-function realPath(p: string): string | null {
-  try {
-    return fs.realpathSync(p);
-  } catch {
-    return null;
-  }
-}
-
 export const exportCommand: CommandModule<object, ExportArgs> = {
   command: 'export',
-  describe: 'Write a clean inference checkpoint (Hugging Face or TF.js format) from a model folder or Hub id',
+  describe: 'Write a clean inference checkpoint (Hugging Face, TF.js or ONNX format) from a model folder or Hub id',
   builder: (y: Argv) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (a training checkpoint is fine) or Hugging Face Hub id' })
       .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
-      .option('format', { choices: ['hf', 'tfjs'] as const, default: 'hf' as const, describe: 'hf: config.json + model.safetensors + tokenizer; tfjs: model.json + 4 MiB weight shards + config + tokenizer' })
+      .option('format', { choices: ['hf', 'tfjs', 'onnx'] as const, default: 'hf' as const, describe: 'hf: config.json + model.safetensors + tokenizer; tfjs: model.json + 4 MiB weight shards + config + tokenizer; onnx: the hf folder + onnx/model.onnx (transformers.js, ONNX Runtime)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an --out folder that is not empty' })
       .option('json', { type: 'boolean', default: false, describe: 'print a JSON summary on stdout' })
       .example('$0 export --model checkpoints/run1/checkpoint-5000 --format hf --out med-bert/', 'a folder transformers loads, without optimizer state')
       .example('$0 export --model med-bert/ --format tfjs --out web/model/', 'weights for a browser app (tf.io) using mlmkit\'s model code')
+      .example('$0 export --model med-bert/ --format onnx --out web/med-onnx/', 'a folder transformers.js pipeline(\'fill-mask\') and ONNX Runtime load')
       .example('$0 export --model google/bert_uncased_L-4_H-256_A-4 --format tfjs --out web/mini/', 'a Hub model, downloaded into the Hugging Face cache first') as unknown as Argv<ExportArgs>,
   handler: async (args: ArgumentsCamelCase<ExportArgs>) => {
     const log = (line: string) => process.stderr.write(line + '\n');
-    const out = args.out;
-    if (out.trim() === '') throw new InputError('--out must name a folder');
-    const outReal = realPath(out);
-    if (outReal) {
-      const st = fs.statSync(outReal);
-      if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder`);
-      const modelReal = realPath(args.model);
-      if (modelReal && (modelReal === outReal || modelReal.startsWith(outReal + path.sep))) {
-        throw new InputError(`--out ${out} holds the model being exported; choose another folder`);
-      }
-      if (fs.readdirSync(outReal).length > 0 && !args.overwrite) {
-        throw new InputError(`--out ${out} is not empty; choose an empty or new folder, or pass --overwrite to replace it`);
-      }
-    }
-    const folder = await loadModel(args.model, { revision: args.revision, log });
-    let bytes: number;
-    if (args.format === 'hf') {
-      const weights = await hfWeightsOf(folder.config, folder.weights);
-      await writeModelFolder(out, { config: folder.config, weights, tokenizer: folder.tokenizer });
-      bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
-    } else {
-      const summary = await writeTfjsFolder(out, { config: folder.config, weights: folder.weights, tokenizer: folder.tokenizer, generatedBy: `mlmkit ${VERSION}` });
-      bytes = summary.bytes;
-    }
-    const files = fs.readdirSync(out).sort();
-    const from = folder.revision ? `${folder.source} (commit ${folder.revision.slice(0, 12)})` : folder.source;
+    const r = await exportModel({ model: args.model, out: args.out, format: args.format, revision: args.revision, overwrite: args.overwrite, generatedBy: `mlmkit ${VERSION}`, log });
     if (args.json) {
-      process.stdout.write(JSON.stringify({ format: args.format, model: folder.source, revision: folder.revision ?? null, out, files, tensors: folder.weights.tensors.size, bytes }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ format: r.format, model: r.model, revision: r.revision, out: r.out, files: r.files, tensors: r.tensors, bytes: r.bytes }, null, 2) + '\n');
       return;
     }
-    process.stdout.write(`exported ${from} as ${args.format} to ${out}: ${folder.weights.tensors.size} tensors, ${(bytes / 1e6).toFixed(1)} MB of weights, ${files.length} files\n`);
+    const from = r.revision ? `${r.model} (commit ${r.revision.slice(0, 12)})` : r.model;
+    process.stdout.write(`exported ${from} as ${r.format} to ${r.out}: ${r.tensors} tensors, ${(r.bytes / 1e6).toFixed(1)} MB of weights, ${r.files.length} files\n`);
   },
 };

@@ -1,7 +1,10 @@
 // The layering of docs/architecture.md ("Layers and the direction of dependencies"), checked on the
-// source: every import of every .ts file under data/, training/ and scripts/ (static imports and
+// source: every import of every .ts file under data/, training/ and scripts/ and of the package
+// entries index.ts and browser.ts at the root (static imports and
 // re-exports, `import()` and `import('x')` types with a literal specifier, `require`/`require.resolve`
 // with a literal) is parsed with the TypeScript compiler and resolved, and each edge is checked:
+//   index.ts, browser.ts  the library's entries: import data/ and training/, never scripts/;
+//                      only scripts/ imports them (the `mlm serve` page is built on browser.ts)
 //   data/              imports nothing from training/ or scripts/
 //   training/          imports nothing from scripts/
 //   training/models/   imports TF.js, training/models/ and the kernel contracts in training/kernels/
@@ -35,6 +38,8 @@ const KNOWN_EDGES: Record<string, string> = {
   // The kernels' dropout helper reuses the model's keyed-hash dropout mask (`dropoutMask`); the
   // hash belongs below both.
   'training/kernels/kernel-dropout.ts -> training/models/ops.ts': 'keyed-hash dropout mask lives in the model ops',
+  // The package version is defined with the CLI; it belongs with the shared utilities.
+  'index.ts -> scripts/version.ts': 'VERSION for prepared data and caches; moves with the shared utilities',
 };
 
 /** Library files that read process.env or process.argv today. */
@@ -47,6 +52,8 @@ const KNOWN_PROCESS_READS: Record<string, string> = {
   'training/hub.ts': 'process.env: default for the Hub settings option (HF_HOME, HF_TOKEN...)',
 };
 
+/** The package's entries at the repository root (package.json "exports"). */
+const ENTRIES = new Set(['index.ts', 'browser.ts']);
 const TF_PACKAGES = new Set(['@tensorflow/tfjs', '@tensorflow/tfjs-core']);
 
 function sourceFiles(dir: string): string[] {
@@ -114,12 +121,13 @@ export function forbidden(from: string, to: string, pkg: boolean): string | null
     return null;
   }
   if (under(to, 'scripts') && !under(from, 'scripts')) return 'nothing outside scripts/ imports scripts/';
+  if (ENTRIES.has(to) && !under(from, 'scripts')) return 'only scripts/ imports the package entries';
   if (under(from, 'data') && under(to, 'training')) return 'data/ never imports training/';
   if (under(from, 'training/models') && !under(to, 'training/models') && !under(to, 'training/kernels')) {
     return 'training/models/ imports only training/models/ and the contracts in training/kernels/';
   }
   if (under(from, 'training/kernels') && !under(to, 'training/kernels')) return 'training/kernels/ imports only training/kernels/';
-  if (!to.startsWith('data/') && !to.startsWith('training/') && !to.startsWith('scripts/') && to !== 'package.json') {
+  if (!to.startsWith('data/') && !to.startsWith('training/') && !to.startsWith('scripts/') && !ENTRIES.has(to) && to !== 'package.json') {
     return 'a relative import leaves the source folders';
   }
   return null;
@@ -141,7 +149,7 @@ function violations(files: Array<{ file: string; text: string }>): { edges: Map<
   return { edges, reads };
 }
 
-const files = ['data', 'training', 'scripts'].flatMap(sourceFiles).map((file) => ({ file, text: fs.readFileSync(path.join(root, file), 'utf8') }));
+const files = [...ENTRIES, ...['data', 'training', 'scripts'].flatMap(sourceFiles)].map((file) => ({ file, text: fs.readFileSync(path.join(root, file), 'utf8') }));
 let found: ReturnType<typeof violations> | null = null;
 const tree = () => (found ??= violations(files));
 
@@ -176,6 +184,10 @@ test('the rules: which edges are forbidden', () => {
   assert.equal(forbidden('training/trainer.ts', 'data/batches.ts', false), null);
   assert.equal(forbidden('scripts/commands/train.ts', 'training/trainer.ts', false), null);
   assert.equal(forbidden('training/backend/wasm.ts', '@tensorflow/tfjs-backend-wasm', true), null);
+  assert.match(forbidden('training/fill-mask.ts', 'browser.ts', false)!, /only scripts\/ imports the package entries/);
+  assert.match(forbidden('index.ts', 'scripts/cli.ts', false)!, /nothing outside scripts/);
+  assert.equal(forbidden('scripts/serve/page-main.ts', 'browser.ts', false), null);
+  assert.equal(forbidden('index.ts', 'training/trainer.ts', false), null);
 });
 
 test('data/, training/ and scripts/ import along the layers (known exceptions listed above)', () => {

@@ -1,0 +1,178 @@
+// mlmkit's browser entry (`import { ... } from 'mlmkit/browser'`): runs a `mlm export --format tfjs`
+// folder in a web page (or any JavaScript runtime with fetch) with mlmkit's TF.js model code and a
+// pure-JavaScript tokenizer (@huggingface/tokenizers reading tokenizer.json), no Node.js modules.
+//
+//   import * as tf from '@tensorflow/tfjs';
+//   import { loadTfjsModel, fillMaskTopK } from 'mlmkit/browser';
+//   const model = await loadTfjsModel(tf, '/model/');          // the folder holding model.json
+//   console.log(await fillMaskTopK(model, 'Paris is the [MASK] of France.', 5));
+//
+// The folder is self-describing: model.json's userDefinedMetadata.mlmkit holds the model's
+// config.json object, the weight layout (Hugging Face names, Linear weights [in, out]) and the
+// tokenizer file's name; the weights are TF.js's weights manifest (tf.io.http reads them).
+// fillMaskTopK follows transformers' fill-mask pipeline (training/fill-mask.ts) for texts with
+// mask tokens and no targets: softmax over the vocabulary in float64, ties to the smaller id.
+import { Tokenizer } from '@huggingface/tokenizers';
+import type { Tensor3D } from '@tensorflow/tfjs';
+import type { MaskedLM, Tf } from './training/models/bert.ts';
+import { parseModelConfig, type ModelConfig } from './training/models/config.ts';
+import { createMaskedLM } from './training/models/roberta.ts';
+import type { NamedArray } from './training/models/weights.ts';
+
+export type { MaskedLM, ModelConfig, Tf };
+
+/** CJK ideograph blocks outside the BMP, as the Rust BertNormalizer's is_chinese_char lists them. */
+const ASTRAL_CJK = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B820}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+
+/** tokenizer.json through @huggingface/tokenizers, with the few things fill-mask needs. */
+export class BrowserTokenizer {
+  readonly tokenizer: Tokenizer;
+  readonly maskToken: string;
+  readonly maskId: number;
+  readonly padId: number;
+
+  /** Whether CJK characters outside the BMP get spaces before encoding (see `prepare`). */
+  private readonly spaceAstralCjk: boolean;
+
+  constructor(tokenizerJson: object, tokenizerConfig: Record<string, unknown> = {}) {
+    this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    const normalizer = (tokenizerJson as { normalizer?: { type?: string; handle_chinese_chars?: boolean } }).normalizer;
+    this.spaceAstralCjk = normalizer?.type === 'BertNormalizer' && normalizer.handle_chinese_chars !== false;
+    const special = (key: string, fallbacks: string[]): { token: string; id: number } => {
+      const named = typeof tokenizerConfig[key] === 'string' ? [tokenizerConfig[key] as string] : [];
+      for (const token of [...named, ...fallbacks]) {
+        const id = this.tokenizer.token_to_id(token);
+        if (id !== undefined) return { token, id };
+      }
+      throw new Error(`tokenizer.json has no ${key} (tried ${[...named, ...fallbacks].join(', ')})`);
+    };
+    const mask = special('mask_token', ['[MASK]', '<mask>']);
+    this.maskToken = mask.token;
+    this.maskId = mask.id;
+    this.padId = special('pad_token', ['[PAD]', '<pad>']).id;
+  }
+
+  /**
+   * The BERT normalizer puts spaces around CJK ideographs; @huggingface/tokenizers 0.2.0 tests
+   * UTF-16 code units, so it misses those outside the BMP (U+20000 and up), which the Rust
+   * tokenizers split. Spacing them first gives the Rust ids (the normalizer's own spaces are
+   * whitespace-split away either way).
+   */
+  private prepare(text: string): string {
+    return this.spaceAstralCjk ? text.replace(ASTRAL_CJK, ' $& ') : text;
+  }
+
+  /** Ids with the specials the post-processor adds ([CLS] ... [SEP] / <s> ... </s>). */
+  encodeWithSpecials(text: string): number[] {
+    return this.tokenizer.encode(this.prepare(text), { add_special_tokens: true }).ids;
+  }
+
+  /** Ids without specials. */
+  encode(text: string): number[] {
+    return this.tokenizer.encode(this.prepare(text), { add_special_tokens: false }).ids;
+  }
+
+  decode(ids: number[], skipSpecialTokens = false): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
+  }
+}
+
+/** A model from a tfjs export, ready to run. */
+export interface BrowserModel {
+  config: ModelConfig;
+  tokenizer: BrowserTokenizer;
+  model: MaskedLM;
+  tf: Tf;
+  dispose(): void;
+}
+
+interface MlmkitMetadata {
+  format_version: number;
+  config: Record<string, unknown>;
+  tokenizer: string;
+}
+
+/**
+ * Loads a `mlm export --format tfjs` folder from `baseUrl` (ending in '/'; relative URLs resolve
+ * against the page). `given` replaces the global fetch.
+ */
+export async function loadTfjsModel(tf: Tf, baseUrl: string, given?: typeof fetch): Promise<BrowserModel> {
+  // Bound through a closure: tf.io.http calls it as a method, which the browser's fetch refuses.
+  const fetchFn: typeof fetch = given ?? ((input, init) => fetch(input, init));
+  const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
+  const getJson = async (name: string): Promise<unknown> => {
+    const res = await fetchFn(base + name);
+    if (!res.ok) throw new Error(`${base}${name}: HTTP ${res.status}`);
+    return res.json();
+  };
+  const modelJson = (await getJson('model.json')) as { userDefinedMetadata?: { mlmkit?: MlmkitMetadata } };
+  const meta = modelJson.userDefinedMetadata?.mlmkit;
+  if (!meta || meta.format_version < 2 || typeof meta.config !== 'object') {
+    throw new Error(`${base}model.json is not a self-describing mlmkit tfjs export (format_version 2); export it again with mlm export --format tfjs`);
+  }
+  const config = parseModelConfig(meta.config, `${base}model.json`);
+  const tokenizerJson = (await getJson(meta.tokenizer)) as object;
+  let tokenizerConfig: Record<string, unknown> = {};
+  try {
+    tokenizerConfig = (await getJson('tokenizer_config.json')) as Record<string, unknown>;
+  } catch {
+    // optional: the specials are found by their usual names
+  }
+  const handler = tf.io.http(base + 'model.json', { fetchFunc: fetchFn });
+  if (!handler.load) throw new Error('tf.io.http cannot load here');
+  const artifacts = await handler.load();
+  if (!artifacts.weightData || !artifacts.weightSpecs) throw new Error(`${base}model.json lists no weights`);
+  const decoded = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
+  const tensors = new Map<string, NamedArray>();
+  for (const [name, t] of Object.entries(decoded)) {
+    tensors.set(name, { shape: t.shape, data: t.dataSync() as Float32Array });
+    t.dispose();
+  }
+  const model = createMaskedLM(tf, config, { weights: { layout: 'mlmkit', tensors } });
+  return { config, tokenizer: new BrowserTokenizer(tokenizerJson, tokenizerConfig), model, tf, dispose: () => model.dispose() };
+}
+
+export interface BrowserCandidate {
+  score: number;
+  token: number;
+  token_str: string;
+  sequence: string;
+}
+
+/**
+ * The top-k candidates for each mask token in `text`, best first, as transformers' fill-mask
+ * pipeline returns them: a list for one mask, a list of lists for several.
+ */
+export async function fillMaskTopK(m: BrowserModel, text: string, topK = 5): Promise<BrowserCandidate[] | BrowserCandidate[][]> {
+  const { tf, tokenizer } = m;
+  const ids = tokenizer.encodeWithSpecials(text);
+  const positions = ids.flatMap((id, i) => (id === tokenizer.maskId ? [i] : []));
+  if (positions.length === 0) throw new Error(`the text has no ${tokenizer.maskToken}`);
+  const logits = tf.tidy(() => m.model.logits({
+    inputIds: tf.tensor2d([ids], [1, ids.length], 'int32'),
+    attentionMask: tf.ones([1, ids.length], 'int32'),
+  }, { training: false }) as Tensor3D);
+  const data = (await logits.data()) as Float32Array;
+  logits.dispose();
+  const V = m.config.vocab_size;
+  const single = positions.length === 1;
+  const lists = positions.map((pos) => {
+    const row = data.subarray(pos * V, (pos + 1) * V);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    let sum = 0;
+    for (const v of row) sum += Math.exp(v - max);
+    const order = Array.from(row.keys()).filter((id) => tokenizer.tokenizer.id_to_token(id) !== undefined);
+    order.sort((a, b) => row[b] - row[a] || a - b);
+    return order.slice(0, topK).map((token) => {
+      const filled = ids.map((id, i) => (i === pos ? token : id)).filter((id) => id !== tokenizer.padId);
+      return {
+        score: Math.exp(row[token] - max) / sum,
+        token,
+        token_str: tokenizer.decode([token]),
+        sequence: tokenizer.decode(filled, single),
+      };
+    });
+  });
+  return single ? lists[0] : lists;
+}

@@ -1,0 +1,48 @@
+// `mlm serve`: a fill-mask page on 127.0.0.1 for a model, run in the browser by TF.js
+// (scripts/serve/server.ts). --model is a `mlm export --format tfjs` folder, or any model folder or Hub
+// id, which is exported to tfjs into a temporary folder first (removed when the server stops).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { requireInteger } from '../../data/errors.ts';
+import { exportModel } from '../../training/export-model.ts';
+import { servePage } from '../serve/server.ts';
+import { VERSION } from '../version.ts';
+
+interface ServeArgs {
+  model: string;
+  revision?: string;
+  port: number;
+}
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: 'serve',
+  describe: 'Serve a fill-mask web page for a model on 127.0.0.1 (runs in the browser with TF.js)',
+  builder: (y: Argv) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'a tfjs export folder, a model folder or a Hugging Face Hub id' })
+      .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
+      .option('port', { type: 'number', default: 8080, describe: 'port on 127.0.0.1 (0: any free port)' })
+      .example('$0 serve --model web/model/', 'a tfjs export: open the printed address') as unknown as Argv<ServeArgs>,
+  handler: async (args: ArgumentsCamelCase<ServeArgs>) => {
+    requireInteger(args.port, 'port', 0);
+    const log = (line: string) => process.stderr.write(line + '\n');
+    let exportDir = args.model;
+    let temp: string | null = null;
+    if (!fs.existsSync(path.join(args.model, 'model.json'))) {
+      temp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-serve-'));
+      exportDir = path.join(temp, 'tfjs');
+      await exportModel({ model: args.model, revision: args.revision, out: exportDir, format: 'tfjs', generatedBy: `mlmkit ${VERSION}`, log });
+    }
+    const server = await servePage({ exportDir, port: args.port });
+    process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    await server.close();
+    if (temp) fs.rmSync(temp, { recursive: true, force: true });
+  },
+};

@@ -1,0 +1,90 @@
+// `mlm serve`'s server: a fill-mask page on 127.0.0.1 that runs a tfjs export in the browser with
+// mlmkit's browser entry (browser.ts). GET / is the page (page.html beside this file), /app.js its
+// script (page-main.ts bundled with TF.js by esbuild at start; Node built-ins are
+// stubbed: the browser code paths never call them), /model/* the export's files. Only those
+// files are served: a request path is resolved inside the export folder or refused.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InputError } from '../../data/errors.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The page sources (page.html, page-main.ts) sit beside this file, in the repository and the package. */
+const PAGE_DIR = HERE;
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.json': 'application/json',
+  '.bin': 'application/octet-stream',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+/** The page's script: page-main.ts, browser.ts and TF.js in one ES module. */
+export async function bundlePage(): Promise<string> {
+  const esbuild = await import('esbuild');
+  const result = await esbuild.build({
+    entryPoints: [path.join(PAGE_DIR, 'page-main.ts')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    write: false,
+    logLevel: 'silent',
+    plugins: [{
+      name: 'stub-node-builtins',
+      setup(build) {
+        build.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path, namespace: 'node-stub' }));
+        build.onLoad({ filter: /.*/, namespace: 'node-stub' }, () => ({ contents: 'export default {};', loader: 'js' }));
+      },
+    }],
+  });
+  return result.outputFiles[0].text;
+}
+
+export interface ServeOptions {
+  /** A `mlm export --format tfjs` folder (model.json, shards, config, tokenizer files). */
+  exportDir: string;
+  /** 0: any free port. */
+  port?: number;
+}
+
+export interface RunningServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the page server on 127.0.0.1. */
+export async function servePage(opts: ServeOptions): Promise<RunningServer> {
+  const root = fs.realpathSync(opts.exportDir);
+  if (!fs.existsSync(path.join(root, 'model.json'))) {
+    throw new InputError(`${opts.exportDir} has no model.json; give a model folder or a mlm export --format tfjs folder`);
+  }
+  const page = fs.readFileSync(path.join(PAGE_DIR, 'page.html'));
+  const app = await bundlePage();
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const send = (status: number, type: string, body: string | Buffer) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
+    };
+    if (req.method !== 'GET') return send(405, TYPES['.txt'], 'GET only\n');
+    if (url.pathname === '/' || url.pathname === '/index.html') return send(200, TYPES['.html'], page);
+    if (url.pathname === '/app.js') return send(200, TYPES['.js'], app);
+    if (url.pathname.startsWith('/model/')) {
+      const rel = decodeURIComponent(url.pathname.slice('/model/'.length));
+      const file = path.resolve(root, rel);
+      if (file.startsWith(root + path.sep) && fs.existsSync(file) && fs.statSync(file).isFile()) {
+        return send(200, TYPES[path.extname(file)] ?? 'application/octet-stream', fs.readFileSync(file));
+      }
+    }
+    send(404, TYPES['.txt'], 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new InputError(`port ${opts.port} is in use; choose another with --port`) : err));
+    server.listen(opts.port ?? 0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}

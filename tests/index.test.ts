@@ -1,0 +1,52 @@
+// Tests for the library entry (index.ts) beyond fill-mask and export (tests/scripts/package.test.ts):
+// prepare from a tokenizer folder writes the same manifest as `mlm prepare` (line by line, a given
+// held-out set), evaluate on that data equals `mlm evaluate --json` (same masks, same numbers),
+// and train runs two steps into a checkpoint that fillMask then loads; bad input is an InputError.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { evaluate, fillMask, InputError, prepare, train } from '../index.ts';
+import { makeTinyCheckpoint, ROOT, runMlm, type TinyCheckpoint } from './training/tiny-checkpoint.ts';
+
+const PROSE = path.join(ROOT, 'tests/fixtures/tokenizers/prose.txt');
+let tmp: string;
+let ck: TinyCheckpoint;
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-index-test-'));
+  ck = await makeTinyCheckpoint(path.join(tmp, 'ck'), 'bert', { seed: 4 });
+});
+after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('prepare, evaluate and train from the library equal the CLI', async () => {
+  const lib = await prepare({ corpus: PROSE, tokenizer: ck.dir, out: path.join(tmp, 'data-lib'), seqLen: 16, validation: [PROSE], mode: 'lines' });
+  const cli = await runMlm(['prepare', '--corpus', PROSE, '--tokenizer', ck.dir, '--out', path.join(tmp, 'data-cli'), '--seq-len', '16', '--validation', PROSE, '--line-by-line', '--json', '--no-progress']);
+  assert.equal(cli.code, 0, cli.stderr);
+  const strip = (m: Record<string, unknown>) => { const { created_at: _c, created_by: _b, ...rest } = m; return rest; };
+  const cliManifest = JSON.parse(fs.readFileSync(path.join(tmp, 'data-cli', 'manifest.json'), 'utf8'));
+  assert.deepEqual(strip(lib.manifest as unknown as Record<string, unknown>), strip(cliManifest));
+
+  const rows = await evaluate({ models: ck.dir, data: path.join(tmp, 'data-lib'), backend: 'cpu', batchSize: 4 });
+  assert.equal(rows.length, 1);
+  const ev = await runMlm(['evaluate', '--model', ck.dir, '--data', path.join(tmp, 'data-lib'), '--backend', 'cpu', '--batch-size', '4', '--json', '--no-progress']);
+  assert.equal(ev.code, 0, ev.stderr);
+  const want = JSON.parse(ev.stdout);
+  assert.equal(rows[0].result.loss, want.loss);
+  assert.equal(rows[0].result.masked_tokens, want.masked_tokens);
+
+  const result = await train({ from: ck.dir, data: path.join(tmp, 'data-lib'), out: path.join(tmp, 'run'), steps: 2, batchSize: 4, backend: 'cpu', evalBatches: 1 });
+  assert.equal(result.step, 2);
+  assert.ok(result.checkpoint && fs.existsSync(path.join(result.checkpoint, 'model.safetensors')));
+  const after = await fillMask(result.checkpoint, 'the [MASK] sat .', { backend: 'cpu', topK: 2 });
+  assert.equal((after as unknown[]).length, 2);
+});
+
+test('bad input is an InputError with one line', async () => {
+  await assert.rejects(fillMask(ck.dir, 'no mask here', { backend: 'cpu' }), (e: unknown) => e instanceof InputError && !e.message.includes('\n'));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK]', { topK: 0 }), (e: unknown) => e instanceof InputError && e.message === 'topK must be a positive integer, got 0');
+  await assert.rejects(evaluate({ models: path.join(tmp, 'missing'), data: PROSE, backend: 'cpu' }), InputError);
+});

@@ -1,0 +1,83 @@
+// Tests for `mlm serve`'s page server (scripts/serve/): the page, its bundled
+// script and the export's files over HTTP on 127.0.0.1, paths outside the export refused, and a
+// folder without model.json refused; then Debian's Chromium (headless, driven by puppeteer-core,
+// nothing downloaded) loads the page on TF.js's cpu backend and on webgl (SwiftShader, Chromium's
+// software GL), a sentence is typed and submitted, and
+// the top-k rows shown equal `mlm fill-mask --json` (tokens; scores within 1e-5). A screenshot of
+// the page is saved to the path the test prints. The Chromium test skips when no Chromium is
+// installed (CHROMIUM_PATH, else /usr/bin/chromium), unless MLM_REQUIRE_CHROMIUM=1.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { InputError } from '../../data/errors.ts';
+import { exportModel } from '../../training/export-model.ts';
+import { servePage, type RunningServer } from '../../scripts/serve/server.ts';
+import { makeTinyCheckpoint, runMlm } from '../training/tiny-checkpoint.ts';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const haveChromium = fs.existsSync(CHROMIUM);
+let tmp: string;
+let src: string;
+let server: RunningServer;
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-serve-test-'));
+  src = (await makeTinyCheckpoint(path.join(tmp, 'src'), 'bert', { seed: 8 })).dir;
+  await exportModel({ model: src, out: path.join(tmp, 'tfjs'), format: 'tfjs' });
+  fs.writeFileSync(path.join(tmp, 'secret.txt'), 'outside the export\n');
+  server = await servePage({ exportDir: path.join(tmp, 'tfjs'), port: 0 });
+});
+after(async () => {
+  await server?.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('the server gives the page, its script and the export, and nothing outside it', async () => {
+  assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  const page = await fetch(server.url);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /<script type="module" src="app.js">/);
+  const app = await fetch(server.url + 'app.js');
+  assert.equal(app.status, 200);
+  const js = await app.text();
+  assert.ok(js.includes('mlmFill') && !/from\s*["']node:/.test(js), 'one self-contained module');
+  const model = await (await fetch(server.url + 'model/model.json')).json();
+  assert.equal(model.userDefinedMetadata.mlmkit.format_version, 2);
+  for (const p of ['model/..%2Fsecret.txt', 'model/../secret.txt', 'secret.txt', 'model/', 'model/%2e%2e/secret.txt']) {
+    assert.equal((await fetch(server.url + p)).status, 404, p);
+  }
+  await assert.rejects(servePage({ exportDir: src, port: 0 }), (e: unknown) => e instanceof InputError && /has no model\.json/.test(e.message));
+});
+
+for (const backend of ['cpu', 'webgl']) test(`Chromium (${backend}): the page's top-k equals mlm fill-mask --json`, { skip: !haveChromium && process.env.MLM_REQUIRE_CHROMIUM !== '1' ? `no Chromium at ${CHROMIUM}` : false }, async () => {
+  const text = 'the [MASK] sat on the mat .';
+  const cli = await runMlm(['fill-mask', '--model', src, '--backend', 'cpu', '--top-k', '5', '--json', text]);
+  assert.equal(cli.code, 0, cli.stderr);
+  const want = JSON.parse(cli.stdout) as { token: number; score: number }[];
+
+  const puppeteer = (await import('puppeteer-core')).default;
+  const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-unsafe-swiftshader', '--use-angle=swiftshader'] });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 900, height: 600 });
+    await page.goto(`${server.url}?backend=${backend}`);
+    await page.waitForSelector('#status[data-ready="true"]', { timeout: 60_000 });
+    assert.equal(await page.$eval('#status', (e) => (e as HTMLElement).dataset.backend), backend);
+    await page.$eval('#text', (e) => { (e as HTMLInputElement).value = ''; });
+    await page.type('#text', text);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('tr.candidate', { timeout: 60_000 });
+    const rows = await page.$$eval('tr.candidate', (trs) => trs.map((tr) => ({ token: Number((tr as HTMLElement).dataset.token), score: Number((tr as HTMLElement).dataset.score) })));
+    const shot = path.join(os.tmpdir(), `mlmkit-serve-page-${backend}.png`);
+    await page.screenshot({ path: shot });
+    console.log(`# screenshot of the page: ${shot}`);
+    assert.deepEqual(rows.map((r) => r.token), want.map((w) => w.token));
+    const maxDiff = Math.max(...rows.map((r, i) => Math.abs(r.score - want[i].score)));
+    console.log(`# Chromium page (${backend} backend) vs mlm fill-mask --json: max |score difference| = ${maxDiff.toExponential(2)}`);
+    assert.ok(maxDiff <= 1e-5, `max difference ${maxDiff}`);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,88 @@
+// Evaluating several models on several data sets: the loop behind `mlm evaluate`
+// (scripts/commands/evaluate.ts), callable from the library (index.ts). Each model is loaded once,
+// scored on every data set (masked loss, or pseudo-perplexity), and disposed before the next.
+import type { SplitName } from '../data/shards.ts';
+import type { Tf } from './backend.ts';
+import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
+import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from './evaluate.ts';
+import type { ResolvedModel } from './hub.ts';
+import type { ModelCapabilities } from './models/ops.ts';
+import { createMaskedLM } from './models/roberta.ts';
+
+export interface EvaluateModelsOptions {
+  /** Resolved models (training/hub.ts resolveModel): every name is checked before any work. */
+  models: ResolvedModel[];
+  /** Data sets: prepared folders, or raw text files / folders / globs. */
+  data: string[];
+  /** Split of a prepared folder (default validation). */
+  split?: SplitName;
+  /** Seed of the evaluation masks (default 42). */
+  seed?: number;
+  batchSize?: number;
+  /** Stop after N batches of rows (0 or absent: the whole split). */
+  maxBatches?: number;
+  mlmProbability?: number;
+  wholeWordMask?: boolean;
+  /** Pseudo-perplexity: every token masked in turn. */
+  pseudo?: boolean;
+  /** Tokens per block for raw text (default 128). */
+  seqLen?: number;
+  /** The backend's capabilities (BackendInfo.capabilities); the reference paths when absent. */
+  capabilities?: ModelCapabilities;
+  /** Written into caches of raw text (created_by). */
+  version?: string;
+  /** Called with each model-on-data pair's total rows before it starts, then with rows done. */
+  onStart?: (label: string, totalRows: number) => void;
+  onProgress?: (rowsDone: number) => void;
+  onFinish?: (result: EvalResult) => void;
+}
+
+export interface EvaluationRow {
+  /** What was named: the folder or the Hub id. */
+  model: string;
+  data: string;
+  result: EvalResult;
+}
+
+/** Scores every model on every data set, in order (models outer). */
+export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promise<EvaluationRow[]> {
+  const batchSize = opts.batchSize ?? 32;
+  const maxBatches = opts.maxBatches ?? 0;
+  const rows: EvaluationRow[] = [];
+  for (const resolved of opts.models) {
+    const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
+    const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities: opts.capabilities });
+    try {
+      for (const spec of opts.data) {
+        const data = await openEvalData(spec, folder.tokenizer, {
+          split: opts.split ?? 'validation',
+          seqLen: opts.seqLen ?? 128,
+          maxPositions: maxSequenceLength(folder.config),
+          modelLabel: resolved.source,
+          version: opts.version ?? 'mlmkit',
+        });
+        try {
+          const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
+          opts.onStart?.(label, maxBatches ? Math.min(data.reader.rows, maxBatches * batchSize) : data.reader.rows);
+          const masking = maskingFor(folder.tokenizer, opts.mlmProbability ?? 0.15, opts.wholeWordMask ?? false);
+          const evalOpts = {
+            batchSize,
+            seed: opts.seed ?? 42,
+            maxBatches: maxBatches || undefined,
+            onProgress: (done: number) => opts.onProgress?.(done),
+          };
+          const result = opts.pseudo
+            ? await evaluatePseudo(tf, model, data.reader, masking, evalOpts)
+            : await evaluateMasked(tf, model, data.reader, masking, evalOpts);
+          opts.onFinish?.(result);
+          rows.push({ model: resolved.source, data: spec, result });
+        } finally {
+          await data.close();
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+  return rows;
+}
