@@ -700,7 +700,13 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
 }
 
 async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
-  const { tf, log } = ctx;
+  const { tf } = ctx;
+  let bar: Progress | null = null;
+  // Notes and evaluation lines erase the progress bar's line first (data/progress.ts).
+  const log = (line: string): void => {
+    bar?.clear();
+    ctx.log(line);
+  };
 
   // 1. The run folder: ours or new; earlier checkpoints only with --resume.
   const { entries, foreign } = foreignEntries(o.out);
@@ -788,7 +794,6 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
-  let bar: Progress | null = null;
   let interrupted = false;
   let sessionTokens = 0;
   let sessionSeconds = 0;
@@ -966,7 +971,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     }
     loopSeconds = (performance.now() - loopStart) / 1000;
   } finally {
-    bar?.finish(`step ${step}/${totalSteps}`);
+    if (step >= totalSteps) bar?.complete(`step ${step}/${totalSteps}`);
+    else bar?.finish(`step ${step}/${totalSteps}${stoppedEarlyAt !== null ? ' (stopped early)' : ''}`);
     optimizer.dispose();
     model.dispose();
     trainReader.close();

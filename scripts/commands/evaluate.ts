@@ -104,7 +104,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
             const result = args.pseudo
               ? await evaluatePseudo(tf, model, data.reader, masking, opts)
               : await evaluateMasked(tf, model, data.reader, masking, opts);
-            bar.finish(`${result.masked_tokens} tokens scored`);
+            bar.complete(`${result.masked_tokens} tokens scored`);
             rows.push({ model: resolved.source, data: spec, result });
           } finally {
             await data.close();
