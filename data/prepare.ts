@@ -139,7 +139,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
       bytes += doc.bytes;
       counter.update(bytes, `${trainDocs} documents`);
     }
-    counter.finish(`${trainDocs} documents`);
+    counter.complete(`${trainDocs} documents`);
     if (trainDocs === 0) throw new InputError(`corpus is empty: no non-blank document in ${trainFiles.join(', ')}; check --text-field or the files`);
     const chosen = chooseValidation(trainDocs, opts.validationSplit, opts.seed);
     isValidation = (i) => chosen.has(i);
@@ -210,7 +210,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     if (batch.length) await flush();
     await pending;
     stopIfAborted();
-    bar.finish(`${builders.train.info.tokens + builders.validation.info.tokens} tokens`);
+    bar.complete(`${builders.train.info.tokens + builders.validation.info.tokens} tokens`);
 
     const splits = { train: builders.train.finish(), validation: builders.validation.finish() };
     warnSmall(splits, opts);

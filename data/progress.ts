@@ -1,6 +1,11 @@
 // A progress line on stderr. On a terminal it redraws one line in place (at most 10 times a
 // second); elsewhere (CI logs, files) it prints a full line at most every `logEverySeconds`.
 // Nothing goes to stdout, so `--json` output stays clean.
+//
+// Other lines written while a bar is on screen (notes, "eval at step N") go through `clear()`
+// first, which erases the bar's line on a terminal; the next update draws it again below them.
+// Work that completes ends with `complete()`: the last line shows 100% of the true total, whatever
+// the last update said (updates are throttled, and a caller may count in coarser pieces).
 
 export interface ProgressOptions {
   label: string;
@@ -19,10 +24,14 @@ export class Progress {
   private lastDraw = -Infinity;
   private done = 0;
   private extra = '';
+  /** A partial bar line is on the terminal (drawn, not finished or cleared). */
+  private onScreen = false;
+  private total: number | undefined;
 
   constructor(private readonly opts: ProgressOptions) {
     this.stream = opts.stream ?? process.stderr;
     this.tty = Boolean(this.stream.isTTY);
+    this.total = opts.total;
   }
 
   /** Sets the absolute amount done and an optional free-text suffix. */
@@ -37,10 +46,29 @@ export class Progress {
     }
   }
 
-  /** Prints the final line. */
+  /** Prints the final line, as far as the work went (an interrupted run ends short of 100%). */
   finish(extra?: string): void {
     if (extra !== undefined) this.extra = extra;
     this.draw(true);
+  }
+
+  /**
+   * The work is done: the final line at 100% of the total. `trueTotal`: what the work turned out to
+   * be when the announced total was an upper bound (fewer words than --max-words, a vocabulary that
+   * stopped growing); otherwise the announced total.
+   */
+  complete(extra?: string, trueTotal?: number): void {
+    if (trueTotal !== undefined) this.total = trueTotal;
+    if (this.total !== undefined && this.total > 0) this.done = this.total;
+    this.finish(extra);
+  }
+
+  /** Erases the bar's line on a terminal, so that a line written next starts clean; the next update redraws it. */
+  clear(): void {
+    if (!this.onScreen) return;
+    this.stream.write('\r\x1b[K');
+    this.onScreen = false;
+    this.lastDraw = 0;
   }
 
   /** Seconds since the bar was created. */
@@ -54,6 +82,7 @@ export class Progress {
     if (this.tty) {
       const width = Math.max(20, (this.stream.columns || 100) - 1);
       this.stream.write(`\r${line.slice(0, width).padEnd(width)}${final ? '\n' : ''}`);
+      this.onScreen = !final;
     } else {
       this.stream.write(line + '\n');
     }
@@ -61,7 +90,8 @@ export class Progress {
 
   private render(): string {
     const secs = this.elapsed();
-    const { total, unit = 'count' } = this.opts;
+    const { unit = 'count' } = this.opts;
+    const total = this.total;
     const parts = [this.opts.label];
     if (total && total > 0) {
       const frac = Math.min(1, this.done / total);

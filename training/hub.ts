@@ -1,7 +1,8 @@
 // The Hugging Face Hub: model ids resolved to folders in the standard Hugging Face cache, shared
 // with Python (`transformers`, `huggingface_hub`), through the `@huggingface/hub` client.
 //
-// `resolveModel(idOrDir)`: an existing local folder is used as it is; otherwise a Hub id
+// `resolveModel(idOrDir)`: an existing local folder is used as it is (an unfinished `mlm train` run
+// folder: its newest complete checkpoint, `runFolderModel`); otherwise a Hub id
 // (`bert-base-uncased`, `google/bert_uncased_L-4_H-256_A-4`) is resolved to a commit and the files
 // a masked LM needs are downloaded into the cache:
 //
@@ -61,6 +62,7 @@ import {
   type ModelFolder,
 } from './checkpoint.ts';
 import { openSafetensors } from './safetensors.ts';
+import { newestCheckpoint } from './train-state.ts';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 export const DEFAULT_REVISION = 'main';
@@ -191,7 +193,7 @@ export async function resolveModel(idOrDir: string, opts: ResolveOptions = {}): 
     if (opts.revision !== undefined) checkRevision(opts.revision);
     if (!stat.isDirectory()) throw new InputError(`${idOrDir} is a file, not a model folder; give the folder that holds config.json and model.safetensors`);
     if (opts.revision && opts.revision !== DEFAULT_REVISION) log(`note: --revision applies to Hub ids; ${idOrDir} is a local folder, used as it is`);
-    return { dir: idOrDir, source: idOrDir, revision: null };
+    return { dir: runFolderModel(idOrDir, log), source: idOrDir, revision: null };
   }
   if (!isHubId(idOrDir)) {
     const looksLikePath = /^[.~/\\]|[\\]|\/.*\/|\/$/.test(idOrDir);
@@ -202,6 +204,20 @@ export async function resolveModel(idOrDir: string, opts: ResolveOptions = {}): 
     );
   }
   return downloadModel(idOrDir, { ...opts, log });
+}
+
+/**
+ * A local model folder as it is; for an `mlm train` run folder (--out) without a final model at
+ * its root (config.json, written last when the run ends: training/trainer.ts), its newest complete
+ * checkpoint-STEP, with a one-line note. Any other folder is returned as it is, so the loader's
+ * own message ("no config.json") stays the error for a folder that is not a model.
+ */
+export function runFolderModel(dir: string, log: (line: string) => void): string {
+  if (fs.existsSync(path.join(dir, CONFIG_FILE))) return dir;
+  const newest = newestCheckpoint(dir);
+  if (newest === null) return dir;
+  log(`note: ${dir} is an unfinished training run (no final model yet); using its newest complete checkpoint, ${path.basename(newest.dir)}`);
+  return newest.dir;
 }
 
 /** The files of a cached snapshot that make a loadable model, or a reason why not. */

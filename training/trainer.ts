@@ -18,11 +18,19 @@
 //
 // The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
 // optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
-// end report.md with loss.svg and perplexity.svg. A folder holding anything else is refused. The
+// end report.md with loss.svg and perplexity.svg. A run that finishes (not interrupted) also gets,
+// as transformers' output_dir, the final model at its root (`publishFinalModel`: the last
+// checkpoint's model files, or the best checkpoint's with --load-best-at-end; config.json last, so
+// that a folder with config.json at its root is a finished run) and train_results.json,
+// eval_results.json and all_results.json (`writeResults`). A resumed run that trains on removes the
+// root model first. A folder holding anything else is refused. The
 // folder is locked for the run (data/lock.ts), and a model too large for the machine's memory is
 // refused before anything is allocated (`checkTrainingMemory`).
 //
 // Stopping. `signal` (SIGINT in the CLI) ends the run after the current step, with a checkpoint.
+// --early-stopping-patience ends it after that many evaluations without improvement of
+// --metric-for-best (training/best-model.ts), with a checkpoint; the counter is recomputed from the
+// metric history on --resume, so a resumed run stops at the same step.
 // A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
 // step and the last good checkpoint (nothing is saved from the broken state). So does divergence
 // (`divergence` below): a non-finite evaluation loss, or a training or evaluation loss above
@@ -44,7 +52,7 @@ import { Rng } from '../data/rng.ts';
 import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
-import { loadModelFolder, maxSequenceLength, writeModelFolder } from './checkpoint.ts';
+import { CONFIG_FILE, loadModelFolder, maxSequenceLength, TOKENIZER_FILES, WEIGHTS_FILE, writeModelFolder } from './checkpoint.ts';
 import {
   batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowBytes, rowsPerPass, splitBatch, type EvalResult,
 } from './evaluate.ts';
@@ -53,6 +61,7 @@ import { parameterCount, parseModelConfig, updateModelConfig, type ModelConfig }
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
 import { unigramLogPrior, type InitBias } from './init-bias.ts';
+import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
@@ -108,6 +117,14 @@ export interface TrainOptions {
   rowsPerPass?: number;
   /** Matrix-product precision (training/precision.ts); absent: fp32. fp16 scales the loss (training/loss-scale.ts). */
   precision?: PrecisionName;
+  /** At the end, the best checkpoint (by `metricForBest`) becomes the final model (transformers' load_best_model_at_end). */
+  loadBestAtEnd?: boolean;
+  /** The evaluation metric that picks the best checkpoint (training/best-model.ts); default eval_loss. */
+  metricForBest?: string;
+  /** Stop after this many evaluations without improvement (0 or absent: never); EarlyStoppingCallback. */
+  earlyStoppingPatience?: number;
+  /** The improvement an evaluation must make to reset the patience (absolute; default 0). */
+  earlyStoppingThreshold?: number;
 }
 
 /** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
@@ -160,15 +177,31 @@ export interface TrainContext {
   onStep?: (info: StepInfo) => void;
 }
 
-/** The `--json` result (docs/formats.md, "Command output"), plus whether the run was interrupted. */
+/**
+ * The `--json` result (docs/formats.md, "Command output": step, train_loss, eval_loss, eval_perplexity,
+ * tokens_per_second, checkpoint), with transformers' other metric names, plus whether the run was
+ * interrupted. The eval_ metrics are those of the final model (the best checkpoint's with
+ * --load-best-at-end).
+ */
 export interface TrainResult {
   step: number;
+  epoch: number;
   /** Mean training loss over every step of the run (as transformers' final train_loss). */
   train_loss: number | null;
   eval_loss: number | null;
   eval_perplexity: number | null;
+  eval_accuracy: number | null;
   tokens_per_second: number | null;
+  /** Wall-clock seconds of this session's training loop (a resumed run counts from the resume). */
+  train_runtime: number;
+  train_samples_per_second: number | null;
+  train_steps_per_second: number | null;
   checkpoint: string | null;
+  /** The folder of the final model: the run folder itself (null when the run did not finish). */
+  model: string | null;
+  best_model_checkpoint: string | null;
+  /** The step early stopping ended the run at, or null. */
+  stopped_early_at: number | null;
   interrupted: boolean;
 }
 
@@ -359,8 +392,50 @@ export async function optimizerStep(
 // -------------------------------------------------------------------------------------------------
 // Setting up: the run folder, the data's tokenizer, the model
 
+/** The JSON results written at the run folder's root at the end, as transformers' Trainer names them. */
+export const RESULT_FILES = ['train_results.json', 'eval_results.json', 'all_results.json'] as const;
+
+/** The files of the final model at the run folder's root, config.json last (see `publishFinalModel`). */
+export function finalModelFiles(): string[] {
+  return [WEIGHTS_FILE, ...TOKENIZER_FILES, CONFIG_FILE];
+}
+
 /** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
-const RUN_ENTRY = /^(checkpoint-\d+|\.checkpoint-\d+\.ckpt-(tmp|old)-.*|(metrics\.jsonl|report\.md|run\.json|loss\.svg|perplexity\.svg)(\.tmp)?)$/;
+const RUN_ENTRY = new RegExp(
+  '^(checkpoint-\\d+|\\.checkpoint-\\d+\\.ckpt-(tmp|old)-.*|' +
+  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
+);
+
+/**
+ * The final model at the run folder's root, as transformers' `output_dir`: the model files of the
+ * checkpoint `from` are copied in, each under a temporary name then renamed, config.json last.
+ * A folder with config.json at its root is a finished run (training/hub.ts `runFolderModel`); so a
+ * crash part way leaves a run that still reads as unfinished, never a mix presented as final.
+ */
+export async function publishFinalModel(out: string, from: string): Promise<void> {
+  await unpublishFinalModel(out);
+  for (const name of finalModelFiles()) {
+    const src = path.join(from, name);
+    if (!fs.existsSync(src)) continue;
+    const tmp = path.join(out, `${name}.tmp`);
+    await fsp.copyFile(src, tmp);
+    const fh = await fsp.open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, path.join(out, name));
+  }
+}
+
+/** Removes the final model from the run folder's root, config.json first (the run reads as unfinished). */
+export async function unpublishFinalModel(out: string): Promise<void> {
+  for (const name of [...finalModelFiles()].reverse()) {
+    await fsp.rm(path.join(out, name), { force: true });
+    await fsp.rm(path.join(out, `${name}.tmp`), { force: true });
+  }
+}
 
 /** Names in `out` that no training run wrote; throws when `out` is a file. */
 function foreignEntries(out: string): { entries: string[]; foreign: string[] } {
@@ -561,6 +636,17 @@ function checkOptions(o: TrainOptions): void {
   if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
   if (!(o.maxGradNorm >= 0)) throw new InputError(`--max-grad-norm must be >= 0 (0 switches clipping off), got ${o.maxGradNorm}`);
   if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new InputError(`--lr must be a positive number, got ${o.lr}`);
+  if (o.metricForBest !== undefined) parseBestMetric(o.metricForBest);
+  if (o.earlyStoppingPatience !== undefined) requireInteger(o.earlyStoppingPatience, 'early-stopping-patience', 0);
+  if (o.earlyStoppingThreshold !== undefined && !(o.earlyStoppingThreshold >= 0)) {
+    throw new InputError(`--early-stopping-threshold must be >= 0, got ${o.earlyStoppingThreshold}`);
+  }
+  if ((o.earlyStoppingPatience ?? 0) > 0 && o.evalEvery === 0) {
+    throw new InputError('--early-stopping-patience needs evaluations during the run: give --eval-every N');
+  }
+  if (o.loadBestAtEnd && o.evalEvery > 0 && o.saveEvery % o.evalEvery !== 0) {
+    throw new InputError(`--load-best-at-end needs a checkpoint at evaluations: --save-every (${o.saveEvery}) must be a multiple of --eval-every (${o.evalEvery})`);
+  }
 }
 
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
@@ -578,6 +664,27 @@ export function optimizerLayout(tf: Tf, config: ModelConfig) {
   };
 }
 
+/**
+ * train_results.json, eval_results.json (when evaluated) and all_results.json at the run folder's
+ * root, as transformers' `Trainer.save_metrics` writes them (run_mlm.py adds `perplexity` to the
+ * evaluation's; mlmkit logs it as eval_perplexity and writes both names there).
+ */
+async function writeResults(out: string, r: TrainResult, ev: EvalLogEntry | null): Promise<void> {
+  const trainResults = {
+    epoch: r.epoch, train_loss: r.train_loss, train_runtime: r.train_runtime,
+    train_samples_per_second: r.train_samples_per_second, train_steps_per_second: r.train_steps_per_second, tokens_per_second: r.tokens_per_second,
+  };
+  const evalResults = ev === null ? null : {
+    epoch: ev.epoch, eval_loss: ev.eval_loss, eval_perplexity: ev.eval_perplexity, perplexity: ev.eval_perplexity,
+    eval_accuracy: ev.eval_accuracy, eval_masked_tokens: ev.eval_masked_tokens, eval_step: ev.step,
+  };
+  const write = (name: string, obj: object) => writeFileAtomic(path.join(out, name), [Buffer.from(JSON.stringify(obj, null, 2) + '\n', 'utf8')]);
+  await write('train_results.json', trainResults);
+  if (evalResults !== null) await write('eval_results.json', evalResults);
+  else await fsp.rm(path.join(out, 'eval_results.json'), { force: true });
+  await write('all_results.json', { ...trainResults, ...(evalResults ?? {}) });
+}
+
 // -------------------------------------------------------------------------------------------------
 // The run
 
@@ -593,7 +700,13 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
 }
 
 async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
-  const { tf, log } = ctx;
+  const { tf } = ctx;
+  let bar: Progress | null = null;
+  // Notes and evaluation lines erase the progress bar's line first (data/progress.ts).
+  const log = (line: string): void => {
+    bar?.clear();
+    ctx.log(line);
+  };
 
   // 1. The run folder: ours or new; earlier checkpoints only with --resume.
   const { entries, foreign } = foreignEntries(o.out);
@@ -681,14 +794,23 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
-  let bar: Progress | null = null;
   let interrupted = false;
   let sessionTokens = 0;
   let sessionSeconds = 0;
   let step = 0;
   let history: MetricsEntry[] = [];
   let totals = emptyWindow();
-  let best: { loss: number; step: number; checkpoint: string } | null = null;
+  // The best checkpoint by --metric-for-best, and the early-stopping counter (training/best-model.ts).
+  const metric = parseBestMetric(o.metricForBest ?? 'eval_loss');
+  const greater = greaterIsBetter(metric);
+  const patience = o.earlyStoppingPatience ?? 0;
+  const threshold = o.earlyStoppingThreshold ?? 0;
+  let best: { value: number; step: number; checkpoint: string } | null = null;
+  let stopping = { best: null as number | null, counter: 0 };
+  let stoppedEarlyAt: number | null = null;
+  let loopSeconds = 0;
+  let sessionSteps = 0;
+  let sessionRows = 0;
   let lastCheckpoint: string | null = null;
   let lastEval: EvalResult | null = null;
   try {
@@ -703,8 +825,10 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       window = state.log_window;
       totals = state.totals;
       if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
-        best = { loss: state.best_metric, step: state.best_step, checkpoint: state.best_model_checkpoint };
+        best = { value: state.best_metric, step: state.best_step, checkpoint: state.best_model_checkpoint };
       }
+      stopping = earlyStoppingState(history, metric, threshold);
+      if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;
       lastCheckpoint = path.join(o.out, checkpointName(step));
       if (!fs.existsSync(lastCheckpoint)) lastCheckpoint = resumeFrom;
       // Temporary folders of a checkpoint write that a killed run left behind.
@@ -728,6 +852,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         step: at, epoch: epochAt(at), eval_loss: r.loss, eval_perplexity: r.perplexity, eval_accuracy: r.accuracy, eval_masked_tokens: r.masked_tokens,
       };
       history.push(entry);
+      stopping = afterEvaluation(stopping, entry[metric], greater, threshold);
       await appendMetrics(o.out, entry);
       log(`eval at step ${at}: loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}, accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.masked_tokens} masked tokens)`);
     };
@@ -735,7 +860,10 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     const save = async (at: number, evaluatedHere: boolean): Promise<void> => {
       const dir = path.join(o.out, checkpointName(at));
       const ev = lastEval as EvalResult | null;
-      if (evaluatedHere && ev !== null && (best === null || ev.loss < best.loss)) best = { loss: ev.loss, step: at, checkpoint: dir };
+      const evEntry = history[history.length - 1] as EvalLogEntry | undefined;
+      if (evaluatedHere && ev !== null && evEntry?.step === at && 'eval_loss' in evEntry && improves(evEntry[metric], best?.value ?? null, greater)) {
+        best = { value: evEntry[metric], step: at, checkpoint: dir };
+      }
       const trainerState: TrainerState = {
         format: STATE_FORMAT,
         version: STATE_VERSION,
@@ -743,7 +871,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         epoch: epochAt(at),
         max_steps: totalSteps,
         data_state: batches.getState(),
-        best_metric: best?.loss ?? null,
+        best_metric: best?.value ?? null,
         best_step: best?.step ?? null,
         best_model_checkpoint: best?.checkpoint ?? null,
         log_history: history,
@@ -770,8 +898,15 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
 
     // 4. The loop.
     bar = new Progress({ label: startStep > 0 ? `train (from step ${startStep})` : 'train', total: totalSteps - startStep, enabled: ctx.progress });
-    if (startStep >= totalSteps) log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
-    while (step < totalSteps) {
+    if (stoppedEarlyAt !== null) {
+      log(`${resumeFrom} stopped early at step ${step} (--early-stopping-patience ${patience}); nothing to do`);
+    } else if (startStep >= totalSteps) {
+      log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
+    } else {
+      await unpublishFinalModel(o.out); // training goes on: the root holds no final model until the end
+    }
+    const loopStart = performance.now();
+    while (step < totalSteps && stoppedEarlyAt === null) {
       const t0 = performance.now();
       step++;
       // grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
@@ -800,6 +935,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       }
       sessionTokens += tokens;
       sessionSeconds += seconds;
+      sessionSteps++;
+      sessionRows += o.batchSize * o.gradAccum;
       ctx.onStep?.({ step, loss: lossValue, gradNorm: normValue, lr, seconds, masked });
       bar.update(step - startStep, `step ${step}/${totalSteps}  loss ${lossValue.toFixed(4)}  lr ${lr.toExponential(2)}  ${Math.round(window.tokens / Math.max(window.seconds, 1e-9))} tok/s`);
 
@@ -816,6 +953,12 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       const evalNow = validReader !== null && ((o.evalEvery > 0 && step % o.evalEvery === 0) || last);
       if (evalNow) await evaluate(step);
       if ((o.saveEvery > 0 && step % o.saveEvery === 0) || last) await save(step, evalNow);
+      if (evalNow && patience > 0 && stopping.counter >= patience && !last) {
+        stoppedEarlyAt = step;
+        log(`early stopping at step ${step}: ${metric} has not improved by more than ${threshold} for ${patience} evaluations (best ${stopping.best})`);
+        if (lastSavedStep !== step) await save(step, evalNow);
+        break;
+      }
 
       // Let a pending SIGINT reach its handler, then stop after this step if asked.
       await new Promise((resolve) => setImmediate(resolve));
@@ -826,26 +969,50 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         break;
       }
     }
+    loopSeconds = (performance.now() - loopStart) / 1000;
   } finally {
-    bar?.finish(`step ${step}/${totalSteps}`);
+    if (step >= totalSteps) bar?.complete(`step ${step}/${totalSteps}`);
+    else bar?.finish(`step ${step}/${totalSteps}${stoppedEarlyAt !== null ? ' (stopped early)' : ''}`);
     optimizer.dispose();
     model.dispose();
     trainReader.close();
     validReader?.close();
   }
 
-  // 5. The report and the result.
+  // 5. The final model at the root (the best checkpoint's with --load-best-at-end), the results, the report.
+  const finished = !interrupted && lastCheckpoint !== null;
+  const finalFrom = o.loadBestAtEnd && best !== null ? best.checkpoint : lastCheckpoint;
+  if (finished && finalFrom !== null) {
+    if (o.loadBestAtEnd && best !== null) log(`loading the best model: ${best.checkpoint} (${metric} ${best.value.toFixed(4)} at step ${best.step})`);
+    try {
+      await publishFinalModel(o.out, finalFrom);
+    } catch (err) {
+      throw saveError(err, `the final model in ${o.out}`, o.out, lastCheckpoint);
+    }
+  }
+  const evalEntries = history.filter((e): e is EvalLogEntry => 'eval_loss' in e);
+  const finalEval = (o.loadBestAtEnd && best !== null ? evalEntries.find((e) => e.step === best!.step) : undefined) ?? evalEntries[evalEntries.length - 1] ?? null;
   const ev = lastEval as EvalResult | null;
-  const lastEvalEntry = [...history].reverse().find((e): e is EvalLogEntry => 'eval_loss' in e) ?? null;
+  const lastEvalEntry = finalEval;
   const result: TrainResult = {
     step,
     train_loss: totals.steps > 0 ? totals.loss_sum / totals.steps : null,
-    eval_loss: ev?.loss ?? lastEvalEntry?.eval_loss ?? null,
-    eval_perplexity: ev?.perplexity ?? lastEvalEntry?.eval_perplexity ?? null,
+    eval_loss: finalEval?.eval_loss ?? null,
+    eval_perplexity: finalEval?.eval_perplexity ?? null,
     tokens_per_second: sessionSeconds > 0 ? sessionTokens / sessionSeconds : null,
     checkpoint: lastCheckpoint,
+    // The documented keys (docs/formats.md) above; transformers' other names and the run's outcome below.
+    epoch: epochAt(step),
+    eval_accuracy: finalEval?.eval_accuracy ?? null,
+    train_runtime: loopSeconds,
+    train_samples_per_second: loopSeconds > 0 ? sessionRows / loopSeconds : null,
+    train_steps_per_second: loopSeconds > 0 ? sessionSteps / loopSeconds : null,
+    model: finished ? o.out : null,
+    best_model_checkpoint: best?.checkpoint ?? null,
+    stopped_early_at: stoppedEarlyAt,
     interrupted,
   };
+  if (finished) await writeResults(o.out, result, finalEval);
   const lastTrain = [...history].reverse().find((e): e is TrainLogEntry => !('eval_loss' in e));
   await writeReport(o.out, {
     title: `mlm train: ${path.basename(path.resolve(o.out))}`,
@@ -863,7 +1030,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       last_logged_loss: lastTrain?.loss ?? null,
       eval_loss: result.eval_loss,
       eval_perplexity: result.eval_perplexity,
-      eval_accuracy: ev?.accuracy ?? lastEvalEntry?.eval_accuracy ?? null,
+      eval_accuracy: lastEvalEntry?.eval_accuracy ?? ev?.accuracy ?? null,
       tokens_per_second: result.tokens_per_second === null ? null : Math.round(result.tokens_per_second),
       checkpoint: result.checkpoint,
       best_model_checkpoint: best?.checkpoint ?? null,

@@ -103,7 +103,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
           batchRows: args['batch-size'],
           onProgress: (n) => bar.update(n),
         });
-        bar.finish(`${words.length} words`);
+        bar.complete(`${words.length} words`, words.length);
         scored.push(words);
         const summary = summarise(m.label, words);
         // The usual masked-token figures, token-weighted over the data sets.

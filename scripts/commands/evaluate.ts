@@ -1,12 +1,14 @@
 // `mlm evaluate`: held-out masked-token loss, perplexity and accuracy of one or more models on one
 // or more data sets (docs/architecture.md, "Evaluation and metrics"; docs/formats.md, "Command output"), or pseudo-perplexity with --pseudo.
 //
-// Each --model value is a model folder or a Hub id. Each --data value is one data set: a prepared
+// Each --model value is a model folder, an `mlm train` run folder, or a Hub id. Each --data value is one data set: a prepared
 // folder (its --split, validation by default; its tokenizer must be the model's) or raw text
 // (a file, folder or glob: tokenized with the model's tokenizer into --seq-len blocks, every
-// document scored). One model on one data set prints one result (`--json`: the object of docs/formats.md,
-// "Command output"); more print a comparison table (`--json`: a list of those objects with "model" and
-// "data" added). The loop is training/evaluate-models.ts evaluateModels.
+// document scored). One model on one data set prints one result (`--json`: the object of
+// docs/formats.md, "Command output", with eval_loss, eval_perplexity and eval_accuracy: the names
+// `mlm train` writes in metrics.jsonl and eval_results.json); more print a comparison table
+// (`--json`: a list of those objects with "model" and "data" added). The loop is
+// training/evaluate-models.ts evaluateModels.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
@@ -87,7 +89,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
         bar = new Progress({ label, total, enabled: args.progress });
       },
       onProgress: (done) => bar?.update(done, 'rows'),
-      onFinish: (result) => bar?.finish(`${result.masked_tokens} tokens scored`),
+      onFinish: (result) => bar?.complete(`${result.masked_tokens} tokens scored`),
     });
 
     const shape = (r: EvaluationRow, withNames: boolean) => ({
@@ -99,6 +101,8 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       tokens: r.result.tokens,
       seed: r.result.seed,
       backend: backend.name,
+      // The same figures under the names training logs them (metrics.jsonl, eval_results.json).
+      ...(args.pseudo ? {} : { eval_loss: r.result.loss, eval_perplexity: r.result.perplexity, eval_accuracy: r.result.accuracy }),
       ...(args.pseudo ? { pseudo: true } : {}),
     });
     if (args.json) {

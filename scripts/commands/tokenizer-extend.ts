@@ -76,7 +76,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
       bytes += d.bytes;
       progress.update(bytes);
     }
-    progress.finish(`${tally.total} words, ${tally.words.size} distinct`);
+    progress.complete(`${tally.total} words, ${tally.words.size} distinct`);
 
     const r = await extendTokenizer(old, tally, { add: args.add, minFrequency: args['min-frequency'] });
     await writeFolderAtomic(args.out, (tmp) => r.tokenizer.save(tmp), 'extend');

@@ -96,8 +96,8 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       limitAlphabet,
       onProgress,
     });
-    progress.finish(`${result.documents} documents, ${result.distinctWords} distinct words`);
-    mergeBar?.finish();
+    progress.complete(`${result.documents} documents, ${result.distinctWords} distinct words`);
+    mergeBar?.complete(undefined, result.vocabSize);
 
     if (args.overwrite) for (const f of TOKENIZER_FILES) fs.rmSync(path.join(args.out, f), { force: true });
     await result.tokenizer.save(args.out);

@@ -48,6 +48,10 @@ interface TrainArgs {
   seed: number;
   'rows-per-pass': number;
   precision: string;
+  'load-best-at-end': boolean;
+  'metric-for-best': string;
+  'early-stopping-patience': number;
+  'early-stopping-threshold': number;
   backend: string;
   json: boolean;
   progress: boolean;
@@ -63,7 +67,7 @@ function builder(variant: Variant) {
       .option('from', { type: 'string', describe: 'model folder (or Hugging Face Hub id) to adapt; the data must use its tokenizer' })
       .option('revision', { type: 'string', describe: 'Hub revision for --from' })
       .option('data', { type: 'string', demandOption: true, describe: 'prepared data folder (`mlm prepare --out`)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'run folder: checkpoint-STEP/, metrics.jsonl, report.md' })
+      .option('out', { type: 'string', demandOption: true, describe: 'run folder: checkpoint-STEP/, metrics.jsonl, report.md, and at the end the final model and *_results.json' })
       .option('steps', { type: 'number', describe: 'optimizer steps (default: one epoch)' })
       .option('epochs', { type: 'number', describe: 'epochs over the training split instead of --steps' })
       .option('batch-size', { type: 'number', default: d.batchSize, describe: 'rows per micro-batch' })
@@ -95,6 +99,10 @@ function builder(variant: Variant) {
         type: 'string', default: d.precision,
         describe: 'fp32, fp16 (webgpu: f16 matmul operands, f32 accumulation and master weights, dynamic loss scaling) or auto (fp16 where the GPU has f16 subgroup matrices)',
       })
+      .option('load-best-at-end', { type: 'boolean', default: false, describe: 'the final model (at --out) is the best checkpoint by --metric-for-best, not the last' })
+      .option('metric-for-best', { type: 'string', default: 'eval_loss', describe: 'eval_loss, eval_perplexity (lower is better) or eval_accuracy (higher is better)' })
+      .option('early-stopping-patience', { type: 'number', default: 0, describe: 'stop after N evaluations without improvement of --metric-for-best (0: never)' })
+      .option('early-stopping-threshold', { type: 'number', default: 0, describe: 'the least improvement that resets the patience' })
       .option('json', { type: 'boolean', default: false, describe: 'print the final result as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to silence)' });
     if (variant !== 'finetune') {
@@ -155,6 +163,10 @@ function handler(variant: Variant) {
       seed: args.seed,
       rowsPerPass: args['rows-per-pass'],
       precision: checkPrecisionName(args.precision),
+      loadBestAtEnd: args['load-best-at-end'],
+      metricForBest: args['metric-for-best'],
+      earlyStoppingPatience: args['early-stopping-patience'],
+      earlyStoppingThreshold: args['early-stopping-threshold'],
     };
 
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
@@ -191,7 +203,8 @@ function handler(variant: Variant) {
         'tokens/s': shown.tokens_per_second === null ? '' : Math.round(shown.tokens_per_second),
       };
       process.stdout.write(`\n${formatTable([row], { train_loss: 4, eval_loss: 4, eval_perplexity: 2 })}\n\n`);
-      process.stdout.write(`${interrupted ? 'interrupted; ' : ''}checkpoint: ${shown.checkpoint ?? '(none)'}; report: ${args.out}/report.md\n`);
+      const where = shown.model !== null ? `model: ${shown.model}` : `checkpoint: ${shown.checkpoint ?? '(none)'}`;
+      process.stdout.write(`${interrupted ? 'interrupted; ' : ''}${shown.stopped_early_at !== null ? `stopped early at step ${shown.stopped_early_at}; ` : ''}${where}; report: ${args.out}/report.md\n`);
     }
     if (interrupted) process.exitCode = 130;
   };

@@ -173,8 +173,10 @@ test('mlm evaluate --json: the documented shape (docs/formats.md), the same twic
   const b = mlm(args);
   assert.equal(a.stdout, b.stdout);
   const doc = JSON.parse(a.stdout);
-  assert.deepEqual(Object.keys(doc), ['loss', 'perplexity', 'accuracy', 'masked_tokens', 'tokens', 'seed', 'backend']);
+  assert.deepEqual(Object.keys(doc), ['loss', 'perplexity', 'accuracy', 'masked_tokens', 'tokens', 'seed', 'backend', 'eval_loss', 'eval_perplexity', 'eval_accuracy']);
   assert.equal(doc.perplexity, Math.exp(doc.loss));
+  // The documented keys and training's names (metrics.jsonl, eval_results.json) carry the same figures.
+  assert.deepEqual([doc.eval_loss, doc.eval_perplexity, doc.eval_accuracy], [doc.loss, doc.perplexity, doc.accuracy]);
   assert.equal(doc.backend, 'wasm');
   assert.equal(doc.seed, 42);
 

@@ -38,16 +38,30 @@ test('pretrain --json prints the documented result (docs/formats.md); finetune a
   const r = mlm(['pretrain', '--config', config, '--data', fx.dataDir, '--out', out, '--steps', '4', '--batch-size', '8', '--json', '--no-progress']);
   assert.equal(r.status, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
-  assert.deepEqual(Object.keys(doc), ['step', 'train_loss', 'eval_loss', 'eval_perplexity', 'tokens_per_second', 'checkpoint']);
+  // The documented keys (docs/formats.md) first, then transformers' other names and the run's outcome.
+  assert.deepEqual(Object.keys(doc), [
+    'step', 'train_loss', 'eval_loss', 'eval_perplexity', 'tokens_per_second', 'checkpoint',
+    'epoch', 'eval_accuracy', 'train_runtime', 'train_samples_per_second', 'train_steps_per_second', 'model', 'best_model_checkpoint', 'stopped_early_at',
+  ]);
   assert.equal(doc.step, 4);
   assert.equal(doc.checkpoint, path.join(out, 'checkpoint-4'));
+  assert.equal(doc.model, out);
   assert.equal(doc.eval_perplexity, Math.exp(doc.eval_loss));
+  // The same names and figures in eval_results.json and train_results.json.
+  const evalResults = JSON.parse(fs.readFileSync(path.join(out, 'eval_results.json'), 'utf8'));
+  for (const k of ['eval_loss', 'eval_perplexity', 'eval_accuracy', 'epoch']) assert.equal(evalResults[k], doc[k], k);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'train_results.json'), 'utf8')).train_loss, doc.train_loss);
   assert.match(r.stderr, /note: from the data's tokenizer: vocab_size 30522 -> \d+/);
 
-  const adapted = mlm(['finetune', '--from', doc.checkpoint, '--data', fx.dataDir, '--out', path.join(tmp, 'adapt'), '--steps', '2', '--batch-size', '8', '--lr', '5e-5', '--json', '--no-progress']);
+  // --from RUN: the run folder's final model (its root), as with Hugging Face's output_dir.
+  const adapted = mlm(['finetune', '--from', out, '--data', fx.dataDir, '--out', path.join(tmp, 'adapt'), '--steps', '2', '--batch-size', '8', '--lr', '5e-5', '--json', '--no-progress']);
   assert.equal(adapted.status, 0, adapted.stderr);
   assert.equal(JSON.parse(adapted.stdout).step, 2);
-  assert.match(fs.readFileSync(path.join(tmp, 'adapt', 'report.md'), 'utf8'), /adapted from .*checkpoint-4/);
+  assert.match(fs.readFileSync(path.join(tmp, 'adapt', 'report.md'), 'utf8'), /adapted from .*pre,/);
+  // `mlm evaluate --model RUN` reads the same model: its loss equals training's final evaluation (same data, seed and batches).
+  const ev = mlm(['evaluate', '--model', out, '--data', fx.dataDir, '--batch-size', '8', '--json', '--no-progress']);
+  assert.equal(ev.status, 0, ev.stderr);
+  assert.equal(JSON.parse(ev.stdout).eval_loss, doc.eval_loss);
 });
 
 test('a NaN or exploding loss stops the run: exit 1, the step and the last good checkpoint named', async () => {

@@ -1,0 +1,83 @@
+// The progress bar (data/progress.ts): other lines erase it first on a terminal, and completed
+// work ends at 100% of the true total. Checked on a fake terminal stream and on real commands run
+// under a pseudo-terminal (`script`, util-linux), as a user sees them.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Progress } from '../../data/progress.ts';
+import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig } from '../training/train-helpers.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-progress-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function fakeTerminal(): { stream: NodeJS.WriteStream; text: () => string } {
+  let out = '';
+  const stream = { isTTY: true, columns: 120, write: (s: string) => { out += s; return true; } } as unknown as NodeJS.WriteStream;
+  return { stream, text: () => out };
+}
+
+test('on a terminal, clear() erases the bar line and the next update draws it again; complete() ends at 100% of the true total', () => {
+  const t = fakeTerminal();
+  const bar = new Progress({ label: 'work', total: 1000, unit: 'bytes', stream: t.stream });
+  bar.update(10);
+  assert.match(t.text(), /^\rwork .*  1\.0%/);
+  bar.clear();
+  t.stream.write('a note\n');
+  assert.ok(t.text().endsWith('\r\x1b[Ka note\n'), JSON.stringify(t.text()));
+  bar.update(20); // drawn at once after a clear, despite the 10-per-second limit
+  assert.match(t.text().split('a note\n')[1], /^\rwork .*  2\.0%  20 B \/ 1\.0 kB/);
+  bar.clear();
+  bar.clear(); // nothing on screen: writes nothing
+  assert.equal(t.text().split('\x1b[K').length, 3);
+  bar.complete('done');
+  const last = t.text().split('\r').pop()!;
+  assert.match(last, /^work  \[#{24}\] 100\.0%  1\.0 kB \/ 1\.0 kB  .*done\s*\n$/);
+
+  // An announced total that was only an upper bound: the true one is shown.
+  const u = fakeTerminal();
+  const words = new Progress({ label: 'words', total: 500, stream: u.stream });
+  words.update(120);
+  words.complete(undefined, 137);
+  assert.match(u.text().split('\r').pop()!, /100\.0%  137\/137/);
+  // finish() keeps what was done (an interrupted run).
+  const v = fakeTerminal();
+  const cut = new Progress({ label: 'train', total: 10, stream: v.stream });
+  cut.update(4);
+  cut.finish();
+  assert.match(v.text().split('\r').pop()!, / 40\.0%  4\/10/);
+});
+
+/** Runs `mlm ARGS` under a pseudo-terminal; its terminal output (stdout and stderr together). */
+function onTerminal(args: string[]): { status: number | null; out: string } {
+  const cmd = [process.execPath, MLM, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const r = spawnSync('script', ['-q', '-e', '-c', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MLM_BACKEND: 'wasm', COLUMNS: '160' } });
+  return { status: r.status, out: r.stdout };
+}
+
+test('mlm prepare and mlm train on a terminal: bars end at 100% of the true total; eval lines start on a cleared line', { skip: spawnSync('script', ['--version']).status !== 0 && 'no `script` command' }, async () => {
+  const fx = await preparedFixture(path.join(tmp, 'fx'), brownDocuments(400_000), { vocabSize: 400, seqLen: 32 });
+  const corpus = path.join(fx.root, 'corpus');
+  const bytes = fs.readdirSync(corpus).reduce((s, f) => s + fs.statSync(path.join(corpus, f)).size, 0);
+  const prep = onTerminal(['prepare', '--corpus', corpus, '--tokenizer', fx.tokenizerDir, '--out', path.join(tmp, 'data'), '--seq-len', '32']);
+  assert.equal(prep.status, 0, prep.out);
+  const shown = `${(bytes / 1e3).toFixed(1)} kB`;
+  for (const label of ['prepare: scanning', 'prepare: tokenizing']) {
+    const lines = prep.out.split(/[\r\n]/).filter((l) => l.startsWith(label));
+    assert.ok(lines.length > 0, prep.out);
+    assert.match(lines[lines.length - 1], new RegExp(`100\\.0%  ${shown.replace('.', '\\.')} / ${shown.replace('.', '\\.')}`), `${label}: ${lines[lines.length - 1]}`);
+  }
+
+  const config = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
+  const run = onTerminal(['train', '--config', config, '--data', path.join(tmp, 'data'), '--out', path.join(tmp, 'run'), '--steps', '6', '--batch-size', '8',
+    '--eval-every', '2', '--eval-batches', '1', '--save-every', '0']);
+  assert.equal(run.status, 0, run.out);
+  const evalLines = [...run.out.matchAll(/(.{0,4})eval at step (\d+)/g)];
+  assert.deepEqual(evalLines.map((m) => m[2]), ['2', '4', '6']);
+  // Steps 2 and 4 come while the bar is on screen: their lines start after the erase sequence.
+  for (const m of evalLines.slice(0, 2)) assert.ok(m[1].endsWith('\x1b[K'), JSON.stringify(m[0]));
+  const trainLines = run.out.split(/[\r\n]/).filter((l) => l.startsWith('train '));
+  assert.match(trainLines[trainLines.length - 1], /100\.0%  6\/6 .*step 6\/6/);
+});
