@@ -1,16 +1,16 @@
 // mlmkit's library entry (`import { ... } from 'mlmkit'`): the functions behind the `mlm` CLI,
 // for programs that train, evaluate, export and query masked language models on TensorFlow.js.
-// Every function throws InputError (data/errors.ts) for bad input, with a one-line message.
+// Every function throws InputError (common/errors.ts) for bad input, with a one-line message.
 //
 //   import { loadModel, fillMask } from 'mlmkit';
 //   const model = await loadModel('checkpoints/med', { backend: 'cpu' });
 //   console.log(await fillMask(model, 'The patient was given [MASK] for the pain.'));
 //   model.dispose();
-import { InputError } from './data/errors.ts';
+import { InputError } from './common/errors.ts';
 import { prepare as prepareShards, type PrepareOptions, type PrepareResult } from './data/prepare.ts';
 import type { PrepareMode } from './data/shards.ts';
 import { MlmTokenizer } from './data/tokenizer.ts';
-import { VERSION } from './scripts/version.ts';
+import { VERSION } from './common/version.ts';
 import { blasOptions, resolveBackendName, selectBackend, type BackendInfo, type BackendName, type Tf } from './training/backend.ts';
 import { evaluateModels, type EvaluateModelsOptions, type EvaluationRow } from './training/evaluate-models.ts';
 import { exportModel as exportModelFolder, type ExportOptions, type ExportSummary } from './training/export-model.ts';

@@ -4,10 +4,10 @@
 // The position in the data is a small state, { epoch, cursor }, saved in checkpoints. The order of
 // epoch e is a permutation drawn from Rng.derive(seed, e), so a restored state continues exactly
 // where the run stopped, without replaying batches.
-import { Rng, type RngState } from './rng.ts';
+import { Rng, type RngState } from '../common/rng.ts';
 import { maskTokens, type MaskingOptions, type MlmBatch } from './masking.ts';
 import { readManifest, SplitReader, type Manifest, type SplitName } from './shards.ts';
-import { InputError } from './errors.ts';
+import { InputError } from '../common/errors.ts';
 
 export interface DataPosition {
   epoch: number;

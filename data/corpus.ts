@@ -36,8 +36,8 @@ import { openAsBlob } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { fromArrow, fromCSVStream } from 'arquero';
-import { InputError, check } from './errors.ts';
-import { Rng } from './rng.ts';
+import { InputError, check } from '../common/errors.ts';
+import { Rng } from '../common/rng.ts';
 
 export type InvalidUtf8Policy = 'error' | 'replace';
 

@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError, systemError } from './errors.ts';
+import { InputError, systemError } from '../common/errors.ts';
 
 export interface LockInfo {
   pid: number;

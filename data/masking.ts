@@ -67,8 +67,8 @@
 // Porting note: in both schemes the 80/10/10 treatment is decided per TOKEN, not per word (a
 // selected word can come out as "[MASK] ##ing"), as both transformers implementations do.
 
-import { check } from './errors.ts';
-import type { Rng } from './rng.ts';
+import { check } from '../common/errors.ts';
+import type { Rng } from '../common/rng.ts';
 
 /** Label value at positions that do not count in the loss (PyTorch's CrossEntropyLoss ignore_index). */
 export const IGNORE_INDEX = -100;

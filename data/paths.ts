@@ -7,7 +7,7 @@
 // Both compare resolved paths before anything is written.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from './errors.ts';
+import { InputError } from '../common/errors.ts';
 
 /** An input of a command: the path as the user gave it (or as expanded) and the flag it came from. */
 export interface NamedInput {

@@ -21,8 +21,8 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
-import { removeStaleTemps, writeFolderAtomic } from './atomic.ts';
-import { InputError } from './errors.ts';
+import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
+import { InputError } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, refuseOutputOverInputs } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
-import { InputError } from './errors.ts';
+import { InputError } from '../common/errors.ts';
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 

@@ -25,7 +25,7 @@
 //
 // Reference: Gee et al. 2022, "Fast Vocabulary Transfer for Language Model Compression" (the
 // embedding initialisation that training/resize.ts applies to the new rows).
-import { InputError } from './errors.ts';
+import { InputError } from '../common/errors.ts';
 import { MlmTokenizer } from './tokenizer.ts';
 
 /** Word counts of a corpus, words as the tokenizer's model sees them. */

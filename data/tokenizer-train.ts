@@ -30,7 +30,7 @@
 // - No alphabet limit by default (BertWordPieceTokenizer.train uses limit_alphabet=1000).
 
 import { Tokenizer, byteLevelAlphabet, type Normalizer, type PreTokenizer } from 'tokenizers';
-import { InputError, check } from './errors.ts';
+import { InputError, check } from '../common/errors.ts';
 import {
   AddedTokenGuard,
   DEFAULT_SPECIALS,

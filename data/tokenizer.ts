@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
-import { InputError, check, requireRegularFile } from './errors.ts';
+import { InputError, check, requireRegularFile } from '../common/errors.ts';
 
 export type TokenizerFamily = 'bert' | 'roberta';
 

@@ -18,7 +18,7 @@ import { formatTable } from '../data/progress.ts';
 import { trainTokenizer } from '../data/tokenizer-train.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { train, TRAIN_DEFAULTS } from '../training/trainer.ts';
-import { VERSION } from './version.ts';
+import { VERSION } from '../common/version.ts';
 
 const { values: args } = parseArgs({
   options: {

@@ -2,7 +2,7 @@
 // yargs CommandModule. Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input.
 // Errors are printed as one line on stderr; MLM_DEBUG=1 adds the stack.
 import yargs from 'yargs';
-import { InputError, oneLine, systemError } from '../data/errors.ts';
+import { InputError, oneLine, systemError } from '../common/errors.ts';
 import { tokenizerCommand } from './commands/tokenizer.ts';
 import { prepareCommand } from './commands/prepare.ts';
 import { finetuneCommand, pretrainCommand, trainCommand } from './commands/train.ts';

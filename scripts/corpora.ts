@@ -31,8 +31,8 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { removeStaleTemps, writeFolderAtomic } from '../data/atomic.ts';
-import { InputError, oneLine } from '../data/errors.ts';
+import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
+import { InputError, oneLine } from '../common/errors.ts';
 
 /** Bump when the extracted text or layout changes, so old output folders are rebuilt. */
 const FORMAT = 'mlmkit-corpora/1';

@@ -10,14 +10,14 @@
 //
 // The parts, in backend/ (what each does: docs/backends.md):
 //   common.ts          types, the backend names, the shared-core check
-//   self_check.ts      the check a backend passes before it is trusted
-//   tfjs_node.ts       tensorflow and tensorflow-gpu (libtensorflow)
-//   wasm.ts            the wasm backend, threaded, with its kernels: segment_sum_wasm.ts (the gather
-//                      gradient), gather_wasm.ts, batch_matmul_wasm.ts, sum_wasm.ts, and blas.ts +
+//   self-check.ts      the check a backend passes before it is trusted
+//   tfjs-node.ts       tensorflow and tensorflow-gpu (libtensorflow)
+//   wasm.ts            the wasm backend, threaded, with its kernels: segment-sum-wasm.ts (the gather
+//                      gradient), gather-wasm.ts, batch-matmul-wasm.ts, sum-wasm.ts, and blas.ts +
 //                      matmul-blas.ts (matmuls through the machine's BLAS)
-//   webgpu.ts          the webgpu backend on Dawn, with dropout_webgpu.ts (GPU dropout masks) and
+//   webgpu.ts          the webgpu backend on Dawn, with dropout-webgpu.ts (GPU dropout masks) and
 //                      webgpu/ (the fused kernels, the flat AdamW's kernels, the raw seam raw.ts)
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import {
   BACKEND_NAMES,
   BackendUnavailable,
@@ -29,9 +29,9 @@ import {
   type LoadedBackend,
   type Tf,
 } from './backend/common.ts';
-import { backendSelfCheck } from './backend/self_check.ts';
+import { backendSelfCheck } from './backend/self-check.ts';
 import { MASKED_ROW_BUCKET, type ModelCapabilities } from './models/ops.ts';
-import { loadTfjsNode } from './backend/tfjs_node.ts';
+import { loadTfjsNode } from './backend/tfjs-node.ts';
 import { loadWasm, wasmThreads } from './backend/wasm.ts';
 import { wasmBlas } from './backend/matmul-blas.ts';
 import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
@@ -39,7 +39,7 @@ import { loadWebGpu, releaseWebGpu } from './backend/webgpu.ts';
 export { BACKEND_NAMES, backendSelfCheck, releaseWebGpu };
 export type { BackendInfo, BackendName, ConcreteBackendName, Tf };
 export { probeWebGpu, type WebGpuAdapterInfo, type WebGpuProbe } from './backend/webgpu.ts';
-export { registerWasmUnsortedSegmentSum, unsortedSegmentSumWasm } from './backend/segment_sum_wasm.ts';
+export { registerWasmUnsortedSegmentSum, unsortedSegmentSumWasm } from './backend/segment-sum-wasm.ts';
 
 /** The order `auto` tries, fastest first. */
 export const AUTO_ORDER: readonly ConcreteBackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];

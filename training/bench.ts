@@ -48,9 +48,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
-import { InputError, requireInteger, requireOpenFraction } from '../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction } from '../common/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../common/rng.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluate.ts';

@@ -13,7 +13,7 @@
 // The counter is a pure function of the evaluation entries of the metric history, which every
 // checkpoint's trainer_state.json holds (log_history): a resumed run recomputes it from there and
 // therefore stops at the same step as the uninterrupted run.
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import type { EvalLogEntry, MetricsEntry } from './report.ts';
 
 /** The metrics an evaluation logs that can choose the best model. */

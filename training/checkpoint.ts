@@ -34,8 +34,8 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Variable } from '@tensorflow/tfjs';
-import { writeFolderAtomic } from '../data/atomic.ts';
-import { InputError, requireRegularFile } from '../data/errors.ts';
+import { writeFolderAtomic } from '../common/atomic.ts';
+import { InputError, requireRegularFile } from '../common/errors.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { maskedLmArchitecture, modelConfigToJson, parseModelConfig, type ModelConfig } from './models/config.ts';
 import { exportWeights, importWeights, isIgnoredOnLoad, parameterTable, type ModelWeights, type NamedArray } from './models/weights.ts';
@@ -44,7 +44,7 @@ import { openSafetensors, readShardedIndex, saveSafetensors, SAFETENSORS_INDEX, 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export { SAFETENSORS_INDEX };
-export { tempSibling, writeFolderAtomic } from '../data/atomic.ts';
+export { tempSibling, writeFolderAtomic } from '../common/atomic.ts';
 
 /** Files of the tokenizer that a model folder may hold (what `tokenizer.save` writes, and the old layouts). */
 export const TOKENIZER_FILES: readonly string[] = [

@@ -10,7 +10,7 @@
 // rename when complete, so a failed export leaves no partial folder.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
 import { onnxModelBytes } from './onnx-export.ts';

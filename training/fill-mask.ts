@@ -27,7 +27,7 @@
 // Reference: transformers `pipelines/fill_mask.py` (FillMaskPipeline.preprocess, postprocess,
 // get_target_ids).
 import type { Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import { DEFAULT_SPECIALS, type MlmTokenizer } from '../data/tokenizer.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import type { MaskedLM, Tf } from './models/bert.ts';

@@ -50,7 +50,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadFile, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import { insideRoot } from '../data/paths.ts';
 import {
   CONFIG_FILE,

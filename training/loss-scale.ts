@@ -10,7 +10,7 @@
 //
 // The state (S and the count of clean steps) is saved in trainer_state.json (`loss_scale`) and
 // restored on resume, so a resumed run scales, skips and grows exactly as an uninterrupted one.
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 
 export interface LossScaleOptions {
   initScale: number;

@@ -13,7 +13,7 @@
 //
 // Field numbers follow onnx/onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto,
 // TensorProto, ValueInfoProto, TypeProto, TensorShapeProto, OperatorSetIdProto).
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import type { ModelConfig } from './models/config.ts';
 import type { ModelWeights } from './models/weights.ts';
 

@@ -9,7 +9,7 @@
 //   LayerNorm, softmax and the loss stay float32; the trainer scales the loss (training/loss-scale.ts).
 //   Other backends have no f16 kernels: fp16 is refused there.
 // - auto: fp16 where subgroup matrices with f16 -> f32 exist, else fp32.
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 import type { Tf } from './backend/common.ts';
 import { activeWebGpuFeatures, describeFeatures } from './backend/webgpu.ts';
 import { availableVariants, matMulF16Pipelines } from './backend/webgpu/matmul-f16.ts';

@@ -10,7 +10,7 @@
 // with a plotting library: vega + vega-lite would bring ~30 packages for two line charts.
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { writeFileAtomic } from './safetensors.ts';
+import { writeFileAtomic } from '../common/atomic.ts';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const REPORT_FILE = 'report.md';

@@ -13,8 +13,8 @@
 //
 // The new tokenizer must keep every old id (same token at each id below the old size); the
 // result's config says the new vocab_size.
-import { InputError } from '../data/errors.ts';
-import { Rng } from '../data/rng.ts';
+import { InputError } from '../common/errors.ts';
+import { Rng } from '../common/rng.ts';
 import type { MlmTokenizer } from '../data/tokenizer.ts';
 import type { ModelConfig } from './models/config.ts';
 import { fillNormal, tiedNames, type ModelWeights, type NamedArray } from './models/weights.ts';

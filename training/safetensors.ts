@@ -49,7 +49,8 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
-import { InputError, requireRegularFile } from '../data/errors.ts';
+import { writeFileAtomic } from '../common/atomic.ts';
+import { InputError, requireRegularFile } from '../common/errors.ts';
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 
@@ -791,32 +792,4 @@ export function serializeSafetensors(tensors: TensorsToWrite, metadata?: Record<
  */
 export async function saveSafetensors(file: string, tensors: TensorsToWrite, metadata?: Record<string, string>): Promise<void> {
   await writeFileAtomic(file, layout(tensors, metadata));
-}
-
-/** Writes FILE.tmp, fsyncs it, renames it over FILE, then fsyncs the folder (where supported). */
-export async function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) {
-        const { bytesWritten } = await fh.write(c, done, Math.min(c.length - done, MAX_READ_CHUNK));
-        done += bytesWritten;
-      }
-    }
-    await fh.sync();
-    await fh.close();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
-  await fsp.rename(tmp, file);
-  try {
-    const dh = await fsp.open(path.dirname(file), 'r');
-    try { await dh.sync(); } finally { await dh.close(); }
-  } catch {
-    // Folders cannot be opened or synced on some platforms (Windows); the rename still happened.
-  }
 }

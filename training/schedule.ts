@@ -11,7 +11,7 @@
 // References: transformers `optimization.py` (`_get_linear_schedule_with_warmup_lr_lambda`,
 // `_get_cosine_schedule_with_warmup_lr_lambda` with num_cycles 0.5, `get_constant_schedule_with_warmup`)
 // and `TrainingArguments.get_warmup_steps` (a ratio becomes ceil(ratio * S) steps).
-import { InputError } from '../data/errors.ts';
+import { InputError } from '../common/errors.ts';
 
 export type ScheduleName = 'linear' | 'cosine' | 'constant';
 export const SCHEDULES: readonly ScheduleName[] = ['linear', 'cosine', 'constant'];

@@ -10,13 +10,14 @@
 import * as fsp from 'node:fs/promises';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError, requireRegularFile } from '../data/errors.ts';
+import { InputError, requireRegularFile } from '../common/errors.ts';
 import type { DataPosition } from '../data/batches.ts';
-import type { RngState } from '../data/rng.ts';
+import type { RngState } from '../common/rng.ts';
 import type { LossScaleState } from './loss-scale.ts';
 import type { AdamWState } from './optimizer.ts';
 import type { MetricsEntry } from './report.ts';
-import { loadSafetensorsF32, saveSafetensors, writeFileAtomic, type WritableTensor } from './safetensors.ts';
+import { writeFileAtomic } from '../common/atomic.ts';
+import { loadSafetensorsF32, saveSafetensors, type WritableTensor } from './safetensors.ts';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';

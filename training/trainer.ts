@@ -44,11 +44,11 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
-import { InputError, requireInteger, requireOpenFraction, requireRegularFile } from '../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction, requireRegularFile } from '../common/errors.ts';
 import { acquireLock } from '../data/lock.ts';
 import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
-import { Rng } from '../data/rng.ts';
+import { Rng } from '../common/rng.ts';
 import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
@@ -67,7 +67,7 @@ import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
-import { writeFileAtomic } from './safetensors.ts';
+import { writeFileAtomic } from '../common/atomic.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
 import {
   checkpointName, listCheckpoints, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,

@@ -25,7 +25,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError, requireInteger } from '../../data/errors.ts';
+import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
 import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {

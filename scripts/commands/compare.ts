@@ -6,7 +6,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles } from '../../data/corpus.ts';
-import { InputError, requireInteger } from '../../data/errors.ts';
+import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { maxSequenceLength } from '../../training/checkpoint.ts';
@@ -24,7 +24,7 @@ import {
 import { evaluateMasked, maskingFor, openEvalData } from '../../training/evaluate.ts';
 import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 import { requireFreshOut } from './tokenizer-extend.ts';
 
 interface CompareArgs {

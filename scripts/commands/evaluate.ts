@@ -10,13 +10,13 @@
 // (`--json`: a list of those objects with "model" and "data" added). The loop is
 // training/evaluate-models.ts evaluateModels.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError, requireInteger, requireOpenFraction } from '../../data/errors.ts';
+import { InputError, requireInteger, requireOpenFraction } from '../../common/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
 import { resolveModel } from '../../training/hub.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 
 interface EvaluateArgs {
   model: string[];

@@ -12,7 +12,7 @@
 // temporary name and renamed when complete.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { exportModel } from '../../training/export-model.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 
 interface ExportArgs {
   model: string;

@@ -2,7 +2,7 @@
 // "Command output"). `--json` prints transformers' output: a list of {score, token, token_str, sequence}
 // for one mask, a list of such lists for several.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { encodeForFillMask, fillMask, pipelineOutput, type FillMaskCandidate } from '../../training/fill-mask.ts';
 import { loadModel } from '../../training/hub.ts';

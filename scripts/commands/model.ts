@@ -1,7 +1,7 @@
 // `mlm model resize`: a checkpoint grown to an extended tokenizer (training/resize.ts), written as a
 // Hugging Face model folder with the new tokenizer and vocab_size.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { requireInteger } from '../../data/errors.ts';
+import { requireInteger } from '../../common/errors.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { hfWeightsOf, writeModelFolder } from '../../training/checkpoint.ts';
 import { loadModel } from '../../training/hub.ts';

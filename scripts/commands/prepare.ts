@@ -2,12 +2,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError, requireRegularFile } from '../../data/errors.ts';
+import { InputError, requireRegularFile } from '../../common/errors.ts';
 import { acquireLock } from '../../data/lock.ts';
 import { prepare, PrepareInterrupted } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 
 interface PrepareArgs {
   corpus: string[];

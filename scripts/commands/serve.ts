@@ -5,10 +5,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { requireInteger } from '../../data/errors.ts';
+import { requireInteger } from '../../common/errors.ts';
 import { exportModel } from '../../training/export-model.ts';
 import { servePage } from '../serve/server.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 
 interface ServeArgs {
   model: string;

@@ -8,7 +8,7 @@
 // interrupted run from a finished one); `--resume` continues it. A second Ctrl-C ends at once.
 import * as fs from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { formatTable } from '../../data/progress.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { resolveModel } from '../../training/hub.ts';
@@ -16,7 +16,7 @@ import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../../common/version.ts';
 
 interface TrainArgs {
   config?: string;

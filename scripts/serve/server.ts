@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The page sources (page.html, page-main.ts) sit beside this file, in the repository and the package. */

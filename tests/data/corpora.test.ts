@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import {
   MEDICAL_DOMAIN_ROOTS,
   MEDICAL_LEXICAL_ROOTS,

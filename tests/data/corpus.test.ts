@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { table, toArrowIPC } from 'arquero';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import {
   SUPPORTED_EXTENSIONS,
   chooseValidation,

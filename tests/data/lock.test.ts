@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { acquireLock, lockPath } from '../../data/lock.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -9,8 +9,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
-import { InputError } from '../../data/errors.ts';
-import { Rng } from '../../data/rng.ts';
+import { InputError } from '../../common/errors.ts';
+import { Rng } from '../../common/rng.ts';
 import {
   IGNORE_INDEX,
   allocMlmBatch,

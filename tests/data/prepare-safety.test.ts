@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { insideRoot, realPathOf, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readManifest } from '../../data/shards.ts';
 

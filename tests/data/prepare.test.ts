@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { readManifest, SplitReader, verifyShards } from '../../data/shards.ts';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 import { chooseValidation } from '../../data/corpus.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -10,8 +10,8 @@ import {
   type Manifest, type SplitInfo, type TokenDtype,
 } from '../../data/shards.ts';
 import { RowStream } from '../../data/batches.ts';
-import { Rng } from '../../data/rng.ts';
-import { InputError } from '../../data/errors.ts';
+import { Rng } from '../../common/rng.ts';
+import { InputError } from '../../common/errors.ts';
 
 const T = 16;
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { parityLines } from '../fixtures/tokenizers/lines.ts';

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { exactCut, MAX_PIECE_CHARS, MlmTokenizer, WINDOW_CHARS, type EncodedText } from '../../data/tokenizer.ts';
 import { trainTokenizer } from '../../data/tokenizer-train.ts';
 import { readManifest } from '../../data/shards.ts';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const mlm = path.join(root, 'scripts', 'mlm.mjs');

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { AddedTokenGuard, MlmTokenizer, textPieces, type EncodedText } from '../../data/tokenizer.ts';
 import { trainTokenizer } from '../../data/tokenizer-train.ts';
 import { PROSE, fuzzStrings, parityLines } from '../fixtures/tokenizers/lines.ts';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { exportModel } from '../../training/export-model.ts';
 import { servePage, type RunningServer } from '../../scripts/serve/server.ts';
 import { makeTinyCheckpoint, runMlm } from '../training/tiny-checkpoint.ts';

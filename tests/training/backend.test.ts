@@ -11,8 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
-import { InputError } from '../../data/errors.ts';
-import { Rng } from '../../data/rng.ts';
+import { InputError } from '../../common/errors.ts';
+import { Rng } from '../../common/rng.ts';
 import {
   AUTO_ORDER,
   backendSelfCheck,
@@ -25,7 +25,7 @@ import {
 } from '../../training/backend.ts';
 import { assertSharedCore, ourCorePath, resolveInstalled } from '../../training/backend/common.ts';
 import { wasmThreads } from '../../training/backend/wasm.ts';
-import { SMALL_SLICE_MACS } from '../../training/backend/batch_matmul_wasm.ts';
+import { SMALL_SLICE_MACS } from '../../training/backend/batch-matmul-wasm.ts';
 
 const quiet = { log: (_line: string) => {} };
 

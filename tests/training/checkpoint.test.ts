@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { hfWeightsOf, loadModelFolder, writeModelFolder } from '../../training/checkpoint.ts';
 import { modelConfigToJson } from '../../training/models/config.ts';
 import { initialWeights, parameterTable } from '../../training/models/weights.ts';

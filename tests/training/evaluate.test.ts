@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { RowStream } from '../../data/batches.ts';
 import { IGNORE_INDEX, maskTokens } from '../../data/masking.ts';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';

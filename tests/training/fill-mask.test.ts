@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder, type ModelFolder } from '../../training/checkpoint.ts';
 import { fillMask, pipelineOutput, targetIds, type FillMaskCandidate } from '../../training/fill-mask.ts';

@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { capabilitiesOf, type Tf } from '../../training/backend.ts';
 import { loadTf } from '../../training/backend/common.ts';
 import { SyntheticBatches } from '../../training/bench.ts';

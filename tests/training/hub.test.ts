@@ -17,7 +17,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { downloadModel, hubSettings, isHubId, isRevision, loadModel, pathInside, resolveModel } from '../../training/hub.ts';
 import { saveSafetensors } from '../../training/safetensors.ts';
 import { makeTinyCheckpoint, ROOT, sameBits, type TinyCheckpoint } from './tiny-checkpoint.ts';

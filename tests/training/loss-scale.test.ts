@@ -4,7 +4,7 @@
 // original; a malformed saved state is an input error.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { DynamicLossScale, LOSS_SCALE_DEFAULTS } from '../../training/loss-scale.ts';
 
 test('defaults are GradScaler\'s: 2^16, x2 after 2000 clean steps, x0.5 on overflow', () => {

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder, writeModelFolder } from '../../training/checkpoint.ts';
 import { exportModel } from '../../training/export-model.ts';

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Variable } from '@tensorflow/tfjs';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 import { selectBackend } from '../../training/backend.ts';
 import { AdamW, decays } from '../../training/optimizer.ts';
 

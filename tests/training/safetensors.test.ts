@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InputError } from '../../data/errors.ts';
-import { Rng } from '../../data/rng.ts';
+import { InputError } from '../../common/errors.ts';
+import { Rng } from '../../common/rng.ts';
 import {
   loadSafetensorsF32, openSafetensors, parseSafetensors, readShardedIndex, saveSafetensors,
   serializeSafetensors, MAX_HEADER_BYTES, SAFETENSORS_INDEX, type WritableTensor,

@@ -2,7 +2,7 @@
 // values transformers' get_linear_schedule_with_warmup / get_cosine_schedule_with_warmup give.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { makeSchedule, warmupSteps } from '../../training/schedule.ts';
 
 const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-12 * Math.max(1, Math.abs(b)), `${what}: ${a} != ${b}`);

@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor } from '@tensorflow/tfjs';
 import { MaskedBatches, RowStream } from '../../data/batches.ts';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';

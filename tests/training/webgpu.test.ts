@@ -3,7 +3,7 @@
 //
 //   - the adapter: vendor, architecture, device, description, fallback/software, key limits;
 //   - forward: logits of a padded batch equal cpu's within 1e-3 relative;
-//   - dropout masks drawn on the GPU equal training/models/ops.ts's dropoutMask bit for bit (up
+//   - dropout masks drawn on the GPU equal training/kernels/dropout-mask.ts's dropoutMask bit for bit (up
 //     to past one dispatch dimension, and where i + k0 wraps), and a training forward uploads no mask;
 //   - embedding gradients take the one-hot products on webgpu, equal cpu's tf.gather gradient,
 //     and batches with other distinct-id counts leave TF.js's GPU buffer pool flat;
@@ -46,17 +46,18 @@ import type { NamedAttrMap, Tensor } from '@tensorflow/tfjs';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { MaskedBatches, RowStream } from '../../data/batches.ts';
 import type { MlmBatch } from '../../data/masking.ts';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
 import { capabilitiesOf, probeWebGpu, releaseWebGpu, selectBackend, type Tf, type WebGpuProbe } from '../../training/backend.ts';
 import { batchInputs, evaluateMasked, maskingFor, type EvalResult } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
-import { DROPOUT_MASK_KERNEL } from '../../training/backend/dropout_webgpu.ts';
+import { DROPOUT_MASK_KERNEL } from '../../training/kernels/dropout-mask.ts';
 import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL } from '../../training/kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL } from '../../training/kernels/bias-grad.ts';
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from '../../training/kernels/layer-norm.ts';
 import { SyntheticBatches, watchBackendIo } from '../../training/bench.ts';
-import { dropoutKeys, dropoutMask, dropoutThreshold, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/models/ops.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold } from '../../training/kernels/dropout-mask.ts';
+import { makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/models/ops.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';

@@ -11,11 +11,11 @@
 //
 // Anything else (other dtypes, broadcasting of both sides, prelu, a bias that is not one value per
 // output column) is left to the kernel registered before (XNNPACK, see
-// batch_matmul_wasm.ts), as is everything while no library is active (`setWasmBlas(tf, null)`).
+// batch-matmul-wasm.ts), as is everything while no library is active (`setWasmBlas(tf, null)`).
 // Results equal the XNNPACK kernels' up to float32 summation order
 // (tests/training/matmul-blas.test.ts compares both).
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
-import { productPlan, SMALL_SLICE_MACS, type ProductPlan } from './batch_matmul_wasm.ts';
+import { productPlan, SMALL_SLICE_MACS, type ProductPlan } from './batch-matmul-wasm.ts';
 import type { Blas } from './blas.ts';
 import type { Tf } from './common.ts';
 

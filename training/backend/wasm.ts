@@ -4,23 +4,23 @@
 // backend loads wherever mlmkit is installed or run from. SIMD is used when the runtime validates
 // it (Node 20 does). Threads: see `threadedInit` below; MLM_WASM_THREADS=1 keeps one thread. The
 // device string says how many threads XNNPACK got. The missing UnsortedSegmentSum kernel
-// (the gradient of gather) is registered before the backend starts (segment_sum_wasm.ts), and
-// GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather_wasm.ts),
+// (the gradient of gather) is registered before the backend starts (segment-sum-wasm.ts), and
+// GatherV2 with batchDims > 0, wrong as shipped, is routed to a correct version (gather-wasm.ts),
 // which also serves every other gather of numbers, faster. Matrix products go to the machine's BLAS
 // library when one is found (blas.ts, matmul-blas.ts; the device string names it, and a note says
-// why not), else batched and transposed ones through XNNPACK (batch_matmul_wasm.ts). Sums over
-// leading axes add rows in place (sum_wasm.ts).
+// why not), else batched and transposed ones through XNNPACK (batch-matmul-wasm.ts). Sums over
+// leading axes add rows in place (sum-wasm.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import workerThreads, { type Worker } from 'node:worker_threads';
 import path from 'node:path';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
-import { registerWasmBatchMatMul, SingleThreadXnn } from './batch_matmul_wasm.ts';
-import { fixWasmGatherBatchDims } from './gather_wasm.ts';
-import { registerWasmUnsortedSegmentSum } from './segment_sum_wasm.ts';
-import { registerWasmSumLeadingAxes } from './sum_wasm.ts';
+import { registerWasmBatchMatMul, SingleThreadXnn } from './batch-matmul-wasm.ts';
+import { fixWasmGatherBatchDims } from './gather-wasm.ts';
+import { registerWasmUnsortedSegmentSum } from './segment-sum-wasm.ts';
+import { registerWasmSumLeadingAxes } from './sum-wasm.ts';
 import { blasOverrides, openBlas } from './blas.ts';
 import { setWasmBlas } from './matmul-blas.ts';
 

@@ -26,7 +26,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
-import { registerWebGpuDropoutMask } from './dropout_webgpu.ts';
+import { registerWebGpuDropoutMask } from './dropout-webgpu.ts';
 import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
 import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
 import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';

@@ -8,7 +8,7 @@
 //                                 -> probabilities [B, heads, Tq, Tk]
 //   ATTENTION_SOFTMAX_GRAD_KERNEL inputs { scores, bias, dy [B, heads, Tq, Tk] } -> dScores
 //   attrs (both): AttentionSoftmaxAttrs. With `dropout` 1, entry i (flat, row-major) of the
-//   probabilities is multiplied by the mask of training/models/ops.ts `dropoutMask` with the
+//   probabilities is multiplied by the mask of training/kernels/dropout-mask.ts `dropoutMask` with the
 //   given keys: 0 where the keyed hash of i is below `threshold`, else `keepScale`; the very mask
 //   the reference draws in JavaScript, so both agree bit for bit on the decisions.
 // The gradient kernel recomputes the softmax and the mask from the scores instead of keeping

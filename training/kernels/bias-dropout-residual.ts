@@ -5,7 +5,7 @@
 //   BIAS_DROPOUT_RESIDUAL_KERNEL      inputs { x [N, H], bias [H], residual [N, H] } -> y [N, H]
 //   BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL inputs { dy [N, H] } -> dx = dy * mask
 //   attrs (both): BiasDropoutResidualAttrs. The mask of entry i (flat, row-major) is that of
-//   training/models/ops.ts `dropoutMask` with the given keys, bit for bit: 0 where the keyed
+//   training/kernels/dropout-mask.ts `dropoutMask` with the given keys, bit for bit: 0 where the keyed
 //   hash of i is below `threshold`, else `keepScale`.
 // Gradients: dx = dy * mask (the gradient kernel redraws the mask: nothing is kept from the
 // forward), dbias = the column sums of dx, dresidual = dy.

@@ -1,8 +1,8 @@
 // The dropout attributes of mlmkit's fused kernels: a site's mask as key words, threshold and
-// scale, so that a kernel computes training/models/ops.ts `dropoutMask` entry by entry (the same
+// scale, so that a kernel computes training/kernels/dropout-mask.ts `dropoutMask` entry by entry (the same
 // keyed hash of the flat index) instead of reading a mask tensor.
 import type { Tensor } from '@tensorflow/tfjs';
-import { dropoutKeys, dropoutMask, dropoutThreshold } from '../models/ops.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold } from './dropout-mask.ts';
 import type { Tf } from './custom-op.ts';
 
 export interface KernelDropout {
@@ -11,7 +11,7 @@ export interface KernelDropout {
   k0: number;
   k1: number;
   k2: number;
-  /** Entries whose hash is below this are dropped (ops.ts `dropoutThreshold`). */
+  /** Entries whose hash is below this are dropped (dropout-mask.ts `dropoutThreshold`). */
   threshold: number;
   /** What kept entries are multiplied by: 1 / (1 - rate) in float32. */
   keepScale: number;
@@ -20,7 +20,7 @@ export interface KernelDropout {
 export interface DropoutOptions {
   /** Dropout rate, in [0, 1). */
   rate: number;
-  /** The dropout site's seed (see ops.ts `dropoutMask`); null: no dropout (not training). */
+  /** The dropout site's seed (see dropout-mask.ts `dropoutMask`); null: no dropout (not training). */
   seed: string | null;
 }
 

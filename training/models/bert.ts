@@ -18,7 +18,7 @@
 // - The padding rows of the embeddings are zero at init, as in transformers, but not frozen:
 //   transformers' nn.Embedding(padding_idx) gives them no gradient from the lookup. Here they get
 //   gradient only from padding positions, which attention masks out, so it is zero in practice.
-// - Dropout masks are a keyed hash of each entry's index (`dropoutMask` in ops.ts, keyed by the
+// - Dropout masks are a keyed hash of each entry's index (`dropoutMask` in training/kernels/dropout-mask.ts, keyed by the
 //   site's name with one seed per site derived from `ForwardOptions.dropoutSeed`): the same on
 //   every backend, computed in JavaScript, or on the GPU by webgpu.
 // - `maskedLoss` with no labelled position returns 0 (transformers returns NaN).
@@ -27,7 +27,7 @@
 // BertLayer, BertLMPredictionHead); Devlin et al. 2019; the sparse MLM prediction of cramming
 // (Geiping and Goldstein 2022): the head runs on the labelled positions only.
 import type { Scalar, Tensor1D, Tensor2D, Tensor3D, Tensor4D, Variable } from '@tensorflow/tfjs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import type { HiddenAct, ModelConfig, ModelFamily } from './config.ts';
 import { makeOps, maskedRowCount, REFERENCE_CAPABILITIES, type ModelCapabilities, type Ops, type Tf } from './ops.ts';
 import { checkModelWeights, initialWeights, parameterTable, type ModelWeights } from './weights.ts';

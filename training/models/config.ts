@@ -17,7 +17,7 @@
 //
 // Reference: transformers `models/bert/configuration_bert.py`, `models/roberta/
 // configuration_roberta.py`, `configuration_utils.py` (PretrainedConfig's common keys).
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 
 export type ModelFamily = 'bert' | 'roberta';
 

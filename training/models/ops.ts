@@ -18,12 +18,12 @@
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type * as TfModule from '@tensorflow/tfjs';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
-import { DROPOUT_MASK_KERNEL } from '../backend/dropout_webgpu.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customOp } from '../kernels/custom-op.ts';
+import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from '../kernels/dropout-mask.ts';
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
@@ -188,67 +188,6 @@ export function distinctIds(ids: ArrayLike<number>): { distinct: Int32Array; inv
     inverse[i] = k;
   }
   return { distinct: Int32Array.from(slot.keys()), inverse };
-}
-
-/**
- * The three 32-bit key words of a dropout site's masks: the FNV-1a hash of `seed` expanded with
- * splitmix32.
- */
-export function dropoutKeys(seed: string): [number, number, number] {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193);
-  let sm = h >>> 0;
-  const split = (): number => {
-    sm = (sm + 0x9e3779b9) >>> 0;
-    let z = sm;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-  return [split(), split(), split()];
-}
-
-/** Entries whose hash is below this are dropped: floor(rate x 2^32), so P(drop) = rate to 2^-32. */
-export function dropoutThreshold(rate: number): number {
-  if (!(rate >= 0 && rate < 1)) throw new Error(`dropout rate must be in [0, 1), got ${rate}`);
-  return Math.floor(rate * 4294967296);
-}
-
-/**
- * An inverted-dropout mask of n entries for `rate`: entry i is 0 when hash(i) < dropoutThreshold,
- * else 1 / (1 - rate) in float32; deterministic in `seed`. hash(i) = mix(mix(mix(i + k0) ^ k1) ^
- * k2) over 32-bit words, with k0..k2 = dropoutKeys(seed) and mix Chris Wellons's "lowbias32"
- * integer hash (xor-shift 16, multiply 0x7feb352d, xor-shift 15, multiply 0x846ca68b, xor-shift
- * 16). A function of the index rather than a stream: the webgpu backend computes the same masks on
- * the GPU, one thread per entry (training/backend/dropout_webgpu.ts), instead of uploading them.
- * Tested for keep rate, independence of neighbours and of entries a row apart, and against a
- * BigInt implementation (tests/training/models/ops.test.ts).
- */
-export function dropoutMask(n: number, rate: number, seed: string): Float32Array {
-  const threshold = dropoutThreshold(rate);
-  const [k0, k1, k2] = dropoutKeys(seed);
-  const scale = Math.fround(1 / (1 - rate));
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let x = (i + k0) | 0;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x7feb352d);
-    x ^= x >>> 15;
-    x = Math.imul(x, 0x846ca68b);
-    x ^= (x >>> 16) ^ k1;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x7feb352d);
-    x ^= x >>> 15;
-    x = Math.imul(x, 0x846ca68b);
-    x ^= (x >>> 16) ^ k2;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x7feb352d);
-    x ^= x >>> 15;
-    x = Math.imul(x, 0x846ca68b);
-    x ^= x >>> 16;
-    out[i] = x >>> 0 < threshold ? 0 : scale;
-  }
-  return out;
 }
 
 /**

@@ -10,7 +10,7 @@
 //
 // References: transformers `models/roberta/modeling_roberta.py`; Liu et al. 2019.
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../../data/errors.ts';
+import { InputError } from '../../common/errors.ts';
 import { buildMaskedLM, createBert, type FamilySpec, type MaskedLM, type ModelInit, type Tf } from './bert.ts';
 import type { ModelConfig } from './config.ts';
 

@@ -20,8 +20,8 @@
 // Reference: transformers `models/bert/modeling_bert.py` (module names, `_init_weights`),
 // `models/roberta/modeling_roberta.py`, `modeling_utils.py` (`save_pretrained` alias removal,
 // base_model_prefix handling and the names a masked LM ignores on load).
-import { InputError } from '../../data/errors.ts';
-import { Rng } from '../../data/rng.ts';
+import { InputError } from '../../common/errors.ts';
+import { fnv1a, Rng } from '../../common/rng.ts';
 import type { Variable } from '@tensorflow/tfjs';
 import type { ModelConfig, ModelFamily } from './config.ts';
 
@@ -167,15 +167,6 @@ export function isIgnoredOnLoad(family: ModelFamily, name: string): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // Random init
-
-function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
 
 /** Fills `out` with normal(0, std) draws (Box-Muller on `rng`), rounded to float32. */
 export function fillNormal(out: Float32Array, rng: Rng, std: number): void {

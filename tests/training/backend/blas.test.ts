@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { blasOptions, selectBackend, type Tf } from '../../../training/backend.ts';
 import { openBlas, type Blas } from '../../../training/backend/blas.ts';
 import { setWasmBlas, wasmBlas } from '../../../training/backend/matmul-blas.ts';

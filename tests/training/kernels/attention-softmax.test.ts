@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import type { Tf } from '../../../training/backend.ts';
 import { attentionSoftmax, attentionSoftmaxReference, type AttentionSoftmaxOptions } from '../../../training/kernels/attention-softmax.ts';
 import { MASKED_SCORE } from '../../../training/models/bert.ts';

@@ -6,10 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import type { Tf } from '../../../training/backend.ts';
 import { biasDropoutResidual, biasDropoutResidualReference, type DropoutOptions } from '../../../training/kernels/bias-dropout-residual.ts';
-import { dropoutMask } from '../../../training/models/ops.ts';
+import { dropoutMask } from '../../../training/kernels/dropout-mask.ts';
 import { assertSameOp, backendTf, random, webgpuSkip, zeros } from './kernel-helpers.ts';
 
 const TOL = 1e-5;

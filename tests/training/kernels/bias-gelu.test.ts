@@ -12,7 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { capabilitiesOf, releaseWebGpu, type Tf } from '../../../training/backend.ts';
 import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL, biasGelu, biasGeluGradReference, biasGeluReference } from '../../../training/kernels/bias-gelu.ts';
 import { assertForwardLeavesOne } from './fused-helpers.ts';

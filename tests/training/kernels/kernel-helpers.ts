@@ -5,7 +5,7 @@
 // magnitude, with the tensor count checked around each gradient call.
 import assert from 'node:assert/strict';
 import type { Tensor } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { probeWebGpu, selectBackend, type Tf } from '../../../training/backend.ts';
 
 const quiet = { log: (_line: string) => {} };

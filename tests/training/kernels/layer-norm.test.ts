@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { capabilitiesOf, releaseWebGpu } from '../../../training/backend.ts';
 import {
   LAYER_NORM_GRAD_KERNEL,

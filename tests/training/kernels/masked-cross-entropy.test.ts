@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import type { Tf } from '../../../training/backend.ts';
 import { crossEntropySum, crossEntropySumReference } from '../../../training/kernels/masked-cross-entropy.ts';
 import { assertSameOp, backendTf, random, webgpuSkip } from './kernel-helpers.ts';

@@ -17,7 +17,7 @@ import { activeWebGpuFeatures } from '../../../training/backend/webgpu.ts';
 import { matmulShader } from '../../../training/backend/webgpu/matmul-tiling.ts';
 import { availableVariants, subgroupMatrixInner } from '../../../training/backend/webgpu/matmul-f16.ts';
 import { f16ErrorBound, MATMUL_F16_KERNEL, type MatMulF16Attrs } from '../../../training/kernels/matmul.ts';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { useWebGpuForFile, webgpuSkip } from '../webgpu-gate.ts';
 
 const skip = await webgpuSkip('f16 matmul');

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../../data/errors.ts';
+import { InputError } from '../../../common/errors.ts';
 import { modelConfigToJson, parameterCount, parseModelConfig, updateModelConfig, type ModelConfig } from '../../../training/models/config.ts';
 import { parameterTable } from '../../../training/models/weights.ts';
 

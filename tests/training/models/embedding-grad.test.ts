@@ -12,7 +12,7 @@ import { parseModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
 import { SyntheticBatches } from '../../../training/bench.ts';
 import { batchInputs } from '../../../training/evaluate.ts';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 
 const { tf } = await selectBackend('cpu', { log: () => {} });
 

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MlmBatch } from '../../../data/masking.ts';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';

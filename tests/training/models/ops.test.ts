@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { Rng } from '../../../data/rng.ts';
+import { Rng } from '../../../common/rng.ts';
 import { capabilitiesOf, selectBackend, type Tf } from '../../../training/backend.ts';
-import { activation, dropoutKeys, dropoutMask, dropoutThreshold, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/ops.ts';
+import { dropoutKeys, dropoutMask, dropoutThreshold } from '../../../training/kernels/dropout-mask.ts';
+import { activation, layerNorm, makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../../training/models/ops.ts';
 
 const quiet = { log: (_line: string) => {} };
 

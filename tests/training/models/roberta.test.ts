@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../../../data/errors.ts';
+import { InputError } from '../../../common/errors.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import { createBert, IGNORE_INDEX } from '../../../training/models/bert.ts';
 import { parseModelConfig } from '../../../training/models/config.ts';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../../data/errors.ts';
+import { InputError } from '../../../common/errors.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import { createBert } from '../../../training/models/bert.ts';
 import { parseModelConfig, type ModelConfig } from '../../../training/models/config.ts';

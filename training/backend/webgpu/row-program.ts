@@ -32,7 +32,7 @@ export interface KernelArgs {
 }
 
 /**
- * WGSL of the dropout hash of training/models/ops.ts `dropoutMask`: `mlmkitDropped(i)` is true
+ * WGSL of the dropout hash of training/kernels/dropout-mask.ts `dropoutMask`: `mlmkitDropped(i)` is true
  * when entry i of a mask with the uniforms' keys (k0, k1, k2, threshold) is dropped. Unsigned
  * arithmetic in WGSL wraps modulo 2^32 as Math.imul does, so the decisions equal JavaScript's.
  */

@@ -3,6 +3,7 @@
 // aside first and removed after the rename (and moved back if the rename fails), so a crash or a
 // full disk at any point leaves either the old folder or the new one, never a half-written one.
 // Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
+// Single files: `writeFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
 import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -24,6 +25,32 @@ async function fsyncPath(p: string): Promise<void> {
   } finally {
     await fh?.close().catch(() => {});
   }
+}
+
+/** Bytes per write call: one call per 1 GiB at most, below the limit of a single write. */
+const WRITE_CHUNK = 1 << 30;
+
+/** Writes FILE.tmp, fsyncs it, renames it over FILE, then fsyncs the folder (where supported). */
+export async function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    for (const c of chunks) {
+      let done = 0;
+      while (done < c.length) {
+        const { bytesWritten } = await fh.write(c, done, Math.min(c.length - done, WRITE_CHUNK));
+        done += bytesWritten;
+      }
+    }
+    await fh.sync();
+    await fh.close();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsp.rename(tmp, file);
+  await fsyncPath(path.dirname(file));
 }
 
 /** fsyncs every file under `dir` (recursively), then the folders themselves. */

@@ -1,4 +1,4 @@
-// Dropout masks drawn on the GPU (webgpu). `dropoutMask` in training/models/ops.ts defines the
+// Dropout masks drawn on the GPU (webgpu). `dropoutMask` in training/kernels/dropout-mask.ts defines the
 // mask as a function of each entry's index (a keyed hash, see there), so the GPU can compute the
 // very same mask with one thread per entry instead of the host drawing it and uploading it: for
 // bert-base at 32 x 128 that upload was 617 MB a step, and on an H200 a step with dropout took
@@ -13,8 +13,7 @@ import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';
 import { DROPOUT_HASH_WGSL, DROPOUT_UNIFORM_FIELDS, dropoutUniforms, type WebGpuBackendLike } from './webgpu/row-program.ts';
 
-/** The kernel's name; attrs: n (entries), k0, k1, k2 (key words), threshold (u32), scale (f32). */
-export const DROPOUT_MASK_KERNEL = 'MlmkitDropoutMask';
+import { DROPOUT_MASK_KERNEL } from '../kernels/dropout-mask.ts';
 
 export interface DropoutMaskAttrs {
   n: number;

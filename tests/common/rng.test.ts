@@ -1,7 +1,7 @@
 // The seeded RNG: reference vectors of xoshiro128**, state round trips, uniformity of int().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng } from '../../data/rng.ts';
+import { Rng } from '../../common/rng.ts';
 
 test('xoshiro128** matches the reference output for state [1, 2, 3, 4]', () => {
   // Worked by hand from the published algorithm (Blackman and Vigna): 11520, 0, 5927040, 70819200.

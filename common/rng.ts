@@ -6,7 +6,8 @@
 
 export type RngState = [number, number, number, number];
 
-function splitmix32(seed: number): () => number {
+/** The splitmix32 stream from one 32-bit seed: well-mixed words from nearby seeds. */
+export function splitmix32(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x9e3779b9) >>> 0;
@@ -15,6 +16,13 @@ function splitmix32(seed: number): () => number {
     z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
     return (z ^ (z >>> 16)) >>> 0;
   };
+}
+
+/** The 32-bit FNV-1a hash of a string's UTF-16 code units: a seed from a name. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
 export class Rng {

@@ -1,5 +1,5 @@
 // The package version, read once from package.json: one folder up from this file in the sources
-// (scripts/version.ts), two up once compiled (dist/scripts/version.js).
+// (common/version.ts), two up once compiled (dist/common/version.js).
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);

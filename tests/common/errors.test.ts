@@ -1,4 +1,4 @@
-// data/errors.ts: raw system errors become one line with the path, what to do and the right exit
+// common/errors.ts: raw system errors become one line with the path, what to do and the right exit
 // code (InputError = exit 2 for an output path that cannot be used; a plain Error = exit 1 for a full
 // disk while running); non-regular files are refused before they are opened; an output folder is
 // checked for writability before any work.
@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError, requireRegularFile, requireWritableFolder, systemError } from '../../data/errors.ts';
+import { InputError, requireRegularFile, requireWritableFolder, systemError } from '../../common/errors.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-errors-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
