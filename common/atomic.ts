@@ -3,7 +3,7 @@
 // aside first and removed after the rename (and moved back if the rename fails), so a crash or a
 // full disk at any point leaves either the old folder or the new one, never a half-written one.
 // Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
-// Single files: `writeFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
+// Single files: `writeFileAtomic` and `copyFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
 import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -51,6 +51,25 @@ export async function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>
   }
   await fsp.rename(tmp, file);
   await fsyncPath(path.dirname(file));
+}
+
+/** Copies `src` to `dest` through `dest`.tmp, fsync'd, then renamed: `dest` is never seen half-written. */
+export async function copyFileAtomic(src: string, dest: string): Promise<void> {
+  const tmp = `${dest}.tmp`;
+  try {
+    await fsp.copyFile(src, tmp);
+    const fh = await fsp.open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsp.rename(tmp, dest);
+  await fsyncPath(path.dirname(dest));
 }
 
 /** fsyncs every file under `dir` (recursively), then the folders themselves. */

@@ -1,6 +1,6 @@
 // Errors that the CLI turns into one line on stderr and an exit code.
-// InputError: bad usage or bad input (exit 2). Anything else that escapes is a failure while
-// running (exit 1). Messages say what is wrong and what to do, on one line.
+// InputError: bad usage or bad input (exit 2). TrainingError, or anything else that escapes, is a
+// failure while running (exit 1). Messages say what is wrong and what to do, on one line.
 // Also: the refusal of non-regular files before they are opened (`requireRegularFile`), and the
 // mapping of raw system errors (ENOSPC, EROFS, EEXIST...) to such lines (`systemErrorLine`).
 import * as fs from 'node:fs';
@@ -14,6 +14,14 @@ export class InputError extends Error {
   }
 }
 
+/** A failure while running (exit 1), e.g. a NaN loss; its message is one line. */
+export class TrainingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainingError';
+  }
+}
+
 /** Throws an InputError unless `condition` holds. */
 export function check(condition: unknown, message: string): asserts condition {
   if (!condition) throw new InputError(message);
@@ -22,6 +30,11 @@ export function check(condition: unknown, message: string): asserts condition {
 /** Throws an InputError naming the flag unless `value` is an integer >= `min`. */
 export function requireInteger(value: number, flag: string, min: number): void {
   if (!(Number.isInteger(value) && value >= min)) throw new InputError(`--${flag} must be an integer >= ${min}, got ${value}`);
+}
+
+/** Throws an InputError unless `value` is an integer (any sign): a --seed. */
+export function requireSeed(value: number, flag = 'seed'): void {
+  if (!Number.isInteger(value)) throw new InputError(`--${flag} must be an integer, got ${value}`);
 }
 
 /** Throws an InputError naming the flag unless 0 < `value` < 1. */

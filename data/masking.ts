@@ -68,10 +68,10 @@
 // selected word can come out as "[MASK] ##ing"), as both transformers implementations do.
 
 import { check } from '../common/errors.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
 import type { Rng } from '../common/rng.ts';
 
-/** Label value at positions that do not count in the loss (PyTorch's CrossEntropyLoss ignore_index). */
-export const IGNORE_INDEX = -100;
+export { IGNORE_INDEX };
 
 export type WholeWordSelection = 'independent' | 'budget';
 

@@ -22,7 +22,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
-import { InputError } from '../common/errors.ts';
+import { InputError, requireSeed } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, refuseOutputOverInputs } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -232,7 +232,7 @@ function checkOptions(opts: PrepareOptions): void {
   if (!(opts.validationSplit >= 0 && opts.validationSplit < 1)) {
     throw new InputError(`--validation-split must be in [0, 1), got ${opts.validationSplit}`);
   }
-  if (!Number.isInteger(opts.seed)) throw new InputError(`--seed must be an integer, got ${opts.seed}`);
+  requireSeed(opts.seed);
 }
 
 /** Splits a document into its non-blank lines (lines mode). */

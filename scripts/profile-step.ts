@@ -25,13 +25,15 @@
 import * as fs from 'node:fs';
 import path from 'node:path';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
-import { readModelConfig, SyntheticBatches } from '../training/bench.ts';
-import { splitBatch } from '../training/evaluate.ts';
+import { SyntheticBatches } from '../training/bench.ts';
+import { readConfigArgument } from '../training/checkpoint.ts';
+import { splitBatch } from '../training/passes.ts';
 import { watchKernels, type GpuTimeEntry } from '../training/kernel-watch.ts';
 import { createMaskedLM } from '../training/models/roberta.ts';
 import { createAdamW } from '../training/flat-adamw.ts';
 import { ADAMW_DEFAULTS } from '../training/optimizer.ts';
 import { optimizerStep } from '../training/trainer.ts';
+import { decayedParameters } from '../training/models/weights.ts';
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -45,10 +47,10 @@ const top = Number(arg('top', '25'));
 const jsonFile = arg('json', '');
 
 const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
-const config = readModelConfig(configFile);
+const config = readConfigArgument(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
 const model = createMaskedLM(tf, config, { seed: 1, capabilities });
-const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName); // flat on webgpu, as mlm train
+const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, backendName); // flat on webgpu, as mlm train
 let step = 0;
 const run = async () => {
   step++;

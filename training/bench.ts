@@ -53,37 +53,20 @@ import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type Ml
 import { Rng } from '../common/rng.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
-import { batchInputs, passBudgetBytes, rowsPerPass, splitBatch } from './evaluate.ts';
-import { parseModelConfig, type ModelConfig } from './models/config.ts';
+import { batchInputs } from './evaluate.ts';
+import { planPasses, splitBatch } from './passes.ts';
+import { type ModelConfig } from './models/config.ts';
 import { createMaskedLM } from './models/roberta.ts';
-import { parameterTable } from './models/weights.ts';
+import { decayedParameters, parameterTable } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW } from './flat-adamw.ts';
 import { watchKernels } from './kernel-watch.ts';
 import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
-import { computeGradients, maskedCount, optimizerStep } from './trainer.ts';
+import { maskedCount, optimizerStep } from './trainer.ts';
 
 // -------------------------------------------------------------------------------------------------
 // Counting: parameters and model FLOPs
-
-/** Reads and parses a model config file; InputError with what to do when it cannot. */
-export function readModelConfig(file: string): ModelConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? `--config ${file} not found; give a model config.json (see configs/)` : `--config ${file} cannot be read (${code})`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new InputError(`--config ${file} is not JSON (${(err as Error).message.split('\n')[0]})`);
-  }
-  return parseModelConfig(json, file);
-}
 
 /** Names of the embedding tables, left out of the non-embedding count. */
 function isEmbeddingTable(name: string): boolean {
@@ -388,9 +371,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const maxT = maxSequenceLength(config);
   if (o.seqLen > maxT) throw new InputError(`--seq-len ${o.seqLen} is longer than the model's ${maxT} positions; use --seq-len ${maxT} or less`);
   const counts = parameterCounts(config);
-  const budget = passBudgetBytes(backendName);
-  const trainRows = o.rowsPerPass || rowsPerPass(config, o.seqLen, { training: true, budgetBytes: budget });
-  const evalRows = o.rowsPerPass || rowsPerPass(config, o.seqLen, { training: false, budgetBytes: budget });
+  const { trainRows, evalRows } = planPasses(config, o.seqLen, backendName, o.rowsPerPass);
   const data = new SyntheticBatches(config, o.batchSize, o.seqLen, o.seed, o.mlmProbability);
   const tokensPerBatch = o.batchSize * o.seqLen;
 
@@ -398,7 +379,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const lossScale = precision.name === 'fp16' ? new DynamicLossScale() : undefined;
   let overflowSteps = 0;
   const model = createMaskedLM(tf, config, { seed: o.seed, capabilities: withPrecision(capabilitiesOf(tf, backendName), precision) });
-  const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, backendName);
+  const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, backendName);
   const io = watchBackendIo(tf);
   const kernels = watchKernels(tf);
   try {

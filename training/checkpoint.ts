@@ -44,6 +44,8 @@ import { openSafetensors, readShardedIndex, saveSafetensors, SAFETENSORS_INDEX, 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export { SAFETENSORS_INDEX };
+import { maxSequenceLength } from './models/roberta.ts';
+export { maxSequenceLength };
 export { tempSibling, writeFolderAtomic } from '../common/atomic.ts';
 
 /** Files of the tokenizer that a model folder may hold (what `tokenizer.save` writes, and the old layouts). */
@@ -93,26 +95,43 @@ export function unreadableWeightsError(where: string, files: ReadonlySet<string>
   return null;
 }
 
-/** Parses `dir`/config.json (InputError for a missing file or invalid JSON). */
-export async function readConfigFile(dir: string, source = dir): Promise<ModelConfig> {
-  const file = path.join(dir, CONFIG_FILE);
-  requireRegularFile(file, 'model config');
+/**
+ * Reads and parses the config file `file`: the one reader of model configs (a --config file, a
+ * model folder's config.json; here, not in training/models/, which the browser entry shares and
+ * which imports no Node.js module). A missing file is an InputError with `whenMissing` (what to give
+ * instead); an unreadable file or invalid JSON names the file; the content goes through
+ * `parseModelConfig`.
+ */
+export function readModelConfigFile(file: string, whenMissing: string, what = 'model config'): ModelConfig {
+  requireRegularFile(file, what);
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new InputError(`${source} has no config.json; a model folder holds config.json, model.safetensors and the tokenizer files (what save_pretrained writes)`);
-    }
-    throw new InputError(`cannot read ${file}: ${(err as Error).message}`);
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw new InputError(whenMissing);
+    throw new InputError(`cannot read ${file} (${e.code ?? e.message.split('\n')[0]}); check its permissions`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new InputError(`${file} is not valid JSON (${(err as Error).message.split('\n')[0]}); restore it from the original checkpoint`);
+    throw new InputError(`${file} is not valid JSON (${(err as Error).message.split('\n')[0]}); fix it or restore it from its source`);
   }
   return parseModelConfig(json, file);
+}
+
+/** Reads a --config file given on the command line (see `readModelConfigFile`). */
+export function readConfigArgument(file: string): ModelConfig {
+  return readModelConfigFile(file, `--config ${file} not found; give a model config.json (see configs/)`, '--config file');
+}
+
+/** Parses `dir`/config.json (InputError for a missing file or invalid JSON). */
+export async function readConfigFile(dir: string, source = dir): Promise<ModelConfig> {
+  return readModelConfigFile(
+    path.join(dir, CONFIG_FILE),
+    `${source} has no config.json; a model folder holds config.json, model.safetensors and the tokenizer files (what save_pretrained writes)`,
+  );
 }
 
 /** Opens the folder's safetensors weights: model.safetensors, else the sharded index. */
@@ -164,12 +183,6 @@ export function refuseNonFinite(data: Float32Array, name: string, source: string
   }
 }
 
-/** The longest input (tokens, specials included) the model's position table allows. */
-export function maxSequenceLength(config: ModelConfig): number {
-  return config.model_type === 'roberta'
-    ? config.max_position_embeddings - config.pad_token_id - 1
-    : config.max_position_embeddings;
-}
 
 /** InputError unless the tokenizer's ids all index rows of the model's embedding matrix. */
 export function checkTokenizerFitsModel(tokenizer: MlmTokenizer, config: ModelConfig, source: string): void {

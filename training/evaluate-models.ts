@@ -1,6 +1,7 @@
 // Evaluating several models on several data sets: the loop behind `mlm evaluate`
 // (scripts/commands/evaluate.ts), callable from the library (index.ts). Each model is loaded once,
 // scored on every data set (masked loss, or pseudo-perplexity), and disposed before the next.
+import { requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
@@ -44,8 +45,21 @@ export interface EvaluationRow {
   result: EvalResult;
 }
 
+/**
+ * Refuses unusable options (InputError naming the CLI flag); `evaluateModels` calls it, the CLI
+ * too before it resolves (perhaps downloads) the models.
+ */
+export function checkEvaluateOptions(opts: Omit<EvaluateModelsOptions, 'models' | 'data'>): void {
+  if (opts.batchSize !== undefined) requireInteger(opts.batchSize, 'batch-size', 1);
+  if (opts.maxBatches !== undefined) requireInteger(opts.maxBatches, 'max-batches', 0);
+  if (opts.seqLen !== undefined) requireInteger(opts.seqLen, 'seq-len', 8);
+  if (opts.seed !== undefined) requireSeed(opts.seed);
+  if (opts.mlmProbability !== undefined) requireOpenFraction(opts.mlmProbability, 'mlm-probability');
+}
+
 /** Scores every model on every data set, in order (models outer). */
 export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promise<EvaluationRow[]> {
+  checkEvaluateOptions(opts);
   const batchSize = opts.batchSize ?? 32;
   const maxBatches = opts.maxBatches ?? 0;
   const rows: EvaluationRow[] = [];

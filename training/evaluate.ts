@@ -22,15 +22,16 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../common/errors.ts';
+import { InputError, requireInteger, requireSeed } from '../common/errors.ts';
 import { RowStream } from '../data/batches.ts';
-import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
+import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch, type WholeWordSelection } from '../data/masking.ts';
 import { prepare } from '../data/prepare.ts';
 import { Rng } from '../common/rng.ts';
 import { MANIFEST, readManifest, SplitReader, type Manifest, type SplitName } from '../data/shards.ts';
 import type { MlmTokenizer } from '../data/tokenizer.ts';
 import type { Tf } from './backend.ts';
 import type { MaskedLM } from './models/bert.ts';
+import { passBudgetBytes, rowsPerPass, sliceBatch, splitBatch } from './passes.ts';
 
 /** Tag of the evaluation masking stream: Rng.derive(seed, EVAL_STREAM). Training uses other tags. */
 export const EVAL_STREAM = 0xe7a1;
@@ -43,11 +44,11 @@ export interface MaskingSetup {
 }
 
 /** The masking of docs/architecture.md ("Masking") for a tokenizer. */
-export function maskingFor(tokenizer: MlmTokenizer, mlmProbability = 0.15, wholeWord = false): MaskingSetup {
+export function maskingFor(tokenizer: MlmTokenizer, mlmProbability = 0.15, wholeWord = false, wholeWordSelection: WholeWordSelection = 'independent'): MaskingSetup {
   return {
     padId: tokenizer.specialIds.pad,
     specials: tokenizer.specialMask(),
-    options: { mlmProbability, maskTokenId: tokenizer.specialIds.mask, vocabSize: tokenizer.vocabSize, wholeWord },
+    options: { mlmProbability, maskTokenId: tokenizer.specialIds.mask, vocabSize: tokenizer.vocabSize, wholeWord, wholeWordSelection },
   };
 }
 
@@ -88,75 +89,6 @@ export function batchInputs(
     attentionMask: tf.tensor2d(batch.attentionMask, shape, 'int32'),
     tokenTypeIds: tf.tensor2d(batch.tokenTypeIds, shape, 'int32'),
   };
-}
-
-// -------------------------------------------------------------------------------------------------
-// Memory: rows per pass
-//
-// TF.js keeps every intermediate tensor of a forward pass until its tidy ends, and during a
-// backward pass also every intermediate gradient until the whole backward pass ends (tfjs-core
-// `backpropagateGradients`). Measured on wasm for BERT-mini (seq 128, vocab 30522), forward +
-// backward: ~49 MB per row plus ~5x the parameter bytes (BERT-tiny ~16 MB per row, BERT-small
-// ~93 MB). The wasm heap cannot grow past 4 GB (an abort kills the process), so large batches
-// are cut into passes of at most `rowsPerPass` rows whose results are summed: the loss sums and
-// the gradients of the loss sum are additive, so the numbers are those of the whole batch (up to
-// float32 summation order). Measured: the same tokens/s for one pass of 32 rows and 4 of 8.
-
-/** Bytes one pass may hold, by backend: wasm's heap stops at 4 GB; the others get more room. */
-export function passBudgetBytes(backend: string): number {
-  return backend === 'wasm' || backend === 'cpu' ? 2e9 : 6e9;
-}
-
-/** Bytes one row of `seqLen` tokens holds during a pass (the fitted estimate `rowsPerPass` describes). */
-export function rowBytes(
-  config: { num_hidden_layers: number; hidden_size: number; intermediate_size: number; num_attention_heads: number; vocab_size: number },
-  seqLen: number,
-  training: boolean,
-): number {
-  const { num_hidden_layers: L, hidden_size: H, intermediate_size: I, num_attention_heads: nh, vocab_size: V } = config;
-  return 4 * (seqLen * L * (20 * (H + I) + 18 * nh * seqLen) + 0.15 * seqLen * V * 4) * (training ? 1 : 0.5);
-}
-
-/**
- * The most rows of `seqLen` tokens one pass may take within `budgetBytes`, from an estimate of
- * what TF.js holds, fitted on wasm for BERT-tiny/mini/small (13 floats per token and layer per
- * hidden + intermediate unit, 11 per attention score, ~2 vocabulary rows per masked token, ~5x
- * the parameters for weights, AdamW moments, gradients and transposes) and taken ~1.6x larger
- * for margin. A forward pass alone (`training` false) holds well under half of it per row.
- */
-export function rowsPerPass(
-  config: { num_hidden_layers: number; hidden_size: number; intermediate_size: number; num_attention_heads: number; vocab_size: number; max_position_embeddings: number },
-  seqLen: number,
-  opts: { training: boolean; budgetBytes: number },
-): number {
-  const { num_hidden_layers: L, hidden_size: H, intermediate_size: I, vocab_size: V } = config;
-  const perRow = rowBytes(config, seqLen, opts.training);
-  const params = (V + config.max_position_embeddings + 2) * H + L * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + 3 * H + V;
-  const fixed = 4 * params * (opts.training ? 8 : 3);
-  return Math.max(1, Math.floor((opts.budgetBytes - fixed) / perRow));
-}
-
-/** Rows [r0, r1) of a batch, as views (no copy). */
-export function sliceBatch(batch: MlmBatch, r0: number, r1: number): MlmBatch {
-  const T = batch.seqLen;
-  return {
-    batchSize: r1 - r0,
-    seqLen: T,
-    inputIds: batch.inputIds.subarray(r0 * T, r1 * T),
-    attentionMask: batch.attentionMask.subarray(r0 * T, r1 * T),
-    tokenTypeIds: batch.tokenTypeIds.subarray(r0 * T, r1 * T),
-    labels: batch.labels.subarray(r0 * T, r1 * T),
-  };
-}
-
-/** A batch cut into equal passes (sizes differ by at most one row) of at most `maxRows` rows. */
-export function splitBatch(batch: MlmBatch, maxRows: number): MlmBatch[] {
-  const B = batch.batchSize;
-  if (B <= maxRows) return [batch];
-  const passes = Math.ceil(B / maxRows);
-  const out: MlmBatch[] = [];
-  for (let p = 0; p < passes; p++) out.push(sliceBatch(batch, Math.floor((p * B) / passes), Math.floor(((p + 1) * B) / passes)));
-  return out;
 }
 
 /** Sum of the cross-entropy and count of top-1 hits over the labelled positions of one batch. */
@@ -203,11 +135,9 @@ function rowsToDo(reader: SplitReader, opts: EvalOptions): number {
 }
 
 function checkEvalInput(reader: SplitReader, opts: EvalOptions): void {
-  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new InputError(`--batch-size must be a positive integer, got ${opts.batchSize}`);
-  if (opts.maxBatches !== undefined && !(Number.isInteger(opts.maxBatches) && opts.maxBatches >= 0)) {
-    throw new InputError(`--max-batches must be a non-negative integer, got ${opts.maxBatches}`);
-  }
-  if (!Number.isInteger(opts.seed)) throw new InputError(`--seed must be an integer, got ${opts.seed}`);
+  requireInteger(opts.batchSize, 'batch-size', 1);
+  if (opts.maxBatches !== undefined) requireInteger(opts.maxBatches, 'max-batches', 0);
+  requireSeed(opts.seed);
   if (reader.rows === 0) {
     throw new InputError(`the ${reader.split} split of ${reader.dir} has no rows; evaluate another split (--split) or prepare more data`);
   }

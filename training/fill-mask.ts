@@ -27,7 +27,7 @@
 // Reference: transformers `pipelines/fill_mask.py` (FillMaskPipeline.preprocess, postprocess,
 // get_target_ids).
 import type { Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { InputError } from '../common/errors.ts';
+import { InputError, requireInteger } from '../common/errors.ts';
 import { DEFAULT_SPECIALS, type MlmTokenizer } from '../data/tokenizer.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import type { MaskedLM, Tf } from './models/bert.ts';
@@ -143,13 +143,18 @@ export async function encodeForFillMask(tokenizer: MlmTokenizer, config: ModelCo
   return { ids, positions };
 }
 
+/** Refuses unusable options (InputError); `fillMask` calls it, the CLI too before loading a model. */
+export function checkFillMaskOptions(opts: FillMaskOptions): void {
+  if (opts.topK !== undefined) requireInteger(opts.topK, 'top-k', 1);
+}
+
 /**
  * Runs the fill-mask pipeline on `text` (see the file header). InputError when the text holds no
  * mask token, or is longer than the model's positions, or top_k / targets are unusable.
  */
 export async function fillMask(tf: Tf, model: MaskedLM, tokenizer: MlmTokenizer, text: string, opts: FillMaskOptions = {}): Promise<FillMaskResult> {
+  checkFillMaskOptions(opts);
   const k = opts.topK ?? 5;
-  if (!Number.isInteger(k) || k < 1) throw new InputError(`--top-k must be a positive integer, got ${k}`);
   const config = model.config;
   if (tokenizer.vocabSize > config.vocab_size) {
     throw new InputError(`the tokenizer has ${tokenizer.vocabSize} ids but the model's vocab_size is ${config.vocab_size}; use the model's own tokenizer`);

@@ -3,8 +3,8 @@
 // GPU buffers, so that a step is a handful of GPU commands and no host round trip (webgpu only).
 //
 // Layout. Every parameter (by Hugging Face name, in the model's order, weight-decayed ones first)
-// owns a range [offset, offset + size) of each flat buffer; `decays` (training/optimizer.ts)
-// decides decay as for the per-tensor AdamW, and decayed entries are the prefix [0, decayEnd).
+// owns a range [offset, offset + size) of each flat buffer; the `decayed` set (the parameter table's
+// `decay`, as for the per-tensor AdamW) decides decay, and decayed entries are the prefix [0, decayEnd).
 // The flat parameter buffer is the master copy: after each update it is copied back into each
 // TF.js variable's own buffer (in place, so the model's tensors stay what they are). A variable
 // that something else assigned since (its data id changed) is copied in first.
@@ -30,7 +30,7 @@ import type { Tf } from './backend.ts';
 import { rawWebGpu, type RawWebGpu } from './backend/webgpu/raw.ts';
 import { chunkCount, chunkEntries, encodeNormAndClip, encodeUpdate, PARTIALS, STAT, STATS_FLOATS, type FlatBuffers } from './backend/webgpu/flat-adamw.ts';
 import type { NamedArray } from './models/weights.ts';
-import { ADAMW_DEFAULTS, AdamW, decays, type AdamWOptions, type AdamWState } from './optimizer.ts';
+import { ADAMW_DEFAULTS, AdamW, type AdamWOptions, type AdamWState } from './optimizer.ts';
 
 /** Where one parameter lives in the flat buffers (in floats). */
 export interface FlatRange {
@@ -42,8 +42,8 @@ export interface FlatRange {
 }
 
 /** The flat layout of `params`: decayed parameters first, each in the model's order. */
-export function flatLayout(params: ReadonlyMap<string, Variable>): { ranges: FlatRange[]; n: number; decayEnd: number } {
-  const entries = [...params].map(([name, p]) => ({ name, shape: [...p.shape], size: p.size, decay: decays(name) }));
+export function flatLayout(params: ReadonlyMap<string, Variable>, decayed: ReadonlySet<string>): { ranges: FlatRange[]; n: number; decayEnd: number } {
+  const entries = [...params].map(([name, p]) => ({ name, shape: [...p.shape], size: p.size, decay: decayed.has(name) }));
   const ordered = [...entries.filter((e) => e.decay), ...entries.filter((e) => !e.decay)];
   let offset = 0;
   let decayEnd = 0;
@@ -86,11 +86,12 @@ export class FlatAdamW {
   constructor(
     private readonly tf: Tf,
     private readonly params: ReadonlyMap<string, Variable>,
+    decayed: ReadonlySet<string>,
     readonly opts: AdamWOptions = ADAMW_DEFAULTS,
     layoutOpts: { maxBindingBytes?: number } = {},
   ) {
     this.raw = rawWebGpu(tf);
-    const { ranges, n, decayEnd } = flatLayout(params);
+    const { ranges, n, decayEnd } = flatLayout(params, decayed);
     const limit = this.raw.device.limits.maxBufferSize;
     if (n * 4 > limit) {
       throw new Error(`the flat optimizer needs ${n * 4} bytes per buffer, over this device's buffer size limit of ${limit}`);
@@ -252,6 +253,6 @@ export type TrainingOptimizer = AdamW | FlatAdamW;
  * edge): flat on webgpu, per-tensor (the reference) on the CPU backends, and on a device whose
  * buffers are too small for one flat buffer of the model (same results, more dispatches).
  */
-export function createAdamW(tf: Tf, params: ReadonlyMap<string, Variable>, opts: AdamWOptions, backendName: string): TrainingOptimizer {
-  return backendName === 'webgpu' && FlatAdamW.fits(tf, params) ? new FlatAdamW(tf, params, opts) : new AdamW(tf, params, opts);
+export function createAdamW(tf: Tf, params: ReadonlyMap<string, Variable>, decayed: ReadonlySet<string>, opts: AdamWOptions, backendName: string): TrainingOptimizer {
+  return backendName === 'webgpu' && FlatAdamW.fits(tf, params) ? new FlatAdamW(tf, params, decayed, opts) : new AdamW(tf, params, decayed, opts);
 }

@@ -7,9 +7,10 @@
 //   v <- beta2 * v + (1 - beta2) * g^2            second moment (`exp_avg_sq`)
 //   p <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // The weight decay uses the parameter before this step's Adam update, as PyTorch does (it
-// multiplies p by 1 - lr*wd first). Biases and LayerNorm weights are not decayed, decided by
-// name as transformers' Trainer does (`get_decay_parameter_names`): names ending in `.bias`, and
-// LayerNorm / layer_norm weights.
+// multiplies p by 1 - lr*wd first). Which parameters are decayed is the model's parameter table's
+// `decay` (training/models/weights.ts `decayedParameters`), given to the constructor: Linear and
+// embedding weights, not biases or LayerNorm weights, as transformers' Trainer decides by name
+// (`get_decay_parameter_names`; tests/training/optimizer.test.ts checks the table against that rule).
 //
 // Porting note: transformers' own (deprecated) `transformers.AdamW` placed eps differently
 // (denominator sqrt(v) + eps with the bias correction folded into the step size) and decayed
@@ -31,10 +32,6 @@ export interface AdamWOptions {
 
 export const ADAMW_DEFAULTS: AdamWOptions = { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01 };
 
-/** Whether a parameter is weight-decayed: not biases, not LayerNorm weights (by Hugging Face name). */
-export function decays(name: string): boolean {
-  return !(name.endsWith('.bias') || /(^|\.)(LayerNorm|layer_norm)\.weight$/.test(name));
-}
 
 /** The optimizer's state in plain arrays: moments keyed `<name>.exp_avg` / `<name>.exp_avg_sq`. */
 export interface AdamWState {
@@ -51,6 +48,8 @@ export class AdamW {
   constructor(
     private readonly tf: Tf,
     private readonly params: ReadonlyMap<string, Variable>,
+    /** The parameters weight decay applies to (the model's `decayedParameters`). */
+    private readonly decayed: ReadonlySet<string>,
     readonly opts: AdamWOptions = ADAMW_DEFAULTS,
   ) {
     for (const [name, p] of params) {
@@ -91,7 +90,7 @@ export class AdamW {
         const m1 = tf.add(tf.mul(m, b1), tf.mul(g, b1cScaled));
         const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), b2c));
         const denom = tf.add(tf.mul(tf.sqrt(v1), inv), eps);
-        const decayed = decays(name) && weightDecay !== 0 ? tf.mul(p, keep) : p;
+        const decayed = this.decayed.has(name) && weightDecay !== 0 ? tf.mul(p, keep) : p;
         p.assign(tf.add(decayed, tf.mul(tf.div(m1, denom), negStep)));
         m.assign(m1);
         v.assign(v1);

@@ -46,7 +46,6 @@
 // the index and shards come from different exports, and is an error by default
 // (`{ unmapped: 'ignore' }` skips such tensors instead). Unknown top-level index fields are ignored.
 import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
 import { writeFileAtomic } from '../common/atomic.ts';

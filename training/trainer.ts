@@ -39,118 +39,44 @@
 // References: transformers `Trainer` (its step order, logging and checkpoint layout, trainer_state
 // keys), `run_mlm.py`; PyTorch `clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Scalar, Tensor } from '@tensorflow/tfjs';
+import { writeFileAtomic } from '../common/atomic.ts';
+import { TrainingError } from '../common/errors.ts';
+import { Rng } from '../common/rng.ts';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
-import { InputError, requireInteger, requireOpenFraction, requireRegularFile } from '../common/errors.ts';
 import { acquireLock } from '../data/lock.ts';
 import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
-import { Rng } from '../common/rng.ts';
-import { readManifest, SplitReader, type Manifest } from '../data/shards.ts';
-import { MlmTokenizer } from '../data/tokenizer.ts';
+import { readManifest, SplitReader } from '../data/shards.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
-import { CONFIG_FILE, loadModelFolder, maxSequenceLength, TOKENIZER_FILES, WEIGHTS_FILE, writeModelFolder } from './checkpoint.ts';
-import {
-  batchInputs, checkDataTokenizer, describeTokenizer, evaluateMasked, maskingFor, passBudgetBytes, rowBytes, rowsPerPass, splitBatch, type EvalResult,
-} from './evaluate.ts';
+import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
+import { writeModelFolder } from './checkpoint.ts';
+import { batchInputs, describeTokenizer, evaluateMasked, maskingFor, type EvalResult } from './evaluate.ts';
+import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
+import { unigramLogPrior } from './init-bias.ts';
+import { DynamicLossScale } from './loss-scale.ts';
 import type { MaskedLM } from './models/bert.ts';
-import { parameterCount, parseModelConfig, updateModelConfig, type ModelConfig } from './models/config.ts';
+import type { ModelConfig } from './models/config.ts';
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
-import { unigramLogPrior, type InitBias } from './init-bias.ts';
-import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
-import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
-import { DynamicLossScale } from './loss-scale.ts';
-import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
-import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
+import { decayedParameters, exportWeights, parameterTable } from './models/weights.ts';
+import { checkTrainingMemory, planPasses, splitBatch } from './passes.ts';
+import { describePrecision, resolvePrecision, withPrecision } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
-import { writeFileAtomic } from '../common/atomic.ts';
-import { makeSchedule, type ScheduleName } from './schedule.ts';
 import {
-  checkpointName, listCheckpoints, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,
-  TRAINER_STATE, writeTrainerState, type TrainerState, type Window,
+  adviseOnDamage, checkRunFolder, publishFinalModel, removeCheckpointTemps, saveError, unpublishFinalModel, writeResults,
+} from './run-folder.ts';
+import { makeSchedule } from './schedule.ts';
+import { startingPoint } from './starting-point.ts';
+import { argsRecord, checkTrainOptions, type TrainOptions } from './train-options.ts';
+import {
+  checkpointName, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
 
-export interface TrainOptions {
-  /** --config FILE: pretrain from random init. */
-  config?: string;
-  /** --from DIR: adapt this local model folder (the CLI resolves Hub ids to their cache folder). */
-  from?: string;
-  /** What the user named for --from (a Hub id), for messages. */
-  fromSource?: string;
-  data: string;
-  out: string;
-  steps?: number;
-  epochs?: number;
-  batchSize: number;
-  lr: number;
-  /** A fraction of the steps when < 1, else steps. */
-  warmup: number;
-  schedule: ScheduleName;
-  weightDecay: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEpsilon: number;
-  mlmProbability: number;
-  wholeWordMask: boolean;
-  /** Pretraining from --config only: the MLM head's output bias at step 0 (training/init-bias.ts). */
-  initBias?: InitBias;
-  gradAccum: number;
-  /** 0 switches clipping off. */
-  maxGradNorm: number;
-  /** Evaluate every N steps (0: only at the end). */
-  evalEvery: number;
-  /** Batches of the validation split per evaluation (0: all). */
-  evalBatches: number;
-  logEvery: number;
-  /** Save every N steps (0: only at the end). */
-  saveEvery: number;
-  /** Keep the newest K checkpoints plus the best (0: keep all). */
-  saveTotalLimit: number;
-  /** true: the newest complete checkpoint in --out; a string: that checkpoint folder. */
-  resume: boolean | string;
-  seed: number;
-  /** Rows per forward/backward pass (memory; see evaluate.ts `rowsPerPass`); 0 or absent: automatic. */
-  rowsPerPass?: number;
-  /** Matrix-product precision (training/precision.ts); absent: fp32. fp16 scales the loss (training/loss-scale.ts). */
-  precision?: PrecisionName;
-  /** At the end, the best checkpoint (by `metricForBest`) becomes the final model (transformers' load_best_model_at_end). */
-  loadBestAtEnd?: boolean;
-  /** The evaluation metric that picks the best checkpoint (training/best-model.ts); default eval_loss. */
-  metricForBest?: string;
-  /** Stop after this many evaluations without improvement (0 or absent: never); EarlyStoppingCallback. */
-  earlyStoppingPatience?: number;
-  /** The improvement an evaluation must make to reset the patience (absolute; default 0). */
-  earlyStoppingThreshold?: number;
-}
-
-/** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
-export const TRAIN_DEFAULTS = {
-  batchSize: 32,
-  lr: 5e-4,
-  warmup: 0.06,
-  schedule: 'linear' as ScheduleName,
-  weightDecay: 0.01,
-  adamBeta1: 0.9,
-  adamBeta2: 0.999,
-  adamEpsilon: 1e-8,
-  mlmProbability: 0.15,
-  wholeWordMask: false,
-  initBias: 'zeros' as InitBias,
-  gradAccum: 1,
-  maxGradNorm: 1.0,
-  evalEvery: 500,
-  evalBatches: 100,
-  logEvery: 10,
-  saveEvery: 500,
-  saveTotalLimit: 0,
-  resume: false as boolean | string,
-  seed: 42,
-  precision: 'fp32' as PrecisionName,
-};
+export { TrainingError };
+export { TRAIN_DEFAULTS, type TrainOptions } from './train-options.ts';
 
 export interface StepInfo {
   step: number;
@@ -203,14 +129,6 @@ export interface TrainResult {
   /** The step early stopping ended the run at, or null. */
   stopped_early_at: number | null;
   interrupted: boolean;
-}
-
-/** A failure while running (exit 1), e.g. a NaN loss; its message is one line. */
-export class TrainingError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TrainingError';
-  }
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -392,263 +310,6 @@ export async function optimizerStep(
 // -------------------------------------------------------------------------------------------------
 // Setting up: the run folder, the data's tokenizer, the model
 
-/** The JSON results written at the run folder's root at the end, as transformers' Trainer names them. */
-export const RESULT_FILES = ['train_results.json', 'eval_results.json', 'all_results.json'] as const;
-
-/** The files of the final model at the run folder's root, config.json last (see `publishFinalModel`). */
-export function finalModelFiles(): string[] {
-  return [WEIGHTS_FILE, ...TOKENIZER_FILES, CONFIG_FILE];
-}
-
-/** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
-const RUN_ENTRY = new RegExp(
-  '^(checkpoint-\\d+|\\.checkpoint-\\d+\\.ckpt-(tmp|old)-.*|' +
-  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
-);
-
-/**
- * The final model at the run folder's root, as transformers' `output_dir`: the model files of the
- * checkpoint `from` are copied in, each under a temporary name then renamed, config.json last.
- * A folder with config.json at its root is a finished run (training/hub.ts `runFolderModel`); so a
- * crash part way leaves a run that still reads as unfinished, never a mix presented as final.
- */
-export async function publishFinalModel(out: string, from: string): Promise<void> {
-  await unpublishFinalModel(out);
-  for (const name of finalModelFiles()) {
-    const src = path.join(from, name);
-    if (!fs.existsSync(src)) continue;
-    const tmp = path.join(out, `${name}.tmp`);
-    await fsp.copyFile(src, tmp);
-    const fh = await fsp.open(tmp, 'r+');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, path.join(out, name));
-  }
-}
-
-/** Removes the final model from the run folder's root, config.json first (the run reads as unfinished). */
-export async function unpublishFinalModel(out: string): Promise<void> {
-  for (const name of [...finalModelFiles()].reverse()) {
-    await fsp.rm(path.join(out, name), { force: true });
-    await fsp.rm(path.join(out, `${name}.tmp`), { force: true });
-  }
-}
-
-/** Names in `out` that no training run wrote; throws when `out` is a file. */
-function foreignEntries(out: string): { entries: string[]; foreign: string[] } {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(out);
-  } catch {
-    return { entries: [], foreign: [] };
-  }
-  if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder for the run`);
-  const entries = fs.readdirSync(out);
-  return { entries, foreign: entries.filter((e) => !RUN_ENTRY.test(e)) };
-}
-
-/**
- * Runs `read` on checkpoint `dir`; when it finds the checkpoint damaged (an InputError), the error
- * names the previous complete checkpoint beside it, which `--resume` can use instead: resuming from
- * any complete checkpoint reproduces the run exactly (see the file header).
- */
-async function adviseOnDamage<T>(dir: string, read: () => Promise<T>): Promise<T> {
-  try {
-    return await read();
-  } catch (err) {
-    if (!(err instanceof InputError)) throw err;
-    const here = /^checkpoint-(\d+)$/.exec(path.basename(path.resolve(dir)));
-    if (here === null) throw err;
-    const previous = listCheckpoints(path.dirname(path.resolve(dir))).filter((c) => c.complete && c.step < Number(here[1])).pop();
-    const why = err.message.replace(/[;:]? ?re-download or re-export the checkpoint\.?$/, '');
-    const instead = previous
-      ? `resume from the previous complete checkpoint instead: --resume ${path.join(path.dirname(dir), path.basename(previous.dir))}`
-      : 'no earlier complete checkpoint is there: start the run again without --resume';
-    throw new InputError(`the checkpoint ${dir} is damaged (${why}); ${instead}`);
-  }
-}
-
-/** The model folder and trainer state of the checkpoint to resume from. */
-async function loadResumable(dir: string): Promise<{ folder: Awaited<ReturnType<typeof loadModelFolder>>; trainerState: TrainerState }> {
-  return adviseOnDamage(dir, async () => ({ folder: await loadModelFolder(dir), trainerState: await readTrainerState(dir) }));
-}
-
-/** The TrainingError (exit 1) for a checkpoint that could not be written, saying what to do. */
-export function saveError(err: unknown, dir: string, out: string, lastCheckpoint: string | null): TrainingError {
-  const code = (err as NodeJS.ErrnoException).code;
-  const why = code === 'ENOSPC' || code === 'EDQUOT' ? 'no space left on the device' : (err as Error).message.split('\n')[0];
-  const todo = code === 'ENOSPC' || code === 'EDQUOT' ? `free space at ${out}` : code === 'EROFS' || code === 'EACCES' || code === 'EPERM' ? `make ${out} writable` : `free space at ${out} or fix its permissions`;
-  const previous = lastCheckpoint ? `the previous checkpoint ${lastCheckpoint} is intact` : 'no checkpoint was saved before it';
-  return new TrainingError(`could not save ${dir} (${why}); ${previous}; ${todo}, then run again with --resume`);
-}
-
-/** The folder to resume from: `resume` as given (a checkpoint, or a run folder), or the newest in `out`. */
-function resumeFolder(resume: boolean | string, out: string): string | null {
-  if (resume === false) return null;
-  if (resume === true) return newestCheckpoint(out)?.dir ?? null;
-  if (fs.existsSync(path.join(resume, TRAINER_STATE))) return resume;
-  const newest = newestCheckpoint(resume);
-  if (newest) return newest.dir;
-  throw new InputError(`--resume ${resume} is not a complete checkpoint (no ${TRAINER_STATE}) and holds none; give a checkpoint-STEP folder`);
-}
-
-/**
- * The tokenizer the data was prepared with, from the path its manifest records (relative paths
- * are tried from here and from beside the data folder), checked against the recorded hash.
- */
-export async function loadDataTokenizer(manifest: Manifest, dataDir: string): Promise<MlmTokenizer> {
-  const src = manifest.tokenizer.source;
-  const candidates = path.isAbsolute(src) ? [src] : [path.resolve(src), path.resolve(dataDir, '..', src), path.resolve(dataDir, src)];
-  const found = candidates.find((c) => fs.existsSync(c));
-  if (found === undefined) {
-    throw new InputError(
-      `the data in ${dataDir} was prepared with the tokenizer at ${src}, which is not there any more; put it back, or prepare the data again with \`mlm prepare --tokenizer DIR\``,
-    );
-  }
-  const tokenizer = await MlmTokenizer.load(found);
-  if (tokenizer.sha256 !== manifest.tokenizer.sha256) {
-    throw new InputError(
-      `the tokenizer at ${found} changed since ${dataDir} was prepared (sha256 ${tokenizer.sha256.slice(0, 12)}, the data records ${manifest.tokenizer.sha256.slice(0, 12)}); restore it, or prepare the data again`,
-    );
-  }
-  return tokenizer;
-}
-
-/** A config file for pretraining, with vocab_size and special ids taken from the tokenizer. */
-async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line: string) => void): Promise<ModelConfig> {
-  requireRegularFile(file, '--config file');
-  let json: unknown;
-  try {
-    json = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT'
-      ? `--config ${file} not found; give a model config.json (see configs/)`
-      : `--config ${file} cannot be read as JSON (${(err as Error).message.split('\n')[0]})`);
-  }
-  const config = parseModelConfig(json, file);
-  const ids = tokenizer.specialIds;
-  const wanted: Record<string, number | null> = { vocab_size: tokenizer.vocabSize, pad_token_id: ids.pad };
-  if (config.model_type === 'roberta' || config.bos_token_id !== null) wanted.bos_token_id = ids.cls;
-  if (config.model_type === 'roberta' || config.eos_token_id !== null) wanted.eos_token_id = ids.sep;
-  const changed = Object.entries(wanted).filter(([k, v]) => (config as unknown as Record<string, unknown>)[k] !== v);
-  if (changed.length > 0) {
-    const what = changed.map(([k, v]) => `${k} ${(config as unknown as Record<string, unknown>)[k]} -> ${v}`).join(', ');
-    log(`note: from the data's tokenizer: ${what} (overriding ${file})`);
-  }
-  if (tokenizer.family !== config.model_type) {
-    log(`note: a ${config.model_type} config with a ${tokenizer.family === 'bert' ? 'WordPiece (bert)' : 'byte-level BPE (roberta)'} tokenizer`);
-  }
-  return updateModelConfig(config, wanted, file);
-}
-
-/** The memory this process may use: os.totalmem(), or a smaller cgroup limit (containers). */
-function machineMemory(): number {
-  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
-  return constrained !== undefined && constrained > 0 && constrained < os.totalmem() ? constrained : os.totalmem();
-}
-
-/**
- * Refuses (InputError, exit 2) a model that cannot be trained in this machine's memory, before
- * anything is allocated: a config of 100,000 layers would otherwise allocate for minutes and die.
- * The rule: 16 bytes per parameter (float32 weights, gradients and two AdamW moments) plus the
- * activations of one row of the data (training/evaluate.ts `rowBytes`) must fit in os.totalmem()
- * (or the process's cgroup limit when smaller).
- * On webgpu, each tensor is one GPU buffer: the largest (the word embeddings V x H, or a
- * feed-forward weight H x I) must also fit the device's maxStorageBufferBindingSize.
- */
-export function checkTrainingMemory(tf: Tf, config: ModelConfig, seqLen: number, backend: string, label: string, totalBytes = machineMemory()): void {
-  const params = parameterCount(config);
-  const need = 16 * params + rowBytes(config, seqLen, true);
-  const gb = (b: number) => `${(b / 1e9).toFixed(b < 1e10 ? 1 : 0)} GB`;
-  if (need > totalBytes) {
-    throw new InputError(
-      `${label}: training this model needs about ${gb(need)} (${params.toExponential(2)} parameters x 16 bytes for weights, gradients and AdamW moments, plus activations), more than this machine's ${gb(totalBytes)} of memory; use a smaller config (fewer layers, a smaller hidden_size)`,
-    );
-  }
-  if (backend === 'webgpu') {
-    const limits = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } }).device?.limits;
-    const maxBinding = limits?.maxStorageBufferBindingSize;
-    const largest = 4 * Math.max(config.vocab_size * config.hidden_size, config.hidden_size * config.intermediate_size, config.max_position_embeddings * config.hidden_size);
-    if (maxBinding !== undefined && largest > maxBinding) {
-      throw new InputError(
-        `${label}: its largest weight needs ${gb(largest)} in one GPU buffer but this WebGPU device allows ${gb(maxBinding)} per buffer; use a smaller vocab_size or hidden_size, or a CPU backend`,
-      );
-    }
-  }
-}
-
-/** The training arguments by CLI name, as saved in trainer_state.json and shown in report.md. */
-function argsRecord(o: TrainOptions): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) {
-    if (v === undefined) continue;
-    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
-  }
-  return out;
-}
-
-/** Arguments that decide the stream of batches and masks: a resumed run must keep them. */
-const RESUME_FIXED = ['batch_size', 'grad_accum', 'seed', 'mlm_probability', 'whole_word_mask'] as const;
-
-function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest, from: string, log: (line: string) => void): void {
-  const now = argsRecord(o);
-  for (const key of RESUME_FIXED) {
-    if (state.args[key] !== now[key]) {
-      throw new InputError(
-        `cannot resume from ${from}: it was trained with --${key.replace(/_/g, '-')} ${JSON.stringify(state.args[key])}, this run asks for ${JSON.stringify(now[key])}; use the same value or start a new run`,
-      );
-    }
-  }
-  const d = state.data;
-  if (d.tokenizer_sha256 !== manifest.tokenizer.sha256 || d.seq_len !== manifest.seq_len || d.train_rows !== manifest.splits.train.rows) {
-    throw new InputError(
-      `cannot resume from ${from}: it was trained on other data (${d.train_rows} rows of ${d.seq_len} tokens from ${d.dir}); give the same --data or start a new run`,
-    );
-  }
-  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass', 'precision']
-    .filter((k) => state.args[k] !== now[k])
-    .map((k) => `--${k.replace(/_/g, '-')} ${JSON.stringify(now[k])} (was ${JSON.stringify(state.args[k])})`);
-  if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
-}
-
-function checkOptions(o: TrainOptions): void {
-  if (o.config !== undefined && o.from !== undefined) throw new InputError('give either --config (pretrain from scratch) or --from (adapt a checkpoint), not both');
-  if (o.config === undefined && o.from === undefined && o.resume === false) throw new InputError('give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
-  if (o.steps !== undefined && o.epochs !== undefined) throw new InputError('give either --steps or --epochs, not both');
-  if (o.steps !== undefined) requireInteger(o.steps, 'steps', 1);
-  if (o.epochs !== undefined && !(Number.isFinite(o.epochs) && o.epochs > 0)) throw new InputError(`--epochs must be a positive number, got ${o.epochs}`);
-  requireInteger(o.batchSize, 'batch-size', 1);
-  requireInteger(o.gradAccum, 'grad-accum', 1);
-  requireInteger(o.evalEvery, 'eval-every', 0);
-  requireInteger(o.evalBatches, 'eval-batches', 0);
-  requireInteger(o.logEvery, 'log-every', 1);
-  requireInteger(o.saveEvery, 'save-every', 0);
-  requireInteger(o.saveTotalLimit, 'save-total-limit', 0);
-  if (o.rowsPerPass !== undefined) requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
-  if (!Number.isInteger(o.seed)) throw new InputError(`--seed must be an integer, got ${o.seed}`);
-  requireOpenFraction(o.mlmProbability, 'mlm-probability');
-  if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
-  if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);
-  if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
-  if (!(o.maxGradNorm >= 0)) throw new InputError(`--max-grad-norm must be >= 0 (0 switches clipping off), got ${o.maxGradNorm}`);
-  if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new InputError(`--lr must be a positive number, got ${o.lr}`);
-  if (o.metricForBest !== undefined) parseBestMetric(o.metricForBest);
-  if (o.earlyStoppingPatience !== undefined) requireInteger(o.earlyStoppingPatience, 'early-stopping-patience', 0);
-  if (o.earlyStoppingThreshold !== undefined && !(o.earlyStoppingThreshold >= 0)) {
-    throw new InputError(`--early-stopping-threshold must be >= 0, got ${o.earlyStoppingThreshold}`);
-  }
-  if ((o.earlyStoppingPatience ?? 0) > 0 && o.evalEvery === 0) {
-    throw new InputError('--early-stopping-patience needs evaluations during the run: give --eval-every N');
-  }
-  if (o.loadBestAtEnd && o.evalEvery > 0 && o.saveEvery % o.evalEvery !== 0) {
-    throw new InputError(`--load-best-at-end needs a checkpoint at evaluations: --save-every (${o.saveEvery}) must be a multiple of --eval-every (${o.evalEvery})`);
-  }
-}
-
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
 
 /** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
@@ -664,32 +325,11 @@ export function optimizerLayout(tf: Tf, config: ModelConfig) {
   };
 }
 
-/**
- * train_results.json, eval_results.json (when evaluated) and all_results.json at the run folder's
- * root, as transformers' `Trainer.save_metrics` writes them (run_mlm.py adds `perplexity` to the
- * evaluation's; mlmkit logs it as eval_perplexity and writes both names there).
- */
-async function writeResults(out: string, r: TrainResult, ev: EvalLogEntry | null): Promise<void> {
-  const trainResults = {
-    epoch: r.epoch, train_loss: r.train_loss, train_runtime: r.train_runtime,
-    train_samples_per_second: r.train_samples_per_second, train_steps_per_second: r.train_steps_per_second, tokens_per_second: r.tokens_per_second,
-  };
-  const evalResults = ev === null ? null : {
-    epoch: ev.epoch, eval_loss: ev.eval_loss, eval_perplexity: ev.eval_perplexity, perplexity: ev.eval_perplexity,
-    eval_accuracy: ev.eval_accuracy, eval_masked_tokens: ev.eval_masked_tokens, eval_step: ev.step,
-  };
-  const write = (name: string, obj: object) => writeFileAtomic(path.join(out, name), [Buffer.from(JSON.stringify(obj, null, 2) + '\n', 'utf8')]);
-  await write('train_results.json', trainResults);
-  if (evalResults !== null) await write('eval_results.json', evalResults);
-  else await fsp.rm(path.join(out, 'eval_results.json'), { force: true });
-  await write('all_results.json', { ...trainResults, ...(evalResults ?? {}) });
-}
-
 // -------------------------------------------------------------------------------------------------
 // The run
 
 export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
-  checkOptions(o);
+  checkTrainOptions(o);
   // One run per folder at a time (data/lock.ts): a second `mlm train --out` on it is refused.
   const release = acquireLock(o.out, 'run folder', ctx.log);
   try {
@@ -708,66 +348,17 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     ctx.log(line);
   };
 
-  // 1. The run folder: ours or new; earlier checkpoints only with --resume.
-  const { entries, foreign } = foreignEntries(o.out);
-  if (foreign.length > 0) {
-    throw new InputError(
-      `--out ${o.out} holds files that are not from an mlm train run (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose an empty or new folder`,
-    );
-  }
-  if (o.resume === false && entries.some((e) => /^(checkpoint-\d+|metrics\.jsonl)$/.test(e))) {
-    throw new InputError(`--out ${o.out} holds an earlier run; pass --resume to continue or choose another --out`);
-  }
-  const resumeFrom = resumeFolder(o.resume, o.out);
-  if (o.resume === true && resumeFrom === null) log(`note: --resume: no complete checkpoint in ${o.out}; starting from scratch`);
-  if (o.initBias === 'unigram' && o.from !== undefined) {
-    throw new InputError('--init-bias unigram is for pretraining from --config; a model given with --from keeps its own output bias');
-  }
-  if (resumeFrom === null && o.config === undefined && o.from === undefined) {
-    throw new InputError('nothing to resume: give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
-  }
-
-  // 2. The data and the model (a checkpoint to resume, a model to adapt, or a config to pretrain).
+  // 1. The run folder (training/run-folder.ts) and 2. what the run starts from (training/starting-point.ts).
+  const resumeFrom = checkRunFolder(o.out, o.resume, log);
   const manifest = await readManifest(o.data);
-  let config: ModelConfig;
-  let tokenizer: MlmTokenizer;
-  let init: { seed: number } | { weights: ModelWeights };
-  let state: TrainerState | null = null;
-  let modelLabel: string;
-  if (resumeFrom !== null) {
-    const { folder, trainerState } = await loadResumable(resumeFrom);
-    state = trainerState;
-    checkResumable(state, o, manifest, resumeFrom, log);
-    ({ config, tokenizer } = folder);
-    init = { weights: folder.weights };
-    modelLabel = resumeFrom;
-    checkDataTokenizer(manifest, o.data, tokenizer, resumeFrom);
-    log(`resuming from ${resumeFrom} (step ${state.global_step})`);
-  } else if (o.from !== undefined) {
-    const folder = await loadModelFolder(o.from, { source: o.fromSource ?? o.from });
-    modelLabel = o.fromSource ?? o.from;
-    checkDataTokenizer(manifest, o.data, folder.tokenizer, modelLabel);
-    ({ config, tokenizer } = folder);
-    init = { weights: folder.weights };
-  } else {
-    tokenizer = await loadDataTokenizer(manifest, o.data);
-    config = await pretrainConfig(o.config!, tokenizer, log);
-    init = { seed: o.seed };
-    modelLabel = o.config!;
-  }
-  const maxT = maxSequenceLength(config);
-  if (manifest.seq_len > maxT) {
-    throw new InputError(
-      `the data's rows have ${manifest.seq_len} tokens but the model has ${maxT} positions (max_position_embeddings); prepare the data with --seq-len ${maxT} or less`,
-    );
-  }
+  const { config, tokenizer, init, state, modelLabel } = await startingPoint(o, manifest, resumeFrom, log);
   checkTrainingMemory(tf, config, manifest.seq_len, ctx.backend.name, modelLabel);
 
   // 3. Batches (seeded order and masks), the model, the schedule, the optimizer.
   const trainReader = new SplitReader(o.data, manifest, 'train');
   const validReader = manifest.splits.validation.rows > 0 ? new SplitReader(o.data, manifest, 'validation') : null;
   if (validReader === null) log(`note: ${o.data} has no validation split; the run is not evaluated`);
-  const masking = maskingFor(tokenizer, o.mlmProbability, o.wholeWordMask);
+  const masking = maskingFor(tokenizer, o.mlmProbability, o.wholeWordMask, o.wholeWordSelection);
   const batches = new MaskedBatches(
     new RowStream(trainReader, { batchSize: o.batchSize, seed: o.seed, shuffle: true, dropLast: true }),
     masking.options, masking.padId, masking.specials, o.seed,
@@ -784,14 +375,12 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     tf.tidy(() => model.variables.get(model.outputBiasName)!.assign(tf.tensor1d(prior)));
     log(`init: ${model.outputBiasName} = log unigram frequencies of the training tokens (--init-bias unigram)`);
   }
-  const budget = passBudgetBytes(ctx.backend.name);
-  const trainRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: true, budgetBytes: budget });
-  const evalRows = o.rowsPerPass || rowsPerPass(config, manifest.seq_len, { training: false, budgetBytes: budget });
+  const { trainRows, evalRows } = planPasses(config, manifest.seq_len, ctx.backend.name, o.rowsPerPass);
   if (trainRows < o.batchSize) {
     const passes = Math.ceil(o.batchSize / trainRows);
     log(`note: each batch of ${o.batchSize} rows runs as ${passes} passes of up to ${Math.ceil(o.batchSize / passes)} rows to fit the ${ctx.backend.name} backend's memory (same loss and gradients; --rows-per-pass sets it)`);
   }
-  const optimizer = createAdamW(tf, model.variables, { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
+  const optimizer = createAdamW(tf, model.variables, decayedParameters(config), { beta1: o.adamBeta1, beta2: o.adamBeta2, epsilon: o.adamEpsilon, weightDecay: o.weightDecay }, ctx.backend.name);
   const layout = optimizerLayout(tf, config);
   const epochAt = (s: number) => (s * o.gradAccum) / perEpoch;
   let interrupted = false;
@@ -831,8 +420,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;
       lastCheckpoint = path.join(o.out, checkpointName(step));
       if (!fs.existsSync(lastCheckpoint)) lastCheckpoint = resumeFrom;
-      // Temporary folders of a checkpoint write that a killed run left behind.
-      for (const e of fs.readdirSync(o.out)) if (/^\.checkpoint-\d+\.ckpt-(tmp|old)-/.test(e)) await fsp.rm(path.join(o.out, e), { recursive: true, force: true });
+      await removeCheckpointTemps(o.out);
     }
     await writeMetrics(o.out, history); // a resumed run continues the history of its checkpoint
     const startStep = step;

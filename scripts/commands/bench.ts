@@ -29,8 +29,9 @@ import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
 import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {
-  BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, readModelConfig, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
+  BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
+import { readConfigArgument } from '../../training/checkpoint.ts';
 import type { ModelConfig } from '../../training/models/config.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 
@@ -232,7 +233,7 @@ function benchOptions(a: BenchArgs, log: (line: string) => void): BenchOptions {
 /** One config on one backend in this process: the child's side (and `--no-isolate`). */
 async function runHere(a: BenchArgs, configFile: string, backendName: string): Promise<BenchRecord> {
   const log = (line: string) => process.stderr.write(line + '\n');
-  const config = readModelConfig(configFile);
+  const config = readConfigArgument(configFile);
   const name = resolveBackendName(backendName, process.env);
   // Whether a webgpu adapter is software is asked before TF.js takes the device; `auto` never picks one.
   const software = name === 'webgpu' ? (await probeWebGpu()).adapterInfo?.software === true : false;
@@ -349,7 +350,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     checkBenchOptions(benchOptions(args, () => {}));
     requireInteger(args['blas-threads'], 'blas-threads', 1);
     const configs = [...new Set(args.config.map(resolveConfig))];
-    const parsed = new Map(configs.map((c) => [c, readModelConfig(c)]));
+    const parsed = new Map(configs.map((c) => [c, readConfigArgument(c)]));
     const all = args.backend.includes('all');
     for (const b of args.backend) {
       if (b !== 'all' && !isBackendName(b)) throw new InputError(`unknown backend '${b}' (--backend): use auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu or all`);

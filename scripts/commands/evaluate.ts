@@ -10,11 +10,10 @@
 // (`--json`: a list of those objects with "model" and "data" added). The loop is
 // training/evaluate-models.ts evaluateModels.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { InputError, requireInteger, requireOpenFraction } from '../../common/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
-import { evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
+import { checkEvaluateOptions, evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
 
@@ -58,11 +57,9 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .example('$0 evaluate --model bert-base-uncased runs/med-adapt/checkpoint-500 --data notes/heldout.txt', 'compare two models on raw text')
       .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON') as unknown as Argv<EvaluateArgs>,
   handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
-    requireInteger(args['batch-size'], 'batch-size', 1);
-    requireInteger(args['max-batches'], 'max-batches', 0);
-    requireInteger(args['seq-len'], 'seq-len', 8);
-    if (!Number.isInteger(args.seed)) throw new InputError(`--seed must be an integer, got ${args.seed}`);
-    requireOpenFraction(args['mlm-probability'], 'mlm-probability');
+    checkEvaluateOptions({
+      batchSize: args['batch-size'], maxBatches: args['max-batches'], seqLen: args['seq-len'], seed: args.seed, mlmProbability: args['mlm-probability'],
+    });
 
     const log = (line: string) => process.stderr.write(line + '\n');
     // Resolve every model first: a typo fails before any work.

@@ -4,7 +4,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError } from '../../common/errors.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
-import { encodeForFillMask, fillMask, pipelineOutput, type FillMaskCandidate } from '../../training/fill-mask.ts';
+import { checkFillMaskOptions, encodeForFillMask, fillMask, pipelineOutput, type FillMaskCandidate } from '../../training/fill-mask.ts';
 import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 
@@ -38,7 +38,7 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
     const text = (args.text ?? []).join(' ');
     if (text.trim() === '') throw new InputError('give the text to fill, e.g. mlm fill-mask --model DIR "Paris is the [MASK] of France."');
     const topK = args['top-k'];
-    if (!Number.isInteger(topK) || topK < 1) throw new InputError(`--top-k must be a positive integer, got ${topK}`);
+    checkFillMaskOptions({ topK }); // before a model is loaded (perhaps downloaded)
     const log = (line: string) => process.stderr.write(line + '\n');
     const backendName = resolveBackendName(args.backend, process.env);
     const folder = await loadModel(args.model, { revision: args.revision, log });

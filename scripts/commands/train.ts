@@ -36,6 +36,7 @@ interface TrainArgs {
   'adam-epsilon': number;
   'mlm-probability': number;
   'whole-word-mask': boolean;
+  'whole-word-selection'?: 'independent' | 'budget';
   'init-bias': InitBias;
   'grad-accum': number;
   'max-grad-norm': number;
@@ -80,6 +81,10 @@ function builder(variant: Variant) {
       .option('adam-epsilon', { type: 'number', default: d.adamEpsilon })
       .option('mlm-probability', { type: 'number', default: d.mlmProbability, describe: 'share of tokens selected for prediction' })
       .option('whole-word-mask', { type: 'boolean', default: d.wholeWordMask, describe: 'select whole words' })
+      .option('whole-word-selection', {
+        choices: ['independent', 'budget'] as const,
+        describe: 'with --whole-word-mask: each word with probability p (independent, the default, as transformers) or words in random order up to round(p x tokens) a row (budget, as BERT\'s create_pretraining_data.py)',
+      })
       .option('init-bias', {
         choices: INIT_BIAS_CHOICES, default: d.initBias,
         describe: 'pretraining from --config: the output bias at step 0, zeros (as Hugging Face) or the log unigram frequencies of the training tokens (skips the first hundreds of steps of a small run)',
@@ -151,6 +156,7 @@ function handler(variant: Variant) {
       adamEpsilon: args['adam-epsilon'],
       mlmProbability: args['mlm-probability'],
       wholeWordMask: args['whole-word-mask'],
+      wholeWordSelection: args['whole-word-selection'],
       initBias: args['init-bias'],
       gradAccum: args['grad-accum'],
       maxGradNorm: args['max-grad-norm'],

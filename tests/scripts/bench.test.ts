@@ -13,7 +13,8 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { probeWebGpu } from '../../training/backend.ts';
-import { modelFlopsPerToken, parameterCounts, readModelConfig, spread } from '../../training/bench.ts';
+import { modelFlopsPerToken, parameterCounts, spread } from '../../training/bench.ts';
+import { readConfigArgument } from '../../training/checkpoint.ts';
 import { ROOT } from '../training/tiny-checkpoint.ts';
 
 const SECTION_9 = [
@@ -120,7 +121,7 @@ test('mlm bench --json on webgpu (bert-tiny): dispatches, host and GPU time per 
 });
 
 test('model FLOPs per token: 6 N + 12 L H T + 6 H V f', () => {
-  const config = readModelConfig(path.join(ROOT, 'configs/bert-mini.json'));
+  const config = readConfigArgument(path.join(ROOT, 'configs/bert-mini.json'));
   const { nonEmbedding, total } = parameterCounts(config);
   assert.deepEqual({ total, nonEmbedding }, bertParams(config));
   const H = 256, L = 4, V = 30522, T = 128;

@@ -32,6 +32,7 @@ import { readMetrics } from '../../training/report.ts';
 import { clipScale, computeGradients, dropoutSeed, globalNorm, optimizerLayout, optimizerStep, train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
 import { webgpuSkip } from './webgpu-gate.ts';
+import { decayedParameters } from '../../training/models/weights.ts';
 
 const skip = await webgpuSkip('flat AdamW');
 let tf: Tf;
@@ -101,8 +102,8 @@ function pair(maxBindingBytes?: number): { refModel: MaskedLM; flatModel: Masked
   const config = tinyConfig();
   const refModel = createMaskedLM(tf, config, { seed: 3 });
   const flatModel = createMaskedLM(tf, config, { seed: 3 });
-  const ref = new AdamW(tf, refModel.variables, OPTS);
-  const flat = new FlatAdamW(tf, flatModel.variables, OPTS, { maxBindingBytes });
+  const ref = new AdamW(tf, refModel.variables, decayedParameters(config), OPTS);
+  const flat = new FlatAdamW(tf, flatModel.variables, decayedParameters(config), OPTS, { maxBindingBytes });
   return { refModel, flatModel, ref, flat, dispose: () => { ref.dispose(); flat.dispose(); refModel.dispose(); flatModel.dispose(); } };
 }
 
@@ -206,8 +207,8 @@ test('state: AdamW\'s keys, shapes and step; restored into a flat or a per-tenso
   const layout = optimizerLayout(tf, config);
   const { refModel, flatModel, ref, flat, dispose } = pair();
   const model3 = createMaskedLM(tf, config, { seed: 9 });
-  const flat3 = new FlatAdamW(tf, model3.variables, OPTS);
-  const ref3 = new AdamW(tf, model3.variables, OPTS);
+  const flat3 = new FlatAdamW(tf, model3.variables, decayedParameters(config), OPTS);
+  const ref3 = new AdamW(tf, model3.variables, decayedParameters(config), OPTS);
   try {
     for (let s = 1; s <= 3; s++) {
       const grads = randomGrads(refModel, s);
@@ -246,7 +247,7 @@ test('a step is 3 dispatches and no TF.js kernel; 100 trainer steps leave tensor
   // A smaller BERT than bert-tiny (hidden 32, intermediate 64), so that 100 steps stay quick on llvmpipe.
   const config = updateModelConfig(tinyConfig(), { hidden_size: 32, intermediate_size: 64 }, 'test');
   const model = createMaskedLM(tf, config, { seed: 1 });
-  const flat = new FlatAdamW(tf, model.variables, OPTS);
+  const flat = new FlatAdamW(tf, model.variables, decayedParameters(config), OPTS);
   const backend = tf.backend() as unknown as { runWebGPUProgram: (...a: unknown[]) => unknown };
   const original = backend.runWebGPUProgram;
   let programs = 0;

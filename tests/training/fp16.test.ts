@@ -36,6 +36,7 @@ import { readMetrics } from '../../training/report.ts';
 import { computeGradients, optimizerStep, train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
 import { useWebGpuForFile, webgpuSkip } from './webgpu-gate.ts';
+import { decayedParameters } from '../../training/models/weights.ts';
 
 const skip = await webgpuSkip('fp16');
 let tf: Tf;
@@ -132,7 +133,7 @@ test('bert-tiny with fp16 products: loss and gradients of one batch near fp32\'s
 test('loss scaling in the step: an overflowing scale skips the step and halves; 2^16 applies', { skip }, async () => {
   const config = tinyConfig();
   const model = createMaskedLM(tf, config, { seed: 5, capabilities: withPrecision(capabilitiesOf(tf, 'webgpu'), { name: 'fp16', variant: 'scalar' }) });
-  const optimizer = createAdamW(tf, model.variables, ADAMW_DEFAULTS, 'webgpu');
+  const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, 'webgpu');
   const data = new SyntheticBatches(config, 4, 32, 4);
   const probe = model.variables.get('bert.encoder.layer.0.output.dense.weight')!;
   try {

@@ -7,7 +7,10 @@ import assert from 'node:assert/strict';
 import type { Tensor, Variable } from '@tensorflow/tfjs';
 import { Rng } from '../../common/rng.ts';
 import { selectBackend } from '../../training/backend.ts';
-import { AdamW, decays } from '../../training/optimizer.ts';
+import * as fs from 'node:fs';
+import { parseModelConfig } from '../../training/models/config.ts';
+import { decayedParameters, parameterTable } from '../../training/models/weights.ts';
+import { AdamW } from '../../training/optimizer.ts';
 
 const quiet = { log: (_: string) => {} };
 
@@ -42,14 +45,24 @@ function maxRelErr(got: Float32Array, want: Float64Array): number {
   return worst;
 }
 
-test('decay by name: not biases, not LayerNorm weights', () => {
-  assert.equal(decays('bert.encoder.layer.0.attention.self.query.weight'), true);
-  assert.equal(decays('bert.embeddings.word_embeddings.weight'), true);
-  assert.equal(decays('bert.encoder.layer.0.attention.self.query.bias'), false);
-  assert.equal(decays('cls.predictions.bias'), false);
-  assert.equal(decays('bert.embeddings.LayerNorm.weight'), false);
-  assert.equal(decays('lm_head.layer_norm.weight'), false);
-  assert.equal(decays('bert.encoder.layer.3.output.LayerNorm.weight'), false);
+/**
+ * transformers' Trainer rule (`get_decay_parameter_names`), the oracle for the parameter table's
+ * `decay`: every parameter but biases and LayerNorm weights.
+ */
+function hfDecays(name: string): boolean {
+  return !(name.endsWith('.bias') || /(^|\.)(LayerNorm|layer_norm)\.weight$/.test(name));
+}
+
+test("the parameter table's decay flags follow transformers' rule, for BERT and RoBERTa", () => {
+  for (const file of ['configs/bert-mini.json', 'configs/distilroberta-base.json']) {
+    const config = parseModelConfig(JSON.parse(fs.readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8')), file);
+    const table = parameterTable(config);
+    const decayed = decayedParameters(config);
+    for (const spec of table) assert.equal(spec.decay, hfDecays(spec.name), `${file}: ${spec.name}`);
+    assert.deepEqual([...decayed].sort(), table.filter((s) => hfDecays(s.name)).map((s) => s.name).sort());
+    // Both kinds are present: Linear/embedding weights decayed, biases and LayerNorm weights not.
+    assert.ok(decayed.size > 0 && decayed.size < table.length, file);
+  }
 });
 
 for (const backend of ['wasm', 'cpu'] as const) {
@@ -66,7 +79,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
     const params = new Map<string, Variable>(names.map((name, k) => [name, tf.variable(tf.tensor(Float32Array.from(ref[k].p), shapes[k]))]));
     // The reference starts from the float32-rounded parameters the optimizer sees.
     for (const r of ref) for (let i = 0; i < r.p.length; i++) r.p[i] = Math.fround(r.p[i]);
-    const opt = new AdamW(tf, params, hp);
+    const opt = new AdamW(tf, params, new Set(names.filter(hfDecays)), hp);
     const before = tf.memory().numTensors;
     for (let t = 1; t <= 8; t++) {
       const lr = 1e-2 * (1 - t / 10); // a changing learning rate, as under a schedule
@@ -78,7 +91,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
         for (let i = 0; i < g.length; i++) g[i] = Math.fround(g[i]);
         grads.set(name, tf.tensor(Float32Array.from(g), shapes[k]));
         const scaled = g.map((x) => x * scale);
-        referenceAdamW(ref[k].p, ref[k].m, ref[k].v, scaled, t, { lr, beta1: hp.beta1, beta2: hp.beta2, eps: hp.epsilon, wd: decays(name) ? hp.weightDecay : 0 });
+        referenceAdamW(ref[k].p, ref[k].m, ref[k].v, scaled, t, { lr, beta1: hp.beta1, beta2: hp.beta2, eps: hp.epsilon, wd: hfDecays(name) ? hp.weightDecay : 0 });
       });
       opt.apply(grads, lr, scale);
       tf.dispose([...grads.values()]);
@@ -97,7 +110,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
     const m = (await opt.getState()).tensors.get('layer.dense.weight.exp_avg')!.data;
     for (let i = 0; i < m.length; i++) assert.ok(Math.abs(m[i] - ref[0].m[i]) <= 1e-6 * Math.max(1, Math.abs(ref[0].m[i])), `exp_avg[${i}]`);
     const copies = new Map<string, Variable>([...params].map(([n, p]) => [n, tf.variable(p.clone())]));
-    const twin = new AdamW(tf, copies, hp);
+    const twin = new AdamW(tf, copies, new Set(names.filter(hfDecays)), hp);
     twin.setState(state, (_, a) => tf.tidy(() => tf.transpose(tf.tensor(a.data, a.shape))));
     assert.equal(twin.step, 8);
     const g = new Map<string, Tensor>(names.map((name, k) => [name, tf.fill(shapes[k] as number[], 0.25)]));
@@ -116,7 +129,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
 test('a parameter without a gradient is left alone (no decay, no moment update)', async () => {
   const { tf } = await selectBackend('wasm', quiet);
   const params = new Map<string, Variable>([['a.weight', tf.variable(tf.tensor1d([1, 2]))], ['b.weight', tf.variable(tf.tensor1d([3, 4]))]]);
-  const opt = new AdamW(tf, params, { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5 });
+  const opt = new AdamW(tf, params, new Set(params.keys()), { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5 });
   const g = tf.tensor1d([1, 1]);
   opt.apply(new Map([['a.weight', g]]), 0.1);
   assert.deepEqual(Array.from(await params.get('b.weight')!.data()), [3, 4]);
@@ -140,7 +153,7 @@ test('AdamW keeps exactly its two moments per parameter, and globalNorm sums man
     grads.set(`w${i}`, tf.tensor2d(g, [2, 3]));
   }
   const before = tf.memory().numTensors;
-  const opt = new AdamW(tf, params);
+  const opt = new AdamW(tf, params, new Set(params.keys()));
   assert.equal(tf.memory().numTensors - before, 2 * params.size, 'no stray zeros left behind');
   // 43 gradients: more than a WebGPU shader's 16 storage buffers in one addN.
   const norm = globalNorm(tf, grads);

@@ -16,7 +16,8 @@ import { InputError } from '../../common/errors.ts';
 import { readManifest, SplitReader } from '../../data/shards.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
-import { maskingFor, splitBatch } from '../../training/evaluate.ts';
+import { maskingFor } from '../../training/evaluate.ts';
+import { splitBatch } from '../../training/passes.ts';
 import { parseModelConfig, updateModelConfig } from '../../training/models/config.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { readMetrics } from '../../training/report.ts';
@@ -249,14 +250,14 @@ test('--epochs sets the number of steps from the data; --whole-word-mask masks w
   // saved stream ended. The masking RNG's state after those batches depends on the scheme (one
   // selection draw per word, not per token), so a token-level run would not end in that state.
   const reader = new SplitReader(fx.dataDir, manifest, 'train');
-  const replay = (wholeWord: boolean) => {
-    const masking = maskingFor(fx.tokenizer, TRAIN_DEFAULTS.mlmProbability, wholeWord);
+  const replay = (wholeWord: boolean, selection: 'independent' | 'budget' = 'independent', steps = r.step) => {
+    const masking = maskingFor(fx.tokenizer, TRAIN_DEFAULTS.mlmProbability, wholeWord, selection);
     const batches = new MaskedBatches(new RowStream(reader, { batchSize: 8, seed: TRAIN_DEFAULTS.seed, shuffle: true, dropLast: true }),
       masking.options, masking.padId, masking.specials, TRAIN_DEFAULTS.seed);
     const words = new RowStream(reader, { batchSize: 8, seed: TRAIN_DEFAULTS.seed, shuffle: true, dropLast: true });
     let split = 0; // words with some pieces selected and others not
     let selectedWords = 0;
-    for (let b = 0; b < r.step * 2; b++) {
+    for (let b = 0; b < steps * 2; b++) {
       const batch = batches.next()!;
       const { ids, wordStarts } = words.next()!;
       const eligible = (i: number) => ids[i] !== masking.padId && masking.specials[ids[i]] === 0;
@@ -281,5 +282,23 @@ test('--epochs sets the number of steps from the data; --whole-word-mask masks w
   const tokens = replay(false);
   assert.ok(tokens.split > 0, 'token-level masking splits some words');
   assert.notDeepEqual(tokens.state.rng, state.data_state.rng);
+
+  // --whole-word-selection budget (BERT's scheme) reaches the masking: its run's stream ends where
+  // a budget replay ends, words are whole, and not where an independent replay ends.
+  const rb = await run(options({ data: fx.dataDir, out: path.join(tmp, 'budget'), steps: 2, gradAccum: 2, wholeWordMask: true, wholeWordSelection: 'budget' }));
+  const budgetState = await readTrainerState(rb.checkpoint!);
+  assert.equal(budgetState.args.whole_word_selection, 'budget');
+  const budget = replay(true, 'budget', rb.step);
+  assert.equal(budget.split, 0, 'every word is masked whole');
+  assert.deepEqual(budget.state, budgetState.data_state);
+  assert.notDeepEqual(replay(true, 'independent', rb.step).state.rng, budgetState.data_state.rng);
   reader.close();
+});
+
+test('--whole-word-selection without --whole-word-mask, or an unknown scheme, is refused', async () => {
+  const fx = await data();
+  await assert.rejects(run(options({ data: fx.dataDir, out: path.join(tmp, 'wws1'), wholeWordSelection: 'budget' })),
+    (e: Error) => e instanceof InputError && /--whole-word-selection chooses how whole words are selected: give --whole-word-mask too/.test(e.message));
+  await assert.rejects(run(options({ data: fx.dataDir, out: path.join(tmp, 'wws2'), wholeWordMask: true, wholeWordSelection: 'bogus' as 'budget' })),
+    (e: Error) => e instanceof InputError && /--whole-word-selection must be independent or budget, got "bogus"/.test(e.message));
 });

@@ -63,6 +63,7 @@ import { AdamW } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
 import { optimizerStep, train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, type PreparedFixture } from './train-helpers.ts';
+import { decayedParameters } from '../../training/models/weights.ts';
 
 // -------------------------------------------------------------------------------------------------
 // Run, skip or fail
@@ -401,7 +402,7 @@ test('one training step of bert-tiny on webgpu (dropout on, clipping, AdamW): lo
   const stepOn = (backend: 'cpu' | 'webgpu') =>
     on(backend, async (tf) => {
       const model = createMaskedLM(tf, config, { seed: SEED, capabilities: capabilitiesOf(tf, tf.getBackend()) });
-      const optimizer = new AdamW(tf, model.variables, { beta1, beta2, epsilon, weightDecay });
+      const optimizer = new AdamW(tf, model.variables, decayedParameters(config), { beta1, beta2, epsilon, weightDecay });
       try {
         const read = async () => {
           const out = new Map<string, Float32Array>();

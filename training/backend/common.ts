@@ -3,11 +3,10 @@
 //
 // Nothing here runs at import time; TF.js itself is loaded with a dynamic import by `loadTf`.
 import { createRequire } from 'node:module';
-import type * as TfModule from '@tensorflow/tfjs';
+import type { Tf } from '../../common/tf.ts';
 import type { ModelCapabilities } from '../models/ops.ts';
 
-/** The `@tensorflow/tfjs` module namespace, as every part of mlmkit uses it. */
-export type Tf = typeof TfModule;
+export type { Tf };
 
 /** Every accepted value of `--backend` / `MLM_BACKEND`, fastest first after `auto`. */
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;

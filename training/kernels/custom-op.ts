@@ -3,10 +3,10 @@
 // gradient function runs in its own tidy: TF.js calls a custom gradient outside any tidy and frees
 // nothing until the whole gradient computation ends, so this frees each gradient's temporaries as
 // soon as it returns.
-import type * as TfModule from '@tensorflow/tfjs';
+import type { Tf } from '../../common/tf.ts';
 import type { GradSaveFunc, Tensor } from '@tensorflow/tfjs';
 
-export type Tf = typeof TfModule;
+export type { Tf };
 
 export type Saver = (tensors: Tensor[]) => void;
 

@@ -9,10 +9,8 @@
 //
 // The reference is tf.matMul in float32; `f16ErrorBound` is how far an f16-operand product may lie
 // from it, entry by entry, which is what tests and scripts/check-fp16.ts compare against.
-import type * as TfModule from '@tensorflow/tfjs';
-import type { Tensor } from '@tensorflow/tfjs';
-
-type Tf = typeof TfModule;
+import type { Tf } from '../../common/tf.ts';
+import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 
 /** The kernel's name (registered for webgpu by training/backend/webgpu/matmul-f16.ts). */
 export const MATMUL_F16_KERNEL = 'MlmkitMatMulF16';
@@ -27,7 +25,7 @@ export interface MatMulF16Attrs {
 
 /** The reference: the same product in float32. */
 export function matMulReference(tf: Tf, a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor {
-  return tf.matMul(a as TfModule.Tensor2D, b as TfModule.Tensor2D, transposeA, transposeB);
+  return tf.matMul(a as Tensor2D, b as Tensor2D, transposeA, transposeB);
 }
 
 /** Unit roundoff of f16 (2^-11) and f32 (2^-24). */

@@ -27,6 +27,7 @@
 // BertLayer, BertLMPredictionHead); Devlin et al. 2019; the sparse MLM prediction of cramming
 // (Geiping and Goldstein 2022): the head runs on the labelled positions only.
 import type { Scalar, Tensor1D, Tensor2D, Tensor3D, Tensor4D, Variable } from '@tensorflow/tfjs';
+import { IGNORE_INDEX } from '../../common/labels.ts';
 import { InputError } from '../../common/errors.ts';
 import type { HiddenAct, ModelConfig, ModelFamily } from './config.ts';
 import { makeOps, maskedRowCount, REFERENCE_CAPABILITIES, type ModelCapabilities, type Ops, type Tf } from './ops.ts';
@@ -118,8 +119,7 @@ export interface FamilySpec {
 /** Large negative score added at masked keys (see the porting notes). */
 export const MASKED_SCORE = -1e9;
 
-/** Label value of positions that are not scored, as in transformers. */
-export const IGNORE_INDEX = -100;
+export { IGNORE_INDEX };
 
 /** Per-site dropout seeds for one forward pass: null everywhere when not training. */
 function dropoutSites(opts: ForwardOptions, config: ModelConfig): (site: string) => string | null {

@@ -323,3 +323,4 @@ export function updateModelConfig(cfg: ModelConfig, changes: Record<string, unkn
 export function maskedLmArchitecture(family: ModelFamily): string {
   return family === 'bert' ? 'BertForMaskedLM' : 'RobertaForMaskedLM';
 }
+

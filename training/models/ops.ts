@@ -16,7 +16,7 @@
 //
 // Also here: the plain forms of LayerNorm and the activations (the references the ops are tested
 // against), and the dropout mask, a keyed hash of each entry's index.
-import type * as TfModule from '@tensorflow/tfjs';
+import type { Tf } from '../../common/tf.ts';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
@@ -29,7 +29,7 @@ import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import type { HiddenAct } from './config.ts';
 
-export type Tf = typeof TfModule;
+export type { Tf };
 
 // -------------------------------------------------------------------------------------------------
 // Capabilities of the backend

@@ -11,7 +11,7 @@
 // References: transformers `models/roberta/modeling_roberta.py`; Liu et al. 2019.
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { InputError } from '../../common/errors.ts';
-import { buildMaskedLM, createBert, type FamilySpec, type MaskedLM, type ModelInit, type Tf } from './bert.ts';
+import { BERT_FAMILY, buildMaskedLM, createBert, type FamilySpec, type MaskedLM, type ModelInit, type Tf } from './bert.ts';
 import type { ModelConfig } from './config.ts';
 
 /**
@@ -53,4 +53,9 @@ export function createMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit): Ma
     default:
       throw new InputError(`model_type ${String((config as { model_type: unknown }).model_type)} is not supported`);
   }
+}
+
+/** The longest input (tokens, specials included) the model's position table allows, by family. */
+export function maxSequenceLength(config: ModelConfig): number {
+  return (config.model_type === 'roberta' ? ROBERTA_FAMILY : BERT_FAMILY).maxSequenceLength(config);
 }

@@ -150,6 +150,11 @@ export function parameterTable(config: ModelConfig): readonly ParamSpec[] {
   return specs;
 }
 
+/** The names of the parameters AdamW decays (`ParamSpec.decay`): what the optimizers take. */
+export function decayedParameters(config: ModelConfig): ReadonlySet<string> {
+  return new Set(parameterTable(config).filter((s) => s.decay).map((s) => s.name));
+}
+
 /**
  * Names transformers' ForMaskedLM classes skip without complaint when loading: the pooler and the
  * next-sentence head of BertForPreTraining / BertModel checkpoints, and `position_ids` /

@@ -1,0 +1,104 @@
+// What a training run starts from (docs/architecture.md, "Training"): a checkpoint to resume
+// (weights, optimizer and trainer state follow in the trainer), a model folder to adapt (--from),
+// or a config to pretrain from random init (--config, with the data's tokenizer), each checked
+// against the prepared data: the same tokenizer, rows no longer than the model's positions.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InputError } from '../common/errors.ts';
+import type { Manifest } from '../data/shards.ts';
+import { MlmTokenizer } from '../data/tokenizer.ts';
+import { loadModelFolder, maxSequenceLength, readConfigArgument } from './checkpoint.ts';
+import { checkDataTokenizer } from './evaluate.ts';
+import { updateModelConfig, type ModelConfig } from './models/config.ts';
+import type { ModelWeights } from './models/weights.ts';
+import { loadResumable } from './run-folder.ts';
+import { checkResumable, type TrainOptions } from './train-options.ts';
+import type { TrainerState } from './train-state.ts';
+
+export interface StartingPoint {
+  config: ModelConfig;
+  tokenizer: MlmTokenizer;
+  /** Random init from a seed (pretraining), or weights to load. */
+  init: { seed: number } | { weights: ModelWeights };
+  /** The trainer state of the checkpoint resumed from, or null. */
+  state: TrainerState | null;
+  /** What the model is called in messages and report.md: the checkpoint, the --from name or the --config file. */
+  modelLabel: string;
+}
+
+/**
+ * The model a run trains: the checkpoint `resumeFrom` (checked with `checkResumable`), else the
+ * --from model, else a fresh model of the --config file. InputError when the options and the
+ * run folder leave nothing to start from, or the data does not fit the model.
+ */
+export async function startingPoint(o: TrainOptions, manifest: Manifest, resumeFrom: string | null, log: (line: string) => void): Promise<StartingPoint> {
+  if (o.initBias === 'unigram' && o.from !== undefined) {
+    throw new InputError('--init-bias unigram is for pretraining from --config; a model given with --from keeps its own output bias');
+  }
+  if (resumeFrom === null && o.config === undefined && o.from === undefined) {
+    throw new InputError('nothing to resume: give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
+  }
+  let start: StartingPoint;
+  if (resumeFrom !== null) {
+    const { folder, trainerState } = await loadResumable(resumeFrom);
+    checkResumable(trainerState, o, manifest, resumeFrom, log);
+    checkDataTokenizer(manifest, o.data, folder.tokenizer, resumeFrom);
+    log(`resuming from ${resumeFrom} (step ${trainerState.global_step})`);
+    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: trainerState, modelLabel: resumeFrom };
+  } else if (o.from !== undefined) {
+    const modelLabel = o.fromSource ?? o.from;
+    const folder = await loadModelFolder(o.from, { source: modelLabel });
+    checkDataTokenizer(manifest, o.data, folder.tokenizer, modelLabel);
+    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: null, modelLabel };
+  } else {
+    const tokenizer = await loadDataTokenizer(manifest, o.data);
+    start = { config: await pretrainConfig(o.config!, tokenizer, log), tokenizer, init: { seed: o.seed }, state: null, modelLabel: o.config! };
+  }
+  const maxT = maxSequenceLength(start.config);
+  if (manifest.seq_len > maxT) {
+    throw new InputError(
+      `the data's rows have ${manifest.seq_len} tokens but the model has ${maxT} positions (max_position_embeddings); prepare the data with --seq-len ${maxT} or less`,
+    );
+  }
+  return start;
+}
+
+/**
+ * The tokenizer the data was prepared with, from the path its manifest records (relative paths
+ * are tried from here and from beside the data folder), checked against the recorded hash.
+ */
+export async function loadDataTokenizer(manifest: Manifest, dataDir: string): Promise<MlmTokenizer> {
+  const src = manifest.tokenizer.source;
+  const candidates = path.isAbsolute(src) ? [src] : [path.resolve(src), path.resolve(dataDir, '..', src), path.resolve(dataDir, src)];
+  const found = candidates.find((c) => fs.existsSync(c));
+  if (found === undefined) {
+    throw new InputError(
+      `the data in ${dataDir} was prepared with the tokenizer at ${src}, which is not there any more; put it back, or prepare the data again with \`mlm prepare --tokenizer DIR\``,
+    );
+  }
+  const tokenizer = await MlmTokenizer.load(found);
+  if (tokenizer.sha256 !== manifest.tokenizer.sha256) {
+    throw new InputError(
+      `the tokenizer at ${found} changed since ${dataDir} was prepared (sha256 ${tokenizer.sha256.slice(0, 12)}, the data records ${manifest.tokenizer.sha256.slice(0, 12)}); restore it, or prepare the data again`,
+    );
+  }
+  return tokenizer;
+}
+
+/** A config file for pretraining, with vocab_size and special ids taken from the tokenizer. */
+async function pretrainConfig(file: string, tokenizer: MlmTokenizer, log: (line: string) => void): Promise<ModelConfig> {
+  const config = readConfigArgument(file);
+  const ids = tokenizer.specialIds;
+  const wanted: Record<string, number | null> = { vocab_size: tokenizer.vocabSize, pad_token_id: ids.pad };
+  if (config.model_type === 'roberta' || config.bos_token_id !== null) wanted.bos_token_id = ids.cls;
+  if (config.model_type === 'roberta' || config.eos_token_id !== null) wanted.eos_token_id = ids.sep;
+  const changed = Object.entries(wanted).filter(([k, v]) => (config as unknown as Record<string, unknown>)[k] !== v);
+  if (changed.length > 0) {
+    const what = changed.map(([k, v]) => `${k} ${(config as unknown as Record<string, unknown>)[k]} -> ${v}`).join(', ');
+    log(`note: from the data's tokenizer: ${what} (overriding ${file})`);
+  }
+  if (tokenizer.family !== config.model_type) {
+    log(`note: a ${config.model_type} config with a ${tokenizer.family === 'bert' ? 'WordPiece (bert)' : 'byte-level BPE (roberta)'} tokenizer`);
+  }
+  return updateModelConfig(config, wanted, file);
+}
