@@ -14,6 +14,7 @@ import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
 import { modelCommand } from './commands/model.ts';
 import { compareCommand } from './commands/compare.ts';
+import { pushCommand } from './commands/push.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -29,6 +30,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(exportCommand)
     .command(serveCommand)
     .command(downloadCommand)
+    .command(pushCommand)
     .command(benchCommand)
     .command(modelCommand)
     .command(compareCommand)

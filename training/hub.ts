@@ -319,8 +319,8 @@ class TimeoutError extends Error {
   }
 }
 
-/** The underlying reason of a fetch failure ("ECONNREFUSED", "timeout"...). */
-function networkCause(err: unknown): string | null {
+/** The underlying reason of a fetch failure ("ECONNREFUSED", "timeout"...); also training/push.ts. */
+export function networkCause(err: unknown): string | null {
   let e: unknown = err;
   let fallback: string | null = null;
   for (let i = 0; i < 5 && e; i++) {

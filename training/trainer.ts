@@ -69,6 +69,7 @@ import { describePrecision, resolvePrecision, withPrecision, type PrecisionName 
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from '../common/atomic.ts';
 import { makeSchedule, type ScheduleName } from './schedule.ts';
+import { CARD_MARKER } from './model-card.ts';
 import {
   checkpointName, listCheckpoints, newestCheckpoint, pruneCheckpoints, readOptimizerState, readTrainerState, STATE_FORMAT, STATE_VERSION,
   TRAINER_STATE, writeTrainerState, type TrainerState, type Window,
@@ -175,6 +176,8 @@ export interface TrainContext {
   signal?: AbortSignal;
   /** Called after every step (tests and benchmarks). */
   onStep?: (info: StepInfo) => void;
+  /** The command that started the run, recorded in run.json (the model card shows it). */
+  commandLine?: string;
 }
 
 /**
@@ -403,7 +406,7 @@ export function finalModelFiles(): string[] {
 /** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
 const RUN_ENTRY = new RegExp(
   '^(checkpoint-\\d+|\\.checkpoint-\\d+\\.ckpt-(tmp|old)-.*|' +
-  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
+  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|README\\.md|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
 );
 
 /**
@@ -431,6 +434,9 @@ export async function publishFinalModel(out: string, from: string): Promise<void
 
 /** Removes the final model from the run folder's root, config.json first (the run reads as unfinished). */
 export async function unpublishFinalModel(out: string): Promise<void> {
+  // The model card `mlm push` generated (training/model-card.ts) describes the model being removed.
+  const card = path.join(out, 'README.md');
+  if (fs.existsSync(card) && fs.readFileSync(card, 'utf8').includes(CARD_MARKER)) await fsp.rm(card, { force: true });
   for (const name of [...finalModelFiles()].reverse()) {
     await fsp.rm(path.join(out, name), { force: true });
     await fsp.rm(path.join(out, `${name}.tmp`), { force: true });
@@ -840,6 +846,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
       args: argsRecord(o), model: modelLabel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
       resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
+      ...(ctx.commandLine !== undefined ? { command_line: ctx.commandLine } : {}),
     }, null, 2) + '\n', 'utf8')]);
 
     const evaluate = async (at: number): Promise<void> => {
