@@ -2,9 +2,9 @@
 // `mlm train --push-to-hub` (scripts/commands/push.ts), callable from the library (index.ts `push`).
 //
 // What is uploaded, in one commit: config.json, model.safetensors (or its index and shards), the
-// tokenizer files, README.md (the model card, training/model-card.ts: generated and written into
-// the folder when the folder has none; an existing README.md is uploaded as it is unless
-// `overwriteCard`), the run's train_results.json / eval_results.json / all_results.json when the
+// tokenizer files, README.md (the model card, training/model-card.ts: generated when the folder
+// has none, and written into the folder once the push succeeded; an existing README.md is
+// uploaded as it is unless `overwriteCard`), the run's train_results.json / eval_results.json / all_results.json when the
 // folder holds them, and with `includeReport` the run's report.md and its charts (*.svg, *.png at
 // the run folder's root). Never trainer_state.json, optimizer.safetensors or checkpoints.
 //
@@ -315,27 +315,26 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
     ctx.repo = repo;
   }
 
-  // The card: generated into the folder unless it has a README.md of its own.
+  // The card: the folder's own README.md, or a generated one (written into the folder once pushed).
   const cardPath = path.join(dir, CARD_FILE);
   let card: PushResult['card'] = 'generated';
+  let cardText: Buffer | null = null;
   if (fs.existsSync(cardPath) && !opts.overwriteCard) {
     card = 'kept';
     const own = !fs.readFileSync(cardPath, 'utf8').includes(CARD_MARKER);
     log(`note: uploading the ${own ? '' : 'generated '}README.md already in ${dir} as the model card${own ? ' (--overwrite-card replaces it with a generated one)' : ''}`);
   } else {
     if (fs.existsSync(cardPath)) card = 'replaced';
-    const text = modelCard(await collectCardFacts(dir, { repo, license: opts.license }));
-    await writeFileAtomic(cardPath, [Buffer.from(text, 'utf8')]);
-    log(`wrote the model card ${cardPath}`);
+    cardText = Buffer.from(modelCard(await collectCardFacts(dir, { repo, license: opts.license })), 'utf8');
   }
-  files.push(CARD_FILE, ...RESULT_JSON.filter((f) => fs.existsSync(path.join(dir, f))));
 
   // What goes up, by repo path (the report's files lie in the run folder when dir is a checkpoint).
-  const uploads = new Map<string, string>();
-  for (const f of files) uploads.set(f, path.join(dir, f));
+  const uploads = new Map<string, string | Buffer>();
+  for (const f of [...files, ...RESULT_JSON.filter((r) => fs.existsSync(path.join(dir, r)))]) uploads.set(f, path.join(dir, f));
+  uploads.set(CARD_FILE, cardText ?? cardPath);
   for (const f of report?.files ?? []) if (!uploads.has(f)) uploads.set(f, path.join(report!.root, f));
   const sized: PushedFile[] = [];
-  for (const [p, file] of uploads) sized.push({ path: p, bytes: (await fsp.stat(file)).size });
+  for (const [p, src] of uploads) sized.push({ path: p, bytes: typeof src === 'string' ? (await fsp.stat(src)).size : src.length });
   const total = sized.reduce((s, f) => s + f.bytes, 0);
 
   // 1. The repo (and branch).
@@ -379,7 +378,9 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
   let output: CommitOutput | undefined;
   try {
     output = await commitStep('uploading to', async () => {
-      const operations = await Promise.all([...uploads].map(async ([p, file]) => ({ operation: 'addOrUpdate' as const, path: p, content: await fs.openAsBlob(file) })));
+      const operations = await Promise.all([...uploads].map(async ([p, src]) => ({
+        operation: 'addOrUpdate' as const, path: p, content: typeof src === 'string' ? await fs.openAsBlob(src) : new Blob([new Uint8Array(src)]),
+      })));
       const it = commitIter({
         repo: { type: 'model', name: repo },
         operations,
@@ -409,6 +410,10 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
         (kept.length > 0 ? `, but ${kept.join(', ')} reached the Hub's storage and will not be sent again` : '') +
         '; run the same push again to resume',
     );
+  }
+  if (cardText !== null) {
+    await writeFileAtomic(cardPath, [cardText]);
+    log(`wrote the model card to ${cardPath}`);
   }
   const commit = output?.commit?.oid ?? null;
   const url = `${hubUrl}/${repo}${branch !== DEFAULT_REVISION ? `/tree/${encodeURIComponent(branch)}` : ''}`;
