@@ -42,6 +42,9 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .version(false)
     .fail((msg, err) => {
+      // yargs reports usage problems as YError, also an InputError thrown while it parsed (the
+      // --config-file reader, scripts/config-file.ts) with its message copied: bad usage, exit 2.
+      if (err?.name === 'YError') throw new InputError(err.message);
       if (err) throw err;
       throw new InputError(msg);
     });

@@ -40,7 +40,8 @@ function describeValue(v: unknown): string {
 
 /** Reads and checks a config file against the options yargs knows; returns kebab-case keys. */
 export function readOptionsFile(file: string, known: YargsOptions, command: string, keys: ConfigFileKeys = {}): Record<string, unknown> {
-  const shown = path.relative(process.cwd(), file) || file;
+  const relative = path.relative(process.cwd(), file);
+  const shown = relative === '' || relative.startsWith('..') ? file : relative;
   if (/\.ya?ml$/i.test(file)) {
     throw new InputError(`--config-file ${shown}: YAML is not supported (mlmkit ships no YAML parser); write the options as a JSON object`);
   }
