@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readConfigFile } from './checkpoint.ts';
+import { formatBytes } from './hub.ts';
 import { parameterCount } from './models/config.ts';
 import { CHECKPOINT_RE, newestCheckpoint, TRAINER_STATE } from './train-state.ts';
 
@@ -159,6 +160,10 @@ function lastEvaluation(state: Json | null): Record<string, number> | null {
   return out;
 }
 
+function backendOf(name: string | undefined, device: string | undefined): string | null {
+  return name === undefined ? null : device === undefined ? name : `${name} (${device})`;
+}
+
 export interface CardFactOptions {
   repo: string;
   license?: string | null;
@@ -196,7 +201,7 @@ export async function collectCardFacts(dir: string, opts: CardFactOptions): Prom
     data: run !== null ? dataFacts(args, state) : null,
     step: num(state?.global_step) ?? null,
     mlmkitVersion: str(runJson?.mlmkit_version) ?? str(state?.mlmkit_version) ?? null,
-    backend: run !== null ? [str(runJson?.backend) ?? str(state?.backend), str(runJson?.device) ?? str(state?.device)].filter(Boolean).join(', ') || null : null,
+    backend: run !== null ? backendOf(str(runJson?.backend) ?? str(state?.backend), str(runJson?.device) ?? str(state?.device)) : null,
     license: opts.license ?? null,
   };
 }
@@ -222,10 +227,6 @@ function formatMetric(key: string, v: number): string {
   if (key.endsWith('accuracy')) return `${(100 * v).toFixed(2)}%`;
   if (Number.isInteger(v)) return String(v);
   return key.endsWith('perplexity') ? v.toFixed(2) : v.toFixed(4);
-}
-
-function formatBytes(n: number): string {
-  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 }
 
 function formatCount(n: number): string {
@@ -288,7 +289,7 @@ export function modelCard(f: CardFacts): string {
         : null;
   const out: string[] = [...frontMatter(f), '', CARD_MARKER, '', `# ${name}`, ''];
   out.push(
-    `A ${family} masked language model${origin ? `, ${origin}` : ''}, trained with [mlmkit](https://www.npmjs.com/package/mlmkit)` +
+    `A ${family} masked language model${origin ? `, ${origin}` : ''}, trained with mlmkit` +
       `${f.mlmkitVersion ? ` ${f.mlmkitVersion}` : ''} on TensorFlow.js. The folder is a Hugging Face model folder ` +
       '(config.json, model.safetensors, tokenizer files), loadable by transformers:',
     '',
@@ -318,7 +319,8 @@ export function modelCard(f: CardFacts): string {
       ev.eval_step !== undefined ? `at step ${ev.eval_step}` : null,
       ev.eval_masked_tokens !== undefined ? `over ${ev.eval_masked_tokens} masked tokens` : null,
     ].filter(Boolean);
-    out.push('', `Masked-token loss, its exponential (perplexity) and top-1 accuracy on the validation split of the training data${where.length ? ` (${where.join(', ')})` : ''}; the masks are drawn with a fixed seed, 15% of the tokens by default.`, '');
+    const p = typeof f.args?.mlm_probability === 'number' ? f.args.mlm_probability : 0.15;
+    out.push('', `Masked-token loss, its exponential (perplexity) and top-1 accuracy on the validation split of the training data${where.length ? ` (${where.join(', ')})` : ''}, with ${+(100 * p).toFixed(2)}% of the tokens masked by a fixed seed.`, '');
   }
 
   if (f.data) {
@@ -362,7 +364,7 @@ export function modelCard(f: CardFacts): string {
   }
 
   out.push('## Framework versions', '');
-  out.push(`- mlmkit ${f.mlmkitVersion ?? '(unknown version)'}${f.backend ? ` (trained on the ${f.backend} backend)` : ''}`);
+  out.push(`- mlmkit ${f.mlmkitVersion ?? '(unknown version)'}${f.backend ? `, trained on the ${f.backend} backend` : ''}`);
   out.push('- the weights are float32 safetensors in Hugging Face names and layouts', '');
   return out.join('\n');
 }

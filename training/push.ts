@@ -40,7 +40,7 @@ import { writeFileAtomic } from '../common/atomic.ts';
 import { InputError } from '../common/errors.ts';
 import { insideRoot } from '../data/paths.ts';
 import { CONFIG_FILE, readConfigFile, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
-import { checkRevision, DEFAULT_REVISION, hubSettings, isHubId, networkCause, runFolderModel, type HubSettings } from './hub.ts';
+import { checkRevision, DEFAULT_REVISION, formatBytes, hubSettings, isHubId, networkCause, runFolderModel, type HubSettings } from './hub.ts';
 import { CARD_MARKER, collectCardFacts, modelCard, runFolderOf } from './model-card.ts';
 import { openSafetensors } from './safetensors.ts';
 
@@ -102,10 +102,6 @@ export interface PushResult {
 }
 
 const quiet = () => {};
-
-function formatBytes(n: number): string {
-  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
-}
 
 /** The model folder to push: a local folder (a run folder resolves to its model), else InputError. */
 export function pushFolder(model: string, log: (line: string) => void): string {

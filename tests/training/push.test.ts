@@ -94,7 +94,7 @@ describe('model card', () => {
     evalResults: { eval_loss: 4.25, eval_perplexity: 70.105, eval_accuracy: 0.125, eval_masked_tokens: 640, eval_step: 4 },
     trainResults: { train_loss: 5.5, epoch: 0.5 }, args: { config: 'configs/bert-mini.json', steps: 4, batch_size: 8 },
     commandLine: 'mlm pretrain --config configs/bert-mini.json --steps 4', data: { dir: 'data/med', seqLen: 32, trainRows: 120 },
-    step: 4, mlmkitVersion: '1.2.3', backend: 'wasm, cpu', license: null, ...over,
+    step: 4, mlmkitVersion: '1.2.3', backend: 'wasm (cpu)', license: null, ...over,
   });
 
   test('YAML metadata: library, pipeline tag, tags, model-index with the evaluation metrics', () => {
@@ -136,7 +136,9 @@ describe('model card', () => {
 
   test('body: the metrics table, the training arguments, the command line, the data', () => {
     const card = modelCard(facts());
-    assert.match(card, /A BERT masked language model, pretrained from scratch, trained with \[mlmkit\]\(https:\/\/www\.npmjs\.com\/package\/mlmkit\) 1\.2\.3/);
+    assert.match(card, /A BERT masked language model, pretrained from scratch, trained with mlmkit 1\.2\.3 on TensorFlow\.js\./);
+    assert.match(card, /with 15% of the tokens masked by a fixed seed\./);
+    assert.match(card, /^- mlmkit 1\.2\.3, trained on the wasm \(cpu\) backend$/m);
     assert.match(card, /fill = pipeline\("fill-mask", model="org\/med-mini"\)\nfill\("Paris is the \[MASK\] of France\."\)/);
     assert.match(card, /\| eval_loss \| 4\.2500 \|\n\| eval_perplexity \| 70\.11 \|\n\| eval_accuracy \| 12\.50% \|/);
     assert.match(card, /\(at step 4, over 640 masked tokens\)/);
