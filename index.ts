@@ -19,13 +19,14 @@ import { loadModel as loadModelFolderOrHub, resolveModel } from './training/hub.
 import type { MaskedLM } from './training/models/bert.ts';
 import type { ModelConfig } from './training/models/config.ts';
 import { createMaskedLM } from './training/models/roberta.ts';
+import { pushModel, type PushedFile, type PushOptions, type PushResult } from './training/push.ts';
 import { TRAIN_DEFAULTS, train as trainLoop, type StepInfo, type TrainOptions, type TrainResult } from './training/trainer.ts';
 
 export { InputError, MlmTokenizer, VERSION, pipelineOutput, createMaskedLM, selectBackend };
 export { TrainingError } from './training/trainer.ts';
 export type {
   BackendInfo, BackendName, EvaluationRow, ExportSummary, FillMaskCandidate, FillMaskResult, MaskedLM,
-  ModelConfig, PrepareResult, StepInfo, Tf, TrainOptions, TrainResult,
+  ModelConfig, PrepareResult, PushedFile, PushOptions, PushResult, StepInfo, Tf, TrainOptions, TrainResult,
 };
 
 /** Where a function logs notes and warnings; the default is silence. */
@@ -230,3 +231,14 @@ export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
   return exportModelFolder({ generatedBy: `mlmkit ${VERSION}`, log: quiet, ...opts });
 }
 export type { ExportOptions };
+
+/**
+ * Uploads a model folder (or a training run's final model) to the Hugging Face Hub in one commit,
+ * creating the repo when missing, with a generated model card (README.md, written into the folder
+ * when it has none). The token is `token`, else HF_TOKEN in `env` (or the token file under HF_HOME
+ * from `env`); the endpoint `endpoint`, else HF_ENDPOINT in `env`, else https://huggingface.co.
+ * Nothing is read from the process's environment unless `env: process.env` is passed.
+ */
+export async function push(opts: PushOptions): Promise<PushResult> {
+  return pushModel({ log: quiet, env: {}, ...opts });
+}

@@ -14,6 +14,7 @@ import { fillMaskCommand } from './commands/fill-mask.ts';
 import { benchCommand } from './commands/bench.ts';
 import { modelCommand } from './commands/model.ts';
 import { compareCommand } from './commands/compare.ts';
+import { pushCommand } from './commands/push.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -29,6 +30,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(exportCommand)
     .command(serveCommand)
     .command(downloadCommand)
+    .command(pushCommand)
     .command(benchCommand)
     .command(modelCommand)
     .command(compareCommand)
@@ -40,6 +42,9 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .version(false)
     .fail((msg, err) => {
+      // yargs reports usage problems as YError, also an InputError thrown while it parsed (the
+      // --config-file reader, scripts/config-file.ts) with its message copied: bad usage, exit 2.
+      if (err?.name === 'YError') throw new InputError(err.message);
       if (err) throw err;
       throw new InputError(msg);
     });

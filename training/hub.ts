@@ -319,8 +319,8 @@ class TimeoutError extends Error {
   }
 }
 
-/** The underlying reason of a fetch failure ("ECONNREFUSED", "timeout"...). */
-function networkCause(err: unknown): string | null {
+/** The underlying reason of a fetch failure ("ECONNREFUSED", "timeout"...); also training/push.ts. */
+export function networkCause(err: unknown): string | null {
   let e: unknown = err;
   let fallback: string | null = null;
   for (let i = 0; i < 5 && e; i++) {
@@ -391,7 +391,8 @@ function hubError(err: unknown, ctx: Context, failure: Failure | undefined): Err
 // ---------------------------------------------------------------------------------------------
 // Downloading
 
-function formatBytes(n: number): string {
+/** 1.2 kB, 3.4 MB, 5.67 GB (also training/push.ts and training/model-card.ts). */
+export function formatBytes(n: number): string {
   return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 }
 

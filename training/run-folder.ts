@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { copyFileAtomic, writeFileAtomic } from '../common/atomic.ts';
 import { InputError, TrainingError } from '../common/errors.ts';
 import { CONFIG_FILE, loadModelFolder, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
+import { CARD_MARKER } from './model-card.ts';
 import type { EvalLogEntry } from './report.ts';
 import { listCheckpoints, newestCheckpoint, readTrainerState, TRAINER_STATE, type TrainerState } from './train-state.ts';
 
@@ -21,7 +22,7 @@ export function finalModelFiles(): string[] {
 /** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
 const RUN_ENTRY = new RegExp(
   '^(checkpoint-\\d+|\\.checkpoint-\\d+\\.ckpt-(tmp|old)-.*|' +
-  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
+  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|README\\.md|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
 );
 
 /**
@@ -40,6 +41,9 @@ export async function publishFinalModel(out: string, from: string): Promise<void
 
 /** Removes the final model from the run folder's root, config.json first (the run reads as unfinished). */
 export async function unpublishFinalModel(out: string): Promise<void> {
+  // The model card `mlm push` generated (training/model-card.ts) describes the model being removed.
+  const card = path.join(out, 'README.md');
+  if (fs.existsSync(card) && fs.readFileSync(card, 'utf8').includes(CARD_MARKER)) await fsp.rm(card, { force: true });
   for (const name of [...finalModelFiles()].reverse()) {
     await fsp.rm(path.join(out, name), { force: true });
     await fsp.rm(path.join(out, `${name}.tmp`), { force: true });

@@ -101,6 +101,8 @@ export interface TrainContext {
   signal?: AbortSignal;
   /** Called after every step (tests and benchmarks). */
   onStep?: (info: StepInfo) => void;
+  /** The command that started the run, recorded in run.json (the model card shows it). */
+  commandLine?: string;
 }
 
 /**
@@ -308,7 +310,7 @@ export async function optimizerStep(
 }
 
 // -------------------------------------------------------------------------------------------------
-// Setting up: the run folder, the data's tokenizer, the model
+// Setting up: the optimizer state layout
 
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
 
@@ -428,6 +430,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
       args: argsRecord(o), model: modelLabel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
       resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
+      ...(ctx.commandLine !== undefined ? { command_line: ctx.commandLine } : {}),
     }, null, 2) + '\n', 'utf8')]);
 
     const evaluate = async (at: number): Promise<void> => {

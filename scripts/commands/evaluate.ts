@@ -16,6 +16,7 @@ import { blasOptions, resolveBackendName, selectBackend } from '../../training/b
 import { checkEvaluateOptions, evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
+import { withConfigFile } from '../config-file.ts';
 
 interface EvaluateArgs {
   model: string[];
@@ -38,7 +39,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
   command: 'evaluate',
   describe: 'Held-out loss, perplexity and accuracy of masked-LM models',
   builder: (y: Argv) =>
-    y
+    withConfigFile(y
       .option('model', { type: 'string', array: true, demandOption: true, describe: 'model folders or Hugging Face Hub ids (several: a comparison table)' })
       .option('data', { type: 'string', array: true, demandOption: true, describe: 'prepared data folders, or raw text files / folders / globs (each value is one data set)' })
       .option('split', { choices: ['validation', 'train'] as const, default: 'validation' as const, describe: 'split of a prepared folder' })
@@ -55,7 +56,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
       .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med', 'perplexity on the validation split of prepared data')
       .example('$0 evaluate --model bert-base-uncased runs/med-adapt/checkpoint-500 --data notes/heldout.txt', 'compare two models on raw text')
-      .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON') as unknown as Argv<EvaluateArgs>,
+      .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON'), 'evaluate', { paths: ['data'], models: ['model'] }) as unknown as Argv<EvaluateArgs>,
   handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
     checkEvaluateOptions({
       batchSize: args['batch-size'], maxBatches: args['max-batches'], seqLen: args['seq-len'], seed: args.seed, mlmProbability: args['mlm-probability'],

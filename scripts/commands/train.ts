@@ -12,11 +12,14 @@ import { InputError } from '../../common/errors.ts';
 import { formatTable } from '../../data/progress.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { resolveModel } from '../../training/hub.ts';
+import { shellCommand } from '../../training/model-card.ts';
+import { checkPushTarget, pushModel, type PushResult } from '../../training/push.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { VERSION } from '../../common/version.ts';
+import { withConfigFile } from '../config-file.ts';
 
 interface TrainArgs {
   config?: string;
@@ -54,6 +57,8 @@ interface TrainArgs {
   'early-stopping-patience': number;
   'early-stopping-threshold': number;
   backend: string;
+  'push-to-hub'?: string;
+  'hub-private': boolean;
   json: boolean;
   progress: boolean;
 }
@@ -108,8 +113,11 @@ function builder(variant: Variant) {
       .option('metric-for-best', { type: 'string', default: 'eval_loss', describe: 'eval_loss, eval_perplexity (lower is better) or eval_accuracy (higher is better)' })
       .option('early-stopping-patience', { type: 'number', default: 0, describe: 'stop after N evaluations without improvement of --metric-for-best (0: never)' })
       .option('early-stopping-threshold', { type: 'number', default: 0, describe: 'the least improvement that resets the patience' })
+      .option('push-to-hub', { type: 'string', describe: 'at the end, push the final model with a model card to this Hub repo (owner/name or name; see mlm push)' })
+      .option('hub-private', { type: 'boolean', default: false, describe: 'with --push-to-hub: create the repo private' })
       .option('json', { type: 'boolean', default: false, describe: 'print the final result as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to silence)' });
+    b = withConfigFile(b, variant, { paths: ['config', 'data', 'out', 'resume'], models: ['from'], flags: ['resume'] });
     if (variant !== 'finetune') {
       b = b.example('$0 pretrain --config configs/bert-mini.json --data data/med --out runs/med-mini --steps 2000', 'pretrain BERT-mini from scratch on prepared data');
     }
@@ -132,6 +140,9 @@ function handler(variant: Variant) {
     if (variant === 'pretrain' && args.from !== undefined) throw new InputError('mlm pretrain starts from --config; use `mlm finetune --from` to adapt a checkpoint');
     if (variant === 'finetune' && args.config !== undefined) throw new InputError('mlm finetune starts from --from; use `mlm pretrain --config` to start from scratch');
     if (args.steps !== undefined && args.epochs !== undefined) throw new InputError('give either --steps or --epochs, not both');
+    const pushTo = args['push-to-hub'];
+    // A bad repo name or a missing token fails now, not after the run.
+    if (pushTo !== undefined) checkPushTarget({ repo: pushTo, env: process.env });
     if (!fs.existsSync(args.data)) throw new InputError(`--data ${args.data} not found; prepare it with \`mlm prepare --out ${args.data}\``);
 
     const log = (line: string) => process.stderr.write(line + '\n');
@@ -192,14 +203,30 @@ function handler(variant: Variant) {
         log,
         progress: args.progress,
         signal: controller.signal,
+        commandLine: shellCommand(['mlm', ...process.argv.slice(2)]),
       });
     } finally {
       process.removeListener('SIGINT', onSigint);
     }
 
+    // --push-to-hub: the final model, once the run has one.
+    let pushed: PushResult | null = null;
+    if (pushTo !== undefined && (result.interrupted || result.model === null)) {
+      log(`note: not pushed to ${pushTo}: the run has no final model yet; push it when done with \`mlm push --model ${args.out} --repo ${pushTo}\``);
+    } else if (pushTo !== undefined) {
+      try {
+        pushed = await pushModel({ model: result.model!, repo: pushTo, private: args['hub-private'], env: process.env, log });
+      } catch (err) {
+        const again = `retry with \`mlm push --model ${args.out} --repo ${pushTo}\``;
+        const message = `the run finished (final model in ${args.out}) but the push failed: ${(err as Error).message}; ${again}`;
+        throw err instanceof InputError ? new InputError(message) : new Error(message);
+      }
+    }
+
     const { interrupted, ...shown } = result;
     if (args.json) {
-      process.stdout.write(JSON.stringify(interrupted ? { ...shown, interrupted } : shown) + '\n');
+      const hub = pushed ? { pushed_to: { repo: pushed.repo, url: pushed.url, commit: pushed.commit } } : {};
+      process.stdout.write(JSON.stringify(interrupted ? { ...shown, ...hub, interrupted } : { ...shown, ...hub }) + '\n');
     } else {
       const row: Record<string, unknown> = {
         step: shown.step,
@@ -211,6 +238,7 @@ function handler(variant: Variant) {
       process.stdout.write(`\n${formatTable([row], { train_loss: 4, eval_loss: 4, eval_perplexity: 2 })}\n\n`);
       const where = shown.model !== null ? `model: ${shown.model}` : `checkpoint: ${shown.checkpoint ?? '(none)'}`;
       process.stdout.write(`${interrupted ? 'interrupted; ' : ''}${shown.stopped_early_at !== null ? `stopped early at step ${shown.stopped_early_at}; ` : ''}${where}; report: ${args.out}/report.md\n`);
+      if (pushed) process.stdout.write(`pushed to ${pushed.url}\n`);
     }
     if (interrupted) process.exitCode = 130;
   };

@@ -1,4 +1,4 @@
-// Tests for training/hub.ts and `mlm download`, against a local imitation of the Hugging Face Hub
+// Tests for training/hub.ts and `mlm download`, against a local imitation of the Hugging Face Hub (./fake-hub.ts)
 // (node:http on 127.0.0.1, a random port) serving tiny checkpoints made here. It answers the
 // requests the real @huggingface/hub client makes:
 //   GET /api/models/{id}/revision/{rev}     model info with the commit `sha`
@@ -11,7 +11,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,139 +19,10 @@ import * as path from 'node:path';
 import { InputError } from '../../common/errors.ts';
 import { downloadModel, hubSettings, isHubId, isRevision, loadModel, pathInside, resolveModel } from '../../training/hub.ts';
 import { saveSafetensors } from '../../training/safetensors.ts';
+import { FakeHub, GOOD_TOKEN, repoFile, repoFromFolder } from './fake-hub.ts';
 import { makeTinyCheckpoint, ROOT, sameBits, type TinyCheckpoint } from './tiny-checkpoint.ts';
 
 const MLM = path.join(ROOT, 'scripts/mlm.mjs');
-const GOOD_TOKEN = 'hf_good';
-
-interface RepoFile {
-  bytes: Buffer;
-  lfs: boolean;
-  oid: string; // git blob sha1
-  sha256: string;
-}
-interface Repo {
-  sha: string;
-  files: Map<string, RepoFile>;
-  private?: boolean;
-  /** Serve this file cut short (fewer bytes than Content-Length, then close). */
-  truncate?: string;
-  /** Serve this file with one byte changed. */
-  corrupt?: string;
-}
-
-function repoFile(bytes: Buffer, lfs: boolean): RepoFile {
-  return {
-    bytes,
-    lfs,
-    oid: createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex'),
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-  };
-}
-
-function repoFromFolder(dir: string, name: string, extra: Record<string, Buffer> = {}): Repo {
-  const files = new Map<string, RepoFile>();
-  for (const f of fs.readdirSync(dir)) files.set(f, repoFile(fs.readFileSync(path.join(dir, f)), f.endsWith('.safetensors')));
-  for (const [f, b] of Object.entries(extra)) files.set(f, repoFile(b, f.endsWith('.bin')));
-  files.set('README.md', repoFile(Buffer.from(`# ${name}\n`), false));
-  return { sha: createHash('sha1').update(name).digest('hex'), files };
-}
-
-/** The imitation Hub. */
-class FakeHub {
-  readonly repos = new Map<string, Repo>();
-  readonly requests: string[] = [];
-  private server = http.createServer((req, res) => this.handle(req, res));
-  url = '';
-
-  async start(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private error(res: http.ServerResponse, status: number, code: string | null, message: string): void {
-    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-error-message': message };
-    if (code) headers['x-error-code'] = code;
-    res.writeHead(status, headers).end(JSON.stringify({ error: message }));
-  }
-
-  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const url = new URL(req.url ?? '/', this.url);
-    this.requests.push(`${req.method} ${url.pathname}`);
-    const auth = req.headers.authorization;
-    const p = decodeURIComponent(url.pathname);
-
-    const cdn = p.match(/^\/cdn\/([^/]+\/[^/]+)\/([0-9a-f]{64})$/);
-    if (cdn) {
-      const repo = this.repos.get(cdn[1]);
-      for (const [name, f] of repo?.files ?? []) if (f.sha256 === cdn[2]) return this.serveBytes(req, res, repo!, name, f, { etag: `"${f.sha256}"` });
-      return this.error(res, 404, null, 'Not found');
-    }
-
-    const m = p.match(/^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/) ?? p.match(/^\/([^/]+\/[^/]+)\/(resolve)\/([^/]+)\/(.+)$/);
-    if (!m) return this.error(res, 404, null, 'Not found');
-    const [, id, kind, rev, file] = m;
-    const repo = this.repos.get(id);
-    if (!repo || (repo.private && auth !== `Bearer ${GOOD_TOKEN}`)) {
-      // The Hub answers an unknown or inaccessible repo with 401 RepoNotFound without a token,
-      // 401 "Invalid credentials" for a bad token, and 404 RepoNotFound with a valid one.
-      if (auth && auth !== `Bearer ${GOOD_TOKEN}`) return this.error(res, 401, null, 'Invalid credentials in Authorization header');
-      return this.error(res, auth ? 404 : 401, 'RepoNotFound', 'Repository not found');
-    }
-    if (rev !== 'main' && rev !== repo.sha) return this.error(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`);
-    if (kind === 'revision') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
-        _id: `id-${id}`, id, modelId: id, sha: repo.sha, private: !!repo.private, gated: false, downloads: 0, likes: 0,
-        lastModified: '2026-01-01T00:00:00.000Z', pipeline_tag: 'fill-mask',
-        siblings: [...repo.files.keys()].map((rfilename) => ({ rfilename })),
-      }));
-      return;
-    }
-    if (kind === 'tree') {
-      const entries = [...repo.files].map(([name, f]) => ({
-        type: 'file', oid: f.oid, size: f.bytes.length, path: name,
-        ...(f.lfs ? { lfs: { oid: f.sha256, size: f.bytes.length, pointerSize: 134 } } : {}),
-      }));
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(entries));
-      return;
-    }
-    const f = repo.files.get(file);
-    if (!f) return this.error(res, 404, 'EntryNotFound', `${file} does not exist on "${rev}"`);
-    const headers = { 'x-repo-commit': repo.sha, etag: `"${f.lfs ? f.sha256 : f.oid}"` };
-    if (f.lfs) {
-      res.writeHead(302, { ...headers, location: `/cdn/${id}/${f.sha256}`, 'x-linked-etag': `"${f.sha256}"`, 'x-linked-size': String(f.bytes.length) }).end();
-      return;
-    }
-    this.serveBytes(req, res, repo, file, f, headers);
-  }
-
-  private serveBytes(req: http.IncomingMessage, res: http.ServerResponse, repo: Repo, name: string, f: RepoFile, headers: Record<string, string>): void {
-    let bytes = f.bytes;
-    if (repo.corrupt === name) {
-      bytes = Buffer.from(bytes);
-      bytes[bytes.length - 1] ^= 0xff;
-    }
-    const range = req.headers.range?.match(/^bytes=(\d+)-(\d*)$/);
-    if (range) {
-      const start = Number(range[1]);
-      const end = range[2] ? Number(range[2]) : bytes.length - 1;
-      const part = bytes.subarray(start, end + 1);
-      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${bytes.length}`, 'content-length': String(part.length), 'accept-ranges': 'bytes' }).end(part);
-      return;
-    }
-    res.writeHead(200, { ...headers, 'content-length': String(bytes.length), 'content-type': 'application/octet-stream' });
-    if (repo.truncate === name) {
-      res.write(bytes.subarray(0, Math.floor(bytes.length / 2)), () => res.destroy());
-      return;
-    }
-    res.end(bytes);
-  }
-}
 
 let tmp: string;
 let hub: FakeHub;

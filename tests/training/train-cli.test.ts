@@ -107,3 +107,39 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['pretrain', '--config', config, '--data', moved.dataDir, '--out', out('g'), '--steps', '1'],
     /the data in .* was prepared with the tokenizer at .*tok, which is not there any more; put it back, or prepare the data again/);
 });
+
+test('--config-file: option values from a JSON file (kebab-case or camelCase; relative paths from its folder), flags override it; unknown keys and wrong types are exit 2', async () => {
+  const fx = await data();
+  const dir = path.join(tmp, 'cfg');
+  fs.mkdirSync(dir);
+  fs.copyFileSync(config, path.join(dir, 'model.json'));
+  const file = path.join(dir, 'run.json');
+  fs.writeFileSync(file, JSON.stringify({
+    config: 'model.json', data: path.relative(dir, fx.dataDir), out: 'runs/a', steps: 3, batchSize: 8, 'eval-every': 0, lr: 0.001, progress: false, json: true,
+  }));
+  const r = mlm(['pretrain', '--config-file', file, '--steps', '2']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).step, 2, 'the flag overrides the file');
+  const run = JSON.parse(fs.readFileSync(path.join(dir, 'runs/a/run.json'), 'utf8'));
+  assert.equal(run.args.batch_size, 8);
+  assert.equal(run.args.lr, 0.001);
+  assert.equal(run.args.config, path.join(dir, 'model.json'));
+  assert.equal(run.args.data, fx.dataDir);
+  assert.match(run.command_line, /^mlm pretrain --config-file .*run\.json --steps 2$/);
+
+  const write = (name: string, doc: unknown) => {
+    fs.writeFileSync(path.join(dir, name), typeof doc === 'string' ? doc : JSON.stringify(doc));
+    return path.join(dir, name);
+  };
+  badInput(['pretrain', '--config-file', write('unknown.json', { data: 'x', out: 'y', bogus: 1 })],
+    /^mlm: error: --config-file .*unknown\.json: key "bogus" is not an option of mlm pretrain; use its option names \(kebab-case like "batch-size" or camelCase like "batchSize"\), see mlm pretrain --help$/);
+  badInput(['train', '--config-file', write('type.json', { steps: '3' })], /^mlm: error: --config-file .*type\.json: key "steps" must be a number, got "3"$/);
+  badInput(['train', '--config-file', write('bool.json', { wholeWordMask: 'yes' })], /key "wholeWordMask" must be true or false, got "yes"$/);
+  badInput(['train', '--config-file', write('choice.json', { schedule: 'cubic' })], /key "schedule" must be one of "linear", "cosine".*, got "cubic"$/);
+  badInput(['train', '--config-file', write('twice.json', { 'batch-size': 8, batchSize: 4 })], /key "batchSize" repeats "batch-size"; give each option once$/);
+  badInput(['train', '--config-file', write('list.json', '[1, 2]')], /must hold one JSON object of option values/);
+  badInput(['train', '--config-file', write('broken.json', '{"steps": ')], /--config-file .*broken\.json is not valid JSON/);
+  badInput(['train', '--config-file', write('run.yaml', 'steps: 3\n')], /--config-file .*run\.yaml: YAML is not supported \(mlmkit ships no YAML parser\); write the options as a JSON object$/);
+  badInput(['train', '--config-file', path.join(dir, 'absent.json')], /--config-file .*absent\.json not found/);
+  badInput(['evaluate', '--config-file', write('eval.json', { model: 'm', data: 'd', steps: 3 })], /key "steps" is not an option of mlm evaluate/);
+});

@@ -1,0 +1,115 @@
+// `--config-file FILE` for the commands that take many options (mlm train / pretrain / finetune,
+// mlm evaluate), as run_mlm.py takes a JSON file of its arguments: a JSON object whose keys are the
+// command's option names, in kebab-case ("batch-size") or camelCase ("batchSize"), and whose
+// values have the option's type. Flags on the command line override the file; the file overrides
+// the defaults (yargs' own order for `.config()`). Relative paths in the file are resolved against
+// the file's folder: always for the keys in `paths`, and for the keys in `models` (a folder or a
+// Hub id) when that folder exists. An unknown key or a value of the wrong type is an InputError
+// naming the key (exit 2). YAML is not read: mlmkit ships no YAML parser.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Argv } from 'yargs';
+import { InputError } from '../common/errors.ts';
+
+export interface ConfigFileKeys {
+  /** Options whose values are paths (resolved against the file's folder). */
+  paths?: readonly string[];
+  /** Options that take a folder or a Hub id (resolved when the folder exists there). */
+  models?: readonly string[];
+  /** String options that may also be given as `true` (a flag without a value, like --resume). */
+  flags?: readonly string[];
+}
+
+/** What yargs knows of a command's options (`getOptions()`, present in yargs 17-18 but not in its types). */
+interface YargsOptions {
+  key: Record<string, unknown>;
+  string: string[];
+  number: string[];
+  boolean: string[];
+  array: string[];
+  choices: Record<string, readonly unknown[]>;
+}
+
+const NOT_IN_FILE = new Set(['config-file', 'help', 'version']);
+
+const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+function describeValue(v: unknown): string {
+  return JSON.stringify(v)?.slice(0, 60) ?? String(v);
+}
+
+/** Reads and checks a config file against the options yargs knows; returns kebab-case keys. */
+export function readOptionsFile(file: string, known: YargsOptions, command: string, keys: ConfigFileKeys = {}): Record<string, unknown> {
+  const relative = path.relative(process.cwd(), file);
+  const shown = relative === '' || relative.startsWith('..') ? file : relative;
+  if (/\.ya?ml$/i.test(file)) {
+    throw new InputError(`--config-file ${shown}: YAML is not supported (mlmkit ships no YAML parser); write the options as a JSON object`);
+  }
+  let text: string;
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) throw new InputError(`--config-file ${shown} is not a regular file; give a JSON file of option values`);
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`--config-file ${shown} not found; give a JSON file of option values`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`--config-file ${shown} is not valid JSON (${(err as Error).message}); write the options as one JSON object`);
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new InputError(`--config-file ${shown} must hold one JSON object of option values, like {"steps": 1000, "batch-size": 32}`);
+  }
+  const dir = path.dirname(file);
+  const out: Record<string, unknown> = {};
+  const from = new Map<string, string>();
+  for (const [rawKey, value] of Object.entries(doc as Record<string, unknown>)) {
+    const key = kebab(rawKey);
+    const where = `--config-file ${shown}: key "${rawKey}"`;
+    if (NOT_IN_FILE.has(key) || !(key in known.key)) {
+      throw new InputError(`${where} is not an option of mlm ${command}; use its option names (kebab-case like "batch-size" or camelCase like "batchSize"), see mlm ${command} --help`);
+    }
+    if (from.has(key)) throw new InputError(`${where} repeats "${from.get(key)}"; give each option once`);
+    from.set(key, rawKey);
+    if (value === null) throw new InputError(`${where} is null; give a value or leave the key out`);
+    const choices = known.choices[key];
+    let v: unknown = value;
+    if (choices && choices.length > 0) {
+      if (!choices.includes(v)) throw new InputError(`${where} must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}, got ${describeValue(v)}`);
+    } else if (known.boolean.includes(key)) {
+      if (typeof v !== 'boolean') throw new InputError(`${where} must be true or false, got ${describeValue(v)}`);
+    } else if (known.number.includes(key)) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${where} must be a number, got ${describeValue(v)}`);
+    } else if (known.array.includes(key)) {
+      if (typeof v === 'string') v = [v];
+      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string')) {
+        throw new InputError(`${where} must be a string or a list of strings, got ${describeValue(value)}`);
+      }
+    } else if (keys.flags?.includes(key) && typeof v === 'boolean') {
+      if (v === false) continue;
+      v = '';
+    } else if (typeof v !== 'string') {
+      throw new InputError(`${where} must be a string, got ${describeValue(v)}`);
+    }
+    const resolve = (s: string): string => {
+      if (s === '' || path.isAbsolute(s)) return s;
+      if (keys.paths?.includes(key)) return path.resolve(dir, s);
+      if (keys.models?.includes(key) && fs.existsSync(path.resolve(dir, s))) return path.resolve(dir, s);
+      return s;
+    };
+    out[key] = Array.isArray(v) ? v.map((s: string) => resolve(s)) : typeof v === 'string' ? resolve(v) : v;
+  }
+  return out;
+}
+
+/** Adds `--config-file FILE` to a command's options (call after the options are declared). */
+export function withConfigFile<T>(y: Argv<T>, command: string, keys: ConfigFileKeys = {}): Argv<T> {
+  return y.config(
+    'config-file',
+    'JSON file of option values (keys: option names, kebab-case or camelCase; relative paths from the file\'s folder); flags given here override it',
+    (file: string) => readOptionsFile(path.resolve(file), (y as unknown as { getOptions(): YargsOptions }).getOptions(), command, keys),
+  );
+}
