@@ -52,6 +52,7 @@ interface TrainArgs {
   'metric-for-best': string;
   'early-stopping-patience': number;
   'early-stopping-threshold': number;
+  'eval-on-start'?: boolean;
   backend: string;
   json: boolean;
   progress: boolean;
@@ -103,6 +104,10 @@ function builder(variant: Variant) {
       .option('metric-for-best', { type: 'string', default: 'eval_loss', describe: 'eval_loss, eval_perplexity (lower is better) or eval_accuracy (higher is better)' })
       .option('early-stopping-patience', { type: 'number', default: 0, describe: 'stop after N evaluations without improvement of --metric-for-best (0: never)' })
       .option('early-stopping-threshold', { type: 'number', default: 0, describe: 'the least improvement that resets the patience' })
+      .option('eval-on-start', {
+        type: 'boolean',
+        describe: 'evaluate before the first step (the base model\'s scores, the "before" in report.md); default: on with --from, off with --config; never on --resume',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the final result as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to silence)' });
     if (variant !== 'finetune') {
@@ -167,6 +172,7 @@ function handler(variant: Variant) {
       metricForBest: args['metric-for-best'],
       earlyStoppingPatience: args['early-stopping-patience'],
       earlyStoppingThreshold: args['early-stopping-threshold'],
+      evalOnStart: args['eval-on-start'],
     };
 
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
