@@ -6,6 +6,9 @@
 // first, which erases the bar's line on a terminal; the next update draws it again below them.
 // Work that completes ends with `complete()`: the last line shows 100% of the true total, whatever
 // the last update said (updates are throttled, and a caller may count in coarser pieces).
+// A `transient` bar runs inside other work (an evaluation during training): on a terminal its final
+// line stays unfinished, for the line written next (the evaluation's result) to erase; elsewhere it
+// prints nothing until the work has lasted `logEverySeconds`, so short evaluations add no log lines.
 
 export interface ProgressOptions {
   label: string;
@@ -14,6 +17,8 @@ export interface ProgressOptions {
   stream?: NodeJS.WriteStream;
   logEverySeconds?: number;
   enabled?: boolean;
+  /** A bar inside other work (see the file header). */
+  transient?: boolean;
 }
 
 export class Progress {
@@ -22,6 +27,8 @@ export class Progress {
   private readonly start = performance.now();
   // The first update is drawn at once (a log shows that a stage started), then every interval.
   private lastDraw = -Infinity;
+  /** Something of this bar was written. */
+  private drawn = false;
   private done = 0;
   private extra = '';
   /** A partial bar line is on the terminal (drawn, not finished or cleared). */
@@ -32,6 +39,7 @@ export class Progress {
     this.stream = opts.stream ?? process.stderr;
     this.tty = Boolean(this.stream.isTTY);
     this.total = opts.total;
+    if (opts.transient && !this.tty) this.lastDraw = this.start;
   }
 
   /** Sets the absolute amount done and an optional free-text suffix. */
@@ -78,17 +86,21 @@ export class Progress {
 
   private draw(final: boolean): void {
     if (this.opts.enabled === false) return;
-    const line = this.render();
+    if (final && this.opts.transient && !this.tty && !this.drawn) return;
+    const width = Math.max(20, (this.stream.columns || 100) - 1);
+    const line = this.render(this.tty ? width : Infinity);
+    this.drawn = true;
     if (this.tty) {
-      const width = Math.max(20, (this.stream.columns || 100) - 1);
-      this.stream.write(`\r${line.slice(0, width).padEnd(width)}${final ? '\n' : ''}`);
-      this.onScreen = !final;
+      const end = final && !this.opts.transient;
+      this.stream.write(`\r${line.slice(0, width).padEnd(width)}${end ? '\n' : ''}`);
+      this.onScreen = !end;
     } else {
       this.stream.write(line + '\n');
     }
   }
 
-  private render(): string {
+  /** The bar's line; a long label is shortened to fit `width` columns, so that the figures stay visible. */
+  private render(width: number): string {
     const secs = this.elapsed();
     const { unit = 'count' } = this.opts;
     const total = this.total;
@@ -111,7 +123,12 @@ export class Progress {
       parts.push(formatDuration(secs));
     }
     if (this.extra) parts.push(this.extra);
-    return parts.join('  ');
+    const line = parts.join('  ');
+    // Too long: a label over a third of the width is shortened; else the line's end is cut (draw).
+    const label = parts[0];
+    const keep = Math.max(16, Math.floor(width / 3));
+    if (line.length <= width || label.length <= keep) return line;
+    return `${label.slice(0, Math.max(keep, width - (line.length - label.length) - 3))}...${line.slice(label.length)}`;
   }
 }
 

@@ -23,7 +23,7 @@ import type { Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
 import { fillMask } from './fill-mask.ts';
 import type { MaskedLM } from './models/bert.ts';
-import { lineChartSvg, type Series } from './report.ts';
+import { lineChartSvg, type Series } from './charts.ts';
 
 /** A word: its span in code points of the text and the text itself. */
 export interface WordSpan {

@@ -112,11 +112,19 @@ export function runFolderOf(dir: string): string | null {
   return null;
 }
 
-/** Where --from pointed: a Hub id when the CLI resolved it into the Hugging Face cache. */
-function baseOf(args: Json | null): { hub: string | null; local: string | null } {
+/**
+ * Where --from pointed: a Hub id when the CLI resolved it into the Hugging Face cache. A session
+ * that resumed has no --from; its run.json and checkpoints keep the name in `base_model`, a Hub id
+ * when it looks like one and is no folder here.
+ */
+function baseOf(args: Json | null, baseModel: string | undefined): { hub: string | null; local: string | null } {
   const from = str(args?.from);
   const source = str(args?.from_source) ?? from;
-  if (!source) return { hub: null, local: null };
+  if (!source) {
+    if (!baseModel) return { hub: null, local: null };
+    const hubLike = /^[\w.-]+(\/[\w.-]+)?$/.test(baseModel) && !fs.existsSync(baseModel);
+    return hubLike ? { hub: baseModel, local: null } : { hub: null, local: baseModel };
+  }
   const cached = from !== undefined && from.split(/[\\/]/).includes('snapshots') && /(^|[\\/])models--/.test(from);
   return cached ? { hub: source, local: null } : { hub: null, local: source };
 }
@@ -179,7 +187,7 @@ export async function collectCardFacts(dir: string, opts: CardFactOptions): Prom
   const state = ownState ?? (newest ? readJson(path.join(newest.dir, TRAINER_STATE)) : null);
   const args = (runJson?.args as Json | undefined) ?? (state?.args as Json | undefined) ?? null;
   const atRoot = run !== null && path.resolve(run) === path.resolve(dir);
-  const base = baseOf(args);
+  const base = baseOf(args, str(runJson?.base_model) ?? str(state?.base_model));
   return {
     repo: opts.repo,
     modelType: config.model_type,

@@ -22,7 +22,7 @@ export function finalModelFiles(): string[] {
 /** Entries that a run folder may hold besides its checkpoints (and their temporary siblings). */
 const RUN_ENTRY = new RegExp(
   '^(checkpoint-\\d+|\\.checkpoint-\\d+\\.ckpt-(tmp|old)-.*|' +
-  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|perplexity\\.svg|README\\.md|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
+  `(metrics\\.jsonl|report\\.md|run\\.json|loss\\.svg|eval\\.svg|lr-grad-norm\\.svg|perplexity\\.svg|README\\.md|${[...RESULT_FILES, ...finalModelFiles()].map((f) => f.replace(/\./g, '\\.')).join('|')})(\\.tmp)?)$`,
 );
 
 /**

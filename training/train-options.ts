@@ -68,6 +68,8 @@ export interface TrainOptions {
   earlyStoppingPatience?: number;
   /** The improvement an evaluation must make to reset the patience (absolute; default 0). */
   earlyStoppingThreshold?: number;
+  /** Evaluate before the first step (step 0: the base model); absent: when adapting (--from). Never on --resume. */
+  evalOnStart?: boolean;
 }
 
 /** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
@@ -103,6 +105,13 @@ export function argsRecord(o: TrainOptions): Record<string, unknown> {
     out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
   }
   return out;
+}
+
+/** The model a resumed run adapts: recorded in its checkpoint (older ones: the --from it was started with), or null. */
+export function baseModelOf(state: TrainerState): string | null {
+  if (state.base_model !== undefined) return state.base_model;
+  const from = state.args.from_source ?? state.args.from;
+  return typeof from === 'string' ? from : null;
 }
 
 /** Arguments that decide the stream of batches and masks: a resumed run must keep them. */

@@ -61,6 +61,10 @@ export interface TrainerState {
   device: string;
   /** Dynamic loss scaling with --precision fp16 (training/loss-scale.ts); null or absent otherwise. */
   loss_scale?: LossScaleState | null;
+  /** The model the run adapts (what --from named), null when pretrained from a config; absent in older states. */
+  base_model?: string | null;
+  /** Wall-clock seconds spent to reach this checkpoint, over every session that led to it; absent in older states. */
+  wall_seconds?: number;
 }
 
 export async function writeTrainerState(dir: string, state: TrainerState, optimizer: AdamWState): Promise<void> {

@@ -18,7 +18,7 @@
 //
 // The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
 // optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
-// end report.md with loss.svg and perplexity.svg. A run that finishes (not interrupted) also gets,
+// end report.md with its charts (training/report.ts). A run that finishes (not interrupted) also gets,
 // as transformers' output_dir, the final model at its root (`publishFinalModel`: the last
 // checkpoint's model files, or the best checkpoint's with --load-best-at-end; config.json last, so
 // that a folder with config.json at its root is a finished run) and train_results.json,
@@ -70,7 +70,7 @@ import {
 } from './run-folder.ts';
 import { makeSchedule } from './schedule.ts';
 import { startingPoint } from './starting-point.ts';
-import { argsRecord, checkTrainOptions, type TrainOptions } from './train-options.ts';
+import { argsRecord, baseModelOf, checkTrainOptions, type TrainOptions } from './train-options.ts';
 import {
   checkpointName, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
@@ -343,9 +343,12 @@ export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainRe
 
 async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
   const { tf } = ctx;
+  const runStart = performance.now();
   let bar: Progress | null = null;
-  // Notes and evaluation lines erase the progress bar's line first (data/progress.ts).
+  let evalBar: Progress | null = null; // an evaluation's own bar, while it runs
+  // Notes and evaluation lines erase the progress bars' line first (data/progress.ts).
   const log = (line: string): void => {
+    (evalBar as Progress | null)?.clear();
     bar?.clear();
     ctx.log(line);
   };
@@ -355,6 +358,9 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   const manifest = await readManifest(o.data);
   const { config, tokenizer, init, state, modelLabel } = await startingPoint(o, manifest, resumeFrom, log);
   checkTrainingMemory(tf, config, manifest.seq_len, ctx.backend.name, modelLabel);
+  // The model the run adapts (null: pretrained from a config), kept in every checkpoint for --resume.
+  const baseModel = state !== null ? baseModelOf(state) : o.from !== undefined ? modelLabel : null;
+  const wallSeconds = () => (state?.wall_seconds ?? 0) + (performance.now() - runStart) / 1000;
 
   // 3. Batches (seeded order and masks), the model, the schedule, the optimizer.
   const trainReader = new SplitReader(o.data, manifest, 'train');
@@ -428,14 +434,19 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     const startStep = step;
     let lastSavedStep = state !== null ? step : -1;
     await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
-      args: argsRecord(o), model: modelLabel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
+      args: argsRecord(o), model: modelLabel, base_model: baseModel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
       resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
       ...(ctx.commandLine !== undefined ? { command_line: ctx.commandLine } : {}),
     }, null, 2) + '\n', 'utf8')]);
 
     const evaluate = async (at: number): Promise<void> => {
       if (validReader === null) return;
-      const r = await evaluateMasked(tf, model, validReader, masking, { batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches || undefined, rowsPerPass: evalRows });
+      bar?.clear(); // the evaluation's bar takes the line; its result line erases it (data/progress.ts, transient)
+      const r = await evaluateMasked(tf, model, validReader, masking, {
+        batchSize: o.batchSize, seed: o.seed, maxBatches: o.evalBatches || undefined, rowsPerPass: evalRows,
+        onProgress: (done, total) => (evalBar ??= new Progress({ label: `eval at step ${at}`, total, enabled: ctx.progress, transient: true })).update(done, 'rows'),
+      });
+      evalBar?.complete('rows');
       const diverged = divergence('evaluation loss', r.loss, config.vocab_size);
       if (diverged !== null) throw divergedError(diverged, at, lastCheckpoint); // before anything of this state is written
       lastEval = r;
@@ -446,6 +457,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       stopping = afterEvaluation(stopping, entry[metric], greater, threshold);
       await appendMetrics(o.out, entry);
       log(`eval at step ${at}: loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}, accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.masked_tokens} masked tokens)`);
+      evalBar = null;
     };
 
     const save = async (at: number, evaluatedHere: boolean): Promise<void> => {
@@ -474,6 +486,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         backend: ctx.backend.name,
         device: ctx.backend.device,
         loss_scale: lossScale?.getState() ?? null,
+        base_model: baseModel,
+        wall_seconds: wallSeconds(),
       };
       try {
         const weights = await exportWeights(model);
@@ -495,6 +509,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
     } else {
       await unpublishFinalModel(o.out); // training goes on: the root holds no final model until the end
+      // Step 0: the base model's scores, the "before" of the report (not on --resume: the history has them).
+      if (state === null && (o.evalOnStart ?? o.from !== undefined)) await evaluate(0);
     }
     const loopStart = performance.now();
     while (step < totalSteps && stoppedEarlyAt === null) {
@@ -562,6 +578,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     }
     loopSeconds = (performance.now() - loopStart) / 1000;
   } finally {
+    (evalBar as Progress | null)?.clear();
     if (step >= totalSteps) bar?.complete(`step ${step}/${totalSteps}`);
     else bar?.finish(`step ${step}/${totalSteps}${stoppedEarlyAt !== null ? ' (stopped early)' : ''}`);
     optimizer.dispose();
@@ -608,7 +625,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   await writeReport(o.out, {
     title: `mlm train: ${path.basename(path.resolve(o.out))}`,
     notes: [
-      `model: ${resumeFrom !== null ? `resumed from ${resumeFrom}` : o.from !== undefined ? `adapted from ${modelLabel}` : `pretrained from scratch (${modelLabel})`}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
+      `model: ${baseModel !== null ? `adapted from ${baseModel}` : `pretrained from scratch (${state?.args.config ?? modelLabel})`}${resumeFrom !== null ? ` (resumed from ${resumeFrom})` : ''}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
       `data: ${o.data} (${manifest.splits.train.rows} training rows of ${manifest.seq_len} tokens; tokenizer ${describeTokenizer(manifest.tokenizer.source, manifest.tokenizer.sha256)})`,
       `backend: ${ctx.backend.name} (${ctx.backend.device}), ${describePrecision(precision)}; mlmkit ${ctx.version}`,
       ...(interrupted ? [`interrupted at step ${step} of ${totalSteps}; continue with --resume`] : []),
@@ -627,6 +644,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       best_model_checkpoint: best?.checkpoint ?? null,
     },
     args: argsRecord(o),
+    timing: { wall_seconds: wallSeconds(), session_seconds: (performance.now() - runStart) / 1000, step_seconds: totals.seconds, tokens: totals.tokens },
+    finalEvalStep: finalEval?.step ?? null,
   });
   return result;
 }

@@ -56,6 +56,7 @@ interface TrainArgs {
   'metric-for-best': string;
   'early-stopping-patience': number;
   'early-stopping-threshold': number;
+  'eval-on-start'?: boolean;
   backend: string;
   'push-to-hub'?: string;
   'hub-private': boolean;
@@ -115,6 +116,10 @@ function builder(variant: Variant) {
       .option('early-stopping-threshold', { type: 'number', default: 0, describe: 'the least improvement that resets the patience' })
       .option('push-to-hub', { type: 'string', describe: 'at the end, push the final model with a model card to this Hub repo (owner/name or name; see mlm push)' })
       .option('hub-private', { type: 'boolean', default: false, describe: 'with --push-to-hub: create the repo private' })
+      .option('eval-on-start', {
+        type: 'boolean',
+        describe: 'evaluate before the first step (the base model\'s scores, the "before" in report.md); default: on with --from, off with --config; never on --resume',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the final result as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on stderr (--no-progress to silence)' });
     b = withConfigFile(b, variant, { paths: ['config', 'data', 'out', 'resume'], models: ['from'], flags: ['resume'] });
@@ -184,6 +189,7 @@ function handler(variant: Variant) {
       metricForBest: args['metric-for-best'],
       earlyStoppingPatience: args['early-stopping-patience'],
       earlyStoppingThreshold: args['early-stopping-threshold'],
+      evalOnStart: args['eval-on-start'],
     };
 
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });

@@ -48,6 +48,37 @@ test('on a terminal, clear() erases the bar line and the next update draws it ag
   cut.update(4);
   cut.finish();
   assert.match(v.text().split('\r').pop()!, / 40\.0%  4\/10/);
+  // A label too long for the terminal is shortened; the figures stay on the line.
+  const w = fakeTerminal();
+  const long = new Progress({ label: `evaluate: ${'/a/long/path'.repeat(12)}`, total: 10, stream: w.stream });
+  long.complete();
+  const shown = w.text().split('\r').pop()!;
+  assert.match(shown, /^evaluate: \/a\/long.*\.\.\.  \[#{24}\] 100\.0%  10\/10  \d+s\s*\n$/);
+  assert.equal(shown.length, 120); // 119 columns and the newline
+});
+
+test('a transient bar (an evaluation inside training): on a terminal it ends at 100% on an unfinished line that the next line erases; in a log, a short one prints nothing', () => {
+  const t = fakeTerminal();
+  const bar = new Progress({ label: 'eval at step 4', total: 40, stream: t.stream, transient: true });
+  bar.update(16, 'rows');
+  bar.complete('rows');
+  const last = t.text().split('\r').pop()!;
+  assert.match(last, /^eval at step 4  \[#{24}\] 100\.0%  40\/40  .*rows\s*$/);
+  assert.ok(!t.text().includes('\n'), JSON.stringify(t.text()));
+  bar.clear();
+  assert.ok(t.text().endsWith('\r\x1b[K'));
+
+  let logged = '';
+  const log = { isTTY: false, write: (s: string) => { logged += s; return true; } } as unknown as NodeJS.WriteStream;
+  const quick = new Progress({ label: 'eval at step 4', total: 40, stream: log, transient: true });
+  quick.update(16);
+  quick.complete();
+  assert.equal(logged, '');
+  // Not transient: a log shows the first update at once and the final line.
+  const plain = new Progress({ label: 'evaluate', total: 40, stream: log });
+  plain.update(16);
+  plain.complete();
+  assert.match(logged, /^evaluate .* 40\.0%  16\/40 .*\nevaluate .*100\.0%  40\/40 .*\n$/);
 });
 
 /** Runs `mlm ARGS` under a pseudo-terminal; its terminal output (stdout and stderr together). */
@@ -74,10 +105,27 @@ test('mlm prepare and mlm train on a terminal: bars end at 100% of the true tota
   const run = onTerminal(['train', '--config', config, '--data', path.join(tmp, 'data'), '--out', path.join(tmp, 'run'), '--steps', '6', '--batch-size', '8',
     '--eval-every', '2', '--eval-batches', '1', '--save-every', '0']);
   assert.equal(run.status, 0, run.out);
-  const evalLines = [...run.out.matchAll(/(.{0,4})eval at step (\d+)/g)];
+  const evalLines = [...run.out.matchAll(/(.{0,4})eval at step (\d+):/g)];
   assert.deepEqual(evalLines.map((m) => m[2]), ['2', '4', '6']);
   // Steps 2 and 4 come while the bar is on screen: their lines start after the erase sequence.
   for (const m of evalLines.slice(0, 2)) assert.ok(m[1].endsWith('\x1b[K'), JSON.stringify(m[0]));
   const trainLines = run.out.split(/[\r\n]/).filter((l) => l.startsWith('train '));
   assert.match(trainLines[trainLines.length - 1], /100\.0%  6\/6 .*step 6\/6/);
+  // Every evaluation shows its own bar, which ends at 100% of the rows it scores (one batch of 8),
+  // on the line the result then erases.
+  for (const step of ['2', '4', '6']) {
+    const before = run.out.slice(0, run.out.indexOf(`eval at step ${step}:`));
+    const bars = before.split(/[\r\n]/).filter((l) => l.startsWith(`eval at step ${step}  `));
+    assert.ok(bars.length > 0, `no bar for the evaluation at step ${step}`);
+    assert.match(bars[bars.length - 1], /100\.0%  8\/8 .*rows/);
+    assert.ok(before.endsWith('\x1b[K'), JSON.stringify(before.slice(-200)));
+  }
+
+  // mlm evaluate: its bar ends at 100% of the split's rows.
+  const rows = JSON.parse(fs.readFileSync(path.join(tmp, 'data', 'manifest.json'), 'utf8')).splits.validation.rows;
+  const ev = onTerminal(['evaluate', '--model', path.join(tmp, 'run'), '--data', path.join(tmp, 'data'), '--batch-size', '8']);
+  assert.equal(ev.status, 0, ev.out);
+  const evalBars = ev.out.split(/[\r\n]/).filter((l) => /\[[#.]{24}\]/.test(l));
+  assert.ok(evalBars.length > 0, ev.out);
+  assert.match(evalBars[evalBars.length - 1], new RegExp(`100\\.0%  ${rows}/${rows} `));
 });

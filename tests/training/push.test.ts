@@ -171,6 +171,13 @@ describe('model card', () => {
     const local = await collectCardFacts(runFolder({ from: '/work/models/x', fromSource: '/work/models/x' }), { repo: 'org/x' });
     assert.equal(local.baseModel, null);
     assert.equal(local.baseModelLocal, '/work/models/x');
+    // A session that resumed has no --from in its arguments; run.json's base_model names the model.
+    const resumed = runFolder();
+    const runJson = JSON.parse(fs.readFileSync(path.join(resumed, 'run.json'), 'utf8'));
+    fs.writeFileSync(path.join(resumed, 'run.json'), JSON.stringify({ ...runJson, args: { ...runJson.args, config: undefined, resume: true }, base_model: 'google/bert_uncased_L-2_H-128_A-2' }));
+    const resumedFacts = await collectCardFacts(resumed, { repo: 'org/x' });
+    assert.equal(resumedFacts.baseModel, 'google/bert_uncased_L-2_H-128_A-2');
+    assert.equal(resumedFacts.baseModelLocal, null);
     // A bare model folder: the config only.
     const bare = await collectCardFacts(modelCopy(), { repo: 'org/x' });
     assert.equal(bare.args, null);

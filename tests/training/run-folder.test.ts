@@ -8,13 +8,12 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { selectBackend, type Tf } from '../../training/backend.ts';
 import { afterEvaluation, earlyStoppingState, greaterIsBetter, parseBestMetric } from '../../training/best-model.ts';
 import { loadModel, resolveModel } from '../../training/hub.ts';
 import { readMetrics, type EvalLogEntry } from '../../training/report.ts';
 import { readTrainerState } from '../../training/train-state.ts';
-import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
-import { brownDocuments, preparedFixture, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
+import { TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
+import { brownDocuments, preparedFixture, trainOnWasm, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
 
 const quiet = (_: string) => {};
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-runfolder-'));
@@ -23,15 +22,12 @@ process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 let fixture: Promise<PreparedFixture> | null = null;
 const data = () => (fixture ??= preparedFixture(path.join(tmp, 'fx'), brownDocuments(80_000), { vocabSize: 400, seqLen: 32 }));
 const configFile = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
-let tfPromise: Promise<Tf> | null = null;
-const wasm = () => (tfPromise ??= selectBackend('wasm', { log: quiet }).then((b) => b.tf));
 
 function options(over: Partial<TrainOptions>): TrainOptions {
   return { ...TRAIN_DEFAULTS, config: configFile, data: '', out: '', steps: 8, batchSize: 8, logEvery: 1, evalEvery: 2, saveEvery: 2, evalBatches: 2, ...over };
 }
 async function run(o: TrainOptions, extra: { onStep?: (s: { step: number }) => void; signal?: AbortSignal; log?: (l: string) => void } = {}) {
-  const tf = await wasm();
-  return train(o, { tf, backend: { name: 'wasm', device: 'test' }, version: 'test', log: extra.log ?? quiet, progress: false, ...extra });
+  return trainOnWasm(o, extra);
 }
 const bytes = (dir: string, f = 'model.safetensors') => fs.readFileSync(path.join(dir, f));
 const evals = async (out: string) => (await readMetrics(out)).filter((e): e is EvalLogEntry => 'eval_loss' in e);

@@ -9,6 +9,8 @@ import { prepare } from '../../data/prepare.ts';
 import { trainTokenizer } from '../../data/tokenizer-train.ts';
 import type { PrepareMode } from '../../data/shards.ts';
 import type { MlmTokenizer } from '../../data/tokenizer.ts';
+import { selectBackend, type Tf } from '../../training/backend.ts';
+import { train, type TrainContext, type TrainOptions, type TrainResult } from '../../training/trainer.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const MLM = path.join(ROOT, 'scripts/mlm.mjs');
@@ -105,4 +107,12 @@ export function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): { rel: numb
     scale = Math.max(scale, Math.abs(b[i]));
   }
   return { rel: diff / scale, diff, scale };
+}
+
+let wasmTf: Promise<Tf> | null = null;
+
+/** `train(o)` on the wasm backend (loaded once per process), silent and without a progress bar unless `extra` says otherwise. */
+export async function trainOnWasm(o: TrainOptions, extra: Partial<TrainContext> = {}): Promise<TrainResult> {
+  wasmTf ??= selectBackend('wasm', { log: () => {} }).then((b) => b.tf);
+  return train(o, { tf: await wasmTf, backend: { name: 'wasm', device: 'test' }, version: 'test', log: () => {}, progress: false, ...extra });
 }

@@ -139,7 +139,7 @@ test('a checkpoint is a Hugging Face folder plus trainer_state.json and optimize
   const q = opt.tensors.get('bert.encoder.layer.0.intermediate.dense.weight.exp_avg_sq')!;
   assert.deepEqual(q.shape, [64, 32]);
   assert.equal(opt.tensors.size, 2 * folder.weights.tensors.size);
-  assert.ok(fs.existsSync(path.join(out, 'report.md')) && fs.existsSync(path.join(out, 'loss.svg')) && fs.existsSync(path.join(out, 'perplexity.svg')));
+  assert.ok(fs.existsSync(path.join(out, 'report.md')) && ['loss.svg', 'eval.svg', 'lr-grad-norm.svg'].every((f) => fs.existsSync(path.join(out, f))));
   const report = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
   assert.match(report, /!\[loss\]\(loss\.svg\)/);
   assert.match(fs.readFileSync(path.join(out, 'loss.svg'), 'utf8'), /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"[\s\S]*<polyline[\s\S]*<\/svg>\n$/);
