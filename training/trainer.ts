@@ -64,11 +64,12 @@ import { createMaskedLM } from './models/roberta.ts';
 import { decayedParameters, exportWeights, parameterTable } from './models/weights.ts';
 import { checkTrainingMemory, planPasses, splitBatch } from './passes.ts';
 import { describePrecision, resolvePrecision, withPrecision } from './precision.ts';
-import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
+import { appendMetrics, writeMetrics, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import {
-  adviseOnDamage, checkRunFolder, publishFinalModel, removeCheckpointTemps, saveError, unpublishFinalModel, writeResults,
+  adviseOnDamage, checkRunFolder, removeCheckpointTemps, saveError, unpublishFinalModel,
 } from './run-folder.ts';
 import { makeSchedule } from './schedule.ts';
+import { finishRun, type TrainResult } from './run-end.ts';
 import { startingPoint } from './starting-point.ts';
 import { argsRecord, baseModelOf, checkTrainOptions, type TrainOptions } from './train-options.ts';
 import {
@@ -77,6 +78,7 @@ import {
 
 export { TrainingError };
 export { TRAIN_DEFAULTS, type TrainOptions } from './train-options.ts';
+export type { TrainResult };
 
 export interface StepInfo {
   step: number;
@@ -105,33 +107,6 @@ export interface TrainContext {
   commandLine?: string;
 }
 
-/**
- * The `--json` result (docs/formats.md, "Command output": step, train_loss, eval_loss, eval_perplexity,
- * tokens_per_second, checkpoint), with transformers' other metric names, plus whether the run was
- * interrupted. The eval_ metrics are those of the final model (the best checkpoint's with
- * --load-best-at-end).
- */
-export interface TrainResult {
-  step: number;
-  epoch: number;
-  /** Mean training loss over every step of the run (as transformers' final train_loss). */
-  train_loss: number | null;
-  eval_loss: number | null;
-  eval_perplexity: number | null;
-  eval_accuracy: number | null;
-  tokens_per_second: number | null;
-  /** Wall-clock seconds of this session's training loop (a resumed run counts from the resume). */
-  train_runtime: number;
-  train_samples_per_second: number | null;
-  train_steps_per_second: number | null;
-  checkpoint: string | null;
-  /** The folder of the final model: the run folder itself (null when the run did not finish). */
-  model: string | null;
-  best_model_checkpoint: string | null;
-  /** The step early stopping ended the run at, or null. */
-  stopped_early_at: number | null;
-  interrupted: boolean;
-}
 
 // -------------------------------------------------------------------------------------------------
 // The step's pieces (exported for tests)
@@ -587,65 +562,15 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     validReader?.close();
   }
 
-  // 5. The final model at the root (the best checkpoint's with --load-best-at-end), the results, the report.
-  const finished = !interrupted && lastCheckpoint !== null;
-  const finalFrom = o.loadBestAtEnd && best !== null ? best.checkpoint : lastCheckpoint;
-  if (finished && finalFrom !== null) {
-    if (o.loadBestAtEnd && best !== null) log(`loading the best model: ${best.checkpoint} (${metric} ${best.value.toFixed(4)} at step ${best.step})`);
-    try {
-      await publishFinalModel(o.out, finalFrom);
-    } catch (err) {
-      throw saveError(err, `the final model in ${o.out}`, o.out, lastCheckpoint);
-    }
-  }
-  const evalEntries = history.filter((e): e is EvalLogEntry => 'eval_loss' in e);
-  const finalEval = (o.loadBestAtEnd && best !== null ? evalEntries.find((e) => e.step === best!.step) : undefined) ?? evalEntries[evalEntries.length - 1] ?? null;
-  const ev = lastEval as EvalResult | null;
-  const lastEvalEntry = finalEval;
-  const result: TrainResult = {
-    step,
-    train_loss: totals.steps > 0 ? totals.loss_sum / totals.steps : null,
-    eval_loss: finalEval?.eval_loss ?? null,
-    eval_perplexity: finalEval?.eval_perplexity ?? null,
-    tokens_per_second: sessionSeconds > 0 ? sessionTokens / sessionSeconds : null,
-    checkpoint: lastCheckpoint,
-    // The documented keys (docs/formats.md) above; transformers' other names and the run's outcome below.
-    epoch: epochAt(step),
-    eval_accuracy: finalEval?.eval_accuracy ?? null,
-    train_runtime: loopSeconds,
-    train_samples_per_second: loopSeconds > 0 ? sessionRows / loopSeconds : null,
-    train_steps_per_second: loopSeconds > 0 ? sessionSteps / loopSeconds : null,
-    model: finished ? o.out : null,
-    best_model_checkpoint: best?.checkpoint ?? null,
-    stopped_early_at: stoppedEarlyAt,
-    interrupted,
-  };
-  if (finished) await writeResults(o.out, result, finalEval);
-  const lastTrain = [...history].reverse().find((e): e is TrainLogEntry => !('eval_loss' in e));
-  await writeReport(o.out, {
-    title: `mlm train: ${path.basename(path.resolve(o.out))}`,
+  // 5. The final model at the root, the results, the report (training/run-end.ts).
+  return finishRun(o, log, {
+    interrupted, step, totalSteps, epochAt, lastCheckpoint, best, metric, history, totals, stoppedEarlyAt,
+    session: { tokens: sessionTokens, seconds: sessionSeconds, steps: sessionSteps, rows: sessionRows, loopSeconds, startedAt: runStart },
+    wallSeconds: wallSeconds(),
     notes: [
       `model: ${baseModel !== null ? `adapted from ${baseModel}` : `pretrained from scratch (${state?.args.config ?? modelLabel})`}${resumeFrom !== null ? ` (resumed from ${resumeFrom})` : ''}, ${config.model_type}, hidden ${config.hidden_size}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size}`,
       `data: ${o.data} (${manifest.splits.train.rows} training rows of ${manifest.seq_len} tokens; tokenizer ${describeTokenizer(manifest.tokenizer.source, manifest.tokenizer.sha256)})`,
       `backend: ${ctx.backend.name} (${ctx.backend.device}), ${describePrecision(precision)}; mlmkit ${ctx.version}`,
-      ...(interrupted ? [`interrupted at step ${step} of ${totalSteps}; continue with --resume`] : []),
     ],
-    final: {
-      step,
-      total_steps: totalSteps,
-      epoch: Number(epochAt(step).toFixed(3)),
-      train_loss: result.train_loss,
-      last_logged_loss: lastTrain?.loss ?? null,
-      eval_loss: result.eval_loss,
-      eval_perplexity: result.eval_perplexity,
-      eval_accuracy: lastEvalEntry?.eval_accuracy ?? ev?.accuracy ?? null,
-      tokens_per_second: result.tokens_per_second === null ? null : Math.round(result.tokens_per_second),
-      checkpoint: result.checkpoint,
-      best_model_checkpoint: best?.checkpoint ?? null,
-    },
-    args: argsRecord(o),
-    timing: { wall_seconds: wallSeconds(), session_seconds: (performance.now() - runStart) / 1000, step_seconds: totals.seconds, tokens: totals.tokens },
-    finalEvalStep: finalEval?.step ?? null,
   });
-  return result;
 }
