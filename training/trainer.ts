@@ -65,6 +65,7 @@ import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBe
 import { exportWeights, parameterTable, type ModelWeights } from './models/weights.ts';
 import { DynamicLossScale } from './loss-scale.ts';
 import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
+import { PendingStep, type IssuedStep } from './pending-step.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
 import { appendMetrics, writeMetrics, writeReport, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
 import { writeFileAtomic } from '../common/atomic.ts';
@@ -344,6 +345,10 @@ export interface StepResult {
   applied: boolean; // false when the loss or the norm was not finite: nothing was changed
   /** With loss scaling: the scaled gradients overflowed (finite loss); the step was skipped and the scale lowered. */
   overflow?: boolean;
+  /** With loss scaling: the scale the step ran at. */
+  scale?: number;
+  /** Held on the GPU because the step before it was not applied (see training/pending-step.ts): run it again. */
+  held?: boolean;
 }
 
 /**
@@ -360,23 +365,41 @@ export async function optimizerStep(
   passes: MlmBatch[],
   o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
 ): Promise<StepResult> {
+  return (await issueOptimizerStep(tf, model, optimizer, passes, o)).result;
+}
+
+/**
+ * `optimizerStep` without waiting for the read where it can wait: with the flat AdamW the step is
+ * queued on the GPU when this returns, and `late` is true (its result is read when awaited; the
+ * caller may queue the next step first, see training/pending-step.ts). The per-tensor AdamW (the
+ * CPU backends) needs the norm on the host before the update, so there `result` is already known.
+ */
+export async function issueOptimizerStep(
+  tf: Tf,
+  model: MaskedLM,
+  optimizer: TrainingOptimizer,
+  passes: MlmBatch[],
+  o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
+): Promise<IssuedStep<StepResult>> {
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
   // With loss scaling the loss, gradients and norm come out S times larger (S a power of two: the
   // division back is exact), and 1/S joins the clipping factor.
   const S = o.lossScale?.scale ?? 1;
   const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
   // An overflow (gradients not finite, loss finite) under loss scaling skips the step and lowers S.
-  const finish = (lossValue: number, norm: number, applied: boolean): StepResult => {
-    if (o.lossScale === undefined || !Number.isFinite(lossValue)) return { loss: lossValue, norm, masked, applied };
+  // A held step (flat AdamW) says nothing about the scale: it is run again.
+  const finish = (lossValue: number, norm: number, applied: boolean, held = false): StepResult => {
+    const scale = o.lossScale === undefined ? {} : { scale: S };
+    if (held) return { loss: lossValue, norm, masked, applied: false, held, ...scale };
+    if (o.lossScale === undefined || !Number.isFinite(lossValue)) return { loss: lossValue, norm, masked, applied, ...scale };
     const kept = o.lossScale.update(Number.isFinite(norm));
-    return kept ? { loss: lossValue, norm, masked, applied } : { loss: lossValue, norm, masked, applied: false, overflow: true };
+    return kept ? { loss: lossValue, norm, masked, applied, ...scale } : { loss: lossValue, norm, masked, applied: false, overflow: true, ...scale };
   };
   if (optimizer instanceof FlatAdamW) {
     // Norm, clip, finite check and update queued on the GPU (1/S applied there); one read once the step is queued.
     const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm, S);
     tf.dispose([loss, ...grads.values()]);
-    const r = await read;
-    return finish(r.loss, r.norm, r.applied);
+    return { late: true, result: read.then((r) => finish(r.loss, r.norm, r.applied, r.held)) };
   }
   const normT = globalNorm(tf, grads);
   const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);
@@ -386,7 +409,7 @@ export async function optimizerStep(
   const result = finish(lossValue, norm, Number.isFinite(lossValue) && Number.isFinite(norm));
   if (result.applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
   tf.dispose([...grads.values()]);
-  return result;
+  return { late: false, result: Promise.resolve(result) };
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -905,18 +928,31 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     } else {
       await unpublishFinalModel(o.out); // training goes on: the root holds no final model until the end
     }
+    // Issues step s: grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
+    type Issued = PendingStep<StepResult, { micro: MlmBatch[]; lr: number }>;
+    const issueStep = async (s: number): Promise<Issued> => {
+      const micro: MlmBatch[] = [];
+      for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
+      const lr = schedule.lr(s - 1);
+      return PendingStep.start({ micro, lr }, () => issueOptimizerStep(tf, model, optimizer, micro, { seed: o.seed, step: s, lr, maxGradNorm: o.maxGradNorm, lossScale }));
+    };
+    // Steps whose weights are used at once (evaluation, checkpoint, end, interrupt): nothing is issued ahead of them.
+    const usesWeights = (s: number) => s === totalSteps || (o.saveEvery > 0 && s % o.saveEvery === 0)
+      || (validReader !== null && o.evalEvery > 0 && s % o.evalEvery === 0) || ctx.signal?.aborted === true;
+    let ahead: Issued | null = null;
     const loopStart = performance.now();
     while (step < totalSteps && stoppedEarlyAt === null) {
       const t0 = performance.now();
       step++;
-      // grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
-      const micro: MlmBatch[] = [];
-      for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
-      const lr = schedule.lr(step - 1);
-      const scaleBefore = lossScale?.scale;
-      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm, lossScale });
+      const current: Issued = ahead ?? (await issueStep(step));
+      const { micro, lr } = current.info;
+      // Read one step late where that overlaps (training/pending-step.ts): step + 1 is queued first.
+      ahead = current.late && !usesWeights(step) ? await issueStep(step + 1) : null;
+      const result = await current.read();
+      if (result.overflow) await ahead?.reissue(); // the GPU held step + 1 back: run it at the lowered scale
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = result;
       if (overflow) {
-        log(`step ${step}: gradients overflowed at loss scale ${scaleBefore}; step skipped, loss scale now ${lossScale!.scale}`);
+        log(`step ${step}: gradients overflowed at loss scale ${result.scale}; step skipped, loss scale now ${lossScale!.scale}`);
       } else if (!applied) {
         throw divergedError(Number.isFinite(lossValue) ? `gradient norm became ${normValue}` : `loss became ${lossValue}`, step, lastCheckpoint);
       }
@@ -962,7 +998,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
 
       // Let a pending SIGINT reach its handler, then stop after this step if asked.
       await new Promise((resolve) => setImmediate(resolve));
-      if (ctx.signal?.aborted && !last) {
+      if (ctx.signal?.aborted && !last && ahead === null) { // with a step ahead, stop after that one
         interrupted = true;
         log(`interrupted: saving a checkpoint at step ${step}`);
         if (lastSavedStep !== step) await save(step, evalNow);

@@ -15,7 +15,8 @@
 //   - a forward and backward pass of bert-tiny takes no more dispatches than the bound recorded
 //     here (FORWARD_BACKWARD_DISPATCHES);
 //   - 20 steps of `train()` lower the training loss and the held-out loss;
-//   - 100 steps of `train()` leak nothing: tensor count and GPU bytes in use are flat, and the
+//   - 100 steps of `train()` leak nothing: tensor count and GPU bytes in use are flat (but for the
+//     one read in flight while the loss is read one step late, see the test), and the
 //     GPU bytes allocated grow only where TF.js's buffer pool meets a new size (see the test;
 //     the model pads the head's rows to a multiple of 64 on webgpu so that sizes repeat).
 //
@@ -61,6 +62,7 @@ import { makeOps, maskedRowCount, MASKED_ROW_BUCKET } from '../../training/model
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { AdamW } from '../../training/optimizer.ts';
 import { rawWebGpu } from '../../training/backend/webgpu/raw.ts';
+import { STATS_FLOATS } from '../../training/backend/webgpu/flat-adamw.ts';
 import { readMetrics } from '../../training/report.ts';
 import { optimizerStep, train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, type PreparedFixture } from './train-helpers.ts';
@@ -643,11 +645,17 @@ test('no leaks over 100 training steps on webgpu: tensor count and GPU bytes in 
 
   // Tensors and the GPU bytes they hold: exactly the same after every step from warmup + 1 on,
   // with no tolerance: each step ends holding the same set of tensors (weights, AdamW moments).
+  // GPU bytes in use also count the staging buffer of a read in flight: the loss is read one step
+  // late (training/pending-step.ts), so when a step is reported the flat AdamW's read of the step
+  // queued after it (the 4-float stats) may still be under way, or already done; never more than
+  // that one (the last step has none queued after it).
   const flat = rows.slice(warmup);
   const distinct = (k: keyof WebGpuMemory) => [...new Set(flat.map((r) => r[k]))];
   assert.deepEqual(distinct('numTensors'), [flat[0].numTensors], `tensor counts: ${rows.map((r) => r.numTensors).join(' ')}`);
   assert.deepEqual(distinct('numBytes'), [flat[0].numBytes], 'tensor bytes');
-  assert.deepEqual(distinct('numBytesInGPU'), [flat[0].numBytesInGPU], `GPU bytes in use: ${rows.map((r) => r.numBytesInGPU).join(' ')}`);
+  const inUse = Math.max(...flat.map((r) => r.numBytesInGPU));
+  const readBuffer = STATS_FLOATS * 4;
+  assert.deepEqual(distinct('numBytesInGPU').filter((b) => b !== inUse && b !== inUse - readBuffer), [], `GPU bytes in use: ${rows.map((r) => r.numBytesInGPU).join(' ')}`);
 
   // Allocated GPU bytes also count TF.js's pool of freed buffers, kept for reuse by exact size and
   // never destroyed while the backend lives. The masked-positions-only head makes tensors of
