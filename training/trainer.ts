@@ -2,7 +2,8 @@
 // (from a checkpoint), one readable loop (docs/architecture.md, "Training"):
 //
 //   for each step: draw grad_accum masked batches -> lr at step -> forward + loss + gradients
-//   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read) ->
+//   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read; on
+//   webgpu one step late, after the next step is queued: training/pending-step.ts) ->
 //   stop on NaN/Inf -> clip by global norm -> AdamW -> log -> evaluate every N -> checkpoint every N
 //
 // Loss. The model's `maskedLossSum` runs the MLM head on the masked positions only (cramming's
