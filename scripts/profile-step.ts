@@ -32,7 +32,7 @@ import { watchKernels, type GpuTimeEntry } from '../training/kernel-watch.ts';
 import { createMaskedLM } from '../training/models/roberta.ts';
 import { createAdamW } from '../training/flat-adamw.ts';
 import { ADAMW_DEFAULTS } from '../training/optimizer.ts';
-import { optimizerStep } from '../training/trainer.ts';
+import { optimizerStep } from '../training/train-step.ts';
 import { decayedParameters } from '../training/models/weights.ts';
 
 const arg = (name: string, fallback: string): string => {

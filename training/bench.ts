@@ -5,7 +5,9 @@
 // A training step here is the trainer's step: draw a masked batch -> cut it into passes that fit
 // the backend's memory (`rowsPerPass`, `splitBatch`) -> `optimizerStep` from training/trainer.ts
 // (forward + loss at the masked positions only + backward, dropout on, one seed per pass, global
-// norm, ONE read of [loss, norm], AdamW with the clipping scale). No checkpoints,
+// norm, ONE read of [loss, norm], AdamW with the clipping scale; on webgpu that read is awaited
+// after the next step is queued, as the trainer does: a step's time is then the time from one
+// read to the next, and the loss a line shows is the step's own). No checkpoints,
 // no evaluation inside, a constant learning rate (the schedule costs nothing). An evaluation step
 // is what `evaluateMasked` does per batch: forward + masked loss sum + top-1 hits, one read per pass.
 //
@@ -63,7 +65,8 @@ import { createAdamW } from './flat-adamw.ts';
 import { watchKernels } from './kernel-watch.ts';
 import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { describePrecision, resolvePrecision, withPrecision, type PrecisionName } from './precision.ts';
-import { maskedCount, optimizerStep } from './trainer.ts';
+import { issueOptimizerStep, maskedCount, type StepResult } from './train-step.ts';
+import { PendingStep } from './pending-step.ts';
 
 // -------------------------------------------------------------------------------------------------
 // Counting: parameters and model FLOPs
@@ -383,18 +386,27 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   const io = watchBackendIo(tf);
   const kernels = watchKernels(tf);
   try {
-    // One training step, as trainer.ts runs it.
+    // One training step, as trainer.ts runs it: where the read is late (webgpu), the next step is
+    // queued before this one's loss is read, unless `last` (training/pending-step.ts).
     let stepNo = 0;
-    const trainStep = async (): Promise<{ ms: number; loss: number; masked: number; passes: number }> => {
-      const t0 = performance.now();
-      stepNo++;
+    let ahead: PendingStep<StepResult, { step: number; passes: number }> | null = null;
+    const issue = async () => {
+      const step = ++stepNo;
       const passes = splitBatch(data.next(), trainRows);
-      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, passes, { seed: o.seed, step: stepNo, lr: o.lr, maxGradNorm: 1.0, lossScale });
+      return PendingStep.start({ step, passes: passes.length }, () => issueOptimizerStep(tf, model, optimizer, passes, { seed: o.seed, step, lr: o.lr, maxGradNorm: 1.0, lossScale }));
+    };
+    const trainStep = async (last: boolean): Promise<{ ms: number; loss: number; masked: number; passes: number }> => {
+      const t0 = performance.now();
+      const current = ahead ?? (await issue());
+      ahead = current.late && !last ? await issue() : null;
+      const r = await current.read();
+      if (r.overflow) await ahead?.reissue();
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = r;
       if (overflow) overflowSteps++;
       else if (!applied) {
-        throw new Error(`training step ${stepNo}: loss ${lossValue}, gradient norm ${normValue} (the ${backendName} backend computed a non-finite value)`);
+        throw new Error(`training step ${current.info.step}: loss ${lossValue}, gradient norm ${normValue} (the ${backendName} backend computed a non-finite value)`);
       }
-      return { ms: performance.now() - t0, loss: lossValue, masked, passes: passes.length };
+      return { ms: performance.now() - t0, loss: lossValue, masked, passes: current.info.passes };
     };
 
     // One evaluation step, as evaluate.ts scores a batch.
@@ -426,7 +438,7 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
     let lossFirst = NaN;
     let passesPerStep = 1;
     for (let i = 0; i < o.warmupSteps; i++) {
-      const r = await trainStep();
+      const r = await trainStep(i === o.warmupSteps - 1);
       if (tensorsAfterFirst < 0) {
         tensorsAfterFirst = tf.memory().numTensors;
         lossFirst = r.loss;
@@ -440,8 +452,9 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
     await kernels.takeGpuTime();
     const ioBefore = io.counts();
     const kBefore = kernels.counts();
-    while (!enough(trainTimes, o.steps)) {
-      const r = await trainStep();
+    // The measured steps; one queued ahead when time ran out is run (and counted) too.
+    while (!enough(trainTimes, o.steps) || ahead !== null) {
+      const r = await trainStep(trainTimes.length + 1 >= o.steps || enough(trainTimes, o.steps));
       if (tensorsAfterFirst < 0) {
         tensorsAfterFirst = tf.memory().numTensors;
         lossFirst = r.loss;

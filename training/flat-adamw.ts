@@ -17,18 +17,22 @@
 //   update    AdamW over the flat buffers, reading the clip and the finite flag there: a NaN or
 //             infinite loss or gradient changes nothing, parameters and moments included;
 //   scatter   the new parameters into the variables' buffers;
-//   read      [loss, norm, clip, finite] into a promise, after the commands above are submitted.
+//   read      [loss, norm, clip, state] into a promise, after the commands above are submitted.
 // The host waits only for that read, after the whole step is queued, instead of between the
-// gradients and the update. The step counter (bias corrections) advances when the read says the
-// update was applied; a step encoded before the previous read resolves assumes that it was
-// (true whenever the caller carries on, since mlmkit's trainer stops at a non-finite step).
+// gradients and the update; the trainer awaits it after issuing the next step (one step late,
+// training/pending-step.ts). The step counter (bias corrections) advances at encoding and goes
+// back when the read says the update was not applied. A step encoded while an earlier step's read
+// is outstanding assumes that step applied, so it is chained to it: the GPU holds it (applies
+// nothing, state `held`) unless the earlier one was applied. A caller that learns late that step N
+// was skipped (loss scaling's overflow) thus knows that N + 1 changed nothing, and runs it again
+// once N + 1's read is in (the counter is right again then).
 //
 // A parameter without a gradient this step is left alone, moments and decay included, as the
 // per-tensor AdamW does (the update runs over the ranges that have one).
 import type { Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { Tf } from './backend.ts';
 import { rawWebGpu, type RawWebGpu } from './backend/webgpu/raw.ts';
-import { chunkCount, chunkEntries, encodeNormAndClip, encodeUpdate, PARTIALS, STAT, STATS_FLOATS, type FlatBuffers } from './backend/webgpu/flat-adamw.ts';
+import { chunkCount, chunkEntries, encodeNormAndClip, encodeUpdate, PARTIALS, STAT, STATS_FLOATS, STEP_STATE, type FlatBuffers } from './backend/webgpu/flat-adamw.ts';
 import type { NamedArray } from './models/weights.ts';
 import { ADAMW_DEFAULTS, AdamW, type AdamWOptions, type AdamWState } from './optimizer.ts';
 
@@ -61,8 +65,10 @@ export interface FlatStepResult {
   loss: number;
   /** The global gradient norm before clipping. */
   norm: number;
-  /** False when the loss or the norm was NaN or infinite: nothing was changed. */
+  /** False when the loss or the norm was NaN or infinite, or the step was held: nothing was changed. */
   applied: boolean;
+  /** Held: encoded while an earlier step's read was outstanding, and that step was not applied. */
+  held: boolean;
 }
 
 export class FlatAdamW {
@@ -75,6 +81,8 @@ export class FlatAdamW {
   private readonly byName = new Map<string, FlatRange>();
   /** The data id of each variable when the flat copy last matched it. */
   private readonly synced = new Map<string, object>();
+  /** Steps encoded whose read has not resolved yet. */
+  private outstanding = 0;
 
   /** Whether one flat buffer of `params` fits in a buffer of the active webgpu device. */
   static fits(tf: Tf, params: ReadonlyMap<string, Variable>): boolean {
@@ -135,6 +143,7 @@ export class FlatAdamW {
    * of loss, norm and whether the update was applied; the caller may dispose `grads` and `loss` at
    * once. Reads must be awaited in the order of the steps. `lossScale` S: loss and gradients are S
    * times the true ones (training/loss-scale.ts); the read and the update use them divided by S.
+   * While an earlier step's read is outstanding the step is chained to it (see the header).
    */
   update(grads: ReadonlyMap<string, Tensor>, loss: Scalar, lr: number, maxGradNorm: number, lossScale = 1): Promise<FlatStepResult> {
     const { raw, buffers: b } = this;
@@ -154,7 +163,7 @@ export class FlatAdamW {
     }
     // Gradients absent this step stay out of the norm: zero their ranges' stale values.
     if (present.length !== 1 || present[0][0] !== 0 || present[0][1] !== b.n) this.clearAbsent(present);
-    encodeNormAndClip(raw, b, maxGradNorm, lossScale);
+    encodeNormAndClip(raw, b, maxGradNorm, lossScale, this.outstanding > 0);
     const t = this.step + 1;
     const constants = {
       beta1, beta2, epsilon,
@@ -172,12 +181,14 @@ export class FlatAdamW {
       raw.written(p);
     }
     this.step = t;
+    this.outstanding++;
     const stats = raw.read(b.stats); // submits everything above
     return stats.then((data) => {
+      this.outstanding--;
       const s = new Float32Array(data, 0, STATS_FLOATS);
-      const applied = s[STAT.finite] === 1;
+      const applied = s[STAT.state] === STEP_STATE.applied;
       if (!applied) this.step--;
-      return { loss: s[STAT.loss], norm: s[STAT.norm], applied };
+      return { loss: s[STAT.loss], norm: s[STAT.norm], applied, held: s[STAT.state] === STEP_STATE.held };
     });
   }
 

@@ -13,7 +13,11 @@ import * as path from 'node:path';
 import { InputError, requireRegularFile } from '../common/errors.ts';
 import type { DataPosition } from '../data/batches.ts';
 import type { RngState } from '../common/rng.ts';
+import type { Tensor } from '@tensorflow/tfjs';
+import type { Tf } from './backend.ts';
 import type { LossScaleState } from './loss-scale.ts';
+import type { ModelConfig } from './models/config.ts';
+import { parameterTable } from './models/weights.ts';
 import type { AdamWState } from './optimizer.ts';
 import type { MetricsEntry } from './report.ts';
 import { writeFileAtomic } from '../common/atomic.ts';
@@ -159,4 +163,17 @@ export async function pruneCheckpoints(out: string, limit: number, bestStep: num
     removed.push(c.dir);
   }
   return removed;
+}
+
+/** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
+export function optimizerLayout(tf: Tf, config: ModelConfig) {
+  const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
+  return {
+    toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
+    fromFile: (name: string, a: { shape: number[]; data: Float32Array }): Tensor =>
+      tf.tidy(() => {
+        const t = tf.tensor(a.data, a.shape, 'float32');
+        return linear.has(name) ? tf.transpose(t) : t;
+      }),
+  };
 }

@@ -2,7 +2,8 @@
 // (from a checkpoint), one readable loop (docs/architecture.md, "Training"):
 //
 //   for each step: draw grad_accum masked batches -> lr at step -> forward + loss + gradients
-//   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read) ->
+//   (tf.variableGrads, per micro-batch, summed) -> read loss and gradient norm (one read; on
+//   webgpu one step late, after the next step is queued: training/pending-step.ts) ->
 //   stop on NaN/Inf -> clip by global norm -> AdamW -> log -> evaluate every N -> checkpoint every N
 //
 // Loss. The model's `maskedLossSum` runs the MLM head on the masked positions only (cramming's
@@ -33,7 +34,7 @@
 // metric history on --resume, so a resumed run stops at the same step.
 // A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
 // step and the last good checkpoint (nothing is saved from the broken state). So does divergence
-// (`divergence` below): a non-finite evaluation loss, or a training or evaluation loss above
+// (`divergence`, training/train-step.ts): a non-finite evaluation loss, or a training or evaluation loss above
 // 3 x ln(vocab_size), three times the loss of guessing uniformly over the vocabulary.
 //
 // References: transformers `Trainer` (its step order, logging and checkpoint layout, trainer_state
@@ -41,40 +42,36 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Scalar, Tensor } from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../common/atomic.ts';
 import { TrainingError } from '../common/errors.ts';
-import { Rng } from '../common/rng.ts';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
 import { acquireLock } from '../data/lock.ts';
-import { IGNORE_INDEX, type MlmBatch } from '../data/masking.ts';
+import type { MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { readManifest, SplitReader } from '../data/shards.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
 import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
 import { writeModelFolder } from './checkpoint.ts';
-import { batchInputs, describeTokenizer, evaluateMasked, maskingFor, type EvalResult } from './evaluate.ts';
-import { createAdamW, FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
+import { describeTokenizer, evaluateMasked, maskingFor, type EvalResult } from './evaluate.ts';
+import { createAdamW } from './flat-adamw.ts';
 import { unigramLogPrior } from './init-bias.ts';
 import { DynamicLossScale } from './loss-scale.ts';
-import type { MaskedLM } from './models/bert.ts';
-import type { ModelConfig } from './models/config.ts';
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
-import { decayedParameters, exportWeights, parameterTable } from './models/weights.ts';
+import { decayedParameters, exportWeights } from './models/weights.ts';
 import { checkTrainingMemory, planPasses, splitBatch } from './passes.ts';
+import { PendingStep } from './pending-step.ts';
 import { describePrecision, resolvePrecision, withPrecision } from './precision.ts';
 import { appendMetrics, writeMetrics, type EvalLogEntry, type MetricsEntry, type TrainLogEntry } from './report.ts';
-import {
-  adviseOnDamage, checkRunFolder, removeCheckpointTemps, saveError, unpublishFinalModel,
-} from './run-folder.ts';
-import { makeSchedule } from './schedule.ts';
 import { finishRun, type TrainResult } from './run-end.ts';
+import { adviseOnDamage, checkRunFolder, removeCheckpointTemps, saveError, unpublishFinalModel } from './run-folder.ts';
+import { makeSchedule } from './schedule.ts';
 import { startingPoint } from './starting-point.ts';
 import { argsRecord, baseModelOf, checkTrainOptions, type TrainOptions } from './train-options.ts';
 import {
-  checkpointName, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
+  checkpointName, optimizerLayout, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
+import { divergedError, divergence, issueOptimizerStep, type StepResult } from './train-step.ts';
 
 export { TrainingError };
 export { TRAIN_DEFAULTS, type TrainOptions } from './train-options.ts';
@@ -108,199 +105,7 @@ export interface TrainContext {
 }
 
 
-// -------------------------------------------------------------------------------------------------
-// The step's pieces (exported for tests)
-
-/** Positions with a label in a batch. */
-export function maskedCount(batch: MlmBatch): number {
-  let n = 0;
-  for (let i = 0; i < batch.labels.length; i++) if (batch.labels[i] !== IGNORE_INDEX) n++;
-  return n;
-}
-
-/** The dropout seed of micro-batch `micro` of step `step` (1-based): a function of the run's seed only. */
-export function dropoutSeed(seed: number, step: number, micro: number): number {
-  return Rng.derive(seed, 0xd40f, step, micro).nextU32();
-}
-
-/**
- * Loss and gradients of one optimizer step over `batches` (the micro-batches of an accumulated
- * batch): each micro-batch's loss SUM is divided by the masked-token count of all of them, and
- * the gradients are added, so the result equals the full batch's mean loss and its gradients.
- * Gradients are keyed by Hugging Face name (a weight no micro-batch reaches has none). The caller
- * disposes `loss` and `grads`.
- */
-export function computeGradients(
-  tf: Tf,
-  model: MaskedLM,
-  batches: MlmBatch[],
-  opts: { training: boolean; dropoutSeeds?: number[]; lossScale?: number },
-): { loss: Scalar; grads: Map<string, Tensor>; maskedCount: number } {
-  const scale = opts.lossScale ?? 1; // loss and gradients come out this many times larger
-  const counts = batches.map(maskedCount);
-  const total = counts.reduce((a, b) => a + b, 0);
-  const varList = [...model.variables.values()];
-  const nameOf = new Map<string, string>();
-  for (const [name, v] of model.variables) nameOf.set(v.name, name);
-
-  let loss: Scalar | null = null;
-  const grads = new Map<string, Tensor>();
-  for (let i = 0; i < batches.length; i++) {
-    const batch = batches[i];
-    if (counts[i] === 0) continue; // nothing to score in this micro-batch
-    const { value, grads: g } = tf.tidy(() => {
-      const inputs = batchInputs(tf, batch);
-      return tf.variableGrads(() => {
-        const sum = model.maskedLossSum(inputs, batch.labels, { training: opts.training, dropoutSeed: opts.dropoutSeeds?.[i] }).loss;
-        const mean = tf.div(sum, total) as Scalar;
-        return scale === 1 ? mean : (tf.mul(mean, scale) as Scalar);
-      }, varList);
-    });
-    if (loss === null) {
-      loss = value;
-    } else {
-      const next: Scalar = tf.add(loss, value);
-      tf.dispose([loss, value]);
-      loss = next;
-    }
-    for (const [tfName, t] of Object.entries(g)) {
-      const name = nameOf.get(tfName)!;
-      const prev = grads.get(name);
-      if (prev === undefined) {
-        grads.set(name, t);
-      } else {
-        grads.set(name, tf.add(prev, t));
-        tf.dispose([prev, t]);
-      }
-    }
-  }
-  return { loss: loss ?? tf.scalar(0), grads, maskedCount: total };
-}
-
-/** sqrt(sum of squares) over all gradients, as a scalar tensor (the caller disposes it). */
-export function globalNorm(tf: Tf, grads: ReadonlyMap<string, Tensor>): Scalar {
-  if (grads.size === 0) return tf.scalar(0);
-  return tf.tidy(() => {
-    // Summed in groups of at most 8: one addN over every gradient needs one storage buffer per
-    // input, and WebGPU allows 16 per shader, so Dawn would reject it (and the read gave 0).
-    let terms: Tensor[] = [...grads.values()].map((g) => tf.sum(tf.square(g)));
-    while (terms.length > 1) {
-      const next: Tensor[] = [];
-      for (let i = 0; i < terms.length; i += 8) next.push(terms.length - i === 1 ? terms[i] : tf.addN(terms.slice(i, i + 8)));
-      terms = next;
-    }
-    return tf.sqrt(terms[0]) as Scalar;
-  });
-}
-
-/** How many times the uniform guess's loss ln(V) a loss may reach before the run counts as diverged. */
-export const DIVERGENCE_FACTOR = 3;
-
-/**
- * Why a loss (`what`: "loss" for a training step, "evaluation loss") shows a diverged run, or null.
- * Non-finite: diverged. Finite: diverged above DIVERGENCE_FACTOR x ln(vocabSize). A model at
- * initialisation (weights ~ N(0, 0.02)) predicts nearly uniformly, so its loss is about ln(V);
- * training only lowers it. A loss of 3 ln(V) means the model gives the right token a geometric-mean
- * probability of V^-3, far worse than not having learnt at all, which no healthy run reaches (a
- * learning rate that is too high drives it to 1e3..1e18 within a few steps).
- */
-export function divergence(what: string, loss: number, vocabSize: number): string | null {
-  if (!Number.isFinite(loss)) return `${what} became ${loss}`;
-  const limit = DIVERGENCE_FACTOR * Math.log(vocabSize);
-  if (loss > limit) return `${what} exploded to ${loss.toPrecision(3)} (above ${limit.toFixed(2)} = ${DIVERGENCE_FACTOR} x ln(${vocabSize}), ${DIVERGENCE_FACTOR} times the loss of a uniform guess)`;
-  return null;
-}
-
-/** The TrainingError that stops a diverged run at `step`, naming the last good checkpoint. */
-export function divergedError(why: string, step: number, lastCheckpoint: string | null): TrainingError {
-  const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
-  return new TrainingError(`${why} at step ${step}; ${last}; lower --lr or check the data`);
-}
-
-/** PyTorch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), capped at 1; 1 when off. */
-export function clipScale(norm: number, maxNorm: number): number {
-  return maxNorm > 0 ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
-}
-
-/** Reads the given scalars in one transfer (async: the only way to read on webgpu). */
-async function readScalars(tf: Tf, scalars: Scalar[]): Promise<number[]> {
-  const packed = tf.tidy(() => tf.stack(scalars));
-  try {
-    return Array.from(await packed.data());
-  } finally {
-    packed.dispose();
-  }
-}
-
-export interface StepResult {
-  loss: number;     // the batch's mean masked-token loss
-  norm: number;     // global gradient norm before clipping
-  masked: number;   // masked tokens in the batch
-  applied: boolean; // false when the loss or the norm was not finite: nothing was changed
-  /** With loss scaling: the scaled gradients overflowed (finite loss); the step was skipped and the scale lowered. */
-  overflow?: boolean;
-}
-
-/**
- * One optimizer step over the passes of a batch: gradients (summed over passes, normalised by the
- * batch's masked-token count), the global norm, one read of loss and norm, then AdamW with
- * clipping, unless either value is NaN or infinite. The trainer and `mlm bench` both run this.
- * The flat AdamW (webgpu) does the norm, the check and the update on the GPU and reads loss and
- * norm after the whole step is queued (training/flat-adamw.ts); the result is the same.
- */
-export async function optimizerStep(
-  tf: Tf,
-  model: MaskedLM,
-  optimizer: TrainingOptimizer,
-  passes: MlmBatch[],
-  o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
-): Promise<StepResult> {
-  const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
-  // With loss scaling the loss, gradients and norm come out S times larger (S a power of two: the
-  // division back is exact), and 1/S joins the clipping factor.
-  const S = o.lossScale?.scale ?? 1;
-  const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
-  // An overflow (gradients not finite, loss finite) under loss scaling skips the step and lowers S.
-  const finish = (lossValue: number, norm: number, applied: boolean): StepResult => {
-    if (o.lossScale === undefined || !Number.isFinite(lossValue)) return { loss: lossValue, norm, masked, applied };
-    const kept = o.lossScale.update(Number.isFinite(norm));
-    return kept ? { loss: lossValue, norm, masked, applied } : { loss: lossValue, norm, masked, applied: false, overflow: true };
-  };
-  if (optimizer instanceof FlatAdamW) {
-    // Norm, clip, finite check and update queued on the GPU (1/S applied there); one read once the step is queued.
-    const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm, S);
-    tf.dispose([loss, ...grads.values()]);
-    const r = await read;
-    return finish(r.loss, r.norm, r.applied);
-  }
-  const normT = globalNorm(tf, grads);
-  const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);
-  tf.dispose([loss, normT]);
-  const lossValue = scaledLoss / S;
-  const norm = scaledNorm / S;
-  const result = finish(lossValue, norm, Number.isFinite(lossValue) && Number.isFinite(norm));
-  if (result.applied) optimizer.apply(grads, o.lr, clipScale(norm, o.maxGradNorm) / S);
-  tf.dispose([...grads.values()]);
-  return result;
-}
-
-// -------------------------------------------------------------------------------------------------
-// Setting up: the optimizer state layout
-
 const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, tokens: 0, seconds: 0 });
-
-/** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
-export function optimizerLayout(tf: Tf, config: ModelConfig) {
-  const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
-  return {
-    toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
-    fromFile: (name: string, a: { shape: number[]; data: Float32Array }): Tensor =>
-      tf.tidy(() => {
-        const t = tf.tensor(a.data, a.shape, 'float32');
-        return linear.has(name) ? tf.transpose(t) : t;
-      }),
-  };
-}
 
 // -------------------------------------------------------------------------------------------------
 // The run
@@ -487,18 +292,31 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       // Step 0: the base model's scores, the "before" of the report (not on --resume: the history has them).
       if (state === null && (o.evalOnStart ?? o.from !== undefined)) await evaluate(0);
     }
+    // Issues step s: grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
+    type Issued = PendingStep<StepResult, { micro: MlmBatch[]; lr: number }>;
+    const issueStep = async (s: number): Promise<Issued> => {
+      const micro: MlmBatch[] = [];
+      for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
+      const lr = schedule.lr(s - 1);
+      return PendingStep.start({ micro, lr }, () => issueOptimizerStep(tf, model, optimizer, micro, { seed: o.seed, step: s, lr, maxGradNorm: o.maxGradNorm, lossScale }));
+    };
+    // Steps whose weights are used at once (evaluation, checkpoint, end, interrupt): nothing is issued ahead of them.
+    const usesWeights = (s: number) => s === totalSteps || (o.saveEvery > 0 && s % o.saveEvery === 0)
+      || (validReader !== null && o.evalEvery > 0 && s % o.evalEvery === 0) || ctx.signal?.aborted === true;
+    let ahead: Issued | null = null;
     const loopStart = performance.now();
     while (step < totalSteps && stoppedEarlyAt === null) {
       const t0 = performance.now();
       step++;
-      // grad_accum batches, each cut into passes that fit in memory; one dropout seed per pass.
-      const micro: MlmBatch[] = [];
-      for (let i = 0; i < o.gradAccum; i++) micro.push(...splitBatch(batches.next()!, trainRows)); // training streams never end
-      const lr = schedule.lr(step - 1);
-      const scaleBefore = lossScale?.scale;
-      const { loss: lossValue, norm: normValue, masked, applied, overflow } = await optimizerStep(tf, model, optimizer, micro, { seed: o.seed, step, lr, maxGradNorm: o.maxGradNorm, lossScale });
+      const current: Issued = ahead ?? (await issueStep(step));
+      const { micro, lr } = current.info;
+      // Read one step late where that overlaps (training/pending-step.ts): step + 1 is queued first.
+      ahead = current.late && !usesWeights(step) ? await issueStep(step + 1) : null;
+      const result = await current.read();
+      if (result.overflow) await ahead?.reissue(); // the GPU held step + 1 back: run it at the lowered scale
+      const { loss: lossValue, norm: normValue, masked, applied, overflow } = result;
       if (overflow) {
-        log(`step ${step}: gradients overflowed at loss scale ${scaleBefore}; step skipped, loss scale now ${lossScale!.scale}`);
+        log(`step ${step}: gradients overflowed at loss scale ${result.scale}; step skipped, loss scale now ${lossScale!.scale}`);
       } else if (!applied) {
         throw divergedError(Number.isFinite(lossValue) ? `gradient norm became ${normValue}` : `loss became ${lossValue}`, step, lastCheckpoint);
       }
@@ -544,7 +362,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
 
       // Let a pending SIGINT reach its handler, then stop after this step if asked.
       await new Promise((resolve) => setImmediate(resolve));
-      if (ctx.signal?.aborted && !last) {
+      if (ctx.signal?.aborted && !last && ahead === null) { // with a step ahead, stop after that one
         interrupted = true;
         log(`interrupted: saving a checkpoint at step ${step}`);
         if (lastSavedStep !== step) await save(step, evalNow);

@@ -29,7 +29,9 @@ import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../tra
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { ADAMW_DEFAULTS, AdamW, type AdamWOptions, type AdamWState } from '../../training/optimizer.ts';
 import { readMetrics } from '../../training/report.ts';
-import { clipScale, computeGradients, dropoutSeed, globalNorm, optimizerLayout, optimizerStep, train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
+import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
+import { clipScale, computeGradients, dropoutSeed, globalNorm, optimizerStep } from '../../training/train-step.ts';
+import { optimizerLayout } from '../../training/train-state.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
 import { webgpuSkip } from './webgpu-gate.ts';
 import { decayedParameters } from '../../training/models/weights.ts';

@@ -12,6 +12,10 @@
 //   - dynamic loss scaling in the trainer's step: a scale at which the f16 operands of the backward
 //     pass overflow skips the step (parameters, optimizer step counter unchanged) and halves the
 //     scale; at 2^16 the step applies;
+//   - the same read one step late, as the trainer runs it on webgpu (training/pending-step.ts): an
+//     overflow found after the next step was queued holds that step on the GPU, which then runs
+//     again at the lowered scale; parameters, AdamW state, loss scale and losses equal those of
+//     in-step reads bit for bit;
 //   - exact resume through train() with fp16: the loss scale is saved in trainer_state.json, and a
 //     run resumed from checkpoint-2 logs and ends as the uninterrupted one, bit for bit;
 //   - fp16 on another backend is an input error naming the flag.
@@ -33,7 +37,9 @@ import { createMaskedLM } from '../../training/models/roberta.ts';
 import { ADAMW_DEFAULTS } from '../../training/optimizer.ts';
 import { resolvePrecision, withPrecision } from '../../training/precision.ts';
 import { readMetrics } from '../../training/report.ts';
-import { computeGradients, optimizerStep, train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
+import { PendingStep } from '../../training/pending-step.ts';
+import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
+import { computeGradients, issueOptimizerStep, optimizerStep, type StepResult } from '../../training/train-step.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
 import { useWebGpuForFile, webgpuSkip } from './webgpu-gate.ts';
 import { decayedParameters } from '../../training/models/weights.ts';
@@ -158,6 +164,58 @@ test('loss scaling in the step: an overflowing scale skips the step and halves; 
     optimizer.dispose();
     model.dispose();
   }
+});
+
+test('loss scaling read one step late: the step after an overflow is held on the GPU and runs again, equal to in-step reads bit for bit', { skip }, async () => {
+  const config = tinyConfig();
+  const caps = withPrecision(capabilitiesOf(tf, 'webgpu'), { name: 'fp16', variant: 'scalar' });
+  const data = new SyntheticBatches(config, 4, 32, 4);
+  const drawn = [data.next(), data.next(), data.next()].map((b) => structuredClone(b));
+  // 2^40 overflows the backward pass's f16 operands; one backoff of 2^-30 brings it to 2^10, which does not.
+  const scaleOptions = { initScale: 2 ** 40, backoffFactor: 2 ** -30 };
+  const run = async (late: boolean) => {
+    const model = createMaskedLM(tf, config, { seed: 5, capabilities: caps });
+    const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, 'webgpu');
+    const scale = new DynamicLossScale(scaleOptions);
+    const o = (step: number) => ({ seed: 1, step, lr: 1e-3, maxGradNorm: 1, lossScale: scale });
+    const results: StepResult[] = [];
+    let held = 0;
+    try {
+      if (!late) {
+        for (let s = 1; s <= 3; s++) results.push(await optimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
+      } else {
+        const issue = (s: number) => PendingStep.start(s, () => issueOptimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
+        let current = await issue(1);
+        for (let s = 1; s <= 3; s++) {
+          assert.equal(current.late, true, 'the flat AdamW reads late');
+          const ahead = s < 3 ? await issue(s + 1) : null;
+          const r = await current.read();
+          if (r.overflow && ahead !== null) {
+            const first = await ahead.read();
+            if (first.held) held++;
+            await ahead.reissue();
+          }
+          results.push(r);
+          if (ahead !== null) current = ahead;
+        }
+      }
+      const params = new Map<string, Float32Array>();
+      for (const [name, v] of model.variables) params.set(name, (await v.data()) as Float32Array);
+      return { results, params, state: await optimizer.getState(), scale: scale.getState(), held };
+    } finally {
+      optimizer.dispose();
+      model.dispose();
+    }
+  };
+  const inStep = await run(false);
+  const oneLate = await run(true);
+  assert.deepEqual(inStep.results.map((r) => [r.overflow ?? false, r.applied]), [[true, false], [false, true], [false, true]], 'step 1 overflows, 2 and 3 apply');
+  assert.equal(oneLate.held, 1, 'step 2, queued before step 1 was read, came back held');
+  assert.deepEqual(oneLate.results, inStep.results, 'the same results, step by step');
+  assert.deepEqual(oneLate.scale, inStep.scale, 'the same loss scale');
+  assert.equal(oneLate.state.step, 2, 'two updates counted');
+  assert.deepEqual(oneLate.state, inStep.state, 'the same AdamW state');
+  assert.deepEqual(oneLate.params, inStep.params, 'the same parameters');
 });
 
 test('exact resume with fp16: loss scale in trainer_state.json, resumed run equal bit for bit', { skip }, async () => {

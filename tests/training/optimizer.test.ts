@@ -140,7 +140,7 @@ test('a parameter without a gradient is left alone (no decay, no moment update)'
 });
 
 test('AdamW keeps exactly its two moments per parameter, and globalNorm sums many gradients', async () => {
-  const { globalNorm } = await import('../../training/trainer.ts');
+  const { globalNorm } = await import('../../training/train-step.ts');
   const { tf } = await selectBackend('cpu', { log: () => {} });
   const params = new Map<string, Variable>();
   const rng = new Rng(5);

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquireLock } from '../../data/lock.ts';
 import { loadSafetensorsF32, saveSafetensors } from '../../training/safetensors.ts';
-import { DIVERGENCE_FACTOR, divergence } from '../../training/trainer.ts';
+import { DIVERGENCE_FACTOR, divergence } from '../../training/train-step.ts';
 import { makeTinyCheckpoint } from './tiny-checkpoint.ts';
 import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
 

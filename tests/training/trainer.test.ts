@@ -22,7 +22,8 @@ import { parseModelConfig, updateModelConfig } from '../../training/models/confi
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { readMetrics } from '../../training/report.ts';
 import { listCheckpoints, pruneCheckpoints, readOptimizerState, readTrainerState } from '../../training/train-state.ts';
-import { computeGradients, train, TRAIN_DEFAULTS, TrainingError, type TrainOptions } from '../../training/trainer.ts';
+import { train, TRAIN_DEFAULTS, TrainingError, type TrainOptions } from '../../training/trainer.ts';
+import { computeGradients } from '../../training/train-step.ts';
 import { brownDocuments, preparedFixture, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
 
 const quiet = (_: string) => {};

@@ -34,6 +34,7 @@ import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
+import { registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -333,6 +334,7 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuAttentionSoftmax(tf);
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);
+  registerWebGpuSplitColumns(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);

@@ -186,9 +186,10 @@ export function encoderLayer(
   const branchEnd = (input: Tensor2D, name: string, residual: Tensor2D, site: string): Tensor2D =>
     ops.biasDropoutResidual(ops.matMul(input, weight(name)), bias(name), residual, config.hidden_dropout_prob, drop(`${prefix}.${site}`));
 
-  // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy).
+  // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy); the
+  // gradient of the side-by-side weights splits back into the three (one kernel on webgpu).
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
-  const qkv = ops.linear(x, tf.concat(qkvNames.map(weight), 1), tf.concat(qkvNames.map(bias))); // [B*T, 3H]
+  const qkv = ops.linear(x, ops.concatColumns(qkvNames.map(weight)), ops.concatColumns(qkvNames.map(bias))); // [B*T, 3H]
   const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));

@@ -18,7 +18,7 @@ import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
-import { computeGradients } from '../../../training/trainer.ts';
+import { computeGradients } from '../../../training/train-step.ts';
 import { webgpuSkip } from '../kernels/kernel-helpers.ts';
 import { ROOT } from '../train-helpers.ts';
 

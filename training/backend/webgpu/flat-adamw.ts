@@ -8,10 +8,12 @@
 //      flag (norm and loss neither NaN nor infinite, tested on the bits: WGSL compilers may assume
 //      that floats are finite, so `x != x` cannot be trusted), and PyTorch's clip coefficient
 //      min(1, max_norm / (norm + 1e-6)) (1 when clipping is off) into the 4-float stats buffer
-//      [loss, norm, clip, finite];
-//   3. update: AdamW over a range of the flat buffers, reading clip and finite from the stats
-//      buffer (a non-finite step changes nothing); weight decay for the entries below `decayEnd`
-//      (the flat layout puts every decayed parameter first).
+//      [loss, norm, clip, state]; state (STEP_STATE) is 1 (apply), 0 (loss or norm not finite)
+//      or -1 (held: the step was encoded `chained` to the previous one, whose state, still in the
+//      buffer when this kernel starts, was not 1);
+//   3. update: AdamW over a range of the flat buffers, reading clip and state from the stats
+//      buffer (a step whose state is not 1 changes nothing); weight decay for the entries below
+//      `decayEnd` (the flat layout puts every decayed parameter first).
 //
 // A storage binding may be smaller than the model (llvmpipe allows 128 MiB, bert-base needs
 // 440 MB): the flat buffers are bound in chunks of at most the device's binding size, one
@@ -31,9 +33,11 @@ const WG = 256;
 /** The update's workgroups at most; each thread strides over the range. */
 const UPDATE_WORKGROUPS = 4096;
 
-/** Floats in the stats buffer: loss, norm, clip coefficient, finite (1) or not (0). */
+/** Floats in the stats buffer: loss, norm, clip coefficient, the step's state (STEP_STATE). */
 export const STATS_FLOATS = 4;
-export const STAT = { loss: 0, norm: 1, clip: 2, finite: 3 } as const;
+export const STAT = { loss: 0, norm: 1, clip: 2, state: 3 } as const;
+/** What the finalize kernel says of a step: applied, not finite, or held because the step before it was not applied. */
+export const STEP_STATE = { applied: 1, notFinite: 0, held: -1 } as const;
 
 const SUM_SQUARES = /* wgsl */ `
 struct U { n : u32, base : u32 }
@@ -60,7 +64,7 @@ fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wi
 }`;
 
 const FINALIZE = /* wgsl */ `
-struct U { maxNorm : f32, count : u32, invScale : f32, pad : u32 }
+struct U { maxNorm : f32, count : u32, invScale : f32, chained : u32 }
 @group(0) @binding(0) var<storage, read> partials : array<f32>;
 @group(0) @binding(1) var<storage, read_write> stats : array<f32>;
 @group(0) @binding(2) var<uniform> u : U;
@@ -82,12 +86,14 @@ fn main(@builtin(local_invocation_id) lid : vec3<u32>) {
     let norm = sqrt(acc[0]) * u.invScale;
     let loss = stats[${STAT.loss}] * u.invScale;
     let ok = finite(norm) && finite(loss);
+    // Chained: the previous step's state is still here; unless it was applied, hold this step.
+    let held = u.chained != 0u && stats[${STAT.state}] != ${STEP_STATE.applied}.0;
     var clip = 1.0;
     if (u.maxNorm > 0.0) { clip = min(1.0, u.maxNorm / (norm + 1e-6)); }
     stats[${STAT.loss}] = loss;
     stats[${STAT.norm}] = norm;
     stats[${STAT.clip}] = clip * u.invScale;
-    stats[${STAT.finite}] = select(0.0, 1.0, ok);
+    stats[${STAT.state}] = select(select(${STEP_STATE.notFinite}.0, ${STEP_STATE.applied}.0, ok), ${STEP_STATE.held}.0, held);
   }
 }`;
 
@@ -105,7 +111,7 @@ struct U {
 @group(0) @binding(5) var<uniform> u : U;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
-  if (stats[${STAT.finite}] == 0.0) { return; }
+  if (stats[${STAT.state}] != ${STEP_STATE.applied}.0) { return; }
   let clip = stats[${STAT.clip}];
   let b1c = u.oneMinusBeta1 * clip;
   let b2c = u.oneMinusBeta2 * clip * clip;
@@ -173,7 +179,11 @@ export interface UpdateConstants {
 }
 
 /** Encodes the global norm, finite flag and clip coefficient into `b.stats` (stats[loss] set by the caller first). */
-export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: number, lossScale = 1): void {
+/**
+ * Encodes the norm and clip dispatches. `chained`: the step is applied only if the previous one
+ * (whose state the stats buffer still holds) was.
+ */
+export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: number, lossScale = 1, chained = false): void {
   const sq = raw.pipeline('mlmkit-flat-adamw-sumsq', SUM_SQUARES);
   const chunks = chunkCount(b.n, b.chunk);
   for (let k = 0; k < chunks; k++) {
@@ -186,6 +196,7 @@ export function encodeNormAndClip(raw: RawWebGpu, b: FlatBuffers, maxNorm: numbe
   new Float32Array(u2, 0, 1)[0] = maxNorm;
   new Uint32Array(u2, 4, 1)[0] = chunks * PARTIALS;
   new Float32Array(u2, 8, 1)[0] = 1 / lossScale;
+  new Uint32Array(u2, 12, 1)[0] = chained ? 1 : 0;
   raw.dispatch(fin, raw.bindGroup('mlmkit-flat-adamw-finalize', fin, [b.partials, b.stats, raw.uniform(u2)]), [1]);
 }
 
