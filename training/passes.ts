@@ -4,12 +4,12 @@
 //
 // TF.js keeps every intermediate tensor of a forward pass until its tidy ends, and during a
 // backward pass also every intermediate gradient until the whole backward pass ends (tfjs-core
-// `backpropagateGradients`). Measured on wasm for BERT-mini (seq 128, vocab 30522), forward +
-// backward: ~49 MB per row plus ~5x the parameter bytes (BERT-tiny ~16 MB per row, BERT-small
-// ~93 MB). The wasm heap cannot grow past 4 GB (an abort kills the process), so large batches
+// `backpropagateGradients`), so a pass holds memory in proportion to its rows plus a few times
+// the parameter bytes (`rowBytes` and `rowsPerPass` give the estimate, fitted on wasm for
+// BERT-tiny, mini and small). The wasm heap cannot grow past 4 GB (an abort kills the process), so large batches
 // are cut into passes of at most `rowsPerPass` rows whose results are summed: the loss sums and
 // the gradients of the loss sum are additive, so the numbers are those of the whole batch (up to
-// float32 summation order). Measured: the same tokens/s for one pass of 32 rows and 4 of 8.
+// float32 summation order).
 import * as os from 'node:os';
 import { InputError } from '../common/errors.ts';
 import type { MlmBatch } from '../data/masking.ts';
