@@ -1,13 +1,15 @@
 // `--config-file FILE` for the commands that take many options (mlm train / pretrain / finetune,
-// mlm evaluate), as run_mlm.py takes a JSON file of its arguments: a JSON object whose keys are the
+// mlm evaluate), as run_mlm.py takes a JSON file of its arguments: a JSON object (or, for a file
+// named .yaml / .yml, a YAML mapping, read by the `yaml` package as YAML 1.2) whose keys are the
 // command's option names, in kebab-case ("batch-size") or camelCase ("batchSize"), and whose
 // values have the option's type. Flags on the command line override the file; the file overrides
 // the defaults (yargs' own order for `.config()`). Relative paths in the file are resolved against
 // the file's folder: always for the keys in `paths`, and for the keys in `models` (a folder or a
 // Hub id) when that folder exists. An unknown key or a value of the wrong type is an InputError
-// naming the key (exit 2). YAML is not read: mlmkit ships no YAML parser.
+// naming the key (exit 2).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import type { Argv } from 'yargs';
 import { InputError } from '../common/errors.ts';
 
@@ -42,26 +44,29 @@ function describeValue(v: unknown): string {
 export function readOptionsFile(file: string, known: YargsOptions, command: string, keys: ConfigFileKeys = {}): Record<string, unknown> {
   const relative = path.relative(process.cwd(), file);
   const shown = relative === '' || relative.startsWith('..') ? file : relative;
-  if (/\.ya?ml$/i.test(file)) {
-    throw new InputError(`--config-file ${shown}: YAML is not supported (mlmkit ships no YAML parser); write the options as a JSON object`);
-  }
+  const yaml = /\.ya?ml$/i.test(file);
+  const kind = yaml ? 'YAML' : 'JSON';
   let text: string;
   try {
     const st = fs.statSync(file);
-    if (!st.isFile()) throw new InputError(`--config-file ${shown} is not a regular file; give a JSON file of option values`);
+    if (!st.isFile()) throw new InputError(`--config-file ${shown} is not a regular file; give a JSON or YAML file of option values`);
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if (err instanceof InputError) throw err;
-    throw new InputError(`--config-file ${shown} not found; give a JSON file of option values`);
+    throw new InputError(`--config-file ${shown} not found; give a JSON or YAML file of option values`);
   }
   let doc: unknown;
   try {
-    doc = JSON.parse(text);
+    // YAML: duplicate keys are an error (the package's default), like the repeated-key check below.
+    doc = yaml ? parseYaml(text) : JSON.parse(text);
   } catch (err) {
-    throw new InputError(`--config-file ${shown} is not valid JSON (${(err as Error).message}); write the options as one JSON object`);
+    const why = (err as Error).message.split('\n')[0];
+    throw new InputError(`--config-file ${shown} is not valid ${kind} (${why}); write the options as one ${yaml ? 'YAML mapping' : 'JSON object'}`);
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new InputError(`--config-file ${shown} must hold one JSON object of option values, like {"steps": 1000, "batch-size": 32}`);
+    throw new InputError(yaml
+      ? `--config-file ${shown} must hold one YAML mapping of option values, like "steps: 1000" and "batch-size: 32" on their own lines`
+      : `--config-file ${shown} must hold one JSON object of option values, like {"steps": 1000, "batch-size": 32}`);
   }
   const dir = path.dirname(file);
   const out: Record<string, unknown> = {};

@@ -108,7 +108,7 @@ test('bad input: exit 2 with one line', async () => {
     /the data in .* was prepared with the tokenizer at .*tok, which is not there any more; put it back, or prepare the data again/);
 });
 
-test('--config-file: option values from a JSON file (kebab-case or camelCase; relative paths from its folder), flags override it; unknown keys and wrong types are exit 2', async () => {
+test('--config-file: option values from a JSON or YAML file (kebab-case or camelCase; relative paths from its folder), flags override it; unknown keys and wrong types are exit 2', async () => {
   const fx = await data();
   const dir = path.join(tmp, 'cfg');
   fs.mkdirSync(dir);
@@ -127,6 +127,18 @@ test('--config-file: option values from a JSON file (kebab-case or camelCase; re
   assert.equal(run.args.data, fx.dataDir);
   assert.match(run.command_line, /^mlm pretrain --config-file .*run\.json --steps 2$/);
 
+  // The same options as YAML (a .yaml or .yml file).
+  fs.writeFileSync(path.join(dir, 'run.yaml'), [
+    '# a run_mlm.py-style file of arguments', 'config: model.json', `data: ${JSON.stringify(path.relative(dir, fx.dataDir))}`,
+    'out: runs/b', 'steps: 2', 'batchSize: 8', 'eval-every: 0', 'lr: 0.002', 'progress: false', 'json: true', '',
+  ].join('\n'));
+  const y = mlm(['pretrain', '--config-file', path.join(dir, 'run.yaml')]);
+  assert.equal(y.status, 0, y.stderr);
+  const yrun = JSON.parse(fs.readFileSync(path.join(dir, 'runs/b/run.json'), 'utf8'));
+  assert.equal(yrun.args.batch_size, 8);
+  assert.equal(yrun.args.lr, 0.002);
+  assert.equal(yrun.args.config, path.join(dir, 'model.json'));
+
   const write = (name: string, doc: unknown) => {
     fs.writeFileSync(path.join(dir, name), typeof doc === 'string' ? doc : JSON.stringify(doc));
     return path.join(dir, name);
@@ -139,7 +151,10 @@ test('--config-file: option values from a JSON file (kebab-case or camelCase; re
   badInput(['train', '--config-file', write('twice.json', { 'batch-size': 8, batchSize: 4 })], /key "batchSize" repeats "batch-size"; give each option once$/);
   badInput(['train', '--config-file', write('list.json', '[1, 2]')], /must hold one JSON object of option values/);
   badInput(['train', '--config-file', write('broken.json', '{"steps": ')], /--config-file .*broken\.json is not valid JSON/);
-  badInput(['train', '--config-file', write('run.yaml', 'steps: 3\n')], /--config-file .*run\.yaml: YAML is not supported \(mlmkit ships no YAML parser\); write the options as a JSON object$/);
+  badInput(['train', '--config-file', write('bad.yaml', 'steps: [3\n')], /--config-file .*bad\.yaml is not valid YAML \(.+\); write the options as one YAML mapping$/);
+  badInput(['train', '--config-file', write('dup.yml', 'steps: 3\nsteps: 4\n')], /--config-file .*dup\.yml is not valid YAML \(.*[Uu]nique.*\)/);
+  badInput(['train', '--config-file', write('list.yaml', '- 1\n- 2\n')], /must hold one YAML mapping of option values/);
+  badInput(['train', '--config-file', write('ytype.yaml', 'steps: "3"\n')], /key "steps" must be a number, got "3"$/);
   badInput(['train', '--config-file', path.join(dir, 'absent.json')], /--config-file .*absent\.json not found/);
   badInput(['evaluate', '--config-file', write('eval.json', { model: 'm', data: 'd', steps: 3 })], /key "steps" is not an option of mlm evaluate/);
 });
