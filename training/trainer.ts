@@ -17,16 +17,19 @@
 // the dropout masks (seeded from (seed, step, micro-batch)). A resumed run therefore computes the
 // same losses at every later step as the uninterrupted run, on the same backend.
 //
-// The run folder (--out): checkpoint-STEP/ (a Hugging Face model folder + trainer_state.json +
-// optimizer.safetensors, written atomically by checkpoint.ts), metrics.jsonl, run.json, and at the
-// end report.md with its charts (training/report.ts). A run that finishes (not interrupted) also gets,
-// as transformers' output_dir, the final model at its root (`publishFinalModel`: the last
-// checkpoint's model files, or the best checkpoint's with --load-best-at-end; config.json last, so
-// that a folder with config.json at its root is a finished run) and train_results.json,
-// eval_results.json and all_results.json (`writeResults`). A resumed run that trains on removes the
-// root model first. A folder holding anything else is refused. The
+// The run folder (--out; its rules in training/run-folder.ts): checkpoint-STEP/ (a Hugging Face
+// model folder + trainer_state.json + optimizer.safetensors, written atomically by checkpoint.ts),
+// metrics.jsonl, run.json, and at the end report.md with its charts (training/report.ts). A run
+// that finishes (not interrupted) also gets, as transformers' output_dir, the final model at its
+// root (the last checkpoint's model files, or the best checkpoint's with --load-best-at-end) and
+// train_results.json, eval_results.json and all_results.json (training/run-end.ts). A resumed run
+// that trains on removes the root model first. A folder holding anything else is refused. The
 // folder is locked for the run (data/lock.ts), and a model too large for the machine's memory is
-// refused before anything is allocated (`checkTrainingMemory`).
+// refused before anything is allocated (`checkTrainingMemory`, training/passes.ts).
+//
+// Around the loop: the options and their one validation (training/train-options.ts), the model
+// the run starts from (training/starting-point.ts), one step in pieces (training/train-step.ts),
+// a step read one step late on webgpu (training/pending-step.ts).
 //
 // Stopping. `signal` (SIGINT in the CLI) ends the run after the current step, with a checkpoint.
 // --early-stopping-patience ends it after that many evaluations without improvement of
