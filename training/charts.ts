@@ -10,7 +10,8 @@
 //           ticks are MIN_TICK_GAP pixels apart; over more, round values placed greedily from
 //           coarse steps to fine ones, each kept only where it lies MIN_TICK_GAP pixels from those
 //           kept before (`logTicks`): a log axis spreads the low values (a loss late in training)
-//           over more pixels, and this fills them with ticks while the crowded top keeps a few.
+//           over more pixels, and this fills them with ticks while the crowded top keeps a few;
+//           over so many decades that no two multiples of a step fit, powers of ten (`decadeTicks`).
 // The legend takes the corner of a panel that the curves cross least (`legendCorner`).
 // `ema` smooths a noisy series (the training loss) for an extra curve; its factor goes in the legend.
 
@@ -97,10 +98,16 @@ export function logTicks(lo: number, hi: number, pixels: number, minGap = MIN_TI
     }
     return multiples(lo, hi, even);
   }
+  // v and v + step are minGap pixels apart only where step / v >= ratio: the candidates of a step
+  // stop at step / ratio (else a fine step over a wide range, 10 to 1e9, lists ~1e9 values). At
+  // ratio >= 1 no two multiples of a step fit side by side (a decade is under ~3.3 minGap): powers
+  // of ten instead.
+  const ratio = 10 ** ((minGap * span) / pixels) - 1;
+  if (ratio >= 1) return decadeTicks(lo, hi, pixels / span, minGap);
   const kept: number[] = [];
   let step = niceStep((hi - lo) / 3);
   for (let level = 0; level < 24; level++) {
-    for (const v of multiples(lo, hi, step)) {
+    for (const v of multiples(lo, Math.min(hi, (step / ratio) * (1 + 1e-9)), step)) {
       if (v > 0 && px(v + step) - px(v) >= minGap && kept.every((u) => Math.abs(px(u) - px(v)) >= minGap)) kept.push(v);
     }
     // Finer steps cannot fit anywhere once the step at the bottom of the axis is under the gap.
@@ -108,6 +115,23 @@ export function logTicks(lo: number, hi: number, pixels: number, minGap = MIN_TI
     step = finerStep(step);
   }
   return kept.sort((a, b) => a - b);
+}
+
+/**
+ * Ticks of a log axis over many decades (`perDecade` pixels each): 10^e for every k-th e, k the
+ * fewest decades that are `minGap` pixels tall, and 3 x 10^e between them where a decade is tall
+ * enough for both.
+ */
+function decadeTicks(lo: number, hi: number, perDecade: number, minGap: number): number[] {
+  const every = Math.max(1, Math.ceil(minGap / perDecade - 1e-9));
+  const withThrees = every === 1 && perDecade * Math.log10(3) >= minGap;
+  const out: number[] = [];
+  for (let e = Math.ceil(Math.log10(lo) - 1e-9); e <= Math.floor(Math.log10(hi) + 1e-9); e++) {
+    if (e % every !== 0) continue;
+    out.push(Number((10 ** e).toPrecision(12)));
+    if (withThrees && 3 * 10 ** e <= hi * (1 + 1e-9)) out.push(Number((3 * 10 ** e).toPrecision(12)));
+  }
+  return out;
 }
 
 /**

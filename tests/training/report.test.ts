@@ -143,6 +143,16 @@ test('loss chart: ticks cover the late-training range: a log axis over the whole
     assert.ok(t.length >= 4 && t.every((v, i) => v >= a && v <= b && (i === 0 || v > t[i - 1]) && Number(v.toPrecision(2)) === v), String(t));
   }
   assert.deepEqual(logTicks(1.9, 2.6, 300), [1.9, 2, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6]);
+
+  // A wide range (a model that is very bad on some documents: compare's documents.svg): few ticks,
+  // at least MIN_TICK_GAP pixels apart, and no list of every fine multiple over the range (1e9
+  // values here crashed `mlm compare` in the demo).
+  for (const [a, b] of [[10, 1e9], [1.2, 5e12]]) {
+    const t = logTicks(a, b, 272);
+    const px = (v: number) => (Math.log10(v / a) / Math.log10(b / a)) * 272;
+    assert.ok(t.length >= 3 && t.length <= 40, String(t));
+    for (let i = 1; i < t.length; i++) assert.ok(t[i] > t[i - 1] && px(t[i]) - px(t[i - 1]) >= MIN_TICK_GAP - 1e-9, `${t[i - 1]} ${t[i]}`);
+  }
 });
 
 test('charts: well-formed SVG; a marker at every evaluation; the base model (step 0) as a dashed line; lr and gradient norm with the clipping threshold', () => {
