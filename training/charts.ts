@@ -99,7 +99,7 @@ export function logTicks(lo: number, hi: number, pixels: number, minGap = MIN_TI
     return multiples(lo, hi, even);
   }
   // v and v + step are minGap pixels apart only where step / v >= ratio: the candidates of a step
-  // stop at step / ratio (else a fine step over a wide range, 10 to 1e9, lists ~1e9 values). At
+  // stop at step / ratio (else a fine step over a wide range, 10 to 1e9, lists ~1e8 values). At
   // ratio >= 1 no two multiples of a step fit side by side (a decade is under ~3.3 minGap): powers
   // of ten instead.
   const ratio = 10 ** ((minGap * span) / pixels) - 1;
