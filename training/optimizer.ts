@@ -22,6 +22,7 @@
 import type { Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { Tf } from './backend.ts';
 import type { NamedArray } from './models/weights.ts';
+import { ADAMW_KERNEL, adamwKernel, backendHas } from './kernels/adamw.ts';
 
 export interface AdamWOptions {
   beta1: number;
@@ -44,6 +45,8 @@ export class AdamW {
   step = 0;
   private readonly m = new Map<string, Variable>();
   private readonly v = new Map<string, Variable>();
+  /** The backend has the one-pass AdamW kernel (training/kernels/adamw.ts): same bits, one pass. */
+  private readonly fused: boolean;
 
   constructor(
     private readonly tf: Tf,
@@ -52,6 +55,7 @@ export class AdamW {
     private readonly decayed: ReadonlySet<string>,
     readonly opts: AdamWOptions = ADAMW_DEFAULTS,
   ) {
+    this.fused = backendHas(tf, ADAMW_KERNEL);
     for (const [name, p] of params) {
       // tf.variable copies its initial value: the zeros are freed at once, not kept per parameter.
       this.m.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
@@ -87,10 +91,21 @@ export class AdamW {
         if (g === undefined) continue;
         const m = this.m.get(name)!;
         const v = this.v.get(name)!;
+        const decays = this.decayed.has(name) && weightDecay !== 0;
+        if (this.fused) {
+          const [p1, m1, v1] = adamwKernel(tf, p, m, v, g, {
+            b1: beta1, b2: beta2, b1c: (1 - beta1) * gradScale, b2c: (1 - beta2) * gradScale * gradScale,
+            inv: invSqrtBc2, eps: epsilon, negStep: -stepSize, keep: 1 - lr * weightDecay, decay: decays ? 1 : 0,
+          });
+          p.assign(p1);
+          m.assign(m1);
+          v.assign(v1);
+          continue;
+        }
         const m1 = tf.add(tf.mul(m, b1), tf.mul(g, b1cScaled));
         const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), b2c));
         const denom = tf.add(tf.mul(tf.sqrt(v1), inv), eps);
-        const decayed = this.decayed.has(name) && weightDecay !== 0 ? tf.mul(p, keep) : p;
+        const decayed = decays ? tf.mul(p, keep) : p;
         p.assign(tf.add(decayed, tf.mul(tf.div(m1, denom), negStep)));
         m.assign(m1);
         v.assign(v1);

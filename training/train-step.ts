@@ -15,6 +15,7 @@ import { FlatAdamW, type TrainingOptimizer } from './flat-adamw.ts';
 import type { DynamicLossScale } from './loss-scale.ts';
 import type { MaskedLM } from './models/bert.ts';
 import type { IssuedStep } from './pending-step.ts';
+import { backendHas, SUM_OF_SQUARES_KERNEL, sumOfSquares } from './kernels/adamw.ts';
 
 /** Positions with a label in a batch. */
 export function maskedCount(batch: MlmBatch): number {
@@ -88,7 +89,8 @@ export function globalNorm(tf: Tf, grads: ReadonlyMap<string, Tensor>): Scalar {
   return tf.tidy(() => {
     // Summed in groups of at most 8: one addN over every gradient needs one storage buffer per
     // input, and WebGPU allows 16 per shader, so Dawn would reject it (and the read gave 0).
-    let terms: Tensor[] = [...grads.values()].map((g) => tf.sum(tf.square(g)));
+    const fused = backendHas(tf, SUM_OF_SQUARES_KERNEL);
+    let terms: Tensor[] = [...grads.values()].map((g) => sumOfSquares(tf, g, fused));
     while (terms.length > 1) {
       const next: Tensor[] = [];
       for (let i = 0; i < terms.length; i += 8) next.push(terms.length - i === 1 ? terms[i] : tf.addN(terms.slice(i, i + 8)));

@@ -44,7 +44,7 @@ after(() => {
 
 test('the tarball holds the compiled entry and its types, and no tests, fixtures or run logs', () => {
   const files: string[] = JSON.parse(fs.readFileSync(path.join(tmp, 'files.json'), 'utf8'));
-  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/browser.js', 'dist/browser.d.ts', 'scripts/serve/page.html', 'scripts/serve/server.ts', 'dist/training/fill-mask.js', 'dist/training/fill-mask.d.ts', 'scripts/mlm.mjs', 'package.json']) {
+  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/browser.js', 'dist/browser.d.ts', 'scripts/serve/page.html', 'scripts/serve/server.ts', 'dist/training/fill-mask.js', 'dist/training/fill-mask.d.ts', 'scripts/mlm.mjs', 'package.json', 'training/backend/simd/kernels.wasm', 'training/backend/simd/kernels-shared.wasm']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
   const unwanted = files.filter((f) => /^(tests|checkpoints|gpu-results|\.bench)\/|^scripts\/(gpu-runs|reference)\/|fixtures/.test(f));

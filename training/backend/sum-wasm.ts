@@ -15,6 +15,15 @@ import type { Tf } from './common.ts';
 
 const WRAPPED = Symbol.for('mlmkit.wasmSumLeadingAxes');
 
+/** Column sums of x viewed as [rows, cols] into out [cols], in place on the heap (simd-wasm.ts). */
+export type ColumnSums = (backend: BackendWasm, x: TensorInfo, out: TensorInfo, rows: number, cols: number) => void;
+let simdColumnSums: ColumnSums | null = null;
+
+/** Where the SIMD module is loaded, leading-axes sums use its column sums; null: the loop below. */
+export function setSimdColumnSums(f: ColumnSums | null): void {
+  simdColumnSums = f;
+}
+
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
 /** Column sums, or null when the shipped kernel should run (not a leading-axes float32 sum). */
@@ -32,6 +41,10 @@ function sumLeadingAxes(tf: Tf, args: KernelArgs): TensorInfo | null {
   if (R * C === 0) return null;
   const outShape = args.attrs?.keepDims ? [...x.shape.slice(0, k).map(() => 1), ...innerShape] : innerShape;
   const out = backend.makeOutput(outShape, 'float32');
+  if (simdColumnSums !== null) {
+    simdColumnSums(backend, x, out, R, C);
+    return out;
+  }
   // Heap views after makeOutput, whose malloc may replace the heap.
   const xs = backend.typedArrayFromHeap(x) as Float32Array;
   // Four rows per pass over the accumulator: a quarter of its loads and stores (~3x faster in V8).

@@ -23,6 +23,8 @@ import { registerWasmUnsortedSegmentSum } from './segment-sum-wasm.ts';
 import { registerWasmSumLeadingAxes } from './sum-wasm.ts';
 import { blasOverrides, openBlas } from './blas.ts';
 import { setWasmBlas } from './matmul-blas.ts';
+import { clearSimdKernels, loadSimdKernels, onThisThread, registerSimdKernels, SIMD_FUNCTIONS } from './simd-wasm.ts';
+import { startSimdPool, type SimdPool } from './simd-pool.ts';
 
 const PKG = '@tensorflow/tfjs-backend-wasm';
 const BINARIES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
@@ -76,10 +78,11 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const actual = wasm.getThreadsCount();
   const { matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? Math.max(1, Math.min(8, os.availableParallelism())));
-  const notes = [note, blasNote].filter((n): n is string => n !== undefined);
+  const { fused, fusedNote } = await startSimdKernels(tf, actual);
+  const notes = [note, blasNote, fusedNote].filter((n): n is string => n !== undefined);
   return {
     tfBackend: tf.getBackend(),
-    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'}; matmuls: ${matmuls})`,
+    device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'}; matmuls: ${matmuls}; fused kernels: ${fused})`,
     note: notes.length > 0 ? notes.join('; ') : undefined,
   };
 }
@@ -103,6 +106,35 @@ function startBlas(tf: Tf, library: string | undefined, threads: number): { matm
     matmuls,
     blasNote: overrides.length > 0 ? `${overrides.join(' and ')} set in the environment: OpenBLAS uses those instead of its choice for this CPU (unset them for full speed)` : undefined,
   };
+}
+
+let simdPool: SimdPool | null = null;
+
+/**
+ * Loads mlmkit's SIMD kernels (simd-wasm.ts) on the backend's memory and registers them, or
+ * leaves the composites in place (unregistering kernels a previous backend instance registered)
+ * and says why in a note.
+ */
+async function startSimdKernels(tf: Tf, threads: number): Promise<{ fused: string; fusedNote?: string }> {
+  await simdPool?.close();
+  simdPool = null;
+  const loaded = loadSimdKernels(tf);
+  if ('kernels' in loaded) {
+    // On the threaded build the kernels run on as many threads as XNNPACK (simd-pool.ts).
+    let note: string | undefined;
+    if (loaded.shared && threads > 1) {
+      try {
+        simdPool = await startSimdPool(loaded.bytes, loaded.memory, SIMD_FUNCTIONS, threads);
+      } catch (err) {
+        note = `mlmkit's SIMD kernels run on one thread: ${firstLine(err)}`;
+      }
+    }
+    registerSimdKernels(tf, loaded.kernels, simdPool?.split ?? onThisThread);
+    const t = simdPool?.threads ?? 1;
+    return { fused: `mlmkit SIMD, ${t} thread${t === 1 ? '' : 's'}`, fusedNote: note };
+  }
+  clearSimdKernels(tf);
+  return { fused: 'none', fusedNote: `mlmkit's SIMD kernels not loaded (${loaded.reason}): TF.js composites instead` };
 }
 
 /**

@@ -54,6 +54,12 @@ export interface ModelCapabilities {
   readonly transposedMatMul: boolean;
   /** tf.fused.matMul adds a bias in the matMul's own kernel (webgpu): x W + b in one dispatch. */
   readonly matMulBias: boolean;
+  /**
+   * A transpose of five axes is one cheap kernel (webgpu), so the attention heads come from one
+   * transpose of the fused projection. Not on wasm: its Transpose of five axes takes a slow
+   * general path (~2 s a bert-mini step, against ~40 ms for the per-head 4-axis transposes).
+   */
+  readonly fiveAxisTranspose?: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
   /**
@@ -313,12 +319,13 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // The attention block and the ends of the encoder's residual branches: fused kernels where the
   // backend has them (training/kernels/), else their reference composites.
   const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
-  // On webgpu the heads come from one transpose of qkv to [3, B, heads, T, hs] and three slices
-  // (4 dispatches; their gradient 2), instead of three slices and three transposes (6; gradient 4).
-  // Elsewhere the plain form, whose transposes are cheap copies on wasm.
+  // With `fiveAxisTranspose` (webgpu) the heads come from one transpose of qkv to
+  // [3, B, heads, T, hs] and three slices (4 dispatches; their gradient 2), instead of three slices
+  // and three transposes (6; gradient 4). Elsewhere the plain form, whose 4-axis transposes are
+  // cheap copies on wasm.
   const splitHeads = (qkv: Tensor2D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D] => {
     const hs = qkv.shape[1] / (3 * heads);
-    if (fusedAttention) {
+    if (capabilities.fiveAxisTranspose === true) {
       const parts = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, heads, hs]), [2, 0, 3, 1, 4])); // 3 x [B, heads, T, hs]
       return parts as [Tensor4D, Tensor4D, Tensor4D];
     }

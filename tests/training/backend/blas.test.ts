@@ -289,7 +289,7 @@ test('the backend line names the BLAS library and threads; none asked for, or a 
   for (const [choice, why] of [['none', /note: matmuls on XNNPACK: BLAS switched off/], ['/nonexistent/libblas.so', /note: matmuls on XNNPACK: \/nonexistent\/libblas\.so cannot be opened/]] as const) {
     lines.length = 0;
     const off = await selectBackend('wasm', { log: (l) => lines.push(l), blas: choice });
-    assert.match(off.device, /; matmuls: XNNPACK\)$/);
+    assert.match(off.device, /; matmuls: XNNPACK; fused kernels: /);
     assert.match(lines[0]!, why);
     assert.equal(wasmBlas(), null);
     const tf = off.tf;
