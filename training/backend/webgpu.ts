@@ -27,6 +27,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout-webgpu.ts';
+import { registerWebGpuAttentionHeads } from './webgpu/attention-heads.ts';
 import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
 import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
 import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
@@ -335,6 +336,7 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);
   registerWebGpuSplitColumns(tf);
+  registerWebGpuAttentionHeads(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);

@@ -172,7 +172,6 @@ export function encoderLayer(
   dims: { B: number; T: number },
   drop: (site: string) => string | null,
 ): Tensor2D {
-  const { tf } = ops;
   const { B, T } = dims;
   const H = config.hidden_size;
   const nh = config.num_attention_heads;
@@ -193,7 +192,7 @@ export function encoderLayer(
   const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
-  const context = tf.reshape(tf.transpose(ops.batchMatMul(probs, v, false, false), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
+  const context = ops.mergeHeads(ops.batchMatMul(probs, v, false, false)); // [B*T, H]
   const h = norm(branchEnd(context, 'attention.output.dense', x, 'attention.output'), 'attention.output.LayerNorm');
 
   // Feed-forward.

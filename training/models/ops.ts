@@ -18,6 +18,7 @@
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type { Tf } from '../../common/tf.ts';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import { HEADS_TO_ROWS_KERNEL, headsToRows, ROWS_TO_HEADS_KERNEL, rowsToHeads } from '../kernels/attention-heads.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
@@ -144,6 +145,8 @@ export interface Ops {
    * [B*T, 3H] (query, key, value side by side).
    */
   splitHeads(qkv: Tensor2D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D];
+  /** The heads [B, heads, T, hs] back side by side as rows [B*T, heads * hs] (the inverse of one part of `splitHeads`). */
+  mergeHeads(context: Tensor4D): Tensor2D;
   /**
    * Attention probabilities: softmax over keys of scores [B, heads, T, T] * scale + maskBias [B, T]
    * (0 at real keys, MASKED_SCORE at padding), then dropout (`seed` null: none).
@@ -313,18 +316,21 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // The attention block and the ends of the encoder's residual branches: fused kernels where the
   // backend has them (training/kernels/), else their reference composites.
   const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
-  // On webgpu the heads come from one transpose of qkv to [3, B, heads, T, hs] and three slices
-  // (4 dispatches; their gradient 2), instead of three slices and three transposes (6; gradient 4).
-  // Elsewhere the plain form, whose transposes are cheap copies on wasm.
+  // The heads: one kernel each way where the backend has the heads kernels (webgpu: one dispatch
+  // instead of a reshape, a transpose and an unstack, and one for the gradient instead of two);
+  // elsewhere the plain form, whose slices and transposes are cheap copies on wasm.
+  const headKernels = has(ROWS_TO_HEADS_KERNEL) && has(HEADS_TO_ROWS_KERNEL);
   const splitHeads = (qkv: Tensor2D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D] => {
+    if (headKernels) return rowsToHeads(tf, qkv, { batch: B, heads, parts: 3 }, true) as [Tensor4D, Tensor4D, Tensor4D];
     const hs = qkv.shape[1] / (3 * heads);
-    if (fusedAttention) {
-      const parts = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, heads, hs]), [2, 0, 3, 1, 4])); // 3 x [B, heads, T, hs]
-      return parts as [Tensor4D, Tensor4D, Tensor4D];
-    }
     const split = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, heads, hs]), [0, 2, 1, 3]);
     const [q, k, v] = tf.split(qkv, 3, 1) as Tensor2D[];
     return [split(q), split(k), split(v)];
+  };
+  const mergeHeads = (context: Tensor4D): Tensor2D => {
+    if (headKernels) return headsToRows(tf, [context], true);
+    const [B, heads, T, hs] = context.shape;
+    return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, heads * hs]) as Tensor2D;
   };
   const attentionProbs = (scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D =>
     attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
@@ -417,6 +423,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
     concatColumns: <T extends Tensor1D | Tensor2D>(parts: T[]) => concatColumns(tf, parts, has(SPLIT_COLUMNS_KERNEL)),
     splitHeads,
+    mergeHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
   };
