@@ -35,7 +35,7 @@ import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
-import { registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
+import { registerWebGpuColumnGroups, registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -336,6 +336,7 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);
   registerWebGpuSplitColumns(tf);
+  registerWebGpuColumnGroups(tf);
   registerWebGpuAttentionHeads(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);

@@ -186,9 +186,11 @@ export function encoderLayer(
     ops.biasDropoutResidual(ops.matMul(input, weight(name)), bias(name), residual, config.hidden_dropout_prob, drop(`${prefix}.${site}`));
 
   // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy); the
-  // gradient of the side-by-side weights splits back into the three (one kernel on webgpu).
+  // gradient of the side-by-side weights and biases splits back into the three (weights and biases
+  // together: one kernel each way on webgpu).
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
-  const qkv = ops.linear(x, ops.concatColumns(qkvNames.map(weight)), ops.concatColumns(qkvNames.map(bias))); // [B*T, 3H]
+  const [qkvWeight, qkvBias] = ops.concatColumns([qkvNames.map(weight), qkvNames.map(bias)]); // [H, 3H], [3H]
+  const qkv = ops.linear(x, qkvWeight as Tensor2D, qkvBias as Tensor1D); // [B*T, 3H]
   const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));

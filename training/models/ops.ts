@@ -28,7 +28,7 @@ import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from 
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
-import { concatColumns, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
+import { CONCAT_COLUMN_GROUPS_KERNEL, concatColumnGroups, concatColumns, SPLIT_COLUMN_GROUPS_KERNEL, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
 import type { HiddenAct } from './config.ts';
 
 export type { Tf };
@@ -136,10 +136,11 @@ export interface Ops {
   /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
   crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
   /**
-   * Weights [in, out] (or biases [out]) side by side -> [in, n out] (or [n out]): one Linear for
-   * several projections of the same input; the gradient gives each part its columns back.
+   * Per group, weights [in, out] (or biases [out]) side by side -> [in, n out] (or [n out]): one
+   * Linear for several projections of the same input; the gradient gives each part its columns
+   * back. All groups in one kernel where the backend has the group kernels.
    */
-  concatColumns<T extends Tensor1D | Tensor2D>(parts: T[]): T;
+  concatColumns(groups: Tensor[][]): Tensor[];
   /**
    * The query, key and value heads [B, heads, T, H / heads] of the fused projection qkv
    * [B*T, 3H] (query, key, value side by side).
@@ -421,7 +422,8 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     activation: activationOp,
     dropout,
     crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
-    concatColumns: <T extends Tensor1D | Tensor2D>(parts: T[]) => concatColumns(tf, parts, has(SPLIT_COLUMNS_KERNEL)),
+    concatColumns: (groups: Tensor[][]) =>
+      has(CONCAT_COLUMN_GROUPS_KERNEL) && has(SPLIT_COLUMN_GROUPS_KERNEL) ? concatColumnGroups(tf, groups, true) : groups.map((g) => concatColumns(tf, g, has(SPLIT_COLUMNS_KERNEL))),
     splitHeads,
     mergeHeads,
     attentionProbs,
