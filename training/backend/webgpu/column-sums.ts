@@ -23,6 +23,13 @@ export interface ColumnSumSpec {
   inputs: string[];
   /** One expression per quantity, reading the inputs at `r` (row) and `col`; `cols` is the row width. */
   values: string[];
+  /** WGSL functions the expressions call. */
+  preamble?: string;
+  /**
+   * Also write quantity 0 entry by entry, as a tensor [rows, cols] (the first output): a gradient
+   * and its column sums from one read (stage 1 visits every entry once).
+   */
+  elementwise?: boolean;
 }
 
 /** LayerNorm's dgamma (sum of dy xhat) and dbeta (sum of dy); stats [N, 2] = mean, rstd. */
@@ -34,15 +41,18 @@ export const LAYER_NORM_SUMS: ColumnSumSpec = {
 
 function shader(spec: ColumnSumSpec): string {
   const K = spec.values.length;
+  const ew = spec.elementwise === true ? 1 : 0;
   const decl = [
     ...spec.inputs.map((name, i) => `@group(0) @binding(${i}) var<storage, read> ${name} : array<f32>;`),
-    ...spec.values.map((_, q) => `@group(0) @binding(${spec.inputs.length + q}) var<storage, read_write> out${q} : array<f32>;`),
+    ...(ew ? [`@group(0) @binding(${spec.inputs.length}) var<storage, read_write> entries : array<f32>;`] : []),
+    ...spec.values.map((_, q) => `@group(0) @binding(${spec.inputs.length + ew + q}) var<storage, read_write> out${q} : array<f32>;`),
   ];
   const q = [...Array(K).keys()];
   return /* wgsl */ `
 struct U { rows : u32, cols : u32, rowsPerBlock : u32, pad : u32 }
 ${decl.join('\n')}
-@group(0) @binding(${spec.inputs.length + K}) var<uniform> u : U;
+@group(0) @binding(${spec.inputs.length + ew + K}) var<uniform> u : U;
+${spec.preamble ?? ''}
 ${q.map((i) => `var<workgroup> lanes${i} : array<array<f32, ${COLUMNS}>, ${LANES}>;`).join('\n')}
 @compute @workgroup_size(${COLUMNS}, ${LANES}, 1)
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_id) lid : vec3<u32>) {
@@ -54,7 +64,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_id) li
   ${q.map((i) => `var acc${i} = 0.0;`).join('\n  ')}
   if (col < cols) {
     for (var r = first + lid.y; r < end; r = r + ${LANES}u) {
-      ${q.map((i) => `acc${i} = acc${i} + ${spec.values[i]};`).join('\n      ')}
+      ${q.map((i) => `let v${i} = ${spec.values[i]};`).join('\n      ')}
+      ${ew ? 'entries[r * cols + col] = v0;' : ''}
+      ${q.map((i) => `acc${i} = acc${i} + v${i};`).join('\n      ')}
     }
   }
   ${q.map((i) => `lanes${i}[lid.y][lid.x] = acc${i};`).join('\n  ')}
@@ -82,24 +94,28 @@ function dispatch(tf: Tf, spec: ColumnSumSpec, inputs: TensorInfo[], outs: Tenso
   for (const o of outs) raw.written(o);
 }
 
-/** Column sums of `spec`'s quantities over `rows` rows of `cols` columns: K tensors [cols]. */
+/**
+ * Column sums of `spec`'s quantities over `rows` rows of `cols` columns: K tensors [cols], after
+ * the entries [rows, cols] of quantity 0 when `spec.elementwise`.
+ */
 export function columnSumsRaw(tf: Tf, backend: unknown, spec: ColumnSumSpec, inputs: TensorInfo[], rows: number, cols: number): TensorInfo[] {
   if (Math.ceil(cols / COLUMNS) > MAX_WORKGROUPS_X) throw new Error(`columnSumsRaw: ${cols} columns are more than one dispatch takes`);
   const be = backend as Backend;
   const K = spec.values.length;
+  const entries = spec.elementwise === true ? [be.makeTensorInfo([rows, cols], 'float32')] : [];
   const results = Array.from({ length: K }, () => be.makeTensorInfo([cols], 'float32'));
-  if (cols === 0) return results;
+  if (cols === 0) return [...entries, ...results];
   const per = rowsPerBlock(rows);
   const blocks = Math.max(1, Math.ceil(rows / per));
   if (blocks === 1) {
-    dispatch(tf, spec, inputs, results, rows, cols, per, 1);
-    return results;
+    dispatch(tf, spec, inputs, [...entries, ...results], rows, cols, per, 1);
+    return [...entries, ...results];
   }
   const partials = Array.from({ length: K }, () => be.makeTensorInfo([blocks, cols], 'float32'));
-  dispatch(tf, spec, inputs, partials, rows, cols, per, blocks);
+  dispatch(tf, spec, inputs, [...entries, ...partials], rows, cols, per, blocks);
   const names = partials.map((_, q) => `p${q}`);
   const stage2: ColumnSumSpec = { key: `sum${K}`, inputs: names, values: names.map((n) => `${n}[r * cols + col]`) };
   dispatch(tf, stage2, partials, results, blocks, cols, blocks, 1);
   for (const p of partials) be.disposeData(p.dataId);
-  return results;
+  return [...entries, ...results];
 }
