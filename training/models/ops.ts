@@ -20,7 +20,7 @@ import type { Tf } from '../../common/tf.ts';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { HEADS_TO_ROWS_KERNEL, headsToRows, ROWS_TO_HEADS_KERNEL, rowsToHeads } from '../kernels/attention-heads.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
-import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
+import { BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customOp } from '../kernels/custom-op.ts';
@@ -336,7 +336,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const attentionProbs = (scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D =>
     attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
   const biasDropoutResidualOp = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D =>
-    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf);
+    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf, has(BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL));
 
   // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
   // as one float atomicAdd per element, and WGSL has no float atomics: each add is a

@@ -30,6 +30,8 @@ export interface ColumnSumSpec {
    * and its column sums from one read (stage 1 visits every entry once).
    */
   elementwise?: boolean;
+  /** More uniform fields (WGSL struct members, 4 bytes each) and their values, read as `u.<name>`. */
+  uniforms?: { fields: string; values: { type: 'uint32' | 'float32'; value: number }[] };
 }
 
 /** LayerNorm's dgamma (sum of dy xhat) and dbeta (sum of dy); stats [N, 2] = mean, rstd. */
@@ -49,7 +51,7 @@ function shader(spec: ColumnSumSpec): string {
   ];
   const q = [...Array(K).keys()];
   return /* wgsl */ `
-struct U { rows : u32, cols : u32, rowsPerBlock : u32, pad : u32 }
+struct U { rows : u32, cols : u32, rowsPerBlock : u32, pad : u32, ${spec.uniforms?.fields ?? ''} }
 ${decl.join('\n')}
 @group(0) @binding(${spec.inputs.length + ew + K}) var<uniform> u : U;
 ${spec.preamble ?? ''}
@@ -88,7 +90,11 @@ function dispatch(tf: Tf, spec: ColumnSumSpec, inputs: TensorInfo[], outs: Tenso
   const raw = rawWebGpu(tf);
   const key = `mlmkit-column-sums/${spec.key}`;
   const pipeline = raw.pipeline(key, shader(spec));
-  const uniform = raw.uniform(Uint32Array.from([rows, cols, per, 0]).buffer);
+  const extra = spec.uniforms?.values ?? [];
+  const data = new DataView(new ArrayBuffer(16 + 4 * extra.length));
+  [rows, cols, per, 0].forEach((v, i) => data.setUint32(4 * i, v, true));
+  extra.forEach((v, i) => (v.type === 'uint32' ? data.setUint32(16 + 4 * i, v.value >>> 0, true) : data.setFloat32(16 + 4 * i, v.value, true)));
+  const uniform = raw.uniform(data.buffer);
   const group = raw.bindGroup(key, pipeline, [...inputs.map((t) => raw.bufferOf(t)), ...outs.map((t) => raw.bufferOf(t)), uniform]);
   raw.dispatch(pipeline, group, [Math.ceil(cols / COLUMNS), blocks, 1]);
   for (const o of outs) raw.written(o);
