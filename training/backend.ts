@@ -144,7 +144,6 @@ export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
     maskedRowBucket: webgpu ? MASKED_ROW_BUCKET : 1,
     transposedMatMul: flags,
     matMulBias: flags,
-    fiveAxisTranspose: webgpu,
     kernels: new Set(kernels),
   });
 }

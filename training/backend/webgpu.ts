@@ -27,6 +27,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendUnavailable, assertSharedCore, firstLine, resolveInstalled, type LoadedBackend, type Tf } from './common.ts';
 import { registerWebGpuDropoutMask } from './dropout-webgpu.ts';
+import { registerWebGpuAttentionHeads } from './webgpu/attention-heads.ts';
 import { registerWebGpuAttentionSoftmax } from './webgpu/attention-softmax.ts';
 import { registerWebGpuBiasDropoutResidual } from './webgpu/bias-dropout-residual.ts';
 import { registerWebGpuBiasGelu } from './webgpu/bias-gelu.ts';
@@ -34,7 +35,7 @@ import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
-import { registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
+import { registerWebGpuColumnGroups, registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -335,6 +336,8 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);
   registerWebGpuSplitColumns(tf);
+  registerWebGpuColumnGroups(tf);
+  registerWebGpuAttentionHeads(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);

@@ -10,6 +10,11 @@
 // Gradients: dx = dy * mask (the gradient kernel redraws the mask: nothing is kept from the
 // forward), dbias = the column sums of dx, dresidual = dy.
 //
+// A further kernel gives the gradient and its column sums together (webgpu: one pass over dy):
+//   BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL inputs { dy [N, H] }, the same attrs
+//                                         -> [dx = dy * mask, dbias = the column sums of dx].
+// `biasDropoutResidualGradSumReference` is its composite.
+//
 // `biasDropoutResidualReference` is the plain composite, the tests' oracle; `biasDropoutResidual`
 // is the op: the kernels when `fused`, else the composite with a gradient that keeps the mask.
 import type { NamedAttrMap, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
@@ -20,6 +25,7 @@ export type { DropoutOptions };
 
 export const BIAS_DROPOUT_RESIDUAL_KERNEL = 'MlmkitBiasDropoutResidual';
 export const BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL = 'MlmkitBiasDropoutResidualGrad';
+export const BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL = 'MlmkitBiasDropoutResidualGradSum';
 
 /** The kernels' attributes: the dropout mask (see kernel-dropout.ts). */
 export type BiasDropoutResidualAttrs = KernelDropout;
@@ -41,9 +47,20 @@ export function biasDropoutResidualReference(tf: Tf, x: Tensor2D, bias: Tensor1D
   });
 }
 
+/** dy [N, H] -> [dy * mask, column sums of that]: the composite of BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL. */
+export function biasDropoutResidualGradSumReference(tf: Tf, dy: Tensor2D, opts: DropoutOptions): [Tensor2D, Tensor1D] {
+  return tf.tidy(() => {
+    const mask = referenceMask(tf, dy.shape, opts);
+    const dx = (mask === null ? tf.clone(dy) : tf.mul(dy, mask)) as Tensor2D;
+    return [dx, tf.sum(dx, 0) as Tensor1D];
+  });
+}
+
 /**
  * The op: the kernels when `fused`, else the composite with a gradient that keeps the mask.
- * `columnSums` computes dbias from dx [N, H] (default tf.sum over rows).
+ * `columnSums` computes dbias from dx [N, H] (default tf.sum over rows); with `gradSums` (the
+ * backend has BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL) a fused gradient with dropout takes dx and
+ * dbias from that kernel instead.
  */
 export function biasDropoutResidual(
   tf: Tf,
@@ -53,6 +70,7 @@ export function biasDropoutResidual(
   opts: DropoutOptions,
   fused: boolean,
   columnSums: (dx: Tensor2D) => Tensor1D = (dx) => tf.sum(dx, 0),
+  gradSums = false,
 ): Tensor2D {
   checkShapes(x, bias, residual);
   const attrs = kernelDropout(opts);
@@ -60,6 +78,10 @@ export function biasDropoutResidual(
     return customOp<Tensor2D>(tf, ([x_, b_, r_]) => ({
       value: tf.engine().runKernel(BIAS_DROPOUT_RESIDUAL_KERNEL, { x: x_, bias: b_, residual: r_ }, attrs as unknown as NamedAttrMap) as Tensor2D,
       gradFunc: (dy) => {
+        if (gradSums && attrs.dropout === 1) {
+          const [dx, db] = tf.engine().runKernel(BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL, { dy }, attrs as unknown as NamedAttrMap) as Tensor[];
+          return [dx, db, tf.clone(dy)];
+        }
         const dx = attrs.dropout === 1 ? (tf.engine().runKernel(BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL, { dy }, attrs as unknown as NamedAttrMap) as Tensor2D) : tf.clone(dy);
         return [dx, columnSums(dx), tf.clone(dy)];
       },

@@ -12,7 +12,7 @@
 // gradient is `splitColumns` (the kernel where the backend has it, else tf.split). 1-D inputs
 // (biases) are one row.
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { customOp, type Tf } from './custom-op.ts';
+import { customMultiOp, customOp, type Tf } from './custom-op.ts';
 
 export const SPLIT_COLUMNS_KERNEL = 'MlmkitSplitColumns';
 
@@ -55,4 +55,55 @@ export function concatColumns<T extends Tensor>(tf: Tf, xs: T[], fused: boolean)
     value: tf.concat(inputs, -1) as T,
     gradFunc: (dy) => splitColumns(tf, tf.reshape(dy, [rows, -1]) as Tensor2D, inputs.length, fused).map((g) => tf.reshape(g, shape)),
   }))(...xs);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Several groups at once: the query, key and value weights [H, H] and biases [H] of a layer go side
+// by side as two groups, in one dispatch, and their gradients split back in one.
+//
+// Contract (training/backend/webgpu/split-columns.ts implements it for webgpu):
+//   CONCAT_COLUMN_GROUPS_KERNEL  inputs { x0 .. x(G parts - 1) } float32, attrs { parts }; group g
+//                                is x(g parts) .. x(g parts + parts - 1), all of one shape [R_g, C_g]
+//                                (a 1-D [C_g] as one row) -> G outputs, output g [R_g, parts C_g]
+//                                ([parts C_g] for 1-D) holding its group side by side.
+//   SPLIT_COLUMN_GROUPS_KERNEL   inputs { x0 .. x(G - 1) }, x_g [R_g, parts C_g] (or 1-D) float32,
+//                                attrs { parts } -> G parts outputs, output g parts + p holding
+//                                columns [p C_g, (p + 1) C_g) of x_g, shaped [R_g, C_g] (or [C_g]).
+// G (parts + 1) buffers are bound: at most MAX_GROUP_BINDINGS.
+
+export const CONCAT_COLUMN_GROUPS_KERNEL = 'MlmkitConcatColumnGroups';
+export const SPLIT_COLUMN_GROUPS_KERNEL = 'MlmkitSplitColumnGroups';
+
+/** Most storage buffers one dispatch of the group kernels binds (WebGPU guarantees 8). */
+export const MAX_GROUP_BINDINGS = 8;
+
+/** The gradient of each group's concatenation: per group, `splitColumns` of it (the plain composite). */
+export function splitColumnGroupsReference(tf: Tf, xs: Tensor[], parts: number): Tensor[] {
+  return xs.flatMap((x) => {
+    const shape = x.shape.length === 1 ? [x.shape[0] / parts] : [x.shape[0], x.shape[1]! / parts];
+    return splitColumnsReference(tf, tf.reshape(x, [x.shape.length === 1 ? 1 : x.shape[0], -1]) as Tensor2D, parts).map((g) => tf.reshape(g, shape));
+  });
+}
+
+/**
+ * Each group (all [R, C] or all [C] within a group; every group the same number of parts) side by
+ * side along the last axis, as `concatColumns` of each; with the kernels when `fused` (the backend
+ * has both), one dispatch for all groups and one for their gradients.
+ */
+export function concatColumnGroups(tf: Tf, groups: Tensor[][], fused: boolean): Tensor[] {
+  const parts = groups[0]?.length ?? 0;
+  if (groups.some((g) => g.length !== parts)) throw new Error(`concatColumnGroups: every group needs ${parts} parts`);
+  if (!fused || parts < 2 || groups.length * (parts + 1) > MAX_GROUP_BINDINGS) return groups.map((g) => concatColumns(tf, g, fused));
+  for (const g of groups) {
+    const shape = g[0].shape;
+    if ((shape.length !== 1 && shape.length !== 2) || g.some((x) => x.shape.length !== shape.length || x.shape.some((d, i) => d !== shape[i]))) {
+      throw new Error(`concatColumnGroups: parts of a group must be 1-D or 2-D of one shape, got ${g.map((x) => `[${x.shape.join(', ')}]`).join(', ')}`);
+    }
+  }
+  const attrs = { parts } as unknown as Record<string, number>;
+  const named = (xs: Tensor[]) => Object.fromEntries(xs.map((x, i) => [`x${i}`, x]));
+  return customMultiOp(tf, (xs) => ({
+    value: tf.engine().runKernel(CONCAT_COLUMN_GROUPS_KERNEL, named(xs), attrs) as unknown as Tensor[],
+    gradFunc: (dys) => tf.engine().runKernel(SPLIT_COLUMN_GROUPS_KERNEL, named(dys), attrs) as unknown as Tensor[],
+  }))(...groups.flat());
 }

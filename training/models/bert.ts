@@ -172,7 +172,6 @@ export function encoderLayer(
   dims: { B: number; T: number },
   drop: (site: string) => string | null,
 ): Tensor2D {
-  const { tf } = ops;
   const { B, T } = dims;
   const H = config.hidden_size;
   const nh = config.num_attention_heads;
@@ -187,13 +186,15 @@ export function encoderLayer(
     ops.biasDropoutResidual(ops.matMul(input, weight(name)), bias(name), residual, config.hidden_dropout_prob, drop(`${prefix}.${site}`));
 
   // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy); the
-  // gradient of the side-by-side weights splits back into the three (one kernel on webgpu).
+  // gradient of the side-by-side weights and biases splits back into the three (weights and biases
+  // together: one kernel each way on webgpu).
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
-  const qkv = ops.linear(x, ops.concatColumns(qkvNames.map(weight)), ops.concatColumns(qkvNames.map(bias))); // [B*T, 3H]
+  const [qkvWeight, qkvBias] = ops.concatColumns([qkvNames.map(weight), qkvNames.map(bias)]); // [H, 3H], [3H]
+  const qkv = ops.linear(x, qkvWeight as Tensor2D, qkvBias as Tensor1D); // [B*T, 3H]
   const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
-  const context = tf.reshape(tf.transpose(ops.batchMatMul(probs, v, false, false), [0, 2, 1, 3]), [B * T, H]) as Tensor2D; // [B*T, H]
+  const context = ops.mergeHeads(ops.batchMatMul(probs, v, false, false)); // [B*T, H]
   const h = norm(branchEnd(context, 'attention.output.dense', x, 'attention.output'), 'attention.output.LayerNorm');
 
   // Feed-forward.

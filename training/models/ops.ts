@@ -18,8 +18,9 @@
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type { Tf } from '../../common/tf.ts';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import { HEADS_TO_ROWS_KERNEL, headsToRows, ROWS_TO_HEADS_KERNEL, rowsToHeads } from '../kernels/attention-heads.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
-import { BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
+import { BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customOp } from '../kernels/custom-op.ts';
@@ -27,7 +28,7 @@ import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from 
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
-import { concatColumns, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
+import { CONCAT_COLUMN_GROUPS_KERNEL, concatColumnGroups, concatColumns, SPLIT_COLUMN_GROUPS_KERNEL, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
 import type { HiddenAct } from './config.ts';
 
 export type { Tf };
@@ -54,12 +55,6 @@ export interface ModelCapabilities {
   readonly transposedMatMul: boolean;
   /** tf.fused.matMul adds a bias in the matMul's own kernel (webgpu): x W + b in one dispatch. */
   readonly matMulBias: boolean;
-  /**
-   * A transpose of five axes is one cheap kernel (webgpu), so the attention heads come from one
-   * transpose of the fused projection. Not on wasm: its Transpose of five axes takes a slow
-   * general path (~2 s a bert-mini step, against ~40 ms for the per-head 4-axis transposes).
-   */
-  readonly fiveAxisTranspose?: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
   /**
@@ -141,15 +136,18 @@ export interface Ops {
   /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
   crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
   /**
-   * Weights [in, out] (or biases [out]) side by side -> [in, n out] (or [n out]): one Linear for
-   * several projections of the same input; the gradient gives each part its columns back.
+   * Per group, weights [in, out] (or biases [out]) side by side -> [in, n out] (or [n out]): one
+   * Linear for several projections of the same input; the gradient gives each part its columns
+   * back. All groups in one kernel where the backend has the group kernels.
    */
-  concatColumns<T extends Tensor1D | Tensor2D>(parts: T[]): T;
+  concatColumns(groups: Tensor[][]): Tensor[];
   /**
    * The query, key and value heads [B, heads, T, H / heads] of the fused projection qkv
    * [B*T, 3H] (query, key, value side by side).
    */
   splitHeads(qkv: Tensor2D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D];
+  /** The heads [B, heads, T, hs] back side by side as rows [B*T, heads * hs] (the inverse of one part of `splitHeads`). */
+  mergeHeads(context: Tensor4D): Tensor2D;
   /**
    * Attention probabilities: softmax over keys of scores [B, heads, T, T] * scale + maskBias [B, T]
    * (0 at real keys, MASKED_SCORE at padding), then dropout (`seed` null: none).
@@ -319,24 +317,26 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // The attention block and the ends of the encoder's residual branches: fused kernels where the
   // backend has them (training/kernels/), else their reference composites.
   const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
-  // With `fiveAxisTranspose` (webgpu) the heads come from one transpose of qkv to
-  // [3, B, heads, T, hs] and three slices (4 dispatches; their gradient 2), instead of three slices
-  // and three transposes (6; gradient 4). Elsewhere the plain form, whose 4-axis transposes are
-  // cheap copies on wasm.
+  // The heads: one kernel each way where the backend has the heads kernels (webgpu: one dispatch
+  // instead of a reshape, a transpose and an unstack, and one for the gradient instead of two);
+  // elsewhere the plain form, whose slices and transposes are cheap copies on wasm.
+  const headKernels = has(ROWS_TO_HEADS_KERNEL) && has(HEADS_TO_ROWS_KERNEL);
   const splitHeads = (qkv: Tensor2D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D] => {
+    if (headKernels) return rowsToHeads(tf, qkv, { batch: B, heads, parts: 3 }, true) as [Tensor4D, Tensor4D, Tensor4D];
     const hs = qkv.shape[1] / (3 * heads);
-    if (capabilities.fiveAxisTranspose === true) {
-      const parts = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, heads, hs]), [2, 0, 3, 1, 4])); // 3 x [B, heads, T, hs]
-      return parts as [Tensor4D, Tensor4D, Tensor4D];
-    }
     const split = (t: Tensor2D): Tensor4D => tf.transpose(tf.reshape(t, [B, T, heads, hs]), [0, 2, 1, 3]);
     const [q, k, v] = tf.split(qkv, 3, 1) as Tensor2D[];
     return [split(q), split(k), split(v)];
   };
+  const mergeHeads = (context: Tensor4D): Tensor2D => {
+    if (headKernels) return headsToRows(tf, [context], true);
+    const [B, heads, T, hs] = context.shape;
+    return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, heads * hs]) as Tensor2D;
+  };
   const attentionProbs = (scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D =>
     attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
   const biasDropoutResidualOp = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D =>
-    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf);
+    biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf, has(BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL));
 
   // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
   // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
@@ -422,8 +422,10 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     activation: activationOp,
     dropout,
     crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
-    concatColumns: <T extends Tensor1D | Tensor2D>(parts: T[]) => concatColumns(tf, parts, has(SPLIT_COLUMNS_KERNEL)),
+    concatColumns: (groups: Tensor[][]) =>
+      has(CONCAT_COLUMN_GROUPS_KERNEL) && has(SPLIT_COLUMN_GROUPS_KERNEL) ? concatColumnGroups(tf, groups, true) : groups.map((g) => concatColumns(tf, g, has(SPLIT_COLUMNS_KERNEL))),
     splitHeads,
+    mergeHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
   };

@@ -1,6 +1,7 @@
 // Bias + GELU on webgpu: BIAS_GELU_KERNEL and BIAS_GELU_GRAD_KERNEL of training/kernels/bias-gelu.ts.
-// Forward: one thread per entry. Backward: dx one thread per entry, then db as a column sum of dx
-// (training/backend/webgpu/bias-grad.ts `columnSums`): three dispatches.
+// Forward: one thread per entry. Backward: dx and db = the column sums of dx from one pass over the
+// entries (training/backend/webgpu/column-sums.ts, which writes dx as it sums): one dispatch, two
+// when the rows need a second stage of column sums.
 //
 // WGSL has no erf. The exact GELU takes Phi(z) = erfc(-z / sqrt 2) / 2 from the Chebyshev fit of
 // erfc in Numerical Recipes (2nd ed., section 6.2, `erfcc`): fractional error below 1.2e-7 for
@@ -11,10 +12,11 @@
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL, GELU_CUBIC, GELU_TANH_SCALE, type BiasGeluAttrs } from '../../kernels/bias-gelu.ts';
 import type { Tf } from '../common.ts';
-import { columnSums, type KernelArgs, type Uniform, type WebGpuBackendLike } from './bias-grad.ts';
+import { type KernelArgs, type Uniform, type WebGpuBackendLike } from './bias-grad.ts';
+import { columnSumsRaw, type ColumnSumSpec } from './column-sums.ts';
 
 /** WGSL: `mlmkitGelu(z)` and `mlmkitGeluDerivative(z)` for the GELU `tanh` selects. */
-function geluWgsl(tanh: boolean): string {
+export function geluWgsl(tanh: boolean): string {
   const f = (v: number) => v.toPrecision(9);
   if (tanh) {
     return `
@@ -53,9 +55,8 @@ function geluWgsl(tanh: boolean): string {
   `;
 }
 
-/** One thread per entry of [rows, cols]: `body` computes `result[index]` from z = x + bias. */
+/** The forward, one thread per entry of [rows, cols]: GELU(x + bias). */
 class BiasGeluProgram {
-  readonly variableNames: string[];
   readonly outputShape: number[];
   readonly shaderKey: string;
   readonly uniforms = 'cols : i32,';
@@ -63,49 +64,53 @@ class BiasGeluProgram {
   readonly workgroupSize: [number, number, number] = [64, 1, 1];
   readonly dispatchLayout = { x: [0, 1] };
   dispatch: [number, number, number];
+  readonly variableNames = ['x', 'bias'];
   private readonly tanh: boolean;
-  private readonly grad: boolean;
 
-  constructor(rows: number, cols: number, tanh: boolean, grad: boolean) {
-    this.variableNames = grad ? ['dy', 'x', 'bias'] : ['x', 'bias'];
+  constructor(rows: number, cols: number, tanh: boolean) {
     this.outputShape = [rows, cols];
     this.dispatch = [Math.ceil((rows * cols) / 64), 1, 1];
     this.tanh = tanh;
-    this.grad = grad;
-    this.shaderKey = `mlmkitBiasGelu_${tanh ? 'tanh' : 'erf'}_${grad ? 'grad' : 'forward'}`;
+    this.shaderKey = `mlmkitBiasGelu_${tanh ? 'tanh' : 'erf'}_forward`;
   }
 
   getUserCode(): string {
-    const value = this.grad ? 'dy[index] * mlmkitGeluDerivative(z)' : 'mlmkitGelu(z)';
     return `
       ${geluWgsl(this.tanh)}
       fn main(index : i32) {
         if (index < uniforms.size) {
           let z = x[index] + bias[index % uniforms.cols];
-          result[index] = ${value};
+          result[index] = mlmkitGelu(z);
         }
       }
     `;
   }
 }
 
-function run(args: KernelArgs, grad: boolean): TensorInfo[] {
+function run(tf: Tf, args: KernelArgs, grad: boolean): TensorInfo[] {
   const { x, bias, dy } = args.inputs;
   const { tanh } = args.attrs as BiasGeluAttrs;
   const backend = args.backend as WebGpuBackendLike;
   const [rows, cols] = x.shape;
+  if (grad) {
+    const spec: ColumnSumSpec = {
+      key: `bias-gelu-grad/${tanh === 1 ? 'tanh' : 'erf'}`,
+      inputs: ['dy', 'x', 'bias'],
+      values: ['dy[r * cols + col] * mlmkitGeluDerivative(x[r * cols + col] + bias[col])'],
+      preamble: geluWgsl(tanh === 1),
+      elementwise: true,
+    };
+    return columnSumsRaw(tf, backend, spec, [dy, x, bias], rows, cols);
+  }
   const cols32: Uniform = { type: 'int32', data: [cols] };
-  const program = new BiasGeluProgram(rows, cols, tanh === 1, grad);
-  const out = backend.runWebGPUProgram(program, grad ? [dy, x, bias] : [x, bias], 'float32', [cols32]);
-  if (!grad) return [out];
-  return [out, columnSums(backend, 'sum', [out], rows, cols)[0]];
+  return [backend.runWebGPUProgram(new BiasGeluProgram(rows, cols, tanh === 1), [x, bias], 'float32', [cols32])];
 }
 
 /** Registers BIAS_GELU_KERNEL and BIAS_GELU_GRAD_KERNEL for webgpu (once). */
 export function registerWebGpuBiasGelu(tf: Tf): void {
   if (tf.getKernel(BIAS_GELU_KERNEL, 'webgpu') !== undefined) return;
-  const forward = (args: KernelArgs) => run(args, false)[0];
-  const backward = (args: KernelArgs) => run(args, true);
+  const forward = (args: KernelArgs) => run(tf, args, false)[0];
+  const backward = (args: KernelArgs) => run(tf, args, true);
   tf.registerKernel({ kernelName: BIAS_GELU_KERNEL, backendName: 'webgpu', kernelFunc: forward as unknown as KernelConfig['kernelFunc'] });
   tf.registerKernel({ kernelName: BIAS_GELU_GRAD_KERNEL, backendName: 'webgpu', kernelFunc: backward as unknown as KernelConfig['kernelFunc'] });
 }

@@ -1,11 +1,11 @@
 // LayerNorm on webgpu: LAYER_NORM_KERNEL and LAYER_NORM_GRAD_KERNEL of training/kernels/layer-norm.ts.
 //
-// Forward, two dispatches: `RowStatsProgram` (one workgroup per row: the mean, then the variance
-// as the mean of squared deviations, each a sum in workgroup memory; writes mean and rstd) and
-// `LayerNormApplyProgram` (one thread per entry). Backward, four: `LayerNormGradProgram` (one
-// workgroup per row: the row sums of g and g xhat, then dx) and the column sums of dy xhat and dy
-// (training/backend/webgpu/bias-grad.ts `columnSums`: one stage-1 pass for both, one stage-2 pass
-// each).
+// Forward, one dispatch through the raw seam (raw.ts; the kernel has two outputs, y and stats):
+// one workgroup per row computes the mean, then the variance as the mean of squared deviations,
+// each a sum in workgroup memory, and writes the row's y and (mean, rstd). Backward, two
+// dispatches (three when the rows need a second stage of column sums): `LayerNormGradProgram`
+// (one workgroup per row: the row sums of g and g xhat, then dx) and the column sums of dy xhat
+// and dy into dgamma and dbeta (training/backend/webgpu/column-sums.ts).
 //
 // Row programs: a dispatch of more rows than one dimension takes is folded by TF.js into two or
 // three dimensions, rounded up; the row is then taken from the flat invocation index, clamped for
@@ -13,7 +13,9 @@
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, type LayerNormAttrs } from '../../kernels/layer-norm.ts';
 import type { Tf } from '../common.ts';
-import { columnSums, type KernelArgs, type Uniform, type WebGpuBackendLike } from './bias-grad.ts';
+import { type KernelArgs, type Uniform, type WebGpuBackendLike } from './bias-grad.ts';
+import { columnSumsRaw, LAYER_NORM_SUMS } from './column-sums.ts';
+import { rawWebGpu } from './raw.ts';
 
 /** Threads per row. */
 const WG = 64;
@@ -64,65 +66,57 @@ abstract class RowProgram {
   }
 }
 
-class RowStatsProgram extends RowProgram {
-  readonly variableNames = ['x'];
-  readonly shaderKey = 'mlmkitLayerNormStats';
-  readonly uniforms = 'rows : i32, cols : i32, eps : f32,';
-
-  constructor(rows: number) {
-    super([rows, 2]);
+/** WGSL of the forward: workgroups loop over the rows (a stride of the workgroup count). */
+const FORWARD_WGSL = /* wgsl */ `
+struct U { rows : u32, cols : u32, eps : f32, pad : u32 }
+@group(0) @binding(0) var<storage, read> x : array<f32>;
+@group(0) @binding(1) var<storage, read> gamma : array<f32>;
+@group(0) @binding(2) var<storage, read> beta : array<f32>;
+@group(0) @binding(3) var<storage, read_write> y : array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats : array<f32>;
+@group(0) @binding(5) var<uniform> u : U;
+var<workgroup> red : array<f32, ${WG}>;
+fn rowSum(v : f32, tid : u32) -> f32 {
+  red[tid] = v;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (tid < stride) {
+      red[tid] = red[tid] + red[tid + stride];
+    }
+    workgroupBarrier();
   }
-
-  protected rowBody(): string {
-    return `
-        let n = f32(uniforms.cols);
-        var s = 0.0;
-        for (var c = i32(localId.x); c < uniforms.cols; c = c + ${WG}) {
-          s = s + x[base + c];
-        }
-        let mean = rowSum2(vec2<f32>(s, 0.0)).x / n;
-        var d = 0.0;
-        for (var c = i32(localId.x); c < uniforms.cols; c = c + ${WG}) {
-          let t = x[base + c] - mean;
-          d = d + t * t;
-        }
-        let variance = rowSum2(vec2<f32>(d, 0.0)).x / n;
-        if (localId.x == 0u && row < uniforms.rows) {
-          result[2 * row] = mean;
-          result[2 * row + 1] = inverseSqrt(variance + uniforms.eps);
-        }
-    `;
-  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
 }
-
-class LayerNormApplyProgram {
-  readonly variableNames = ['x', 'stats', 'gamma', 'beta'];
-  readonly outputShape: number[];
-  readonly shaderKey = 'mlmkitLayerNormApply';
-  readonly uniforms = 'cols : i32,';
-  readonly size = true;
-  readonly workgroupSize: [number, number, number] = [64, 1, 1];
-  readonly dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-
-  constructor(rows: number, cols: number) {
-    this.outputShape = [rows, cols];
-    this.dispatchLayout = { x: [0, 1] };
-    this.dispatch = [Math.ceil((rows * cols) / 64), 1, 1];
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>, @builtin(local_invocation_id) lid : vec3<u32>) {
+  let n = f32(u.cols);
+  for (var row = wid.x; row < u.rows; row = row + nwg.x) {
+    let base = row * u.cols;
+    var s = 0.0;
+    for (var c = lid.x; c < u.cols; c = c + ${WG}u) {
+      s = s + x[base + c];
+    }
+    let mean = rowSum(s, lid.x) / n;
+    var d = 0.0;
+    for (var c = lid.x; c < u.cols; c = c + ${WG}u) {
+      let t = x[base + c] - mean;
+      d = d + t * t;
+    }
+    let rstd = inverseSqrt(rowSum(d, lid.x) / n + u.eps);
+    for (var c = lid.x; c < u.cols; c = c + ${WG}u) {
+      y[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
+    }
+    if (lid.x == 0u) {
+      stats[2u * row] = mean;
+      stats[2u * row + 1u] = rstd;
+    }
   }
+}`;
 
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          let r = index / uniforms.cols;
-          let c = index - r * uniforms.cols;
-          result[index] = (x[index] - stats[2 * r]) * stats[2 * r + 1] * gamma[c] + beta[c];
-        }
-      }
-    `;
-  }
-}
+/** Most workgroups the forward dispatches (the rows beyond loop). */
+const MAX_ROW_WORKGROUPS = 65535;
 
 class LayerNormGradProgram extends RowProgram {
   readonly variableNames = ['dy', 'x', 'stats', 'gamma'];
@@ -155,30 +149,39 @@ class LayerNormGradProgram extends RowProgram {
   }
 }
 
-function layerNormWebgpu(args: KernelArgs): TensorInfo[] {
+function layerNormWebgpu(tf: Tf, args: KernelArgs): TensorInfo[] {
   const { x, gamma, beta } = args.inputs;
   const { eps } = args.attrs as LayerNormAttrs;
-  const backend = args.backend as WebGpuBackendLike;
+  const backend = args.backend as { makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo };
   const [rows, cols] = x.shape;
-  const int = (v: number): Uniform => ({ type: 'int32', data: [v] });
-  const stats = backend.runWebGPUProgram(new RowStatsProgram(rows), [x], 'float32', [int(rows), int(cols), { type: 'float32', data: [eps] }]);
-  const y = backend.runWebGPUProgram(new LayerNormApplyProgram(rows, cols), [x, stats, gamma, beta], 'float32', [int(cols)]);
+  const y = backend.makeTensorInfo([rows, cols], 'float32');
+  const stats = backend.makeTensorInfo([rows, 2], 'float32');
+  if (rows === 0) return [y, stats];
+  const raw = rawWebGpu(tf);
+  const pipeline = raw.pipeline('mlmkit-layer-norm', FORWARD_WGSL);
+  const uniforms = new ArrayBuffer(16);
+  new Uint32Array(uniforms, 0, 2).set([rows, cols]);
+  new Float32Array(uniforms, 8, 1)[0] = eps;
+  const group = raw.bindGroup('mlmkit-layer-norm', pipeline, [x, gamma, beta, y, stats].map((t) => raw.bufferOf(t)).concat(raw.uniform(uniforms)));
+  raw.dispatch(pipeline, group, [Math.min(rows, MAX_ROW_WORKGROUPS)]);
+  raw.written(y);
+  raw.written(stats);
   return [y, stats];
 }
 
-function layerNormGradWebgpu(args: KernelArgs): TensorInfo[] {
+function layerNormGradWebgpu(tf: Tf, args: KernelArgs): TensorInfo[] {
   const { dy, x, stats, gamma } = args.inputs;
   const backend = args.backend as WebGpuBackendLike;
   const [rows, cols] = x.shape;
   const int = (v: number): Uniform => ({ type: 'int32', data: [v] });
   const dx = backend.runWebGPUProgram(new LayerNormGradProgram(rows, cols), [dy, x, stats, gamma], 'float32', [int(rows), int(cols)]);
-  const [dgamma, dbeta] = columnSums(backend, 'layerNorm', [dy, x, stats], rows, cols);
+  const [dgamma, dbeta] = columnSumsRaw(tf, backend, LAYER_NORM_SUMS, [dy, x, stats], rows, cols);
   return [dx, dgamma, dbeta];
 }
 
 /** Registers LAYER_NORM_KERNEL and LAYER_NORM_GRAD_KERNEL for webgpu (once). */
 export function registerWebGpuLayerNorm(tf: Tf): void {
   if (tf.getKernel(LAYER_NORM_KERNEL, 'webgpu') !== undefined) return;
-  tf.registerKernel({ kernelName: LAYER_NORM_KERNEL, backendName: 'webgpu', kernelFunc: layerNormWebgpu as unknown as KernelConfig['kernelFunc'] });
-  tf.registerKernel({ kernelName: LAYER_NORM_GRAD_KERNEL, backendName: 'webgpu', kernelFunc: layerNormGradWebgpu as unknown as KernelConfig['kernelFunc'] });
+  tf.registerKernel({ kernelName: LAYER_NORM_KERNEL, backendName: 'webgpu', kernelFunc: ((args: KernelArgs) => layerNormWebgpu(tf, args)) as unknown as KernelConfig['kernelFunc'] });
+  tf.registerKernel({ kernelName: LAYER_NORM_GRAD_KERNEL, backendName: 'webgpu', kernelFunc: ((args: KernelArgs) => layerNormGradWebgpu(tf, args)) as unknown as KernelConfig['kernelFunc'] });
 }

@@ -1,0 +1,95 @@
+// training/kernels/attention-heads.ts: the webgpu kernels (training/backend/webgpu/attention-heads.ts)
+// against the reference composites, bit for bit (they only move floats), and the ops rowsToHeads /
+// headsToRows against the composites, values and gradients (through every output of a
+// several-output op), on cpu and on webgpu with the kernels. Shapes: one sequence and one head,
+// head sizes and row counts off the 64-thread workgroup, 1, 3 and 7 parts, and one whose entries
+// outnumber 65,535 workgroups of 64 (the grid-stride loop).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import { Rng } from '../../../common/rng.ts';
+import { capabilitiesOf, releaseWebGpu, type Tf } from '../../../training/backend.ts';
+import {
+  HEADS_TO_ROWS_KERNEL,
+  headsToRows,
+  headsToRowsReference,
+  ROWS_TO_HEADS_KERNEL,
+  rowsToHeads,
+  rowsToHeadsReference,
+} from '../../../training/kernels/attention-heads.ts';
+import { backendTf, random, webgpuSkip } from './kernel-helpers.ts';
+
+const skip = await webgpuSkip();
+
+/** [B, T, heads, hs, parts] */
+const SHAPES: [number, number, number, number, number][] = [
+  [1, 1, 1, 1, 3],
+  [2, 5, 3, 7, 3],
+  [3, 17, 2, 33, 1],
+  [2, 9, 4, 5, 7],
+  [2, 130, 12, 67, 3], // 2 * 130 * 12 * 67 * 3 entries: over 65,535 * 64
+];
+
+/** The value (all outputs) and the gradients of sum_i sum(f(xs)_i * w_i) for fixed random w_i. */
+async function valueAndGrads(tf: Tf, f: (xs: Tensor[]) => Tensor[], xs: Tensor[], seed: number): Promise<Float32Array[]> {
+  const ys = f(xs);
+  const rng = new Rng(seed);
+  const ws = ys.map((y) => random(tf, rng, y.shape));
+  const before = tf.memory().numTensors;
+  const gs = tf.grads((...args: Tensor[]) => tf.addN(f(args).map((y, i) => tf.sum(tf.mul(y, ws[i])))))(xs);
+  assert.equal(tf.memory().numTensors, before + xs.length, 'a gradient call leaves only its results');
+  const out = [...(await Promise.all(ys.map((y) => y.data() as Promise<Float32Array>))), ...(await Promise.all(gs.map((g) => g.data() as Promise<Float32Array>)))];
+  tf.dispose([...ys, ...ws, ...gs]);
+  return out;
+}
+
+/** The ops (kernels when `fused`) against the composites, values and gradients, both directions. */
+async function assertOps(tf: Tf, fused: boolean): Promise<void> {
+  for (const [B, T, heads, hs, parts] of SHAPES) {
+    const label = `B ${B}, T ${T}, ${heads} heads of ${hs}, ${parts} parts`;
+    const rows = random(tf, new Rng(B * T + hs), [B * T, parts * heads * hs]);
+    const attrs = { batch: B, heads, parts };
+    const got = await valueAndGrads(tf, ([x]) => rowsToHeads(tf, x as Tensor2D, attrs, fused), [rows], 1);
+    const want = await valueAndGrads(tf, ([x]) => rowsToHeadsReference(tf, x as Tensor2D, attrs), [rows], 1);
+    assert.deepEqual(got, want, `rowsToHeads, ${label}`);
+    const hs4 = Array.from({ length: parts }, (_, p) => random(tf, new Rng(p + 11), [B, heads, T, hs]));
+    const got2 = await valueAndGrads(tf, (xs) => [headsToRows(tf, xs as Tensor4D[], fused)], hs4, 2);
+    const want2 = await valueAndGrads(tf, (xs) => [headsToRowsReference(tf, xs as Tensor4D[])], hs4, 2);
+    assert.deepEqual(got2, want2, `headsToRows, ${label}`);
+    tf.dispose([rows, ...hs4]);
+  }
+}
+
+test('cpu: the composites are inverse permutations, and the ops equal them', async () => {
+  const tf = await backendTf('cpu');
+  const x = random(tf, new Rng(3), [6, 3 * 2 * 4]) as Tensor2D; // B 2, T 3, 2 heads of 4
+  const [q, k, v] = rowsToHeadsReference(tf, x, { batch: 2, heads: 2, parts: 3 });
+  assert.deepEqual(q.shape, [2, 2, 3, 4]);
+  // query of sequence 1, head 1, position 2, entry 3 is row 1 * 3 + 2, column 0 * 8 + 1 * 4 + 3;
+  // value's is column 2 * 8 + 1 * 4 + 3.
+  const xs = (await x.data()) as Float32Array;
+  assert.equal((await q.data())[((1 * 2 + 1) * 3 + 2) * 4 + 3], xs[5 * 24 + 7]);
+  assert.equal((await v.data())[((1 * 2 + 1) * 3 + 2) * 4 + 3], xs[5 * 24 + 16 + 7]);
+  assert.deepEqual(await headsToRowsReference(tf, [q, k, v]).data(), xs);
+  assert.throws(() => rowsToHeads(tf, x, { batch: 4, heads: 2, parts: 3 }, false), /cannot cut \[6, 24\]/);
+  assert.throws(() => headsToRows(tf, [q, tf.zeros([2, 2, 3, 5]) as Tensor4D], false), /one shape/);
+  tf.dispose([x, q, k, v]);
+  await assertOps(tf, false);
+});
+
+test('webgpu: the heads kernels equal the composites bit for bit, values and gradients', { skip }, async (t) => {
+  const tf = await backendTf('webgpu');
+  try {
+    const kernels = capabilitiesOf(tf, 'webgpu').kernels;
+    assert.ok(kernels.has(ROWS_TO_HEADS_KERNEL) && kernels.has(HEADS_TO_ROWS_KERNEL), 'registered when webgpu loads');
+    const x = random(tf, new Rng(5), [2 * 7, 3 * 3 * 5]) as Tensor2D;
+    const before = tf.memory().numTensors;
+    const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
+    assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
+    tf.dispose([x, ...parts]);
+    await assertOps(tf, true);
+    t.diagnostic(`${SHAPES.length} shapes: equal`);
+  } finally {
+    releaseWebGpu(tf);
+  }
+});
