@@ -14,8 +14,9 @@
 // ops use a kernel when it is registered: capabilitiesOf in training/backend.ts). MLM_SIMD_KERNELS=0
 // leaves them out (the composites run, as before).
 //
-// Work splitting: each kernel takes a range of rows (entries, columns); `WorkSplit` runs a range,
-// here on the calling thread (results do not depend on how a range is split: kernels.c).
+// Work splitting: each kernel takes a range of rows (entries, columns); a `WorkSplit` runs a
+// range, on the calling thread (`onThisThread`) or cut between threads (simd-pool.ts). Results do
+// not depend on how a range is cut (kernels.c).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';

@@ -9,6 +9,8 @@
 // accumulated in float64 in ascending r and rounded once (the shipped kernel sums in float32, so
 // results agree up to float32 rounding; tests/training/backend.test.ts compares them).
 // Every other case (innermost axes, int32, a mix of axes) goes to the shipped kernel.
+// Where mlmkit's SIMD module is loaded (simd-wasm.ts) the column sums are its `column_sums`
+// (the same float64 sums, four lanes at a time, on the kernel threads) instead of the loop here.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';

@@ -9,7 +9,8 @@
 // which also serves every other gather of numbers, faster. Matrix products go to the machine's BLAS
 // library when one is found (blas.ts, matmul-blas.ts; the device string names it, and a note says
 // why not), else batched and transposed ones through XNNPACK (batch-matmul-wasm.ts). Sums over
-// leading axes add rows in place (sum-wasm.ts).
+// leading axes add rows in place (sum-wasm.ts). mlmkit's fused kernels run in a WebAssembly SIMD
+// module of its own on the backend's memory (simd-wasm.ts), on as many threads (simd-pool.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
