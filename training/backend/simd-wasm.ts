@@ -117,8 +117,8 @@ export const onThisThread: WorkSplit = (kernels, name, n, _grain, args, toRange 
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
-/** Loads the module on the active wasm backend's memory; a reason string when it cannot. */
-export function loadSimdKernels(tf: Tf, env: NodeJS.ProcessEnv = process.env): SimdModule | { reason: string } {
+/** Loads the module on the active wasm backend's memory (`env`: MLM_SIMD_KERNELS=0 declines); a reason string when it cannot. */
+export function loadSimdKernels(tf: Tf, env: NodeJS.ProcessEnv): SimdModule | { reason: string } {
   const flag = env.MLM_SIMD_KERNELS?.trim();
   if (flag === '0') return { reason: 'MLM_SIMD_KERNELS=0' };
   const memory = backendMemory(tf.backend() as unknown as BackendWasm);

@@ -119,7 +119,7 @@ let simdPool: SimdPool | null = null;
 async function startSimdKernels(tf: Tf, threads: number): Promise<{ fused: string; fusedNote?: string }> {
   await simdPool?.close();
   simdPool = null;
-  const loaded = loadSimdKernels(tf);
+  const loaded = loadSimdKernels(tf, process.env);
   if ('kernels' in loaded) {
     // On the threaded build the kernels run on as many threads as XNNPACK (simd-pool.ts).
     let note: string | undefined;
