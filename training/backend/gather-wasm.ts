@@ -11,12 +11,13 @@
 //   out[b, o, i, :] = x[b, o, indices[b, i], :]  ->  reshaped to the op's output shape.
 // Only string tensors go to the shipped kernel. A copy is exact: values equal the shipped kernel's.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';
+import { wrapWasmKernel, type WasmKernelArgs } from './wrap-wasm-kernel.ts';
 
 const WRAPPED = Symbol.for('mlmkit.wasmGatherBatchDims');
 
-type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+type KernelArgs = WasmKernelArgs;
 
 function batchedGather(tf: Tf, args: KernelArgs, batchDims: number): TensorInfo {
   const backend = args.backend as BackendWasm;
@@ -65,17 +66,9 @@ function batchedGather(tf: Tf, args: KernelArgs, batchDims: number): TensorInfo 
  * kernel); calling it again does nothing.
  */
 export function fixWasmGatherBatchDims(tf: Tf): void {
-  const shipped = tf.getKernel('GatherV2', 'wasm');
-  if (shipped === undefined) return;
-  const shippedFunc = shipped.kernelFunc as KernelFunc & { [WRAPPED]?: true };
-  if (shippedFunc[WRAPPED]) return;
-  const kernelFunc = ((args: KernelArgs) => {
+  wrapWasmKernel(tf, 'GatherV2', WRAPPED, (args, shipped) => {
     const batchDims = (args.attrs?.batchDims as number | undefined) ?? 0;
-    if (args.inputs.x?.dtype === 'string') return shippedFunc(args as Parameters<KernelFunc>[0]);
+    if (args.inputs.x?.dtype === 'string') return shipped(args);
     return batchedGather(tf, args, batchDims);
-  }) as KernelFunc & { [WRAPPED]?: true };
-  kernelFunc[WRAPPED] = true;
-  const config: KernelConfig = { ...shipped, kernelFunc };
-  tf.unregisterKernel('GatherV2', 'wasm');
-  tf.registerKernel(config);
+  });
 }

@@ -20,16 +20,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type { KernelConfig, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import type { KernelConfig, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';
 import { ATTENTION_SOFTMAX_GRAD_KERNEL, ATTENTION_SOFTMAX_KERNEL, type AttentionSoftmaxAttrs } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, type BiasDropoutResidualAttrs } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL, type BiasGeluAttrs } from '../kernels/bias-gelu.ts';
 import { DROPOUT_MASK_KERNEL } from '../kernels/dropout-mask.ts';
+import type { KernelDropout } from '../kernels/kernel-dropout.ts';
 import { ADAMW_KERNEL, SUM_OF_SQUARES_KERNEL, type AdamWKernelAttrs } from '../kernels/adamw.ts';
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, type LayerNormAttrs } from '../kernels/layer-norm.ts';
 import { MASKED_CROSS_ENTROPY_GRAD_KERNEL, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import { setSimdColumnSums } from './sum-wasm.ts';
+import { wrapWasmKernel, type WasmKernelArgs } from './wrap-wasm-kernel.ts';
 
 /** The module's exports (kernels.c); every pointer is a byte offset into the backend's memory. */
 export interface SimdExports {
@@ -57,12 +59,11 @@ function moduleDir(): string {
   return existsSync(beside) ? beside : path.join(import.meta.dirname, '..', '..', '..', 'training', 'backend', 'simd');
 }
 
-/** The module and its instance on a memory (shared: the backend's threaded build). */
+/** The module's instance on a memory (shared: the backend's threaded build), and its bytes. */
 export interface SimdModule {
   kernels: SimdExports;
   /** The module file's bytes (each thread of simd-pool.ts compiles its own). */
   bytes: Uint8Array;
-  module: WebAssembly.Module;
   memory: WebAssembly.Memory;
   shared: boolean;
 }
@@ -82,7 +83,7 @@ export function instantiateSimdKernels(memory: WebAssembly.Memory): SimdModule |
     const bytes = readFileSync(file);
     const module = new WebAssembly.Module(bytes);
     const instance = new WebAssembly.Instance(module, { env: { memory } });
-    return { kernels: instance.exports as unknown as SimdExports, bytes, module, memory, shared };
+    return { kernels: instance.exports as unknown as SimdExports, bytes, memory, shared };
   } catch (err) {
     return { reason: `${path.basename(file)}: ${err instanceof Error ? err.message : String(err)}` };
   }
@@ -115,7 +116,7 @@ export const onThisThread: WorkSplit = (kernels, name, n, _grain, args, toRange 
   if (n > 0) (kernels[name] as unknown as (...a: number[]) => void)(...args, ...toRange(0, n));
 };
 
-type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+type KernelArgs = WasmKernelArgs;
 
 /** Loads the module on the active wasm backend's memory (`env`: MLM_SIMD_KERNELS=0 declines); a reason string when it cannot. */
 export function loadSimdKernels(tf: Tf, env: NodeJS.ProcessEnv): SimdModule | { reason: string } {
@@ -145,8 +146,19 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     if (t.dtype !== 'float32') throw new Error(`${name}: float32 expected, got ${t.dtype}`);
     return t;
   };
-  const rowsOf = (t: TensorInfo): number => t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  const rowsOf = (t: TensorInfo): number => tf.util.sizeFromShape(t.shape.slice(0, -1));
   const last = (t: TensorInfo): number => t.shape[t.shape.length - 1] ?? 1;
+  // The kernels' dropout arguments, in kernels.c's order.
+  const dropoutArgs = (a: KernelDropout): number[] => [a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale];
+  // A range of n entries handled in groups of four: a piece [q0, q1) of groups is entries [4 q0, 4 q1) within n.
+  const fours = (n: number) => (q0: number, q1: number): [number, number] => [4 * q0, Math.min(n, 4 * q1)];
+  // The cross-entropy kernels' shared inputs as pointers (weights 0: none) and the logits' shape.
+  const crossEntropyInputs = (name: string, inputs: NamedTensorInfoMap, be: BackendWasm) => {
+    const logits = f32(name, inputs.logits);
+    const [N, V] = logits.shape as [number, number];
+    const weights = inputs.weights === undefined ? 0 : ptr(be, f32(name, inputs.weights));
+    return { logits: ptr(be, logits), targets: ptr(be, inputs.targets!), weights, N, V };
+  };
   const kernels: Record<string, (args: KernelArgs, backend: BackendWasm) => TensorInfo | TensorInfo[]> = {
     [BIAS_GELU_KERNEL]: ({ inputs, attrs }, be) => {
       const x = f32(BIAS_GELU_KERNEL, inputs.x);
@@ -191,7 +203,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const dgamma = be.makeOutput([H], 'float32');
       const dbeta = be.makeOutput([H], 'float32');
       split(k, 'layer_norm_grad_rows', N, grainRows(H), [ptr(be, dy), ptr(be, x), ptr(be, stats), ptr(be, gamma), ptr(be, dx), H]);
-      split(k, 'layer_norm_grad_columns', Math.ceil(H / 4), 4, [ptr(be, dy), ptr(be, x), ptr(be, stats), ptr(be, dgamma), ptr(be, dbeta), N, H], (c0, c1) => [4 * c0, Math.min(H, 4 * c1)]);
+      split(k, 'layer_norm_grad_columns', Math.ceil(H / 4), 4, [ptr(be, dy), ptr(be, x), ptr(be, stats), ptr(be, dgamma), ptr(be, dbeta), N, H], fours(H));
       return [dx, dgamma, dbeta];
     },
     [ATTENTION_SOFTMAX_KERNEL]: ({ inputs, attrs }, be) => {
@@ -200,7 +212,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const a = attrs as unknown as AttentionSoftmaxAttrs;
       const [, heads, Tq, Tk] = s.shape as [number, number, number, number];
       const out = be.makeOutput(s.shape, 'float32');
-      split(k, 'attention_softmax', rowsOf(s), grainRows(Tk), [ptr(be, s), ptr(be, bias), ptr(be, out), heads * Tq, Tk, a.scale, a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale]);
+      split(k, 'attention_softmax', rowsOf(s), grainRows(Tk), [ptr(be, s), ptr(be, bias), ptr(be, out), heads * Tq, Tk, a.scale, ...dropoutArgs(a)]);
       return out;
     },
     [ATTENTION_SOFTMAX_GRAD_KERNEL]: ({ inputs, attrs }, be) => {
@@ -210,7 +222,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const a = attrs as unknown as AttentionSoftmaxAttrs;
       const [, heads, Tq, Tk] = s.shape as [number, number, number, number];
       const dz = be.makeOutput(s.shape, 'float32');
-      split(k, 'attention_softmax_grad', rowsOf(s), grainRows(Tk), [ptr(be, s), ptr(be, bias), ptr(be, dy), ptr(be, dz), heads * Tq, Tk, a.scale, a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale]);
+      split(k, 'attention_softmax_grad', rowsOf(s), grainRows(Tk), [ptr(be, s), ptr(be, bias), ptr(be, dy), ptr(be, dz), heads * Tq, Tk, a.scale, ...dropoutArgs(a)]);
       return dz;
     },
     [BIAS_DROPOUT_RESIDUAL_KERNEL]: ({ inputs, attrs }, be) => {
@@ -220,7 +232,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const a = attrs as unknown as BiasDropoutResidualAttrs;
       const H = last(x);
       const y = be.makeOutput(x.shape, 'float32');
-      split(k, 'bias_dropout_residual', rowsOf(x), grainRows(H), [ptr(be, x), ptr(be, b), ptr(be, res), ptr(be, y), H, a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale]);
+      split(k, 'bias_dropout_residual', rowsOf(x), grainRows(H), [ptr(be, x), ptr(be, b), ptr(be, res), ptr(be, y), H, ...dropoutArgs(a)]);
       return y;
     },
     [BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL]: ({ inputs, attrs }, be) => {
@@ -230,36 +242,28 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const n = rowsOf(dy) * last(dy);
       // Without dropout the mask is 1: a threshold of 0 drops nothing, and the scale is 1.
       const [threshold, scale] = a.dropout === 1 ? [a.threshold, a.keepScale] : [0, 1];
-      split(k, 'dropout_apply', Math.ceil(n / 4), GRAIN_ENTRIES / 4, [ptr(be, dy), ptr(be, dx), a.k0, a.k1, a.k2, threshold, scale], (q0, q1) => [4 * q0, Math.min(n, 4 * q1)]);
+      split(k, 'dropout_apply', Math.ceil(n / 4), GRAIN_ENTRIES / 4, [ptr(be, dy), ptr(be, dx), a.k0, a.k1, a.k2, threshold, scale], fours(n));
       return dx;
     },
     [MASKED_CROSS_ENTROPY_KERNEL]: ({ inputs }, be) => {
-      const logits = f32(MASKED_CROSS_ENTROPY_KERNEL, inputs.logits);
-      const targets = inputs.targets!;
-      const weights = inputs.weights;
-      const [N, V] = logits.shape as [number, number];
+      const { logits, targets, weights, N, V } = crossEntropyInputs(MASKED_CROSS_ENTROPY_KERNEL, inputs, be);
       const loss = be.makeOutput([N], 'float32');
-      const w = weights === undefined ? 0 : ptr(be, f32(MASKED_CROSS_ENTROPY_KERNEL, weights));
-      split(k, 'masked_cross_entropy', N, grainRows(V), [ptr(be, logits), ptr(be, targets), w, ptr(be, loss), V]);
+      split(k, 'masked_cross_entropy', N, grainRows(V), [logits, targets, weights, ptr(be, loss), V]);
       return loss;
     },
     [MASKED_CROSS_ENTROPY_GRAD_KERNEL]: ({ inputs }, be) => {
-      const logits = f32(MASKED_CROSS_ENTROPY_GRAD_KERNEL, inputs.logits);
-      const targets = inputs.targets!;
-      const weights = inputs.weights;
+      const { logits, targets, weights, N, V } = crossEntropyInputs(MASKED_CROSS_ENTROPY_GRAD_KERNEL, inputs, be);
       const dy = f32(MASKED_CROSS_ENTROPY_GRAD_KERNEL, inputs.dy);
-      const [N, V] = logits.shape as [number, number];
       const dl = be.makeOutput([N, V], 'float32');
-      const w = weights === undefined ? 0 : ptr(be, f32(MASKED_CROSS_ENTROPY_GRAD_KERNEL, weights));
-      split(k, 'masked_cross_entropy_grad', N, grainRows(V), [ptr(be, logits), ptr(be, targets), w, ptr(be, dy), ptr(be, dl), V]);
+      split(k, 'masked_cross_entropy_grad', N, grainRows(V), [logits, targets, weights, ptr(be, dy), ptr(be, dl), V]);
       return dl;
     },
     [ADAMW_KERNEL]: ({ inputs, attrs }, be) => {
       const [p, m, v, g] = (['param', 'm', 'v', 'grad'] as const).map((name) => f32(ADAMW_KERNEL, inputs[name]));
       const a = attrs as unknown as AdamWKernelAttrs;
-      const n = p.shape.reduce((x, y) => x * y, 1);
+      const n = tf.util.sizeFromShape(p.shape);
       for (const t of [m, v, g]) {
-        if (t.shape.reduce((x, y) => x * y, 1) !== n) throw new Error(`${ADAMW_KERNEL}: param, m, v and grad must have the same size`);
+        if (tf.util.sizeFromShape(t.shape) !== n) throw new Error(`${ADAMW_KERNEL}: param, m, v and grad must have the same size`);
       }
       const outs = [p, m, v].map((t) => be.makeOutput(t.shape, 'float32'));
       split(k, 'adamw', n, GRAIN_ENTRIES, [...[p, m, v, g, ...outs].map((t) => ptr(be, t)), a.b1, a.b2, a.b1c, a.b2c, a.inv, a.eps, a.negStep, a.keep, a.decay]);
@@ -267,7 +271,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     },
     [SUM_OF_SQUARES_KERNEL]: ({ inputs }, be) => {
       const x = f32(SUM_OF_SQUARES_KERNEL, inputs.x);
-      const total = k.sum_squares(ptr(be, x), x.shape.reduce((a, b) => a * b, 1));
+      const total = k.sum_squares(ptr(be, x), tf.util.sizeFromShape(x.shape));
       const out = be.makeOutput([], 'float32');
       (be.typedArrayFromHeap(out) as Float32Array)[0] = total;
       return out;
@@ -275,7 +279,7 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     [DROPOUT_MASK_KERNEL]: ({ attrs }, be) => {
       const { n, k0, k1, k2, threshold, scale } = attrs as unknown as { n: number; k0: number; k1: number; k2: number; threshold: number; scale: number };
       const out = be.makeOutput([n], 'float32');
-      split(k, 'dropout_mask', Math.ceil(n / 4), GRAIN_ENTRIES / 4, [ptr(be, out), k0, k1, k2, threshold, scale], (q0, q1) => [4 * q0, Math.min(n, 4 * q1)]);
+      split(k, 'dropout_mask', Math.ceil(n / 4), GRAIN_ENTRIES / 4, [ptr(be, out), k0, k1, k2, threshold, scale], fours(n));
       return out;
     },
   };
@@ -311,29 +315,19 @@ let splitLastAxis: SplitLastAxis | null = null;
 
 /**
  * Routes float32 splits along the last axis (the query, key and value columns of the fused
- * projection, and their weights' gradients) to `f`; every other split to the shipped SplitV
- * (which copies each part through a general strided slice).
+ * projection, and their weights' gradients) to `splitLastAxis`; every other split to the shipped
+ * SplitV (which copies each part through a general strided slice).
  */
 function wrapSplitV(tf: Tf, f: SplitLastAxis): void {
   splitLastAxis = f;
-  const registered = tf.getKernel('SplitV', 'wasm');
-  if (registered === undefined) return;
-  const shipped = registered.kernelFunc as KernelConfig['kernelFunc'] & { [WRAPPED_SPLIT]?: true };
-  if (shipped[WRAPPED_SPLIT]) return;
-  const kernelFunc = ((args: KernelArgs) => {
+  wrapWasmKernel(tf, 'SplitV', WRAPPED_SPLIT, (args, shipped) => {
     const x = args.inputs.x!;
     const rank = x.shape.length;
     const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
-    const numOrSize = args.attrs?.numOrSizeSplits as number | number[];
-    if (splitLastAxis !== null && x.dtype === 'float32' && rank >= 1 && axis === rank - 1) {
-      const sizes = tf.backend_util.prepareSplitSize(x as never, numOrSize, axis);
-      return splitLastAxis(args.backend as BackendWasm, x, sizes);
-    }
-    return shipped(args as Parameters<KernelConfig['kernelFunc']>[0]);
-  }) as KernelConfig['kernelFunc'] & { [WRAPPED_SPLIT]?: true };
-  kernelFunc[WRAPPED_SPLIT] = true;
-  tf.unregisterKernel('SplitV', 'wasm');
-  tf.registerKernel({ ...registered, kernelFunc });
+    if (splitLastAxis === null || x.dtype !== 'float32' || rank < 1 || axis !== rank - 1) return shipped(args);
+    const sizes = tf.backend_util.prepareSplitSize(x as never, args.attrs?.numOrSizeSplits as number | number[], axis);
+    return splitLastAxis(args.backend as BackendWasm, x, sizes);
+  });
 }
 
 /** Entries worth one thread's share of an elementwise kernel. */

@@ -12,8 +12,9 @@
 // Where mlmkit's SIMD module is loaded (simd-wasm.ts) the column sums are its `column_sums`
 // (the same float64 sums, four lanes at a time, on the kernel threads) instead of the loop here.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './common.ts';
+import { wrapWasmKernel, type WasmKernelArgs } from './wrap-wasm-kernel.ts';
 
 const WRAPPED = Symbol.for('mlmkit.wasmSumLeadingAxes');
 
@@ -26,7 +27,7 @@ export function setSimdColumnSums(f: ColumnSums | null): void {
   simdColumnSums = f;
 }
 
-type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+type KernelArgs = WasmKernelArgs;
 
 /** Column sums, or null when the shipped kernel should run (not a leading-axes float32 sum). */
 function sumLeadingAxes(tf: Tf, args: KernelArgs): TensorInfo | null {
@@ -72,14 +73,5 @@ function sumLeadingAxes(tf: Tf, args: KernelArgs): TensorInfo | null {
  * header). Call after importing tfjs-backend-wasm; calling it again does nothing.
  */
 export function registerWasmSumLeadingAxes(tf: Tf): void {
-  const registered = tf.getKernel('Sum', 'wasm');
-  if (registered === undefined) return;
-  const shippedFunc = registered.kernelFunc as KernelFunc & { [WRAPPED]?: true };
-  if (shippedFunc[WRAPPED]) return;
-  const kernelFunc = ((args: KernelArgs) =>
-    sumLeadingAxes(tf, args) ?? shippedFunc(args as Parameters<KernelFunc>[0])) as KernelFunc & { [WRAPPED]?: true };
-  kernelFunc[WRAPPED] = true;
-  const config: KernelConfig = { ...registered, kernelFunc };
-  tf.unregisterKernel('Sum', 'wasm');
-  tf.registerKernel(config);
+  wrapWasmKernel(tf, 'Sum', WRAPPED, (args, shipped) => sumLeadingAxes(tf, args) ?? shipped(args));
 }

@@ -44,7 +44,7 @@ function randomArray(rng: Rng, n: number, scale = 1): Float32Array {
 // -------------------------------------------------------------------------------------------------
 // The module on a memory of its own
 
-/** A memory of `pages` 64 KiB pages filled with a sentinel, with a bump allocator of floats. */
+/** A 4 MiB memory (plain or shared) filled with a sentinel, the module on it, and a bump allocator of floats. */
 function arena(shared: boolean) {
   const memory = new WebAssembly.Memory({ initial: 64, maximum: 64, ...(shared ? { shared: true } : {}) });
   const mod = instantiateSimdKernels(memory);
