@@ -178,28 +178,33 @@ export function encoderLayer(
   const hs = H / nh;
   const weight = (name: string): Tensor2D => w(`${prefix}.${name}.weight`) as Tensor2D;
   const bias = (name: string): Tensor1D => w(`${prefix}.${name}.bias`) as Tensor1D;
-  const lin = (input: Tensor2D, name: string, act?: HiddenAct): Tensor2D => ops.linear(input, weight(name), bias(name), act);
-  const norm = (input: Tensor2D, name: string): Tensor2D =>
-    ops.layerNorm(input, w(`${prefix}.${name}.weight`) as Tensor1D, w(`${prefix}.${name}.bias`) as Tensor1D, config.layer_norm_eps);
-  // dropout(x W + b) + residual, the end of both residual branches.
-  const branchEnd = (input: Tensor2D, name: string, residual: Tensor2D, site: string): Tensor2D =>
-    ops.biasDropoutResidual(ops.matMul(input, weight(name)), bias(name), residual, config.hidden_dropout_prob, drop(`${prefix}.${site}`));
+  // LayerNorm(dropout(x W + b) + residual): the end of both residual branches.
+  const branchEnd = (input: Tensor2D, name: string, residual: Tensor2D, site: string, normName: string): Tensor2D =>
+    ops.residualNorm(
+      ops.matMul(input, weight(name)),
+      bias(name),
+      residual,
+      { gamma: w(`${prefix}.${normName}.weight`) as Tensor1D, beta: w(`${prefix}.${normName}.bias`) as Tensor1D, eps: config.layer_norm_eps },
+      config.hidden_dropout_prob,
+      drop(`${prefix}.${site}`),
+    );
 
   // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy); the
   // gradient of the side-by-side weights and biases splits back into the three (weights and biases
-  // together: one kernel each way on webgpu).
+  // together: one kernel each way on webgpu). The residual reads x through that Linear
+  // (`linearWithSkip`), so x's two gradients meet in one kernel.
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
   const [qkvWeight, qkvBias] = ops.concatColumns([qkvNames.map(weight), qkvNames.map(bias)]); // [H, 3H], [3H]
-  const qkv = ops.linear(x, qkvWeight as Tensor2D, qkvBias as Tensor1D); // [B*T, 3H]
+  const [qkv, xSkip] = ops.linearWithSkip(x, qkvWeight as Tensor2D, qkvBias as Tensor1D); // [B*T, 3H], x
   const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
   const context = ops.mergeHeads(ops.batchMatMul(probs, v, false, false)); // [B*T, H]
-  const h = norm(branchEnd(context, 'attention.output.dense', x, 'attention.output'), 'attention.output.LayerNorm');
+  const h = branchEnd(context, 'attention.output.dense', xSkip, 'attention.output', 'attention.output.LayerNorm');
 
   // Feed-forward.
-  const inner = lin(h, 'intermediate.dense', config.hidden_act); // [B*T, I]
-  return norm(branchEnd(inner, 'output.dense', h, 'output'), 'output.LayerNorm');
+  const [inner, hSkip] = ops.linearWithSkip(h, weight('intermediate.dense'), bias('intermediate.dense'), config.hidden_act); // [B*T, I], h
+  return branchEnd(inner, 'output.dense', hSkip, 'output', 'output.LayerNorm');
 }
 
 // -------------------------------------------------------------------------------------------------

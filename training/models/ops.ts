@@ -23,11 +23,12 @@ import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention
 import { BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
 import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
-import { customOp } from '../kernels/custom-op.ts';
+import { customMultiOp, customOp } from '../kernels/custom-op.ts';
 import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from '../kernels/dropout-mask.ts';
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
+import { RESIDUAL_LAYER_NORM_GRAD_KERNEL, RESIDUAL_LAYER_NORM_KERNEL, residualLayerNorm } from '../kernels/residual-layer-norm.ts';
 import { CONCAT_COLUMN_GROUPS_KERNEL, concatColumnGroups, concatColumns, SPLIT_COLUMN_GROUPS_KERNEL, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
 import type { HiddenAct } from './config.ts';
 
@@ -155,6 +156,20 @@ export interface Ops {
   attentionProbs(scores: Tensor4D, maskBias: Tensor2D, scale: number, rate: number, seed: string | null): Tensor4D;
   /** dropout(x + b) + residual: x and residual [N, H], b [H] (`seed` null: no dropout). */
   biasDropoutResidual(x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D;
+  /**
+   * LayerNorm(dropout(x + b) + residual) with gamma, beta and eps: the end of a residual branch.
+   * One kernel forward where the backend has the fused one (training/kernels/residual-layer-norm.ts),
+   * else `biasDropoutResidual` then `layerNorm`.
+   */
+  residualNorm(x: Tensor2D, b: Tensor1D, residual: Tensor2D, norm: { gamma: Tensor1D; beta: Tensor1D; eps: number }, rate: number, seed: string | null): Tensor2D;
+  /**
+   * `linear(x, w, b, act)` and x itself, for a residual connection that also reads x: use the
+   * second output there. Where the backend adds a whole matrix inside a matMul kernel
+   * (`capabilities.matMulBias`), the gradient of x is then one kernel, dy W^T + (the residual's
+   * gradient), instead of the product and TF.js's add of the two gradients; elsewhere the second
+   * output is x and TF.js adds them, as with two plain uses.
+   */
+  linearWithSkip(x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): [Tensor2D, Tensor2D];
   /**
    * Rows `ids` (int32 [N]) of `table` [S, H], as tf.gather; `hostIds` are the same ids on the host
    * when known. The gradient's method is `capabilities.embeddingGrad` (see makeOps).
@@ -337,6 +352,11 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     attentionSoftmax(tf, scores, maskBias, { scale, rate, seed }, fusedAttention);
   const biasDropoutResidualOp = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, rate: number, seed: string | null): Tensor2D =>
     biasDropoutResidual(tf, x, b, residual, { rate, seed }, has(BIAS_DROPOUT_RESIDUAL_KERNEL), biasGradOf, has(BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL));
+  const fusedResidualNorm = has(RESIDUAL_LAYER_NORM_KERNEL) && has(RESIDUAL_LAYER_NORM_GRAD_KERNEL);
+  const residualNorm = (x: Tensor2D, b: Tensor1D, residual: Tensor2D, norm: { gamma: Tensor1D; beta: Tensor1D; eps: number }, rate: number, seed: string | null): Tensor2D =>
+    fusedResidualNorm
+      ? residualLayerNorm(tf, x, b, residual, norm.gamma, norm.beta, { eps: norm.eps, rate, seed })
+      : layerNormOp(biasDropoutResidualOp(x, b, residual, rate, seed), norm.gamma, norm.beta, norm.eps);
 
   // Embedding rows. tf.gather's gradient is UnsortedSegmentSum, which TF.js's webgpu backend runs
   // as one float atomicAdd per element, and WGSL has no float atomics: each add is a
@@ -428,6 +448,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     mergeHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
+    residualNorm,
   };
 
   // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;
@@ -455,16 +476,18 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     const plain = f16(false, false);
     const rightT = f16(false, true);
     const flagged = [[plain, rightT], [f16(true, false), f16(true, true)]];
+    const linear16 = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): Tensor2D => {
+      const xw = plain(x, w) as Tensor2D;
+      if (act === undefined) return tf.add(xw, b) as Tensor2D;
+      if (act !== 'relu' && has(BIAS_GELU_KERNEL)) return biasGelu(tf, xw, b, act !== 'gelu');
+      return activationOp(tf.add(xw, b) as Tensor2D, act);
+    };
     return {
       ...common,
       matMul: (a, b) => plain(a, b) as Tensor2D,
-      linear: (x, w, b, act) => {
-        const xw = plain(x, w) as Tensor2D;
-        if (act === undefined) return tf.add(xw, b) as Tensor2D;
-        if (act !== 'relu' && has(BIAS_GELU_KERNEL)) return biasGelu(tf, xw, b, act !== 'gelu');
-        return activationOp(tf.add(xw, b) as Tensor2D, act);
-      },
+      linear: linear16,
       tiedDecoder: (h, e, b) => tf.add(rightT(h, e), b) as Tensor2D,
+      linearWithSkip: (x, w, b, act) => [linear16(x, w, b, act), x],
       batchMatMul: (a, b, ta, tb) => {
         const [B, nh, ar, ac] = a.shape;
         const [, , br, bc] = b.shape;
@@ -473,10 +496,37 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
       },
     };
   }
+  // x W (+ b) and x (see Ops.linearWithSkip): dx = dy W^T + dskip in one fused matMul, whose
+  // "bias" may be a whole [N, in] matrix; the rest of the gradient as `linear` and `matMul`.
+  const productWithSkip = (withBias: boolean): ((...inputs: Tensor[]) => Tensor[]) =>
+    customMultiOp(tf, ([x, w, b], save) => {
+      save([x, w]);
+      return {
+        value: [withBias ? matMulAdd(x as Tensor2D, w as Tensor2D, b as Tensor1D, false) : tf.matMul(x as Tensor2D, w as Tensor2D), tf.clone(x)],
+        gradFunc: ([dy, dskip], [sx, sw]) => {
+          const dx = tf.fused.matMul({ a: dy as Tensor2D, b: sw as Tensor2D, transposeB: true, bias: dskip });
+          const dw = matMulTA(sx as Tensor2D, dy as Tensor2D);
+          return withBias ? [dx, dw, biasGradOf(dy as Tensor2D)] : [dx, dw];
+        },
+      };
+    });
+  const linearSkip = productWithSkip(true);
+  const matMulSkip = productWithSkip(false);
+  const linearWithSkip = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): [Tensor2D, Tensor2D] => {
+    if (!capabilities.matMulBias) return [dense(x, w, b, act), x];
+    if (act === undefined) return linearSkip(x, w, b) as [Tensor2D, Tensor2D];
+    if (act !== 'relu' && has(BIAS_GELU_KERNEL)) {
+      const [xw, skip] = matMulSkip(x, w) as [Tensor2D, Tensor2D];
+      return [biasGelu(tf, xw, b, act !== 'gelu'), skip];
+    }
+    const [y, skip] = linearSkip(x, w, b) as [Tensor2D, Tensor2D];
+    return [activationOp(y, act), skip];
+  };
   return {
     ...common,
     matMul: (a, b) => matMul(a, b),
     linear: dense,
+    linearWithSkip,
     tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
     batchMatMul: (a, b, ta, tb) => tf.matMul(a, b, ta, tb),
   };

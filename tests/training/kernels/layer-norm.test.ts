@@ -2,8 +2,10 @@
 // composite with TF.js's own gradients, and the webgpu kernels (training/backend/webgpu/layer-norm.ts)
 // against the reference composites: values, each row's mean and rstd, and the gradients of x,
 // gamma and beta. Shapes whose rows and columns do not divide the workgroup sizes (64 threads a
-// row; column sums over blocks of 64 rows by 64 columns): one row, 7 rows, 129 rows of 768,
-// 1,100 rows (two reduction stages), and padding-like rows (all zeros, constant: variance 0).
+// row; the backward's blocks of at least 16 rows, at most 1,024 blocks, in 64-row chunks): one
+// row, 7 rows, 129 rows of 768, 1,100 rows, 70,000 rows of 3 (more rows than one dispatch
+// dimension takes: the forward's workgroups loop; 69 rows a block: two chunks each), and
+// padding-like rows (all zeros, constant: variance 0).
 // Tolerance 1e-5 relative to the largest magnitude of the reference (float32 sums in another order).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,7 +26,7 @@ import { assertSameOp, backendTf, random, relativeDiff, webgpuSkip } from './ker
 const skip = await webgpuSkip();
 const TOL = 1e-5;
 const EPS = 1e-12;
-const SHAPES: [number, number][] = [[1, 33], [7, 33], [129, 768], [1100, 33]];
+const SHAPES: [number, number][] = [[1, 33], [7, 33], [129, 768], [1100, 33], [70_000, 3]];
 
 /** x of `shape` with row 0 all zeros and row 1 constant when there are enough rows (padding-like rows). */
 function inputs(tf: Awaited<ReturnType<typeof backendTf>>, [N, H]: [number, number]): Tensor[] {

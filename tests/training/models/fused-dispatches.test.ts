@@ -1,14 +1,14 @@
-// The encoder on webgpu runs mlmkit's fused kernels (training/kernels/: attention softmax, bias +
-// dropout + residual, masked cross-entropy), and they cut the step's GPU dispatches. One training
+// The encoder on webgpu runs mlmkit's fused kernels (training/kernels/: attention softmax, the
+// residual LayerNorm, masked cross-entropy), and they cut the step's GPU dispatches. One training
 // forward and backward of bert-tiny (vocabulary cut to 1,000, batch 4 x 33 with padded rows,
 // dropout on), counted twice in one process: with the backend's capabilities, and with the same
 // capabilities less these kernels (the reference composites). Asserted: each kernel program runs
 // as often as the model's structure says (per layer: one attention softmax forward and one
-// backward, two bias + dropout + residual forwards and two backwards; one cross-entropy forward
-// and one backward), the loss agrees within 1e-5 relative, and the fused run needs fewer
-// dispatches. The counts are printed as diagnostics (they depend on TF.js's own kernels).
-// Dispatches are counted by wrapping the backend's `recordAndSubmit`, which encodes each TF.js
-// program's one dispatch.
+// backward, two residual LayerNorm forwards and two backwards, and no separate bias + dropout +
+// residual; one cross-entropy forward and one backward), the loss agrees within 1e-5 relative,
+// and the fused run needs fewer dispatches. The counts are printed as diagnostics (they depend on
+// TF.js's own kernels). Dispatches are counted by wrapping the backend's `recordAndSubmit`, which
+// encodes each TF.js program's one dispatch, and the raw seam's `dispatch` (by pipeline label).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import type { MlmBatch } from '../../../data/masking.ts';
 import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
+import { rawWebGpu } from '../../../training/backend/webgpu/raw.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
 import { createMaskedLM } from '../../../training/models/roberta.ts';
 import { computeGradients } from '../../../training/train-step.ts';
@@ -30,6 +31,8 @@ const MINE = [
   'MlmkitBiasDropoutResidual',
   'MlmkitBiasDropoutResidualGrad',
   'MlmkitBiasDropoutResidualGradSum',
+  'MlmkitResidualLayerNorm',
+  'MlmkitResidualLayerNormGrad',
 ];
 
 function batchOf(B: number, T: number, vocab: number): MlmBatch {
@@ -58,15 +61,24 @@ test('webgpu: a bert-tiny training pass runs the fused kernels, with fewer dispa
     const batch = batchOf(4, 33, 1000);
     const backend = tf.backend() as unknown as { recordAndSubmit: (program: { constructor: { name: string } }, ...rest: unknown[]) => unknown };
     const original = backend.recordAndSubmit;
+    const raw = rawWebGpu(tf);
+    const rawDispatch = raw.dispatch;
     const run = async (withKernels: boolean) => {
       const kernels = new Set([...sel.capabilities.kernels].filter((k) => withKernels || !MINE.includes(k)));
       const model = createMaskedLM(tf, config, { seed: 3, capabilities: { ...sel.capabilities, kernels } });
       const programs = new Map<string, number>();
       let total = 0;
-      backend.recordAndSubmit = function (this: unknown, program, ...rest) {
+      const count = (name: string) => {
         total++;
-        programs.set(program.constructor.name, (programs.get(program.constructor.name) ?? 0) + 1);
+        programs.set(name, (programs.get(name) ?? 0) + 1);
+      };
+      backend.recordAndSubmit = function (this: unknown, program, ...rest) {
+        count(program.constructor.name);
         return original.call(this, program, ...rest);
+      };
+      raw.dispatch = function (this: typeof raw, pipeline, ...rest) {
+        count(pipeline.label);
+        return rawDispatch.call(this, pipeline, ...rest);
       };
       try {
         const g = computeGradients(tf, model, [batch], { training: true, dropoutSeeds: [5] });
@@ -75,6 +87,7 @@ test('webgpu: a bert-tiny training pass runs the fused kernels, with fewer dispa
         return { total, programs, loss };
       } finally {
         backend.recordAndSubmit = original;
+        raw.dispatch = rawDispatch;
         model.dispose();
       }
     };
@@ -83,11 +96,14 @@ test('webgpu: a bert-tiny training pass runs the fused kernels, with fewer dispa
     const L = config.num_hidden_layers;
     t.diagnostic(`dispatches of one forward + backward: ${fused.total} fused, ${reference.total} reference composites`);
     assert.equal(fused.programs.get('AttentionSoftmaxProgram'), 2 * L, 'attention softmax: a forward and a backward per layer');
-    // The forwards are TF.js programs; the gradients, with their bias sums, go through the raw seam
-    // (MlmkitBiasDropoutResidualGradSum), which recordAndSubmit does not see.
-    assert.equal(fused.programs.get('BiasDropoutResidualProgram'), 2 * L, 'bias + dropout + residual: two forwards per layer');
+    // Both residual branches end in the fused residual LayerNorm: one dispatch forward, and (132
+    // rows: nine blocks) the backward's two.
+    assert.equal(fused.programs.get('mlmkit-residual-layer-norm'), 2 * L, 'residual LayerNorm: two forwards per layer');
+    assert.equal(fused.programs.get('mlmkit-residual-layer-norm-grad'), 2 * L, 'residual LayerNorm: two backwards per layer');
+    assert.equal(fused.programs.get('mlmkit-column-sums/layer-norm-partials/3'), 2 * L, 'residual LayerNorm: the partial rows summed once per backward');
+    assert.equal(fused.programs.get('BiasDropoutResidualProgram'), undefined, 'no separate bias + dropout + residual');
     assert.equal(fused.programs.get('CrossEntropyProgram'), 2, 'cross-entropy: one forward, one backward');
-    for (const name of ['AttentionSoftmaxProgram', 'BiasDropoutResidualProgram', 'CrossEntropyProgram']) {
+    for (const name of ['AttentionSoftmaxProgram', 'mlmkit-residual-layer-norm', 'mlmkit-residual-layer-norm-grad', 'CrossEntropyProgram']) {
       assert.equal(reference.programs.get(name), undefined, `the reference run uses no ${name}`);
     }
     assert.ok(Math.abs(fused.loss - reference.loss) <= 1e-5 * Math.abs(reference.loss), `loss ${fused.loss} against ${reference.loss}`);

@@ -1,7 +1,8 @@
-// Column sums with one output tensor per summed quantity, through the raw seam (raw.ts): the
-// LayerNorm gradient's dgamma and dbeta come out of one dispatch (two when the rows need a second
-// stage), where the TF.js programs of bias-grad.ts need one dispatch for the partial sums of both
-// and then one per quantity (a TF.js program has a single output).
+// Column sums with one output tensor per summed quantity, through the raw seam (raw.ts): several
+// sums come out of one dispatch (two when the rows need a second stage), where the TF.js programs
+// of bias-grad.ts need one dispatch for the partial sums of all and then one per quantity (a TF.js
+// program has a single output). Used by the bias + GELU and bias + dropout + residual gradients,
+// and as the second stage of the LayerNorm gradients (layer-norm.ts).
 //
 // The same two stages as bias-grad.ts `columnSums`: stage 1 cuts the rows into blocks of
 // `rowsPerBlock`; a workgroup of 64 x 4 threads takes 64 adjacent columns of one block, each of
@@ -33,13 +34,6 @@ export interface ColumnSumSpec {
   /** More uniform fields (WGSL struct members, 4 bytes each) and their values, read as `u.<name>`. */
   uniforms?: { fields: string; values: { type: 'uint32' | 'float32'; value: number }[] };
 }
-
-/** LayerNorm's dgamma (sum of dy xhat) and dbeta (sum of dy); stats [N, 2] = mean, rstd. */
-export const LAYER_NORM_SUMS: ColumnSumSpec = {
-  key: 'layer-norm',
-  inputs: ['dy', 'x', 'stats'],
-  values: ['dy[r * cols + col] * (x[r * cols + col] - stats[2u * r]) * stats[2u * r + 1u]', 'dy[r * cols + col]'],
-};
 
 function shader(spec: ColumnSumSpec): string {
   const K = spec.values.length;
@@ -102,16 +96,26 @@ function dispatch(tf: Tf, spec: ColumnSumSpec, inputs: TensorInfo[], outs: Tenso
 
 /**
  * Column sums of `spec`'s quantities over `rows` rows of `cols` columns: K tensors [cols], after
- * the entries [rows, cols] of quantity 0 when `spec.elementwise`.
+ * the entries [rows, cols] of quantity 0 when `spec.elementwise`. `oneStage`: one dispatch
+ * whatever the row count (each workgroup sums all rows of its columns), for few rows, such as
+ * the partial rows another kernel wrote.
  */
-export function columnSumsRaw(tf: Tf, backend: unknown, spec: ColumnSumSpec, inputs: TensorInfo[], rows: number, cols: number): TensorInfo[] {
+export function columnSumsRaw(
+  tf: Tf,
+  backend: unknown,
+  spec: ColumnSumSpec,
+  inputs: TensorInfo[],
+  rows: number,
+  cols: number,
+  opts: { oneStage?: boolean } = {},
+): TensorInfo[] {
   if (Math.ceil(cols / COLUMNS) > MAX_WORKGROUPS_X) throw new Error(`columnSumsRaw: ${cols} columns are more than one dispatch takes`);
   const be = backend as Backend;
   const K = spec.values.length;
   const entries = spec.elementwise === true ? [be.makeTensorInfo([rows, cols], 'float32')] : [];
   const results = Array.from({ length: K }, () => be.makeTensorInfo([cols], 'float32'));
   if (cols === 0) return [...entries, ...results];
-  const per = rowsPerBlock(rows);
+  const per = opts.oneStage === true ? Math.max(rows, 1) : rowsPerBlock(rows);
   const blocks = Math.max(1, Math.ceil(rows / per));
   if (blocks === 1) {
     dispatch(tf, spec, inputs, [...entries, ...results], rows, cols, per, 1);
