@@ -144,6 +144,7 @@ export function capabilitiesOf(tf: Tf, tfBackend: string): ModelCapabilities {
     maskedRowBucket: webgpu ? MASKED_ROW_BUCKET : 1,
     transposedMatMul: flags,
     matMulBias: flags,
+    matMulAddend: webgpu,
     kernels: new Set(kernels),
   });
 }

@@ -35,6 +35,7 @@ import { registerWebGpuBiasGrad } from './webgpu/bias-grad.ts';
 import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
+import { registerWebGpuScatterRows } from './webgpu/scatter-rows.ts';
 import { registerWebGpuColumnGroups, registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
@@ -338,6 +339,7 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuSplitColumns(tf);
   registerWebGpuColumnGroups(tf);
   registerWebGpuAttentionHeads(tf);
+  registerWebGpuScatterRows(tf);
   if (!(await tf.setBackend('webgpu'))) {
     releaseWebGpu(tf);
     throw new BackendUnavailable('the webgpu backend failed to initialise (TF.js printed why above)', DRIVER_HINT);

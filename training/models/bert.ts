@@ -343,13 +343,13 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
       const rows = maskedRowCount(N, capabilities.maskedRowBucket);
       const padded = (xs: number[]) => (rows === N ? xs : xs.concat(new Array<number>(rows - N).fill(0)));
       // Padding rows take positions that are not labelled (distinct ones while there are enough):
-      // this gather's gradient is UnsortedSegmentSum, slow on webgpu where an index repeats.
+      // where this gather's gradient is UnsortedSegmentSum, a repeated index is slow on webgpu.
       const rowIds = where.slice();
       if (rows > N) {
         const taken = new Set(where);
         for (let i = 0; rowIds.length < rows; i++) if (i >= B * T || !taken.has(i)) rowIds.push(i % (B * T));
       }
-      const picked = tf.gather(hidden, tf.tensor1d(rowIds, 'int32')) as Tensor2D; // [rows, H]
+      const picked = ops.pickRows(hidden, Int32Array.from(rowIds)); // [rows, H]
       const logits = tf.tidy(() => mlmHead(ops, w, config, spec, picked)); // [rows, V]
       const targetIds = tf.tensor1d(padded(targets), 'int32');
       const weights = rows === N ? undefined : tf.tensor1d(Array.from({ length: rows }, (_, i) => (i < N ? 1 : 0)), 'float32');

@@ -10,6 +10,7 @@
 //   keeps every size it has seen; see bert.ts maskedLossOf);
 // - `transposedMatMul`: gradients multiply with matMul's transpose flags, or transpose first;
 // - `matMulBias`: a Linear's forward adds its bias inside the matMul kernel (tf.fused.matMul);
+// - `matMulAddend`: that kernel also adds a whole matrix (`linearWithSkip`'s gradient);
 // - `kernels`: mlmkit's own kernels registered for the backend (dropout masks drawn on the GPU,
 //   fused kernels behind the contracts in training/kernels/); an op calls its kernel when it is
 //   there, else the plain composite.
@@ -28,6 +29,7 @@ import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from 
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
+import { pickRows, SCATTER_ROWS_KERNEL, scatterPlan, scatterRows } from '../kernels/scatter-rows.ts';
 import { RESIDUAL_LAYER_NORM_GRAD_KERNEL, RESIDUAL_LAYER_NORM_KERNEL, residualLayerNorm } from '../kernels/residual-layer-norm.ts';
 import { CONCAT_COLUMN_GROUPS_KERNEL, concatColumnGroups, concatColumns, SPLIT_COLUMN_GROUPS_KERNEL, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
 import type { HiddenAct } from './config.ts';
@@ -56,6 +58,11 @@ export interface ModelCapabilities {
   readonly transposedMatMul: boolean;
   /** tf.fused.matMul adds a bias in the matMul's own kernel (webgpu): x W + b in one dispatch. */
   readonly matMulBias: boolean;
+  /**
+   * tf.fused.matMul also adds a whole [M, N] matrix in its kernel (webgpu): `linearWithSkip`'s
+   * gradient adds the residual's there. (Through BLAS on wasm the bias must be one row.)
+   */
+  readonly matMulAddend: boolean;
   /** mlmkit kernels (names starting `Mlmkit`) registered for the backend. */
   readonly kernels: ReadonlySet<string>;
   /**
@@ -71,6 +78,7 @@ export const REFERENCE_CAPABILITIES: ModelCapabilities = Object.freeze({
   maskedRowBucket: 1,
   transposedMatMul: false,
   matMulBias: false,
+  matMulAddend: false,
   kernels: new Set<string>(),
 });
 
@@ -165,11 +173,16 @@ export interface Ops {
   /**
    * `linear(x, w, b, act)` and x itself, for a residual connection that also reads x: use the
    * second output there. Where the backend adds a whole matrix inside a matMul kernel
-   * (`capabilities.matMulBias`), the gradient of x is then one kernel, dy W^T + (the residual's
+   * (`capabilities.matMulAddend`), the gradient of x is then one kernel, dy W^T + (the residual's
    * gradient), instead of the product and TF.js's add of the two gradients; elsewhere the second
    * output is x and TF.js adds them, as with two plain uses.
    */
   linearWithSkip(x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): [Tensor2D, Tensor2D];
+  /**
+   * Rows `ids` of x [S, H] (as tf.gather), with the ids on the host: the gradient adds the rows
+   * back in one kernel where the backend has the scatter kernel (training/kernels/scatter-rows.ts).
+   */
+  pickRows(x: Tensor2D, ids: Int32Array): Tensor2D;
   /**
    * Rows `ids` (int32 [N]) of `table` [S, H], as tf.gather; `hostIds` are the same ids on the host
    * when known. The gradient's method is `capabilities.embeddingGrad` (see makeOps).
@@ -369,8 +382,8 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   //   dTable = sum over chunks of onehot(ids, S)^T dy;
   // - larger tables (the words), with the ids known on the host: per chunk, its distinct ids and
   //   each row's index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one
-  //   UnsortedSegmentSum puts the rows of every chunk in the table (an id repeats at most once
-  //   per chunk). U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all
+  //   scatter of rows (training/kernels/scatter-rows.ts; UnsortedSegmentSum where the backend
+  //   lacks it) puts the rows of every chunk in the table (an id repeats at most once per chunk). U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all
   //   zero and land on unused ids): TF.js's webgpu buffer pool keeps freed buffers by exact size
   //   for good, and a new U every step would grow it by tens of MB each time.
   // Without host ids a large table keeps tf.gather's gradient.
@@ -430,6 +443,9 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
           r += n;
         }
         const all = rows.length === 1 ? rows[0] : (tf.concat(rows, 0) as Tensor2D);
+        // Each row of `all` added into the table at its id: the scatter kernel where the backend
+        // has it (one dispatch, no atomics), else UnsortedSegmentSum.
+        if (has(SCATTER_ROWS_KERNEL)) return [scatterRows(tf, all, scatterPlan(where, S))];
         return [tf.unsortedSegmentSum(all, tf.tensor1d(where, 'int32'), S) as Tensor2D];
       },
     }))(table);
@@ -449,6 +465,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
     residualNorm,
+    pickRows: (x: Tensor2D, ids: Int32Array) => pickRows(tf, x, ids, has(SCATTER_ROWS_KERNEL)),
   };
 
   // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;
@@ -513,7 +530,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const linearSkip = productWithSkip(true);
   const matMulSkip = productWithSkip(false);
   const linearWithSkip = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): [Tensor2D, Tensor2D] => {
-    if (!capabilities.matMulBias) return [dense(x, w, b, act), x];
+    if (!capabilities.matMulAddend) return [dense(x, w, b, act), x];
     if (act === undefined) return linearSkip(x, w, b) as [Tensor2D, Tensor2D];
     if (act !== 'relu' && has(BIAS_GELU_KERNEL)) {
       const [xw, skip] = matMulSkip(x, w) as [Tensor2D, Tensor2D];

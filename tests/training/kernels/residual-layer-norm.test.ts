@@ -123,7 +123,7 @@ test('webgpu: the kernels equal the reference composites output by output (sum, 
 test('webgpu: linearWithSkip (the residual gradient added in the matMul kernel) equals x used twice, with and without bias + GELU', { skip }, async () => {
   const tf = await backendTf('webgpu');
   const caps = capabilitiesOf(tf, 'webgpu');
-  assert.ok(caps.matMulBias, 'webgpu adds a bias inside its matMul kernel');
+  assert.ok(caps.matMulAddend, 'webgpu adds a whole matrix inside its matMul kernel');
   const ops = makeOps(tf, caps);
   const rng = new Rng(23);
   for (const act of [undefined, 'gelu', 'gelu_new', 'relu'] as const) {
