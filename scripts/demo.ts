@@ -25,7 +25,7 @@ const flag = (name: string, dflt: string) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
 };
-const PRETRAIN_STEPS = Number(flag('pretrain-steps', '700'));
+const PRETRAIN_STEPS = Number(flag('pretrain-steps', '1000'));
 const ADAPT_STEPS = Number(flag('adapt-steps', '200'));
 const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
 const SEQ_LEN = Number(flag('seq-len', '64'));

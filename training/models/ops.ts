@@ -121,8 +121,8 @@ export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
 // 930 ms transposeB, 3.6 s transposeA), while TF.js's own matMul gradient uses both flags: there
 // the gradients transpose explicitly (a cheap copy) and multiply without flags.
 // Where the backend has mlmkit's fused kernels (training/kernels/: LayerNorm, bias + GELU, bias
-// gradients, attention softmax, bias + dropout + residual, masked cross-entropy) the ops call them
-// instead of the composites.
+// gradients, attention softmax, bias + dropout + residual, the residual LayerNorm, masked
+// cross-entropy, the scatter of rows) the ops call them instead of the composites.
 // Each op is tested against its plain form (values and gradients) in tests/training/models, each
 // kernel against its reference in tests/training/kernels.
 
@@ -383,8 +383,9 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // - larger tables (the words), with the ids known on the host: per chunk, its distinct ids and
   //   each row's index among them; onehot(index, U)^T dy [U, H] sums each id's rows, and one
   //   scatter of rows (training/kernels/scatter-rows.ts; UnsortedSegmentSum where the backend
-  //   lacks it) puts the rows of every chunk in the table (an id repeats at most once per chunk). U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all
-  //   zero and land on unused ids): TF.js's webgpu buffer pool keeps freed buffers by exact size
+  //   lacks it) puts the rows of every chunk in the table (an id repeats at most once per chunk).
+  //   U is rounded up to a multiple of DISTINCT_BUCKET (the extra columns are all zero and land
+  //   on unused ids): TF.js's webgpu buffer pool keeps freed buffers by exact size
   //   for good, and a new U every step would grow it by tens of MB each time.
   // Without host ids a large table keeps tf.gather's gradient.
   const maxEntries = opts.oneHotEntries ?? ONE_HOT_ENTRIES;
