@@ -4,7 +4,7 @@
 # no Node.js there:
 #   node/bin/node         this machine's Node.js binary (x86-64, >= 20, linked to glibc only)
 #   app/                  the project's runtime sources (package.json, scripts/, data/, training/,
-#                         configs/) with its production node_modules, pruned to linux-x64 and to
+#                         common/, configs/, index.ts, browser.ts) with its production node_modules, pruned to linux-x64 and to
 #                         what Node loads: no types, source maps, browser/minified bundles, other
 #                         platforms' native binaries (dawn.node, tokenizers), dev dependencies
 #   vulkan/               Debian's Vulkan loader (libvulkan1) and libglvnd (libglvnd0, libegl1,
@@ -89,8 +89,11 @@ done
 
 # --- 2. the project ----------------------------------------------------------------------------
 say "app: runtime sources"
+# Every top-level source folder and file the runtime imports (tests/structure/layering.test.ts checks
+# that the list covers the imports of scripts/, training/, data/ and common/).
+SOURCES=(package.json package-lock.json tsconfig.json 'LICENSE*' configs data scripts training common index.ts browser.ts)
 mkdir -p "$B/app"
-git ls-files -z --cached --others --exclude-standard -- package.json package-lock.json tsconfig.json 'LICENSE*' configs data scripts training \
+git ls-files -z --cached --others --exclude-standard -- "${SOURCES[@]}" \
   | while IFS= read -r -d '' f; do
       [ -f "$f" ] || continue   # deleted in the work tree
       mkdir -p "$B/app/$(dirname "$f")"
@@ -244,7 +247,7 @@ cp -a "$DATA_CACHE/tokenizer" "$DATA_CACHE/brown-128" "$B/data/"
 
 # --- 6. bundle.json, then the tarball ------------------------------------------------------------
 COMMIT=$(git rev-parse HEAD)
-CHANGED=$(git status --porcelain --untracked-files=normal -- package.json package-lock.json tsconfig.json configs data scripts training)
+CHANGED=$(git status --porcelain --untracked-files=normal -- "${SOURCES[@]}")
 DIRTY=$([ -n "$CHANGED" ] && echo true || echo false)
 EPOCH=$(git log -1 --format=%ct)
 "$NODE_BIN" -e '

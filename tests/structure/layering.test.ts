@@ -197,3 +197,22 @@ test('only scripts/ reads environment variables and argv (known exceptions liste
   assert.deepEqual(added, [], `library files reading the process's environment or argv (take an option instead): ${added.join('; ')}`);
   assert.deepEqual(gone, [], `listed as known exceptions but no longer reading: remove from KNOWN_PROCESS_READS: ${gone.join('; ')}`);
 });
+
+test('the GPU bundle (scripts/gpu-bundle.sh) carries every file the runtime imports', () => {
+  // Its SOURCES list names the top-level folders and files copied into the bundle's app/; a
+  // relative import outside them fails only on the GPU machine, where it costs a lent session.
+  const script = fs.readFileSync(path.join(root, 'scripts/gpu-bundle.sh'), 'utf8');
+  const m = /^SOURCES=\(([^)]*)\)/m.exec(script);
+  assert.ok(m, 'scripts/gpu-bundle.sh defines SOURCES=(...)');
+  const sources = m[1]!.split(/\s+/).filter(Boolean).map((s) => s.replace(/^'|'$/g, ''));
+  const carried = (p: string) => sources.some((s) => (s.endsWith('*') ? p.startsWith(s.slice(0, -1)) : p === s || p.startsWith(`${s}/`)));
+  const missing = new Set<string>();
+  for (const { file, text } of files) {
+    if (!carried(file)) missing.add(`${file} (a source file itself)`);
+    for (const spec of scan(file, text).specifiers) {
+      const target = resolve(file, spec);
+      if (target !== null && !carried(target)) missing.add(`${target} (imported by ${file})`);
+    }
+  }
+  assert.deepEqual([...missing], [], `not in the bundle's SOURCES: ${[...missing].join('; ')}`);
+});
