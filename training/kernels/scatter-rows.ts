@@ -22,9 +22,7 @@ export const SCATTER_ROWS_KERNEL = 'MlmkitScatterRows';
 
 /** Where each of S output rows takes its sum from: a CSR layout of the inverse of `ids`. */
 export interface ScatterPlan {
-  /** Output rows. */
-  rows: number;
-  /** [rows + 1]: rows r's sources are sources[offsets[r] .. offsets[r + 1]). */
+  /** [S + 1]: row r's sources are sources[offsets[r] .. offsets[r + 1]). */
   offsets: Int32Array;
   /** [M]: input rows, grouped by output row, in increasing order within a group. */
   sources: Int32Array;
@@ -42,7 +40,7 @@ export function scatterPlan(ids: ArrayLike<number>, rows: number): ScatterPlan {
   const next = offsets.slice(0, rows);
   const sources = new Int32Array(ids.length);
   for (let j = 0; j < ids.length; j++) sources[next[ids[j]!]++] = j;
-  return { rows, offsets, sources };
+  return { offsets, sources };
 }
 
 /** The plain composite: tf.unsortedSegmentSum of x's rows at `ids` into `rows` rows. */

@@ -209,7 +209,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_id) li
 
 type Backend = { makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo; disposeData(dataId: object, force?: boolean): boolean };
 
-/** Runs the forward of either form: `inputs` in the shader's binding order; returns the outputs ([y, stats] or [y, total, stats]). */
+/** The forward of either form: returns [y, stats] (plain) or [y, sum, stats] (residual). */
 function forward(tf: Tf, args: KernelArgs, residual: boolean): TensorInfo[] {
   const { x } = args.inputs;
   const eps = (args.attrs as LayerNormAttrs).eps;
@@ -230,7 +230,7 @@ function forward(tf: Tf, args: KernelArgs, residual: boolean): TensorInfo[] {
 }
 
 /** Rows per stage-1 block for `rows` rows: at least MIN_BLOCK_ROWS, at most MAX_BLOCKS blocks. */
-export function gradRowsPerBlock(rows: number): number {
+function gradRowsPerBlock(rows: number): number {
   return Math.max(MIN_BLOCK_ROWS, Math.ceil(rows / MAX_BLOCKS));
 }
 

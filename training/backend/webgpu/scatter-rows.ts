@@ -4,7 +4,7 @@
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import { SCATTER_ROWS_KERNEL } from '../../kernels/scatter-rows.ts';
 import type { Tf } from '../common.ts';
-import type { KernelArgs } from './row-program.ts';
+import type { KernelArgs, WebGpuBackendLike } from './row-program.ts';
 
 class ScatterRowsProgram {
   readonly variableNames = ['x', 'offsets', 'sources'];
@@ -40,10 +40,7 @@ class ScatterRowsProgram {
 
 function scatterRowsWebgpu(args: KernelArgs): TensorInfo {
   const { x, offsets } = args.inputs;
-  const backend = args.backend as {
-    runWebGPUProgram(program: unknown, inputs: TensorInfo[], dtype: 'float32'): TensorInfo;
-    makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo;
-  };
+  const backend = args.backend as WebGpuBackendLike & { makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo };
   const rows = offsets.shape[0] - 1;
   const cols = x.shape[1];
   if (rows * cols === 0) return backend.makeTensorInfo([rows, cols], 'float32');
