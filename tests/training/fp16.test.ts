@@ -1,7 +1,8 @@
 // --precision fp16 on the webgpu backend (Mesa llvmpipe in CI: the scalar f16 kernel):
 //   - the model's ops with f16 products (training/models/ops.ts, capabilities.matmulF16) against
-//     the float32 ops: values and gradients of matMul, linear, the tied decoder and the batched
-//     products in all four transpose cases, within 4e-3 relative (max |diff| / max |ref|; f16
+//     the float32 ops: values and gradients of matMul, linear, the tied decoder, linearWithSkip
+//     (bias and skip gradient added inside the product) and the batched products in all four
+//     transpose cases, within 4e-3 relative (max |diff| / max |ref|; f16
 //     keeps 11 significant bits, 2^-11 = 4.9e-4 per operand, and sums of K products with
 //     cancellation lose a few more bits relative to the largest entry);
 //   - bert-tiny's loss and gradients on one batch (random init), fp16 against fp32: the loss within
@@ -85,6 +86,14 @@ test('fp16 ops equal the float32 ops within 4e-3 relative: values and gradients,
     ['linear', (ops, [x, w, b]) => ops.linear(x as Tensor2D, w as Tensor2D, b as Tensor1D), [random([33, 40], 3), random([40, 65], 4), random([65], 5)]],
     ['tiedDecoder', (ops, [h, e, b]) => ops.tiedDecoder(h as Tensor2D, e as Tensor2D, b as Tensor1D), [random([21, 48], 6), random([90, 48], 7), random([90], 8)]],
   ];
+  // linearWithSkip: fp16 adds the bias and (backward) the skip's gradient inside the product; both
+  // outputs feed the loss, so x's gradient is dy W^T + dskip. With and without an activation.
+  for (const act of [undefined, 'gelu', 'gelu_new'] as const) {
+    cases.push([`linearWithSkip(${act ?? 'none'})`, (ops, [x, w, b]) => {
+      const [y, skip] = ops.linearWithSkip(x as Tensor2D, w as Tensor2D, b as Tensor1D, act);
+      return tf.concat([tf.reshape(y, [-1]), tf.reshape(tf.mul(skip, 3), [-1])]);
+    }, [random([35, 40], 11), random([40, 66], 12), random([66], 13)]]);
+  }
   for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
     const [B, nh, M, N, K] = [2, 3, 17, 13, 24];
     cases.push([`batchMatMul(${ta}, ${tb})`, (ops, [a, b]) => ops.batchMatMul(a as Tensor4D, b as Tensor4D, ta, tb),

@@ -27,7 +27,7 @@ import { BIAS_GRAD_KERNEL, biasGrad } from '../kernels/bias-grad.ts';
 import { customMultiOp, customOp } from '../kernels/custom-op.ts';
 import { DROPOUT_MASK_KERNEL, dropoutKeys, dropoutMask, dropoutThreshold } from '../kernels/dropout-mask.ts';
 import { LAYER_NORM_KERNEL, layerNorm as fusedLayerNorm } from '../kernels/layer-norm.ts';
-import { MATMUL_F16_KERNEL, type MatMulF16Variant } from '../kernels/matmul.ts';
+import { matMulF16, type MatMulExtras, type MatMulF16Variant } from '../kernels/matmul.ts';
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import { pickRows, SCATTER_ROWS_KERNEL, scatterPlan, scatterRows } from '../kernels/scatter-rows.ts';
 import { RESIDUAL_LAYER_NORM_GRAD_KERNEL, RESIDUAL_LAYER_NORM_KERNEL, residualLayerNorm } from '../kernels/residual-layer-norm.ts';
@@ -236,35 +236,45 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const custom = <T extends Tensor>(f: Parameters<typeof customOp<T>>[1]) => customOp<T>(tf, f);
   const has = (kernel: string) => capabilities.kernels.has(kernel);
 
-  // a^T b and a b^T: with matMul's transpose flags where the backend reads transposed operands at
-  // full speed (capabilities.transposedMatMul), else as an explicit transpose (a cheap copy) and a
-  // plain matMul, the fast form on wasm.
-  const flags = capabilities.transposedMatMul;
-  const matMulTA = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b));
-  const matMulTB = (a: Tensor2D, b: Tensor2D): Tensor2D => (flags ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b)));
-  // x W + b (W transposed when `transposeB`): one fused kernel where the backend adds the bias in it.
-  const matMulAdd = (x: Tensor2D, w: Tensor2D, b: Tensor1D, transposeB: boolean): Tensor2D =>
-    capabilities.matMulBias
-      ? (tf.fused.matMul({ a: x, b: w, transposeB, bias: b }) as Tensor2D)
-      : (tf.add(transposeB ? matMulTB(x, w) : tf.matMul(x, w), b) as Tensor2D);
+  // The matrix products every product op below is built from: op(a) op(b) (+ bias [N])
+  // (+ addend, the result's shape), op = optional transpose.
+  // - float32: tf.matMul. Transposed operands through matMul's flags where the backend reads them
+  //   at full speed (capabilities.transposedMatMul), else as an explicit transpose (a cheap copy)
+  //   and a plain matMul, the fast form on wasm; the bias and the addend inside tf.fused.matMul's
+  //   kernel where capabilities.matMulBias / matMulAddend say so, else TF.js's add after it.
+  // - --precision fp16 (capabilities.matmulF16): MlmkitMatMulF16 (f16 operands, f32 sums;
+  //   training/kernels/matmul.ts), which reads transposed operands and adds both in its own kernel.
+  const variant = capabilities.matmulF16;
+  const flags = variant !== undefined || capabilities.transposedMatMul;
+  const fusesAddend = variant !== undefined || capabilities.matMulAddend;
+  const product = (a: Tensor, b: Tensor, ta: boolean, tb: boolean, extras: MatMulExtras = {}): Tensor2D => {
+    if (variant !== undefined) return matMulF16(tf, a, b, { transposeA: ta, transposeB: tb, variant }, extras) as Tensor2D;
+    const { bias, addend } = extras;
+    const fused = (bias !== undefined && capabilities.matMulBias && addend === undefined) || (addend !== undefined && capabilities.matMulAddend && bias === undefined);
+    if (fused) return tf.fused.matMul({ a: a as Tensor2D, b: b as Tensor2D, transposeA: ta, transposeB: tb, bias: bias ?? addend }) as Tensor2D;
+    let c: Tensor = flags ? tf.matMul(a as Tensor2D, b as Tensor2D, ta, tb) : tf.matMul(ta ? tf.transpose(a) : a, tb ? tf.transpose(b) : b);
+    if (bias !== undefined) c = tf.add(c, bias);
+    if (addend !== undefined) c = tf.add(c, addend);
+    return c as Tensor2D;
+  };
   // db of a bias added to every row: a column-reduction kernel where the backend has one.
   const biasGradOf = (dy: Tensor2D): Tensor1D => biasGrad(tf, dy, has(BIAS_GRAD_KERNEL));
 
   const matMul = custom<Tensor2D>(([a, b], save) => {
     save([a, b]);
     return {
-      value: tf.matMul(a as Tensor2D, b as Tensor2D),
-      gradFunc: (dy, [sa, sb]) => [matMulTB(dy, sb as Tensor2D), matMulTA(sa as Tensor2D, dy)],
+      value: product(a, b, false, false),
+      gradFunc: (dy, [sa, sb]) => [product(dy, sb, false, true), product(sa, dy, true, false)],
     };
   });
 
   const linear = custom<Tensor2D>(([x, w, b], save) => {
     save([x, w]);
     return {
-      value: matMulAdd(x as Tensor2D, w as Tensor2D, b as Tensor1D, false),
+      value: product(x, w, false, false, { bias: b }),
       gradFunc: (dy, [sx, sw]) => [
-        matMulTB(dy, sw as Tensor2D), // dx = dy W^T
-        matMulTA(sx as Tensor2D, dy), // dW = x^T dy
+        product(dy, sw, false, true), // dx = dy W^T
+        product(sx, dy, true, false), // dW = x^T dy
         biasGradOf(dy), // db
       ],
     };
@@ -276,8 +286,8 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const tiedDecoder = custom<Tensor2D>(([h, e, b], save) => {
     save([h, e]);
     return {
-      value: matMulAdd(h as Tensor2D, e as Tensor2D, b as Tensor1D, true),
-      gradFunc: (dy, [sh, se]) => [tf.matMul(dy, se as Tensor2D), matMulTA(dy, sh as Tensor2D), biasGradOf(dy)],
+      value: product(h, e, false, true, { bias: b }),
+      gradFunc: (dy, [sh, se]) => [product(dy, se, false, false), product(dy, sh, true, false), biasGradOf(dy)],
     };
   });
 
@@ -469,61 +479,41 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     pickRows: (x: Tensor2D, ids: Int32Array) => pickRows(tf, x, ids, has(SCATTER_ROWS_KERNEL)),
   };
 
-  // --precision fp16: every matrix product through MlmkitMatMulF16 (f16 operands, f32 sums;
-  // training/kernels/matmul.ts), forward and backward. The kernel reads transposed operands itself,
-  // so the gradients use its flags instead of explicit transposes; biases are added in f32 and get
-  // TF.js's gradient of the add (a column sum).
-  const variant = capabilities.matmulF16;
-  if (variant !== undefined) {
-    const product = (a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor =>
-      tf.engine().runKernel(MATMUL_F16_KERNEL, { a, b }, { transposeA, transposeB, variant } as unknown as NamedAttrMap) as Tensor;
-    // C = op(A) op(B); dA and dB from dC with the flags of the four cases (as tf.matMul's gradient).
-    const f16 = (transposeA: boolean, transposeB: boolean) =>
-      custom<Tensor>(([a, b], save) => {
-        save([a, b]);
-        return {
-          value: product(a, b, transposeA, transposeB),
-          gradFunc: (dc, [sa, sb]) => {
-            if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
-            if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
-            if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
-            return [product(sb, dc, true, true), product(dc, sa, true, true)];
-          },
-        };
-      });
-    const plain = f16(false, false);
-    const rightT = f16(false, true);
-    const flagged = [[plain, rightT], [f16(true, false), f16(true, true)]];
-    const linear16 = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): Tensor2D => {
-      const xw = plain(x, w) as Tensor2D;
-      if (act === undefined) return tf.add(xw, b) as Tensor2D;
-      if (act !== 'relu' && has(BIAS_GELU_KERNEL)) return biasGelu(tf, xw, b, act !== 'gelu');
-      return activationOp(tf.add(xw, b) as Tensor2D, act);
-    };
-    return {
-      ...common,
-      matMul: (a, b) => plain(a, b) as Tensor2D,
-      linear: linear16,
-      tiedDecoder: (h, e, b) => tf.add(rightT(h, e), b) as Tensor2D,
-      linearWithSkip: (x, w, b, act) => [linear16(x, w, b, act), x],
-      batchMatMul: (a, b, ta, tb) => {
-        const [B, nh, ar, ac] = a.shape;
-        const [, , br, bc] = b.shape;
-        const out = flagged[ta ? 1 : 0][tb ? 1 : 0](tf.reshape(a, [B * nh, ar, ac]), tf.reshape(b, [B * nh, br, bc]));
-        return tf.reshape(out, [B, nh, out.shape[1]!, out.shape[2]!]) as Tensor4D;
-      },
-    };
-  }
-  // x W (+ b) and x (see Ops.linearWithSkip): dx = dy W^T + dskip in one fused matMul, whose
-  // "bias" may be a whole [N, in] matrix; the rest of the gradient as `linear` and `matMul`.
+  // Batched products (attention): TF.js's own in float32 (its gradient uses the flags);
+  // MlmkitMatMulF16 with fp16, the gradient's products with the flags of the four cases (as
+  // tf.matMul's gradient).
+  const batchProduct = (transposeA: boolean, transposeB: boolean) =>
+    custom<Tensor>(([a, b], save) => {
+      save([a, b]);
+      return {
+        value: product(a, b, transposeA, transposeB),
+        gradFunc: (dc, [sa, sb]) => {
+          if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
+          if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
+          if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
+          return [product(sb, dc, true, true), product(dc, sa, true, true)];
+        },
+      };
+    });
+  const batchProducts = [[batchProduct(false, false), batchProduct(false, true)], [batchProduct(true, false), batchProduct(true, true)]];
+  const batchMatMul = (a: Tensor4D, b: Tensor4D, ta: boolean, tb: boolean): Tensor4D => {
+    if (variant === undefined) return tf.matMul(a, b, ta, tb);
+    const [B, nh, ar, ac] = a.shape;
+    const [, , br, bc] = b.shape;
+    const out = batchProducts[ta ? 1 : 0][tb ? 1 : 0](tf.reshape(a, [B * nh, ar, ac]), tf.reshape(b, [B * nh, br, bc]));
+    return tf.reshape(out, [B, nh, out.shape[1]!, out.shape[2]!]) as Tensor4D;
+  };
+
+  // x W (+ b) and x (see Ops.linearWithSkip): dx = dy W^T + dskip in one product whose addend is
+  // the skip's gradient; the rest of the gradient as `linear` and `matMul`.
   const productWithSkip = (withBias: boolean): ((...inputs: Tensor[]) => Tensor[]) =>
     customMultiOp(tf, ([x, w, b], save) => {
       save([x, w]);
       return {
-        value: [withBias ? matMulAdd(x as Tensor2D, w as Tensor2D, b as Tensor1D, false) : tf.matMul(x as Tensor2D, w as Tensor2D), tf.clone(x)],
+        value: [product(x, w, false, false, withBias ? { bias: b } : {}), tf.clone(x)],
         gradFunc: ([dy, dskip], [sx, sw]) => {
-          const dx = tf.fused.matMul({ a: dy as Tensor2D, b: sw as Tensor2D, transposeB: true, bias: dskip });
-          const dw = matMulTA(sx as Tensor2D, dy as Tensor2D);
+          const dx = product(dy, sw, false, true, { addend: dskip });
+          const dw = product(sx, dy, true, false);
           return withBias ? [dx, dw, biasGradOf(dy as Tensor2D)] : [dx, dw];
         },
       };
@@ -531,7 +521,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   const linearSkip = productWithSkip(true);
   const matMulSkip = productWithSkip(false);
   const linearWithSkip = (x: Tensor2D, w: Tensor2D, b: Tensor1D, act?: HiddenAct): [Tensor2D, Tensor2D] => {
-    if (!capabilities.matMulAddend) return [dense(x, w, b, act), x];
+    if (!fusesAddend) return [dense(x, w, b, act), x];
     if (act === undefined) return linearSkip(x, w, b) as [Tensor2D, Tensor2D];
     if (act !== 'relu' && has(BIAS_GELU_KERNEL)) {
       const [xw, skip] = matMulSkip(x, w) as [Tensor2D, Tensor2D];
@@ -546,7 +536,7 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     linear: dense,
     linearWithSkip,
     tiedDecoder: (h, e, b) => tiedDecoder(h, e, b),
-    batchMatMul: (a, b, ta, tb) => tf.matMul(a, b, ta, tb),
+    batchMatMul,
   };
 }
 

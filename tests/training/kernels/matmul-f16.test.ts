@@ -3,7 +3,8 @@
 // against tf.matMul in float32, entry by entry within `f16ErrorBound` (derived there from K, the
 // entry's sum of |a||b| and the largest operands), for shapes that divide none of the tile sizes
 // (M, N, K among 1, 17, 130, 257; the tiles are 128 x 64 x 32), every transpose combination, and a
-// batched product. Also: operands are really rounded to f16 (a product that f32 would not round),
+// batched product; the epilogue (a bias and an addend added in the kernel) against the same
+// reference plus the adds. Also: operands are really rounded to f16 (a product that f32 would not round),
 // values beyond f16's range give infinity (what dynamic loss scaling detects), and the
 // subgroup-matrix WGSL is generated for the H200's configurations (compiled only where the adapter
 // has them: scripts/check-fp16.ts on the GPU machine).
@@ -16,7 +17,7 @@ import type { Tf } from '../../../training/backend.ts';
 import { activeWebGpuFeatures } from '../../../training/backend/webgpu.ts';
 import { matmulShader } from '../../../training/backend/webgpu/matmul-tiling.ts';
 import { availableVariants, subgroupMatrixInner } from '../../../training/backend/webgpu/matmul-f16.ts';
-import { f16ErrorBound, MATMUL_F16_KERNEL, type MatMulF16Attrs } from '../../../training/kernels/matmul.ts';
+import { F32_UNIT, f16ErrorBound, MATMUL_F16_KERNEL, matMulF16, matMulReference, type MatMulF16Attrs } from '../../../training/kernels/matmul.ts';
 import { Rng } from '../../../common/rng.ts';
 import { useWebGpuForFile, webgpuSkip } from '../webgpu-gate.ts';
 
@@ -95,6 +96,53 @@ test('batched f16 matmul ([B, M, K] x [B, N, K]^T, as attention scores) equals t
     tf.dispose([a, b]);
     assert.ok(ratio <= 1, `transposeA ${ta} transposeB ${tb}: error ${ratio.toFixed(2)}x the bound`);
   }
+});
+
+test('the epilogue: bias and addend added in the product\'s own pass, every transpose, shapes off the tiles, batched', { skip }, async () => {
+  const tf = await webgpu();
+  const rng = new Rng(9);
+  const before = tf.memory().numTensors;
+  const EXTRA = 50;
+  // [M, N, K, batch]: off the 128 x 64 x 32 tiles, one whole block (edge stores and the
+  // block-straight path of the subgroup-matrix store), and a batch.
+  for (const [M, N, K, batch] of [[130, 17, 40, 1], [128, 64, 64, 1], [1, 257, 3, 1], [33, 70, 24, 3]]) {
+    for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      for (const extras of ['bias', 'addend', 'both'] as const) {
+        const lead = batch > 1 ? [batch] : [];
+        const a = randomTensor(tf, [...lead, ...(ta ? [K, M] : [M, K])], rng, 1);
+        const b = randomTensor(tf, [...lead, ...(tb ? [N, K] : [K, N])], rng, 1);
+        // Large enough against the product (~sqrt(K)) that a missing or misplaced add shows.
+        const bias = extras === 'addend' ? undefined : randomTensor(tf, [N], rng, EXTRA);
+        const addend = extras === 'bias' ? undefined : randomTensor(tf, [...lead, M, N], rng, EXTRA);
+        const attrs: MatMulF16Attrs = { transposeA: ta, transposeB: tb, variant: 'scalar' };
+        const [got, ref, absProd, maxes] = tf.tidy(() => [
+          matMulF16(tf, a, b, attrs, { bias, addend }),
+          matMulReference(tf, a, b, ta, tb, { bias, addend }),
+          tf.matMul(tf.abs(a), tf.abs(b), ta, tb),
+          tf.stack([tf.max(tf.abs(a)), tf.max(tf.abs(b))]),
+        ]);
+        assert.deepEqual(got.shape, ref.shape);
+        const [g, r, p, [maxA, maxB]] = await Promise.all([got.data(), ref.data(), absProd.data(), maxes.data()]);
+        for (let i = 0; i < g.length; i++) {
+          // The f16 bound of the product, plus one f32 rounding per add on each side (each at most
+          // u32 times |product| + |bias| + |addend|).
+          const bound = f16ErrorBound(K, p[i], maxA, maxB) + 4 * F32_UNIT * (p[i] + 2 * EXTRA);
+          assert.ok(Math.abs(g[i] - r[i]) <= bound, `[${M}, ${N}, ${K}] x ${batch}, ${ta}/${tb}, ${extras}: entry ${i} is ${g[i]}, reference ${r[i]}`);
+        }
+        tf.dispose([a, b, got, ref, absProd, maxes, ...(bias ? [bias] : []), ...(addend ? [addend] : [])]);
+      }
+    }
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+});
+
+test('an epilogue input of the wrong shape is an error naming the shapes', { skip }, async () => {
+  const tf = await webgpu();
+  const [a, b, bias, addend] = [tf.zeros([3, 4]), tf.zeros([4, 5]), tf.zeros([4]), tf.zeros([5, 3])];
+  const attrs: MatMulF16Attrs = { transposeA: false, transposeB: false, variant: 'scalar' };
+  assert.throws(() => matMulF16(tf, a, b, attrs, { bias }), /the bias must be \[5\], got \[4\]/);
+  assert.throws(() => matMulF16(tf, a, b, attrs, { addend }), /the addend must be the result's shape \[3,5\], got \[5,3\]/);
+  tf.dispose([a, b, bias, addend]);
 });
 
 test('the operands are rounded to f16, and values beyond its range give infinity', { skip }, async () => {

@@ -1,5 +1,6 @@
 // The f16-operand, f32-accumulate matrix product on WebGPU (the contract: training/kernels/matmul.ts),
-// with the tiling of training/backend/webgpu/matmul-tiling.ts and two inner products:
+// with the tiling of training/backend/webgpu/matmul-tiling.ts (and its epilogue: an optional bias
+// and addend) and two inner products:
 // - 'subgroup-matrix': WGSL subgroup matrices (Dawn's `chromium_experimental_subgroup_matrix`,
 //   tensor cores through Vulkan cooperative matrices). The workgroup is 4 subgroups in a 2 x 2 grid;
 //   each holds (BM/2)/M x (BN/2)/N result tiles of the adapter's f16 -> f32 configuration M x N x K
@@ -22,7 +23,7 @@ import type { Tf } from '../common.ts';
 import { MATMUL_F16_KERNEL, type MatMulF16Attrs, type MatMulF16Variant } from '../../kernels/matmul.ts';
 import { f16MatrixConfigs, webGpuFeatures, type SubgroupMatrixConfig, type WebGpuFeatures } from '../webgpu.ts';
 import { rawWebGpu } from './raw.ts';
-import { matmulShader, TILING, uniformData, workgroupCount, type InnerProduct, type MatmulDims, type Tiling } from './matmul-tiling.ts';
+import { EPILOGUE_ADDEND, EPILOGUE_BIAS, matmulShader, TILING, uniformData, workgroupCount, type InnerProduct, type MatmulDims, type Tiling } from './matmul-tiling.ts';
 
 // -------------------------------------------------------------------------------------------------
 // The two inner products
@@ -220,6 +221,19 @@ export function productDims(aShape: number[], bShape: number[], transposeA: bool
   return { M, N, K, batch, transposeA, transposeB, outShape: batched ? [batch, M, N] : [M, N] };
 }
 
+/** The bias must be [N] and the addend the result's shape; throws otherwise. */
+function checkExtras(d: MatmulDims & { outShape: number[] }, bias?: TensorInfo, addend?: TensorInfo): void {
+  if (bias !== undefined && (bias.shape.length !== 1 || bias.shape[0] !== d.N)) {
+    throw new Error(`${MATMUL_F16_KERNEL}: the bias must be [${d.N}], got [${bias.shape}]`);
+  }
+  if (addend !== undefined && (addend.shape.length !== d.outShape.length || addend.shape.some((v, i) => v !== d.outShape[i]))) {
+    throw new Error(`${MATMUL_F16_KERNEL}: the addend must be the result's shape [${d.outShape}], got [${addend.shape}]`);
+  }
+  for (const [name, t] of [['bias', bias], ['addend', addend]] as const) {
+    if (t !== undefined && t.dtype !== 'float32') throw new Error(`${MATMUL_F16_KERNEL}: the ${name} must be float32, got ${t.dtype}`);
+  }
+}
+
 const pipelinesByDevice = new WeakMap<GPUDevice, MatMulF16Pipelines>();
 
 /** The pipelines of `device` (created on first call). */
@@ -240,9 +254,10 @@ export function registerWebGpuMatMulF16(tf: Tf, device: GPUDevice): boolean {
   if (!matMulF16Pipelines(device).features.shaderF16) return false;
   if (tf.getKernel(MATMUL_F16_KERNEL, 'webgpu') !== undefined) return true;
   const kernelFunc = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo => {
-    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const { a, b, bias, addend } = args.inputs as { a: TensorInfo; b: TensorInfo; bias?: TensorInfo; addend?: TensorInfo };
     const { transposeA, transposeB, variant } = args.attrs as unknown as MatMulF16Attrs;
     const d = productDims(a.shape, b.shape, transposeA, transposeB);
+    checkExtras(d, bias, addend);
     const be = args.backend as { device: GPUDevice; makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo };
     const out = be.makeTensorInfo(d.outShape, 'float32');
     if (d.M * d.N * d.batch === 0) return out;
@@ -251,8 +266,12 @@ export function registerWebGpuMatMulF16(tf: Tf, device: GPUDevice): boolean {
     const pipeline = matMulF16Pipelines(be.device).get(variant, transposeA, transposeB);
     const batched = a.shape.length === 3;
     const strides = batched ? { a: d.M * d.K, b: d.K * d.N, c: d.M * d.N } : { a: 0, b: 0, c: 0 };
-    const uniform = raw.uniform(uniformData(d, strides).buffer as ArrayBuffer);
-    const group = raw.bindGroup(`mlmkit-matmul-f16/${variant}/${transposeA}/${transposeB}`, pipeline, [raw.bufferOf(a), raw.bufferOf(b), raw.bufferOf(out), uniform]);
+    const epilogue = (bias !== undefined ? EPILOGUE_BIAS : 0) | (addend !== undefined ? EPILOGUE_ADDEND : 0);
+    const uniform = raw.uniform(uniformData(d, strides, epilogue).buffer as ArrayBuffer);
+    // Absent extras are bound as a (read-only there too, and never read: the flags are off).
+    const [aBuffer, bBuffer] = [raw.bufferOf(a), raw.bufferOf(b)];
+    const extras = [bias === undefined ? aBuffer : raw.bufferOf(bias), addend === undefined ? aBuffer : raw.bufferOf(addend)];
+    const group = raw.bindGroup(`mlmkit-matmul-f16/${variant}/${transposeA}/${transposeB}`, pipeline, [aBuffer, bBuffer, raw.bufferOf(out), uniform, ...extras]);
     raw.dispatch(pipeline, group, workgroupCount(d));
     return out;
   };

@@ -8,6 +8,12 @@
 // skeleton (training/backend/webgpu/matmul-f16.ts): subgroup matrices (tensor cores; each subgroup
 // holds several result tiles) and a scalar one (f16 loads, f32 FMA; a thread holds an 8 x 8 block).
 //
+// The epilogue: with a bias or an addend (uniform flags), the workgroup's threads then read their
+// block of C back, add them in f32 and write it again, after a storage barrier (the block may have
+// been stored by other threads, or by subgroup-matrix stores). It follows the inner product's
+// `store`, whichever that is, so the scalar product (tested on llvmpipe) runs the same code as the
+// tensor-core one. Without flags the whole epilogue is skipped (a uniform branch).
+//
 // The f32 -> f16 conversion: values beyond f16's range become +-infinity explicitly (a bit test, as
 // WGSL leaves the conversion of out-of-range values undefined and lets compilers assume there is no
 // NaN), so an overflow shows as a non-finite product that dynamic loss scaling detects
@@ -63,12 +69,17 @@ export function workgroupCount(d: MatmulDims, t: Tiling = TILING): [number, numb
   return [Math.ceil(d.N / t.BN), Math.ceil(d.M / t.BM), d.batch];
 }
 
+/** Epilogue flags (the uniform's `epilogue` field): add a bias [N] to every row, add an addend shaped like C. */
+export const EPILOGUE_BIAS = 1;
+export const EPILOGUE_ADDEND = 2;
+
 /**
  * The uniform block: M, N, K, then the element strides between batch entries of a, b and c
- * (0 for an operand shared by the whole batch), padded to 32 bytes.
+ * (0 for an operand shared by the whole batch; the addend has c's), the epilogue flags, padded to
+ * 32 bytes.
  */
-export function uniformData(d: MatmulDims, strides: { a: number; b: number; c: number }): Uint32Array {
-  return Uint32Array.from([d.M, d.N, d.K, strides.a, strides.b, strides.c, 0, 0]);
+export function uniformData(d: MatmulDims, strides: { a: number; b: number; c: number }, epilogue = 0): Uint32Array {
+  return Uint32Array.from([d.M, d.N, d.K, strides.a, strides.b, strides.c, epilogue, 0]);
 }
 
 /** The WGSL of one product with the given transposes and inner product. */
@@ -87,12 +98,15 @@ export function matmulShader(o: { transposeA: boolean; transposeB: boolean; inne
 ${o.inner.enables.map((e) => `enable ${e};`).join('\n')}
 ${o.inner.directives.join('\n')}
 
-struct Dims { M : u32, N : u32, K : u32, strideA : u32, strideB : u32, strideC : u32, pad0 : u32, pad1 : u32 }
+struct Dims { M : u32, N : u32, K : u32, strideA : u32, strideB : u32, strideC : u32, epilogue : u32, pad0 : u32 }
 
 @group(0) @binding(0) var<storage, read> a : array<f32>;
 @group(0) @binding(1) var<storage, read> b : array<f32>;
 @group(0) @binding(2) var<storage, read_write> c : array<f32>;
 @group(0) @binding(3) var<uniform> dims : Dims;
+// Read only when the epilogue's flag is set (any buffer is bound otherwise).
+@group(0) @binding(4) var<storage, read> bias : array<f32>;
+@group(0) @binding(5) var<storage, read> addend : array<f32>;
 
 const BM = ${BM}u;
 const BN = ${BN}u;
@@ -143,6 +157,20 @@ ${o.inner.step(t)}
     workgroupBarrier();
   }
 ${o.inner.store(t)}
+  if (dims.epilogue != 0u) {
+    storageBarrier();
+    for (var e = lid; e < ${BM * BN}u; e += ${wg}u) {
+      let gm = m0 + e / BN;
+      let gn = n0 + e % BN;
+      if (gm < dims.M && gn < dims.N) {
+        let i = cOff + gm * dims.N + gn;
+        var v = c[i];
+        if ((dims.epilogue & ${EPILOGUE_BIAS}u) != 0u) { v = v + bias[gn]; }
+        if ((dims.epilogue & ${EPILOGUE_ADDEND}u) != 0u) { v = v + addend[i]; }
+        c[i] = v;
+      }
+    }
+  }
 }
 `;
 }
