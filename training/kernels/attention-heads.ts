@@ -9,17 +9,23 @@
 //                         holds x[b T + t, p H + h hs + e].
 //   HEADS_TO_ROWS_KERNEL  inputs { x0 .. x(parts-1), each [B, heads, T, hs] float32 }, attrs
 //                         HeadsAttrs -> [B*T, parts * H] float32, the inverse placement.
+//   HEADS_TO_ROWS_SUMS_KERNEL  as HEADS_TO_ROWS_KERNEL, and also the column sums of the rows:
+//                         -> [rows [B*T, parts * H], sums [parts * H]] float32. The gradient of the
+//                         projection that fills query, key and value needs both: dy for its
+//                         products and sum over rows of dy for its bias (`linearToHeads`).
 // Without them, TF.js needs a reshape, a transpose and an unstack for query, key and value (four
 // programs; their gradient a stack and a transpose), and a transpose each way for the context;
-// each kernel is one dispatch.
+// each kernel is one dispatch (the sums: two when the rows need a second stage, in place of the
+// permutation's one and a bias gradient's two).
 //
 // `rowsToHeadsReference` / `headsToRowsReference` are the plain TF.js composites (the tests'
 // oracle); `rowsToHeads` / `headsToRows` are the ops, with each other as gradient.
-import type { NamedAttrMap, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import type { NamedAttrMap, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { customMultiOp, customOp, type Tf } from './custom-op.ts';
 
 export const ROWS_TO_HEADS_KERNEL = 'MlmkitRowsToHeads';
 export const HEADS_TO_ROWS_KERNEL = 'MlmkitHeadsToRows';
+export const HEADS_TO_ROWS_SUMS_KERNEL = 'MlmkitHeadsToRowsSums';
 
 /** Most parts one dispatch moves (the parts and the rows are storage bindings: WebGPU guarantees 8). */
 export const MAX_HEAD_PARTS = 7;
@@ -61,6 +67,21 @@ export function headsToRowsReference(tf: Tf, xs: Tensor4D[]): Tensor2D {
   checkHeads(xs);
   const [B, heads, T, hs] = xs[0].shape;
   return tf.tidy(() => tf.reshape(tf.transpose(tf.stack(xs), [1, 3, 0, 2, 4]), [B * T, xs.length * heads * hs]) as Tensor2D);
+}
+
+/** parts x [B, heads, T, hs] -> [rows [B*T, parts H], their column sums [parts H]]: the plain composite. */
+export function headsToRowsSumsReference(tf: Tf, xs: Tensor4D[]): [Tensor2D, Tensor1D] {
+  const rows = headsToRowsReference(tf, xs);
+  return [rows, tf.sum(rows, 0)];
+}
+
+/** The rows and their column sums: the kernel when `fused` (the backend has it), else the composite. No gradient (a gradient's helper). */
+export function headsToRowsSums(tf: Tf, xs: Tensor4D[], fused: boolean): [Tensor2D, Tensor1D] {
+  checkHeads(xs);
+  const [B, heads] = xs[0].shape;
+  if (!fused || xs.length > MAX_HEAD_PARTS) return headsToRowsSumsReference(tf, xs);
+  const attrs: HeadsAttrs = { batch: B, heads, parts: xs.length };
+  return tf.engine().runKernel(HEADS_TO_ROWS_SUMS_KERNEL, Object.fromEntries(xs.map((x, i) => [`x${i}`, x])), attrs as unknown as NamedAttrMap) as unknown as [Tensor2D, Tensor1D];
 }
 
 const kernelRowsToHeads = (tf: Tf, x: Tensor, attrs: HeadsAttrs): Tensor4D[] =>

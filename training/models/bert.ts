@@ -189,14 +189,13 @@ export function encoderLayer(
       drop(`${prefix}.${site}`),
     );
 
-  // Self-attention. Query, key and value in one [H, 3H] matMul (one read of x, one saved copy); the
-  // gradient of the side-by-side weights and biases splits back into the three (weights and biases
-  // together: one kernel each way on webgpu). The residual reads x through that Linear
-  // (`linearWithSkip`), so x's two gradients meet in one kernel.
+  // Self-attention. Query, key and value in one [H, 3H] Linear (one read of x, one saved copy), cut
+  // into heads; the gradient of the side-by-side weights and biases splits back into the three
+  // (weights and biases together: one kernel each way on webgpu). The residual reads x through
+  // that Linear (as `linearWithSkip`), so x's two gradients meet in one kernel.
   const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
   const [qkvWeight, qkvBias] = ops.concatColumns([qkvNames.map(weight), qkvNames.map(bias)]); // [H, 3H], [3H]
-  const [qkv, xSkip] = ops.linearWithSkip(x, qkvWeight as Tensor2D, qkvBias as Tensor1D); // [B*T, 3H], x
-  const [q, k, v] = ops.splitHeads(qkv, { B, T, heads: nh }); // [B, nh, T, hs] each
+  const [q, k, v, xSkip] = ops.linearToHeads(x, qkvWeight as Tensor2D, qkvBias as Tensor1D, { B, T, heads: nh }); // [B, nh, T, hs] each, x
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
   const context = ops.mergeHeads(ops.batchMatMul(probs, v, false, false)); // [B*T, H]

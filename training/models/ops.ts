@@ -19,7 +19,7 @@
 // against), and the dropout mask, a keyed hash of each entry's index.
 import type { Tf } from '../../common/tf.ts';
 import type { NamedAttrMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
-import { HEADS_TO_ROWS_KERNEL, headsToRows, ROWS_TO_HEADS_KERNEL, rowsToHeads } from '../kernels/attention-heads.ts';
+import { HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, headsToRows, headsToRowsSums, ROWS_TO_HEADS_KERNEL, rowsToHeads } from '../kernels/attention-heads.ts';
 import { ATTENTION_SOFTMAX_KERNEL, attentionSoftmax } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_GRAD_SUM_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, biasDropoutResidual } from '../kernels/bias-dropout-residual.ts';
 import { BIAS_GELU_KERNEL, biasGelu, gelu, geluDerivative } from '../kernels/bias-gelu.ts';
@@ -151,10 +151,15 @@ export interface Ops {
    */
   concatColumns(groups: Tensor[][]): Tensor[];
   /**
-   * The query, key and value heads [B, heads, T, H / heads] of the fused projection qkv
-   * [B*T, 3H] (query, key, value side by side).
+   * The attention's input projection, cut into heads: qkv = x W + b (x [B*T, H], W [H, 3H] with
+   * the query, key and value weights side by side, b [3H]), then the query, key and value heads
+   * [B, heads, T, H / heads] of qkv; and x itself, for the residual, as `linearWithSkip` gives it.
+   * Where the backend has the heads kernels and adds a whole matrix inside its products, qkv is
+   * freed once cut, and the gradient puts the heads' gradients back into rows and sums them for
+   * db in one kernel (training/kernels/attention-heads.ts); elsewhere `linearWithSkip`, then the
+   * cut.
    */
-  splitHeads(qkv: Tensor2D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D];
+  linearToHeads(x: Tensor2D, w: Tensor2D, b: Tensor1D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D, Tensor2D];
   /** The heads [B, heads, T, hs] back side by side as rows [B*T, heads * hs] (the inverse of one part of `splitHeads`). */
   mergeHeads(context: Tensor4D): Tensor2D;
   /**
@@ -471,7 +476,6 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
     concatColumns: (groups: Tensor[][]) =>
       has(CONCAT_COLUMN_GROUPS_KERNEL) && has(SPLIT_COLUMN_GROUPS_KERNEL) ? concatColumnGroups(tf, groups, true) : groups.map((g) => concatColumns(tf, g, has(SPLIT_COLUMNS_KERNEL))),
-    splitHeads,
     mergeHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,
@@ -530,8 +534,32 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     const [y, skip] = linearSkip(x, w, b) as [Tensor2D, Tensor2D];
     return [activationOp(y, act), skip];
   };
+  // linearToHeads (see Ops): the Linear's product and the cut in one op, so that its gradient
+  // starts from the heads' gradients.
+  const headsSums = headKernels && has(HEADS_TO_ROWS_SUMS_KERNEL) && fusesAddend;
+  const linearToHeads = (x: Tensor2D, w: Tensor2D, b: Tensor1D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D, Tensor2D] => {
+    if (!headsSums) {
+      const [qkv, skip] = linearWithSkip(x, w, b);
+      return [...splitHeads(qkv, { B, T, heads }), skip];
+    }
+    const attrs = { batch: B, heads, parts: 3 };
+    return customMultiOp(tf, ([x_, w_, b_], save) => {
+      save([x_, w_]);
+      const qkv = product(x_, w_, false, false, { bias: b_ });
+      const parts = rowsToHeads(tf, qkv, attrs, true);
+      qkv.dispose();
+      return {
+        value: [...parts, tf.clone(x_)],
+        gradFunc: ([dq, dk, dv, dskip], [sx, sw]) => {
+          const [dy, db] = headsToRowsSums(tf, [dq, dk, dv] as Tensor4D[], true); // dqkv [B*T, 3H], its column sums
+          return [product(dy, sw, false, true, { addend: dskip }), product(sx, dy, true, false), db];
+        },
+      };
+    })(x, w, b) as [Tensor4D, Tensor4D, Tensor4D, Tensor2D];
+  };
   return {
     ...common,
+    linearToHeads,
     matMul: (a, b) => matMul(a, b),
     linear: dense,
     linearWithSkip,

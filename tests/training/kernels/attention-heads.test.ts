@@ -3,21 +3,29 @@
 // headsToRows against the composites, values and gradients (through every output of a
 // several-output op), on cpu and on webgpu with the kernels. Shapes: one sequence and one head,
 // head sizes and row counts off the 64-thread workgroup, 1, 3 and 7 parts, and one whose entries
-// outnumber 65,535 workgroups of 64 (the grid-stride loop).
+// outnumber 65,535 workgroups of 64 (the grid-stride loop). The rows-and-sums kernel: its rows
+// equal the composite's bit for bit and its sums tf.sum's within 1e-6 relative (another order),
+// over the same shapes (row counts of one stage-1 block and of several). Ops.linearToHeads (the
+// projection and the cut in one op, its gradient through the rows-and-sums kernel) against
+// linear then the cut, values and gradients within 1e-5.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { capabilitiesOf, releaseWebGpu, type Tf } from '../../../training/backend.ts';
 import {
   HEADS_TO_ROWS_KERNEL,
+  HEADS_TO_ROWS_SUMS_KERNEL,
   headsToRows,
   headsToRowsReference,
+  headsToRowsSums,
+  headsToRowsSumsReference,
   ROWS_TO_HEADS_KERNEL,
   rowsToHeads,
   rowsToHeadsReference,
 } from '../../../training/kernels/attention-heads.ts';
-import { backendTf, random, webgpuSkip } from './kernel-helpers.ts';
+import { makeOps } from '../../../training/models/ops.ts';
+import { assertSameOp, backendTf, random, relativeDiff, webgpuSkip } from './kernel-helpers.ts';
 
 const skip = await webgpuSkip();
 
@@ -91,5 +99,65 @@ test('webgpu: the heads kernels equal the composites bit for bit, values and gra
     t.diagnostic(`${SHAPES.length} shapes: equal`);
   } finally {
     releaseWebGpu(tf);
+  }
+});
+
+test('webgpu: the rows-and-sums kernel gives the composite\'s rows bit for bit and its column sums within 1e-6', { skip }, async () => {
+  const tf = await backendTf('webgpu');
+  try {
+    assert.ok(capabilitiesOf(tf, 'webgpu').kernels.has(HEADS_TO_ROWS_SUMS_KERNEL), 'registered when webgpu loads');
+    for (const [B, T, heads, hs, parts] of SHAPES) {
+      const label = `B ${B}, T ${T}, ${heads} heads of ${hs}, ${parts} parts`;
+      const xs = Array.from({ length: parts }, (_, p) => random(tf, new Rng(p + 31), [B, heads, T, hs]) as Tensor4D);
+      const before = tf.memory().numTensors;
+      const [rows, sums] = headsToRowsSums(tf, xs, true);
+      assert.equal(tf.memory().numTensors, before + 2, `${label}: the kernel leaves its two results only`);
+      const [wantRows, wantSums] = headsToRowsSumsReference(tf, xs);
+      assert.deepEqual(rows.shape, wantRows.shape);
+      assert.deepEqual(await rows.data(), await wantRows.data(), `${label}: rows`);
+      assert.deepEqual(sums.shape, [parts * heads * hs]);
+      const d = relativeDiff(await sums.data(), await wantSums.data());
+      assert.ok(d <= 1e-6, `${label}: sums differ by ${d} relative`);
+      tf.dispose([...xs, rows, sums, wantRows, wantSums]);
+    }
+  } finally {
+    releaseWebGpu(tf);
+  }
+});
+
+test('linearToHeads equals linear then the cut into heads, values and gradients (cpu: the composite; webgpu: the fused op)', async (t) => {
+  for (const backend of ['cpu', 'webgpu'] as const) {
+    if (backend === 'webgpu' && skip) {
+      t.diagnostic(`webgpu skipped: ${skip}`);
+      continue;
+    }
+    const tf = await backendTf(backend);
+    const ops = makeOps(tf, capabilitiesOf(tf, backend));
+    const plain = makeOps(tf);
+    try {
+      for (const [B, T, heads, hs] of [[1, 1, 1, 4], [2, 9, 3, 5], [3, 33, 4, 16]]) {
+        const H = heads * hs;
+        const rng = new Rng(B * 100 + T);
+        const xs = [random(tf, rng, [B * T, H]), random(tf, rng, [H, 3 * H], 0.3), random(tf, rng, [3 * H]), random(tf, rng, [B * T, H])];
+        // All four outputs feed the loss (the skip through a product with r, so its gradient is not all ones).
+        const use = (outs: Tensor[], r: Tensor) => tf.concat([...outs.slice(0, 3).map((o) => tf.reshape(o, [-1])), tf.reshape(tf.mul(outs[3], r), [-1])]);
+        const dims = { B, T, heads };
+        await assertSameOp(
+          tf,
+          `${backend}: B ${B}, T ${T}, ${heads} heads of ${hs}`,
+          (x, w, b, r) => use(ops.linearToHeads(x as Tensor2D, w as Tensor2D, b as Tensor1D, dims), r),
+          (x, w, b, r) => {
+            const y = plain.linear(x as Tensor2D, w as Tensor2D, b as Tensor1D);
+            return use([...rowsToHeadsReference(tf, y, { batch: B, heads, parts: 3 }), x], r);
+          },
+          xs,
+          [0, 1, 2],
+          1e-5,
+        );
+        tf.dispose(xs);
+      }
+    } finally {
+      if (backend === 'webgpu') releaseWebGpu(tf);
+    }
   }
 });

@@ -6,8 +6,12 @@
 // over the parts: the rows side is read or written at r parts H + p H + c, the heads side at
 // ((b heads + h) T + t) hs + e. A grid-stride loop keeps the workgroup count under the device's
 // limit.
+// HEADS_TO_ROWS_SUMS_KERNEL is a column sum (column-sums.ts) whose quantity is the rows' entry,
+// read from the heads side, with the entries written as it goes: the rows and their sums in one
+// pass over the heads (plus the partials' stage when the rows need it).
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
-import { HEADS_TO_ROWS_KERNEL, MAX_HEAD_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
+import { HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, MAX_HEAD_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
+import { columnSumsRaw, type ColumnSumSpec } from './column-sums.ts';
 import type { Tf } from '../common.ts';
 import { rawWebGpu } from './raw.ts';
 
@@ -69,7 +73,31 @@ function run(tf: Tf, toHeads: boolean, rows: TensorInfo | null, heads: TensorInf
   if (!toHeads) raw.written(rows!);
 }
 
-/** Registers both kernels for the webgpu backend (once; later calls do nothing). */
+/** The rows and their column sums from `parts` heads tensors [B, nh, T, hs], through column-sums.ts. */
+function toRowsSums(tf: Tf, backend: unknown, xs: TensorInfo[], B: number, T: number, nh: number, hs: number): TensorInfo[] {
+  const parts = xs.length;
+  const names = xs.map((_, p) => `h${p}`);
+  const spec: ColumnSumSpec = {
+    key: `heads-to-rows-sums/${parts}`,
+    inputs: names,
+    values: ['headsEntry(r, col)'],
+    // Entry (r, col) of the rows: part p, head h, element e of row r = b T + t.
+    preamble: `fn headsEntry(r : u32, col : u32) -> f32 {
+  let width = u.heads * u.hs;
+  let p = col / width;
+  let c = col - p * width;
+  let b = r / u.seq;
+  let h = c / u.hs;
+  let i = ((b * u.heads + h) * u.seq + (r - b * u.seq)) * u.hs + (c - h * u.hs);
+${names.map((n, q) => (q < parts - 1 ? `  if (p == ${q}u) { return ${n}[i]; }` : `  return ${n}[i];`)).join('\n')}
+}`,
+    elementwise: true,
+    uniforms: { fields: 'seq : u32, heads : u32, hs : u32,', values: [T, nh, hs].map((value) => ({ type: 'uint32' as const, value })) },
+  };
+  return columnSumsRaw(tf, backend, spec, xs, B * T, parts * nh * hs);
+}
+
+/** Registers the kernels for the webgpu backend (once; later calls do nothing). */
 export function registerWebGpuAttentionHeads(tf: Tf): void {
   if (tf.getKernel(ROWS_TO_HEADS_KERNEL, 'webgpu') !== undefined) return;
   const toHeads = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo[] => {
@@ -87,20 +115,30 @@ export function registerWebGpuAttentionHeads(tf: Tf): void {
     run(tf, true, x, outs, B, T, nh, hs, parts);
     return outs;
   };
-  const toRows = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo => {
+  // The parts of a heads-to-rows kernel's inputs, checked.
+  const headParts = (name: string, args: { inputs: unknown; attrs?: unknown }): { xs: TensorInfo[]; B: number; nh: number; T: number; hs: number } => {
     const attrs = args.attrs as unknown as HeadsAttrs;
-    checkAttrs(HEADS_TO_ROWS_KERNEL, attrs);
+    checkAttrs(name, attrs);
     const inputs = args.inputs as Record<string, TensorInfo>;
     const xs = Array.from({ length: attrs.parts }, (_, p) => inputs[`x${p}`]);
     const shape = xs[0]?.shape ?? [];
     if (xs.some((x) => x === undefined || x.shape.length !== 4 || x.shape.some((d, i) => d !== shape[i])) || shape[0] !== attrs.batch || shape[1] !== attrs.heads) {
-      throw new Error(`${HEADS_TO_ROWS_KERNEL}: ${attrs.parts} inputs [${attrs.batch}, ${attrs.heads}, T, hs] expected`);
+      throw new Error(`${name}: ${attrs.parts} inputs [${attrs.batch}, ${attrs.heads}, T, hs] expected`);
     }
     const [B, nh, T, hs] = shape;
-    const out = (args.backend as Backend).makeTensorInfo([B * T, attrs.parts * nh * hs], 'float32');
-    run(tf, false, out, xs, B, T, nh, hs, attrs.parts);
+    return { xs, B, nh, T, hs };
+  };
+  const toRows = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo => {
+    const { xs, B, nh, T, hs } = headParts(HEADS_TO_ROWS_KERNEL, args);
+    const out = (args.backend as Backend).makeTensorInfo([B * T, xs.length * nh * hs], 'float32');
+    run(tf, false, out, xs, B, T, nh, hs, xs.length);
     return out;
+  };
+  const toRowsAndSums = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo[] => {
+    const { xs, B, nh, T, hs } = headParts(HEADS_TO_ROWS_SUMS_KERNEL, args);
+    return toRowsSums(tf, args.backend, xs, B, T, nh, hs);
   };
   tf.registerKernel({ kernelName: ROWS_TO_HEADS_KERNEL, backendName: 'webgpu', kernelFunc: toHeads as unknown as KernelConfig['kernelFunc'] });
   tf.registerKernel({ kernelName: HEADS_TO_ROWS_KERNEL, backendName: 'webgpu', kernelFunc: toRows as unknown as KernelConfig['kernelFunc'] });
+  tf.registerKernel({ kernelName: HEADS_TO_ROWS_SUMS_KERNEL, backendName: 'webgpu', kernelFunc: toRowsAndSums as unknown as KernelConfig['kernelFunc'] });
 }
