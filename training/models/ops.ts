@@ -11,6 +11,8 @@
 // - `transposedMatMul`: gradients multiply with matMul's transpose flags, or transpose first;
 // - `matMulBias`: a Linear's forward adds its bias inside the matMul kernel (tf.fused.matMul);
 // - `matMulAddend`: that kernel also adds a whole matrix (`linearWithSkip`'s gradient);
+// - `matmulF16`: every matrix product through the f16-operand kernel (--precision fp16), which
+//   reads transposed operands and adds biases and whole matrices itself;
 // - `kernels`: mlmkit's own kernels registered for the backend (dropout masks drawn on the GPU,
 //   fused kernels behind the contracts in training/kernels/); an op calls its kernel when it is
 //   there, else the plain composite.
@@ -160,7 +162,7 @@ export interface Ops {
    * cut.
    */
   linearToHeads(x: Tensor2D, w: Tensor2D, b: Tensor1D, dims: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D, Tensor2D];
-  /** The heads [B, heads, T, hs] back side by side as rows [B*T, heads * hs] (the inverse of one part of `splitHeads`). */
+  /** The heads [B, heads, T, hs] back side by side as rows [B*T, heads * hs] (the inverse of the cut in `linearToHeads`, for one part). */
   mergeHeads(context: Tensor4D): Tensor2D;
   /**
    * Attention probabilities: softmax over keys of scores [B, heads, T, T] * scale + maskBias [B, T]
