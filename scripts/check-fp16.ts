@@ -3,7 +3,9 @@
 // scalar: f16 loads, f32 FMA), the largest error against tf.matMul in float32 (absolute, and as a
 // share of the entrywise bound `f16ErrorBound`: at most 1 is correct) and TFLOP/s, at 4096^3 and at
 // bert-base's shapes (4096 tokens x 768 x 3072: the FFN's forward, and its two backward products
-// with transposed operands), beside TF.js's own float32 matMul on the same shapes.
+// with transposed operands) and the query/key/value projection's (with a bias, and its dX with the
+// skip's gradient as an addend: the kernel's epilogue), beside TF.js's own float32 matMul (fused
+// with the same bias or addend) on the same shapes.
 //
 //   node --import tsx scripts/check-fp16.ts [--json] [--iters 10] [--small]
 //
@@ -11,11 +13,11 @@
 // and says that subgroup-matrix is absent. Exit code 1 when a variant exceeds the bound or fails to
 // compile, 2 for bad arguments. Timing: `iters` back-to-back products after one untimed one, then
 // a one-entry read that waits for them; TFLOP/s = 2 M N K iters / seconds.
-import type { NamedAttrMap, Tensor, Tensor2D } from '@tensorflow/tfjs';
+import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend.ts';
 import { activeWebGpuFeatures, describeFeatures } from '../training/backend/webgpu.ts';
 import { availableVariants, matMulF16Pipelines } from '../training/backend/webgpu/matmul-f16.ts';
-import { f16ErrorBound, MATMUL_F16_KERNEL, type MatMulF16Variant } from '../training/kernels/matmul.ts';
+import { F32_UNIT, f16ErrorBound, matMulF16, matMulReference, type MatMulExtras, type MatMulF16Variant } from '../training/kernels/matmul.ts';
 
 interface Shape {
   name: string;
@@ -24,6 +26,8 @@ interface Shape {
   K: number;
   transposeA: boolean;
   transposeB: boolean;
+  /** Added by the kernel's epilogue: a bias [N], or an addend [M, N]. */
+  extra?: 'bias' | 'addend';
 }
 
 const FULL: Shape[] = [
@@ -31,12 +35,16 @@ const FULL: Shape[] = [
   { name: 'bert-base FFN up, x W (4096x768 . 768x3072)', M: 4096, N: 3072, K: 768, transposeA: false, transposeB: false },
   { name: 'bert-base FFN up, dX = dY W^T', M: 4096, N: 768, K: 3072, transposeA: false, transposeB: true },
   { name: 'bert-base FFN up, dW = X^T dY', M: 768, N: 3072, K: 4096, transposeA: true, transposeB: false },
+  { name: 'bert-base QKV, x W + b (4096x768 . 768x2304)', M: 4096, N: 2304, K: 768, transposeA: false, transposeB: false, extra: 'bias' },
+  { name: 'bert-base QKV, dX = dY W^T + dskip', M: 4096, N: 768, K: 2304, transposeA: false, transposeB: true, extra: 'addend' },
 ];
 const SMALL: Shape[] = [
   { name: '256^3', M: 256, N: 256, K: 256, transposeA: false, transposeB: false },
   { name: '256x96x384 (bert-base shape / 16)', M: 256, N: 384, K: 96, transposeA: false, transposeB: false },
   { name: 'its dX = dY W^T', M: 256, N: 96, K: 384, transposeA: false, transposeB: true },
   { name: 'its dW = X^T dY', M: 96, N: 384, K: 256, transposeA: true, transposeB: false },
+  { name: '256x96x288, x W + b (QKV / 8)', M: 256, N: 288, K: 96, transposeA: false, transposeB: false, extra: 'bias' },
+  { name: 'its dX = dY W^T + dskip', M: 256, N: 96, K: 288, transposeA: false, transposeB: true, extra: 'addend' },
 ];
 
 function parseArgs(argv: string[]): { json: boolean; iters: number; small: boolean } {
@@ -122,7 +130,10 @@ for (const s of shapes) {
   const flops = 2 * s.M * s.N * s.K;
   const a = tf.randomUniform(s.transposeA ? [s.K, s.M] : [s.M, s.K], -1, 1, 'float32', 1) as Tensor2D;
   const b = tf.randomUniform(s.transposeB ? [s.N, s.K] : [s.K, s.N], -1, 1, 'float32', 2) as Tensor2D;
-  const ref = tf.matMul(a, b, s.transposeA, s.transposeB);
+  const extras: MatMulExtras =
+    s.extra === 'bias' ? { bias: tf.randomUniform([s.N], -1, 1, 'float32', 3) } : s.extra === 'addend' ? { addend: tf.randomUniform([s.M, s.N], -1, 1, 'float32', 4) } : {};
+  const added = extras.bias ?? extras.addend;
+  const ref = matMulReference(tf, a, b, s.transposeA, s.transposeB, extras);
   const refData = await ref.data();
   const absProd = tf.tidy(() => tf.matMul(tf.abs(a), tf.abs(b), s.transposeA, s.transposeB));
   const absData = await absProd.data();
@@ -130,7 +141,7 @@ for (const s of shapes) {
   const [maxA, maxB] = await maxes.data();
   tf.dispose([ref, absProd, maxes]);
   const base = { shape: s.name, M: s.M, N: s.N, K: s.K, transpose_a: s.transposeA, transpose_b: s.transposeB };
-  const f32 = await time(() => tf.matMul(a, b, s.transposeA, s.transposeB), args.iters);
+  const f32 = await time(() => (added === undefined ? tf.matMul(a, b, s.transposeA, s.transposeB) : tf.fused.matMul({ a, b, transposeA: s.transposeA, transposeB: s.transposeB, bias: added })), args.iters);
   rows.push({ ...base, variant: 'tfjs-f32', tflops: flops / f32 / 1e12, max_abs_error: null, error_over_bound: null, ok: true });
   for (const v of variants) {
     const failure = compiled.get(v);
@@ -138,7 +149,7 @@ for (const s of shapes) {
       rows.push({ ...base, variant: v, tflops: 0, max_abs_error: null, error_over_bound: null, ok: false, error: failure });
       continue;
     }
-    const run = () => tf.engine().runKernel(MATMUL_F16_KERNEL, { a, b }, { transposeA: s.transposeA, transposeB: s.transposeB, variant: v } as unknown as NamedAttrMap) as Tensor;
+    const run = () => matMulF16(tf, a, b, { transposeA: s.transposeA, transposeB: s.transposeB, variant: v }, extras);
     const out = run();
     const got = await out.data();
     out.dispose();
@@ -147,13 +158,14 @@ for (const s of shapes) {
     for (let i = 0; i < got.length; i++) {
       const err = Math.abs(got[i] - refData[i]);
       if (!(err <= maxErr)) maxErr = err; // NaN counts
-      const r = err / f16ErrorBound(s.K, absData[i], maxA, maxB);
+      // With a bias or addend (|x| <= 1): one f32 rounding of each add on each side.
+      const r = err / (f16ErrorBound(s.K, absData[i], maxA, maxB) + (added === undefined ? 0 : 4 * F32_UNIT * (absData[i] + 1)));
       if (!(r <= ratio)) ratio = r;
     }
     const seconds = await time(run, args.iters);
     rows.push({ ...base, variant: v, tflops: flops / seconds / 1e12, max_abs_error: maxErr, error_over_bound: ratio, ok: ratio <= 1 });
   }
-  tf.dispose([a, b]);
+  tf.dispose([a, b, ...(added === undefined ? [] : [added])]);
 }
 
 const allOk = rows.every((r) => r.ok);
