@@ -3,6 +3,11 @@
 // dev dependency, tags stripped; WordPiece vocabulary of 8,000 trained on it) lowers held-out
 // perplexity at least 5x from the untrained model, in under 3 minutes on the wasm backend.
 // Measured here (2-core machine, wasm): 8,039 -> 1,190 (6.8x) in 81 s of training.
+// And pretraining learns to use context: on text where each word decides the next one (walks over
+// a fixed successor map of 200 words), a small BERT trained 600 steps predicts held-out masked
+// words far better than any predictor that ignores context can. Lower perplexity alone does not
+// show this: the unigram distribution gets there first. Measured here (2-core machine, wasm,
+// another job running): accuracy 75.7% against a context-free ceiling of 10.7%.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -15,7 +20,8 @@ import { evaluateMasked, maskingFor } from '../../training/evaluate.ts';
 import { parseModelConfig, updateModelConfig } from '../../training/models/config.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
-import { brownDocuments, preparedFixture, ROOT } from './train-helpers.ts';
+import { Rng } from '../../common/rng.ts';
+import { brownDocuments, preparedFixture, ROOT, writeTinyConfig } from './train-helpers.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-pretrain-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -59,4 +65,52 @@ test('BERT-tiny pretrained 200 steps on Brown text: held-out perplexity falls at
   assert.ok(ratio >= 5, `perplexity fell ${ratio.toFixed(2)}x (${before.perplexity.toFixed(1)} -> ${after.perplexity.toFixed(1)}), expected at least 5x`);
   assert.ok(after.accuracy > before.accuracy);
   assert.ok(total < 180, `took ${total.toFixed(0)} s`);
+});
+
+test('pretraining learns context: where each word decides the next, held-out accuracy is over twice what a context-free predictor reaches', async (t) => {
+  const { tf } = await selectBackend('wasm', { log: () => {} });
+  // 200 words and a seeded successor map; 300 documents of 4 paragraphs, each a 60-word walk from a random word.
+  const W = 200;
+  const rng = new Rng(1);
+  const next = Array.from({ length: W }, (_, i) => i);
+  for (let i = W - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [next[i], next[j]] = [next[j], next[i]];
+  }
+  const counts = new Array<number>(W).fill(0);
+  const docs = Array.from({ length: 300 }, () =>
+    Array.from({ length: 4 }, () => {
+      let w = Math.floor(rng.next() * W);
+      const words: string[] = [];
+      for (let k = 0; k < 60; k++, w = next[w]) {
+        words.push(`w${w}`);
+        counts[w]++;
+      }
+      return words.join(' ');
+    }).join('\n\n'),
+  );
+  const commonest = Math.max(...counts) / counts.reduce((a, b) => a + b, 0);
+  // What ignoring context can reach: of the selected tokens, 10% stay unchanged in the input (BERT's
+  // 80/10/10), so a model can copy those from their own position; for the rest, the commonest word.
+  const contextFree = 0.1 + 0.9 * commonest;
+  const fx = await preparedFixture(path.join(tmp, 'successor'), docs, { vocabSize: 400, seqLen: 32 });
+  for (const w of [0, 7, 199]) assert.equal((await fx.tokenizer.encode(`w${w}`)).ids.length, 1, `w${w} is one token`);
+  const config = writeTinyConfig(path.join(tmp, 'successor.json'), { hidden_size: 64, intermediate_size: 128, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 });
+  const result = await train(
+    { ...TRAIN_DEFAULTS, config, data: fx.dataDir, out: path.join(tmp, 'successor-run'), steps: 600, batchSize: 32, lr: 3e-3, warmup: 0.05, evalEvery: 0, saveEvery: 0, logEvery: 100 },
+    { tf, backend: { name: 'wasm', device: 'test' }, version: 'test', log: () => {}, progress: false },
+  );
+  const manifest = await readManifest(fx.dataDir);
+  const valid = new SplitReader(fx.dataDir, manifest, 'validation');
+  const folder = await loadModelFolder(result.checkpoint!);
+  const trained = createMaskedLM(tf, folder.config, { weights: folder.weights });
+  const after = await evaluateMasked(tf, trained, valid, maskingFor(fx.tokenizer), { batchSize: 32, seed: 42 });
+  trained.dispose();
+  valid.close();
+  t.diagnostic(`held-out accuracy ${(100 * after.accuracy).toFixed(1)}% over ${after.masked_tokens} masked tokens (loss ${after.loss.toFixed(3)}, ln ${W} = ${Math.log(W).toFixed(3)}); context-free ceiling ${(100 * contextFree).toFixed(1)}%; ${Math.round(result.tokens_per_second!)} tokens/s`);
+  // Chance alone: with n masked tokens, a context-free predictor's accuracy has a standard error of
+  // at most sqrt(0.25 / n) (< 1.6% at n >= 1,000); twice its ceiling is ~7 of those above it. With
+  // the attention's output zeroed (a model that cannot read its neighbours) this gave 11.0%.
+  assert.ok(after.masked_tokens >= 1000, `only ${after.masked_tokens} held-out masked tokens`);
+  assert.ok(after.accuracy >= 2 * contextFree, `accuracy ${after.accuracy}, not twice the context-free ceiling ${contextFree.toFixed(4)}`);
 });
