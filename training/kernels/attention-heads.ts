@@ -29,6 +29,8 @@ export const HEADS_TO_ROWS_SUMS_KERNEL = 'MlmkitHeadsToRowsSums';
 
 /** Most parts one dispatch moves (the parts and the rows are storage bindings: WebGPU guarantees 8). */
 export const MAX_HEAD_PARTS = 7;
+/** Most parts the rows-and-sums kernel takes (the sums are one more storage binding). */
+export const MAX_HEAD_SUM_PARTS = MAX_HEAD_PARTS - 1;
 
 export interface HeadsAttrs {
   /** B: sequences in the batch (T = rows / B). */
@@ -79,7 +81,7 @@ export function headsToRowsSumsReference(tf: Tf, xs: Tensor4D[]): [Tensor2D, Ten
 export function headsToRowsSums(tf: Tf, xs: Tensor4D[], fused: boolean): [Tensor2D, Tensor1D] {
   checkHeads(xs);
   const [B, heads] = xs[0].shape;
-  if (!fused || xs.length > MAX_HEAD_PARTS) return headsToRowsSumsReference(tf, xs);
+  if (!fused || xs.length > MAX_HEAD_SUM_PARTS) return headsToRowsSumsReference(tf, xs);
   const attrs: HeadsAttrs = { batch: B, heads, parts: xs.length };
   return tf.engine().runKernel(HEADS_TO_ROWS_SUMS_KERNEL, Object.fromEntries(xs.map((x, i) => [`x${i}`, x])), attrs as unknown as NamedAttrMap) as unknown as [Tensor2D, Tensor1D];
 }

@@ -5,7 +5,8 @@
 // head sizes and row counts off the 64-thread workgroup, 1, 3 and 7 parts, and one whose entries
 // outnumber 65,535 workgroups of 64 (the grid-stride loop). The rows-and-sums kernel: its rows
 // equal the composite's bit for bit and its sums tf.sum's within 1e-6 relative (another order),
-// over the same shapes (row counts of one stage-1 block and of several). Ops.linearToHeads (the
+// over the same shapes (row counts of one stage-1 block and of several; 7 parts are one binding
+// more than it takes, so that shape checks the fallback to the composite). Ops.linearToHeads (the
 // projection and the cut in one op, its gradient through the rows-and-sums kernel) against
 // linear then the cut, values and gradients within 1e-5.
 import { test } from 'node:test';

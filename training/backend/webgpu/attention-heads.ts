@@ -10,7 +10,7 @@
 // read from the heads side, with the entries written as it goes: the rows and their sums in one
 // pass over the heads (plus the partials' stage when the rows need it).
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
-import { HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, MAX_HEAD_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
+import { HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, MAX_HEAD_PARTS, MAX_HEAD_SUM_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
 import { columnSumsRaw, type ColumnSumSpec } from './column-sums.ts';
 import type { Tf } from '../common.ts';
 import { rawWebGpu } from './raw.ts';
@@ -136,6 +136,7 @@ export function registerWebGpuAttentionHeads(tf: Tf): void {
   };
   const toRowsAndSums = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo[] => {
     const { xs, B, nh, T, hs } = headParts(HEADS_TO_ROWS_SUMS_KERNEL, args);
+    if (xs.length > MAX_HEAD_SUM_PARTS) throw new Error(`${HEADS_TO_ROWS_SUMS_KERNEL}: at most ${MAX_HEAD_SUM_PARTS} parts, got ${xs.length}`);
     return toRowsSums(tf, args.backend, xs, B, T, nh, hs);
   };
   tf.registerKernel({ kernelName: ROWS_TO_HEADS_KERNEL, backendName: 'webgpu', kernelFunc: toHeads as unknown as KernelConfig['kernelFunc'] });
