@@ -267,13 +267,23 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // db of a bias added to every row: a column-reduction kernel where the backend has one.
   const biasGradOf = (dy: Tensor2D): Tensor1D => biasGrad(tf, dy, has(BIAS_GRAD_KERNEL));
 
-  const matMul = custom<Tensor2D>(([a, b], save) => {
-    save([a, b]);
-    return {
-      value: product(a, b, false, false),
-      gradFunc: (dy, [sa, sb]) => [product(dy, sb, false, true), product(sa, dy, true, false)],
-    };
-  });
+  // op(a) op(b) as an op: dA and dB from dC with the flags of the four cases (as tf.matMul's
+  // gradient). `matMul` is the plain case; with fp16, the batched products use all four.
+  const productOp = (transposeA: boolean, transposeB: boolean) =>
+    custom<Tensor>(([a, b], save) => {
+      save([a, b]);
+      return {
+        value: product(a, b, transposeA, transposeB),
+        gradFunc: (dc, [sa, sb]) => {
+          if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
+          if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
+          if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
+          return [product(sb, dc, true, true), product(dc, sa, true, true)];
+        },
+      };
+    });
+  const plainProduct = productOp(false, false);
+  const matMul = (a: Tensor2D, b: Tensor2D): Tensor2D => plainProduct(a, b) as Tensor2D;
 
   const linear = custom<Tensor2D>(([x, w, b], save) => {
     save([x, w]);
@@ -485,23 +495,9 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     pickRows: (x: Tensor2D, ids: Int32Array) => pickRows(tf, x, ids, has(SCATTER_ROWS_KERNEL)),
   };
 
-  // Batched products (attention): TF.js's own in float32 (its gradient uses the flags);
-  // MlmkitMatMulF16 with fp16, the gradient's products with the flags of the four cases (as
-  // tf.matMul's gradient).
-  const batchProduct = (transposeA: boolean, transposeB: boolean) =>
-    custom<Tensor>(([a, b], save) => {
-      save([a, b]);
-      return {
-        value: product(a, b, transposeA, transposeB),
-        gradFunc: (dc, [sa, sb]) => {
-          if (!transposeA && !transposeB) return [product(dc, sb, false, true), product(sa, dc, true, false)];
-          if (!transposeA && transposeB) return [product(dc, sb, false, false), product(dc, sa, true, false)];
-          if (transposeA && !transposeB) return [product(sb, dc, false, true), product(sa, dc, false, false)];
-          return [product(sb, dc, true, true), product(dc, sa, true, true)];
-        },
-      };
-    });
-  const batchProducts = [[batchProduct(false, false), batchProduct(false, true)], [batchProduct(true, false), batchProduct(true, true)]];
+  // Batched products (attention): TF.js's own in float32 (its gradient uses the flags); with fp16,
+  // MlmkitMatMulF16 through `productOp`.
+  const batchProducts = [[plainProduct, productOp(false, true)], [productOp(true, false), productOp(true, true)]];
   const batchMatMul = (a: Tensor4D, b: Tensor4D, ta: boolean, tb: boolean): Tensor4D => {
     if (variant === undefined) return tf.matMul(a, b, ta, tb);
     const [B, nh, ar, ac] = a.shape;
