@@ -2,7 +2,7 @@
 // checkpoints), with the parameters, gradients and both moments of the whole model in four large
 // GPU buffers, so that a step is a handful of GPU commands and no host round trip (webgpu only).
 //
-// Layout. Every parameter (by Hugging Face name, in the model's order, weight-decayed ones first)
+// Layout. Every variable of the model (by its name, in the model's order, weight-decayed ones first)
 // owns a range [offset, offset + size) of each flat buffer; the `decayed` set (the parameter table's
 // `decay`, as for the per-tensor AdamW) decides decay, and decayed entries are the prefix [0, decayEnd).
 // The flat parameter buffer is the master copy: after each update it is copied back into each

@@ -17,7 +17,7 @@ import type { Tensor } from '@tensorflow/tfjs';
 import type { Tf } from './backend.ts';
 import type { LossScaleState } from './loss-scale.ts';
 import type { ModelConfig } from './models/config.ts';
-import { parameterTable } from './models/weights.ts';
+import { fromHfLayout, toHfLayout, type NamedArray } from './models/weights.ts';
 import type { AdamWState } from './optimizer.ts';
 import type { MetricsEntry } from './report.ts';
 import { writeFileAtomic } from '../common/atomic.ts';
@@ -165,15 +165,25 @@ export async function pruneCheckpoints(out: string, limit: number, bestStep: num
   return removed;
 }
 
-/** Optimizer moments are stored like model.safetensors: Linear weights transposed to [out, in]. */
+/**
+ * Optimizer moments are stored like model.safetensors: under Hugging Face names (query, key and
+ * value apart, though the model packs them) with Linear weights [out, in]. `toFile` and
+ * `fromFile` convert a whole state (`AdamW.getState()` without a `toFile` of its own, and what
+ * `setState` takes); `tensor` is the `fromFile` that setState then needs, a plain upload.
+ */
 export function optimizerLayout(tf: Tf, config: ModelConfig) {
-  const linear = new Set(parameterTable(config).filter((s) => s.linear).map((s) => s.name));
+  const convert = (state: AdamWState, f: (moments: Map<string, NamedArray>, what: string) => Map<string, NamedArray>): AdamWState => {
+    const tensors = new Map<string, NamedArray>();
+    for (const suffix of ['exp_avg', 'exp_avg_sq']) {
+      const end = `.${suffix}`;
+      const moments = new Map([...state.tensors].filter(([k]) => k.endsWith(end)).map(([k, t]) => [k.slice(0, -end.length), t]));
+      for (const [name, t] of f(moments, `optimizer state (${suffix})`)) tensors.set(`${name}${end}`, t);
+    }
+    return { step: state.step, tensors };
+  };
   return {
-    toFile: (name: string, t: Tensor): Tensor => (linear.has(name) ? tf.transpose(t) : t),
-    fromFile: (name: string, a: { shape: number[]; data: Float32Array }): Tensor =>
-      tf.tidy(() => {
-        const t = tf.tensor(a.data, a.shape, 'float32');
-        return linear.has(name) ? tf.transpose(t) : t;
-      }),
+    toFile: (state: AdamWState): AdamWState => convert(state, (m, what) => toHfLayout(config, m, what)),
+    fromFile: (state: AdamWState): AdamWState => convert(state, (m, what) => fromHfLayout(config, m, what)),
+    tensor: (_name: string, a: NamedArray): Tensor => tf.tensor(a.data, a.shape, 'float32'),
   };
 }

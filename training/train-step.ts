@@ -33,7 +33,7 @@ export function dropoutSeed(seed: number, step: number, micro: number): number {
  * Loss and gradients of one optimizer step over `batches` (the micro-batches of an accumulated
  * batch): each micro-batch's loss SUM is divided by the masked-token count of all of them, and
  * the gradients are added, so the result equals the full batch's mean loss and its gradients.
- * Gradients are keyed by Hugging Face name (a weight no micro-batch reaches has none). The caller
+ * Gradients are keyed by the model's variable names (a weight no micro-batch reaches has none). The caller
  * disposes `loss` and `grads`.
  */
 export function computeGradients(

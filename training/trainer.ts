@@ -198,7 +198,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     let window = emptyWindow();
     await fsp.mkdir(o.out, { recursive: true });
     if (state !== null) {
-      optimizer.setState(await adviseOnDamage(resumeFrom!, () => readOptimizerState(resumeFrom!)), layout.fromFile);
+      optimizer.setState(layout.fromFile(await adviseOnDamage(resumeFrom!, () => readOptimizerState(resumeFrom!))), layout.tensor);
       batches.setState(state.data_state);
       step = state.global_step;
       history = state.log_history;
@@ -274,7 +274,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       };
       try {
         const weights = await exportWeights(model);
-        const optimizerState = await optimizer.getState(layout.toFile);
+        const optimizerState = layout.toFile(await optimizer.getState());
         await writeModelFolder(dir, { config, weights, tokenizer, extra: (tmp) => writeTrainerState(tmp, trainerState, optimizerState) });
       } catch (err) {
         throw saveError(err, dir, o.out, lastCheckpoint);

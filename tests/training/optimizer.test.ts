@@ -9,7 +9,7 @@ import { Rng } from '../../common/rng.ts';
 import { selectBackend } from '../../training/backend.ts';
 import * as fs from 'node:fs';
 import { parseModelConfig } from '../../training/models/config.ts';
-import { decayedParameters, parameterTable } from '../../training/models/weights.ts';
+import { decayedParameters, packedGroups, parameterTable } from '../../training/models/weights.ts';
 import { AdamW } from '../../training/optimizer.ts';
 
 const quiet = { log: (_: string) => {} };
@@ -59,7 +59,9 @@ test("the parameter table's decay flags follow transformers' rule, for BERT and 
     const table = parameterTable(config);
     const decayed = decayedParameters(config);
     for (const spec of table) assert.equal(spec.decay, hfDecays(spec.name), `${file}: ${spec.name}`);
-    assert.deepEqual([...decayed].sort(), table.filter((s) => hfDecays(s.name)).map((s) => s.name).sort());
+    // The model's packed query/key/value variables decay as their parts (the same rule: weight yes, bias no).
+    const packed = packedGroups(config).map((g) => g.name);
+    assert.deepEqual([...decayed].sort(), [...table.map((s) => s.name), ...packed].filter(hfDecays).sort());
     // Both kinds are present: Linear/embedding weights decayed, biases and LayerNorm weights not.
     assert.ok(decayed.size > 0 && decayed.size < table.length, file);
   }

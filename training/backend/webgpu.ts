@@ -36,7 +36,6 @@ import { registerWebGpuLayerNorm } from './webgpu/layer-norm.ts';
 import { registerWebGpuMatMulF16 } from './webgpu/matmul-f16.ts';
 import { registerWebGpuMaskedCrossEntropy } from './webgpu/masked-cross-entropy.ts';
 import { registerWebGpuScatterRows } from './webgpu/scatter-rows.ts';
-import { registerWebGpuColumnGroups, registerWebGpuSplitColumns } from './webgpu/split-columns.ts';
 
 /** What mlmkit reports about a WebGPU adapter. */
 export interface WebGpuAdapterInfo {
@@ -336,8 +335,6 @@ export async function loadWebGpu(tf: Tf, opts: { allowSoftware: boolean }): Prom
   registerWebGpuAttentionSoftmax(tf);
   registerWebGpuMaskedCrossEntropy(tf);
   registerWebGpuBiasDropoutResidual(tf);
-  registerWebGpuSplitColumns(tf);
-  registerWebGpuColumnGroups(tf);
   registerWebGpuAttentionHeads(tf);
   registerWebGpuScatterRows(tf);
   if (!(await tf.setBackend('webgpu'))) {

@@ -5,7 +5,8 @@
 // Numerics follow transformers' BertForMaskedLM (docs/architecture.md, "The model"): post-LayerNorm encoder
 // layers, `gelu` = exact erf GELU, LayerNorm eps from the config, padding masked out of attention,
 // the MLM decoder tied to the word embeddings with its own bias. Weights are `tf.Variable`s held
-// in a map under their Hugging Face names; their list, shapes, layouts and init live in weights.ts.
+// in a map under their Hugging Face names (query, key and value packed side by side, as one
+// `qkv`); their list, shapes, layouts, packing and init live in weights.ts.
 // Hidden states are kept 2-D, [B*T, H], between blocks: every Linear is one plain 2-D matMul, the
 // fast form on wasm. The operations with hand-written gradients (Linear, LayerNorm, GELU, dropout,
 // cross-entropy, embedding rows) are in ops.ts; the model takes the backend's capabilities
@@ -31,7 +32,7 @@ import { IGNORE_INDEX } from '../../common/labels.ts';
 import { InputError } from '../../common/errors.ts';
 import type { HiddenAct, ModelConfig, ModelFamily } from './config.ts';
 import { makeOps, maskedRowCount, REFERENCE_CAPABILITIES, type ModelCapabilities, type Ops, type Tf } from './ops.ts';
-import { checkModelWeights, initialWeights, parameterTable, type ModelWeights } from './weights.ts';
+import { checkModelWeights, initialWeights, packTensors, type ModelWeights } from './weights.ts';
 
 export type { Tf };
 
@@ -80,7 +81,11 @@ export type ModelInit = ({ seed: number } | { weights: ModelWeights }) & { capab
 export interface MaskedLM {
   readonly config: ModelConfig;
   readonly family: ModelFamily;
-  /** Every weight under its Hugging Face name (the tied decoder is the word embeddings). */
+  /**
+   * Every weight under its Hugging Face name (the tied decoder is the word embeddings), except that
+   * each layer's query, key and value are one packed variable (weights.ts `packedGroups`);
+   * `exportWeights` gives the Hugging Face tensors.
+   */
   readonly variables: ReadonlyMap<string, Variable>;
   /** The Hugging Face name of the MLM head's output bias (a key of `variables`). */
   readonly outputBiasName: string;
@@ -190,12 +195,10 @@ export function encoderLayer(
     );
 
   // Self-attention. Query, key and value in one [H, 3H] Linear (one read of x, one saved copy), cut
-  // into heads; the gradient of the side-by-side weights and biases splits back into the three
-  // (weights and biases together: one kernel each way on webgpu). The residual reads x through
-  // that Linear (as `linearWithSkip`), so x's two gradients meet in one kernel.
-  const qkvNames = ['attention.self.query', 'attention.self.key', 'attention.self.value'];
-  const [qkvWeight, qkvBias] = ops.concatColumns([qkvNames.map(weight), qkvNames.map(bias)]); // [H, 3H], [3H]
-  const [q, k, v, xSkip] = ops.linearToHeads(x, qkvWeight as Tensor2D, qkvBias as Tensor1D, { B, T, heads: nh }); // [B, nh, T, hs] each, x
+  // into heads. The model stores the three side by side as `attention.self.qkv` (weights.ts,
+  // "Packed storage"; the files keep transformers' query, key and value). The residual reads x
+  // through that Linear (as `linearWithSkip`), so x's two gradients meet in one kernel.
+  const [q, k, v, xSkip] = ops.linearToHeads(x, weight('attention.self.qkv'), bias('attention.self.qkv'), { B, T, heads: nh }); // [B, nh, T, hs] each, x
   const scores = ops.batchMatMul(q, k, false, true) as Tensor4D; // [B, nh, T, T]
   const probs = ops.attentionProbs(scores, maskBias, 1 / Math.sqrt(hs), config.attention_probs_dropout_prob, drop(`${prefix}.attention.probs`));
   const context = ops.mergeHeads(ops.batchMatMul(probs, v, false, false)); // [B*T, H]
@@ -268,9 +271,9 @@ export function buildMaskedLM(tf: Tf, config: ModelConfig, init: ModelInit, spec
   }
   const weights = 'seed' in init ? initialWeights(config, init.seed) : init.weights;
   checkModelWeights(config, weights);
+  // One variable per tensor of the table, but query, key and value packed (weights.ts, "Packed storage").
   const variables = new Map<string, Variable>();
-  for (const { name } of parameterTable(config)) {
-    const { shape, data } = weights.tensors.get(name)!;
+  for (const [name, { shape, data }] of packTensors(config, weights.tensors, 'model weights')) {
     const initial = tf.tensor(data, shape, 'float32');
     variables.set(name, tf.variable(initial, true));
     initial.dispose();

@@ -33,7 +33,6 @@ import { matMulF16, type MatMulExtras, type MatMulF16Variant } from '../kernels/
 import { crossEntropySum, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import { pickRows, SCATTER_ROWS_KERNEL, scatterPlan, scatterRows } from '../kernels/scatter-rows.ts';
 import { RESIDUAL_LAYER_NORM_GRAD_KERNEL, RESIDUAL_LAYER_NORM_KERNEL, residualLayerNorm } from '../kernels/residual-layer-norm.ts';
-import { CONCAT_COLUMN_GROUPS_KERNEL, concatColumnGroups, concatColumns, SPLIT_COLUMN_GROUPS_KERNEL, SPLIT_COLUMNS_KERNEL } from '../kernels/split-columns.ts';
 import type { HiddenAct } from './config.ts';
 
 export type { Tf };
@@ -146,12 +145,6 @@ export interface Ops {
   dropout<T extends Tensor>(x: T, rate: number, seed: string | null): T;
   /** Sum over rows of -log softmax(logits)[target]; rows weighted by `weights` (0/1) when given. */
   crossEntropySum(logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D): Scalar;
-  /**
-   * Per group, weights [in, out] (or biases [out]) side by side -> [in, n out] (or [n out]): one
-   * Linear for several projections of the same input; the gradient gives each part its columns
-   * back. All groups in one kernel where the backend has the group kernels.
-   */
-  concatColumns(groups: Tensor[][]): Tensor[];
   /**
    * The attention's input projection, cut into heads: qkv = x W + b (x [B*T, H], W [H, 3H] with
    * the query, key and value weights side by side, b [3H]), then the query, key and value heads
@@ -486,8 +479,6 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     activation: activationOp,
     dropout,
     crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
-    concatColumns: (groups: Tensor[][]) =>
-      has(CONCAT_COLUMN_GROUPS_KERNEL) && has(SPLIT_COLUMN_GROUPS_KERNEL) ? concatColumnGroups(tf, groups, true) : groups.map((g) => concatColumns(tf, g, has(SPLIT_COLUMNS_KERNEL))),
     mergeHeads,
     attentionProbs,
     biasDropoutResidual: biasDropoutResidualOp,

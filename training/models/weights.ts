@@ -150,9 +150,114 @@ export function parameterTable(config: ModelConfig): readonly ParamSpec[] {
   return specs;
 }
 
-/** The names of the parameters AdamW decays (`ParamSpec.decay`): what the optimizers take. */
+/**
+ * The names of the parameters AdamW decays (`ParamSpec.decay`): what the optimizers take. The
+ * packed variables (see "Packed storage") are in it when their parts are.
+ */
 export function decayedParameters(config: ModelConfig): ReadonlySet<string> {
-  return new Set(parameterTable(config).filter((s) => s.decay).map((s) => s.name));
+  const decayed = new Set(parameterTable(config).filter((s) => s.decay).map((s) => s.name));
+  for (const g of packedGroups(config)) if (decayed.has(g.parts[0])) decayed.add(g.name);
+  return decayed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed storage
+//
+// The model keeps query, key and value side by side: per encoder layer one variable
+// `<layer>.attention.self.qkv.weight` [H, 3H] (the three [in, out] weights' columns in that order)
+// and one `<layer>.attention.self.qkv.bias` [3H], so that the attention's projection is one
+// product of a variable, with no concatenation in the step and no split in its gradient (TF.js
+// tensors cannot share storage, so three variables would have to be copied together every step).
+// Those names exist only between the model and its optimizer: model.safetensors, the optimizer's
+// moments and every export use the table's Hugging Face names, through `packTensors` (on the way
+// in) and `unpackTensors` (on the way out). Weight decay is the parts' (the same for all three).
+
+/** Parameters stored as one variable: `parts` side by side along the last axis, in order. */
+export interface PackedGroup {
+  readonly name: string;
+  readonly parts: readonly string[];
+}
+
+/** The model's packed variables: query, key and value weights and biases of each layer. */
+export function packedGroups(config: ModelConfig): readonly PackedGroup[] {
+  const groups: PackedGroup[] = [];
+  for (let i = 0; i < config.num_hidden_layers; i++) {
+    const self = `${basePrefix(config.model_type)}.encoder.layer.${i}.attention.self`;
+    for (const kind of ['weight', 'bias']) {
+      groups.push({ name: `${self}.qkv.${kind}`, parts: ['query', 'key', 'value'].map((p) => `${self}.${p}.${kind}`) });
+    }
+  }
+  return groups;
+}
+
+/** The columns of a tensor: its last axis (rows: the product of the others). */
+function columnsOf(shape: readonly number[]): { rows: number; cols: number } {
+  const cols = shape.length === 0 ? 1 : shape[shape.length - 1];
+  return { rows: shape.slice(0, -1).reduce((a, b) => a * b, 1), cols };
+}
+
+/**
+ * The model's variables from tensors under the table's names (mlmkit layout): the parts of each
+ * packed group become one tensor under the group's name, at the place of its first part; the
+ * rest are passed through (the same arrays). `what` names the tensors in the error for a missing
+ * part ("model weights", "optimizer state").
+ */
+export function packTensors(config: ModelConfig, tensors: ReadonlyMap<string, NamedArray>, what = 'tensors'): Map<string, NamedArray> {
+  const groupOf = new Map<string, PackedGroup>();
+  for (const g of packedGroups(config)) for (const p of g.parts) groupOf.set(p, g);
+  const out = new Map<string, NamedArray>();
+  for (const [name, t] of tensors) {
+    const g = groupOf.get(name);
+    if (g === undefined) {
+      out.set(name, t);
+      continue;
+    }
+    if (name !== g.parts[0]) continue; // packed with the first part
+    const parts = g.parts.map((p) => {
+      const part = tensors.get(p);
+      if (part === undefined) throw new Error(`${what}: ${p} is missing`);
+      return { ...columnsOf(part.shape), part };
+    });
+    const { rows } = parts[0];
+    if (parts.some((p) => p.rows !== rows || p.part.shape.length !== t.shape.length)) {
+      throw new Error(`${what}: ${g.parts.join(', ')} have shapes ${parts.map((p) => `[${p.part.shape.join(', ')}]`).join(', ')}, which do not pack side by side`);
+    }
+    const width = parts.reduce((a, p) => a + p.cols, 0);
+    const data = new Float32Array(rows * width);
+    let at = 0;
+    for (const { cols, part } of parts) {
+      for (let r = 0; r < rows; r++) data.set(part.data.subarray(r * cols, (r + 1) * cols), r * width + at);
+      at += cols;
+    }
+    out.set(g.name, { shape: [...t.shape.slice(0, -1), width], data });
+  }
+  return out;
+}
+
+/**
+ * The inverse of `packTensors`: each packed group's tensor cut back into its parts (equal widths)
+ * at its place; other tensors, and parts already apart, are passed through.
+ */
+export function unpackTensors(config: ModelConfig, tensors: ReadonlyMap<string, NamedArray>): Map<string, NamedArray> {
+  const groups = new Map(packedGroups(config).map((g) => [g.name, g]));
+  const out = new Map<string, NamedArray>();
+  for (const [name, t] of tensors) {
+    const g = groups.get(name);
+    if (g === undefined) {
+      out.set(name, t);
+      continue;
+    }
+    const { rows, cols: width } = columnsOf(t.shape);
+    const n = g.parts.length;
+    if (width % n !== 0) throw new Error(`${name} has shape [${t.shape.join(', ')}]: its ${width} columns do not split into ${n} parts`);
+    const cols = width / n;
+    g.parts.forEach((p, k) => {
+      const data = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) data.set(t.data.subarray(r * width + k * cols, r * width + (k + 1) * cols), r * cols);
+      out.set(p, { shape: [...t.shape.slice(0, -1), cols], data });
+    });
+  }
+  return out;
 }
 
 /**
@@ -355,20 +460,48 @@ export interface WeightHolder {
  * names are left out. Async because some backends (webgpu) can only be read asynchronously.
  */
 export async function exportWeights(model: WeightHolder): Promise<Map<string, NamedArray>> {
+  const stored = new Map<string, NamedArray>();
+  for (const [name, v] of model.variables) stored.set(name, { shape: [...v.shape], data: (await v.data()) as Float32Array });
+  return toHfLayout(model.config, stored, 'exportWeights');
+}
+
+/**
+ * Tensors in mlmkit's layout, under the table's names or packed (the model's variables, the
+ * optimizer's moments), in Hugging Face's names and layouts: unpacked, Linear weights [out, in],
+ * every array a copy. `what` starts the errors.
+ */
+export function toHfLayout(config: ModelConfig, tensors: ReadonlyMap<string, NamedArray>, what: string): Map<string, NamedArray> {
+  const apart = unpackTensors(config, tensors);
   const out = new Map<string, NamedArray>();
-  for (const spec of parameterTable(model.config)) {
-    const v = model.variables.get(spec.name);
-    if (v === undefined) throw new Error(`exportWeights: the model has no variable ${spec.name}`);
-    if (!sameShape(v.shape, spec.shape)) {
-      throw new Error(`exportWeights: ${spec.name} has shape [${v.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+  for (const spec of parameterTable(config)) {
+    const t = apart.get(spec.name);
+    if (t === undefined) throw new Error(`${what}: no ${spec.name}`);
+    if (!sameShape(t.shape, spec.shape)) {
+      throw new Error(`${what}: ${spec.name} has shape [${t.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
     }
-    const data = (await v.data()) as Float32Array;
     out.set(spec.name, {
       shape: [...spec.hfShape],
-      data: spec.linear ? transpose2d(data, spec.shape[0], spec.shape[1]) : Float32Array.from(data),
+      data: spec.linear ? transpose2d(t.data, spec.shape[0], spec.shape[1]) : Float32Array.from(t.data),
     });
   }
   return out;
+}
+
+/**
+ * The inverse of `toHfLayout` for tensors already checked to hold the table's names (optimizer
+ * moments read back): Linear weights to [in, out], then packed as the model's variables.
+ */
+export function fromHfLayout(config: ModelConfig, tensors: ReadonlyMap<string, NamedArray>, what: string): Map<string, NamedArray> {
+  const linear = new Map(parameterTable(config).filter((s) => s.linear).map((s) => [s.name, s]));
+  const mine = new Map<string, NamedArray>();
+  for (const [name, t] of tensors) {
+    const spec = linear.get(name);
+    if (spec !== undefined && !sameShape(t.shape, spec.hfShape)) {
+      throw new Error(`${what}: ${name} has shape [${t.shape.join(', ')}], expected [${spec.hfShape.join(', ')}]`);
+    }
+    mine.set(name, spec === undefined ? t : { shape: [...spec.shape], data: transpose2d(t.data, spec.hfShape[0], spec.hfShape[1]) });
+  }
+  return packTensors(config, mine, what);
 }
 
 /** Checks that `weights` hold exactly the table's tensors with the table's shapes (mlmkit layout). */

@@ -15,7 +15,7 @@ import { selectBackend, type Tf } from '../../../training/backend.ts';
 import { createBert, IGNORE_INDEX, type MaskedLM, type MlmInputs } from '../../../training/models/bert.ts';
 import { activation, layerNorm } from '../../../training/models/ops.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
-import { parameterTable } from '../../../training/models/weights.ts';
+import { packedGroups, parameterTable } from '../../../training/models/weights.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const quiet = { log: (_line: string) => {} };
@@ -93,7 +93,13 @@ for (const name of ['cpu', 'wasm'] as const) {
   test(`${name}: shapes, variables and the sparse masked loss equal the full-logits loss`, async () => {
     const tf = await backend(name);
     const m = model(tf);
-    assert.deepEqual([...m.variables.keys()], parameterTable(m.config).map((s) => s.name));
+    // The table's tensors, but each layer's query, key and value as one packed variable at the query's place.
+    const packedAt = new Map(packedGroups(m.config).flatMap((g) => g.parts.map((p, k): [string, string | null] => [p, k === 0 ? g.name : null])));
+    const names = parameterTable(m.config).map((s) => (packedAt.has(s.name) ? packedAt.get(s.name)! : s.name)).filter((n): n is string => n !== null);
+    assert.deepEqual([...m.variables.keys()], names);
+    const H = config.hidden_size;
+    assert.deepEqual(m.variables.get('bert.encoder.layer.1.attention.self.qkv.weight')!.shape, [H, 3 * H]);
+    assert.deepEqual(m.variables.get('bert.encoder.layer.1.attention.self.qkv.bias')!.shape, [3 * H]);
     assert.equal(m.family, 'bert');
     const { inputs, labels } = batch(tf);
     const hidden = m.encode(inputs, { training: false });

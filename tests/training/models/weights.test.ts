@@ -16,7 +16,9 @@ import {
   exportWeights,
   importWeights,
   initialWeights,
+  packTensors,
   parameterTable,
+  unpackTensors,
   type NamedArray,
 } from '../../../training/models/weights.ts';
 
@@ -225,4 +227,28 @@ test('legacy LayerNorm.gamma / .beta names are read as .weight / .bias', () => {
   assert.ok(legacy.has('bert.embeddings.LayerNorm.gamma'));
   const imported = importWeights(tinyBert, legacy, 'ckpt');
   assert.deepEqual(imported.tensors.get('bert.embeddings.LayerNorm.bias')!.data, hf.get('bert.embeddings.LayerNorm.bias')!.data);
+});
+
+test('packed storage: query, key and value side by side per layer, cut back exactly; a missing part is named', () => {
+  const cfg = config('configs/bert-tiny.json');
+  const H = cfg.hidden_size;
+  const weights = initialWeights(cfg, 3).tensors;
+  const packed = packTensors(cfg, weights);
+  const self = 'bert.encoder.layer.1.attention.self';
+  assert.equal(packed.size, weights.size - 4 * cfg.num_hidden_layers, 'three weights and three biases become two tensors per layer');
+  const w = packed.get(`${self}.qkv.weight`)!;
+  assert.deepEqual(w.shape, [H, 3 * H]);
+  // Row r of the packed weight is row r of query, then of key, then of value.
+  for (const [k, part] of ['query', 'key', 'value'].entries()) {
+    const src = weights.get(`${self}.${part}.weight`)!.data;
+    for (const r of [0, 5, H - 1]) assert.deepEqual(w.data.subarray(r * 3 * H + k * H, r * 3 * H + (k + 1) * H), src.subarray(r * H, (r + 1) * H), `${part} row ${r}`);
+    assert.deepEqual(packed.get(`${self}.qkv.bias`)!.data.subarray(k * H, (k + 1) * H), weights.get(`${self}.${part}.bias`)!.data);
+  }
+  const back = unpackTensors(cfg, packed);
+  assert.deepEqual([...back.keys()].sort(), [...weights.keys()].sort());
+  for (const [name, t] of weights) assert.deepEqual(back.get(name), t, name);
+  const partial = new Map(weights);
+  partial.delete(`${self}.value.bias`);
+  assert.throws(() => packTensors(cfg, partial, 'model weights'), /model weights: bert\.encoder\.layer\.1\.attention\.self\.value\.bias is missing/);
+  assert.throws(() => unpackTensors(cfg, new Map([[`${self}.qkv.bias`, { shape: [3 * H + 1], data: new Float32Array(3 * H + 1) }]])), /do not split into 3 parts/);
 });
