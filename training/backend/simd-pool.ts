@@ -4,10 +4,15 @@
 //
 // The hand-off goes through a small SharedArrayBuffer of its own, not through messages: the
 // caller writes the function's index, its arguments and each worker's piece, bumps a sequence
-// number and wakes the workers with Atomics.notify; each worker runs its piece and counts down;
-// the caller, done with its own piece, sleeps in Atomics.wait until the count is 0. Every kernel
-// computes each row (column, entry) the same way wherever the range is cut (kernels.c), so
-// results do not depend on the number of threads.
+// number and wakes the workers with Atomics.notify; each worker runs its piece and then writes
+// that sequence number into its own `done` word; the caller, done with its own piece, sleeps in
+// Atomics.wait until every worker's `done` is the call's number. It waits even when its own piece
+// throws, so no worker is ever still running a piece when the next call writes its arguments.
+// (Until 2026-12-06 the workers counted down one shared word instead; a bench run once found it
+// at -1, a worker counted twice for one call, and the next call waited for it in vain: the cause
+// was not found, and a call's own `done` words leave nothing to drift.) Every kernel computes
+// each row (column, entry) the same way wherever the range is cut (kernels.c), so results do not
+// depend on the number of threads.
 //
 // A piece is never smaller than the kernel's grain (a range under two grains runs on the calling
 // thread alone: waking a worker costs tens of microseconds). The workers are unref'd: they never
@@ -15,19 +20,19 @@
 import { Worker } from 'node:worker_threads';
 import type { SimdExports, WorkSplit } from './simd-wasm.ts';
 
-// Control words (Int32Array over CONTROL_BYTES): sequence, pending workers, function index,
-// argument count, failures, then per worker its [lo, hi) and its state; the arguments are float64s
-// after them.
+// Control words (Int32Array over CONTROL_BYTES): sequence, (unused), function index, argument
+// count, failures, then per worker its [lo, hi), its state and the sequence number of the last
+// call it finished; the arguments are float64s after them.
 const SEQ = 0;
-const PENDING = 1;
 const FN = 2;
 const NARGS = 3;
 const FAILED = 4;
 const RANGES = 5;
 const MAX_THREADS = 8;
 const STATES = RANGES + 2 * MAX_THREADS;
+const DONE = STATES + MAX_THREADS;
 const MAX_ARGS = 24;
-const ARGS_AT = 8 * Math.ceil((4 * (STATES + MAX_THREADS)) / 8);
+const ARGS_AT = 8 * Math.ceil((4 * (DONE + MAX_THREADS)) / 8);
 /** How long the caller waits for a piece before it reports the pool as stuck (a piece takes ms). */
 const STUCK_MS = 60_000;
 const CONTROL_BYTES = ARGS_AT + 8 * MAX_ARGS;
@@ -35,7 +40,7 @@ const CONTROL_BYTES = ARGS_AT + 8 * MAX_ARGS;
 // The worker: compiles the module from its bytes (its own compiled code, shared with no other
 // thread) on the memory it is sent, then serves pieces until exit. Its state word: 1 waiting, 2
 // running a piece. A piece that throws counts as failed (the caller reports it) and is still
-// counted down, so the caller never waits for it.
+// marked done, so the caller never waits for it.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { bytes, memory, control, index, names, argsAt, maxArgs } = workerData;
@@ -61,7 +66,8 @@ for (;;) {
   } catch (err) {
     Atomics.add(ctl, ${FAILED}, 1);
   }
-  if (Atomics.sub(ctl, ${PENDING}, 1) === 1) Atomics.notify(ctl, ${PENDING});
+  Atomics.store(ctl, ${DONE} + index, seen);
+  Atomics.notify(ctl, ${DONE} + index);
 }
 `;
 
@@ -127,18 +133,26 @@ export async function startSimdPool(bytes: Uint8Array, memory: WebAssembly.Memor
           ctl[RANGES + 2 * i] = rlo;
           ctl[RANGES + 2 * i + 1] = rhi;
         }
-        Atomics.store(ctl, PENDING, workerCount);
-        Atomics.add(ctl, SEQ, 1);
+        const seq = (Atomics.add(ctl, SEQ, 1) + 1) | 0; // the Int32 the workers will read
         Atomics.notify(ctl, SEQ);
-        const [lo, hi] = toRange(0, Math.min(total, step));
-        own(...a, lo, hi);
+        let ownError: { err: unknown } | null = null;
+        try {
+          const [lo, hi] = toRange(0, Math.min(total, step));
+          own(...a, lo, hi);
+        } catch (err) {
+          ownError = { err };
+        }
+        // Every worker finishes this call before the caller goes on, even after an error here.
         const since = Date.now();
-        for (let p = Atomics.load(ctl, PENDING); p !== 0; p = Atomics.load(ctl, PENDING)) {
-          if (Atomics.wait(ctl, PENDING, p, STUCK_MS) === 'timed-out' && Date.now() - since >= STUCK_MS) {
-            const states = Array.from({ length: workerCount }, (_, i) => ctl[STATES + i]);
-            throw new Error(`mlmkit's SIMD kernel threads did not finish ${name} within ${STUCK_MS / 1000} s (worker states ${states.join(', ')}; pending ${p}); MLM_SIMD_KERNELS=0 runs without them`);
+        for (let i = 0; i < workerCount; i++) {
+          for (let d = Atomics.load(ctl, DONE + i); d !== seq; d = Atomics.load(ctl, DONE + i)) {
+            if (Atomics.wait(ctl, DONE + i, d, STUCK_MS) === 'timed-out' && Date.now() - since >= STUCK_MS) {
+              const states = Array.from({ length: workerCount }, (_, w) => `${ctl[STATES + w]}/${ctl[DONE + w]}`);
+              throw new Error(`mlmkit's SIMD kernel threads did not finish ${name} within ${STUCK_MS / 1000} s (call ${seq}; worker state/last call done ${states.join(', ')}); MLM_SIMD_KERNELS=0 runs without them`);
+            }
           }
         }
+        if (ownError !== null) throw ownError.err;
         if (Atomics.load(ctl, FAILED) > 0) {
           Atomics.store(ctl, FAILED, 0);
           throw new Error(`a thread of mlmkit's SIMD kernels failed in ${name}; MLM_SIMD_KERNELS=0 runs without them`);

@@ -421,6 +421,39 @@ test('the thread pool gives the bits of one thread', async () => {
   }
 });
 
+test('the thread pool: an error in the calling thread\'s piece waits for the workers, and the calls after it are right', async () => {
+  // The caller's piece fails after the workers were started on theirs (here its range function
+  // throws). The call must not return while a worker still runs: the next call would hand out its
+  // pieces under a running worker. Pieces of ~1 ms each, so that a worker outlives the throw.
+  const memory = new WebAssembly.Memory({ initial: 512, maximum: 512, shared: true });
+  const mod = instantiateSimdKernels(memory);
+  assert.ok('kernels' in mod);
+  const pool = await startSimdPool(mod.bytes, memory, SIMD_FUNCTIONS, 3);
+  try {
+    const f32 = new Float32Array(memory.buffer);
+    const R = 30_000;
+    const C = 64;
+    f32.set(randomArray(new Rng(21), R * C, 4), 0);
+    f32.set(randomArray(new Rng(22), C), R * C);
+    const ref = (R * C + C + 64) * 4;
+    const out = ref + R * C * 4 + 256;
+    mod.kernels.bias_gelu(0, R * C * 4, ref, C, 0, 0, R);
+    const args = [0, R * C * 4, out, C, 0];
+    for (let round = 0; round < 5; round++) {
+      const failing = (lo: number, hi: number): [number, number] => {
+        if (lo === 0) throw new Error('the caller\'s piece failed');
+        return [lo, hi];
+      };
+      assert.throws(() => pool.split(mod.kernels, 'bias_gelu', R, 10, args, failing), /the caller's piece failed/);
+      f32.fill(0, out / 4, out / 4 + R * C);
+      pool.split(mod.kernels, 'bias_gelu', R, 10, args);
+      assert.deepEqual(f32.slice(out / 4, out / 4 + R * C), f32.slice(ref / 4, ref / 4 + R * C), `round ${round}`);
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
 test('MLM_SIMD_KERNELS=0 leaves the composites in place and says why', () => {
   const script = `import { selectBackend } from './training/backend.ts';
 const b = await selectBackend('wasm', { log: (l) => console.log(l) });
