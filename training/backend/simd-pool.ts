@@ -8,11 +8,12 @@
 // that sequence number into its own `done` word; the caller, done with its own piece, sleeps in
 // Atomics.wait until every worker's `done` is the call's number. It waits even when its own piece
 // throws, so no worker is ever still running a piece when the next call writes its arguments.
-// (Until 2026-12-06 the workers counted down one shared word instead; a bench run once found it
-// at -1, a worker counted twice for one call, and the next call waited for it in vain: the cause
-// was not found, and a call's own `done` words leave nothing to drift.) Every kernel computes
-// each row (column, entry) the same way wherever the range is cut (kernels.c), so results do not
-// depend on the number of threads.
+// (Until 2026-12-06 the workers counted down one shared word, and a throw in the caller's piece
+// returned at once: the worker still running counted down into the next call, which then ended
+// early, and the call after it waited for a count of -1 in vain. A bench run stopped that way once;
+// what threw there was not found. Each call's own `done` number leaves nothing to drift.) Every
+// kernel computes each row (column, entry) the same way wherever the range is cut (kernels.c), so
+// results do not depend on the number of threads.
 //
 // A piece is never smaller than the kernel's grain (a range under two grains runs on the calling
 // thread alone: waking a worker costs tens of microseconds). The workers are unref'd: they never
