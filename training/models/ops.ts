@@ -472,20 +472,6 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     }))(table);
   };
 
-  const common = {
-    tf,
-    embeddingRows,
-    layerNorm: layerNormOp,
-    activation: activationOp,
-    dropout,
-    crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
-    mergeHeads,
-    attentionProbs,
-    biasDropoutResidual: biasDropoutResidualOp,
-    residualNorm,
-    pickRows: (x: Tensor2D, ids: Int32Array) => pickRows(tf, x, ids, has(SCATTER_ROWS_KERNEL)),
-  };
-
   // Batched products (attention): TF.js's own in float32 (its gradient uses the flags); with fp16,
   // MlmkitMatMulF16 through `productOp`.
   const batchProducts = [[plainProduct, productOp(false, true)], [productOp(true, false), productOp(true, true)]];
@@ -547,7 +533,17 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
     })(x, w, b) as [Tensor4D, Tensor4D, Tensor4D, Tensor2D];
   };
   return {
-    ...common,
+    tf,
+    embeddingRows,
+    layerNorm: layerNormOp,
+    activation: activationOp,
+    dropout,
+    crossEntropySum: (logits: Tensor2D, targets: Tensor1D, weights?: Tensor1D) => crossEntropySum(tf, logits, targets, weights, has(MASKED_CROSS_ENTROPY_KERNEL)),
+    mergeHeads,
+    attentionProbs,
+    biasDropoutResidual: biasDropoutResidualOp,
+    residualNorm,
+    pickRows: (x: Tensor2D, ids: Int32Array) => pickRows(tf, x, ids, has(SCATTER_ROWS_KERNEL)),
     linearToHeads,
     matMul: (a, b) => matMul(a, b),
     linear: dense,
