@@ -193,14 +193,13 @@ def main():
             print("step %d: train loss %.4f, held-out loss %.4f, accuracy %.1f%% (%d masked tokens), %.0f s" % (
                 step, loss.item(), loss_e, 100 * acc, n, time.time() - start), flush=True)
     if args.out:
-        save(model, args.out, c, V, tok, L)
+        save(model, args.out, c, V, tok)
 
 
-def save(model, out, config, V, tok, L):
+def save(model, out, config, V, tok):
     """The model as transformers' BertForMaskedLM.save_pretrained writes it (tied decoder left out)."""
     import shutil
     import struct
-    import numpy as np
     H = config["hidden_size"]
     tensors = {
         "bert.embeddings.word_embeddings.weight": model.words.weight,
@@ -240,9 +239,13 @@ def save(model, out, config, V, tok, L):
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(dict(config, vocab_size=V, architectures=["BertForMaskedLM"], model_type="bert"), f, indent=2)
     source = tok.get("source")
+    copied = 0
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         if source and os.path.isfile(os.path.join(source, name)):
             shutil.copy(os.path.join(source, name), os.path.join(out, name))
+            copied += 1
+    if copied == 0:
+        print("note: the data's tokenizer (%s) is not on this machine; copy its files into %s before `mlm evaluate`" % (source, out), file=sys.stderr)
     print("wrote %s" % out, flush=True)
 
 
