@@ -12,7 +12,7 @@
 # with transformers' names and [out, in] Linear weights, the data's tokenizer files), so that
 # `mlm evaluate --model DIR MLMKIT_RUN --data DATA` scores both models on the same masks.
 #
-# What matches `mlm train` (training/trainer.ts, training/model/bert.ts): transformers' BERT with
+# What matches `mlm train` (training/trainer.ts, training/models/bert.ts): transformers' BERT with
 # post-LayerNorm layers and exact GELU, initialised with normal(0, initializer_range), zero biases;
 # the output bias set to the log unigram frequencies of the training tokens (`--init-bias unigram`);
 # the decoder tied to the word embeddings; AdamW (betas 0.9/0.999, eps 1e-8 as torch's default,
