@@ -98,7 +98,7 @@ function builder(variant: Variant) {
       .option('grad-accum', { type: 'number', default: d.gradAccum, describe: 'micro-batches per optimizer step' })
       .option('max-grad-norm', { type: 'number', default: d.maxGradNorm, describe: 'clip the global gradient norm (0: off)' })
       .option('eval-every', { type: 'number', default: d.evalEvery, describe: 'evaluate every N steps (0: only at the end)' })
-      .option('eval-batches', { type: 'number', default: d.evalBatches, describe: 'validation batches per evaluation (0: the whole split)' })
+      .option('eval-batches', { type: 'number', default: d.evalBatches, describe: 'validation batches of --batch-size rows per evaluation (0: the whole split); runs with different batch sizes score different rows, so compare them with mlm evaluate' })
       .option('log-every', { type: 'number', default: d.logEvery, describe: 'a metrics.jsonl line every N steps' })
       .option('save-every', { type: 'number', default: d.saveEvery, describe: 'checkpoint every N steps (0: only at the end)' })
       .option('save-total-limit', { type: 'number', default: d.saveTotalLimit, describe: 'keep the newest K checkpoints plus the best (0: all)' })
