@@ -199,7 +199,7 @@ def main():
 def save(model, out, config, V, tok):
     """The model as transformers' BertForMaskedLM.save_pretrained writes it (tied decoder left out)."""
     import shutil
-    import struct
+    from torch_bert_reference import write_safetensors  # this script's folder is on sys.path
     H = config["hidden_size"]
     tensors = {
         "bert.embeddings.word_embeddings.weight": model.words.weight,
@@ -222,20 +222,8 @@ def save(model, out, config, V, tok):
                         ("intermediate.dense", layer.up), ("output.dense", layer.down), ("output.LayerNorm", layer.norm2)):
             tensors[p + name + ".weight"] = m.weight
             tensors[p + name + ".bias"] = m.bias
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
     os.makedirs(out)
-    with open(os.path.join(out, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for blob in blobs:
-            f.write(blob)
+    write_safetensors(os.path.join(out, "model.safetensors"), tensors)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(dict(config, vocab_size=V, architectures=["BertForMaskedLM"], model_type="bert"), f, indent=2)
     source = tok.get("source")
