@@ -19,6 +19,8 @@ import os
 import struct
 import sys
 
+from prepared import read_manifest, special_ids, split_rows  # scripts/reference/prepared.py
+
 
 def fail(message):
     print("attention_offsets: %s" % message, file=sys.stderr)
@@ -56,7 +58,8 @@ def main():
     for f in ("config.json", "model.safetensors"):
         if not os.path.isfile(os.path.join(args.model, f)):
             fail("%s has no %s: give a model folder written by `mlm export` or transformers" % (args.model, f))
-    if not os.path.isfile(os.path.join(args.data, "manifest.json")):
+    m = read_manifest(args.data)
+    if m is None:
         fail("%s has no manifest.json: give a folder written by `mlm prepare`" % args.data)
     if args.rows < 1:
         fail("--rows must be at least 1, got %d" % args.rows)
@@ -64,8 +67,6 @@ def main():
         c = json.load(f)
     if c.get("model_type") != "bert":
         fail("%s is a %s model; this script reads BERT checkpoints" % (args.model, c.get("model_type")))
-    with open(os.path.join(args.data, "manifest.json")) as f:
-        m = json.load(f)
     tok, T = m["tokenizer"], m["seq_len"]
     W = load_safetensors(os.path.join(args.model, "model.safetensors"), np)
     pre = "bert." if "bert.embeddings.word_embeddings.weight" in W else ""
@@ -87,12 +88,10 @@ def main():
     if act not in acts:
         fail("hidden_act %s is not one of %s" % (act, ", ".join(sorted(acts))))
 
-    dtype = np.uint16 if m.get("dtype", "uint16") == "uint16" else np.uint32
-    names = sorted(n for n in os.listdir(args.data) if n.startswith("validation-") and n.endswith(".bin") and not n.endswith(".words.bin"))
-    if not names:
+    ids = split_rows(args.data, m, "validation", np)[: args.rows]
+    if len(ids) == 0:
         fail("%s has no validation split" % args.data)
-    ids = np.concatenate([np.fromfile(os.path.join(args.data, n), dtype=dtype).astype(np.int64).reshape(-1, T) for n in names])[: args.rows]
-    special = [tok[k] for k in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id", "unk_token_id") if tok.get(k) is not None]
+    special = special_ids(tok)
     rng = np.random.default_rng(args.seed)
     masked = (rng.random(ids.shape) < 0.15) & ~np.isin(ids, special)
     inputs = np.where(masked, tok["mask_token_id"], ids)

@@ -31,6 +31,8 @@ import os
 import sys
 import time
 
+from prepared import read_manifest, special_ids, split_rows  # scripts/reference/prepared.py
+
 
 def main():
     ap = argparse.ArgumentParser(description="PyTorch pretraining curve on an mlmkit data folder")
@@ -58,24 +60,15 @@ def main():
     except ImportError as e:
         print("torch_pretrain_check: %s: install python3-torch and python3-numpy (apt)" % e, file=sys.stderr)
         sys.exit(2)
-    manifest_path = os.path.join(args.data, "manifest.json")
-    if not os.path.isfile(manifest_path):
+    manifest = read_manifest(args.data)
+    if manifest is None:
         print("torch_pretrain_check: %s has no manifest.json: give a folder written by `mlm prepare`" % args.data, file=sys.stderr)
         sys.exit(2)
-    with open(manifest_path) as f:
-        manifest = json.load(f)
     with open(args.config) as f:
         c = json.load(f)
     tok = manifest["tokenizer"]
     T = manifest["seq_len"]
-    dtype = np.uint16 if manifest.get("dtype", "uint16") == "uint16" else np.uint32
-
-    def rows(prefix):
-        names = sorted(n for n in os.listdir(args.data) if n.startswith(prefix) and n.endswith(".bin") and not n.endswith(".words.bin"))
-        parts = [np.fromfile(os.path.join(args.data, n), dtype=dtype).astype(np.int64).reshape(-1, T) for n in names]
-        return np.concatenate(parts) if parts else np.zeros((0, T), np.int64)
-
-    train, valid = rows("train-"), rows("validation-")
+    train, valid = split_rows(args.data, manifest, "train", np), split_rows(args.data, manifest, "validation", np)
     if len(train) == 0 or len(valid) == 0:
         print("torch_pretrain_check: %s needs train-*.bin and validation-*.bin shards" % args.data, file=sys.stderr)
         sys.exit(2)
@@ -83,7 +76,7 @@ def main():
     H, L, nh, I = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["intermediate_size"]
     eps, p_drop, std = c.get("layer_norm_eps", 1e-12), c.get("hidden_dropout_prob", 0.1), c.get("initializer_range", 0.02)
     pad, mask_id = tok["pad_token_id"], tok["mask_token_id"]
-    special = torch.tensor(sorted({tok[k] for k in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id", "unk_token_id") if tok.get(k) is not None}))
+    special = torch.tensor(special_ids(tok))
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
