@@ -51,10 +51,6 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    try:
-        import numpy as np
-    except ImportError:
-        fail("needs numpy (apt install python3-numpy)")
     for f in ("config.json", "model.safetensors"):
         if not os.path.isfile(os.path.join(args.model, f)):
             fail("%s has no %s: give a model folder written by `mlm export` or transformers" % (args.model, f))
@@ -63,6 +59,10 @@ def main():
         fail("%s has no manifest.json: give a folder written by `mlm prepare`" % args.data)
     if args.rows < 1:
         fail("--rows must be at least 1, got %d" % args.rows)
+    try:
+        import numpy as np
+    except ImportError:
+        fail("needs numpy (apt install python3-numpy)")
     with open(os.path.join(args.model, "config.json")) as f:
         c = json.load(f)
     if c.get("model_type") != "bert":

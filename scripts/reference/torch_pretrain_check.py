@@ -52,6 +52,10 @@ def main():
     if args.out and os.path.exists(args.out):
         print("torch_pretrain_check: --out %s exists: give a new folder" % args.out, file=sys.stderr)
         sys.exit(2)
+    manifest = read_manifest(args.data)
+    if manifest is None:
+        print("torch_pretrain_check: %s has no manifest.json: give a folder written by `mlm prepare`" % args.data, file=sys.stderr)
+        sys.exit(2)
     try:
         import numpy as np
         import torch
@@ -59,10 +63,6 @@ def main():
         import torch.nn.functional as F
     except ImportError as e:
         print("torch_pretrain_check: %s: install python3-torch and python3-numpy (apt)" % e, file=sys.stderr)
-        sys.exit(2)
-    manifest = read_manifest(args.data)
-    if manifest is None:
-        print("torch_pretrain_check: %s has no manifest.json: give a folder written by `mlm prepare`" % args.data, file=sys.stderr)
         sys.exit(2)
     with open(args.config) as f:
         c = json.load(f)
