@@ -6,6 +6,7 @@ import { InputError, requireInteger, requireOpenFraction, requireSeed } from '..
 import type { WholeWordSelection } from '../data/masking.ts';
 import type { Manifest } from '../data/shards.ts';
 import { parseBestMetric } from './best-model.ts';
+import type { InitAttention } from './init-attention.ts';
 import type { InitBias } from './init-bias.ts';
 import type { PrecisionName } from './precision.ts';
 import type { ScheduleName } from './schedule.ts';
@@ -41,6 +42,8 @@ export interface TrainOptions {
   wholeWordSelection?: WholeWordSelection;
   /** Pretraining from --config only: the MLM head's output bias at step 0 (training/init-bias.ts). */
   initBias?: InitBias;
+  /** Pretraining from --config only: layer 0's first heads start attending to fixed neighbours (training/init-attention.ts). */
+  initAttention?: InitAttention;
   gradAccum: number;
   /** 0 switches clipping off. */
   maxGradNorm: number;
@@ -85,6 +88,7 @@ export const TRAIN_DEFAULTS = {
   mlmProbability: 0.15,
   wholeWordMask: false,
   initBias: 'zeros' as InitBias,
+  initAttention: 'standard' as InitAttention,
   gradAccum: 1,
   maxGradNorm: 1.0,
   evalEvery: 500,

@@ -14,6 +14,7 @@ import { blasOptions, resolveBackendName, selectBackend } from '../../training/b
 import { resolveModel } from '../../training/hub.ts';
 import { shellCommand } from '../../training/model-card.ts';
 import { checkPushTarget, pushModel, type PushResult } from '../../training/push.ts';
+import { INIT_ATTENTION_CHOICES, type InitAttention } from '../../training/init-attention.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
@@ -41,6 +42,7 @@ interface TrainArgs {
   'whole-word-mask': boolean;
   'whole-word-selection'?: 'independent' | 'budget';
   'init-bias': InitBias;
+  'init-attention': InitAttention;
   'grad-accum': number;
   'max-grad-norm': number;
   'eval-every': number;
@@ -94,6 +96,10 @@ function builder(variant: Variant) {
       .option('init-bias', {
         choices: INIT_BIAS_CHOICES, default: d.initBias,
         describe: 'pretraining from --config: the output bias at step 0, zeros (as Hugging Face) or the log unigram frequencies of the training tokens (skips the first hundreds of steps of a small run)',
+      })
+      .option('init-attention', {
+        choices: INIT_ATTENTION_CHOICES, default: d.initAttention,
+        describe: 'pretraining from --config: the attention at step 0, standard (random, as Hugging Face) or local (layer 0\'s first heads look at the tokens 1 and 2 before and after; a small corpus leaves the bag-of-words plateau in hundreds of steps instead of never; use --lr 1e-3 or lower)',
       })
       .option('grad-accum', { type: 'number', default: d.gradAccum, describe: 'micro-batches per optimizer step' })
       .option('max-grad-norm', { type: 'number', default: d.maxGradNorm, describe: 'clip the global gradient norm (0: off)' })
@@ -174,6 +180,7 @@ function handler(variant: Variant) {
       wholeWordMask: args['whole-word-mask'],
       wholeWordSelection: args['whole-word-selection'],
       initBias: args['init-bias'],
+      initAttention: args['init-attention'],
       gradAccum: args['grad-accum'],
       maxGradNorm: args['max-grad-norm'],
       evalEvery: args['eval-every'],
