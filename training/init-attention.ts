@@ -24,7 +24,9 @@
 //   sum_k cos(w_k (i + d - j)) = sin(pi x) / (2 sin(pi x / 2n)) with x = i + d - j: n at j = i + d,
 //   exactly 0 at every other key closer than 2n positions (2n = 64 for 64-wide heads), -n at
 //   distance 2n. The scale gives the target a logit of LOCAL_PEAK_LOGIT above the others (words
-//   add noise to both), about half the attention at step 0 in a 64-token row.
+//   add noise to both), about half the attention at step 0 in a 64-token row. The sum repeats
+//   every 4n positions, so in rows longer than 4n (128 tokens for 64-wide heads) a local head
+//   also starts on the keys 4n, 8n, ... beyond its target and shares its attention with them.
 // - Layer 0's first min(4, heads) heads get offsets -1, +1, -2, +2 in that order; every other
 //   weight is transformers' init (training/models/weights.ts, `initialWeights`).
 //
