@@ -6,7 +6,7 @@
 #
 #   python3 scripts/reference/torch_pretrain_check.py --data DIR --config configs/bert-tiny.json \
 #       [--steps 4000] [--batch-size 16] [--lr 2e-3] [--warmup 0.1] [--mlm-probability 0.3] \
-#       [--eval-every 500] [--eval-rows 0] [--threads 2] [--seed 42] [--out DIR]
+#       [--eval-every 500] [--eval-rows 0] [--threads 2] [--seed 42] [--init-attention local] [--out DIR]
 #
 # --out writes the trained model as transformers saves a BertForMaskedLM (config.json, model.safetensors
 # with transformers' names and [out, in] Linear weights, the data's tokenizer files), so that
@@ -15,6 +15,8 @@
 # What matches `mlm train` (training/trainer.ts, training/models/bert.ts): transformers' BERT with
 # post-LayerNorm layers and exact GELU, initialised with normal(0, initializer_range), zero biases;
 # the output bias set to the log unigram frequencies of the training tokens (`--init-bias unigram`);
+# with --init-attention local, the position embeddings and layer 0's first heads as `mlm train
+# --init-attention local` sets them (scripts/reference/local_attention.py);
 # the decoder tied to the word embeddings; AdamW (betas 0.9/0.999, eps 1e-8 as torch's default,
 # weight decay 0.01 on everything but biases and LayerNorm weights), gradient clipping at 1.0, linear
 # warmup over --warmup of the steps then linear decay to 0; masking as transformers' collator
@@ -31,6 +33,7 @@ import os
 import sys
 import time
 
+from local_attention import local_attention  # scripts/reference/local_attention.py
 from prepared import read_manifest, special_ids, split_rows  # scripts/reference/prepared.py
 
 
@@ -47,6 +50,8 @@ def main():
     ap.add_argument("--eval-rows", type=int, default=0, help="validation rows scored (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--init-attention", choices=("standard", "local"), default="standard",
+                    help="local: layer 0's first heads start on offsets -1, +1, -2, +2 (as mlm train --init-attention local)")
     ap.add_argument("--out", help="write the trained model here (a new folder)")
     args = ap.parse_args()
     if args.out and os.path.exists(args.out):
@@ -74,6 +79,9 @@ def main():
         sys.exit(2)
     V = tok["vocab_size"]
     H, L, nh, I = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["intermediate_size"]
+    if args.init_attention == "local" and (H % nh or (H // nh) % 2):
+        print("torch_pretrain_check: --init-attention local needs an even head size; %s has hidden_size %d over %d heads" % (args.config, H, nh), file=sys.stderr)
+        sys.exit(2)
     eps, p_drop, std = c.get("layer_norm_eps", 1e-12), c.get("hidden_dropout_prob", 0.1), c.get("initializer_range", 0.02)
     pad, mask_id = tok["pad_token_id"], tok["mask_token_id"]
     special = torch.tensor(special_ids(tok))
@@ -133,6 +141,15 @@ def main():
     prior[never] = np.delete(prior, never).min()
     with torch.no_grad():
         model.decoder_bias.copy_(torch.from_numpy(prior - prior.mean()).float())
+    if args.init_attention == "local":
+        pos, local = local_attention(H, nh, c["max_position_embeddings"], std, np)
+        dh = H // nh
+        with torch.no_grad():
+            model.positions.weight.copy_(torch.from_numpy(pos).float())
+            qkv = model.layers[0].qkv.weight  # [3H, H]: the query's rows, then the key's, then the value's
+            for h, (_, q, k) in enumerate(local):
+                qkv[h * dh:(h + 1) * dh] = torch.from_numpy(q).float()
+                qkv[H + h * dh:H + (h + 1) * dh] = torch.from_numpy(k).float()
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)

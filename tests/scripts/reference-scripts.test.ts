@@ -1,7 +1,8 @@
 // The Python reference scripts' own checks (scripts/reference/): attention_offsets.py on a model
 // whose attention is uniform by construction reports the uniform share at every offset, padding
 // excluded; both it and torch_pretrain_check.py refuse bad input with exit 2 and one line, before
-// they need numpy or torch.
+// they need numpy or torch; local_attention.py (torch_pretrain_check.py --init-attention local)
+// sets the same weights as training/init-attention.ts.
 //
 // Python: `python3` on PATH, or MLM_PYTHON. The attention test needs numpy there; .ci/run makes
 // sure of both and sets MLM_REQUIRE_PYTHON=1, so that their absence fails these tests in CI
@@ -13,6 +14,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Rng } from '../../common/rng.ts';
+import { localAttention } from '../../training/init-attention.ts';
+import { parseModelConfig } from '../../training/models/config.ts';
+import { initialWeights } from '../../training/models/weights.ts';
 import { loadSafetensorsF32, saveSafetensors, type WritableTensor } from '../../training/safetensors.ts';
 import { ROOT } from '../training/train-helpers.ts';
 
@@ -102,4 +106,41 @@ test('torch_pretrain_check.py: an --out that exists and a folder without a manif
   refused(run('torch_pretrain_check.py', ['--data', data, '--out', data]), /^torch_pretrain_check: --out .* exists: give a new folder$/);
   refused(run('torch_pretrain_check.py', ['--data', tmp]),
     /^torch_pretrain_check: .* has no manifest\.json: give a folder written by `mlm prepare`$/);
+});
+
+test('local_attention.py (the PyTorch check\'s --init-attention local) sets the same position embeddings and layer 0 query and key as training/init-attention.ts', { skip: skipNumpy }, () => {
+  // 6 heads of 32: four local (offsets -1, +1, -2, +2), two standard; 16 sharp pairs of 96.
+  const H = 192;
+  const heads = 6;
+  const positions = 70;
+  const config = parseModelConfig({ model_type: 'bert', vocab_size: 50, hidden_size: H, num_hidden_layers: 1, num_attention_heads: heads,
+    intermediate_size: 64, max_position_embeddings: positions, initializer_range: 0.02 }, 'test');
+  const { weights, plan } = localAttention(config, initialWeights(config, 42));
+  const code = [
+    'import json, sys, numpy as np',
+    `sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'scripts', 'reference'))})`,
+    'from local_attention import local_attention',
+    `pos, local = local_attention(${H}, ${heads}, ${positions}, 0.02, np)`,
+    'print(json.dumps({"pos": pos.ravel().tolist(), "heads": [{"offset": d, "q": q.ravel().tolist(), "k": k.ravel().tolist()} for d, q, k in local]}))',
+  ].join('\n');
+  const r = spawnSync(python, ['-c', code], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  assert.equal(r.status, 0, r.stderr);
+  const py = JSON.parse(r.stdout) as { pos: number[]; heads: { offset: number; q: number[]; k: number[] }[] };
+  const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b)), `${what}: ${a} (TypeScript) vs ${b} (Python)`);
+  const pos = weights.tensors.get('bert.embeddings.position_embeddings.weight')!.data;
+  assert.equal(py.pos.length, pos.length);
+  py.pos.forEach((v, i) => close(pos[i], v, `position embedding ${i}`));
+  assert.deepEqual(py.heads.map((h) => h.offset), plan.offsets);
+  const dh = H / heads;
+  const query = weights.tensors.get('bert.encoder.layer.0.attention.self.query.weight')!.data; // [in, out]
+  const key = weights.tensors.get('bert.encoder.layer.0.attention.self.key.weight')!.data;
+  py.heads.forEach((h, head) => {
+    // Python: [head_size out, hidden in] as nn.Linear; mlmkit: [hidden in, hidden out].
+    for (let o = 0; o < dh; o++) {
+      for (let i = 0; i < H; i++) {
+        close(query[i * H + head * dh + o], h.q[o * H + i], `head ${head} query (${o}, ${i})`);
+        close(key[i * H + head * dh + o], h.k[o * H + i], `head ${head} key (${o}, ${i})`);
+      }
+    }
+  });
 });
