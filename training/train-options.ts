@@ -6,8 +6,8 @@ import { InputError, requireInteger, requireOpenFraction, requireSeed } from '..
 import type { WholeWordSelection } from '../data/masking.ts';
 import type { Manifest } from '../data/shards.ts';
 import { parseBestMetric } from './best-model.ts';
-import type { InitAttention } from './init-attention.ts';
-import type { InitBias } from './init-bias.ts';
+import { INIT_ATTENTION_CHOICES, type InitAttention } from './init-attention.ts';
+import { INIT_BIAS_CHOICES, type InitBias } from './init-bias.ts';
 import type { PrecisionName } from './precision.ts';
 import type { ScheduleName } from './schedule.ts';
 import type { TrainerState } from './train-state.ts';
@@ -167,6 +167,13 @@ export function checkTrainOptions(o: TrainOptions): void {
       throw new InputError(`--whole-word-selection must be independent or budget, got ${JSON.stringify(o.wholeWordSelection)}`);
     }
     if (!o.wholeWordMask) throw new InputError('--whole-word-selection chooses how whole words are selected: give --whole-word-mask too');
+  }
+  // The CLI checks these choices itself; the library's callers pass strings.
+  if (o.initBias !== undefined && !(INIT_BIAS_CHOICES as readonly string[]).includes(o.initBias)) {
+    throw new InputError(`--init-bias must be ${INIT_BIAS_CHOICES.join(' or ')}, got ${JSON.stringify(o.initBias)}`);
+  }
+  if (o.initAttention !== undefined && !(INIT_ATTENTION_CHOICES as readonly string[]).includes(o.initAttention)) {
+    throw new InputError(`--init-attention must be ${INIT_ATTENTION_CHOICES.join(' or ')}, got ${JSON.stringify(o.initAttention)}`);
   }
   if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
   if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);

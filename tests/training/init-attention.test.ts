@@ -2,7 +2,8 @@
 // head's attention logits peaks at its offset and is exactly flat elsewhere within 2n positions;
 // with words added (the real embedding), the head puts most of its attention on that neighbour
 // where the standard init spreads it; the rest of the model is transformers' init; RoBERTa's
-// padding position row stays zero; and the CLI refuses it where it does not apply.
+// padding position row stays zero; the CLI refuses it where it does not apply, and the library
+// path refuses an unknown choice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { Rng } from '../../common/rng.ts';
 import { localAttention, LOCAL_OFFSETS, LOCAL_PEAK_LOGIT, positionFrequency } from '../../training/init-attention.ts';
 import { parseModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { initialWeights, type ModelWeights } from '../../training/models/weights.ts';
+import { checkTrainOptions, TRAIN_DEFAULTS } from '../../training/train-options.ts';
 import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig } from './train-helpers.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-init-attention-'));
@@ -203,4 +205,11 @@ test('mlm train --init-attention local: logged and recorded when pretraining; wi
   const errors = bad.stderr.trim().split('\n').filter((l) => !l.startsWith('backend:'));
   assert.equal(errors.length, 1, bad.stderr);
   assert.match(errors[0], /^mlm: error: --init-attention local is for pretraining from --config/);
+});
+
+test('checkTrainOptions (the library path, where no CLI checks choices): an unknown --init-attention or --init-bias is an InputError', () => {
+  const base = { ...TRAIN_DEFAULTS, config: 'configs/bert-tiny.json', data: 'd', out: 'o' };
+  assert.doesNotThrow(() => checkTrainOptions({ ...base, initAttention: 'local', initBias: 'unigram' }));
+  assert.throws(() => checkTrainOptions({ ...base, initAttention: 'locl' as never }), (e: unknown) => e instanceof InputError && e.message === '--init-attention must be standard or local, got "locl"');
+  assert.throws(() => checkTrainOptions({ ...base, initBias: 'unigam' as never }), (e: unknown) => e instanceof InputError && e.message === '--init-bias must be zeros or unigram, got "unigam"');
 });
