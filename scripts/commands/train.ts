@@ -99,7 +99,7 @@ function builder(variant: Variant) {
       })
       .option('init-attention', {
         choices: INIT_ATTENTION_CHOICES, default: d.initAttention,
-        describe: 'pretraining from --config: the attention at step 0, standard (random, as Hugging Face) or local (layer 0\'s first heads look at the tokens 1 and 2 before and after; a small run leaves the bag-of-words plateau within hundreds of steps instead of many millions of tokens; --lr 1e-3 held in every run measured)',
+        describe: 'pretraining from --config: the attention at step 0, standard (random, as Hugging Face) or local (layer 0\'s first heads look at the tokens 1 and 2 before and after; a small run leaves the bag-of-words plateau within hundreds of steps instead of many millions of tokens; --lr 1e-3 held in every run measured; higher rates need a longer --warmup)',
       })
       .option('grad-accum', { type: 'number', default: d.gradAccum, describe: 'micro-batches per optimizer step' })
       .option('max-grad-norm', { type: 'number', default: d.maxGradNorm, describe: 'clip the global gradient norm (0: off)' })
