@@ -42,6 +42,11 @@ export function requireOpenFraction(value: number, flag: string): void {
   if (!(value > 0 && value < 1)) throw new InputError(`--${flag} must be in (0, 1), got ${value}`);
 }
 
+/** Throws an InputError naming the flag unless `value` is one of `choices` (the library's callers pass unchecked strings). */
+export function requireChoice(value: string, choices: readonly string[], flag: string): void {
+  if (!choices.includes(value)) throw new InputError(`--${flag} must be ${choices.join(' or ')}, got ${JSON.stringify(value)}`);
+}
+
 /** Turns an error into the single line printed by the CLI (no stack, no newlines). */
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);

@@ -2,7 +2,7 @@
 // (`checkTrainOptions`: every option is checked here once, the CLI only parses), their record by
 // CLI name in trainer_state.json and report.md (`argsRecord`), and what a resumed run must keep
 // (`checkResumable`).
-import { InputError, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
+import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import type { WholeWordSelection } from '../data/masking.ts';
 import type { Manifest } from '../data/shards.ts';
 import { parseBestMetric } from './best-model.ts';
@@ -163,18 +163,11 @@ export function checkTrainOptions(o: TrainOptions): void {
   requireSeed(o.seed);
   requireOpenFraction(o.mlmProbability, 'mlm-probability');
   if (o.wholeWordSelection !== undefined) {
-    if (o.wholeWordSelection !== 'independent' && o.wholeWordSelection !== 'budget') {
-      throw new InputError(`--whole-word-selection must be independent or budget, got ${JSON.stringify(o.wholeWordSelection)}`);
-    }
+    requireChoice(o.wholeWordSelection, ['independent', 'budget'], 'whole-word-selection');
     if (!o.wholeWordMask) throw new InputError('--whole-word-selection chooses how whole words are selected: give --whole-word-mask too');
   }
-  // The CLI checks these choices itself; the library's callers pass strings.
-  if (o.initBias !== undefined && !(INIT_BIAS_CHOICES as readonly string[]).includes(o.initBias)) {
-    throw new InputError(`--init-bias must be ${INIT_BIAS_CHOICES.join(' or ')}, got ${JSON.stringify(o.initBias)}`);
-  }
-  if (o.initAttention !== undefined && !(INIT_ATTENTION_CHOICES as readonly string[]).includes(o.initAttention)) {
-    throw new InputError(`--init-attention must be ${INIT_ATTENTION_CHOICES.join(' or ')}, got ${JSON.stringify(o.initAttention)}`);
-  }
+  if (o.initBias !== undefined) requireChoice(o.initBias, INIT_BIAS_CHOICES, 'init-bias');
+  if (o.initAttention !== undefined) requireChoice(o.initAttention, INIT_ATTENTION_CHOICES, 'init-attention');
   if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
   if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);
   if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
