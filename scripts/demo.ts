@@ -140,16 +140,13 @@ function finalCheckpoint(runDir: string, steps: number): string | null {
   return fs.existsSync(path.join(p, 'trainer_state.json')) ? p : null;
 }
 
-/** The --init-attention a run folder's checkpoints were trained with ('standard' before the option existed), or null if it has none. */
-function recordedInit(runDir: string): string | null {
-  if (!fs.existsSync(runDir)) return null;
-  for (const entry of fs.readdirSync(runDir)) {
-    const file = path.join(runDir, entry, 'trainer_state.json');
-    if (!/^checkpoint-\d+$/.test(entry) || !fs.existsSync(file)) continue;
-    const args = (JSON.parse(fs.readFileSync(file, 'utf8')) as { args?: Record<string, unknown> }).args ?? {};
-    return typeof args.init_attention === 'string' ? args.init_attention : 'standard';
-  }
-  return null;
+/** The --init-attention a run folder's newest checkpoint was trained with ('standard' before the option existed), or null if it has none. */
+async function recordedInit(runDir: string): Promise<string | null> {
+  const { newestCheckpoint, readTrainerState } = await import('../training/train-state.ts');
+  const newest = newestCheckpoint(runDir);
+  if (newest === null) return null;
+  const recorded = (await readTrainerState(newest.dir)).args.init_attention;
+  return typeof recorded === 'string' ? recorded : 'standard';
 }
 
 async function main(): Promise<void> {
@@ -176,7 +173,7 @@ async function main(): Promise<void> {
 
   banner(`pretrain bert-mini on general text (${PRETRAIN_STEPS} steps)`);
   const generalRun = path.join(out, 'general-model');
-  const oldRecipe = recordedInit(generalRun);
+  const oldRecipe = await recordedInit(generalRun);
   if (oldRecipe !== null && oldRecipe !== 'local') {
     // Made by an earlier demo (before it started from local attention): everything after the
     // pretraining derives from it, so it all runs again. Only the demo's own outputs go.
