@@ -17,7 +17,7 @@ def frequency(k, n, pairs):
     return 10000.0 ** (-(k - n) / (pairs - n))
 
 
-def local_attention(hidden, heads, positions, std, np, pad_row=None):
+def local_attention(hidden, heads, positions, std, np):
     """Position embeddings [positions, hidden], and for each local head its offset and its query
     and key weights in PyTorch's nn.Linear layout [head_size out, hidden in]."""
     dh = hidden // heads
@@ -29,8 +29,6 @@ def local_attention(hidden, heads, positions, std, np, pad_row=None):
     pos = np.zeros((positions, hidden))
     pos[:, 0::2] = std * math.sqrt(2) * np.sin(t * w[None])
     pos[:, 1::2] = std * math.sqrt(2) * np.cos(t * w[None])
-    if pad_row is not None:
-        pos[pad_row] = 0
     gain = math.sqrt(PEAK_LOGIT * math.sqrt(dh) / (n * 2.0 / 3.0))
     local = []
     for d in OFFSETS[:min(len(OFFSETS), heads)]:
