@@ -186,7 +186,7 @@ test('an odd head size is refused with a clear message', () => {
   assert.throws(() => localAttention(cfg, initialWeights(cfg, 42)), (e: unknown) => e instanceof InputError && /even head size.*hidden_size 66 over 2 heads/.test(e.message));
 });
 
-test('mlm train --init-attention local: logged and recorded when pretraining; with --from a one-line error, exit 2', async () => {
+test('mlm train --init-attention local: logged and recorded when pretraining; with --from or an odd head size a one-line error, exit 2', async () => {
   const fx = await preparedFixture(path.join(tmp, 'fx'), brownDocuments(40_000), { vocabSize: 300, seqLen: 32 });
   const cfgFile = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
   const run = (args: string[]) => spawnSync(process.execPath, [MLM, 'train', '--data', fx.dataDir, '--steps', '1', '--batch-size', '4',
@@ -199,12 +199,18 @@ test('mlm train --init-attention local: logged and recorded when pretraining; wi
   assert.match(r.stderr, /init: layer 0 attends by offset \(head 0 -1, head 1 \+1\); position embeddings sinusoidal/);
   const state = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint-1', 'trainer_state.json'), 'utf8'));
   assert.equal(state.args.init_attention, 'local');
-  const bad = run(['--from', path.join(out, 'checkpoint-1'), '--out', path.join(tmp, 'adapt'), '--init-attention', 'local']);
-  assert.equal(bad.status, 2, bad.stderr);
-  // The backend line comes first; the error is one line.
-  const errors = bad.stderr.trim().split('\n').filter((l) => !l.startsWith('backend:'));
-  assert.equal(errors.length, 1, bad.stderr);
-  assert.match(errors[0], /^mlm: error: --init-attention local is for pretraining from --config/);
+  // Exit 2 and one error line (the backend line and notes come first).
+  const refused = (r: ReturnType<typeof run>, pattern: RegExp) => {
+    assert.equal(r.status, 2, r.stderr);
+    const errors = r.stderr.trim().split('\n').filter((l) => !l.startsWith('backend:') && !l.startsWith('note:'));
+    assert.equal(errors.length, 1, r.stderr);
+    assert.match(errors[0], pattern);
+  };
+  refused(run(['--from', path.join(out, 'checkpoint-1'), '--out', path.join(tmp, 'adapt'), '--init-attention', 'local']),
+    /^mlm: error: --init-attention local is for pretraining from --config/);
+  const odd = writeTinyConfig(path.join(tmp, 'odd.json'), { hidden_size: 66, intermediate_size: 64, max_position_embeddings: 32 });
+  refused(run(['--config', odd, '--out', path.join(tmp, 'odd'), '--init-attention', 'local']),
+    /^mlm: error: --init-attention local needs an even head size; this config has hidden_size 66 over 2 heads/);
 });
 
 test('checkTrainOptions (the library path, where no CLI checks choices): an unknown --init-attention or --init-bias is an InputError', () => {
