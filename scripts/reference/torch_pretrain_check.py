@@ -61,6 +61,12 @@ def main():
     if manifest is None:
         print("torch_pretrain_check: %s has no manifest.json: give a folder written by `mlm prepare`" % args.data, file=sys.stderr)
         sys.exit(2)
+    with open(args.config) as f:
+        c = json.load(f)
+    if args.init_attention == "local" and (c["hidden_size"] % c["num_attention_heads"] or (c["hidden_size"] // c["num_attention_heads"]) % 2):
+        print("torch_pretrain_check: --init-attention local needs an even head size; %s has hidden_size %d over %d heads" % (
+            args.config, c["hidden_size"], c["num_attention_heads"]), file=sys.stderr)
+        sys.exit(2)
     try:
         import numpy as np
         import torch
@@ -69,8 +75,6 @@ def main():
     except ImportError as e:
         print("torch_pretrain_check: %s: install python3-torch and python3-numpy (apt)" % e, file=sys.stderr)
         sys.exit(2)
-    with open(args.config) as f:
-        c = json.load(f)
     tok = manifest["tokenizer"]
     T = manifest["seq_len"]
     train, valid = split_rows(args.data, manifest, "train", np), split_rows(args.data, manifest, "validation", np)
@@ -79,9 +83,6 @@ def main():
         sys.exit(2)
     V = tok["vocab_size"]
     H, L, nh, I = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["intermediate_size"]
-    if args.init_attention == "local" and (H % nh or (H // nh) % 2):
-        print("torch_pretrain_check: --init-attention local needs an even head size; %s has hidden_size %d over %d heads" % (args.config, H, nh), file=sys.stderr)
-        sys.exit(2)
     eps, p_drop, std = c.get("layer_norm_eps", 1e-12), c.get("hidden_dropout_prob", 0.1), c.get("initializer_range", 0.02)
     pad, mask_id = tok["pad_token_id"], tok["mask_token_id"]
     special = torch.tensor(special_ids(tok))

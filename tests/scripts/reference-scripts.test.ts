@@ -101,11 +101,15 @@ test('attention_offsets.py: a missing model file, a folder without a manifest an
   refused(run('attention_offsets.py', ['--model', fixture, '--data', data, '--rows', '0']), /^attention_offsets: --rows must be at least 1, got 0$/);
 });
 
-test('torch_pretrain_check.py: an --out that exists and a folder without a manifest are exit 2 with one line, without torch', { skip: skipPython }, () => {
+test('torch_pretrain_check.py: an --out that exists, a folder without a manifest and --init-attention local on an odd head size are exit 2 with one line, without torch', { skip: skipPython }, () => {
   const data = preparedFolder(path.join(tmp, 'torch-data'), 4, 16, 12);
   refused(run('torch_pretrain_check.py', ['--data', data, '--out', data]), /^torch_pretrain_check: --out .* exists: give a new folder$/);
   refused(run('torch_pretrain_check.py', ['--data', tmp]),
     /^torch_pretrain_check: .* has no manifest\.json: give a folder written by `mlm prepare`$/);
+  const odd = path.join(tmp, 'odd-heads.json');
+  fs.writeFileSync(odd, JSON.stringify({ hidden_size: 66, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 64, max_position_embeddings: 16 }));
+  refused(run('torch_pretrain_check.py', ['--data', data, '--config', odd, '--init-attention', 'local']),
+    /^torch_pretrain_check: --init-attention local needs an even head size; .*odd-heads\.json has hidden_size 66 over 2 heads$/);
 });
 
 test('local_attention.py (the PyTorch check\'s --init-attention local) sets the same position embeddings and layer 0 query and key as training/init-attention.ts', { skip: skipNumpy }, () => {
