@@ -33,12 +33,6 @@ export interface StartingPoint {
  * run folder leave nothing to start from, or the data does not fit the model.
  */
 export async function startingPoint(o: TrainOptions, manifest: Manifest, resumeFrom: string | null, log: (line: string) => void): Promise<StartingPoint> {
-  if (o.initBias === 'unigram' && o.from !== undefined) {
-    throw new InputError('--init-bias unigram is for pretraining from --config; a model given with --from keeps its own output bias');
-  }
-  if (o.initAttention === 'local' && o.from !== undefined) {
-    throw new InputError('--init-attention local is for pretraining from --config; a model given with --from keeps its own attention');
-  }
   if (resumeFrom === null && o.config === undefined && o.from === undefined) {
     throw new InputError('nothing to resume: give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
   }

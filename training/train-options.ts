@@ -145,7 +145,11 @@ export function checkResumable(state: TrainerState, o: TrainOptions, manifest: M
   if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
 }
 
-/** Refuses unusable options (InputError naming the CLI flag): `train` calls it before anything else. */
+/**
+ * Refuses unusable options (InputError naming the CLI flag). Needs no files and no backend: `train`
+ * calls it before anything else, and the CLI before it picks the backend, so that a bad option is the
+ * only line it prints.
+ */
 export function checkTrainOptions(o: TrainOptions): void {
   if (o.config !== undefined && o.from !== undefined) throw new InputError('give either --config (pretrain from scratch) or --from (adapt a checkpoint), not both');
   if (o.config === undefined && o.from === undefined && o.resume === false) throw new InputError('give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint');
@@ -168,6 +172,12 @@ export function checkTrainOptions(o: TrainOptions): void {
   }
   if (o.initBias !== undefined) requireChoice(o.initBias, INIT_BIAS_CHOICES, 'init-bias');
   if (o.initAttention !== undefined) requireChoice(o.initAttention, INIT_ATTENTION_CHOICES, 'init-attention');
+  if (o.initBias === 'unigram' && o.from !== undefined) {
+    throw new InputError('--init-bias unigram is for pretraining from --config; a model given with --from keeps its own output bias');
+  }
+  if (o.initAttention === 'local' && o.from !== undefined) {
+    throw new InputError('--init-attention local is for pretraining from --config; a model given with --from keeps its own attention');
+  }
   if (!(o.weightDecay >= 0)) throw new InputError(`--weight-decay must be >= 0, got ${o.weightDecay}`);
   if (!(o.adamBeta1 >= 0 && o.adamBeta1 < 1) || !(o.adamBeta2 >= 0 && o.adamBeta2 < 1)) throw new InputError(`--adam-beta1 and --adam-beta2 must be in [0, 1), got ${o.adamBeta1} and ${o.adamBeta2}`);
   if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);

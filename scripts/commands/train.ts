@@ -19,6 +19,7 @@ import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
+import { checkTrainOptions } from '../../training/train-options.ts';
 import { VERSION } from '../../common/version.ts';
 import { withConfigFile } from '../config-file.ts';
 
@@ -199,6 +200,8 @@ function handler(variant: Variant) {
       evalOnStart: args['eval-on-start'],
     };
 
+    // Bad options fail before the backend line (train() checks them again for library callers).
+    checkTrainOptions(options);
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const controller = new AbortController();
     const onSigint = () => {
