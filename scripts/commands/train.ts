@@ -20,6 +20,7 @@ import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
 import { checkTrainOptions } from '../../training/train-options.ts';
+import { readConfigArgument } from '../../training/checkpoint.ts';
 import { VERSION } from '../../common/version.ts';
 import { withConfigFile } from '../config-file.ts';
 
@@ -200,8 +201,10 @@ function handler(variant: Variant) {
       evalOnStart: args['eval-on-start'],
     };
 
-    // Bad options fail before the backend line (train() checks them again for library callers).
+    // Bad options and a missing or malformed --config fail before the backend line (train() checks
+    // and reads them again; a resumed run reads its checkpoint's config instead).
     checkTrainOptions(options);
+    if (options.config !== undefined && options.resume === false) readConfigArgument(options.config);
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const controller = new AbortController();
     const onSigint = () => {

@@ -23,13 +23,15 @@ function mlm(args: string[]): { status: number | null; stdout: string; stderr: s
 }
 
 /** Exit 2 and exactly one `mlm: error:` line matching `re`. */
-function badInput(args: string[], re: RegExp): void {
+/** Exit 2, one error line, nothing on stdout; `alone`: refused before the backend line, so the error is all of stderr. */
+function badInput(args: string[], re: RegExp, alone = false): void {
   const r = mlm(args);
   assert.equal(r.status, 2, `exit ${r.status}: ${r.stderr}`);
   const errors = r.stderr.split('\n').filter((l) => l.startsWith('mlm: error:'));
   assert.equal(errors.length, 1, r.stderr);
   assert.match(errors[0], re);
   assert.equal(r.stdout, '');
+  if (alone) assert.equal(r.stderr, `${errors[0]}\n`);
 }
 
 test('pretrain --json prints the documented result (docs/formats.md); finetune adapts the checkpoint it wrote', async () => {
@@ -86,8 +88,11 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('c'), '--steps', '5', '--epochs', '1'], /give either --steps or --epochs, not both/);
   badInput(['pretrain', '--data', fx.dataDir, '--out', out('d')], /mlm pretrain needs --config FILE/);
   badInput(['finetune', '--data', fx.dataDir, '--out', out('e')], /mlm finetune needs --from MODEL/);
-  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('h'), '--mlm-probability', '1'], /--mlm-probability must be in \(0, 1\), got 1$/);
-  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('i'), '--batch-size', '0'], /--batch-size must be an integer >= 1, got 0$/);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('h'), '--mlm-probability', '1'], /--mlm-probability must be in \(0, 1\), got 1$/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('i'), '--batch-size', '0'], /--batch-size must be an integer >= 1, got 0$/, true);
+  badInput(['pretrain', '--config', out('absent.json'), '--data', fx.dataDir, '--out', out('j')], /--config .*absent\.json not found; give a model config\.json/, true);
+  fs.writeFileSync(out('broken-config.json'), '{"hidden_size": ');
+  badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
 
