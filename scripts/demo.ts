@@ -38,6 +38,14 @@ const RANDOM_TOO = argv.includes('--random-init-too');
 const out = path.resolve(root, flag('out', 'checkpoints/demo'));
 const corpora = path.join(root, 'data', 'corpora');
 const rel = (p: string) => path.relative(process.cwd(), p) || '.';
+// The run folders: the pretrained model, and the runs and models made from it.
+type VocabInit = 'fvt' | 'random';
+const runs = {
+  general: path.join(out, 'general-model'),
+  medical: path.join(out, 'medical-model'),
+  resized: (init: VocabInit) => path.join(out, `general-model-extended-${init}`),
+  extended: (init: VocabInit) => path.join(out, `medical-model-extended-${init}`),
+};
 
 const started = performance.now();
 let stage = 0;
@@ -172,14 +180,15 @@ async function main(): Promise<void> {
   }
 
   banner(`pretrain bert-mini on general text (${PRETRAIN_STEPS} steps)`);
-  const generalRun = path.join(out, 'general-model');
+  const generalRun = runs.general;
   const oldRecipe = await recordedInit(generalRun);
   if (oldRecipe !== null && oldRecipe !== 'local') {
     // Made by an earlier demo (before it started from local attention): everything after the
     // pretraining derives from it, so it all runs again. Only the demo's own outputs go.
     process.stderr.write(`the pretrained model in ${rel(generalRun)} was started with --init-attention ${oldRecipe}; this demo uses local: pretraining and adapting again\n`);
-    for (const dir of ['general-model', 'medical-model', 'general-model-extended-fvt', 'general-model-extended-random', 'medical-model-extended-fvt', 'medical-model-extended-random']) {
-      fs.rmSync(path.join(out, dir), { recursive: true, force: true });
+    const inits: VocabInit[] = ['fvt', 'random'];
+    for (const dir of [runs.general, runs.medical, ...inits.flatMap((i) => [runs.resized(i), runs.extended(i)])]) {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   }
   let generalModel = finalCheckpoint(generalRun, PRETRAIN_STEPS);
@@ -197,7 +206,7 @@ async function main(): Promise<void> {
   const before = evaluateBoth(generalModel, data);
 
   banner(`adapt the model on medical text (${ADAPT_STEPS} steps)`);
-  const medicalRun = path.join(out, 'medical-model');
+  const medicalRun = runs.medical;
   let medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS);
   if (medicalModel) {
     process.stderr.write(`reusing the adapted model in ${rel(medicalModel)}\n`);
@@ -243,17 +252,17 @@ async function main(): Promise<void> {
       '--add', String(EXTEND_ADD), '--out', tokMed, '--json', '--no-progress'], { capture: true }));
   }
   extension = JSON.parse(fs.readFileSync(extensionJson, 'utf8'));
-  const variants: Array<{ init: 'fvt' | 'random'; label: string }> = [{ init: 'fvt', label: 'extended + FVT' }, ...(RANDOM_TOO ? [{ init: 'random' as const, label: 'extended + random rows' }] : [])];
+  const variants: Array<{ init: VocabInit; label: string }> = [{ init: 'fvt', label: 'extended + FVT' }, ...(RANDOM_TOO ? [{ init: 'random' as const, label: 'extended + random rows' }] : [])];
   const dataExt = path.join(out, 'data', 'medical-extended');
   mlm(['prepare', '--corpus', medCorpus.train, '--validation', medCorpus.heldout, '--split-paragraphs', '--tokenizer', tokMed, '--out', dataExt, '--seq-len', String(SEQ_LEN)]);
   const extendedModels: Array<{ label: string; dir: string }> = [];
   for (const v of variants) {
-    const resized = path.join(out, `general-model-extended-${v.init}`);
+    const resized = runs.resized(v.init);
     if (!fs.existsSync(path.join(resized, 'config.json'))) {
       fs.rmSync(resized, { recursive: true, force: true });
       mlm(['model', 'resize', '--from', generalModel, '--tokenizer', tokMed, '--out', resized, '--init', v.init]);
     }
-    const run = path.join(out, `medical-model-extended-${v.init}`);
+    const run = runs.extended(v.init);
     extendedModels.push({ label: v.label, dir: finalCheckpoint(run, ADAPT_STEPS) ?? adapt(resized, dataExt, run) });
   }
   const compareDir = path.join(out, 'compare');
@@ -324,11 +333,11 @@ async function main(): Promise<void> {
     '',
     `Pretraining: [report](${path.relative(out, path.join(generalRun, 'report.md'))}). Adaptation: [report](${path.relative(out, path.join(medicalRun, 'report.md'))}).`,
     '',
-    ...(['general-model', 'medical-model'].flatMap((run) => {
-      const dir = path.join(out, run);
+    ...[runs.general, runs.medical].flatMap((dir) => {
+      const run = path.relative(out, dir);
       const svgs = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.svg')).sort() : [];
       return svgs.map((f) => `![${run} ${f}](${run}/${f})`);
-    })),
+    }),
     '',
     `Exported Hugging Face checkpoint: \`${path.relative(out, exported)}\`.`,
     '',
