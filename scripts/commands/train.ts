@@ -159,13 +159,9 @@ function handler(variant: Variant) {
     if (!fs.existsSync(args.data)) throw new InputError(`--data ${args.data} not found; prepare it with \`mlm prepare --out ${args.data}\``);
 
     const log = (line: string) => process.stderr.write(line + '\n');
-    // A local folder as it is; a Hub id through the Hugging Face cache (downloaded when needed).
-    const from = args.from === undefined ? undefined : await resolveModel(args.from, { revision: args.revision, log });
-
     const options: TrainOptions = {
       config: args.config,
-      from: from?.dir,
-      fromSource: from?.source,
+      from: args.from, // resolved below, once the options are checked
       data: args.data,
       out: args.out,
       steps: args.steps,
@@ -201,10 +197,17 @@ function handler(variant: Variant) {
       evalOnStart: args['eval-on-start'],
     };
 
-    // Bad options and a missing or malformed --config fail before the backend line (train() checks
-    // and reads them again; a resumed run reads its checkpoint's config instead).
+    // Bad options and a missing or malformed --config fail before a download and before the
+    // backend line (train() checks and reads them again; a resumed run reads its checkpoint's
+    // config instead).
     checkTrainOptions(options);
     if (options.config !== undefined && options.resume === false) readConfigArgument(options.config);
+    if (args.from !== undefined) {
+      // A local folder as it is; a Hub id through the Hugging Face cache (downloaded when needed).
+      const from = await resolveModel(args.from, { revision: args.revision, log });
+      options.from = from.dir;
+      options.fromSource = from.source;
+    }
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });
     const controller = new AbortController();
     const onSigint = () => {
