@@ -73,7 +73,7 @@ export interface PrepareResult {
 /** Runs the whole preparation. Throws InputError for bad input, before anything is written. */
 export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   const t0 = performance.now();
-  checkOptions(opts);
+  checkPrepareOptions(opts);
   const trainFiles = await resolveCorpusFiles(opts.corpus);
   const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation) : [];
   const allFiles = [...trainFiles, ...validFiles];
@@ -221,7 +221,11 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   return { manifest: manifest!, reused: false, summary: summaryTable(manifest!), seconds, bytes: total };
 }
 
-function checkOptions(opts: PrepareOptions): void {
+/**
+ * Refuses unusable options (InputError naming the CLI flag). Needs no files: `prepare` calls it
+ * first, and the CLI before it fetches a Hub tokenizer (the model's positions are checked once known).
+ */
+export function checkPrepareOptions(opts: Pick<PrepareOptions, 'seqLen' | 'maxPositions' | 'validationSplit' | 'seed'>): void {
   const { seqLen } = opts;
   if (!Number.isInteger(seqLen) || seqLen < 8 || seqLen > 1 << 16) {
     throw new InputError(`--seq-len must be an integer between 8 and 65536, got ${seqLen}`);

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireRegularFile } from '../../common/errors.ts';
 import { acquireLock } from '../../data/lock.ts';
-import { prepare, PrepareInterrupted } from '../../data/prepare.ts';
+import { checkPrepareOptions, prepare, PrepareInterrupted } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
@@ -55,6 +55,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
   handler: async (args: ArgumentsCamelCase<PrepareArgs>) => {
     const given = args.tokenizer ?? args.model;
     if (!given) throw new InputError('give --tokenizer DIR (or --model DIR|HUB_ID whose tokenizer to use)');
+    checkPrepareOptions({ seqLen: args['seq-len'], validationSplit: args['validation-split'], seed: args.seed });
     const log = (line: string) => process.stderr.write(line + '\n');
     // A local folder, or a Hub id (fetched into the Hugging Face cache).
     const isLocal = fs.existsSync(given) || /^[.~/\\]/.test(given) || !isHubId(given);

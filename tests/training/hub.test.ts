@@ -171,13 +171,17 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
   });
 
-  test('mlm finetune --from HUB_ID with a bad option: refused before any request, the error the only line', async () => {
+  test('finetune --from / prepare --model HUB_ID with a bad option: refused before any request, the error the only line', async () => {
     const before = hub.requests.length;
-    const r = await mlm(['finetune', '--from', 'org/tiny-bert', '--data', tmp, '--out', path.join(tmp, 'never'), '--lr', '-1'], envFor(path.join(tmp, 'home-badopt')));
+    const home = path.join(tmp, 'home-badopt');
+    const r = await mlm(['finetune', '--from', 'org/tiny-bert', '--data', tmp, '--out', path.join(tmp, 'never'), '--lr', '-1'], envFor(home));
     assert.equal(r.code, 2, r.stderr);
     assert.equal(r.stderr, 'mlm: error: --lr must be a positive number, got -1\n');
+    const p = await mlm(['prepare', '--corpus', tmp, '--model', 'org/tiny-bert', '--out', path.join(tmp, 'never-data'), '--seq-len', '4'], envFor(home));
+    assert.equal(p.code, 2, p.stderr);
+    assert.equal(p.stderr, 'mlm: error: --seq-len must be an integer between 8 and 65536, got 4\n');
     assert.deepEqual(hub.requests.slice(before), []);
-    assert.equal(fs.existsSync(path.join(tmp, 'home-badopt')), false);
+    assert.equal(fs.existsSync(home), false);
   });
 
   test('fill-mask --model HUB_ID loads from the cache, online and then offline with the Hub gone', async () => {
