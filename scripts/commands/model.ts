@@ -35,8 +35,9 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
     requireInteger(args.seed, 'seed', 0);
     requireFreshOut(args.out);
     const log = (line: string) => process.stderr.write(line + '\n');
-    const model = await loadModel(args.from, { revision: args.revision, log });
+    // The new tokenizer first: a wrong --tokenizer fails before a download of --from.
     const next = await MlmTokenizer.load(args.tokenizer);
+    const model = await loadModel(args.from, { revision: args.revision, log });
     const r = await resizeModel(model.config, model.weights, model.tokenizer, next, { init: args.init, seed: args.seed });
     await writeModelFolder(args.out, { config: r.config, weights: await hfWeightsOf(r.config, r.weights), tokenizer: next });
     const summary = {

@@ -171,7 +171,7 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
   });
 
-  test('finetune --from / prepare --model HUB_ID with a bad option: refused before any request, the error the only line', async () => {
+  test('finetune --from, prepare --model, model resize --from HUB_ID with a bad option: refused before any request, the error the only line', async () => {
     const before = hub.requests.length;
     const home = path.join(tmp, 'home-badopt');
     const r = await mlm(['finetune', '--from', 'org/tiny-bert', '--data', tmp, '--out', path.join(tmp, 'never'), '--lr', '-1'], envFor(home));
@@ -180,6 +180,9 @@ describe('downloads into the Hugging Face cache layout', () => {
     const p = await mlm(['prepare', '--corpus', tmp, '--model', 'org/tiny-bert', '--out', path.join(tmp, 'never-data'), '--seq-len', '4'], envFor(home));
     assert.equal(p.code, 2, p.stderr);
     assert.equal(p.stderr, 'mlm: error: --seq-len must be an integer between 8 and 65536, got 4\n');
+    const z = await mlm(['model', 'resize', '--from', 'org/tiny-bert', '--tokenizer', path.join(tmp, 'no-tokenizer'), '--out', path.join(tmp, 'never-resized')], envFor(home));
+    assert.equal(z.code, 2, z.stderr);
+    assert.match(z.stderr, /^mlm: error: tokenizer path .*no-tokenizer does not exist; give a folder holding tokenizer\.json[^\n]*\n$/);
     assert.deepEqual(hub.requests.slice(before), []);
     assert.equal(fs.existsSync(home), false);
   });
