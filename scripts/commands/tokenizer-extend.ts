@@ -63,10 +63,11 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     requireInteger(args['min-frequency'], 'min-frequency', 1);
     requireFreshOut(args.out);
     const log = (line: string) => process.stderr.write(line + '\n');
+    // The corpus first: a wrong --corpus fails before a download of --from.
+    const files = await resolveCorpusFiles(args.corpus);
     const from = await resolveModel(args.from, { revision: args.revision, log });
     const old = await MlmTokenizer.load(from.dir);
 
-    const files = await resolveCorpusFiles(args.corpus);
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'counting words', total, unit: 'bytes', enabled: args.progress });
     const tally = new WordTally(old);

@@ -171,7 +171,7 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
   });
 
-  test('finetune --from, prepare --model, model resize --from HUB_ID with a bad option: refused before any request, the error the only line', async () => {
+  test('finetune, prepare, model resize, tokenizer extend with a Hub id and a bad option: refused before any request, the error the only line', async () => {
     const before = hub.requests.length;
     const home = path.join(tmp, 'home-badopt');
     const r = await mlm(['finetune', '--from', 'org/tiny-bert', '--data', tmp, '--out', path.join(tmp, 'never'), '--lr', '-1'], envFor(home));
@@ -183,6 +183,9 @@ describe('downloads into the Hugging Face cache layout', () => {
     const z = await mlm(['model', 'resize', '--from', 'org/tiny-bert', '--tokenizer', path.join(tmp, 'no-tokenizer'), '--out', path.join(tmp, 'never-resized')], envFor(home));
     assert.equal(z.code, 2, z.stderr);
     assert.match(z.stderr, /^mlm: error: tokenizer path .*no-tokenizer does not exist; give a folder holding tokenizer\.json[^\n]*\n$/);
+    const x = await mlm(['tokenizer', 'extend', '--from', 'org/tiny-bert', '--corpus', path.join(tmp, 'no-corpus'), '--add', '10', '--out', path.join(tmp, 'never-tok')], envFor(home));
+    assert.equal(x.code, 2, x.stderr);
+    assert.match(x.stderr, /^mlm: error: [^\n]*no-corpus[^\n]*\n$/);
     assert.deepEqual(hub.requests.slice(before), []);
     assert.equal(fs.existsSync(home), false);
   });
