@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireSeed } from '../common/errors.ts';
 import { RowStream } from '../data/batches.ts';
+import { resolveCorpusFiles } from '../data/corpus.ts';
 import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch, type WholeWordSelection } from '../data/masking.ts';
 import { prepare } from '../data/prepare.ts';
 import { Rng } from '../common/rng.ts';
@@ -260,6 +261,19 @@ export interface EvalData {
 }
 
 /**
+ * The checks of `openEvalData` that need no model: `spec` is a prepared folder, or raw text paths
+ * that resolve to files (InputError otherwise). The CLI runs it before it resolves (perhaps
+ * downloads) the models.
+ */
+export async function checkEvalData(spec: string): Promise<void> {
+  if (fs.existsSync(path.join(spec, MANIFEST))) return;
+  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory() && fs.readdirSync(spec).some((f) => /^(train|validation)-\d+\.bin$/.test(f))) {
+    throw new InputError(`${spec} looks like prepared data but has no ${MANIFEST} (an interrupted \`mlm prepare\`?); prepare it again`);
+  }
+  await resolveCorpusFiles([spec]);
+}
+
+/**
  * Opens one data set for evaluation: a prepared folder (the `split` split) or raw text paths
  * (files, folders, globs: tokenized with `tokenizer` into `seqLen`-token blocks in a temporary
  * folder, every document scored). `maxPositions` is the model's usable sequence length.
@@ -279,9 +293,7 @@ export async function openEvalData(
     const reader = new SplitReader(spec, manifest, opts.split);
     return { label: spec, reader, manifest, prepared: true, close: async () => reader.close() };
   }
-  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory() && fs.readdirSync(spec).some((f) => /^(train|validation)-\d+\.bin$/.test(f))) {
-    throw new InputError(`${spec} looks like prepared data but has no ${MANIFEST} (an interrupted \`mlm prepare\`?); prepare it again`);
-  }
+  await checkEvalData(spec);
   const seqLen = Math.min(opts.seqLen, opts.maxPositions);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'mlmkit-eval-'));
   const out = path.join(tmp, 'data');

@@ -14,6 +14,7 @@ import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import { checkEvaluateOptions, evaluateModels, type EvaluationRow } from '../../training/evaluate-models.ts';
+import { checkEvalData } from '../../training/evaluate.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
 import { withConfigFile } from '../config-file.ts';
@@ -63,7 +64,8 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
     });
 
     const log = (line: string) => process.stderr.write(line + '\n');
-    // Resolve every model first: a typo fails before any work.
+    // Check every data set and resolve every model first: a typo fails before any work.
+    for (const d of args.data) await checkEvalData(d);
     const models = [];
     for (const m of args.model) models.push(await resolveModel(m, { revision: args.revision, log }));
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });

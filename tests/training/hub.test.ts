@@ -171,7 +171,7 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
   });
 
-  test('finetune, prepare, model resize, tokenizer extend with a Hub id and a bad option: refused before any request, the error the only line', async () => {
+  test('finetune, prepare, model resize, tokenizer extend, evaluate with a Hub id and a bad option or path: refused before any request, the error the only line', async () => {
     const before = hub.requests.length;
     const home = path.join(tmp, 'home-badopt');
     const r = await mlm(['finetune', '--from', 'org/tiny-bert', '--data', tmp, '--out', path.join(tmp, 'never'), '--lr', '-1'], envFor(home));
@@ -186,6 +186,9 @@ describe('downloads into the Hugging Face cache layout', () => {
     const x = await mlm(['tokenizer', 'extend', '--from', 'org/tiny-bert', '--corpus', path.join(tmp, 'no-corpus'), '--add', '10', '--out', path.join(tmp, 'never-tok')], envFor(home));
     assert.equal(x.code, 2, x.stderr);
     assert.match(x.stderr, /^mlm: error: [^\n]*no-corpus[^\n]*\n$/);
+    const e = await mlm(['evaluate', '--model', 'org/tiny-bert', '--data', path.join(tmp, 'no-data')], envFor(home));
+    assert.equal(e.code, 2, e.stderr);
+    assert.match(e.stderr, /^mlm: error: corpus path not found: [^\n]*no-data[^\n]*\n$/);
     assert.deepEqual(hub.requests.slice(before), []);
     assert.equal(fs.existsSync(home), false);
   });
