@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireRegularFile } from '../../common/errors.ts';
+import { resolveCorpusFiles } from '../../data/corpus.ts';
 import { acquireLock } from '../../data/lock.ts';
 import { checkPrepareOptions, prepare, PrepareInterrupted } from '../../data/prepare.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
@@ -56,6 +57,9 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
     const given = args.tokenizer ?? args.model;
     if (!given) throw new InputError('give --tokenizer DIR (or --model DIR|HUB_ID whose tokenizer to use)');
     checkPrepareOptions({ seqLen: args['seq-len'], validationSplit: args['validation-split'], seed: args.seed });
+    // The corpus paths too (prepare resolves them again): a typo fails before a tokenizer download.
+    await resolveCorpusFiles(args.corpus);
+    if (args.validation !== undefined) await resolveCorpusFiles(args.validation);
     const log = (line: string) => process.stderr.write(line + '\n');
     // A local folder, or a Hub id (fetched into the Hugging Face cache).
     const isLocal = fs.existsSync(given) || /^[.~/\\]/.test(given) || !isHubId(given);

@@ -180,6 +180,9 @@ describe('downloads into the Hugging Face cache layout', () => {
     const p = await mlm(['prepare', '--corpus', tmp, '--model', 'org/tiny-bert', '--out', path.join(tmp, 'never-data'), '--seq-len', '4'], envFor(home));
     assert.equal(p.code, 2, p.stderr);
     assert.equal(p.stderr, 'mlm: error: --seq-len must be an integer between 8 and 65536, got 4\n');
+    const q = await mlm(['prepare', '--corpus', path.join(tmp, 'no-corpus'), '--model', 'org/tiny-bert', '--out', path.join(tmp, 'never-data')], envFor(home));
+    assert.equal(q.code, 2, q.stderr);
+    assert.match(q.stderr, /^mlm: error: corpus path not found: [^\n]*no-corpus[^\n]*\n$/);
     const z = await mlm(['model', 'resize', '--from', 'org/tiny-bert', '--tokenizer', path.join(tmp, 'no-tokenizer'), '--out', path.join(tmp, 'never-resized')], envFor(home));
     assert.equal(z.code, 2, z.stderr);
     assert.match(z.stderr, /^mlm: error: tokenizer path .*no-tokenizer does not exist; give a folder holding tokenizer\.json[^\n]*\n$/);
