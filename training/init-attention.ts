@@ -73,18 +73,25 @@ export function positionFrequency(k: number, n: number, pairs: number): number {
   return Math.pow(10000, -(k - n) / m);
 }
 
+/** InputError unless `config`'s head size is even (the pairs need it): what `localAttention` checks first. */
+export function requireEvenHeadSize(config: ModelConfig): void {
+  const H = config.hidden_size;
+  const heads = config.num_attention_heads;
+  if ((H / heads) % 2 !== 0) {
+    throw new InputError(`--init-attention local needs an even head size; this config has hidden_size ${H} over ${heads} heads: use --init-attention standard or change the config`);
+  }
+}
+
 /**
  * Returns `weights` (fresh, from `initialWeights`) with the position embeddings and layer 0's first
  * heads set as the header says. The input's other tensors are shared, not copied. InputError when
  * the model's head size is odd (the pairs need it even).
  */
 export function localAttention(config: ModelConfig, weights: ModelWeights): { weights: ModelWeights; plan: LocalAttentionPlan } {
+  requireEvenHeadSize(config);
   const H = config.hidden_size;
   const heads = config.num_attention_heads;
   const dh = H / heads; // an integer: parseModelConfig refuses other configs
-  if (dh % 2 !== 0) {
-    throw new InputError(`--init-attention local needs an even head size; this config has hidden_size ${H} over ${heads} heads: use --init-attention standard or change the config`);
-  }
   const n = dh / 2;
   const pairs = H / 2;
   const sigma = config.initializer_range;

@@ -14,7 +14,7 @@ import { blasOptions, resolveBackendName, selectBackend } from '../../training/b
 import { resolveModel } from '../../training/hub.ts';
 import { shellCommand } from '../../training/model-card.ts';
 import { checkPushTarget, pushModel, type PushResult } from '../../training/push.ts';
-import { INIT_ATTENTION_CHOICES, type InitAttention } from '../../training/init-attention.ts';
+import { INIT_ATTENTION_CHOICES, requireEvenHeadSize, type InitAttention } from '../../training/init-attention.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from '../../training/init-bias.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
 import { SCHEDULES, type ScheduleName } from '../../training/schedule.ts';
@@ -197,11 +197,14 @@ function handler(variant: Variant) {
       evalOnStart: args['eval-on-start'],
     };
 
-    // Bad options and a missing or malformed --config fail before a download and before the
-    // backend line (train() checks and reads them again; a resumed run reads its checkpoint's
-    // config instead).
+    // Bad options and a missing or malformed --config (or one --init-attention local cannot use)
+    // fail before a download and before the backend line (train() checks and reads them again; a
+    // resumed run reads its checkpoint's config instead).
     checkTrainOptions(options);
-    if (options.config !== undefined && options.resume === false) readConfigArgument(options.config);
+    if (options.config !== undefined && options.resume === false) {
+      const config = readConfigArgument(options.config);
+      if (options.initAttention === 'local') requireEvenHeadSize(config);
+    }
     if (args.from !== undefined) {
       // A local folder as it is; a Hub id through the Hugging Face cache (downloaded when needed).
       const from = await resolveModel(args.from, { revision: args.revision, log });
