@@ -267,10 +267,15 @@ export interface EvalData {
  */
 export async function checkEvalData(spec: string): Promise<void> {
   if (fs.existsSync(path.join(spec, MANIFEST))) return;
+  refuseShardsWithoutManifest(spec);
+  await resolveCorpusFiles([spec]);
+}
+
+/** Shards with no manifest beside them (an interrupted `mlm prepare`) are not text to tokenize. */
+function refuseShardsWithoutManifest(spec: string): void {
   if (fs.existsSync(spec) && fs.statSync(spec).isDirectory() && fs.readdirSync(spec).some((f) => /^(train|validation)-\d+\.bin$/.test(f))) {
     throw new InputError(`${spec} looks like prepared data but has no ${MANIFEST} (an interrupted \`mlm prepare\`?); prepare it again`);
   }
-  await resolveCorpusFiles([spec]);
 }
 
 /**
@@ -293,7 +298,7 @@ export async function openEvalData(
     const reader = new SplitReader(spec, manifest, opts.split);
     return { label: spec, reader, manifest, prepared: true, close: async () => reader.close() };
   }
-  await checkEvalData(spec);
+  refuseShardsWithoutManifest(spec); // the text paths are resolved by prepare below
   const seqLen = Math.min(opts.seqLen, opts.maxPositions);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'mlmkit-eval-'));
   const out = path.join(tmp, 'data');

@@ -152,7 +152,6 @@ function handler(variant: Variant) {
     }
     if (variant === 'pretrain' && args.from !== undefined) throw new InputError('mlm pretrain starts from --config; use `mlm finetune --from` to adapt a checkpoint');
     if (variant === 'finetune' && args.config !== undefined) throw new InputError('mlm finetune starts from --from; use `mlm pretrain --config` to start from scratch');
-    if (args.steps !== undefined && args.epochs !== undefined) throw new InputError('give either --steps or --epochs, not both');
     const pushTo = args['push-to-hub'];
     // A bad repo name or a missing token fails now, not after the run.
     if (pushTo !== undefined) checkPushTarget({ repo: pushTo, env: process.env });

@@ -192,6 +192,12 @@ describe('downloads into the Hugging Face cache layout', () => {
     const e = await mlm(['evaluate', '--model', 'org/tiny-bert', '--data', path.join(tmp, 'no-data')], envFor(home));
     assert.equal(e.code, 2, e.stderr);
     assert.match(e.stderr, /^mlm: error: corpus path not found: [^\n]*no-data[^\n]*\n$/);
+    const shards = path.join(tmp, 'shards-only');
+    fs.mkdirSync(shards);
+    fs.writeFileSync(path.join(shards, 'validation-00000.bin'), Buffer.alloc(64));
+    const s = await mlm(['evaluate', '--model', 'org/tiny-bert', '--data', shards], envFor(home));
+    assert.equal(s.code, 2, s.stderr);
+    assert.match(s.stderr, /^mlm: error: [^\n]*shards-only looks like prepared data but has no manifest\.json \(an interrupted `mlm prepare`\?\); prepare it again\n$/);
     assert.deepEqual(hub.requests.slice(before), []);
     assert.equal(fs.existsSync(home), false);
   });
