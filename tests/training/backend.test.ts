@@ -25,6 +25,7 @@ import {
 } from '../../training/backend.ts';
 import { assertSharedCore, ourCorePath, resolveInstalled } from '../../training/backend/common.ts';
 import { wasmThreads } from '../../training/backend/wasm.ts';
+import { customOp } from '../../training/kernels/custom-op.ts';
 import { SMALL_SLICE_MACS } from '../../training/backend/batch-matmul-wasm.ts';
 
 const quiet = { log: (_line: string) => {} };
@@ -425,6 +426,40 @@ test('wasm Sum over leading axes (rows added in place) equals cpu; other axes un
     assert.deepEqual(got[i]!.shape, want[i]!.shape, `case ${i}`);
     assert.ok(maxAbsDiff(got[i]!.values, want[i]!.values) < 1e-4, `case ${i}`);
   }
+});
+
+test('wasm Identity: a clone shares its input\'s memory and outlives it; strings still copy', async () => {
+  const { tf } = await selectBackend('wasm', quiet);
+  const backend = tf.backend() as unknown as { getMemoryOffset(dataId: object): number; refCount(dataId: object): number };
+  const before = tf.memory().numDataBuffers;
+  const x = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]);
+  const y = tf.clone(x);
+  assert.equal(backend.getMemoryOffset(y.dataId), backend.getMemoryOffset(x.dataId), 'no copy made');
+  assert.equal(backend.refCount(x.dataId), 2);
+  assert.equal(tf.memory().numDataBuffers, before + 1, 'one buffer for both');
+  x.dispose();
+  assert.equal(backend.refCount(y.dataId), 1);
+  assert.deepEqual(tf.tidy(() => Array.from(tf.add(y, 1).dataSync())), [2, 3, 4, 5, 6, 7], 'the clone keeps its values');
+  const ints = tf.tensor1d([7, 8], 'int32');
+  const intsClone = tf.clone(ints);
+  ints.dispose();
+  assert.deepEqual(Array.from(intsClone.dataSync()), [7, 8]);
+  const s = tf.tensor1d(['a', 'bc'], 'string');
+  const sClone = tf.clone(s);
+  s.dispose();
+  assert.deepEqual(sClone.dataSync(), ['a', 'bc']);
+  tf.dispose([y, intsClone, sClone]);
+  assert.equal(tf.memory().numDataBuffers, before, 'every buffer freed with its last tensor');
+  // Gradients saved through customGrad (clones) are unchanged by the sharing: d/dx sum(x * x) = 2x.
+  const g = tf.tidy(() => {
+    const f = customOp(tf, ([t], save) => {
+      save([t!]);
+      return { value: tf.sum(tf.mul(t!, t!)), gradFunc: (dy, saved) => [tf.mul(dy, tf.mul(saved[0]!, 2))] };
+    });
+    return tf.grad((a: Tensor) => f(a) as Tensor)(tf.tensor1d([1, -2, 3]));
+  });
+  assert.deepEqual(Array.from(g.dataSync()), [2, -4, 6]);
+  g.dispose();
 });
 
 test('switching between cpu and wasm inside one process keeps tensors and results', async () => {

@@ -9,7 +9,8 @@
 // which also serves every other gather of numbers, faster. Matrix products go to the machine's BLAS
 // library when one is found (blas.ts, matmul-blas.ts; the device string names it, and a note says
 // why not), else batched and transposed ones through XNNPACK (batch-matmul-wasm.ts). Sums over
-// leading axes add rows in place (sum-wasm.ts). mlmkit's fused kernels run in a WebAssembly SIMD
+// leading axes add rows in place (sum-wasm.ts); a clone shares its input's memory instead of copying
+// it (identity-wasm.ts). mlmkit's fused kernels run in a WebAssembly SIMD
 // module of its own on the backend's memory (simd-wasm.ts), on as many threads (simd-pool.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { registerWasmBatchMatMul, SingleThreadXnn } from './batch-matmul-wasm.ts
 import { fixWasmGatherBatchDims } from './gather-wasm.ts';
 import { registerWasmUnsortedSegmentSum } from './segment-sum-wasm.ts';
 import { registerWasmSumLeadingAxes } from './sum-wasm.ts';
+import { registerWasmSharedIdentity } from './identity-wasm.ts';
 import { blasOverrides, openBlas } from './blas.ts';
 import { setWasmBlas } from './matmul-blas.ts';
 import { clearSimdKernels, loadSimdKernels, onThisThread, registerSimdKernels, SIMD_FUNCTIONS } from './simd-wasm.ts';
@@ -68,6 +70,7 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
   fixWasmGatherBatchDims(tf);
   registerWasmBatchMatMul(tf, single);
   registerWasmSumLeadingAxes(tf);
+  registerWasmSharedIdentity(tf);
   try {
     // Harmless once the backend is up; throws only after an earlier failed initialisation.
     wasm.setWasmPaths(dir + path.sep);

@@ -114,7 +114,8 @@ export function activation<T extends Tensor>(tf: Tf, x: T, act: HiddenAct): T {
 // Ops: the model's building operations, each with a hand-written gradient
 //
 // Why. TF.js records every op of a composite (LayerNorm is ~10 ops, GELU ~6) and keeps the inputs
-// each op's gradient needs, as copies on wasm (its Identity kernel copies). A bert-mini step at
+// each op's gradient needs (as copies on wasm, whose Identity kernel copied until
+// training/backend/identity-wasm.ts made clones share their input's memory). A bert-mini step at
 // batch 32 x 128 then needed over 4 GB, the wasm heap's limit. Each op below saves only what its
 // gradient uses (LayerNorm: x and each row's mean and 1/std; GELU: x; dropout: its mask; a Linear:
 // x and W), so activation memory drops several-fold. And on wasm a matMul with either transpose
