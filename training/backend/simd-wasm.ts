@@ -1,8 +1,8 @@
 // mlmkit's fused kernels on the wasm backend: the contracts of training/kernels/ (bias + GELU,
 // LayerNorm, attention softmax, bias + dropout + residual, the masked cross-entropy, dropout
-// masks) run by a small WebAssembly SIMD module of our own (training/backend/simd/kernels.c, built
-// by scripts/build-simd-kernels.sh) that imports the backend's memory and works on its tensors in
-// place. Sums over leading axes (every bias gradient) go through its column sums too (sum-wasm.ts).
+// masks, AdamW, attention heads out of rows and back) run by a small WebAssembly SIMD module of our
+// own (training/backend/simd/kernels.c, built by scripts/build-simd-kernels.sh) that imports the
+// backend's memory and works on its tensors in place. Sums over leading axes (every bias gradient) go through its column sums too (sum-wasm.ts).
 //
 // Why: after the matrix products moved to BLAS, a bert-mini step on wasm spent more time in
 // elementwise kernels than in matmuls; tfjs-backend-wasm's unary kernels (Exp, Erf) are scalar
@@ -28,6 +28,7 @@ import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL, type BiasGeluAttrs } from '../
 import { DROPOUT_MASK_KERNEL } from '../kernels/dropout-mask.ts';
 import type { KernelDropout } from '../kernels/kernel-dropout.ts';
 import { ADAMW_KERNEL, SUM_OF_SQUARES_KERNEL, type AdamWKernelAttrs } from '../kernels/adamw.ts';
+import { HEADS_TO_ROWS_KERNEL, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../kernels/attention-heads.ts';
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, type LayerNormAttrs } from '../kernels/layer-norm.ts';
 import { MASKED_CROSS_ENTROPY_GRAD_KERNEL, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import { setSimdColumnSums } from './sum-wasm.ts';
@@ -51,6 +52,8 @@ export interface SimdExports {
   adamw(p: number, m: number, v: number, g: number, p1: number, m1: number, v1: number, b1: number, b2: number, b1c: number, b2c: number, inv: number, eps: number, negStep: number, keep: number, decay: number, i0: number, i1: number): void;
   sum_squares(x: number, n: number): number;
   copy_columns(src: number, dst: number, srcCols: number, c0: number, n: number, r0: number, r1: number): void;
+  rows_to_heads(x: number, out: number, C: number, c0: number, T: number, heads: number, hs: number, r0: number, r1: number): void;
+  heads_to_rows(x: number, out: number, C: number, c0: number, T: number, heads: number, hs: number, r0: number, r1: number): void;
 }
 
 /** The modules' folder: beside this file, or, from the compiled package (dist/training/backend), the sources'. */
@@ -72,7 +75,7 @@ export interface SimdModule {
 export const SIMD_FUNCTIONS: readonly (keyof SimdExports)[] = [
   'bias_gelu', 'bias_gelu_grad', 'column_sums', 'layer_norm', 'layer_norm_grad_rows', 'layer_norm_grad_columns',
   'dropout_mask', 'dropout_apply', 'bias_dropout_residual', 'attention_softmax', 'attention_softmax_grad',
-  'masked_cross_entropy', 'masked_cross_entropy_grad', 'adamw', 'copy_columns',
+  'masked_cross_entropy', 'masked_cross_entropy_grad', 'adamw', 'copy_columns', 'rows_to_heads', 'heads_to_rows',
 ];
 
 /** The module instantiated on `memory`, or a reason why it cannot be. */
@@ -132,7 +135,7 @@ export const SIMD_KERNEL_NAMES = [
   BIAS_GELU_KERNEL, BIAS_GELU_GRAD_KERNEL, LAYER_NORM_KERNEL, LAYER_NORM_GRAD_KERNEL,
   ATTENTION_SOFTMAX_KERNEL, ATTENTION_SOFTMAX_GRAD_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL,
   BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL, MASKED_CROSS_ENTROPY_KERNEL, MASKED_CROSS_ENTROPY_GRAD_KERNEL,
-  DROPOUT_MASK_KERNEL, ADAMW_KERNEL, SUM_OF_SQUARES_KERNEL,
+  DROPOUT_MASK_KERNEL, ADAMW_KERNEL, SUM_OF_SQUARES_KERNEL, ROWS_TO_HEADS_KERNEL, HEADS_TO_ROWS_KERNEL,
 ] as const;
 
 /**
@@ -147,6 +150,15 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     return t;
   };
   const rowsOf = (t: TensorInfo): number => tf.util.sizeFromShape(t.shape.slice(0, -1));
+  // The heads kernels' rows [B*T, parts H] cut as attrs say (the ops check first; this guards the kernel).
+  const headsShape = (name: string, shape: number[], { batch, heads, parts }: HeadsAttrs) => {
+    const [rows = 0, cols = 0] = shape;
+    if (shape.length !== 2 || rows % batch !== 0 || cols % (parts * heads) !== 0) {
+      throw new Error(`${name}: cannot cut [${shape.join(', ')}] into ${parts} parts of ${heads} heads over ${batch} sequences`);
+    }
+    const H = cols / parts;
+    return { T: rows / batch, heads, hs: H / heads, parts, H };
+  };
   const last = (t: TensorInfo): number => t.shape[t.shape.length - 1] ?? 1;
   // The kernels' dropout arguments, in kernels.c's order.
   const dropoutArgs = (a: KernelDropout): number[] => [a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale];
@@ -274,6 +286,25 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
       const total = k.sum_squares(ptr(be, x), tf.util.sizeFromShape(x.shape));
       const out = be.makeOutput([], 'float32');
       (be.typedArrayFromHeap(out) as Float32Array)[0] = total;
+      return out;
+    },
+    [ROWS_TO_HEADS_KERNEL]: ({ inputs, attrs }, be) => {
+      const x = f32(ROWS_TO_HEADS_KERNEL, inputs.x);
+      const { T, heads, hs, parts, H } = headsShape(ROWS_TO_HEADS_KERNEL, x.shape, attrs as unknown as HeadsAttrs);
+      const outs = Array.from({ length: parts }, () => be.makeOutput([x.shape[0]! / T, heads, T, hs], 'float32'));
+      outs.forEach((out, p) => split(k, 'rows_to_heads', x.shape[0]!, grainRows(H), [ptr(be, x), ptr(be, out), parts * H, p * H, T, heads, hs]));
+      return outs;
+    },
+    [HEADS_TO_ROWS_KERNEL]: ({ inputs, attrs }, be) => {
+      const a = attrs as unknown as HeadsAttrs;
+      const xs = Array.from({ length: a.parts }, (_, p) => f32(HEADS_TO_ROWS_KERNEL, inputs[`x${p}`]));
+      const [B, heads, T, hs] = xs[0]!.shape as [number, number, number, number];
+      if (xs.some((x) => x.shape.length !== 4 || x.shape.some((d, i) => d !== xs[0]!.shape[i])) || heads !== a.heads || B !== a.batch) {
+        throw new Error(`${HEADS_TO_ROWS_KERNEL}: ${a.parts} parts [${a.batch}, ${a.heads}, T, hs] expected, got ${xs.map((x) => `[${x.shape.join(', ')}]`).join(', ')}`);
+      }
+      const H = heads * hs;
+      const out = be.makeOutput([B * T, a.parts * H], 'float32');
+      xs.forEach((x, p) => split(k, 'heads_to_rows', B * T, grainRows(H), [ptr(be, x), ptr(be, out), a.parts * H, p * H, T, heads, hs]));
       return out;
     },
     [DROPOUT_MASK_KERNEL]: ({ attrs }, be) => {

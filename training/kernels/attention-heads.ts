@@ -3,7 +3,8 @@
 // attention context [B, heads, T, hs] is put back into rows [B*T, H] for the output projection.
 // Each is a pure permutation of floats, and each is the other's gradient.
 //
-// Contract (training/backend/webgpu/attention-heads.ts implements it for webgpu):
+// Contract (training/backend/webgpu/attention-heads.ts implements it for webgpu; for wasm,
+// training/backend/simd-wasm.ts implements the first two, one pass over the rows per part):
 //   ROWS_TO_HEADS_KERNEL  inputs { x [B*T, parts * H] float32 }, attrs HeadsAttrs
 //                         -> parts outputs [B, heads, T, hs] float32; output p at [b, h, t, e]
 //                         holds x[b T + t, p H + h hs + e].

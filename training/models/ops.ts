@@ -367,8 +367,8 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // backend has them (training/kernels/), else their reference composites.
   const fusedAttention = has(ATTENTION_SOFTMAX_KERNEL);
   // The heads: one kernel each way where the backend has the heads kernels (webgpu: one dispatch
-  // instead of a reshape, a transpose and an unstack, and one for the gradient instead of two);
-  // elsewhere the plain form, whose slices and transposes are cheap copies on wasm.
+  // instead of a reshape, a transpose and an unstack, and one for the gradient instead of two;
+  // wasm: one pass over the rows instead of a split and three transposes); elsewhere the plain form.
   const headKernels = has(ROWS_TO_HEADS_KERNEL) && has(HEADS_TO_ROWS_KERNEL);
   const splitHeads = (qkv: Tensor2D, { B, T, heads }: { B: number; T: number; heads: number }): [Tensor4D, Tensor4D, Tensor4D] => {
     if (headKernels) return rowsToHeads(tf, qkv, { batch: B, heads, parts: 3 }, true) as [Tensor4D, Tensor4D, Tensor4D];

@@ -7,6 +7,7 @@
 //     shapes that do not divide 4 (1, 7, 129 rows; 1, 5, 33, 768 columns), with dropout;
 //   - the dropout masks and the AdamW update bit for bit (the composite's own float32 operations),
 //     the sum of squares against float64, splits along the last axis, column sums;
+//   - the attention-heads kernels: training/kernels/attention-heads.test.ts (bit for bit);
 //   - the accuracy of the exact GELU against GELU in float64 over [-10, 10];
 //   - MLM_SIMD_KERNELS=0 leaves the composites in place and says so.
 // The composites are the oracle. Tolerance 2e-6 relative to the reference's largest magnitude
@@ -162,6 +163,18 @@ function runAll(a: ReturnType<typeof arena>, rng: Rng, pieces: number, dry = fal
   const cols = out('copy_columns', R * 10);
   cut(R, (lo, hi) => k.copy_columns(x, cols.at, C, 11, 10, lo, hi));
   cols.done();
+  // Attention heads: rows [B 2 x T 3, 3 parts x 2 heads x hs 5] (a one-lane tail); part 1 out as
+  // [2, 2, 3, 5], and three such parts back into rows, each into its columns.
+  const [hB, hT, hH, hs] = [2, 3, 2, 5];
+  const hC = 3 * hH * hs;
+  const rows = a.put(randomArray(rng, hB * hT * hC));
+  const heads = out('rows_to_heads', hB * hH * hT * hs);
+  cut(hB * hT, (lo, hi) => k.rows_to_heads(rows, heads.at, hC, hH * hs, hT, hH, hs, lo, hi));
+  heads.done();
+  const parts = [0, 1, 2].map(() => a.put(randomArray(rng, hB * hH * hT * hs)));
+  const back = out('heads_to_rows', hB * hT * hC);
+  parts.forEach((part, p) => cut(hB * hT, (lo, hi) => k.heads_to_rows(part, back.at, hC, p * hH * hs, hT, hH, hs, lo, hi)));
+  back.done();
   results.set('sum_squares', Float32Array.of(k.sum_squares(x, n)));
   return results;
 }

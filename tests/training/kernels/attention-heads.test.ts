@@ -1,5 +1,5 @@
 // training/kernels/attention-heads.ts: the webgpu kernels (training/backend/webgpu/attention-heads.ts)
-// against the reference composites, bit for bit (they only move floats), and the ops rowsToHeads /
+// and the wasm SIMD ones (training/backend/simd-wasm.ts) against the reference composites, bit for bit (they only move floats), and the ops rowsToHeads /
 // headsToRows against the composites, values and gradients (through every output of a
 // several-output op), on cpu and on webgpu with the kernels. Shapes: one sequence and one head,
 // head sizes and row counts off the 64-thread workgroup, 1, 3 and 7 parts, and one whose entries
@@ -84,6 +84,33 @@ test('cpu: the composites are inverse permutations, and the ops equal them', asy
   assert.throws(() => headsToRows(tf, [q, tf.zeros([2, 2, 3, 5]) as Tensor4D], false), /one shape/);
   tf.dispose([x, q, k, v]);
   await assertOps(tf, false);
+});
+
+test('wasm: the SIMD heads kernels equal the composites bit for bit, values and gradients, and the model uses them', async () => {
+  const tf = await backendTf('wasm');
+  const kernels = capabilitiesOf(tf, 'wasm').kernels;
+  assert.ok(kernels.has(ROWS_TO_HEADS_KERNEL) && kernels.has(HEADS_TO_ROWS_KERNEL), 'registered when wasm loads');
+  const x = random(tf, new Rng(5), [2 * 7, 3 * 3 * 5]) as Tensor2D;
+  const before = tf.memory().numTensors;
+  const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
+  assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
+  tf.dispose([x, ...parts]);
+  await assertOps(tf, true);
+  // The model's cut into heads runs the kernels (one call each way), not a transpose.
+  const ops = makeOps(tf, capabilitiesOf(tf, 'wasm'));
+  const qkv = random(tf, new Rng(6), [2 * 4, 3 * 8]) as Tensor2D;
+  const w = random(tf, new Rng(7), [24, 24]) as Tensor2D;
+  const b = random(tf, new Rng(8), [24]) as Tensor1D;
+  const profile = await tf.profile(() => {
+    const [q, k, v, skip] = ops.linearToHeads(qkv, w, b, { B: 2, T: 4, heads: 2 });
+    const merged = ops.mergeHeads(q!);
+    tf.dispose([q!, k!, v!, skip!, merged]);
+  });
+  const names = profile.kernels.map((kernel) => kernel.name);
+  assert.equal(names.filter((n) => n === ROWS_TO_HEADS_KERNEL).length, 1, names.join(', '));
+  assert.equal(names.filter((n) => n === HEADS_TO_ROWS_KERNEL).length, 1, names.join(', '));
+  assert.ok(!names.includes('Transpose'), names.join(', '));
+  tf.dispose([qkv, w, b]);
 });
 
 test('webgpu: the heads kernels equal the composites bit for bit, values and gradients', { skip }, async (t) => {

@@ -20,7 +20,7 @@ export async function webgpuSkip(): Promise<false | string> {
   return `no WebGPU adapter: ${probe.reason}`;
 }
 
-export async function backendTf(name: 'cpu' | 'webgpu'): Promise<Tf> {
+export async function backendTf(name: 'cpu' | 'wasm' | 'webgpu'): Promise<Tf> {
   return (await selectBackend(name, quiet)).tf;
 }
 

@@ -557,15 +557,41 @@ double sum_squares(const float *x, int n) {
   return total;
 }
 
+// n floats from s to d, four at a time.
+INLINE void copy_floats(const float *s, float *d, int n) {
+  int c = 0;
+  for (; c + 4 <= n; c += 4) store(d + c, load(s + c));
+  for (; c < n; c++) d[c] = s[c];
+}
+
 // Columns [c0, c0 + n) of src [rows, srcCols] into dst [rows, n], rows [r0, r1) (a split along the
 // last axis: training/backend/simd-wasm.ts routes TF.js's SplitV here).
 EXPORT(copy_columns)
 void copy_columns(const float *src, float *dst, int srcCols, int c0, int n, int r0, int r1) {
   for (int r = r0; r < r1; r++) {
     const float *s = src + (long)r * srcCols + c0;
-    float *d = dst + (long)r * n;
-    int c = 0;
-    for (; c + 4 <= n; c += 4) store(d + c, load(s + c));
-    for (; c < n; c++) d[c] = s[c];
+    copy_floats(s, dst + (long)r * n, n);
+  }
+}
+
+// Attention heads out of rows (training/kernels/attention-heads.ts, one part per call): columns
+// [c0, c0 + heads hs) of rows [B T, C] as [B, heads, T, hs], i.e. row r = b T + t, head h goes to
+// out[((b heads + h) T + t) hs ...]. Rows [r0, r1).
+EXPORT(rows_to_heads)
+void rows_to_heads(const float *x, float *out, int C, int c0, int T, int heads, int hs, int r0, int r1) {
+  for (int r = r0; r < r1; r++) {
+    int b = r / T, t = r - b * T;
+    const float *s = x + (long)r * C + c0;
+    for (int h = 0; h < heads; h++) copy_floats(s + (long)h * hs, out + (((long)b * heads + h) * T + t) * hs, hs);
+  }
+}
+
+// The inverse: x [B, heads, T, hs] into columns [c0, c0 + heads hs) of rows [B T, C]. Rows [r0, r1).
+EXPORT(heads_to_rows)
+void heads_to_rows(const float *x, float *out, int C, int c0, int T, int heads, int hs, int r0, int r1) {
+  for (int r = r0; r < r1; r++) {
+    int b = r / T, t = r - b * T;
+    float *d = out + (long)r * C + c0;
+    for (int h = 0; h < heads; h++) copy_floats(x + (((long)b * heads + h) * T + t) * hs, d + (long)h * hs, hs);
   }
 }
