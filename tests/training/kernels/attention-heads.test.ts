@@ -69,6 +69,18 @@ async function assertOps(tf: Tf, fused: boolean): Promise<void> {
   }
 }
 
+/** The backend registers both kernels, a call leaves only its results, and the ops with them equal the composites. */
+async function assertKernels(tf: Tf, backend: 'wasm' | 'webgpu'): Promise<void> {
+  const kernels = capabilitiesOf(tf, backend).kernels;
+  assert.ok(kernels.has(ROWS_TO_HEADS_KERNEL) && kernels.has(HEADS_TO_ROWS_KERNEL), `registered when ${backend} loads`);
+  const x = random(tf, new Rng(5), [2 * 7, 3 * 3 * 5]) as Tensor2D;
+  const before = tf.memory().numTensors;
+  const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
+  assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
+  tf.dispose([x, ...parts]);
+  await assertOps(tf, true);
+}
+
 test('cpu: the composites are inverse permutations, and the ops equal them', async () => {
   const tf = await backendTf('cpu');
   const x = random(tf, new Rng(3), [6, 3 * 2 * 4]) as Tensor2D; // B 2, T 3, 2 heads of 4
@@ -88,14 +100,7 @@ test('cpu: the composites are inverse permutations, and the ops equal them', asy
 
 test('wasm: the SIMD heads kernels equal the composites bit for bit, values and gradients, and the model uses them', async () => {
   const tf = await backendTf('wasm');
-  const kernels = capabilitiesOf(tf, 'wasm').kernels;
-  assert.ok(kernels.has(ROWS_TO_HEADS_KERNEL) && kernels.has(HEADS_TO_ROWS_KERNEL), 'registered when wasm loads');
-  const x = random(tf, new Rng(5), [2 * 7, 3 * 3 * 5]) as Tensor2D;
-  const before = tf.memory().numTensors;
-  const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
-  assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
-  tf.dispose([x, ...parts]);
-  await assertOps(tf, true);
+  await assertKernels(tf, 'wasm');
   // The model's cut into heads runs the kernels (one call each way), not a transpose.
   const ops = makeOps(tf, capabilitiesOf(tf, 'wasm'));
   const qkv = random(tf, new Rng(6), [2 * 4, 3 * 8]) as Tensor2D;
@@ -116,14 +121,7 @@ test('wasm: the SIMD heads kernels equal the composites bit for bit, values and 
 test('webgpu: the heads kernels equal the composites bit for bit, values and gradients', { skip }, async (t) => {
   const tf = await backendTf('webgpu');
   try {
-    const kernels = capabilitiesOf(tf, 'webgpu').kernels;
-    assert.ok(kernels.has(ROWS_TO_HEADS_KERNEL) && kernels.has(HEADS_TO_ROWS_KERNEL), 'registered when webgpu loads');
-    const x = random(tf, new Rng(5), [2 * 7, 3 * 3 * 5]) as Tensor2D;
-    const before = tf.memory().numTensors;
-    const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
-    assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
-    tf.dispose([x, ...parts]);
-    await assertOps(tf, true);
+    await assertKernels(tf, 'webgpu');
     t.diagnostic(`${SHAPES.length} shapes: equal`);
   } finally {
     releaseWebGpu(tf);
