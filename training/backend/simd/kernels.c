@@ -451,14 +451,20 @@ INLINE float row_max(const float *p, int n) {
   return m;
 }
 
-INLINE float row_exp_sum(const float *p, int n, float m) {
+// sum over the row of exp(p[k] - m); with `out` (not 0) also out[k] = exp(p[k] - m).
+INLINE float row_exp_sum(const float *p, float *out, int n, float m) {
   f4 mm = splat(m);
   v128_t a0 = wasm_f64x2_splat(0), a1 = a0;
   int k = 0;
-  for (; k + 4 <= n; k += 4) acc_add(&a0, &a1, exp4(sub(load(p + k), mm)));
+  for (; k + 4 <= n; k += 4) {
+    f4 e = exp4(sub(load(p + k), mm));
+    if (out) store(out + k, e);
+    acc_add(&a0, &a1, e);
+  }
   if (k < n) {
     int c = n - k;
     f4 e = exp4(sub(load_part(p + k, c, 0), mm));
+    if (out) store_part(out + k, e, c);
     acc_add(&a0, &a1, wasm_v128_and(e, wasm_i32x4_make(-1, c > 1 ? -1 : 0, c > 2 ? -1 : 0, 0)));
   }
   v128_t s = wasm_f64x2_add(a0, a1);
@@ -484,7 +490,7 @@ void masked_cross_entropy(const float *logits, const int32_t *targets, const flo
   for (int r = r0; r < r1; r++) {
     const float *row = logits + (long)r * V;
     float m = row_max(row, V);
-    float lse = (float)(m + log_(row_exp_sum(row, V, m)));
+    float lse = (float)(m + log_(row_exp_sum(row, 0, V, m)));
     int t = targets[r];
     float picked = t >= 0 && t < V ? row[t] : 0.0f;
     loss[r] = (weights ? weights[r] : 1.0f) * (lse - picked);
@@ -498,10 +504,12 @@ void masked_cross_entropy_grad(const float *logits, const int32_t *targets, cons
     float *out = dl + (long)r * V;
     float m = row_max(row, V);
     float f = (weights ? weights[r] : 1.0f) * dyScalar[0];
-    f4 mm = splat(m), scale = splat(f / row_exp_sum(row, V, m));
+    // The exponentials go into the output as they are summed, then are scaled there: one exp per
+    // entry instead of two, and the row (V floats, in the core's cache by then) read once more.
+    f4 scale = splat(f / row_exp_sum(row, out, V, m));
     int k = 0;
-    for (; k + 4 <= V; k += 4) store(out + k, mul(exp4(sub(load(row + k), mm)), scale));
-    if (k < V) store_part(out + k, mul(exp4(sub(load_part(row + k, V - k, 0), mm)), scale), V - k);
+    for (; k + 4 <= V; k += 4) store(out + k, mul(load(out + k), scale));
+    if (k < V) store_part(out + k, mul(load_part(out + k, V - k, 0), scale), V - k);
     int t = targets[r];
     if (t >= 0 && t < V) out[t] -= f;
   }
