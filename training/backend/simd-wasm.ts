@@ -2,7 +2,8 @@
 // LayerNorm, attention softmax, bias + dropout + residual, the masked cross-entropy, dropout
 // masks, AdamW, attention heads out of rows and back) run by a small WebAssembly SIMD module of our
 // own (training/backend/simd/kernels.c, built by scripts/build-simd-kernels.sh) that imports the
-// backend's memory and works on its tensors in place. Sums over leading axes (every bias gradient) go through its column sums too (sum-wasm.ts).
+// backend's memory and works on its tensors in place. Sums over leading axes (every bias gradient)
+// go through its column sums too (sum-wasm.ts).
 //
 // Why: after the matrix products moved to BLAS, a bert-mini step on wasm spent more time in
 // elementwise kernels than in matmuls; tfjs-backend-wasm's unary kernels (Exp, Erf) are scalar
