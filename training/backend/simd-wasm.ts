@@ -29,7 +29,7 @@ import { BIAS_GELU_GRAD_KERNEL, BIAS_GELU_KERNEL, type BiasGeluAttrs } from '../
 import { DROPOUT_MASK_KERNEL } from '../kernels/dropout-mask.ts';
 import type { KernelDropout } from '../kernels/kernel-dropout.ts';
 import { ADAMW_KERNEL, SUM_OF_SQUARES_KERNEL, type AdamWKernelAttrs } from '../kernels/adamw.ts';
-import { HEADS_TO_ROWS_KERNEL, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../kernels/attention-heads.ts';
+import { checkHeads, checkRows, HEADS_TO_ROWS_KERNEL, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../kernels/attention-heads.ts';
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, type LayerNormAttrs } from '../kernels/layer-norm.ts';
 import { MASKED_CROSS_ENTROPY_GRAD_KERNEL, MASKED_CROSS_ENTROPY_KERNEL } from '../kernels/masked-cross-entropy.ts';
 import { setSimdColumnSums } from './sum-wasm.ts';
@@ -151,15 +151,6 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     return t;
   };
   const rowsOf = (t: TensorInfo): number => tf.util.sizeFromShape(t.shape.slice(0, -1));
-  // The heads kernels' rows [B*T, parts H] cut as attrs say (the ops check first; this guards the kernel).
-  const headsShape = (name: string, shape: number[], { batch, heads, parts }: HeadsAttrs) => {
-    const [rows = 0, cols = 0] = shape;
-    if (shape.length !== 2 || rows % batch !== 0 || cols % (parts * heads) !== 0) {
-      throw new Error(`${name}: cannot cut [${shape.join(', ')}] into ${parts} parts of ${heads} heads over ${batch} sequences`);
-    }
-    const H = cols / parts;
-    return { T: rows / batch, heads, hs: H / heads, parts, H };
-  };
   const last = (t: TensorInfo): number => t.shape[t.shape.length - 1] ?? 1;
   // The kernels' dropout arguments, in kernels.c's order.
   const dropoutArgs = (a: KernelDropout): number[] => [a.dropout, a.k0, a.k1, a.k2, a.threshold, a.keepScale];
@@ -291,18 +282,17 @@ export function registerSimdKernels(tf: Tf, k: SimdExports, split: WorkSplit = o
     },
     [ROWS_TO_HEADS_KERNEL]: ({ inputs, attrs }, be) => {
       const x = f32(ROWS_TO_HEADS_KERNEL, inputs.x);
-      const { T, heads, hs, parts, H } = headsShape(ROWS_TO_HEADS_KERNEL, x.shape, attrs as unknown as HeadsAttrs);
-      const outs = Array.from({ length: parts }, () => be.makeOutput([x.shape[0]! / T, heads, T, hs], 'float32'));
-      outs.forEach((out, p) => split(k, 'rows_to_heads', x.shape[0]!, grainRows(H), [ptr(be, x), ptr(be, out), parts * H, p * H, T, heads, hs]));
+      const { batch, heads, parts } = attrs as unknown as HeadsAttrs;
+      const { T, hs } = checkRows(x, { batch, heads, parts }, ROWS_TO_HEADS_KERNEL);
+      const H = heads * hs;
+      const outs = Array.from({ length: parts }, () => be.makeOutput([batch, heads, T, hs], 'float32'));
+      outs.forEach((out, p) => split(k, 'rows_to_heads', batch * T, grainRows(H), [ptr(be, x), ptr(be, out), parts * H, p * H, T, heads, hs]));
       return outs;
     },
     [HEADS_TO_ROWS_KERNEL]: ({ inputs, attrs }, be) => {
       const a = attrs as unknown as HeadsAttrs;
       const xs = Array.from({ length: a.parts }, (_, p) => f32(HEADS_TO_ROWS_KERNEL, inputs[`x${p}`]));
-      const [B, heads, T, hs] = xs[0]!.shape as [number, number, number, number];
-      if (xs.some((x) => x.shape.length !== 4 || x.shape.some((d, i) => d !== xs[0]!.shape[i])) || heads !== a.heads || B !== a.batch) {
-        throw new Error(`${HEADS_TO_ROWS_KERNEL}: ${a.parts} parts [${a.batch}, ${a.heads}, T, hs] expected, got ${xs.map((x) => `[${x.shape.join(', ')}]`).join(', ')}`);
-      }
+      const [B, heads, T, hs] = checkHeads(xs, HEADS_TO_ROWS_KERNEL, a);
       const H = heads * hs;
       const out = be.makeOutput([B * T, a.parts * H], 'float32');
       xs.forEach((x, p) => split(k, 'heads_to_rows', B * T, grainRows(H), [ptr(be, x), ptr(be, out), a.parts * H, p * H, T, heads, hs]));

@@ -41,19 +41,30 @@ export interface HeadsAttrs {
   parts: number;
 }
 
-function checkRows(x: Tensor, { batch, heads, parts }: HeadsAttrs): { T: number; hs: number } {
-  const [rows, cols] = x.shape;
+/**
+ * The cut of rows x [B*T, parts H] that `attrs` describe: T and hs, or an error naming `name`. The
+ * ops check with it, and so do the backends' kernels (with the kernel's name).
+ */
+export function checkRows(x: { shape: readonly number[] }, { batch, heads, parts }: HeadsAttrs, name = 'rowsToHeads'): { T: number; hs: number } {
+  const [rows = 0, cols = 0] = x.shape;
   const ok =
-    x.rank === 2 && [batch, heads, parts].every((v) => Number.isInteger(v) && v >= 1) && rows % batch === 0 && cols % (parts * heads) === 0;
-  if (!ok) throw new Error(`rowsToHeads: cannot cut [${x.shape.join(', ')}] into ${parts} parts of ${heads} heads over ${batch} sequences`);
+    x.shape.length === 2 && [batch, heads, parts].every((v) => Number.isInteger(v) && v >= 1) && rows % batch === 0 && cols % (parts * heads) === 0;
+  if (!ok) throw new Error(`${name}: cannot cut [${x.shape.join(', ')}] into ${parts} parts of ${heads} heads over ${batch} sequences`);
   return { T: rows / batch, hs: cols / (parts * heads) };
 }
 
-function checkHeads(xs: Tensor[]): void {
+/**
+ * The shape [B, heads, T, hs] that every part shares, or an error naming `name`; with `attrs` (a
+ * kernel's inputs, some perhaps missing) B and heads must also be theirs.
+ */
+export function checkHeads(xs: readonly ({ shape: readonly number[] } | undefined)[], name = 'headsToRows', attrs?: HeadsAttrs): [number, number, number, number] {
   const shape = xs[0]?.shape ?? [];
-  if (xs.length < 1 || shape.length !== 4 || xs.some((x) => x.rank !== 4 || x.shape.some((d, i) => d !== shape[i]))) {
-    throw new Error(`headsToRows: parts must all be [B, heads, T, hs] of one shape, got ${xs.map((x) => `[${x.shape.join(', ')}]`).join(', ')}`);
+  const oneShape = xs.length >= 1 && shape.length === 4 && xs.every((x) => x !== undefined && x.shape.length === 4 && x.shape.every((d, i) => d === shape[i]));
+  if (!oneShape || (attrs !== undefined && (shape[0] !== attrs.batch || shape[1] !== attrs.heads))) {
+    const want = attrs === undefined ? '' : ` (${attrs.parts} of [${attrs.batch}, ${attrs.heads}, T, hs])`;
+    throw new Error(`${name}: parts must all be [B, heads, T, hs] of one shape${want}, got ${xs.map((x) => (x === undefined ? 'none' : `[${x.shape.join(', ')}]`)).join(', ')}`);
   }
+  return shape as [number, number, number, number];
 }
 
 /** x [B*T, parts H] -> parts x [B, heads, T, hs]: the plain composite. */

@@ -8,10 +8,11 @@
 // over the same shapes (row counts of one stage-1 block and of several; 7 parts are one binding
 // more than it takes, so that shape checks the fallback to the composite). Ops.linearToHeads (the
 // projection and the cut in one op, its gradient through the rows-and-sums kernel) against
-// linear then the cut, values and gradients within 1e-5.
+// linear then the cut, values and gradients within 1e-5. Each backend's kernels refuse a bad cut, a
+// part of another shape and a missing part with the kernel's name.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import type { NamedAttrMap, Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { capabilitiesOf, releaseWebGpu, type Tf } from '../../../training/backend.ts';
 import {
@@ -77,6 +78,11 @@ async function assertKernels(tf: Tf, backend: 'wasm' | 'webgpu'): Promise<void> 
   const before = tf.memory().numTensors;
   const parts = rowsToHeads(tf, x, { batch: 2, heads: 3, parts: 3 }, true);
   assert.equal(tf.memory().numTensors, before + 3, 'the kernel leaves its results only');
+  // The kernels check their inputs themselves (training/kernels/attention-heads.ts checkRows, checkHeads).
+  const run = (name: string, inputs: Record<string, Tensor>, attrs: object) => tf.engine().runKernel(name, inputs, attrs as NamedAttrMap);
+  assert.throws(() => run(ROWS_TO_HEADS_KERNEL, { x }, { batch: 4, heads: 3, parts: 3 }), /MlmkitRowsToHeads: cannot cut \[14, 45\] into 3 parts of 3 heads over 4 sequences/);
+  assert.throws(() => run(HEADS_TO_ROWS_KERNEL, { x0: parts[0]!, x1: parts[1]! }, { batch: 2, heads: 3, parts: 3 }), /MlmkitHeadsToRows: (missing input|parts must all be \[B, heads, T, hs\] of one shape \(3 of \[2, 3, T, hs\]\), got \[2, 3, 7, 5\], \[2, 3, 7, 5\], none)$/);
+  assert.throws(() => run(HEADS_TO_ROWS_KERNEL, { x0: parts[0]! }, { batch: 2, heads: 5, parts: 1 }), /MlmkitHeadsToRows: .* \(1 of \[2, 5, T, hs\]\)/);
   tf.dispose([x, ...parts]);
   await assertOps(tf, true);
 }

@@ -10,7 +10,7 @@
 // read from the heads side, with the entries written as it goes: the rows and their sums in one
 // pass over the heads (plus the partials' stage when the rows need it).
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
-import { HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, MAX_HEAD_PARTS, MAX_HEAD_SUM_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
+import { checkHeads, checkRows, HEADS_TO_ROWS_KERNEL, HEADS_TO_ROWS_SUMS_KERNEL, MAX_HEAD_PARTS, MAX_HEAD_SUM_PARTS, ROWS_TO_HEADS_KERNEL, type HeadsAttrs } from '../../kernels/attention-heads.ts';
 import { columnSumsRaw, type ColumnSumSpec } from './column-sums.ts';
 import type { Tf } from '../common.ts';
 import { rawWebGpu } from './raw.ts';
@@ -105,12 +105,7 @@ export function registerWebGpuAttentionHeads(tf: Tf): void {
     const attrs = args.attrs as unknown as HeadsAttrs;
     checkAttrs(ROWS_TO_HEADS_KERNEL, attrs);
     const { batch: B, heads: nh, parts } = attrs;
-    const [R, C] = x.shape;
-    if (x.shape.length !== 2 || R % B !== 0 || C % (parts * nh) !== 0) {
-      throw new Error(`${ROWS_TO_HEADS_KERNEL}: cannot cut [${x.shape.join(', ')}] into ${parts} parts of ${nh} heads over ${B} sequences`);
-    }
-    const T = R / B;
-    const hs = C / (parts * nh);
+    const { T, hs } = checkRows(x, attrs, ROWS_TO_HEADS_KERNEL);
     const outs = Array.from({ length: parts }, () => (args.backend as Backend).makeTensorInfo([B, nh, T, hs], 'float32'));
     run(tf, true, x, outs, B, T, nh, hs, parts);
     return outs;
@@ -121,12 +116,8 @@ export function registerWebGpuAttentionHeads(tf: Tf): void {
     checkAttrs(name, attrs);
     const inputs = args.inputs as Record<string, TensorInfo>;
     const xs = Array.from({ length: attrs.parts }, (_, p) => inputs[`x${p}`]);
-    const shape = xs[0]?.shape ?? [];
-    if (xs.some((x) => x === undefined || x.shape.length !== 4 || x.shape.some((d, i) => d !== shape[i])) || shape[0] !== attrs.batch || shape[1] !== attrs.heads) {
-      throw new Error(`${name}: ${attrs.parts} inputs [${attrs.batch}, ${attrs.heads}, T, hs] expected`);
-    }
-    const [B, nh, T, hs] = shape;
-    return { xs, B, nh, T, hs };
+    const [B, nh, T, hs] = checkHeads(xs, name, attrs);
+    return { xs: xs as TensorInfo[], B, nh, T, hs };
   };
   const toRows = (args: { inputs: unknown; backend: unknown; attrs?: unknown }): TensorInfo => {
     const { xs, B, nh, T, hs } = headParts(HEADS_TO_ROWS_KERNEL, args);
