@@ -13,6 +13,17 @@
 // or the one file the caller names (`library`: a path), or none at all (`library: 'none'`). The
 // choice is an option: environment variables are read at the command line's edge, not here.
 // Nothing found is not an error: the caller keeps its own matmuls and says why (`reason`).
+//
+// Idle threads: after a call on several threads, OpenBLAS's own threads keep polling for work
+// (sched_yield in a loop) for 2^28 cycles, about 0.1 s, before they sleep. On a machine with as
+// many cores as threads that polling takes a core from mlmkit's own worker threads (simd-pool.ts),
+// which run right after: on the 2-core EPYC a bert-mini step's SIMD kernels took about twice as
+// long beside it (bias + GELU gradient 66 -> 34 ms, the attention's products split between two
+// threads no faster than on one). So a library is loaded with OPENBLAS_THREAD_TIMEOUT=4 (2^4
+// cycles: sleep at once; OpenBLAS reads it only when it is loaded), unless the process
+// environment sets it already; the variable is removed again after loading, so nothing the
+// process starts inherits it. Waking the sleeping threads costs nothing measurable: 2-thread
+// sgemm on [4096, 256-1024] x [256-1024, 256-1024] ran at 247-351 GFLOP/s either way.
 import { createRequire } from 'node:module';
 import { firstLine } from './common.ts';
 
@@ -47,6 +58,18 @@ export interface Blas {
   ): void;
   /** Sets the library's thread count (no-op where it cannot be set). */
   setThreads(n: number): void;
+  /** How another thread of this process opens the same library (simd-pool.ts). */
+  readonly worker: WorkerBlas;
+}
+
+/** What a worker thread needs to open a library found here: koffi's file, the library, its symbols. */
+export interface WorkerBlas {
+  /** The koffi package's main file (a worker's `require` does not search from here). */
+  koffi: string;
+  library: string;
+  /** Symbol suffix and integer type (`64_`, int64_t for ILP64 OpenBLAS). */
+  suffix: string;
+  int: 'int' | 'int64_t';
 }
 
 export type BlasResult = { blas: Blas; note?: string } | { blas: null; reason: string };
@@ -79,10 +102,11 @@ function candidates(platform: NodeJS.Platform): Candidate[] {
   }
 }
 
-/** koffi, or the reason it cannot be loaded (not installed, no binary for this platform). */
-function loadKoffi(): Koffi | string {
+/** koffi and its main file, or the reason it cannot be loaded (not installed, no binary for this platform). */
+function loadKoffi(): { koffi: Koffi; file: string } | string {
   try {
-    return createRequire(import.meta.url)('koffi') as Koffi;
+    const require = createRequire(import.meta.url);
+    return { koffi: require('koffi') as Koffi, file: require.resolve('koffi') };
   } catch (err) {
     return `the koffi package cannot be loaded (${firstLine(err)}); reinstall mlmkit's dependencies (npm ci)`;
   }
@@ -98,7 +122,7 @@ function optional(lib: KoffiLib, signature: string): ((...args: unknown[]) => un
 }
 
 /** Wraps an opened library whose `cblas_sgemm<suffix>` exists; null when it does not. */
-function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number): Blas | null {
+function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number, koffiFile: string): Blas | null {
   const s = cand.suffix;
   const i = cand.int;
   const gemm = optional(lib, `void cblas_sgemm${s}(int, int, int, ${i}, ${i}, ${i}, float, const float *, ${i}, const float *, ${i}, float, float *, ${i})`);
@@ -142,10 +166,25 @@ function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number): Bl
     path,
     get threads() { return getThreads(); },
     setThreads,
+    worker: { koffi: koffiFile, library: path, suffix: s, int: i },
     sgemm(transA, transB, m, nn, k, alpha, a, lda, b, ldb, beta, c, ldc) {
       gemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, n(m), n(nn), n(k), alpha, a, n(lda), b, n(ldb), beta, c, n(ldc));
     },
   };
+}
+
+/**
+ * Opens `file` with OPENBLAS_THREAD_TIMEOUT=4 in the process environment while it loads, unless
+ * the process sets a timeout of its own (see the file header); other libraries ignore it.
+ */
+function loadQuietly(koffi: Koffi, file: string): KoffiLib {
+  const own = process.env.OPENBLAS_THREAD_TIMEOUT !== undefined || process.env.GOTO_THREAD_TIMEOUT !== undefined;
+  if (!own) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
+  try {
+    return koffi.load(file);
+  } finally {
+    if (!own) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+  }
 }
 
 const opened = new Map<string, Blas>();
@@ -159,8 +198,9 @@ export function openBlas(opts: BlasOptions = {}, platform: NodeJS.Platform = pro
   const threads = opts.threads ?? 1;
   const wanted = opts.library?.trim();
   if (wanted === 'none') return { blas: null, reason: 'BLAS switched off (none asked for)' };
-  const koffi = loadKoffi();
-  if (typeof koffi === 'string') return { blas: null, reason: koffi };
+  const loaded = loadKoffi();
+  if (typeof loaded === 'string') return { blas: null, reason: loaded };
+  const { koffi, file: koffiFile } = loaded;
   const list = wanted ? [
     { file: wanted, suffix: '', int: 'int' as const },
     { file: wanted, suffix: '64_', int: 'int64_t' as const },
@@ -175,13 +215,13 @@ export function openBlas(opts: BlasOptions = {}, platform: NodeJS.Platform = pro
     }
     let lib: KoffiLib;
     try {
-      lib = koffi.load(cand.file);
+      lib = loadQuietly(koffi, cand.file);
     } catch (err) {
       if (wanted) return { blas: null, reason: `${wanted} cannot be opened (${firstLine(err)})` };
       failures.push(cand.file);
       continue;
     }
-    const blas = wrap(lib, cand.file, cand, threads);
+    const blas = wrap(lib, cand.file, cand, threads, koffiFile);
     if (blas !== null) {
       opened.set(key, blas);
       return { blas };

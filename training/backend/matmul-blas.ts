@@ -7,7 +7,11 @@
 // at their heap offsets and hands them to `cblas_sgemm`, which reads and writes that memory in
 // place: no copies, and the transpose flags are the library's own (a transposed operand is read
 // with the other leading dimension, never copied). A batch of products is one sgemm call per
-// slice; batches of small slices (attention, [T, hs] x [hs, T]) run on one library thread.
+// slice. Batches of small slices (attention, [T, hs] x [hs, T]) run each slice on one library
+// thread, and where a pool of worker threads that opened the same library is given
+// (`setWasmBlas`'s `split`, simd-pool.ts) the batch is cut into ranges of slices, one range per
+// thread, up to the library's thread count: each slice is still one single-threaded sgemm call, so
+// its bits do not depend on where it ran.
 //
 // Anything else (other dtypes, broadcasting of both sides, prelu, a bias that is not one value per
 // output column) is left to the kernel registered before (XNNPACK, see
@@ -30,8 +34,24 @@ interface WasmBackendInternals {
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
 }
 
+/**
+ * Runs slices [0, total) of a batch of products in ranges of at least `grain` slices, at most
+ * `maxThreads` of them: `own(lo, hi)` on the calling thread, the other ranges on worker threads
+ * that run the same product on their range (`job`: transA, transB, M, N, K, lda, ldb, and the byte
+ * offset and per-slice byte step of a, b and c; see simd-pool.ts).
+ */
+export type SliceSplit = (total: number, grain: number, job: number[], own: (lo: number, hi: number) => void, maxThreads: number) => void;
+
 /** The library products go to; null: the previously registered kernels run. */
 let active: Blas | null = null;
+/** Worker threads for batches of small slices and the library they opened, or null: the calling thread runs them all. */
+let slices: { split: SliceSplit; library: string } | null = null;
+
+/**
+ * The least work (multiply-adds) worth waking a worker thread for: a range of slices is at least
+ * this much (~0.05 ms at one thread's 40 GFLOP/s on [128, 64] x [64, 128] slices).
+ */
+const SPLIT_MACS = 1 << 20;
 
 /**
  * The wasm module's memory as it is now. The threaded build's module refreshes its HEAP views
@@ -59,18 +79,31 @@ function run(
   const cAt = at(out);
   const lda = transposeA ? M : K;
   const ldb = transposeB ? K : N;
-  // Many small slices (attention): one thread each, since waking the library's other threads for
-  // every slice costs more than it saves. OpenBLAS 0.3.21, [128, 64] x [64, 128], 2-core EPYC:
-  // 0.07-0.08 ms on one thread, 0.28-0.37 ms on two.
-  const threads = batch > 1 && M * K * N <= SMALL_SLICE_MACS ? blas.threads : null;
+  // Many small slices (attention): one library thread each, since waking the library's other
+  // threads for every slice costs more than it saves. OpenBLAS 0.3.21, [128, 64] x [64, 128], 2-core
+  // EPYC: 0.07-0.08 ms on one thread, 0.28-0.37 ms on two. The batch is cut between threads instead.
+  const macs = M * K * N;
+  const threads = batch > 1 && macs <= SMALL_SLICE_MACS ? blas.threads : null;
   if (threads !== null && threads > 1) blas.setThreads(1);
-  try {
-    for (let i = 0; i < batch; i++) {
-      const av = new Float32Array(buffer, aAt + (batchA === 1 ? 0 : i * M * K * 4), M * K);
-      const bv = new Float32Array(buffer, bAt + (batchB === 1 ? 0 : i * K * N * 4), K * N);
-      const cv = new Float32Array(buffer, cAt + i * M * N * 4, M * N);
+  const aStep = batchA === 1 ? 0 : M * K * 4;
+  const bStep = batchB === 1 ? 0 : K * N * 4;
+  const cStep = M * N * 4;
+  const own = (lo: number, hi: number) => {
+    for (let i = lo; i < hi; i++) {
+      const av = new Float32Array(buffer, aAt + i * aStep, M * K);
+      const bv = new Float32Array(buffer, bAt + i * bStep, K * N);
+      const cv = new Float32Array(buffer, cAt + i * cStep, M * N);
       prepare?.(cv);
       blas.sgemm(transposeA, transposeB, M, N, K, 1, av, lda, bv, ldb, prepare ? 1 : 0, cv, N);
+    }
+  };
+  try {
+    // Only with workers that opened this same library (a test may switch libraries).
+    if (slices !== null && slices.library === blas.worker.library && threads !== null && threads > 1 && prepare === undefined) {
+      const job = [Number(transposeA), Number(transposeB), M, N, K, lda, ldb, aAt, aStep, bAt, bStep, cAt, cStep];
+      slices.split(batch, Math.ceil(SPLIT_MACS / macs), job, own, threads);
+    } else {
+      own(0, batch);
     }
   } finally {
     if (threads !== null && threads > 1) blas.setThreads(threads);
@@ -145,13 +178,16 @@ function wrapKernel(tf: Tf, name: string, take: (tf: Tf, blas: Blas, args: Kerne
 
 /**
  * Routes the wasm backend's BatchMatMul and _FusedMatMul to `blas` (null: back to the kernels
- * registered before, XNNPACK). Call after the other wasm kernels are registered; the wrappers are
+ * registered before, XNNPACK), with `split` cutting batches of small slices between threads that
+ * opened `blas`'s library (null: all on the calling thread; left out: the threads set before, used
+ * while the library is theirs). Call after the other wasm kernels are registered; the wrappers are
  * installed once per process, later calls only switch the library.
  */
-export function setWasmBlas(tf: Tf, blas: Blas | null): void {
+export function setWasmBlas(tf: Tf, blas: Blas | null, split?: SliceSplit | null): void {
   wrapKernel(tf, 'BatchMatMul', batchMatMulBlas);
   wrapKernel(tf, '_FusedMatMul', fusedMatMulBlas);
   active = blas;
+  if (split !== undefined) slices = split !== null && blas !== null ? { split, library: blas.worker.library } : null;
 }
 
 /** The library the wasm products currently go to, or null. */

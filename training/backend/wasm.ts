@@ -11,7 +11,8 @@
 // why not), else batched and transposed ones through XNNPACK (batch-matmul-wasm.ts). Sums over
 // leading axes add rows in place (sum-wasm.ts); a clone shares its input's memory instead of copying
 // it (identity-wasm.ts). mlmkit's fused kernels run in a WebAssembly SIMD
-// module of its own on the backend's memory (simd-wasm.ts), on as many threads (simd-pool.ts).
+// module of its own on the backend's memory (simd-wasm.ts), on as many threads (simd-pool.ts),
+// whose workers also take ranges of the attention's batches of small BLAS products.
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -24,9 +25,10 @@ import { fixWasmGatherBatchDims } from './gather-wasm.ts';
 import { registerWasmUnsortedSegmentSum } from './segment-sum-wasm.ts';
 import { registerWasmSumLeadingAxes } from './sum-wasm.ts';
 import { registerWasmSharedIdentity } from './identity-wasm.ts';
-import { blasOverrides, openBlas } from './blas.ts';
+import { blasOverrides, openBlas, type Blas } from './blas.ts';
 import { setWasmBlas } from './matmul-blas.ts';
-import { clearSimdKernels, loadSimdKernels, onThisThread, registerSimdKernels, SIMD_FUNCTIONS } from './simd-wasm.ts';
+import { backendMemory, clearSimdKernels, loadSimdKernels, onThisThread, registerSimdKernels, SIMD_FUNCTIONS } from './simd-wasm.ts';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { startSimdPool, type SimdPool } from './simd-pool.ts';
 
 const PKG = '@tensorflow/tfjs-backend-wasm';
@@ -81,8 +83,8 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
   if (!ok) throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const actual = wasm.getThreadsCount();
-  const { matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? Math.max(1, Math.min(8, os.availableParallelism())));
-  const { fused, fusedNote } = await startSimdKernels(tf, actual);
+  const { blas, matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? Math.max(1, Math.min(8, os.availableParallelism())));
+  const { fused, fusedNote } = await startSimdKernels(tf, actual, blas);
   const notes = [note, blasNote, fusedNote].filter((n): n is string => n !== undefined);
   return {
     tfBackend: tf.getBackend(),
@@ -96,17 +98,18 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
  * `threads` threads, or leaves them on XNNPACK; says which for the device string, and why in a note
  * when BLAS is not used or runs with OpenBLAS's kernel choice overridden by the environment.
  */
-function startBlas(tf: Tf, library: string | undefined, threads: number): { matmuls: string; blasNote?: string } {
+function startBlas(tf: Tf, library: string | undefined, threads: number): { blas: Blas | null; matmuls: string; blasNote?: string } {
   const opened = openBlas({ library, threads });
   setWasmBlas(tf, opened.blas);
   if (opened.blas === null) {
-    return { matmuls: 'XNNPACK', blasNote: `matmuls on XNNPACK: ${opened.reason}` };
+    return { blas: null, matmuls: 'XNNPACK', blasNote: `matmuls on XNNPACK: ${opened.reason}` };
   }
   const t = opened.blas.threads;
   const matmuls = `${opened.blas.name}${t === null ? '' : `, ${t} thread${t === 1 ? '' : 's'}`}`;
   // OpenBLAS reads these from the process environment when it is loaded.
   const overrides = /OpenBLAS/.test(opened.blas.name) ? blasOverrides(process.env) : [];
   return {
+    blas: opened.blas,
     matmuls,
     blasNote: overrides.length > 0 ? `${overrides.join(' and ')} set in the environment: OpenBLAS uses those instead of its choice for this CPU (unset them for full speed)` : undefined,
   };
@@ -117,28 +120,41 @@ let simdPool: SimdPool | null = null;
 /**
  * Loads mlmkit's SIMD kernels (simd-wasm.ts) on the backend's memory and registers them, or
  * leaves the composites in place (unregistering kernels a previous backend instance registered)
- * and says why in a note.
+ * and says why in a note. On the threaded build a pool of as many threads (simd-pool.ts) runs
+ * them, and its workers open `blas` too when it runs on several threads, taking ranges of the
+ * batches of small products (matmul-blas.ts).
  */
-async function startSimdKernels(tf: Tf, threads: number): Promise<{ fused: string; fusedNote?: string }> {
+async function startSimdKernels(tf: Tf, threads: number, blas: Blas | null): Promise<{ fused: string; fusedNote?: string }> {
   await simdPool?.close();
   simdPool = null;
   const loaded = loadSimdKernels(tf, process.env);
-  if ('kernels' in loaded) {
-    // On the threaded build the kernels run on as many threads as XNNPACK (simd-pool.ts).
-    let note: string | undefined;
-    if (loaded.shared && threads > 1) {
-      try {
-        simdPool = await startSimdPool(loaded.bytes, loaded.memory, SIMD_FUNCTIONS, threads);
-      } catch (err) {
-        note = `mlmkit's SIMD kernels run on one thread: ${firstLine(err)}`;
-      }
+  const memory = 'kernels' in loaded ? loaded.memory : backendMemory(tf.backend() as unknown as BackendWasm);
+  const shared = memory !== null && typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const blasThreads = blas?.threads ?? 1;
+  const notes: string[] = [];
+  if (shared && threads > 1 && ('kernels' in loaded || blasThreads > 1)) {
+    try {
+      simdPool = await startSimdPool({
+        bytes: 'kernels' in loaded ? loaded.bytes : null,
+        memory,
+        names: SIMD_FUNCTIONS,
+        threads,
+        blas: blas !== null && blasThreads > 1 ? blas.worker : null,
+      });
+      if (simdPool.blasNote !== undefined) notes.push(`attention's products on the calling thread only: ${simdPool.blasNote}`);
+    } catch (err) {
+      notes.push(`mlmkit's SIMD kernels and the attention's products run on one thread: ${firstLine(err)}`);
     }
+  }
+  if (blas !== null) setWasmBlas(tf, blas, simdPool?.blasSlices ?? null);
+  if ('kernels' in loaded) {
     registerSimdKernels(tf, loaded.kernels, simdPool?.split ?? onThisThread);
     const t = simdPool?.threads ?? 1;
-    return { fused: `mlmkit SIMD, ${t} thread${t === 1 ? '' : 's'}`, fusedNote: note };
+    return { fused: `mlmkit SIMD, ${t} thread${t === 1 ? '' : 's'}`, fusedNote: notes.length > 0 ? notes.join('; ') : undefined };
   }
   clearSimdKernels(tf);
-  return { fused: 'none', fusedNote: `mlmkit's SIMD kernels not loaded (${loaded.reason}): TF.js composites instead` };
+  notes.unshift(`mlmkit's SIMD kernels not loaded (${loaded.reason}): TF.js composites instead`);
+  return { fused: 'none', fusedNote: notes.join('; ') };
 }
 
 /**

@@ -15,41 +15,18 @@ import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { blasOptions, selectBackend, type Tf } from '../../../training/backend.ts';
 import { openBlas, type Blas } from '../../../training/backend/blas.ts';
+import { counting, found, library, skip } from './blas-helpers.ts';
 import { setWasmBlas, wasmBlas } from '../../../training/backend/matmul-blas.ts';
 import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/models/bert.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const found = openBlas({ threads: 2 });
-const skip = found.blas !== null || process.env.MLM_REQUIRE_BLAS === '1' ? false : `no BLAS library: ${found.reason}`;
 const quiet = { log: (_line: string) => {} };
 
 function floats(rng: Rng, n: number): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = rng.next() * 2 - 1;
   return out;
-}
-
-/** The library, failing with the search's reason when there is none. */
-function library(): Blas {
-  assert.ok(found.blas !== null, found.blas === null ? found.reason : '');
-  return found.blas;
-}
-
-/** A Blas that counts its sgemm calls. */
-function counting(blas: Blas): Blas & { calls: number } {
-  const c = {
-    calls: 0,
-    get name() { return blas.name; },
-    get path() { return blas.path; },
-    get threads() { return blas.threads; },
-    setThreads: (n: number) => blas.setThreads(n),
-    sgemm(...args: Parameters<Blas['sgemm']>) {
-      c.calls++;
-      blas.sgemm(...args);
-    },
-  };
-  return c;
 }
 
 test('no library when none is asked for, or the file is missing or is no BLAS: a reason naming it', () => {

@@ -416,7 +416,7 @@ test('the thread pool gives the bits of one thread', async () => {
   const memory = new WebAssembly.Memory({ initial: 64, maximum: 64, shared: true });
   const mod = instantiateSimdKernels(memory);
   assert.ok('kernels' in mod);
-  const pool = await startSimdPool(mod.bytes, memory, SIMD_FUNCTIONS, 3);
+  const pool = await startSimdPool({ bytes: mod.bytes, memory, names: SIMD_FUNCTIONS, threads: 3 });
   try {
     const f32 = new Float32Array(memory.buffer);
     const R = 301;
@@ -441,7 +441,7 @@ test('the thread pool: an error in the calling thread\'s piece waits for the wor
   const memory = new WebAssembly.Memory({ initial: 512, maximum: 512, shared: true });
   const mod = instantiateSimdKernels(memory);
   assert.ok('kernels' in mod);
-  const pool = await startSimdPool(mod.bytes, memory, SIMD_FUNCTIONS, 3);
+  const pool = await startSimdPool({ bytes: mod.bytes, memory, names: SIMD_FUNCTIONS, threads: 3 });
   try {
     const f32 = new Float32Array(memory.buffer);
     const R = 30_000;
