@@ -32,6 +32,7 @@ const KNOWN_EDGES: Record<string, string> = {};
 const KNOWN_PROCESS_READS: Record<string, string> = {
   'data/lock.ts': 'process.argv: records the running command in the lock file',
   'training/backend.ts': 'process.env: MLM_WASM_THREADS checked when the backend is chosen',
+  'training/backend/blas.ts': 'process.env: sets OPENBLAS_THREAD_TIMEOUT while the library loads (OpenBLAS reads it only then), unless the process sets a timeout',
   'training/backend/wasm.ts': 'process.env: MLM_WASM_THREADS, MLM_SIMD_KERNELS and the OPENBLAS_* overrides it reports',
   'training/backend/webgpu.ts': 'process.env: LD_LIBRARY_PATH / VK_DRIVER_FILES to find the Vulkan driver; env of the probe child',
   'training/bench.ts': 'process.env: default for the Python executable option; env of the numpy child',

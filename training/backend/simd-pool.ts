@@ -125,7 +125,7 @@ export interface PoolOptions {
   /** The module's functions the pool may run, in this order. */
   names: readonly (keyof SimdExports)[];
   threads: number;
-  /** The BLAS library the workers open as well (blas.ts `workerBlas`), if any. */
+  /** The BLAS library the workers open as well (a Blas's `worker`, blas.ts), if any. */
   blas?: WorkerBlas | null;
 }
 
@@ -166,9 +166,10 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
   /**
    * Runs function `fnIndex` over [0, total) in pieces of at least `grain`, at most `maxPieces`:
    * the first through `own` here, the others on the workers with `a` and their piece's range.
+   * `name` and `remedy` go into the errors.
    */
   const dispatch = (
-    fnIndex: number, name: string, own: (lo: number, hi: number) => void, total: number, grain: number,
+    fnIndex: number, name: string, remedy: string, own: (lo: number, hi: number) => void, total: number, grain: number,
     a: readonly number[], toRange: (lo: number, hi: number) => [number, number], maxPieces: number,
   ): void => {
     if (total <= 0) return;
@@ -204,14 +205,14 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
       for (let d = Atomics.load(ctl, DONE + i); d !== seq; d = Atomics.load(ctl, DONE + i)) {
         if (Atomics.wait(ctl, DONE + i, d, STUCK_MS) === 'timed-out' && Date.now() - since >= STUCK_MS) {
           const states = Array.from({ length: workerCount }, (_, w) => `${ctl[STATES + w]}/${ctl[DONE + w]}`);
-          throw new Error(`mlmkit's kernel threads did not finish ${name} within ${STUCK_MS / 1000} s (call ${seq}; worker state/last call done ${states.join(', ')}); MLM_SIMD_KERNELS=0 runs without them`);
+          throw new Error(`mlmkit's kernel threads did not finish ${name} within ${STUCK_MS / 1000} s (call ${seq}; worker state/last call done ${states.join(', ')}); ${remedy}`);
         }
       }
     }
     if (ownError !== null) throw ownError.err;
     if (Atomics.load(ctl, FAILED) > 0) {
       Atomics.store(ctl, FAILED, 0);
-      throw new Error(`a thread of mlmkit's kernels failed in ${name}; MLM_SIMD_KERNELS=0 runs without them`);
+      throw new Error(`a thread of mlmkit's kernels failed in ${name}; ${remedy}`);
     }
   };
 
@@ -222,10 +223,10 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
       const fnIndex = bytes === null ? -1 : names.indexOf(name);
       if (fnIndex < 0) throw new Error(`simd pool: ${name} is not one of the pool's functions`);
       const fn = kernels[name] as unknown as (...a: number[]) => void;
-      dispatch(fnIndex, name, (lo, hi) => fn(...a, lo, hi), total, grain, a, toRange, Infinity);
+      dispatch(fnIndex, name, 'MLM_SIMD_KERNELS=0 runs without them', (lo, hi) => fn(...a, lo, hi), total, grain, a, toRange, Infinity);
     },
     blasSlices: blas !== null && blasNote === undefined
-      ? (total, grain, job, own, maxThreads) => dispatch(names.length, 'a batch of BLAS products', own, total, grain, job, whole, maxThreads)
+      ? (total, grain, job, own, maxThreads) => dispatch(names.length, 'a batch of BLAS products', 'MLM_BLAS_THREADS=1 runs them on one thread', own, total, grain, job, whole, maxThreads)
       : null,
     blasNote,
     async close() {

@@ -97,7 +97,7 @@ test('a slice a worker cannot reach fails the call, and the next call is right; 
     const cStep = 8 * 8 * 4;
     // Slices 2 and 3 (the worker's) would end past the memory's 1 MiB.
     const past = [0, 0, 8, 8, 8, 8, 8, 0, 0, 0, 0, 16 * 65536 - 3 * cStep, cStep];
-    assert.throws(() => pool.blasSlices!(4, 1, past, () => {}, 2), /^Error: a thread of mlmkit's kernels failed in a batch of BLAS products; MLM_SIMD_KERNELS=0 runs without them$/);
+    assert.throws(() => pool.blasSlices!(4, 1, past, () => {}, 2), /^Error: a thread of mlmkit's kernels failed in a batch of BLAS products; MLM_BLAS_THREADS=1 runs them on one thread$/);
     const ok = batchJob(blas, memory.buffer, { ta: false, tb: false, M: 8, N: 8, K: 8, a: 0, aStep: 0, b: 0, bStep: 0, c: 4096 });
     pool.blasSlices!(4, 1, ok.job, ok.run, 2);
     assert.equal(ok.ownSlices(), 2);
