@@ -11,7 +11,8 @@
 //      and compare the three models on held-out medical text (`mlm compare`)
 //   9. print a before/after table and write checkpoints/demo/report.md
 // Every stage is a real `mlm` command, printed before it runs, so the demo doubles as a recipe.
-// A second run reuses what is already complete (prepared data, trained models) and says so.
+// A second run reuses what is already complete (prepared data, trained models) and says so; a model
+// trained with another recipe (steps, batch size, sequence length) is trained again, with what derives from it.
 //
 //   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh --extend-add 300 --random-init-too]
 import { spawnSync } from 'node:child_process';
@@ -26,7 +27,7 @@ const flag = (name: string, dflt: string) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
 };
-const PRETRAIN_STEPS = Number(flag('pretrain-steps', '1000'));
+const PRETRAIN_STEPS = Number(flag('pretrain-steps', '2000'));
 const ADAPT_STEPS = Number(flag('adapt-steps', '200'));
 const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
 const SEQ_LEN = Number(flag('seq-len', '64'));
@@ -148,13 +149,42 @@ function finalCheckpoint(runDir: string, steps: number): string | null {
   return fs.existsSync(path.join(p, 'trainer_state.json')) ? p : null;
 }
 
-/** The --init-attention a run folder's newest checkpoint was trained with ('standard' before the option existed), or null if it has none. */
-async function recordedInit(runDir: string): Promise<string | null> {
+/**
+ * How the newest checkpoint of a run folder differs from the recipe the demo would train it with
+ * ("--steps 1000 (now 2000)", ...), or null when it matches or the folder holds no checkpoint. A run
+ * made with another recipe is not resumed (a longer --steps would change its schedule from the
+ * start, and another --batch-size cannot resume): the demo trains it again.
+ */
+async function recipeChanges(runDir: string, want: { steps: number; init_attention?: string }): Promise<string | null> {
   const { newestCheckpoint, readTrainerState } = await import('../training/train-state.ts');
   const newest = newestCheckpoint(runDir);
   if (newest === null) return null;
-  const recorded = (await readTrainerState(newest.dir)).args.init_attention;
-  return typeof recorded === 'string' ? recorded : 'standard';
+  const state = await readTrainerState(newest.dir);
+  // Checkpoints from before --init-attention existed were trained with the standard init.
+  const had: Record<string, unknown> = { ...state.args, init_attention: state.args.init_attention ?? 'standard', seq_len: state.data.seq_len };
+  const wanted: Record<string, unknown> = { ...want, batch_size: BATCH, seq_len: SEQ_LEN };
+  const changed = Object.keys(wanted).filter((k) => wanted[k] !== undefined && had[k] !== wanted[k])
+    .map((k) => `--${k.replace(/_/g, '-')} ${String(had[k])} (now ${String(wanted[k])})`);
+  return changed.length > 0 ? changed.join(', ') : null;
+}
+
+/** Removes `runDir` when its checkpoints were trained with another recipe, saying so; true if it did. */
+async function dropIfOtherRecipe(runDir: string, want: { steps: number; init_attention?: string }, what: string): Promise<boolean> {
+  const changes = await recipeChanges(runDir, want);
+  if (changes === null) return false;
+  process.stderr.write(`the ${what} in ${rel(runDir)} was trained with ${changes}: training it again\n`);
+  fs.rmSync(runDir, { recursive: true, force: true });
+  return true;
+}
+
+/** --overwrite when `dir` holds data prepared with another --seq-len (the demo's own output, made again), else nothing. */
+function overwriteOtherSeqLen(dir: string): string[] {
+  const manifest = path.join(dir, 'manifest.json');
+  if (!fs.existsSync(manifest)) return [];
+  const seqLen = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { seq_len?: number }).seq_len;
+  if (seqLen === SEQ_LEN) return [];
+  process.stderr.write(`${rel(dir)} holds rows of ${seqLen} tokens; preparing it again with --seq-len ${SEQ_LEN}\n`);
+  return ['--overwrite'];
 }
 
 async function main(): Promise<void> {
@@ -176,18 +206,15 @@ async function main(): Promise<void> {
   const data = { general: path.join(out, 'data', 'general'), medical: path.join(out, 'data', 'medical') };
   for (const domain of ['general', 'medical'] as const) {
     mlm(['prepare', '--corpus', path.join(corpora, domain, 'train'), '--validation', path.join(corpora, domain, 'heldout'),
-      '--split-paragraphs', '--tokenizer', tok, '--out', data[domain], '--seq-len', String(SEQ_LEN)]);
+      '--split-paragraphs', '--tokenizer', tok, '--out', data[domain], '--seq-len', String(SEQ_LEN), ...overwriteOtherSeqLen(data[domain])]);
   }
 
   banner(`pretrain bert-mini on general text (${PRETRAIN_STEPS} steps)`);
   const generalRun = runs.general;
-  const oldRecipe = await recordedInit(generalRun);
-  if (oldRecipe !== null && oldRecipe !== 'local') {
-    // Made by an earlier demo (before it started from local attention): everything after the
-    // pretraining derives from it, so it all runs again. Only the demo's own outputs go.
-    process.stderr.write(`the pretrained model in ${rel(generalRun)} was started with --init-attention ${oldRecipe}; this demo uses local: pretraining and adapting again\n`);
+  if (await dropIfOtherRecipe(generalRun, { steps: PRETRAIN_STEPS, init_attention: 'local' }, 'pretrained model')) {
+    // Everything after the pretraining derives from it, so it all runs again. Only the demo's own outputs go.
     const inits: VocabInit[] = ['fvt', 'random'];
-    for (const dir of [runs.general, runs.medical, ...inits.flatMap((i) => [runs.resized(i), runs.extended(i)])]) {
+    for (const dir of [runs.medical, ...inits.flatMap((i) => [runs.resized(i), runs.extended(i)])]) {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
@@ -207,6 +234,7 @@ async function main(): Promise<void> {
 
   banner(`adapt the model on medical text (${ADAPT_STEPS} steps)`);
   const medicalRun = runs.medical;
+  await dropIfOtherRecipe(medicalRun, { steps: ADAPT_STEPS }, 'adapted model');
   let medicalModel = finalCheckpoint(medicalRun, ADAPT_STEPS);
   if (medicalModel) {
     process.stderr.write(`reusing the adapted model in ${rel(medicalModel)}\n`);
@@ -254,7 +282,7 @@ async function main(): Promise<void> {
   extension = JSON.parse(fs.readFileSync(extensionJson, 'utf8'));
   const variants: Array<{ init: VocabInit; label: string }> = [{ init: 'fvt', label: 'extended + FVT' }, ...(RANDOM_TOO ? [{ init: 'random' as const, label: 'extended + random rows' }] : [])];
   const dataExt = path.join(out, 'data', 'medical-extended');
-  mlm(['prepare', '--corpus', medCorpus.train, '--validation', medCorpus.heldout, '--split-paragraphs', '--tokenizer', tokMed, '--out', dataExt, '--seq-len', String(SEQ_LEN)]);
+  mlm(['prepare', '--corpus', medCorpus.train, '--validation', medCorpus.heldout, '--split-paragraphs', '--tokenizer', tokMed, '--out', dataExt, '--seq-len', String(SEQ_LEN), ...overwriteOtherSeqLen(dataExt)]);
   const extendedModels: Array<{ label: string; dir: string }> = [];
   for (const v of variants) {
     const resized = runs.resized(v.init);
@@ -263,6 +291,7 @@ async function main(): Promise<void> {
       mlm(['model', 'resize', '--from', generalModel, '--tokenizer', tokMed, '--out', resized, '--init', v.init]);
     }
     const run = runs.extended(v.init);
+    await dropIfOtherRecipe(run, { steps: ADAPT_STEPS }, 'adapted extended model');
     extendedModels.push({ label: v.label, dir: finalCheckpoint(run, ADAPT_STEPS) ?? adapt(resized, dataExt, run) });
   }
   const compareDir = path.join(out, 'compare');
