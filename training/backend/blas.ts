@@ -21,10 +21,12 @@
 // long beside it (bias + GELU gradient 66 -> 34 ms, the attention's products split between two
 // threads no faster than on one). So a library is loaded with OPENBLAS_THREAD_TIMEOUT=4 (2^4
 // cycles: sleep at once; OpenBLAS reads it only when it is loaded), unless the process
-// environment sets it already; the variable is removed again after loading, so nothing the
-// process starts inherits it. Waking the sleeping threads costs nothing measurable: 2-thread
-// sgemm on [4096, 256-1024] x [256-1024, 256-1024] ran at 247-351 GFLOP/s either way.
+// environment sets it already to a non-empty value; the variable is restored after loading, so
+// nothing the process starts inherits mlmkit's value. Waking the sleeping threads costs nothing
+// measurable: 2-thread sgemm on [4096, 256-1024] x [256-1024, 256-1024] ran at 247-351 GFLOP/s
+// either way.
 import { createRequire } from 'node:module';
+import { resolve as resolvePath } from 'node:path';
 import { firstLine } from './common.ts';
 
 /** Row-major, no-transpose and transpose codes of the CBLAS interface. */
@@ -175,15 +177,19 @@ function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number, kof
 
 /**
  * Opens `file` with OPENBLAS_THREAD_TIMEOUT=4 in the process environment while it loads, unless
- * the process sets a timeout of its own (see the file header); other libraries ignore it.
+ * the process sets a timeout of its own (see the file header); other libraries ignore it. An empty
+ * value is no timeout of its own (OpenBLAS reads it as 0, its default) and is put back after.
+ * (OpenBLAS 0.3 reads no GOTO_ spelling of this variable.)
  */
 function loadQuietly(koffi: Koffi, file: string): KoffiLib {
-  const own = process.env.OPENBLAS_THREAD_TIMEOUT !== undefined || process.env.GOTO_THREAD_TIMEOUT !== undefined;
+  const before = process.env.OPENBLAS_THREAD_TIMEOUT;
+  const own = before !== undefined && before.trim() !== '';
   if (!own) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
   try {
     return koffi.load(file);
   } finally {
-    if (!own) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+    if (before === undefined) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+    else process.env.OPENBLAS_THREAD_TIMEOUT = before;
   }
 }
 
@@ -201,9 +207,12 @@ export function openBlas(opts: BlasOptions = {}, platform: NodeJS.Platform = pro
   const loaded = loadKoffi();
   if (typeof loaded === 'string') return { blas: null, reason: loaded };
   const { koffi, file: koffiFile } = loaded;
-  const list = wanted ? [
-    { file: wanted, suffix: '', int: 'int' as const },
-    { file: wanted, suffix: '64_', int: 'int64_t' as const },
+  // A path is made absolute, so that the worker threads (simd-pool.ts) open the same file whatever
+  // the working directory is by then; a bare name is left to the loader's search, as here.
+  const file = wanted && /[\\/]/.test(wanted) ? resolvePath(wanted) : wanted;
+  const list = file ? [
+    { file, suffix: '', int: 'int' as const },
+    { file, suffix: '64_', int: 'int64_t' as const },
   ] : candidates(platform);
   const failures: string[] = [];
   for (const cand of list) {

@@ -187,7 +187,8 @@ export function setWasmBlas(tf: Tf, blas: Blas | null, split?: SliceSplit | null
   wrapKernel(tf, 'BatchMatMul', batchMatMulBlas);
   wrapKernel(tf, '_FusedMatMul', fusedMatMulBlas);
   active = blas;
-  if (split !== undefined) slices = split !== null && blas !== null ? { split, library: blas.worker.library } : null;
+  if (blas === null) slices = null;
+  else if (split !== undefined) slices = split !== null ? { split, library: blas.worker.library } : null;
 }
 
 /** The library the wasm products currently go to, or null. */

@@ -162,6 +162,7 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
     throw err;
   }
   const workerCount = workers.length;
+  let closed = false;
 
   /**
    * Runs function `fnIndex` over [0, total) in pieces of at least `grain`, at most `maxPieces`:
@@ -173,7 +174,8 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
     a: readonly number[], toRange: (lo: number, hi: number) => [number, number], maxPieces: number,
   ): void => {
     if (total <= 0) return;
-    const pieces = Math.min(workerCount + 1, maxPieces, Math.floor(total / Math.max(1, grain)));
+    // A closed pool (its workers terminated) runs everything here: same pieces' results, one thread.
+    const pieces = closed ? 1 : Math.min(workerCount + 1, maxPieces, Math.floor(total / Math.max(1, grain)));
     if (pieces < 2) {
       own(...toRange(0, total));
       return;
@@ -209,11 +211,10 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
         }
       }
     }
+    // Read and cleared before anything is thrown, so that a failure never carries over to the next call.
+    const failed = Atomics.exchange(ctl, FAILED, 0);
     if (ownError !== null) throw ownError.err;
-    if (Atomics.load(ctl, FAILED) > 0) {
-      Atomics.store(ctl, FAILED, 0);
-      throw new Error(`a thread of mlmkit's kernels failed in ${name}; ${remedy}`);
-    }
+    if (failed > 0) throw new Error(`a thread of mlmkit's kernels failed in ${name}; ${remedy}`);
   };
 
   const whole = (lo: number, hi: number): [number, number] => [lo, hi];
@@ -226,10 +227,11 @@ export async function startSimdPool(opts: PoolOptions): Promise<SimdPool> {
       dispatch(fnIndex, name, 'MLM_SIMD_KERNELS=0 runs without them', (lo, hi) => fn(...a, lo, hi), total, grain, a, toRange, Infinity);
     },
     blasSlices: blas !== null && blasNote === undefined
-      ? (total, grain, job, own, maxThreads) => dispatch(names.length, 'a batch of BLAS products', 'MLM_BLAS_THREADS=1 runs them on one thread', own, total, grain, job, whole, maxThreads)
+      ? (total, grain, job, own, maxThreads) => dispatch(names.length, 'a batch of BLAS products', 'MLM_BLAS_THREADS=1 runs every product on one thread', own, total, grain, job, whole, maxThreads)
       : null,
     blasNote,
     async close() {
+      closed = true;
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };

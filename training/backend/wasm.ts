@@ -100,7 +100,8 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
  */
 function startBlas(tf: Tf, library: string | undefined, threads: number): { blas: Blas | null; matmuls: string; blasNote?: string } {
   const opened = openBlas({ library, threads });
-  setWasmBlas(tf, opened.blas);
+  // No split until startSimdKernels has the new pool's threads (the old pool is about to close).
+  setWasmBlas(tf, opened.blas, null);
   if (opened.blas === null) {
     return { blas: null, matmuls: 'XNNPACK', blasNote: `matmuls on XNNPACK: ${opened.reason}` };
   }
@@ -143,7 +144,7 @@ async function startSimdKernels(tf: Tf, threads: number, blas: Blas | null): Pro
       });
       if (simdPool.blasNote !== undefined) notes.push(`attention's products on the calling thread only: ${simdPool.blasNote}`);
     } catch (err) {
-      notes.push(`mlmkit's SIMD kernels and the attention's products run on one thread: ${firstLine(err)}`);
+      notes.push(`${'kernels' in loaded ? "mlmkit's SIMD kernels and the attention's products run" : "the attention's products run"} on one thread: ${firstLine(err)}`);
     }
   }
   if (blas !== null) setWasmBlas(tf, blas, simdPool?.blasSlices ?? null);

@@ -3,18 +3,25 @@
 //   - a batch cut between the calling thread and two workers gives every slice the bits of one
 //     single-threaded sgemm call (transpose flags, one operand shared by every slice), the workers
 //     really take their share, and a thread cap gives fewer pieces;
-//   - a slice a worker cannot reach fails the call with a clear error, and the next call is right;
+//   - a slice a worker cannot reach fails the call with a clear error, and the next call is right
+//     (also when the calling thread's piece failed too);
 //     a library the workers cannot open leaves the pool without BLAS and says why;
 //   - on the wasm backend, batched products and their gradients, and a small BERT's loss and
 //     gradients, are the same bits with and without the workers; the backend as set up by
 //     selectBackend hands batches to them;
 //   - after a 2-thread product, OpenBLAS's threads sleep instead of polling (they took a core from
-//     the workers), and the setting that makes them is not left in the environment.
+//     the workers), and the setting that makes them is not left in the environment (an empty
+//     value, no setting of the process's own, is put back as it was);
+//   - a closed pool runs every slice on the calling thread, a failure never carries over to the
+//     next call, and switching BLAS off forgets the pool.
 // Needs a BLAS library (Debian: libopenblas0-pthread); without one these are skipped with the
 // reason, unless MLM_REQUIRE_BLAS=1 (CI), which makes them fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
@@ -27,6 +34,7 @@ import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/mode
 import { parseModelConfig } from '../../../training/models/config.ts';
 
 const quiet = { log: (_line: string) => {} };
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /** One batch on `heap`: the job's numbers as matmul-blas.ts writes them, and its slices run here. */
 function batchJob(blas: Blas, heap: ArrayBufferLike, d: { ta: boolean; tb: boolean; M: number; N: number; K: number; a: number; aStep: number; b: number; bStep: number; c: number }) {
@@ -97,10 +105,22 @@ test('a slice a worker cannot reach fails the call, and the next call is right; 
     const cStep = 8 * 8 * 4;
     // Slices 2 and 3 (the worker's) would end past the memory's 1 MiB.
     const past = [0, 0, 8, 8, 8, 8, 8, 0, 0, 0, 0, 16 * 65536 - 3 * cStep, cStep];
-    assert.throws(() => pool.blasSlices!(4, 1, past, () => {}, 2), /^Error: a thread of mlmkit's kernels failed in a batch of BLAS products; MLM_BLAS_THREADS=1 runs them on one thread$/);
+    assert.throws(() => pool.blasSlices!(4, 1, past, () => {}, 2), /^Error: a thread of mlmkit's kernels failed in a batch of BLAS products; MLM_BLAS_THREADS=1 runs every product on one thread$/);
+    // The calling thread's piece and a worker's failing together: the calling thread's error, and
+    // the worker's failure does not carry over to the next call.
+    assert.throws(() => pool.blasSlices!(4, 1, past, () => { throw new Error('own piece'); }, 2), /^Error: own piece$/);
     const ok = batchJob(blas, memory.buffer, { ta: false, tb: false, M: 8, N: 8, K: 8, a: 0, aStep: 0, b: 0, bStep: 0, c: 4096 });
     pool.blasSlices!(4, 1, ok.job, ok.run, 2);
     assert.equal(ok.ownSlices(), 2);
+    assert.deepEqual(Array.from(f32.subarray(1024, 1024 + 4 * 64)), new Array(4 * 64).fill(2));
+    // A closed pool (a backend set up again closes the old one) runs every slice here, at once.
+    await pool.close();
+    f32.fill(0, 1024, 1024 + 4 * 64);
+    const after = batchJob(blas, memory.buffer, { ta: false, tb: false, M: 8, N: 8, K: 8, a: 0, aStep: 0, b: 0, bStep: 0, c: 4096 });
+    const since = Date.now();
+    pool.blasSlices!(4, 1, after.job, after.run, 2);
+    assert.ok(Date.now() - since < 5000, 'the call waited for terminated workers');
+    assert.equal(after.ownSlices(), 4);
     assert.deepEqual(Array.from(f32.subarray(1024, 1024 + 4 * 64)), new Array(4 * 64).fill(2));
   } finally {
     await pool.close();
@@ -126,6 +146,12 @@ test('wasm: batched products, their gradients and a small BERT give the same bit
   const calls = blas.calls;
   tf.tidy(() => tf.matMul(a, b, false, true).dataSync());
   assert.ok(blas.calls - calls < 16, `the calling thread ran ${blas.calls - calls} of 16 slices: the workers took none`);
+  // Switching BLAS off forgets the pool: switched on again without one, every slice runs here.
+  setWasmBlas(tf, null);
+  setWasmBlas(tf, blas);
+  const again = blas.calls;
+  tf.tidy(() => tf.matMul(a, b, false, true).dataSync());
+  assert.equal(blas.calls - again, 16, 'a pool from before BLAS was switched off was used again');
 
   const memory = backendMemory(tf.backend() as never);
   assert.ok(memory !== null && memory.buffer instanceof SharedArrayBuffer, 'the threaded build\'s memory is shared');
@@ -189,4 +215,25 @@ test('after a product on two threads OpenBLAS\'s threads sleep instead of pollin
   const used = process.cpuUsage(since);
   const ms = (used.user + used.system) / 1000;
   assert.ok(ms < 30, `${ms.toFixed(1)} ms of CPU time while idle for 80 ms: OpenBLAS's threads kept polling`);
+});
+
+test('an empty OPENBLAS_THREAD_TIMEOUT is no timeout of the process: OpenBLAS still loads with its threads asleep, and the empty value is put back', { skip: skip || (found.blas !== null && !/OpenBLAS/.test(found.blas.name) ? `${found.blas.name} is no OpenBLAS` : false) }, () => {
+  // In a child: the library is loaded once per process, and this one has loaded it already.
+  const code = `
+    import { openBlas } from ${JSON.stringify(pathToFileURL(path.join(root, 'training', 'backend', 'blas.ts')).href)};
+    const blas = openBlas({ threads: 2 }).blas;
+    const n = 512, x = new Float32Array(n * n).fill(0.25), y = new Float32Array(n * n);
+    blas.sgemm(false, false, n, n, n, 1, x, n, x, n, 0, y, n);
+    const since = process.cpuUsage();
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 80);
+    const used = process.cpuUsage(since);
+    console.log(JSON.stringify({ env: process.env.OPENBLAS_THREAD_TIMEOUT ?? null, y: y[0], ms: (used.user + used.system) / 1000 }));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: root, encoding: 'utf8', env: { ...process.env, OPENBLAS_THREAD_TIMEOUT: '' },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { env: string | null; y: number; ms: number };
+  assert.equal(got.env, '');
+  assert.equal(got.y, 512 / 16);
+  assert.ok(got.ms < 30, `${got.ms.toFixed(1)} ms of CPU time while idle for 80 ms: OpenBLAS's threads kept polling`);
 });
