@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatTable } from '../data/progress.ts';
+import { MANIFEST } from '../data/shards.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -179,7 +180,7 @@ async function dropIfOtherRecipe(runDir: string, want: { steps: number; init_att
 
 /** --overwrite when `dir` holds data prepared with another --seq-len (the demo's own output, made again), else nothing. */
 function overwriteOtherSeqLen(dir: string): string[] {
-  const manifest = path.join(dir, 'manifest.json');
+  const manifest = path.join(dir, MANIFEST);
   if (!fs.existsSync(manifest)) return [];
   const seqLen = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { seq_len?: number }).seq_len;
   if (seqLen === SEQ_LEN) return [];

@@ -26,7 +26,7 @@ import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import type { Blas } from '../../../training/backend/blas.ts';
-import { counting, found, library, skip } from './blas-helpers.ts';
+import { counting, found, idleCpuAfterProduct, library, skip } from './blas-helpers.ts';
 import { setWasmBlas } from '../../../training/backend/matmul-blas.ts';
 import { startSimdPool } from '../../../training/backend/simd-pool.ts';
 import { backendMemory, SIMD_FUNCTIONS } from '../../../training/backend/simd-wasm.ts';
@@ -199,41 +199,29 @@ test('wasm: batched products, their gradients and a small BERT give the same bit
   }
 });
 
-test('after a product on two threads OpenBLAS\'s threads sleep instead of polling, and OPENBLAS_THREAD_TIMEOUT is not left set', { skip: skip || (found.blas !== null && !/OpenBLAS/.test(found.blas.name) ? `${found.blas.name} is no OpenBLAS` : false) }, () => {
+const openBlasOnly = skip || (found.blas !== null && !/OpenBLAS/.test(found.blas.name) ? `${found.blas.name} is no OpenBLAS` : false);
+
+test('after a product on two threads OpenBLAS\'s threads sleep instead of polling, and OPENBLAS_THREAD_TIMEOUT is not left set', { skip: openBlasOnly }, () => {
   const blas = library();
   assert.equal(process.env.OPENBLAS_THREAD_TIMEOUT, undefined);
-  blas.setThreads(2);
-  const n = 512;
-  const x = new Float32Array(n * n).fill(0.25);
-  const y = new Float32Array(n * n);
-  blas.sgemm(false, false, n, n, n, 1, x, n, x, n, 0, y, n);
-  assert.equal(y[0], n / 16);
-  // Polling threads would burn a core for ~0.1 s after the call (sched_yield in a loop); asleep,
-  // the process uses next to no CPU time while this thread waits 80 ms.
-  const since = process.cpuUsage();
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 80);
-  const used = process.cpuUsage(since);
-  const ms = (used.user + used.system) / 1000;
+  const { first, ms } = idleCpuAfterProduct(blas);
+  assert.equal(first, 512 / 16);
   assert.ok(ms < 30, `${ms.toFixed(1)} ms of CPU time while idle for 80 ms: OpenBLAS's threads kept polling`);
 });
 
-test('an empty OPENBLAS_THREAD_TIMEOUT is no timeout of the process: OpenBLAS still loads with its threads asleep, and the empty value is put back', { skip: skip || (found.blas !== null && !/OpenBLAS/.test(found.blas.name) ? `${found.blas.name} is no OpenBLAS` : false) }, () => {
-  // In a child: the library is loaded once per process, and this one has loaded it already.
+test('an empty OPENBLAS_THREAD_TIMEOUT is no timeout of the process: OpenBLAS still loads with its threads asleep, and the empty value is put back', { skip: openBlasOnly }, () => {
+  // In a child: the library is loaded once per process, and this one has loaded it already
+  // (blas-helpers.ts opens it when imported, there too).
   const code = `
-    import { openBlas } from ${JSON.stringify(pathToFileURL(path.join(root, 'training', 'backend', 'blas.ts')).href)};
-    const blas = openBlas({ threads: 2 }).blas;
-    const n = 512, x = new Float32Array(n * n).fill(0.25), y = new Float32Array(n * n);
-    blas.sgemm(false, false, n, n, n, 1, x, n, x, n, 0, y, n);
-    const since = process.cpuUsage();
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 80);
-    const used = process.cpuUsage(since);
-    console.log(JSON.stringify({ env: process.env.OPENBLAS_THREAD_TIMEOUT ?? null, y: y[0], ms: (used.user + used.system) / 1000 }));`;
+    import { found, idleCpuAfterProduct } from ${JSON.stringify(pathToFileURL(path.join(root, 'tests', 'training', 'backend', 'blas-helpers.ts')).href)};
+    const { first, ms } = idleCpuAfterProduct(found.blas);
+    console.log(JSON.stringify({ env: process.env.OPENBLAS_THREAD_TIMEOUT ?? null, first, ms }));`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
     cwd: root, encoding: 'utf8', env: { ...process.env, OPENBLAS_THREAD_TIMEOUT: '' },
   });
   assert.equal(r.status, 0, r.stderr);
-  const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { env: string | null; y: number; ms: number };
+  const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { env: string | null; first: number; ms: number };
   assert.equal(got.env, '');
-  assert.equal(got.y, 512 / 16);
+  assert.equal(got.first, 512 / 16);
   assert.ok(got.ms < 30, `${got.ms.toFixed(1)} ms of CPU time while idle for 80 ms: OpenBLAS's threads kept polling`);
 });
