@@ -6,13 +6,21 @@
 // passes a typed array's data pointer, byte offset included, without copying in either direction.
 //
 // Discovery, first that loads wins:
-//   Linux   libopenblas.so.0, libopenblas.so, libopenblas64.so.0 (64-bit integers, `64_` symbol
-//           suffix), libmkl_rt.so.2, libmkl_rt.so
+//   Linux   libopenblas.so.0, libopenblas.so, libopenblas64.so.0 (Debian's and Ubuntu's build with
+//           64-bit integers), libopenblas64_.so.0 (Fedora's), libmkl_rt.so.2, libmkl_rt.so
 //   macOS   the Accelerate framework (always present)
 //   Windows openblas.dll, libopenblas.dll, mkl_rt.2.dll (where on the DLL search path)
 // or the one file the caller names (`library`: a path), or none at all (`library: 'none'`). The
 // choice is an option: environment variables are read at the command line's edge, not here.
 // Nothing found is not an error: the caller keeps its own matmuls and says why (`reason`).
+//
+// Integer width: an OpenBLAS built with 64-bit integers (ILP64) takes every dimension and leading
+// dimension as int64_t. Its symbols may carry a `64_` suffix (Fedora, Julia) or none (Debian's
+// libopenblas64.so.0 exports plain `cblas_sgemm`), so the width is read from the build itself
+// (`openblas_get_config()` lists USE64BITINT), and a `64_` suffix alone also means 64 bits. Passing
+// 32-bit integers to such a build is undefined behaviour that often happens to work on x86-64.
+// MKL's single library is LP64 unless the process sets MKL_INTERFACE_LAYER=ILP64, which mlmkit does
+// not support (not detected: untested here).
 //
 // Idle threads: after a call on several threads, OpenBLAS's own threads keep polling for work
 // (sched_yield in a loop) for 2^28 cycles, about 0.1 s, before they sleep. On a machine with as
@@ -79,30 +87,22 @@ export type BlasResult = { blas: Blas; note?: string } | { blas: null; reason: s
 type Koffi = typeof import('koffi');
 type KoffiLib = ReturnType<Koffi['load']>;
 
-interface Candidate {
-  file: string;
-  /** Symbol suffix and integer type of the interface (ILP64 builds of OpenBLAS use `64_`, int64). */
-  suffix: string;
-  int: 'int' | 'int64_t';
-}
-
-function candidates(platform: NodeJS.Platform): Candidate[] {
-  const lp64 = (file: string): Candidate => ({ file, suffix: '', int: 'int' });
+/** The library files searched on `platform`, in order (see the file header). */
+export function blasCandidates(platform: NodeJS.Platform): string[] {
   switch (platform) {
     case 'linux':
-      return [
-        lp64('libopenblas.so.0'), lp64('libopenblas.so'),
-        { file: 'libopenblas64.so.0', suffix: '64_', int: 'int64_t' },
-        lp64('libmkl_rt.so.2'), lp64('libmkl_rt.so'),
-      ];
+      return ['libopenblas.so.0', 'libopenblas.so', 'libopenblas64.so.0', 'libopenblas64_.so.0', 'libmkl_rt.so.2', 'libmkl_rt.so'];
     case 'darwin':
-      return [lp64('/System/Library/Frameworks/Accelerate.framework/Accelerate')];
+      return ['/System/Library/Frameworks/Accelerate.framework/Accelerate'];
     case 'win32':
-      return [lp64('openblas.dll'), lp64('libopenblas.dll'), lp64('mkl_rt.2.dll')];
+      return ['openblas.dll', 'libopenblas.dll', 'mkl_rt.2.dll'];
     default:
-      return [lp64('libopenblas.so.0'), lp64('libopenblas.so')];
+      return ['libopenblas.so.0', 'libopenblas.so'];
   }
 }
+
+/** Symbol suffixes tried in each library: plain, then ILP64 OpenBLAS's `64_`. */
+const SUFFIXES = ['', '64_'] as const;
 
 /** koffi and its main file, or the reason it cannot be loaded (not installed, no binary for this platform). */
 function loadKoffi(): { koffi: Koffi; file: string } | string {
@@ -124,15 +124,15 @@ function optional(lib: KoffiLib, signature: string): ((...args: unknown[]) => un
 }
 
 /** Wraps an opened library whose `cblas_sgemm<suffix>` exists; null when it does not. */
-function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number, koffiFile: string): Blas | null {
-  const s = cand.suffix;
-  const i = cand.int;
-  const gemm = optional(lib, `void cblas_sgemm${s}(int, int, int, ${i}, ${i}, ${i}, float, const float *, ${i}, const float *, ${i}, float, float *, ${i})`);
-  if (gemm === null) return null;
-  const big = i === 'int64_t';
-  const n = (x: number) => (big ? BigInt(x) : x);
+function wrap(lib: KoffiLib, path: string, s: string, threads: number, koffiFile: string): Blas | null {
+  if (optional(lib, `void cblas_sgemm${s}()`) === null) return null;
   const openblasCore = optional(lib, `const char *openblas_get_corename${s}()`);
   const openblasConfig = optional(lib, `const char *openblas_get_config${s}()`);
+  const config = openblasConfig !== null ? String(openblasConfig()) : null;
+  const i = s === '64_' || (config !== null && /\bUSE64BITINT\b/.test(config)) ? 'int64_t' : 'int';
+  const gemm = lib.func(`void cblas_sgemm${s}(int, int, int, ${i}, ${i}, ${i}, float, const float *, ${i}, const float *, ${i}, float, float *, ${i})`) as (...args: unknown[]) => unknown;
+  const big = i === 'int64_t';
+  const n = (x: number) => (big ? BigInt(x) : x);
   const openblasSet = optional(lib, `void openblas_set_num_threads${s}(int)`);
   const openblasGet = optional(lib, `int openblas_get_num_threads${s}()`);
   const mklSet = optional(lib, 'void MKL_Set_Num_Threads(int)');
@@ -142,10 +142,9 @@ function wrap(lib: KoffiLib, path: string, cand: Candidate, threads: number, kof
   let name: string;
   let setThreads: (t: number) => void = () => {};
   let getThreads: () => number | null = () => null;
-  if (openblasConfig !== null) {
-    const config = String(openblasConfig()).split(' ');
+  if (config !== null) {
     const core = openblasCore !== null ? String(openblasCore()) : '';
-    name = `${config.slice(0, 2).join(' ')}${core ? ` (${core} kernels)` : ''}`;
+    name = `${config.split(' ').slice(0, 2).join(' ')}${big ? ' ILP64' : ''}${core ? ` (${core} kernels)` : ''}`;
     if (openblasSet !== null && openblasGet !== null) {
       setThreads = (t) => openblasSet(t);
       getThreads = () => openblasGet() as number;
@@ -210,32 +209,28 @@ export function openBlas(opts: BlasOptions = {}, platform: NodeJS.Platform = pro
   // A path is made absolute, so that the worker threads (simd-pool.ts) open the same file whatever
   // the working directory is by then; a bare name is left to the loader's search, as here.
   const file = wanted && /[\\/]/.test(wanted) ? resolvePath(wanted) : wanted;
-  const list = file ? [
-    { file, suffix: '', int: 'int' as const },
-    { file, suffix: '64_', int: 'int64_t' as const },
-  ] : candidates(platform);
   const failures: string[] = [];
-  for (const cand of list) {
-    const key = `${cand.file}\0${cand.suffix}`;
-    const known = opened.get(key);
+  for (const f of file ? [file] : blasCandidates(platform)) {
+    const known = opened.get(f);
     if (known !== undefined) {
       known.setThreads(threads);
       return { blas: known };
     }
     let lib: KoffiLib;
     try {
-      lib = loadQuietly(koffi, cand.file);
+      lib = loadQuietly(koffi, f);
     } catch (err) {
       if (wanted) return { blas: null, reason: `${wanted} cannot be opened (${firstLine(err)})` };
-      failures.push(cand.file);
+      failures.push(f);
       continue;
     }
-    const blas = wrap(lib, cand.file, cand, threads, koffiFile);
+    let blas: Blas | null = null;
+    for (const suffix of SUFFIXES) blas ??= wrap(lib, f, suffix, threads, koffiFile);
     if (blas !== null) {
-      opened.set(key, blas);
+      opened.set(f, blas);
       return { blas };
     }
-    if (!wanted) failures.push(`${cand.file} (no cblas_sgemm${cand.suffix})`);
+    if (!wanted) failures.push(`${f} (no cblas_sgemm)`);
   }
   if (wanted) return { blas: null, reason: `${wanted} has no cblas_sgemm` };
   const install = platform === 'linux' ? '; install libopenblas0-pthread (Debian/Ubuntu) or openblas for fast matmuls' : '';

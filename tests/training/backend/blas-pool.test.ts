@@ -26,7 +26,7 @@ import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import type { Blas } from '../../../training/backend/blas.ts';
-import { counting, found, idleCpuAfterProduct, library, skip } from './blas-helpers.ts';
+import { batchJob, counting, found, idleCpuAfterProduct, library, skip } from './blas-helpers.ts';
 import { setWasmBlas } from '../../../training/backend/matmul-blas.ts';
 import { startSimdPool } from '../../../training/backend/simd-pool.ts';
 import { backendMemory, SIMD_FUNCTIONS } from '../../../training/backend/simd-wasm.ts';
@@ -35,23 +35,6 @@ import { parseModelConfig } from '../../../training/models/config.ts';
 
 const quiet = { log: (_line: string) => {} };
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-
-/** One batch on `heap`: the job's numbers as matmul-blas.ts writes them, and its slices run here. */
-function batchJob(blas: Blas, heap: ArrayBufferLike, d: { ta: boolean; tb: boolean; M: number; N: number; K: number; a: number; aStep: number; b: number; bStep: number; c: number }) {
-  const { ta, tb, M, N, K } = d;
-  const lda = ta ? M : K;
-  const ldb = tb ? K : N;
-  const cStep = M * N * 4;
-  const job = [Number(ta), Number(tb), M, N, K, lda, ldb, d.a, d.aStep, d.b, d.bStep, d.c, cStep];
-  let own = 0;
-  const run = (lo: number, hi: number) => {
-    for (let i = lo; i < hi; i++) {
-      own++;
-      blas.sgemm(ta, tb, M, N, K, 1, new Float32Array(heap, d.a + i * d.aStep, M * K), lda, new Float32Array(heap, d.b + i * d.bStep, K * N), ldb, 0, new Float32Array(heap, d.c + i * cStep, M * N), N);
-    }
-  };
-  return { job, run, ownSlices: () => own };
-}
 
 test('a batch cut between threads: each slice the bits of one sgemm call, the workers take their share, the cap holds', { skip }, async () => {
   const blas = library();

@@ -15,7 +15,7 @@ import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { blasOptions, selectBackend, type Tf } from '../../../training/backend.ts';
 import { openBlas, type Blas } from '../../../training/backend/blas.ts';
-import { counting, found, library, skip } from './blas-helpers.ts';
+import { counting, float64Product, found, library, skip } from './blas-helpers.ts';
 import { setWasmBlas, wasmBlas } from '../../../training/backend/matmul-blas.ts';
 import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/models/bert.ts';
 import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
@@ -73,18 +73,10 @@ test('sgemm writes in place through views of a SharedArrayBuffer, every transpos
         blas.sgemm(ta, tb, M, N, K, 1, a, ta ? M : K, b, tb ? K : N, 0, c, N);
         assert.equal(heap[cAt - 1], 42);
         assert.equal(heap[cAt + M * N], 43);
-        for (let i = 0; i < M; i++) {
-          for (let j = 0; j < N; j++) {
-            let sum = 0;
-            let abs = 0;
-            for (let k = 0; k < K; k++) {
-              const p = (ta ? a[k * M + i]! : a[i * K + k]!) * (tb ? b[j * K + k]! : b[k * N + j]!);
-              sum += p;
-              abs += Math.abs(p);
-            }
-            const got = heap[cAt + i * N + j]!;
-            assert.ok(Math.abs(got - sum) <= 1e-6 * abs + 1e-30, `${M}x${N}x${K} ta=${ta} tb=${tb} [${i},${j}]: ${got} vs ${sum}`);
-          }
+        const { sum, abs } = float64Product(ta, tb, M, N, K, a, b);
+        for (let e = 0; e < M * N; e++) {
+          const got = heap[cAt + e]!;
+          assert.ok(Math.abs(got - sum[e]!) <= 1e-6 * abs[e]! + 1e-30, `${M}x${N}x${K} ta=${ta} tb=${tb} [${Math.floor(e / N)},${e % N}]: ${got} vs ${sum[e]}`);
         }
       }
     }
