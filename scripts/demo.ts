@@ -14,7 +14,12 @@
 // A second run reuses what is already complete (prepared data, trained models) and says so; a model
 // trained with another recipe (steps, batch size, sequence length) is trained again, with what derives from it.
 //
-//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh --extend-add 300 --random-init-too]
+//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh --extend-add 300 --random-init-too
+//                    --out DIR]
+//
+// --out (default checkpoints/demo) is a new or empty folder, or one the demo made (it leaves a
+// .mlmkit-demo file there); a folder holding anything else is refused (exit 2), since the demo
+// replaces what it finds under its own names. --fresh removes only those names.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -48,6 +53,42 @@ const runs = {
   resized: (init: VocabInit) => path.join(out, `general-model-extended-${init}`),
   extended: (init: VocabInit) => path.join(out, `medical-model-extended-${init}`),
 };
+
+/** The names the demo writes at the top of --out: all it ever replaces or removes there. */
+const DEMO_ENTRIES = [
+  'tokenizer', 'data', 'general-model', 'medical-model', 'export', 'tokenizer-medical', 'tokenizer-medical.json',
+  ...(['fvt', 'random'] as const).flatMap((i) => [path.basename(runs.resized(i)), path.basename(runs.extended(i))]),
+  'compare', 'report.md',
+];
+/** The file that marks --out as the demo's own. */
+const MARKER = '.mlmkit-demo';
+
+/**
+ * Checks that --out is the demo's to write (new, empty, marked as the demo's, or the default folder
+ * holding only the demo's names, as demos before the marker left it), marks it, and with --fresh
+ * removes the demo's outputs from it. Anything else there stops the demo with exit 2.
+ */
+function claimOut(): void {
+  let entries: string[] = [];
+  if (fs.existsSync(out)) {
+    if (!fs.statSync(out).isDirectory()) refuse(`--out ${rel(out)} is a file, not a folder: pass a new or empty folder`);
+    entries = fs.readdirSync(out);
+  }
+  const oldDefault = out === path.join(root, 'checkpoints', 'demo') && entries.every((e) => DEMO_ENTRIES.includes(e));
+  if (entries.length > 0 && !entries.includes(MARKER) && !oldDefault) {
+    refuse(`--out ${rel(out)} holds files the demo did not make (no ${MARKER} there): pass a new or empty folder`);
+  }
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, MARKER), 'This folder is the output of mlmkit\'s demo (npm run demo): a second run replaces what it made here.\n');
+  if (argv.includes('--fresh')) {
+    for (const e of DEMO_ENTRIES) fs.rmSync(path.join(out, e), { recursive: true, force: true });
+  }
+}
+
+function refuse(line: string): never {
+  process.stderr.write(`demo: ${line}\n`);
+  process.exit(2);
+}
 
 const started = performance.now();
 let stage = 0;
@@ -189,8 +230,7 @@ function overwriteOtherSeqLen(dir: string): string[] {
 }
 
 async function main(): Promise<void> {
-  if (argv.includes('--fresh')) fs.rmSync(out, { recursive: true, force: true });
-  fs.mkdirSync(out, { recursive: true });
+  claimOut();
 
   banner('extract the bundled corpora');
   node('scripts/corpora.ts', ['--out', corpora]);

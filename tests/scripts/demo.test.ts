@@ -1,7 +1,8 @@
 // The demo (`npm run demo`, scripts/demo.ts) end to end, with a few steps instead of its recipe's
 // thousands: every stage runs and the outputs are there; a second run reuses what matches its
 // recipe, trains again what was made with other steps, and with a new pretraining everything made
-// from the old one.
+// from the old one; --fresh makes everything again and removes nothing but the demo's outputs; a
+// --out folder the demo did not make is refused before anything is written or removed.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,12 +17,42 @@ let out: string;
 before(() => { out = fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-demo-')); });
 after(() => fs.rmSync(out, { recursive: true, force: true }));
 
+function runDemo(dir: string, args: string[]) {
+  return spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', 'demo.ts'),
+    '--out', dir, '--backend', 'wasm', '--eval-batches', '2', '--extend-add', '20', ...args], { cwd: root, encoding: 'utf8' });
+}
+
 function demo(...args: string[]): { stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', 'demo.ts'),
-    '--out', out, '--backend', 'wasm', '--eval-batches', '2', '--extend-add', '20', ...args], { cwd: root, encoding: 'utf8' });
+  const r = runDemo(out, args);
   assert.equal(r.status, 0, `demo ${args.join(' ')} exited ${r.status}:\n${r.stderr.slice(-3000)}`);
   return { stdout: r.stdout, stderr: r.stderr };
 }
+
+/** What the demo leaves at the top of its folder (scripts/demo.ts's DEMO_ENTRIES and its marker). */
+const DEMO_FOLDER = [
+  '.mlmkit-demo', 'compare', 'data', 'export', 'general-model', 'general-model-extended-fvt', 'medical-model',
+  'medical-model-extended-fvt', 'report.md', 'tokenizer', 'tokenizer-medical', 'tokenizer-medical.json',
+];
+
+test('--out: a folder holding anything the demo did not make, or a file, is refused with exit 2, and nothing in it is touched', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-demo-foreign-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine');
+    fs.mkdirSync(path.join(dir, 'data'));
+    fs.writeFileSync(path.join(dir, 'data', 'corpus.txt'), 'mine too');
+    const r = runDemo(dir, ['--fresh']);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^demo: --out \S+ holds files the demo did not make \(no \.mlmkit-demo there\): pass a new or empty folder\n$/);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['data', 'notes.txt']);
+    assert.equal(fs.readFileSync(path.join(dir, 'data', 'corpus.txt'), 'utf8'), 'mine too');
+    const file = runDemo(path.join(dir, 'notes.txt'), []);
+    assert.equal(file.status, 2, file.stderr);
+    assert.match(file.stderr, /^demo: --out \S+notes\.txt is a file, not a folder: pass a new or empty folder\n$/);
+    assert.equal(fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8'), 'mine');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 /** The modification time of a run folder's checkpoint-STEP trainer state (it is written last). */
 function trainedAt(run: string, step: number): number {
@@ -59,4 +90,14 @@ test('the demo runs every stage; a second run reuses what matches its recipe, tr
   assert.ok(!fs.existsSync(path.join(out, 'general-model', 'checkpoint-3')));
   assert.ok(trainedAt('medical-model-extended-fvt', 3) > extendedBefore, 'the extended model was not adapted again from the new pretrained model');
   assert.ok(resizedAt() > resized, 'the resized model was not made again from the new pretrained model');
+  assert.deepEqual(fs.readdirSync(out).sort(), DEMO_FOLDER, 'the demo wrote a name --fresh does not know (DEMO_ENTRIES)');
+
+  // --fresh: everything made again; a file of the user's in the demo's folder stays.
+  fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+  const fresh = demo('--pretrain-steps', '2', '--adapt-steps', '2', '--fresh');
+  assert.doesNotMatch(fresh.stderr, /reusing|training it again/);
+  assert.ok(!fs.existsSync(path.join(out, 'general-model', 'checkpoint-4')), 'the old pretrained run is still there');
+  assert.ok(fs.existsSync(path.join(out, 'medical-model-extended-fvt', 'checkpoint-2', 'trainer_state.json')));
+  assert.equal(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8'), 'mine');
+  assert.deepEqual(fs.readdirSync(out).sort(), [...DEMO_FOLDER, 'notes.txt'].sort());
 });
