@@ -4,6 +4,10 @@
 //   node --import tsx scripts/bench-prepare.ts [--gb 1] [--dir .bench/prepare] [--keep]
 //   node --import tsx scripts/bench-prepare.ts --long-line 50,500 [--family bert|roberta] [--line letters|mixed]
 //
+// --dir is a new or empty folder, or one this script made (its .mlmkit-bench-prepare file): a run
+// replaces the corpus, tokenizers and prepared data it finds there under its own names, so a
+// folder holding anything else is refused (exit 2).
+//
 // --long-line MB,...: instead, one file per size holding a single line of that many MB with no
 // whitespace (`letters`: random a-z, one giant word; `mixed`: letters, digits, punctuation and
 // accented letters), prepared with a tokenizer trained on 2 MB of the prose corpus; prints the
@@ -18,6 +22,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../common/rng.ts';
+import { claimFolder, type OwnFolder } from './own-folder.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -28,6 +33,14 @@ const opt = (name: string, dflt: string) => {
 const gb = Number(opt('gb', '1'));
 const dir = path.resolve(opt('dir', path.join(here, '..', '.bench', 'prepare')));
 const keep = args.includes('--keep');
+const benchFolder: OwnFolder = {
+  dir,
+  marker: '.mlmkit-bench-prepare',
+  names: ['corpus', 'tokenizer', 'sample.txt', 'prepared', 'long-line', 'long-line-tokenizer-bert', 'long-line-tokenizer-roberta'],
+  defaultDir: path.join(here, '..', '.bench', 'prepare'),
+  flag: '--dir',
+  madeBy: 'This folder holds the generated corpus and outputs of mlmkit\'s scripts/bench-prepare.ts: a second run replaces them.',
+};
 const mlm = path.join(here, 'mlm.mjs');
 
 function lexicon(rng: Rng, n: number): string[] {
@@ -146,6 +159,9 @@ function longLineFile(mb: number, kind: string): string {
 async function longLines(sizes: number[]): Promise<void> {
   const family = opt('family', 'bert');
   const kind = opt('line', 'letters');
+  // Both name files under --dir: only the listed values.
+  if (family !== 'bert' && family !== 'roberta') refuse(`--family takes bert or roberta, got '${family}'`);
+  if (kind !== 'letters' && kind !== 'mixed') refuse(`--line takes letters or mixed, got '${kind}'`);
   const tokDir = path.join(dir, `long-line-tokenizer-${family}`);
   if (!fs.existsSync(path.join(tokDir, 'tokenizer.json'))) {
     generateCorpusSample(path.join(dir, 'long-line', 'sample.txt'));
@@ -181,7 +197,14 @@ function generateCorpusSample(file: string): void {
   fs.writeFileSync(file, parts.join(''));
 }
 
+function refuse(line: string): never {
+  process.stderr.write(`bench-prepare: ${line}\n`);
+  process.exit(2);
+}
+
 async function main(): Promise<void> {
+  const refused = claimFolder(benchFolder);
+  if (refused !== null) refuse(refused);
   if (args.includes('--long-line')) return longLines(opt('long-line', '50').split(',').map(Number));
   const target = Math.round(gb * 1e9);
   const files = generateCorpus(target);

@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatTable } from '../data/progress.ts';
 import { MANIFEST } from '../data/shards.ts';
+import { claimFolder, removeOwn, type OwnFolder } from './own-folder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -54,41 +55,19 @@ const runs = {
   extended: (init: VocabInit) => path.join(out, `medical-model-extended-${init}`),
 };
 
-/** The names the demo writes at the top of --out: all it ever replaces or removes there. */
-const DEMO_ENTRIES = [
-  'tokenizer', 'data', 'general-model', 'medical-model', 'export', 'tokenizer-medical', 'tokenizer-medical.json',
-  ...(['fvt', 'random'] as const).flatMap((i) => [path.basename(runs.resized(i)), path.basename(runs.extended(i))]),
-  'compare', 'report.md',
-];
-/** The file that marks --out as the demo's own. */
-const MARKER = '.mlmkit-demo';
-
-/**
- * Checks that --out is the demo's to write (new, empty, marked as the demo's, or the default folder
- * holding only the demo's names, as demos before the marker left it), marks it, and with --fresh
- * removes the demo's outputs from it. Anything else there stops the demo with exit 2.
- */
-function claimOut(): void {
-  let entries: string[] = [];
-  if (fs.existsSync(out)) {
-    if (!fs.statSync(out).isDirectory()) refuse(`--out ${rel(out)} is a file, not a folder: pass a new or empty folder`);
-    entries = fs.readdirSync(out);
-  }
-  const oldDefault = out === path.join(root, 'checkpoints', 'demo') && entries.every((e) => DEMO_ENTRIES.includes(e));
-  if (entries.length > 0 && !entries.includes(MARKER) && !oldDefault) {
-    refuse(`--out ${rel(out)} holds files the demo did not make (no ${MARKER} there): pass a new or empty folder`);
-  }
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, MARKER), 'This folder is the output of mlmkit\'s demo (npm run demo): a second run replaces what it made here.\n');
-  if (argv.includes('--fresh')) {
-    for (const e of DEMO_ENTRIES) fs.rmSync(path.join(out, e), { recursive: true, force: true });
-  }
-}
-
-function refuse(line: string): never {
-  process.stderr.write(`demo: ${line}\n`);
-  process.exit(2);
-}
+/** The demo's folder: the names it writes at the top of --out are all it ever replaces or removes there. */
+const demoFolder: OwnFolder = {
+  dir: out,
+  marker: '.mlmkit-demo',
+  names: [
+    'tokenizer', 'data', 'general-model', 'medical-model', 'export', 'tokenizer-medical', 'tokenizer-medical.json',
+    ...(['fvt', 'random'] as const).flatMap((i) => [path.basename(runs.resized(i)), path.basename(runs.extended(i))]),
+    'compare', 'report.md',
+  ],
+  defaultDir: path.join(root, 'checkpoints', 'demo'),
+  flag: '--out',
+  madeBy: 'This folder is the output of mlmkit\'s demo (npm run demo): a second run replaces what it made here.',
+};
 
 const started = performance.now();
 let stage = 0;
@@ -230,7 +209,12 @@ function overwriteOtherSeqLen(dir: string): string[] {
 }
 
 async function main(): Promise<void> {
-  claimOut();
+  const refused = claimFolder(demoFolder, rel(out));
+  if (refused !== null) {
+    process.stderr.write(`demo: ${refused}\n`);
+    process.exit(2);
+  }
+  if (argv.includes('--fresh')) removeOwn(demoFolder);
 
   banner('extract the bundled corpora');
   node('scripts/corpora.ts', ['--out', corpora]);

@@ -14,7 +14,10 @@
 #                     runs at batch 4): for checking the bundle on a machine without a GPU
 #   --bundled-node    use the bundle's Node.js even when the machine has Node.js >= 20
 #   --keep            keep the unpacked bundle (its path is printed)
-#   --out DIR         where results go (default: $OUT when set, else ./gpu-results)
+#   --out DIR         where results go (default: $OUT when set, else ./gpu-results): a new or empty
+#                     folder, or one this script made (it leaves a .mlmkit-gpu-run file there; the
+#                     default folder holding only this script's names counts too); a folder holding
+#                     anything else is refused (exit 2), since a run replaces its results there
 #   --time-limit S    seconds for the whole run, unpacking included (default 520; 600 with
 #                     --quick): each stage's own limit is cut to what is left, and a stage with
 #                     under 10 s left is skipped. The GPU machine's device call allows 600 s a
@@ -70,7 +73,7 @@ KEEP=0
 OUTDIR=
 TIME_LIMIT=
 
-die() { echo "gpu-run: error: $*" >&2; exit "${2:-1}"; }
+die() { echo "gpu-run: error: $1" >&2; exit "${2:-1}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --allow-software) ALLOW_SOFTWARE=1; shift ;;
@@ -90,9 +93,24 @@ if [ -z "$OUTDIR" ] && [ -n "${OUT:-}" ]; then OUTDIR=$OUT; DEVICE_OUT=1; fi
 BUNDLE_TAR=${BUNDLE_TAR:-dist/gpu-bundle.tar.xz}
 [ -f "$BUNDLE_TAR" ] || die "no bundle at $BUNDLE_TAR: build it with scripts/gpu-bundle.sh (on a machine with npm ci done) and carry it here" 2
 BUNDLE_TAR=$(cd "$(dirname "$BUNDLE_TAR")" && pwd)/$(basename "$BUNDLE_TAR")
-OUTDIR=${OUTDIR:-$PWD/gpu-results}
+DEFAULT_OUT=$PWD/gpu-results
+OUTDIR=${OUTDIR:-$DEFAULT_OUT}
+# What a run writes at the top of DIR, all it replaces there; its marker file.
+OWN_NAMES=(results summary.md summary.json results.tar.gz results.tar.gz.tmp gpu-run.log)
+MARKER=.mlmkit-gpu-run
+[ ! -e "$OUTDIR" ] || [ -d "$OUTDIR" ] || die "--out $OUTDIR is a file, not a folder: pass a new or empty folder" 2
+if [ -d "$OUTDIR" ] && [ ! -e "$OUTDIR/$MARKER" ]; then
+  foreign=0
+  while IFS= read -r -d '' entry; do
+    name=${entry##*/}
+    if [ "$OUTDIR" -ef "$DEFAULT_OUT" ] && [[ " ${OWN_NAMES[*]} " == *" $name "* ]]; then continue; fi
+    foreign=1; break
+  done < <(find "$OUTDIR" -mindepth 1 -maxdepth 1 -print0)
+  [ "$foreign" = 0 ] || die "--out $OUTDIR holds files this script did not make (no $MARKER there): pass a new or empty folder" 2
+fi
 mkdir -p "$OUTDIR" || die "cannot create $OUTDIR" 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
+echo "This folder holds the results of mlmkit's scripts/gpu-run.sh: a second run replaces them." > "$OUTDIR/$MARKER"
 R=$OUTDIR/results
 rm -rf "$R"
 rm -f "$OUTDIR"/{summary.md,summary.json,results.tar.gz,gpu-run.log}
@@ -160,7 +178,8 @@ stage "unpacking $BUNDLE_TAR ($(stat -c %s "$BUNDLE_TAR") bytes) into $WORK"
 if ! tar -xJf "$BUNDLE_TAR" -C "$WORK" 2>/dev/null; then
   # No xz on this machine: Python's tarfile reads .tar.xz itself.
   rm -rf "${WORK:?}"/gpu-bundle
-  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' "$BUNDLE_TAR" "$WORK" \
+  # (tarfile's "data" filter, where this Python has it, keeps every member inside $WORK.)
+  python3 -c 'import sys, tarfile; kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2], **kw)' "$BUNDLE_TAR" "$WORK" \
     || die "cannot unpack $BUNDLE_TAR (neither tar -J nor python3's tarfile worked)"
 fi
 B=$WORK/gpu-bundle

@@ -28,7 +28,7 @@ function demo(...args: string[]): { stdout: string; stderr: string } {
   return { stdout: r.stdout, stderr: r.stderr };
 }
 
-/** What the demo leaves at the top of its folder (scripts/demo.ts's DEMO_ENTRIES and its marker). */
+/** What the demo leaves at the top of its folder (scripts/demo.ts's demoFolder names and its marker). */
 const DEMO_FOLDER = [
   '.mlmkit-demo', 'compare', 'data', 'export', 'general-model', 'general-model-extended-fvt', 'medical-model',
   'medical-model-extended-fvt', 'report.md', 'tokenizer', 'tokenizer-medical', 'tokenizer-medical.json',
@@ -42,7 +42,7 @@ test('--out: a folder holding anything the demo did not make, or a file, is refu
     fs.writeFileSync(path.join(dir, 'data', 'corpus.txt'), 'mine too');
     const r = runDemo(dir, ['--fresh']);
     assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, /^demo: --out \S+ holds files the demo did not make \(no \.mlmkit-demo there\): pass a new or empty folder\n$/);
+    assert.match(r.stderr, /^demo: --out \S+ holds files this script did not make \(no \.mlmkit-demo there\): pass a new or empty folder\n$/);
     assert.deepEqual(fs.readdirSync(dir).sort(), ['data', 'notes.txt']);
     assert.equal(fs.readFileSync(path.join(dir, 'data', 'corpus.txt'), 'utf8'), 'mine too');
     const file = runDemo(path.join(dir, 'notes.txt'), []);
@@ -90,7 +90,7 @@ test('the demo runs every stage; a second run reuses what matches its recipe, tr
   assert.ok(!fs.existsSync(path.join(out, 'general-model', 'checkpoint-3')));
   assert.ok(trainedAt('medical-model-extended-fvt', 3) > extendedBefore, 'the extended model was not adapted again from the new pretrained model');
   assert.ok(resizedAt() > resized, 'the resized model was not made again from the new pretrained model');
-  assert.deepEqual(fs.readdirSync(out).sort(), DEMO_FOLDER, 'the demo wrote a name --fresh does not know (DEMO_ENTRIES)');
+  assert.deepEqual(fs.readdirSync(out).sort(), DEMO_FOLDER, 'the demo wrote a name --fresh does not know (demoFolder.names)');
 
   // --fresh: everything made again; a file of the user's in the demo's folder stays.
   fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
