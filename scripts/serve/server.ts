@@ -2,7 +2,10 @@
 // mlmkit's browser entry (browser.ts). GET / is the page (page.html beside this file), /app.js its
 // script (page-main.ts bundled with TF.js by esbuild at start; Node built-ins are
 // stubbed: the browser code paths never call them), /model/* the export's files. Only those
-// files are served: a request path is resolved inside the export folder or refused.
+// files are served: a request path is resolved inside the export folder (symbolic links
+// followed, and still inside) or refused. A request whose Host is not this server's own address
+// is refused (403): a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding) could
+// otherwise read the model. A malformed path gets 400 and the server goes on.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -55,6 +58,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** The file `rel` names inside `root` (a real path), or null: outside it, through a link or not, or no file. */
+function modelFile(root: string, rel: string): string | null {
+  const file = path.resolve(root, rel);
+  if (!file.startsWith(root + path.sep)) return null;
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch {
+    return null;
+  }
+  return real.startsWith(root + path.sep) && fs.statSync(real).isFile() ? real : null;
+}
+
 /** Starts the page server on 127.0.0.1. */
 export async function servePage(opts: ServeOptions): Promise<RunningServer> {
   const root = fs.realpathSync(opts.exportDir);
@@ -63,20 +79,26 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
   }
   const page = fs.readFileSync(path.join(PAGE_DIR, 'page.html'));
   const app = await bundlePage();
+  let hosts: string[] = [];
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const send = (status: number, type: string, body: string | Buffer) => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
     };
+    if (!hosts.includes((req.headers.host ?? '').toLowerCase())) return send(403, TYPES['.txt'], 'this server answers requests for 127.0.0.1 only\n');
     if (req.method !== 'GET') return send(405, TYPES['.txt'], 'GET only\n');
+    let url: URL;
+    let rel: string;
+    try {
+      url = new URL(req.url ?? '/', 'http://127.0.0.1');
+      rel = decodeURIComponent(url.pathname);
+    } catch {
+      return send(400, TYPES['.txt'], 'malformed path\n');
+    }
     if (url.pathname === '/' || url.pathname === '/index.html') return send(200, TYPES['.html'], page);
     if (url.pathname === '/app.js') return send(200, TYPES['.js'], app);
     if (url.pathname.startsWith('/model/')) {
-      const rel = decodeURIComponent(url.pathname.slice('/model/'.length));
-      const file = path.resolve(root, rel);
-      if (file.startsWith(root + path.sep) && fs.existsSync(file) && fs.statSync(file).isFile()) {
-        return send(200, TYPES[path.extname(file)] ?? 'application/octet-stream', fs.readFileSync(file));
-      }
+      const file = modelFile(root, rel.slice('/model/'.length));
+      if (file !== null) return send(200, TYPES[path.extname(file)] ?? 'application/octet-stream', fs.readFileSync(file));
     }
     send(404, TYPES['.txt'], 'not found\n');
   });
@@ -86,5 +108,6 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
     server.listen(opts.port ?? 0, '127.0.0.1', resolve);
   });
   const { port } = server.address() as AddressInfo;
+  hosts = [`127.0.0.1:${port}`, `localhost:${port}`];
   return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }

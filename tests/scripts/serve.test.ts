@@ -9,6 +9,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InputError } from '../../common/errors.ts';
@@ -49,6 +50,34 @@ test('the server gives the page, its script and the export, and nothing outside 
     assert.equal((await fetch(server.url + p)).status, 404, p);
   }
   await assert.rejects(servePage({ exportDir: src, port: 0 }), (e: unknown) => e instanceof InputError && /has no model\.json/.test(e.message));
+});
+
+/** GET `p` with the Host header given (fetch would set its own); the status and body. */
+function get(p: string, host?: string): Promise<{ status: number; body: string }> {
+  const { port } = new URL(server.url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: p, headers: host !== undefined ? { host } : {} }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => { body += d; }).on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject).end();
+  });
+}
+
+test('the server refuses another Host (DNS rebinding), answers a malformed path with 400 and goes on, and follows no link out of the export', async () => {
+  const { port } = new URL(server.url);
+  for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1:${Number(port) + 1}`]) {
+    assert.deepEqual(await get('/model/model.json', host), { status: 403, body: 'this server answers requests for 127.0.0.1 only\n' }, host);
+  }
+  assert.equal((await get('/model/model.json', `localhost:${port}`)).status, 200);
+  for (const p of ['/model/%E0%A4%A', '/model/%', '/%zz']) assert.deepEqual(await get(p), { status: 400, body: 'malformed path\n' }, p);
+  assert.equal((await get('/model/model.json')).status, 200, 'the server stopped after a malformed path');
+  fs.symlinkSync(path.join(tmp, 'secret.txt'), path.join(tmp, 'tfjs', 'link.txt'));
+  try {
+    assert.equal((await get('/model/link.txt')).status, 404);
+  } finally {
+    fs.rmSync(path.join(tmp, 'tfjs', 'link.txt'));
+  }
 });
 
 for (const backend of ['cpu', 'webgl']) test(`Chromium (${backend}): the page's top-k equals mlm fill-mask --json`, { skip: !haveChromium && process.env.MLM_REQUIRE_CHROMIUM !== '1' ? `no Chromium at ${CHROMIUM}` : false }, async () => {
