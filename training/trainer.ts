@@ -49,6 +49,7 @@ import { writeFileAtomic } from '../common/atomic.ts';
 import { TrainingError } from '../common/errors.ts';
 import { MaskedBatches, RowStream } from '../data/batches.ts';
 import { acquireLock } from '../data/lock.ts';
+import { refuseOutputOverInputs } from '../data/paths.ts';
 import type { MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { readManifest, SplitReader } from '../data/shards.ts';
@@ -115,6 +116,13 @@ const emptyWindow = (): Window => ({ steps: 0, loss_sum: 0, masked_tokens: 0, to
 
 export async function train(o: TrainOptions, ctx: TrainContext): Promise<TrainResult> {
   checkTrainOptions(o);
+  // The run folder may not be, contain or lie inside an input: finishing a run replaces the model
+  // files at its root, and checkpoints rotate away.
+  refuseOutputOverInputs(o.out, [
+    { path: o.data, flag: '--data' },
+    ...(o.from !== undefined && fs.existsSync(o.from) ? [{ path: o.from, flag: '--from' }] : []),
+    ...(o.config !== undefined && fs.existsSync(o.config) ? [{ path: o.config, flag: '--config' }] : []),
+  ]);
   // One run per folder at a time (data/lock.ts): a second `mlm train --out` on it is refused.
   const release = acquireLock(o.out, 'run folder', ctx.log);
   try {
@@ -205,7 +213,9 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       window = state.log_window;
       totals = state.totals;
       if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
-        best = { value: state.best_metric, step: state.best_step, checkpoint: state.best_model_checkpoint };
+        // The folder is this run's checkpoint of that step: the path the state file records (relative
+        // to where the run started, as transformers writes it) is never followed.
+        best = { value: state.best_metric, step: state.best_step, checkpoint: path.join(o.out, checkpointName(state.best_step)) };
       }
       stopping = earlyStoppingState(history, metric, threshold);
       if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;

@@ -120,6 +120,26 @@ test('--load-best-at-end: the final model is the best checkpoint by the metric (
   }
 });
 
+test('--resume --load-best-at-end: the best model is this run\'s checkpoint of the best step; a path in the state file is not followed', async () => {
+  const fx = await data();
+  const out = path.join(tmp, 'best-resume');
+  const other = path.join(tmp, 'best-resume-other');
+  const opts = { data: fx.dataDir, steps: 6, lr: 1e-1, warmup: 0, loadBestAtEnd: true, metricForBest: 'eval_accuracy' };
+  await run(options({ ...opts, out }));
+  await run(options({ ...opts, out: other, seed: 7 }));
+  // The newest checkpoint's state names a model outside the run (an edited or moved state file).
+  const stateFile = path.join(out, 'checkpoint-6', 'trainer_state.json');
+  const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  const elsewhere = path.join(other, 'checkpoint-6');
+  state.best_model_checkpoint = elsewhere;
+  fs.writeFileSync(stateFile, JSON.stringify(state));
+  const r = await run(options({ ...opts, out, steps: 8, resume: true }));
+  const bestStep = (await readTrainerState(path.join(out, 'checkpoint-8'))).best_step;
+  assert.equal(r.best_model_checkpoint, path.join(out, `checkpoint-${bestStep}`));
+  assert.ok(bytes(out).equals(bytes(path.join(out, `checkpoint-${bestStep}`))), 'the final model is the run\'s best checkpoint');
+  assert.ok(!bytes(out).equals(bytes(elsewhere)), 'the final model came from outside the run');
+});
+
 test('best-model rules: metric names, greater_is_better inferred, the patience counter with a threshold', () => {
   assert.equal(parseBestMetric('loss'), 'eval_loss');
   assert.equal(parseBestMetric('eval_accuracy'), 'eval_accuracy');

@@ -148,6 +148,26 @@ test('an --out that passes through a file is bad input (exit 2) for train, prepa
   assert.equal(fs.readFileSync(file, 'utf8'), 'x');
 });
 
+test('a train --out that is, contains or lies inside --from, --data or --config: exit 2 naming the input, before any work; the inputs untouched', async () => {
+  const fx = await data();
+  const model = (await makeTinyCheckpoint(path.join(tmp, 'base-model'), 'bert', { seed: 3 })).dir;
+  const files = () => Object.fromEntries(fs.readdirSync(model).map((f) => [f, fs.readFileSync(path.join(model, f)).toString('base64')]));
+  const before = files();
+  const finetune = (out: string) => mlm(['finetune', '--from', model, '--data', fx.dataDir, '--out', out, '--steps', '2', '--batch-size', '8', '--no-progress']);
+  const re = (how: string, input: string, flag: string) => new RegExp(`^mlm: error: --out \\S+ ${how} the input ${input.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(${flag}\\); writing there could delete or mix with the inputs, choose an --out outside them$`);
+  oneLine(finetune(model), 2, re('is', model, '--from'));
+  oneLine(finetune(path.join(model, 'run')), 2, re('is inside', model, '--from'));
+  oneLine(finetune(fx.dataDir), 2, re('is', fx.dataDir, '--data'));
+  oneLine(finetune(path.dirname(fx.dataDir)), 2, re('contains', fx.dataDir, '--data'));
+  const cfgDir = path.join(tmp, 'cfg-run');
+  fs.mkdirSync(cfgDir);
+  const cfg = path.join(cfgDir, 'tiny.json');
+  fs.copyFileSync(config, cfg);
+  oneLine(mlm(['train', '--config', cfg, '--data', fx.dataDir, '--out', cfgDir, '--steps', '1', '--no-progress']), 2, re('contains', cfg, '--config'));
+  assert.deepEqual(files(), before, 'the base model changed');
+  assert.deepEqual(fs.readdirSync(cfgDir), ['tiny.json']);
+});
+
 test('a config too large for memory (100,000 layers) is refused at once with the estimate (exit 2)', async () => {
   const fx = await data();
   const huge = path.join(tmp, 'huge.json');
