@@ -17,6 +17,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
 import { InputError } from '../common/errors.ts';
+import { insideRoot } from './paths.ts';
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 
@@ -223,11 +224,19 @@ export async function readManifest(dir: string, { verify = true }: { verify?: bo
   }
   if (m?.format !== FORMAT) throw new InputError(`${file} is not an mlmkit manifest (format ${JSON.stringify(m?.format)})`);
   if (m.version !== FORMAT_VERSION) throw new InputError(`${file} has format version ${m.version}; this mlmkit reads version ${FORMAT_VERSION}; prepare the data again`);
+  const damaged = (what: string) => new InputError(`${file} ${what}; the folder is damaged or edited, prepare the data again`);
+  if (!Number.isInteger(m.seq_len) || m.seq_len < 1) throw damaged(`has seq_len ${JSON.stringify(m.seq_len)}, not a whole number above 0`);
+  if (m.dtype !== 'uint16' && m.dtype !== 'uint32') throw damaged(`has dtype ${JSON.stringify(m.dtype)}, not uint16 or uint32`);
   for (const split of ['train', 'validation'] as const) {
     const s = m.splits?.[split];
     if (!s || !Array.isArray(s.shards)) throw new InputError(`${file} has no "${split}" split; prepare the data again`);
     const rowBytes = m.seq_len * bytesPerToken(m.dtype);
     for (const shard of s.shards) {
+      // Shard names come from the file: plain names inside the folder only (data/paths.ts).
+      if (shard === null || typeof shard !== 'object') throw damaged(`lists a ${split} shard that is not an object`);
+      for (const name of [shard.file, shard.words_file]) insideRoot(dir, name, `the ${split} shard file named in ${file},`, 'prepare the data again');
+      if (!Number.isInteger(shard.rows) || shard.rows < 0) throw damaged(`gives ${split} shard ${shard.file} ${JSON.stringify(shard.rows)} rows`);
+      if (typeof shard.sha256 !== 'string' || typeof shard.words_sha256 !== 'string') throw damaged(`gives ${split} shard ${shard.file} no SHA-256`);
       const p = path.join(dir, shard.file);
       let size: number;
       try {

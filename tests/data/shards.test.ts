@@ -84,6 +84,35 @@ test('a damaged folder is refused with a clear error', async () => {
   await assert.rejects(readManifest(path.join(dir, 'nope')), /does not exist/);
 });
 
+test('a manifest naming a shard outside the folder, or with fields of the wrong type, is refused (InputError) before a shard is opened', async () => {
+  const { dir, manifest } = makeFolder(12, 'uint16', 1000);
+  // A shard moved out of the folder and named by a relative path, an absolute path, a number.
+  const outside = path.join(path.dirname(dir), `${path.basename(dir)}-outside.bin`);
+  fs.renameSync(path.join(dir, 'train-00000.bin'), outside);
+  try {
+    const shard0 = manifest.splits.train.shards[0]!;
+    for (const file of [`../${path.basename(outside)}`, outside, 5, '', 'a/../../x.bin'] as unknown[]) {
+      const edited = { ...manifest, splits: { ...manifest.splits, train: { ...manifest.splits.train, shards: [{ ...shard0, file }] } } };
+      fs.writeFileSync(path.join(dir, MANIFEST), JSON.stringify(edited));
+      await assert.rejects(readManifest(dir, { verify: false }), (e: Error) => e instanceof InputError &&
+        /^the train shard file named in .*manifest\.json, .* is not a plain relative path inside .*; prepare the data again$/.test(e.message), String(file));
+    }
+    for (const [field, value, re] of [
+      ['seq_len', '16', /has seq_len "16", not a whole number above 0/],
+      ['dtype', 'float32', /has dtype "float32", not uint16 or uint32/],
+    ] as const) {
+      fs.writeFileSync(path.join(dir, MANIFEST), JSON.stringify({ ...manifest, [field]: value }));
+      await assert.rejects(readManifest(dir, { verify: false }), (e: Error) => e instanceof InputError && re.test(e.message), field);
+    }
+    const rows = { ...manifest, splits: { ...manifest.splits, train: { ...manifest.splits.train, shards: [{ ...shard0, rows: -1 }] } } };
+    fs.writeFileSync(path.join(dir, MANIFEST), JSON.stringify(rows));
+    await assert.rejects(readManifest(dir, { verify: false }), (e: Error) => e instanceof InputError && /gives train shard train-00000\.bin -1 rows; the folder is damaged or edited, prepare the data again$/.test(e.message));
+  } finally {
+    fs.rmSync(outside, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('opening a folder verifies the shard checksums: one id changed to another valid id is refused (exit 2), naming the shard', async () => {
   const { dir } = makeFolder(25, 'uint16', 1000);
   assert.equal((await readManifest(dir)).splits.train.rows, 25); // intact: opens
