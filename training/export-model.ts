@@ -10,6 +10,7 @@
 // rename when complete, so a failed export leaves no partial folder.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { realPathOf } from '../data/paths.ts';
 import { InputError } from '../common/errors.ts';
 import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
@@ -59,17 +60,26 @@ function realPath(p: string): string | null {
   }
 }
 
-/** Refuses an `out` that is a file, holds the model, or is not empty (unless overwrite). */
+/**
+ * Refuses an `out` that is a file, holds the model, lies inside the model's folder (a checkpoint of
+ * a run, say: --overwrite would replace it), or is not empty (unless overwrite).
+ */
 export function checkExportOut(out: string, model: string, overwrite: boolean): void {
   if (out.trim() === '') throw new InputError('--out must name a folder');
+  const modelReal = realPath(model); // null for a Hub id
+  if (modelReal) {
+    const outPath = realPathOf(out);
+    if (modelReal === outPath || modelReal.startsWith(outPath + path.sep)) {
+      throw new InputError(`--out ${out} holds the model being exported; choose another folder`);
+    }
+    if (outPath.startsWith(modelReal + path.sep)) {
+      throw new InputError(`--out ${out} lies inside the model folder ${model}; writing there could replace or mix with its files, choose a folder outside it`);
+    }
+  }
   const outReal = realPath(out);
   if (!outReal) return;
   const st = fs.statSync(outReal);
   if (!st.isDirectory()) throw new InputError(`--out ${out} is a file; choose a folder`);
-  const modelReal = realPath(model);
-  if (modelReal && (modelReal === outReal || modelReal.startsWith(outReal + path.sep))) {
-    throw new InputError(`--out ${out} holds the model being exported; choose another folder`);
-  }
   if (fs.readdirSync(outReal).length > 0 && !overwrite) {
     throw new InputError(`--out ${out} is not empty; choose an empty or new folder, or pass --overwrite to replace it`);
   }

@@ -133,6 +133,18 @@ describe('mlm export --format hf', () => {
     const self = await mlm(['export', '--model', ck.dir, '--out', ck.dir, '--overwrite']);
     assert.equal(self.code, 2);
     assert.match(self.stderr, /^mlm: error: --out .* holds the model being exported; choose another folder\n$/);
+    // A folder inside the model's (a run's checkpoint, say), existing or new: refused, nothing written.
+    const modelFiles = fs.readdirSync(ck.dir).sort();
+    fs.mkdirSync(path.join(ck.dir, 'checkpoint-4'));
+    fs.writeFileSync(path.join(ck.dir, 'checkpoint-4', 'trainer_state.json'), '{}');
+    for (const inside of [path.join(ck.dir, 'checkpoint-4'), path.join(ck.dir, 'new-export')]) {
+      const r = await mlm(['export', '--model', ck.dir, '--out', inside, '--overwrite']);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^mlm: error: --out .* lies inside the model folder .*; writing there could replace or mix with its files, choose a folder outside it\n$/);
+    }
+    assert.deepEqual(fs.readdirSync(path.join(ck.dir, 'checkpoint-4')), ['trainer_state.json']);
+    fs.rmSync(path.join(ck.dir, 'checkpoint-4'), { recursive: true });
+    assert.deepEqual(fs.readdirSync(ck.dir).sort(), modelFiles);
     const missing = await mlm(['export', '--model', path.join(tmp, 'nope/x'), '--out', path.join(tmp, 'x')]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /^mlm: error: model folder .*nope\/x not found; check the path\n$/);
