@@ -154,6 +154,28 @@ function reportFiles(dir: string): { root: string; files: string[] } {
   return { root, files: ['report.md', ...charts] };
 }
 
+/**
+ * `root`/`name`, a file to upload; an InputError when its real path, links followed, lies outside its folder
+ * `root`: a link in a model or run folder must not send a file from elsewhere to the Hub. The Hub
+ * cache's layout is allowed: a snapshot's files (`<repo>/snapshots/<rev>/f`) link into `<repo>/blobs`.
+ */
+function checkNoLinkOut(name: string, root: string): string {
+  const file = path.join(root, name);
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch {
+    throw new InputError(`${file} cannot be read (a link to nothing?); fix or remove it before pushing`);
+  }
+  const rootReal = fs.realpathSync(root);
+  const inside = (outer: string) => real.startsWith(outer + path.sep);
+  const blobs = path.basename(path.dirname(rootReal)) === 'snapshots' ? path.join(rootReal, '..', '..', 'blobs') : null;
+  if (!inside(rootReal) && !(blobs !== null && inside(blobs))) {
+    throw new InputError(`${file} leads to ${real}, outside ${root}; push uploads no file from outside the folder (copy it in, or remove the link)`);
+  }
+  return file;
+}
+
 /** `owner/name` checked; a bare name gets the owner later (whoami). */
 export function checkRepoName(repo: string): string {
   const r = repo.trim();
@@ -326,9 +348,9 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
 
   // What goes up, by repo path (the report's files lie in the run folder when dir is a checkpoint).
   const uploads = new Map<string, string | Buffer>();
-  for (const f of [...files, ...RESULT_JSON.filter((r) => fs.existsSync(path.join(dir, r)))]) uploads.set(f, path.join(dir, f));
-  uploads.set(CARD_FILE, cardText ?? cardPath);
-  for (const f of report?.files ?? []) if (!uploads.has(f)) uploads.set(f, path.join(report!.root, f));
+  for (const f of [...files, ...RESULT_JSON.filter((r) => fs.existsSync(path.join(dir, r)))]) uploads.set(f, checkNoLinkOut(f, dir));
+  uploads.set(CARD_FILE, cardText ?? checkNoLinkOut(CARD_FILE, dir));
+  for (const f of report?.files ?? []) if (!uploads.has(f)) uploads.set(f, checkNoLinkOut(f, report!.root));
   const sized: PushedFile[] = [];
   for (const [p, src] of uploads) sized.push({ path: p, bytes: typeof src === 'string' ? (await fsp.stat(src)).size : src.length });
   const total = sized.reduce((s, f) => s + f.bytes, 0);

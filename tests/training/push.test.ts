@@ -252,6 +252,32 @@ describe('push', () => {
     assert.ok(!hub.repos.has('org/no-report'));
   });
 
+  test('a link in the folder leading outside it is refused, naming it, before anything goes up; the Hub cache\'s links into blobs/ are fine', async () => {
+    const secret = path.join(tmp, 'secret.txt');
+    fs.writeFileSync(secret, 'not for the Hub\n');
+    for (const [name, includeReport] of [['train_results.json', false], ['vocab.txt', false], ['loss.png', true]] as const) {
+      const run = runFolder();
+      fs.rmSync(path.join(run, name), { force: true });
+      fs.symlinkSync(secret, path.join(run, name));
+      const repo = `org/link-${name.replace('.', '-')}`;
+      await assert.rejects(pushModel(opts(run, repo, { includeReport })), (e) => oneLine(e, new RegExp(`^\\S+/${name.replace('.', '\\.')} leads to .*secret\\.txt, outside \\S+; push uploads no file from outside the folder \\(copy it in, or remove the link\\)$`)));
+      assert.ok(!hub.repos.has(repo), name);
+    }
+    // A folder laid out as the Hub cache: every file of the snapshot a link into ../../blobs.
+    const repoDir = path.join(tmp, 'cache-layout', 'models--org--cached');
+    const snapshot = path.join(repoDir, 'snapshots', 'a'.repeat(40));
+    fs.mkdirSync(snapshot, { recursive: true });
+    fs.mkdirSync(path.join(repoDir, 'blobs'));
+    const src = modelCopy();
+    for (const f of fs.readdirSync(src)) {
+      fs.copyFileSync(path.join(src, f), path.join(repoDir, 'blobs', `blob-${f}`));
+      fs.symlinkSync(path.join('..', '..', 'blobs', `blob-${f}`), path.join(snapshot, f));
+    }
+    const r = await pushModel(opts(snapshot, 'org/from-cache'));
+    assertArrived('org/from-cache', src, MODEL_FILES);
+    assert.equal(r.repo, 'org/from-cache');
+  });
+
   test('bad input and refusals: one line, InputError', async () => {
     const dir = modelCopy();
     const env = (extra: Record<string, string>) => ({ env: { HF_ENDPOINT: hub.url, HF_HOME: path.join(tmp, 'empty-home'), ...extra } });
