@@ -379,6 +379,17 @@ export function importWeights(
   source: string,
 ): ModelWeights {
   const family = config.model_type;
+  // More layers in the config than in the checkpoint is said before the table of expected tensors
+  // is built (16 entries a layer: a config claiming 10^8 layers ran out of memory building it).
+  // Fewer: the extra layers' tensors are named below as unexpected.
+  const layers = new Set<number>();
+  for (const name of tensors.keys()) {
+    const m = /(?:^|\.)encoder\.layer\.(\d+)\./.exec(name);
+    if (m) layers.add(Number(m[1]));
+  }
+  if (layers.size > 0 && config.num_hidden_layers > layers.size) {
+    throw new InputError(`${source}: config.json says num_hidden_layers ${config.num_hidden_layers} but the checkpoint holds the weights of ${layers.size} layer(s)`);
+  }
   const table = parameterTable(config);
   const tied = tiedNames(family);
   const byCanonical = canonicalNames(family, tensors.keys());

@@ -187,6 +187,13 @@ test('missing, unexpected and misshapen tensors are refused, naming them', () =>
   unexpected.set('bert.encoder.layer.2.output.dense.bias', { shape: [32], data: new Float32Array(32) });
   refuses(() => importWeights(tinyBert, unexpected, 'ckpt'), /does not use: bert\.encoder\.layer\.2\.output\.dense\.bias$/);
 
+  // A config with more layers than the checkpoint (10^8 here): said at once, before the table of
+  // expected tensors is built (it ran out of memory).
+  const deep = parseModelConfig({ ...readJson('tests/fixtures/reference/bert/config.json'), num_hidden_layers: 100_000_000 }, 'x');
+  const t0 = Date.now();
+  refuses(() => importWeights(deep, hf, 'ckpt'), /^ckpt: config\.json says num_hidden_layers 100000000 but the checkpoint holds the weights of 2 layer\(s\)$/);
+  assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms`);
+
   const misshapen = new Map(hf);
   misshapen.set('bert.encoder.layer.0.intermediate.dense.weight', { shape: [32, 37], data: new Float32Array(32 * 37) });
   refuses(
