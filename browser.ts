@@ -93,6 +93,45 @@ interface MlmkitMetadata {
 }
 
 /**
+ * The files a tfjs model.json names (its tokenizer file and weight shards) and the bytes its
+ * weights take, checked: every name a plain relative path inside the folder (no `..`, no absolute
+ * path or URL, so a model.json cannot make the loader fetch from elsewhere), every weight float32
+ * or int32 of a whole-number shape. Throws an Error starting with `where` otherwise. `mlm serve`
+ * also checks the shards' sizes with it before serving (scripts/serve/server.ts).
+ */
+export function tfjsExportFiles(modelJson: unknown, where: string): { tokenizer: string; shards: string[]; weightBytes: number } {
+  const bad = (what: string) => new Error(`${where} ${what}; export it again with mlm export --format tfjs`);
+  const plain = (name: unknown, what: string): string => {
+    if (typeof name !== 'string' || name === '' || /[\\:?#\0]/.test(name) || name.startsWith('/') ||
+      name.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+      throw bad(`names ${what} ${JSON.stringify(String(name).slice(0, 200))}, not a plain file name inside the folder`);
+    }
+    return name;
+  };
+  const json = modelJson as { userDefinedMetadata?: { mlmkit?: MlmkitMetadata }; weightsManifest?: unknown } | null;
+  const meta = json?.userDefinedMetadata?.mlmkit;
+  if (!meta || !(meta.format_version >= 2) || typeof meta.config !== 'object' || meta.config === null) {
+    throw bad('is not a self-describing mlmkit tfjs export (format_version 2)');
+  }
+  const tokenizer = plain(meta.tokenizer, 'the tokenizer file');
+  if (!Array.isArray(json!.weightsManifest)) throw bad('has no weightsManifest');
+  const shards: string[] = [];
+  let weightBytes = 0;
+  for (const group of json!.weightsManifest as Array<{ paths?: unknown; weights?: unknown }>) {
+    if (!Array.isArray(group?.paths) || !Array.isArray(group.weights)) throw bad('has a weight group without paths or weights');
+    for (const p of group.paths) shards.push(plain(p, 'the weight shard'));
+    for (const w of group.weights as Array<{ name?: unknown; shape?: unknown; dtype?: unknown }>) {
+      const shape = w?.shape;
+      if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0) || (w.dtype !== 'float32' && w.dtype !== 'int32')) {
+        throw bad(`describes weight ${JSON.stringify(String(w?.name))} with shape ${JSON.stringify(shape)} and dtype ${JSON.stringify(w?.dtype)} (float32 or int32 of whole sizes expected)`);
+      }
+      weightBytes += 4 * shape.reduce((a: number, d: number) => a * d, 1);
+    }
+  }
+  return { tokenizer, shards, weightBytes };
+}
+
+/**
  * Loads a `mlm export --format tfjs` folder from `baseUrl` (ending in '/'; relative URLs resolve
  * against the page). `given` replaces the global fetch.
  */
@@ -105,13 +144,11 @@ export async function loadTfjsModel(tf: Tf, baseUrl: string, given?: typeof fetc
     if (!res.ok) throw new Error(`${base}${name}: HTTP ${res.status}`);
     return res.json();
   };
-  const modelJson = (await getJson('model.json')) as { userDefinedMetadata?: { mlmkit?: MlmkitMetadata } };
-  const meta = modelJson.userDefinedMetadata?.mlmkit;
-  if (!meta || meta.format_version < 2 || typeof meta.config !== 'object') {
-    throw new Error(`${base}model.json is not a self-describing mlmkit tfjs export (format_version 2); export it again with mlm export --format tfjs`);
-  }
+  const modelJson = (await getJson('model.json')) as { userDefinedMetadata: { mlmkit: MlmkitMetadata } };
+  const files = tfjsExportFiles(modelJson, `${base}model.json`);
+  const meta = modelJson.userDefinedMetadata.mlmkit;
   const config = parseModelConfig(meta.config, `${base}model.json`);
-  const tokenizerJson = (await getJson(meta.tokenizer)) as object;
+  const tokenizerJson = (await getJson(files.tokenizer)) as object;
   let tokenizerConfig: Record<string, unknown> = {};
   try {
     tokenizerConfig = (await getJson('tokenizer_config.json')) as Record<string, unknown>;
@@ -122,6 +159,10 @@ export async function loadTfjsModel(tf: Tf, baseUrl: string, given?: typeof fetc
   if (!handler.load) throw new Error('tf.io.http cannot load here');
   const artifacts = await handler.load();
   if (!artifacts.weightData || !artifacts.weightSpecs) throw new Error(`${base}model.json lists no weights`);
+  const got = Array.isArray(artifacts.weightData) ? artifacts.weightData.reduce((a, b) => a + b.byteLength, 0) : artifacts.weightData.byteLength;
+  if (got !== files.weightBytes) {
+    throw new Error(`${base}model.json's weights take ${files.weightBytes} bytes but its shards hold ${got}; export it again with mlm export --format tfjs`);
+  }
   const decoded = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
   const tensors = new Map<string, NamedArray>();
   for (const [name, t] of Object.entries(decoded)) {

@@ -104,3 +104,33 @@ for (const family of ['bert', 'roberta'] as const) {
     });
   });
 }
+
+test('a model.json naming files outside its folder, or shards that do not hold its weights, is refused with one clear error', async () => {
+  const good = path.join(tmp, 'bert-tfjs');
+  if (!fs.existsSync(path.join(good, 'model.json'))) {
+    const src = (await makeTinyCheckpoint(path.join(tmp, 'bad-src'), 'bert', { seed: 2 })).dir;
+    await exportModel({ model: src, out: good, format: 'tfjs' });
+  }
+  const modelJson = JSON.parse(fs.readFileSync(path.join(good, 'model.json'), 'utf8'));
+  const variant = (name: string, edit: (m: typeof modelJson) => void, shardBytes?: number) => {
+    const dir = path.join(tmp, `bad-${name}`);
+    fs.cpSync(good, dir, { recursive: true });
+    const m = structuredClone(modelJson);
+    edit(m);
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(m));
+    if (shardBytes !== undefined) fs.truncateSync(path.join(dir, modelJson.weightsManifest[0].paths[0]), shardBytes);
+    return `${baseUrl}bad-${name}/`;
+  };
+  fs.writeFileSync(path.join(tmp, 'secret.bin'), Buffer.alloc(64));
+  const cases: Array<[string, (m: typeof modelJson) => void, RegExp, number?]> = [
+    ['up', (m) => { m.weightsManifest[0].paths = ['../secret.bin']; }, /model\.json names the weight shard "\.\.\/secret\.bin", not a plain file name inside the folder; export it again with mlm export --format tfjs$/],
+    ['abs', (m) => { m.weightsManifest[0].paths = ['http://evil.example/x.bin']; }, /names the weight shard "http:\/\/evil\.example\/x\.bin", not a plain file name/],
+    ['tok', (m) => { m.userDefinedMetadata.mlmkit.tokenizer = '/etc/passwd'; }, /names the tokenizer file "\/etc\/passwd", not a plain file name/],
+    ['dtype', (m) => { m.weightsManifest[0].weights[0].dtype = 'float16'; }, /describes weight ".*" with shape \[.*\] and dtype "float16" \(float32 or int32 of whole sizes expected\)/],
+    ['short', () => {}, /model\.json's weights take \d+ bytes but its shards hold 1000; export it again/, 1000],
+  ];
+  for (const [name, edit, re, bytes] of cases) {
+    await assert.rejects(loadTfjsModel(tf, variant(name, edit, bytes)), (e: Error) => re.test(e.message) && !e.message.includes('\n'), name);
+  }
+});
+

@@ -11,6 +11,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tfjsExportFiles } from '../../browser.ts';
 import { InputError } from '../../common/errors.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -71,12 +72,37 @@ function modelFile(root: string, rel: string): string | null {
   return real.startsWith(root + path.sep) && fs.statSync(real).isFile() ? real : null;
 }
 
+/**
+ * Checks the export before serving it (the page would fail only once opened): model.json's file
+ * names plain names inside the folder (browser.ts), the tokenizer file and every shard there, the
+ * shards' bytes what the weights need. InputError naming what is wrong.
+ */
+function checkExport(root: string, shown: string): void {
+  const where = path.join(shown, 'model.json');
+  let files: ReturnType<typeof tfjsExportFiles>;
+  try {
+    files = tfjsExportFiles(JSON.parse(fs.readFileSync(path.join(root, 'model.json'), 'utf8')), where);
+  } catch (err) {
+    throw new InputError(err instanceof SyntaxError ? `${where} is not valid JSON (${err.message}); export it again with mlm export --format tfjs` : (err as Error).message);
+  }
+  let bytes = 0;
+  for (const name of [files.tokenizer, ...files.shards]) {
+    const file = modelFile(root, name);
+    if (file === null) throw new InputError(`${path.join(shown, name)}, named in ${where}, is missing; export it again with mlm export --format tfjs`);
+    if (name !== files.tokenizer) bytes += fs.statSync(file).size;
+  }
+  if (bytes !== files.weightBytes) {
+    throw new InputError(`${where}: the weights take ${files.weightBytes} bytes but the shards hold ${bytes}; export it again with mlm export --format tfjs`);
+  }
+}
+
 /** Starts the page server on 127.0.0.1. */
 export async function servePage(opts: ServeOptions): Promise<RunningServer> {
   const root = fs.realpathSync(opts.exportDir);
   if (!fs.existsSync(path.join(root, 'model.json'))) {
     throw new InputError(`${opts.exportDir} has no model.json; give a model folder or a mlm export --format tfjs folder`);
   }
+  checkExport(root, opts.exportDir);
   const page = fs.readFileSync(path.join(PAGE_DIR, 'page.html'));
   const app = await bundlePage();
   let hosts: string[] = [];

@@ -52,6 +52,27 @@ test('the server gives the page, its script and the export, and nothing outside 
   await assert.rejects(servePage({ exportDir: src, port: 0 }), (e: unknown) => e instanceof InputError && /has no model\.json/.test(e.message));
 });
 
+test('an export with a missing or short shard, or a model.json naming files outside it, is refused before serving (InputError, one line)', async () => {
+  const good = path.join(tmp, 'tfjs');
+  const modelJson = JSON.parse(fs.readFileSync(path.join(good, 'model.json'), 'utf8'));
+  const shard = modelJson.weightsManifest[0].paths[0] as string;
+  const variant = (name: string, change: (dir: string) => void) => {
+    const dir = path.join(tmp, `broken-${name}`);
+    fs.cpSync(good, dir, { recursive: true });
+    change(dir);
+    return dir;
+  };
+  const cases: Array<[string, (dir: string) => void, RegExp]> = [
+    ['missing', (d) => fs.rmSync(path.join(d, shard)), new RegExp(`^\\S+/${shard}, named in \\S+model\\.json, is missing; export it again with mlm export --format tfjs$`)],
+    ['short', (d) => fs.truncateSync(path.join(d, shard), 100), /^\S+model\.json: the weights take \d+ bytes but the shards hold 100; export it again with mlm export --format tfjs$/],
+    ['outside', (d) => fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify({ ...modelJson, weightsManifest: [{ ...modelJson.weightsManifest[0], paths: ['../secret.txt'] }] })), /names the weight shard "\.\.\/secret\.txt", not a plain file name inside the folder/],
+    ['json', (d) => fs.writeFileSync(path.join(d, 'model.json'), '{'), /^\S+model\.json is not valid JSON \(.*\); export it again with mlm export --format tfjs$/],
+  ];
+  for (const [name, change, re] of cases) {
+    await assert.rejects(servePage({ exportDir: variant(name, change), port: 0 }), (e: unknown) => e instanceof InputError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+});
+
 /** GET `p` with the Host header given (fetch would set its own); the status and body. */
 function get(p: string, host?: string): Promise<{ status: number; body: string }> {
   const { port } = new URL(server.url);
