@@ -88,7 +88,7 @@ type Koffi = typeof import('koffi');
 type KoffiLib = ReturnType<Koffi['load']>;
 
 /** The library files searched on `platform`, in order (see the file header). */
-export function blasCandidates(platform: NodeJS.Platform): string[] {
+function blasCandidates(platform: NodeJS.Platform): string[] {
   switch (platform) {
     case 'linux':
       return ['libopenblas.so.0', 'libopenblas.so', 'libopenblas64.so.0', 'libopenblas64_.so.0', 'libmkl_rt.so.2', 'libmkl_rt.so'];
