@@ -1097,7 +1097,10 @@ export class MlmTokenizer {
     const normalized = this.engine.getNormalizer()?.normalizeString(text) ?? text;
     const pre = this.engine.getPreTokenizer();
     if (!pre) return normalized === '' ? [] : [{ surface: normalized, piece: normalized }];
-    return pre.preTokenizeString(normalized).map(([piece, [start, end]]) => ({ surface: normalized.slice(start, end), piece }));
+    // The bindings' offsets count code points; a JS string is indexed in UTF-16 units, which differ
+    // after any character outside the BMP (an emoji): map them first.
+    const at = utf16Index(normalized);
+    return pre.preTokenizeString(normalized).map(([piece, [start, end]]) => ({ surface: at === null ? normalized.slice(start, end) : normalized.slice(at[start], at[end]), piece }));
   }
 
   /** The token strings of `text` encoded alone (no specials), as the bindings give them. */
@@ -1393,6 +1396,20 @@ async function readJsonIfPresent(file: string): Promise<Record<string, unknown> 
     if (err instanceof InputError) throw err;
     throw new InputError(`${file} is not valid JSON (${(err as Error).message})`);
   }
+}
+
+/** The UTF-16 index of each code-point index of `s` (one past the end included), or null when
+ * every character of `s` is in the BMP (the two counts agree). */
+function utf16Index(s: string): number[] | null {
+  if (!/[\uD800-\uDFFF]/.test(s)) return null;
+  const at: number[] = [];
+  let i = 0;
+  for (const ch of s) {
+    at.push(i);
+    i += ch.length;
+  }
+  at.push(i);
+  return at;
 }
 
 /** Special-token names and model_max_length from tokenizer_config.json and special_tokens_map.json

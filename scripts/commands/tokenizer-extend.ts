@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
+import { corpusInputs, refuseOutputOverInputs } from '../../data/paths.ts';
 import { writeFolderAtomic } from '../../common/atomic.ts';
 import { InputError, requireInteger } from '../../common/errors.ts';
 import { Progress } from '../../data/progress.ts';
@@ -65,6 +66,8 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     const log = (line: string) => process.stderr.write(line + '\n');
     // The corpus first: a wrong --corpus fails before a download of --from.
     const files = await resolveCorpusFiles(args.corpus);
+    // The tokenizer written inside a corpus folder would be read back as corpus by the next prepare.
+    refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const from = await resolveModel(args.from, { revision: args.revision, log });
     const old = await MlmTokenizer.load(from.dir);
 

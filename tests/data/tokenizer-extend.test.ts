@@ -64,6 +64,19 @@ for (const family of ['bert', 'roberta'] as Family[]) {
       assert.ok(r.after.tokensPerWord < r.before.tokensPerWord);
     });
 
+    test('an emoji (a character outside the BMP) before a word leaves the word\'s text whole', async () => {
+      const old = await tinyTokenizer(family);
+      const words = old.preTokenize('great \u{1F600} hepatosplenomegaly \u00e9\u{1F600}x');
+      const surfaces = words.map((w) => w.surface.trim());
+      assert.ok(surfaces.includes('hepatosplenomegaly'), JSON.stringify(surfaces));
+      assert.ok(surfaces.every((w) => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(w)), `a surrogate pair cut in two: ${JSON.stringify(surfaces)}`);
+      // The tally and the extension see the same words as without the emoji (a different one on
+      // each line, so that none is itself frequent enough to be added).
+      const lines = domainLines().map((l, i) => `${String.fromCodePoint(0x1f600 + i)}${l}`);
+      const r = await extendTokenizer(old, tallyOf(old, lines), { add: 3, minFrequency: 3 });
+      assert.deepEqual(r.added.map((a) => a.token.replace(/^Ġ/, '')).sort(), ['cholangitis', 'hepatosplenomegaly', 'thrombocytopenia']);
+    });
+
     test('the written tokenizer.json gives the bindings\' ids for 1,000 varied lines', async () => {
       const old = await tinyTokenizer(family);
       const r = await extendTokenizer(old, tallyOf(old, domainLines()), { add: 3 });
@@ -122,6 +135,14 @@ describe('mlm tokenizer extend', () => {
         assert.equal(bad.stderr.trimEnd().split('\n').length, 1, bad.stderr);
         assert.ok(!fs.existsSync(path.join(tmp, 'bad')), 'nothing written');
       }
+      // An --out inside the corpus folder (the next prepare would read the tokenizer as corpus).
+      const corpusDir = path.join(tmp, 'corpus-dir');
+      fs.mkdirSync(corpusDir);
+      fs.copyFileSync(corpus, path.join(corpusDir, 'domain.txt'));
+      const inside = await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpusDir, '--add', '1', '--out', path.join(corpusDir, 'tok'), '--no-progress']);
+      assert.equal(inside.code, 2, inside.stderr);
+      assert.match(inside.stderr, /^mlm: error: --out \S+ is inside the input \S+corpus-dir \(--corpus\); writing there could delete or mix with the inputs, choose an --out outside them\n$/);
+      assert.deepEqual(fs.readdirSync(corpusDir), ['domain.txt']);
       // An existing non-empty --out is never overwritten.
       const again = await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpus, '--add', '1', '--out', out, '--no-progress']);
       assert.equal(again.code, 2);
