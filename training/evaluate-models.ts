@@ -5,7 +5,7 @@ import { requireInteger, requireOpenFraction, requireSeed } from '../common/erro
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
-import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from './evaluate.ts';
+import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult, type RawTextOptions } from './evaluate.ts';
 import type { ResolvedModel } from './hub.ts';
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
@@ -28,6 +28,8 @@ export interface EvaluateModelsOptions {
   pseudo?: boolean;
   /** Tokens per block for raw text (default 128). */
   seqLen?: number;
+  /** How raw text is read (the text field of tables, paragraphs of .txt files, invalid UTF-8). */
+  text?: RawTextOptions;
   /** The backend's capabilities (BackendInfo.capabilities); the reference paths when absent. */
   capabilities?: ModelCapabilities;
   /** Written into caches of raw text (created_by). */
@@ -74,6 +76,7 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
           maxPositions: maxSequenceLength(folder.config),
           modelLabel: resolved.source,
           version: opts.version ?? 'mlmkit',
+          text: opts.text,
         });
         try {
           const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;

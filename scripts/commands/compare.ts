@@ -26,8 +26,9 @@ import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { VERSION } from '../../common/version.ts';
 import { requireFreshOut } from './tokenizer-extend.ts';
+import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
-interface CompareArgs {
+interface CompareArgs extends RawTextArgs {
   model: string[];
   data: string[];
   out?: string;
@@ -38,8 +39,6 @@ interface CompareArgs {
   seed: number;
   'batch-size': number;
   'seq-len': number;
-  'text-field': string;
-  'split-paragraphs': boolean;
   backend: string;
   json: boolean;
   progress: boolean;
@@ -55,7 +54,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
   command: 'compare',
   describe: 'What changed between models on held-out text (tokenizers may differ): per-word gains, per-document perplexity, fertility',
   builder: (y: Argv) =>
-    y
+    withRawTextOptions(y)
       .option('model', { type: 'string', array: true, demandOption: true, describe: 'two or more model folders or Hub ids; the first is the baseline' })
       .option('data', { type: 'string', array: true, demandOption: true, describe: 'held-out raw text: files, folders or globs' })
       .option('out', { type: 'string', describe: 'new folder for compare.md, documents.svg and compare.json' })
@@ -66,8 +65,6 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       .option('seed', { type: 'number', default: 42, describe: 'seed of the masked-token evaluation' })
       .option('batch-size', { type: 'number', default: 32, describe: 'rows per forward pass' })
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per row of the masked-token evaluation' })
-      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
-      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the JSON document on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
@@ -83,7 +80,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
 
     const files = await resolveCorpusFiles(args.data);
     const docs: string[] = [];
-    for await (const d of requireNonEmpty(readDocuments(files, { textField: args['text-field'], splitParagraphs: args['split-paragraphs'] }), files)) {
+    for await (const d of requireNonEmpty(readDocuments(files, rawTextOptions(args)), files)) {
       if (d.text.trim() !== '') docs.push(d.text);
       if (docs.length >= args['max-docs']) break;
     }
@@ -111,7 +108,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
         let correct = 0;
         let masked = 0;
         for (const spec of args.data) {
-          const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions: maxSequenceLength(m.folder.config), modelLabel: m.label, version: VERSION });
+          const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions: maxSequenceLength(m.folder.config), modelLabel: m.label, version: VERSION, text: rawTextOptions(args) });
           try {
             const r = await evaluateMasked(tf, m.model, data.reader, maskingFor(m.tokenizer), { batchSize: args['batch-size'], seed: args.seed });
             lossSum += r.loss * r.masked_tokens;

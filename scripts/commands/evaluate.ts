@@ -18,8 +18,9 @@ import { checkEvalData } from '../../training/evaluate.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
 import { withConfigFile } from '../config-file.ts';
+import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
-interface EvaluateArgs {
+interface EvaluateArgs extends RawTextArgs {
   model: string[];
   data: string[];
   split: SplitName;
@@ -40,7 +41,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
   command: 'evaluate',
   describe: 'Held-out loss, perplexity and accuracy of masked-LM models',
   builder: (y: Argv) =>
-    withConfigFile(y
+    withConfigFile(withRawTextOptions(y)
       .option('model', { type: 'string', array: true, demandOption: true, describe: 'model folders or Hugging Face Hub ids (several: a comparison table)' })
       .option('data', { type: 'string', array: true, demandOption: true, describe: 'prepared data folders, or raw text files / folders / globs (each value is one data set)' })
       .option('split', { choices: ['validation', 'train'] as const, default: 'validation' as const, describe: 'split of a prepared folder' })
@@ -83,6 +84,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       wholeWordMask: args['whole-word-mask'],
       pseudo: args.pseudo,
       seqLen: args['seq-len'],
+      text: rawTextOptions(args),
       version: VERSION,
       capabilities: backend.capabilities,
       onStart: (label, total) => {

@@ -12,15 +12,14 @@ import { Progress } from '../../data/progress.ts';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { resolveModel } from '../../training/hub.ts';
+import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
-interface ExtendArgs {
+interface ExtendArgs extends RawTextArgs {
   from: string;
   corpus: string[];
   add: number;
   out: string;
   'min-frequency': number;
-  'text-field': string;
-  'split-paragraphs': boolean;
   revision?: string;
   json: boolean;
   progress: boolean;
@@ -45,14 +44,12 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
   command: 'extend',
   describe: "Add the domain words that save the most tokens to a model's tokenizer (old ids unchanged)",
   builder: (y: Argv) =>
-    y
+    withRawTextOptions(y)
       .option('from', { type: 'string', demandOption: true, describe: 'model folder, Hub id, or tokenizer folder to extend' })
       .option('corpus', { type: 'string', array: true, demandOption: true, describe: 'domain text: files, folders or globs (.txt .jsonl .csv .tsv .parquet .arrow)' })
       .option('add', { type: 'number', demandOption: true, describe: 'how many words to add' })
       .option('out', { type: 'string', demandOption: true, describe: 'new folder for the extended tokenizer' })
       .option('min-frequency', { type: 'number', default: 3, describe: 'least count of a word in the corpus to be added' })
-      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
-      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
       .option('revision', { type: 'string', describe: 'Hub revision for --from ids' })
       .option('show', { type: 'number', default: 15, describe: 'how many added words to list' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
@@ -75,7 +72,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     const progress = new Progress({ label: 'counting words', total, unit: 'bytes', enabled: args.progress });
     const tally = new WordTally(old);
     let bytes = 0;
-    for await (const d of requireNonEmpty(readDocuments(files, { splitParagraphs: args['split-paragraphs'], textField: args['text-field'] }), files)) {
+    for await (const d of requireNonEmpty(readDocuments(files, rawTextOptions(args)), files)) {
       tally.add(d.text);
       bytes += d.bytes;
       progress.update(bytes);
