@@ -12,7 +12,9 @@
 //   `resize_token_embeddings` leaves new rows (for comparison).
 //
 // The new tokenizer must keep every old id (same token at each id below the old size); the
-// result's config says the new vocab_size.
+// result's config says the new vocab_size. A model with more rows than its tokenizer has ids (a
+// table padded to a round size) keeps them: new ids that fall on those unused rows get them
+// initialised like the rows added past the end, and the table grows only as far as needed.
 import { InputError } from '../common/errors.ts';
 import { Rng } from '../common/rng.ts';
 import type { MlmTokenizer } from '../data/tokenizer.ts';
@@ -41,7 +43,7 @@ export interface ResizedModel {
 }
 
 /** Throws an InputError unless `next` keeps every id of `old` (and adds at least one). */
-export function checkExtends(old: MlmTokenizer, next: MlmTokenizer, oldRows: number): void {
+export function checkExtends(old: MlmTokenizer, next: MlmTokenizer): void {
   if (next.family !== old.family) throw new InputError(`the new tokenizer is ${next.family}, the model's is ${old.family}; extend the model's own tokenizer (mlm tokenizer extend --from MODEL)`);
   for (let id = 0; id < old.vocabSize; id++) {
     if (next.idToToken(id) !== old.idToToken(id)) {
@@ -50,8 +52,8 @@ export function checkExtends(old: MlmTokenizer, next: MlmTokenizer, oldRows: num
       );
     }
   }
-  if (next.vocabSize <= oldRows) {
-    throw new InputError(`the new tokenizer has ${next.vocabSize} ids and the model already has ${oldRows} rows; nothing to resize`);
+  if (next.vocabSize <= old.vocabSize) {
+    throw new InputError(`the new tokenizer has ${next.vocabSize} ids, no more than the model's tokenizer (${old.vocabSize}); nothing to resize`);
   }
 }
 
@@ -84,27 +86,32 @@ export async function resizeModel(
 ): Promise<ResizedModel> {
   const V = config.vocab_size;
   const H = config.hidden_size;
-  checkExtends(old, next, V);
+  checkExtends(old, next);
+  // The first new id: rows from here to V are the padding of a table larger than the old
+  // tokenizer (never produced by it), so they are the new ids' to take.
+  const first = Math.min(old.vocabSize, V);
   const names = tiedNames(config.model_type);
   const emb = weights.tensors.get(names.wordEmbeddings)!;
   const bias = weights.tensors.get(names.bias)!;
-  const V2 = next.vocabSize;
+  const V2 = Math.max(V, next.vocabSize);
   const emb2 = new Float32Array(V2 * H);
   emb2.set(emb.data);
   const bias2 = new Float32Array(V2);
   bias2.set(bias.data);
   const rows: NewRow[] = [];
-  if (opts.init === 'random') fillNormal(emb2.subarray(V * H), new Rng(opts.seed ?? 42), config.initializer_range);
-  for (let id = V; id < V2; id++) {
+  if (opts.init === 'random') {
+    fillNormal(emb2.subarray(first * H, next.vocabSize * H), new Rng(opts.seed ?? 42), config.initializer_range);
+    bias2.fill(0, first, next.vocabSize);
+  }
+  for (let id = first; id < next.vocabSize; id++) {
     const token = next.idToToken(id) ?? '';
     if (opts.init === 'random') {
       rows.push({ id, token, from: [] });
       continue;
     }
-    // Ids past the old table (a tokenizer with more ids than the model had rows) are skipped.
-    const from = (await fvtSources(old, next, id)).filter((s) => s < V);
+    const from = (await fvtSources(old, next, id)).filter((s) => s < first);
     const src = from.length > 0 ? from : [old.specialIds.unk];
-    const row = emb2.subarray(id * H, (id + 1) * H);
+    const row = emb2.subarray(id * H, (id + 1) * H).fill(0);
     let b = 0;
     for (const s of src) {
       const r = emb.data.subarray(s * H, (s + 1) * H);

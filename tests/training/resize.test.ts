@@ -6,12 +6,15 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { resizeModel } from '../../training/resize.ts';
 import { openSafetensors } from '../../training/safetensors.ts';
 import { parameterTable, tiedNames } from '../../training/models/weights.ts';
 import { makeTinyCheckpoint, runMlm, type Family } from './tiny-checkpoint.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WORDS = ['thrombocytopenia', 'hepatosplenomegaly', 'cholangitis'];
 const lines = () => WORDS.flatMap((w, i) => Array.from({ length: 5 + i }, () => ` the ${w} the`));
 
@@ -58,6 +61,45 @@ for (const family of ['bert', 'roberta'] as Family[]) {
     });
   });
 }
+
+test('a model with more rows than its tokenizer has ids: new ids on the unused rows get FVT rows too; the table grows only past them', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-resize-pad-'));
+  try {
+    const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 6, padVocab: 8 });
+    const model = await loadModelFolder(ck.dir);
+    const O = model.tokenizer.vocabSize;
+    const V = model.config.vocab_size;
+    assert.equal(V, O + 8, 'the fixture pads the table by 8 rows');
+    const tally = new WordTally(model.tokenizer);
+    for (const l of [...lines(), ...fs.readFileSync(path.join(ROOT, 'tests/fixtures/tokenizers/prose.txt'), 'utf8').split('\n')]) tally.add(l);
+    const names = tiedNames('bert');
+    const H = model.config.hidden_size;
+    const oldE = model.weights.tensors.get(names.wordEmbeddings)!.data;
+    const oldB = model.weights.tensors.get(names.bias)!.data;
+    for (const add of [3, 12]) {
+      const ext = await extendTokenizer(model.tokenizer, tally, { add, minFrequency: 1 });
+      const r = await resizeModel(model.config, model.weights, model.tokenizer, ext.tokenizer, { init: 'fvt' });
+      const V2 = Math.max(V, ext.tokenizer.vocabSize);
+      assert.equal(r.config.vocab_size, V2);
+      assert.deepEqual(r.rows.map((x) => x.id), ext.added.map((a) => a.id).sort((a, b) => a - b), 'every new id gets a row, also those below the old table size');
+      const newE = r.weights.tensors.get(names.wordEmbeddings)!.data;
+      const newB = r.weights.tensors.get(names.bias)!.data;
+      assert.deepEqual([...newE.subarray(0, O * H)], [...oldE.subarray(0, O * H)], 'the tokenizer\'s rows unchanged');
+      for (const row of r.rows) {
+        for (let h = 0; h < H; h++) {
+          const mean = row.from.reduce((sum, i) => sum + oldE[i * H + h], 0) / row.from.length;
+          assert.ok(Math.abs(newE[row.id * H + h] - mean) <= 1e-6 * Math.max(1, Math.abs(mean)), `${row.token} row ${h}`);
+        }
+        assert.ok(row.from.every((i) => i < O), 'FVT sources are ids of the old tokenizer');
+        assert.ok(Math.abs(newB[row.id] - row.from.reduce((sum, i) => sum + oldB[i], 0) / row.from.length) <= 1e-6);
+      }
+      // Padding rows no new id takes stay as they were.
+      for (let id = ext.tokenizer.vocabSize; id < V; id++) assert.deepEqual([...newE.subarray(id * H, (id + 1) * H)], [...oldE.subarray(id * H, (id + 1) * H)]);
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
 
 describe('resizeModel: random init and checks', () => {
   test('random rows: seeded, normal(0, initializer_range) within sampling error, bias 0', async () => {
