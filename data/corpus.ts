@@ -874,31 +874,58 @@ function spread(base: number, size: number, rows: number): (row: number) => numb
 
 /**
  * Re-cuts CSV text into pieces that each end just after a line break outside quoted fields, so
- * that no quoted field spans two pieces. Quote state is the parity of '"' characters seen (an
- * escaped quote "" toggles twice). With a stray quote inside an unquoted field the parity stays
- * odd and the rest of the file becomes one piece: still correct, only less streamed.
+ * that no quoted field spans two pieces. It reads fields as arquero's parser does (d3-dsv's
+ * rules): a quote opens a quoted field only as a field's first character; inside one, `""` is a
+ * quote and a lone `"` ends it (the character after it ends the field); anywhere else a quote is
+ * an ordinary character. (Until 2026-12-07 the quote state was the parity of all quotes, and a
+ * stray quote inside an unquoted field, as in `5" screen`, flipped it: pieces were then cut inside
+ * later quoted fields and arquero lost their second lines.)
  */
 class RecordAligner {
   private pending: string[] = [];
-  private inQuote = false;
+  private state: 'start' | 'plain' | 'quoted' | 'quote' = 'start';
+  private readonly delimiter: number;
+
+  constructor(delimiter: string) {
+    this.delimiter = delimiter.charCodeAt(0);
+  }
 
   /** Feeds text; returns the text up to the last safe cut, or null when there is none yet. */
   push(text: string): string | null {
-    let q = this.inQuote;
+    const QUOTE = 34;
+    const NEWLINE = 10;
+    const delim = this.delimiter;
+    let st = this.state;
     let cut = -1;
-    let pos = 0;
-    for (;;) {
-      const quote = text.indexOf('"', pos);
-      const segEnd = quote < 0 ? text.length : quote;
-      if (!q && segEnd > pos) {
-        const nl = text.lastIndexOf('\n', segEnd - 1);
-        if (nl >= pos) cut = nl;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      switch (st) {
+        case 'quoted':
+          // Skip to the next quote at once: nothing else matters inside a quoted field.
+          i = text.indexOf('"', i);
+          if (i < 0) i = text.length;
+          else st = 'quote';
+          break;
+        case 'quote':
+          // After a quote inside a quoted field: a second one is an escaped quote; any other
+          // character closed the field and ends it (arquero takes it as the separator), a line
+          // break ending the record too.
+          if (c === QUOTE) st = 'quoted';
+          else {
+            st = 'start';
+            if (c === NEWLINE) cut = i;
+          }
+          break;
+        default: // 'start' or 'plain'
+          if (c === NEWLINE) {
+            st = 'start';
+            cut = i;
+          } else if (c === delim) st = 'start';
+          else if (st === 'start' && c === QUOTE) st = 'quoted';
+          else st = 'plain';
       }
-      if (quote < 0) break;
-      q = !q;
-      pos = quote + 1;
     }
-    this.inQuote = q;
+    this.state = st;
     if (cut < 0) {
       this.pending.push(text);
       return null;
@@ -939,7 +966,7 @@ async function* readDelimited(file: string, delimiter: string, o: Required<Corpu
   }
   // arquero 8.0.3's streaming CSV parser garbles a quoted field that spans two chunks
   // (uwdata/arquero#395), so it is only given text cut at line breaks outside quotes.
-  const aligner = new RecordAligner();
+  const aligner = new RecordAligner(delimiter);
   const stream = new ReadableStream<string>({
     start(ctl) {
       const out = aligner.push(first);

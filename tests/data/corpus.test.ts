@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fromCSV } from 'arquero';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
@@ -336,6 +337,19 @@ describe('tables', () => {
     assert.equal(docs.reduce((s, d) => s + d.bytes, 0), await totalBytes([f]));
     // Small chunks give the same table.
     assert.deepEqual((await readAll([f], { chunkSize: 5 })).map((d) => d.text), docs.map((d) => d.text));
+  });
+
+  test('.csv: a quote inside an unquoted field is an ordinary character; later quoted fields with line breaks stay whole at every chunk size', async () => {
+    // arquero parsing the whole text at once is the reference.
+    // (3,000 rows: with the old quote-parity rule, arquero lost the second line of a few of them.)
+    const rows = ['1,a 5" screen', ...Array.from({ length: 3000 }, (_, i) => `${i + 2},"line one of ${i + 2}\nline ""two"" of ${i + 2}"`), '9999,b "quoted" in the middle'];
+    const text = `id,text\n${rows.join('\n')}\n`;
+    const f = await put('tables/stray.csv', text);
+    const want = (fromCSV(text, { autoType: false }).array('text') as string[]);
+    assert.equal(want[1], 'line one of 2\nline "two" of 2');
+    for (const chunkSize of [61, 1000, 1 << 20]) {
+      assert.deepEqual((await readAll([f], { chunkSize })).map((d) => d.text), want, `chunkSize ${chunkSize}`);
+    }
   });
 
   test('.tsv with another text column; missing column lists the columns', async () => {
