@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fromCSV } from 'arquero';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
-import { table, toArrowIPC } from 'arquero';
+import { fromCSV, table, toArrowIPC } from 'arquero';
 import { InputError } from '../../common/errors.ts';
 import {
   SUPPORTED_EXTENSIONS,
