@@ -1088,6 +1088,18 @@ export class MlmTokenizer {
   }
 
   /**
+   * [start, end) ranges of at most `max` UTF-16 units that cover `text`, cut where the pipeline
+   * has a word boundary (see "Bounds for pathological text"; a run with none for `max` units is
+   * cut anyway): the ranges' words are the text's words. One range for a short text or a pipeline
+   * mlmkit does not cut (chunkKind null).
+   */
+  windows(text: string, max: number = WINDOW_CHARS): Array<[number, number]> {
+    const kind = this.chunkKind;
+    if (kind === null || text.length <= max) return [[0, text.length]];
+    return cutParts(text, 0, text.length, max, kind, this.cjk).map(([a, b]) => [a, b]);
+  }
+
+  /**
    * The words the tokenizer's model sees in `text`: its normaliser, then its pre-tokenizer, as
    * the bindings run them. Each word comes as `surface` (its span of the normalised text, which
    * encodes alone to the same pieces when pre-tokenization is per word) and `piece` (what the

@@ -77,6 +77,18 @@ for (const family of ['bert', 'roberta'] as Family[]) {
       assert.deepEqual(r.added.map((a) => a.token.replace(/^Ġ/, '')).sort(), ['cholangitis', 'hepatosplenomegaly', 'thrombocytopenia']);
     });
 
+    test('a long document tallied in small windows counts the same words as in one piece', async () => {
+      const old = await tinyTokenizer(family);
+      const text = [...parityLines(300), ...domainLines()].join(' ');
+      const whole = new WordTally(old, text.length + 1);
+      whole.add(text);
+      const windowed = new WordTally(old, 400); // longer than any word of the text (a longer word would be cut)
+      windowed.add(text);
+      assert.ok(old.windows(text, 400).length > 100, 'the text is cut into many windows');
+      assert.equal(windowed.total, whole.total);
+      assert.deepEqual([...windowed.words].sort(), [...whole.words].sort());
+    });
+
     test('the written tokenizer.json gives the bindings\' ids for 1,000 varied lines', async () => {
       const old = await tinyTokenizer(family);
       const r = await extendTokenizer(old, tallyOf(old, domainLines()), { add: 3 });
