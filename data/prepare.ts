@@ -22,7 +22,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
-import { InputError, requireSeed } from '../common/errors.ts';
+import { InputError, requireChoice, requireSeed } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, refuseOutputOverInputs } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -225,8 +225,9 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
  * Refuses unusable options (InputError naming the CLI flag). Needs no files: `prepare` calls it
  * first, and the CLI before it fetches a Hub tokenizer (the model's positions are checked once known).
  */
-export function checkPrepareOptions(opts: Pick<PrepareOptions, 'seqLen' | 'maxPositions' | 'validationSplit' | 'seed'>): void {
+export function checkPrepareOptions(opts: Pick<PrepareOptions, 'seqLen' | 'maxPositions' | 'validationSplit' | 'seed'> & { mode?: string }): void {
   const { seqLen } = opts;
+  if (opts.mode !== undefined) requireChoice(opts.mode, ['blocks', 'lines'], 'mode');
   if (!Number.isInteger(seqLen) || seqLen < 8 || seqLen > 1 << 16) {
     throw new InputError(`--seq-len must be an integer between 8 and 65536, got ${seqLen}`);
   }

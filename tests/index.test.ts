@@ -49,4 +49,15 @@ test('bad input is an InputError with one line', async () => {
   await assert.rejects(fillMask(ck.dir, 'no mask here', { backend: 'cpu' }), (e: unknown) => e instanceof InputError && !e.message.includes('\n'));
   await assert.rejects(fillMask(ck.dir, 'the [MASK]', { topK: 0 }), (e: unknown) => e instanceof InputError && e.message === 'topK must be a positive integer, got 0');
   await assert.rejects(evaluate({ models: path.join(tmp, 'missing'), data: PROSE, backend: 'cpu' }), InputError);
+  // Options of the wrong value, named in one line (a TypeError, a silent empty result or another
+  // option's message before 2026-12-07).
+  const named = (re: RegExp) => (e: unknown) => e instanceof InputError && re.test(e.message) && !e.message.includes('\n');
+  await assert.rejects(evaluate({ models: ck.dir, data: PROSE, split: 'foo' as never, backend: 'cpu' }), named(/^--split must be validation or train, got "foo"$/));
+  await assert.rejects(evaluate({ models: [], data: PROSE, backend: 'cpu' }), named(/^no model to evaluate/));
+  await assert.rejects(evaluate({ models: ck.dir, data: [], backend: 'cpu' }), named(/^no data to evaluate on/));
+  await assert.rejects(prepare({ corpus: [PROSE], tokenizer: ck.dir, out: path.join(tmp, 'bad-mode'), mode: 'foo' as never }), named(/^--mode must be blocks or lines, got "foo"$/));
+  assert.ok(!fs.existsSync(path.join(tmp, 'bad-mode')));
+  await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), precision: 'foo' as never, backend: 'cpu' }), named(/^--precision must be one of fp32, fp16, auto, got "foo"$/));
+  await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), warmup: -1, backend: 'cpu' }), named(/^--warmup must be a fraction in \[0, 1\) or a number of steps, got -1$/));
+  assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')));
 });

@@ -1,7 +1,7 @@
 // Evaluating several models on several data sets: the loop behind `mlm evaluate`
 // (scripts/commands/evaluate.ts), callable from the library (index.ts). Each model is loaded once,
 // scored on every data set (masked loss, or pseudo-perplexity), and disposed before the next.
-import { requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
+import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
@@ -52,6 +52,7 @@ export interface EvaluationRow {
  * too before it resolves (perhaps downloads) the models.
  */
 export function checkEvaluateOptions(opts: Omit<EvaluateModelsOptions, 'models' | 'data'>): void {
+  if (opts.split !== undefined) requireChoice(opts.split, ['validation', 'train'], 'split');
   if (opts.batchSize !== undefined) requireInteger(opts.batchSize, 'batch-size', 1);
   if (opts.maxBatches !== undefined) requireInteger(opts.maxBatches, 'max-batches', 0);
   if (opts.seqLen !== undefined) requireInteger(opts.seqLen, 'seq-len', 8);
@@ -62,6 +63,8 @@ export function checkEvaluateOptions(opts: Omit<EvaluateModelsOptions, 'models' 
 /** Scores every model on every data set, in order (models outer). */
 export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promise<EvaluationRow[]> {
   checkEvaluateOptions(opts);
+  if (opts.models.length === 0) throw new InputError('no model to evaluate: give at least one (--model)');
+  if (opts.data.length === 0) throw new InputError('no data to evaluate on: give at least one data set (--data)');
   const batchSize = opts.batchSize ?? 32;
   const maxBatches = opts.maxBatches ?? 0;
   const rows: EvaluationRow[] = [];

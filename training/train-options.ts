@@ -8,8 +8,8 @@ import type { Manifest } from '../data/shards.ts';
 import { parseBestMetric } from './best-model.ts';
 import { INIT_ATTENTION_CHOICES, type InitAttention } from './init-attention.ts';
 import { INIT_BIAS_CHOICES, type InitBias } from './init-bias.ts';
-import type { PrecisionName } from './precision.ts';
-import type { ScheduleName } from './schedule.ts';
+import { checkPrecisionName, type PrecisionName } from './precision.ts';
+import { warmupSteps, type ScheduleName } from './schedule.ts';
 import type { TrainerState } from './train-state.ts';
 
 export interface TrainOptions {
@@ -183,6 +183,9 @@ export function checkTrainOptions(o: TrainOptions): void {
   if (!(o.adamEpsilon > 0)) throw new InputError(`--adam-epsilon must be positive, got ${o.adamEpsilon}`);
   if (!(o.maxGradNorm >= 0)) throw new InputError(`--max-grad-norm must be >= 0 (0 switches clipping off), got ${o.maxGradNorm}`);
   if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new InputError(`--lr must be a positive number, got ${o.lr}`);
+  // Checked here too (the schedule is built once the data is read): a bad value fails before any work.
+  warmupSteps(o.warmup, 1);
+  if (o.precision !== undefined) checkPrecisionName(o.precision);
   if (o.metricForBest !== undefined) parseBestMetric(o.metricForBest);
   if (o.earlyStoppingPatience !== undefined) requireInteger(o.earlyStoppingPatience, 'early-stopping-patience', 0);
   if (o.earlyStoppingThreshold !== undefined && !(o.earlyStoppingThreshold >= 0)) {

@@ -59,6 +59,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
   handler: async (args: ArgumentsCamelCase<ExtendArgs>) => {
     requireInteger(args.add, 'add', 1);
     requireInteger(args['min-frequency'], 'min-frequency', 1);
+    requireInteger(args.show, 'show', 0);
     requireFreshOut(args.out);
     const log = (line: string) => process.stderr.write(line + '\n');
     // The corpus first: a wrong --corpus fails before a download of --from.

@@ -139,6 +139,7 @@ describe('mlm tokenizer extend', () => {
       const cases: Array<[string[], RegExp]> = [
         [['--add', '40'], /^mlm: error: only 3 words qualify/],
         [['--add', '0'], /^mlm: error: --add must be an integer >= 1/],
+        [['--add', '1', '--show', '-3'], /^mlm: error: --show must be an integer >= 0/],
       ];
       for (const [extra, pattern] of cases) {
         const bad = await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpus, '--out', path.join(tmp, 'bad'), '--no-progress', ...extra]);
