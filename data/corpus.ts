@@ -52,6 +52,9 @@ export interface CorpusOptions {
   chunkSize?: number;
 }
 
+/** The options of how raw text is read that every command reading it takes (scripts/commands/text-options.ts). */
+export type RawTextOptions = Pick<CorpusOptions, 'splitParagraphs' | 'textField' | 'onInvalidUtf8'>;
+
 export interface CorpusDocument {
   /** The text exactly as in the file (a paragraph excludes its final line break). */
   text: string;

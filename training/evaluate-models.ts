@@ -2,10 +2,11 @@
 // (scripts/commands/evaluate.ts), callable from the library (index.ts). Each model is loaded once,
 // scored on every data set (masked loss, or pseudo-perplexity), and disposed before the next.
 import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
+import type { RawTextOptions } from '../data/corpus.ts';
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
-import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult, type RawTextOptions } from './evaluate.ts';
+import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from './evaluate.ts';
 import type { ResolvedModel } from './hub.ts';
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';

@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireSeed } from '../common/errors.ts';
 import { RowStream } from '../data/batches.ts';
-import { resolveCorpusFiles, type CorpusOptions } from '../data/corpus.ts';
+import { resolveCorpusFiles, type RawTextOptions } from '../data/corpus.ts';
 import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch, type WholeWordSelection } from '../data/masking.ts';
 import { prepare } from '../data/prepare.ts';
 import { Rng } from '../common/rng.ts';
@@ -278,9 +278,6 @@ function refuseShardsWithoutManifest(spec: string): void {
   }
 }
 
-/** How raw text is read for evaluation (data/corpus.ts's options; --text-field, --split-paragraphs, --on-invalid-utf8). */
-export type RawTextOptions = Pick<CorpusOptions, 'splitParagraphs' | 'textField' | 'onInvalidUtf8'>;
-
 /**
  * Opens one data set for evaluation: a prepared folder (the `split` split) or raw text paths
  * (files, folders, globs: tokenized with `tokenizer` into `seqLen`-token blocks in a temporary
@@ -313,9 +310,7 @@ export async function openEvalData(
       out,
       seqLen,
       mode: 'blocks',
-      splitParagraphs: opts.text?.splitParagraphs,
-      textField: opts.text?.textField,
-      onInvalidUtf8: opts.text?.onInvalidUtf8,
+      ...opts.text,
       validationSplit: 0, // every document goes to the one split that is scored
       seed: 0,
       overwrite: false,

@@ -9,8 +9,9 @@ import { checkPrepareOptions, prepare, PrepareInterrupted } from '../../data/pre
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
+import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
-interface PrepareArgs {
+interface PrepareArgs extends RawTextArgs {
   corpus: string[];
   tokenizer?: string;
   model?: string;
@@ -20,9 +21,6 @@ interface PrepareArgs {
   'validation-split': number;
   validation?: string[];
   'line-by-line': boolean;
-  'text-field': string;
-  'split-paragraphs': boolean;
-  'on-invalid-utf8': 'error' | 'replace';
   seed: number;
   overwrite: boolean;
   json: boolean;
@@ -33,7 +31,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
   command: 'prepare',
   describe: 'Tokenize a corpus into training-ready token shards',
   builder: (y: Argv) =>
-    y
+    withRawTextOptions(y)
       .option('corpus', { type: 'string', array: true, demandOption: true, describe: 'files, folders or globs (.txt .jsonl .csv .tsv .parquet .arrow)' })
       .option('tokenizer', { type: 'string', describe: 'tokenizer folder (tokenizer.json, or vocab.txt, or vocab.json + merges.txt)' })
       .option('model', { type: 'string', describe: 'model folder or Hub id: its tokenizer is used and --seq-len is checked against its positions' })
@@ -43,9 +41,6 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       .option('validation-split', { type: 'number', default: 0.05, describe: 'share of documents held out (seeded, document level)' })
       .option('validation', { type: 'string', array: true, describe: 'a given held-out set instead of --validation-split' })
       .option('line-by-line', { type: 'boolean', default: false, describe: 'one example per non-blank line instead of packed blocks' })
-      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
-      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
-      .option('on-invalid-utf8', { choices: ['error', 'replace'] as const, default: 'error' as const, describe: 'invalid UTF-8: stop, or replace with U+FFFD' })
       .option('seed', { type: 'number', default: 42 })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an --out folder that holds something else' })
       .option('json', { type: 'boolean', default: false, describe: 'print the manifest as JSON on stdout' })
@@ -93,9 +88,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       seed: args.seed,
       overwrite: args.overwrite,
       maxPositions,
-      splitParagraphs: args['split-paragraphs'],
-      textField: args['text-field'],
-      onInvalidUtf8: args['on-invalid-utf8'],
+      ...rawTextOptions(args),
       log,
       progress: args.progress,
       version: VERSION,

@@ -1,8 +1,7 @@
-// The options of the commands that read raw text besides prepare and tokenizer train (evaluate,
-// compare, tokenizer extend): the field of .jsonl and table files, paragraphs of .txt files, and
-// invalid UTF-8, with the same names and defaults as prepare's.
+// The options of every command that reads raw text (prepare, tokenizer train and extend, evaluate,
+// compare): the field of .jsonl and table files, paragraphs of .txt files, and invalid UTF-8.
 import type { Argv } from 'yargs';
-import type { RawTextOptions } from '../../training/evaluate.ts';
+import type { RawTextOptions } from '../../data/corpus.ts';
 
 export interface RawTextArgs {
   'text-field': string;

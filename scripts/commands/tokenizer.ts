@@ -11,8 +11,9 @@ import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
 import { extendCommand } from './tokenizer-extend.ts';
+import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
-interface TrainArgs {
+interface TrainArgs extends RawTextArgs {
   corpus: string[];
   'vocab-size': number;
   out: string;
@@ -20,9 +21,6 @@ interface TrainArgs {
   lowercase: boolean;
   'min-frequency': number;
   'limit-alphabet'?: number;
-  'text-field': string;
-  'split-paragraphs': boolean;
-  'on-invalid-utf8': 'error' | 'replace';
   overwrite: boolean;
   json: boolean;
   progress: boolean;
@@ -35,7 +33,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
   command: 'train',
   describe: 'Train a WordPiece (bert) or byte-level BPE (roberta) vocabulary on a corpus',
   builder: (y: Argv) =>
-    y
+    withRawTextOptions(y)
       .option('corpus', { type: 'string', array: true, demandOption: true, describe: 'files, folders or globs (.txt .jsonl .csv .tsv .parquet .arrow)' })
       .option('vocab-size', { type: 'number', demandOption: true, describe: 'vocabulary size, special tokens included' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder for the tokenizer files' })
@@ -43,9 +41,6 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       .option('lowercase', { type: 'boolean', default: false, describe: 'lowercase (and, for bert, strip accents) before tokenizing' })
       .option('min-frequency', { type: 'number', default: 2, describe: 'merge only pairs seen at least this often' })
       .option('limit-alphabet', { type: 'number', describe: 'bert: keep only the N most frequent characters (rarer ones become [UNK])' })
-      .option('text-field', { type: 'string', default: 'text', describe: 'field or column with the text (.jsonl and tables)' })
-      .option('split-paragraphs', { type: 'boolean', default: false, describe: '.txt: one document per blank-line-separated paragraph' })
-      .option('on-invalid-utf8', { choices: ['error', 'replace'] as const, default: 'error' as const, describe: 'invalid UTF-8: stop, or replace with U+FFFD' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'write into an --out folder that already holds files' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
@@ -70,7 +65,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'reading', total, unit: 'bytes', enabled: args.progress });
     const docs = requireNonEmpty(
-      readDocuments(files, { splitParagraphs: args['split-paragraphs'], textField: args['text-field'], onInvalidUtf8: args['on-invalid-utf8'] }),
+      readDocuments(files, rawTextOptions(args)),
       files,
     );
     let bytes = 0;
