@@ -42,9 +42,10 @@ export function realPathOf(p: string): string {
 }
 
 /** True when `inner` is `outer` or lies below it (both absolute and normalised). */
-function within(inner: string, outer: string): boolean {
+export function within(inner: string, outer: string): boolean {
   const rel = path.relative(outer, inner);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  // '..' or '../...' leaves `outer`; a name inside it may itself start with '..' ('..notes').
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
 
 /**

@@ -10,8 +10,8 @@
 // rename when complete, so a failed export leaves no partial folder.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { realPathOf } from '../data/paths.ts';
 import { InputError } from '../common/errors.ts';
+import { realPathOf, within } from '../data/paths.ts';
 import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
 import { onnxModelBytes } from './onnx-export.ts';
@@ -69,10 +69,10 @@ export function checkExportOut(out: string, model: string, overwrite: boolean): 
   const modelReal = realPath(model); // null for a Hub id
   if (modelReal) {
     const outPath = realPathOf(out);
-    if (modelReal === outPath || modelReal.startsWith(outPath + path.sep)) {
+    if (within(modelReal, outPath)) {
       throw new InputError(`--out ${out} holds the model being exported; choose another folder`);
     }
-    if (outPath.startsWith(modelReal + path.sep)) {
+    if (within(outPath, modelReal)) {
       throw new InputError(`--out ${out} lies inside the model folder ${model}; writing there could replace or mix with its files, choose a folder outside it`);
     }
   }

@@ -38,7 +38,7 @@ import * as path from 'node:path';
 import { commitIter, createBranch, createRepo, HubApiError, whoAmI, type CommitOutput, type CommitProgressEvent } from '@huggingface/hub';
 import { writeFileAtomic } from '../common/atomic.ts';
 import { InputError } from '../common/errors.ts';
-import { insideRoot } from '../data/paths.ts';
+import { insideRoot, within } from '../data/paths.ts';
 import { CONFIG_FILE, readConfigFile, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
 import { checkRevision, DEFAULT_REVISION, formatBytes, hubSettings, isHubId, networkCause, runFolderModel, type HubSettings } from './hub.ts';
 import { CARD_MARKER, collectCardFacts, modelCard, runFolderOf } from './model-card.ts';
@@ -168,9 +168,8 @@ function checkNoLinkOut(name: string, root: string): string {
     throw new InputError(`${file} cannot be read (a link to nothing?); fix or remove it before pushing`);
   }
   const rootReal = fs.realpathSync(root);
-  const inside = (outer: string) => real.startsWith(outer + path.sep);
   const blobs = path.basename(path.dirname(rootReal)) === 'snapshots' ? path.join(rootReal, '..', '..', 'blobs') : null;
-  if (!inside(rootReal) && !(blobs !== null && inside(blobs))) {
+  if (!within(real, rootReal) && !(blobs !== null && within(real, blobs))) {
     throw new InputError(`${file} leads to ${real}, outside ${root}; push uploads no file from outside the folder (copy it in, or remove the link)`);
   }
   return file;

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tfjsExportFiles } from '../../browser.ts';
 import { InputError } from '../../common/errors.ts';
+import { within } from '../../data/paths.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The page sources (page.html, page-main.ts) sit beside this file, in the repository and the package. */
@@ -62,14 +63,14 @@ export interface RunningServer {
 /** The file `rel` names inside `root` (a real path), or null: outside it, through a link or not, or no file. */
 function modelFile(root: string, rel: string): string | null {
   const file = path.resolve(root, rel);
-  if (!file.startsWith(root + path.sep)) return null;
+  if (file === root || !within(file, root)) return null;
   let real: string;
   try {
     real = fs.realpathSync(file);
   } catch {
     return null;
   }
-  return real.startsWith(root + path.sep) && fs.statSync(real).isFile() ? real : null;
+  return within(real, root) && fs.statSync(real).isFile() ? real : null;
 }
 
 /**
@@ -85,12 +86,13 @@ function checkExport(root: string, shown: string): void {
   } catch (err) {
     throw new InputError(err instanceof SyntaxError ? `${where} is not valid JSON (${err.message}); export it again with mlm export --format tfjs` : (err as Error).message);
   }
-  let bytes = 0;
-  for (const name of [files.tokenizer, ...files.shards]) {
+  const present = (name: string): string => {
     const file = modelFile(root, name);
     if (file === null) throw new InputError(`${path.join(shown, name)}, named in ${where}, is missing; export it again with mlm export --format tfjs`);
-    if (name !== files.tokenizer) bytes += fs.statSync(file).size;
-  }
+    return file;
+  };
+  present(files.tokenizer);
+  const bytes = files.shards.reduce((sum, name) => sum + fs.statSync(present(name)).size, 0);
   if (bytes !== files.weightBytes) {
     throw new InputError(`${where}: the weights take ${files.weightBytes} bytes but the shards hold ${bytes}; export it again with mlm export --format tfjs`);
   }

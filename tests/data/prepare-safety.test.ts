@@ -93,6 +93,9 @@ test('refuseOutputOverInputs compares real paths, also for an --out that does no
     (e: Error) => e instanceof InputError && / is inside the input /.test(e.message));
   // A sibling whose name only starts like the input is not inside it.
   refuseOutputOverInputs(path.join(real, 'inputs-out'), [{ path: path.join(real, 'inputs'), flag: '--corpus' }]);
+  // A folder inside the input whose name starts with '..' is inside it.
+  assert.throws(() => refuseOutputOverInputs(path.join(real, 'inputs', '..out'), [{ path: path.join(real, 'inputs'), flag: '--corpus' }]),
+    (e: Error) => e instanceof InputError && / is inside the input /.test(e.message));
 });
 
 test('insideRoot keeps a path from outside data inside its root', () => {
