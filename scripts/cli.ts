@@ -16,6 +16,24 @@ import { modelCommand } from './commands/model.ts';
 import { compareCommand } from './commands/compare.ts';
 import { pushCommand } from './commands/push.ts';
 
+/**
+ * Refuses an empty or blank argument (`--lr ''`, `--out=`, `--validation a.txt ' '`). yargs reads
+ * such a value as 0 for a number option and as '' for a string one, which a path option resolves to
+ * the working folder: no option of mlm means anything by an empty value.
+ */
+export function checkEmptyArguments(argv: string[]): void {
+  argv.forEach((token, i) => {
+    const eq = token.startsWith('--') ? token.indexOf('=') : -1;
+    const value = eq >= 0 ? token.slice(eq + 1) : token;
+    if (value.trim() !== '') return;
+    const before = argv[i - 1];
+    const option = eq >= 0 ? token.slice(0, eq) : before?.startsWith('-') && !before.includes('=') ? before : null;
+    throw new InputError(option
+      ? `${option} was given an empty value; give a value or leave the option out`
+      : `argument ${i + 1} is empty; remove it or give a value (an unset shell variable?)`);
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
     .scriptName('mlm')
@@ -49,6 +67,7 @@ export async function main(argv: string[]): Promise<void> {
       throw new InputError(msg);
     });
   try {
+    checkEmptyArguments(argv);
     await cli.parseAsync();
   } catch (raw) {
     // Raw system errors (ENOSPC, EROFS, EEXIST...) become one line with the path and what to do.

@@ -93,11 +93,15 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
       if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string')) {
         throw new InputError(`${where} must be a string or a list of strings, got ${describeValue(value)}`);
       }
+      if ((v as string[]).some((x) => x.trim() === '')) throw new InputError(`${where} holds an empty string; remove it or give a value`);
     } else if (keys.flags?.includes(key) && typeof v === 'boolean') {
       if (v === false) continue;
       v = '';
     } else if (typeof v !== 'string') {
       throw new InputError(`${where} must be a string, got ${describeValue(v)}`);
+    } else if (v.trim() === '') {
+      // An empty path would resolve to the working folder (the command line refuses it too, scripts/cli.ts).
+      throw new InputError(`${where} is empty; give a value or leave the key out`);
     }
     const resolve = (s: string): string => {
       if (s === '' || path.isAbsolute(s)) return s;

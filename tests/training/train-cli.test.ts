@@ -95,6 +95,13 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
+  // Empty values (an unset shell variable): yargs would read 0 for a number and '' (the working
+  // folder) for a path.
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('l'), '--lr', ''], /^mlm: error: --lr was given an empty value; give a value or leave the option out$/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out=', '--steps', '1'], /^mlm: error: --out was given an empty value/, true);
+  badInput(['prepare', '--corpus', fx.dataDir, '--out', out('m'), '--tokenizer', fx.tokenizerDir, '--validation-split', ' '], /^mlm: error: --validation-split was given an empty value/, true);
+  badInput(['evaluate', '--model', out('no-model'), '--data', 'a', ''], /^mlm: error: argument 6 is empty; remove it or give a value/, true);
+  assert.equal(fs.existsSync(out('l')), false);
 
   const unrelated = out('unrelated');
   fs.mkdirSync(unrelated);
@@ -162,4 +169,7 @@ test('--config-file: option values from a JSON or YAML file (kebab-case or camel
   badInput(['train', '--config-file', write('ytype.yaml', 'steps: "3"\n')], /key "steps" must be a number, got "3"$/);
   badInput(['train', '--config-file', path.join(dir, 'absent.json')], /--config-file .*absent\.json not found/);
   badInput(['evaluate', '--config-file', write('eval.json', { model: 'm', data: 'd', steps: 3 })], /key "steps" is not an option of mlm evaluate/);
+  // An empty path would resolve to the working folder.
+  badInput(['train', '--config-file', write('empty.json', { config: 'model.json', data: 'd', out: '' })], /key "out" is empty; give a value or leave the key out$/, true);
+  badInput(['evaluate', '--config-file', write('blank.json', { model: 'm', data: ['a', ' '] })], /key "data" holds an empty string; remove it or give a value$/, true);
 });
