@@ -1,9 +1,18 @@
 // What the BLAS tests share: the library found here (2 threads), the skip reason when there is
 // none (not under MLM_REQUIRE_BLAS=1, CI, where the tests then fail), and a Blas that counts its
 // sgemm calls, the idle-CPU measure of OpenBLAS's threads, and a batch of products as the worker
-// threads' BLAS job describes it (simd-pool.ts), and a product's float64 reference.
+// threads' BLAS job describes it (simd-pool.ts), a product's float64 reference, and the loss and
+// gradients of a tiny BERT to compare between matmul libraries.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Tensor2D } from '@tensorflow/tfjs';
+import { Rng } from '../../../common/rng.ts';
+import type { Tf } from '../../../training/backend.ts';
 import { openBlas, type Blas } from '../../../training/backend/blas.ts';
+import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/models/bert.ts';
+import { parseModelConfig, type ModelConfig } from '../../../training/models/config.ts';
 
 export const found = openBlas({ threads: 2 });
 export const skip = found.blas !== null || process.env.MLM_REQUIRE_BLAS === '1' ? false : `no BLAS library: ${found.reason}`;
@@ -87,4 +96,59 @@ export function float64Product(ta: boolean, tb: boolean, M: number, N: number, K
     }
   }
   return { sum, abs };
+}
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** The tiny BERT of tests/fixtures/reference/bert. */
+export function tinyBertConfig(): ModelConfig {
+  return parseModelConfig(JSON.parse(readFileSync(path.join(ROOT, 'tests/fixtures/reference/bert/config.json'), 'utf8')), 'tiny bert');
+}
+
+/**
+ * A tiny BERT (weights from `seed`) and a batch of `batch` x `seqLen` random ids, 30% of them
+ * labelled; `gradients()` runs one training pass (dropout from `dropoutSeed`) with whatever matmul
+ * library the backend has at that moment and returns every gradient and the loss ('loss') as
+ * Float32Arrays, leaving no tensors behind.
+ */
+export function tinyBertGradients(tf: Tf, config: ModelConfig, o: { seed: number; dataSeed: number; dropoutSeed: number; batch: number; seqLen: number }) {
+  const rng = new Rng(o.dataSeed);
+  const ids = Array.from({ length: o.batch * o.seqLen }, () => 1 + rng.int(config.vocab_size - 1));
+  const labels = Int32Array.from(ids, (id) => (rng.next() < 0.3 ? id : IGNORE_INDEX));
+  const inputs: MlmInputs = {
+    inputIds: tf.tensor2d(ids, [o.batch, o.seqLen], 'int32') as Tensor2D,
+    attentionMask: tf.ones([o.batch, o.seqLen], 'int32') as Tensor2D,
+  };
+  const model = createBert(tf, config, { seed: o.seed });
+  return {
+    gradients(): Map<string, Float32Array> {
+      const { value, grads } = tf.variableGrads(() => model.maskedLoss(inputs, labels, { training: true, dropoutSeed: o.dropoutSeed }).loss);
+      const out = new Map(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array]));
+      out.set('loss', value.dataSync() as Float32Array);
+      tf.dispose([value, ...Object.values(grads)]);
+      return out;
+    },
+    dispose(): void {
+      tf.dispose([inputs.inputIds, inputs.attentionMask]);
+      model.dispose();
+    },
+  };
+}
+
+/**
+ * Per tensor, the largest difference between `got` and `want` relative to the tensor's largest
+ * value in `want`, floored at 1e-2: some gradients are zero in exact arithmetic (a key bias shifts
+ * all of a query's scores alike) and hold only rounding noise.
+ */
+export function gradientDifferences(got: Map<string, Float32Array>, want: Map<string, Float32Array>): Map<string, number> {
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), 'the same tensors');
+  const out = new Map<string, number>();
+  for (const [k, w] of want) {
+    const g = got.get(k)!;
+    const scale = Math.max(1e-2, ...Array.from(w, Math.abs));
+    let diff = 0;
+    for (let i = 0; i < w.length; i++) diff = Math.max(diff, Math.abs(g[i]! - w[i]!));
+    out.set(k, diff / scale);
+  }
+  return out;
 }

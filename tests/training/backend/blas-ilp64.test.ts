@@ -11,21 +11,14 @@
 // which installs it), which makes them fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { selectBackend } from '../../../training/backend.ts';
 import { openBlas } from '../../../training/backend/blas.ts';
 import { setWasmBlas } from '../../../training/backend/matmul-blas.ts';
 import { startSimdPool } from '../../../training/backend/simd-pool.ts';
 import { SIMD_FUNCTIONS } from '../../../training/backend/simd-wasm.ts';
-import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/models/bert.ts';
-import { parseModelConfig } from '../../../training/models/config.ts';
-import { batchJob, float64Product, library, skip as noLp64 } from './blas-helpers.ts';
+import { batchJob, float64Product, gradientDifferences, library, skip as noLp64, tinyBertConfig, tinyBertGradients } from './blas-helpers.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const ILP64 = 'libopenblas64.so.0';
 const found64 = process.platform === 'linux' ? openBlas({ library: ILP64, threads: 1 }) : { blas: null, reason: 'Linux only' };
 const skip = noLp64 || (found64.blas !== null || process.env.MLM_REQUIRE_BLAS === '1' ? false : `no ILP64 OpenBLAS: ${found64.reason}`);
@@ -95,34 +88,13 @@ test('MLM_BLAS=libopenblas64.so.0: the backend line says ILP64, and a tiny BERT\
   const lines: string[] = [];
   const { tf, device } = await selectBackend('wasm', { log: (l) => lines.push(l), blas: ILP64 });
   assert.match(device, /; matmuls: OpenBLAS \S+ ILP64/);
-  const config = parseModelConfig(JSON.parse(readFileSync(path.join(ROOT, 'tests/fixtures/reference/bert/config.json'), 'utf8')), 'tiny bert');
-  const B = 3;
-  const T = 20;
-  const rng = new Rng(31);
-  const ids = Array.from({ length: B * T }, () => 1 + rng.int(config.vocab_size - 1));
-  const labels = Int32Array.from(ids, (id) => (rng.next() < 0.3 ? id : IGNORE_INDEX));
-  const inputs: MlmInputs = { inputIds: tf.tensor2d(ids, [B, T], 'int32') as Tensor2D, attentionMask: tf.ones([B, T], 'int32') as Tensor2D };
-  const m = createBert(tf, config, { seed: 2 });
-  const gradients = (): Map<string, Float32Array> => {
-    const { value, grads } = tf.variableGrads(() => m.maskedLoss(inputs, labels, { training: true, dropoutSeed: 7 }).loss);
-    const out = new Map(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array]));
-    out.set('loss', value.dataSync() as Float32Array);
-    tf.dispose([value, ...Object.values(grads)]);
-    return out;
-  };
+  const bert = tinyBertGradients(tf, tinyBertConfig(), { seed: 2, dataSeed: 31, dropoutSeed: 7, batch: 3, seqLen: 20 });
   try {
-    const got = gradients();
+    const got = bert.gradients();
     setWasmBlas(tf, library());
-    const want = gradients();
-    for (const [k, g] of want) {
-      const scale = Math.max(1e-2, ...Array.from(g, Math.abs));
-      const x = got.get(k)!;
-      let diff = 0;
-      for (let i = 0; i < g.length; i++) diff = Math.max(diff, Math.abs(x[i]! - g[i]!));
-      assert.ok(diff / scale < 1e-5, `${k}: ILP64 differs from LP64 by ${diff} of ${scale}`);
-    }
+    const want = bert.gradients();
+    for (const [k, d] of gradientDifferences(got, want)) assert.ok(d < 1e-5, `${k}: ILP64 differs from LP64 by ${d.toExponential(2)} of the tensor's largest`);
   } finally {
-    tf.dispose([inputs.inputIds, inputs.attentionMask]);
-    m.dispose();
+    bert.dispose();
   }
 });

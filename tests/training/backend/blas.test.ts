@@ -8,19 +8,14 @@
 // are skipped with the reason, unless MLM_REQUIRE_BLAS=1 (CI), which makes them fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { Rng } from '../../../common/rng.ts';
 import { blasOptions, selectBackend, type Tf } from '../../../training/backend.ts';
 import { openBlas, type Blas } from '../../../training/backend/blas.ts';
-import { counting, float64Product, found, library, skip } from './blas-helpers.ts';
+import { counting, float64Product, found, gradientDifferences, library, skip, tinyBertConfig, tinyBertGradients } from './blas-helpers.ts';
 import { setWasmBlas, wasmBlas } from '../../../training/backend/matmul-blas.ts';
-import { createBert, IGNORE_INDEX, type MlmInputs } from '../../../training/models/bert.ts';
-import { parseModelConfig, updateModelConfig } from '../../../training/models/config.ts';
+import { updateModelConfig } from '../../../training/models/config.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const quiet = { log: (_line: string) => {} };
 
 function floats(rng: Rng, n: number): Float32Array {
@@ -197,55 +192,24 @@ test('wasm _FusedMatMul on BLAS (bias, every activation) equals the plain TF.js 
   assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
 });
 
-const config = updateModelConfig(
-  parseModelConfig(JSON.parse(readFileSync(path.join(ROOT, 'tests/fixtures/reference/bert/config.json'), 'utf8')), 'tiny bert'),
-  { initializer_range: 0.4 },
-  'test',
-);
+const config = updateModelConfig(tinyBertConfig(), { initializer_range: 0.4 }, 'test');
 
 test('a tiny BERT: gradients with BLAS equal those with XNNPACK; with a fixed thread count, bit for bit each time', { skip }, async (t) => {
   const { tf } = await selectBackend('wasm', quiet);
-  const B = 4;
-  const T = 24;
-  const rng = new Rng(21);
-  const ids = Array.from({ length: B * T }, () => 1 + rng.int(config.vocab_size - 1));
-  const labels = Int32Array.from(ids, (id) => (rng.next() < 0.3 ? id : IGNORE_INDEX));
-  const inputs: MlmInputs = {
-    inputIds: tf.tensor2d(ids, [B, T], 'int32') as Tensor2D,
-    attentionMask: tf.ones([B, T], 'int32') as Tensor2D,
-  };
-  const m = createBert(tf, config, { seed: 4 });
-  const gradients = (): Map<string, Float32Array> => {
-    const { value, grads } = tf.variableGrads(() => m.maskedLoss(inputs, labels, { training: true, dropoutSeed: 3 }).loss);
-    const out = new Map(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array]));
-    out.set('loss', value.dataSync() as Float32Array);
-    tf.dispose([value, ...Object.values(grads)]);
-    return out;
-  };
-  const blas = library();
-  setWasmBlas(tf, blas);
-  const first = gradients();
+  const bert = tinyBertGradients(tf, config, { seed: 4, dataSeed: 21, dropoutSeed: 3, batch: 4, seqLen: 24 });
+  setWasmBlas(tf, library());
+  const first = bert.gradients();
   const count = tf.memory().numTensors;
-  const again = gradients();
+  const again = bert.gradients();
   assert.equal(tf.memory().numTensors, count, 'tensor count flat');
   for (const [k, g] of first) assert.deepEqual(again.get(k), g, `${k}: the same bits on a second pass`);
   setWasmBlas(tf, null);
-  const xnn = gradients();
+  const xnn = bert.gradients();
   setWasmBlas(tf, found.blas);
-  let worst = 0;
-  for (const [k, g] of first) {
-    const want = xnn.get(k)!;
-    // Relative to the tensor's largest gradient, floored: some gradients are zero in exact
-    // arithmetic (a key bias shifts all of a query's scores alike) and hold only rounding noise.
-    const scale = Math.max(1e-2, ...Array.from(want, Math.abs));
-    let diff = 0;
-    for (let i = 0; i < g.length; i++) diff = Math.max(diff, Math.abs(g[i]! - want[i]!));
-    worst = Math.max(worst, diff / scale);
-  }
+  const worst = Math.max(...gradientDifferences(first, xnn).values());
   t.diagnostic(`largest gradient difference BLAS vs XNNPACK: ${worst.toExponential(2)} of the tensor's largest`);
   assert.ok(worst < 1e-4, `largest relative gradient difference ${worst}`);
-  tf.dispose([inputs.inputIds, inputs.attentionMask]);
-  m.dispose();
+  bert.dispose();
 });
 
 test('the backend line names the BLAS library and threads; none asked for, or a bad file: XNNPACK, and why', { skip }, async () => {
