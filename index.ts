@@ -152,6 +152,8 @@ export async function prepare(opts: PrepareCorpusOptions): Promise<PrepareResult
     corpus: typeof opts.corpus === 'string' ? [opts.corpus] : opts.corpus,
     tokenizer,
     tokenizerSource: typeof opts.tokenizer === 'string' ? opts.tokenizer : opts.tokenizer.source ?? 'tokenizer',
+    // out may not be, hold or lie in the tokenizer's folder (overwrite would delete it).
+    inputFolders: typeof opts.tokenizer === 'string' ? [{ path: opts.tokenizer, flag: 'tokenizer' }] : [],
     out: opts.out,
     seqLen: opts.seqLen ?? 128,
     mode,

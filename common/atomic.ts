@@ -5,7 +5,9 @@
 // Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
 // Single files: `writeFileAtomic` and `copyFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
 import { randomBytes } from 'node:crypto';
+import { realpathSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
+import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { InputError } from './errors.ts';
 
@@ -93,11 +95,38 @@ export async function removeStaleTemps(target: string, tag: string): Promise<voi
 }
 
 /**
+ * Whatever a caller's checks said, the folder that holds the process's working folder or is the
+ * user's home folder is never replaced: that would remove the very place the command runs from.
+ */
+function refuseReplacingHome(dir: string, real: string): void {
+  const inside = (inner: string) => {
+    const rel = path.relative(real, inner);
+    return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
+  };
+  let cwd: string | null = null;
+  try {
+    cwd = realpathSync(process.cwd());
+  } catch {
+    // The working folder is gone: nothing of it to protect.
+  }
+  if (cwd !== null && inside(cwd)) throw new InputError(`${dir} is or holds the current working folder; refusing to replace it, choose another output folder`);
+  let home = path.resolve(homedir());
+  try {
+    home = realpathSync(home);
+  } catch {
+    // No such folder: compare the path as given.
+  }
+  if (real === home) throw new InputError(`${dir} is the home folder; refusing to replace it, choose another output folder`);
+}
+
+/**
  * Fills a new folder through `fill(tmpDir)` and puts it at `dir` atomically (see the file header).
  * `dir` may exist: it is replaced only after the new folder is complete. The caller decides
  * whether replacing it is allowed. `tag` names the temporary siblings (`.NAME.TAG-tmp-...`).
  */
 export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>, tag = 'ckpt'): Promise<void> {
+  // '' resolves to the working folder: a caller that let an empty path through would replace it.
+  if (dir.trim() === '') throw new InputError('the output folder is an empty path; name a folder');
   const target = path.resolve(dir);
   const parent = path.dirname(target);
   await fsp.mkdir(parent, { recursive: true });
@@ -105,6 +134,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
   if (existing && !existing.isDirectory()) {
     throw new InputError(`${dir} exists and is not a plain folder (a file or a link); choose another output path`);
   }
+  if (existing) refuseReplacingHome(dir, await fsp.realpath(target));
   const tmp = tempSibling(target, `${tag}-tmp`);
   await fsp.mkdir(tmp);
   try {

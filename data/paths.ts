@@ -2,6 +2,8 @@
 // - refuseOutputOverInputs: an output folder may not be, contain or lie inside one of the command's
 //   inputs (with --overwrite it would delete them; inside a corpus folder it would be read back as
 //   corpus next time).
+// - refuseForeignEntries: --overwrite replaces only a folder holding nothing but what the command
+//   writes.
 // - insideRoot: a path built from outside data (a listing, an index file, an archive entry) must
 //   stay inside the folder it is meant for.
 // Both compare resolved paths before anything is written.
@@ -63,6 +65,26 @@ export function refuseOutputOverInputs(out: string, inputs: NamedInput[], flag =
     if (how) {
       throw new InputError(`${flag} ${out} ${how} the input ${input.path} (${input.flag}); writing there could delete or mix with the inputs, choose an ${flag} outside them`);
     }
+  }
+}
+
+/**
+ * Throws an InputError unless every entry of the existing folder `out` is one that `own` accepts
+ * (what the command itself writes there): `--overwrite` replaces a folder the command wrote, never
+ * one that also holds a user's files (`--out .` in a repository, `--out ~/papers`). `what` names
+ * the folder kind ('prepared-data folder', 'model export'). A folder that does not exist passes.
+ */
+export function refuseForeignEntries(out: string, own: (name: string, isDir: boolean) => boolean, what: string, flag = '--out'): void {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(out, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  const foreign = entries.filter((e) => !own(e.name, e.isDirectory())).map((e) => e.name).sort();
+  if (foreign.length > 0) {
+    const shown = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, ... (${foreign.length} in all)` : '');
+    throw new InputError(`${flag} ${out} holds files that are not part of a ${what} (${shown}); --overwrite replaces only a ${what}: choose an empty or new folder, or move those files`);
   }
 }
 

@@ -24,7 +24,7 @@ import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { InputError, requireChoice, requireSeed } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
-import { corpusInputs, refuseOutputOverInputs } from './paths.ts';
+import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
 import {
   dtypeFor, fileSha256, FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter,
@@ -37,7 +37,7 @@ export interface PrepareOptions extends CorpusOptions {
   tokenizer: MlmTokenizer;
   tokenizerSource: string;            // as the user named it (folder or Hub id)
   tokenizerRevision?: string | null;
-  tokenizerDir?: string;              // the tokenizer's folder on disk (an input --out may not touch)
+  inputFolders?: NamedInput[];        // folders read besides the corpus (the tokenizer's, the model's): --out may not touch them
   out: string;
   seqLen: number;
   mode: PrepareMode;
@@ -77,13 +77,25 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   const trainFiles = await resolveCorpusFiles(opts.corpus);
   const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation) : [];
   const allFiles = [...trainFiles, ...validFiles];
+  // Held-out text that is also trained on would make the validation loss meaningless.
+  const trainReal = new Set(trainFiles.map((f) => realPathOf(f)));
+  const both = validFiles.find((f) => trainReal.has(realPathOf(f)));
+  if (both !== undefined) {
+    throw new InputError(`${both} is in --validation and also in --corpus: held-out text must not be trained on; leave it out of --corpus (a folder of its own, or a glob that skips it)`);
+  }
   refuseOutputOverInputs(opts.out, [
     ...corpusInputs(opts.corpus, trainFiles, '--corpus'),
     ...corpusInputs(opts.validation ?? [], validFiles, '--validation'),
-    ...(opts.tokenizerDir ? [{ path: opts.tokenizerDir, flag: '--tokenizer' }] : []),
+    ...(opts.inputFolders ?? []),
   ]);
   const inputs = [];
   for (const p of allFiles) inputs.push({ path: p, bytes: (await fsp.stat(p)).size, sha256: await fileSha256(p) });
+  // A copy of a training file given as held-out text (same bytes, another path) is the same mistake.
+  const trainSums = new Map(inputs.slice(0, trainFiles.length).filter((f) => f.bytes > 0).map((f) => [f.sha256, f.path]));
+  const copy = inputs.slice(trainFiles.length).find((f) => trainSums.has(f.sha256));
+  if (copy !== undefined) {
+    throw new InputError(`${copy.path} (--validation) has the same content as ${trainSums.get(copy.sha256)} (--corpus): held-out text must not be trained on; give other text as --validation`);
+  }
   const tok = opts.tokenizer;
   const dtype = dtypeFor(tok.vocabSize);
 
@@ -376,9 +388,15 @@ export function summaryTable(m: Manifest): string {
   return formatTable(table.objects() as Record<string, unknown>[], { unk_rate: 5, tokens_per_word: 3 });
 }
 
+/** The names a prepared-data folder holds (data/shards.ts): --overwrite replaces only such a folder. */
+function isPreparedEntry(name: string, isDir: boolean): boolean {
+  return !isDir && (name === MANIFEST || /^(train|validation)-\d{5}(\.words)?\.bin$/.test(name));
+}
+
 /**
  * Decides what to do with an existing --out. Returns the existing manifest when it was made
- * from the same inputs and options (the run is a no-op), null when the folder may be written.
+ * from the same inputs and options (the run is a no-op), null when the folder may be written:
+ * it is new or empty, or --overwrite is given and it holds prepared data and nothing else.
  */
 async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, overwrite: boolean): Promise<Manifest | null> {
   let entries: string[];
@@ -391,24 +409,33 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
     return null;
   }
   if (entries.length === 0) return null;
-  if (entries.includes(MANIFEST) && !overwrite) {
+  let existing: Manifest | null = null;
+  if (entries.includes(MANIFEST)) {
     try {
-      const existing = JSON.parse(await fsp.readFile(path.join(out, MANIFEST), 'utf8')) as Manifest;
-      const { splits: _s, created_by: _c, ...have } = existing;
-      const { created_by: _w, ...want } = wanted;
-      if (JSON.stringify(have) === JSON.stringify(want)) return existing;
-      const changed = want.inputs.find((f) => {
-        const before = have.inputs?.find((g) => g.path === f.path);
-        return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
-      });
-      const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
-      throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
-    } catch (err) {
-      if (err instanceof InputError) throw err;
+      const m = JSON.parse(await fsp.readFile(path.join(out, MANIFEST), 'utf8')) as Manifest;
+      if (m !== null && typeof m === 'object' && m.format === FORMAT) existing = m;
+    } catch {
+      // Not a manifest of ours (or damaged): the folder holds no prepared data mlm can vouch for.
     }
   }
-  if (!overwrite) {
-    throw new InputError(`--out ${out} is not empty and holds no prepared data (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); choose an empty or new folder, or pass --overwrite`);
+  if (!existing) {
+    // A damaged manifest among shard files: a prepared folder all the same, which --overwrite replaces.
+    if (overwrite && entries.includes(MANIFEST) && entries.every((e) => isPreparedEntry(e, false))) return null;
+    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '');
+    throw new InputError(`--out ${out} is not empty and holds no prepared data (${shown}); choose an empty or new folder (--overwrite replaces only a prepared-data folder)`);
   }
+  if (!overwrite) {
+    const { splits: _s, created_by: _c, ...have } = existing;
+    const { created_by: _w, ...want } = wanted;
+    if (JSON.stringify(have) === JSON.stringify(want)) return existing;
+    const changed = want.inputs.find((f) => {
+      const before = have.inputs?.find((g) => g.path === f.path);
+      return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
+    });
+    const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
+    refuseForeignEntries(out, isPreparedEntry, 'prepared-data folder');
+    throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
+  }
+  refuseForeignEntries(out, isPreparedEntry, 'prepared-data folder');
   return null;
 }

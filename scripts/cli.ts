@@ -1,7 +1,7 @@
 // The `mlm` command line (yargs). Each command lives in scripts/commands/<name>.ts and exports a
 // yargs CommandModule. Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input.
 // Errors are printed as one line on stderr; MLM_DEBUG=1 adds the stack.
-import yargs from 'yargs';
+import yargs, { type MiddlewareFunction } from 'yargs';
 import { InputError, oneLine, systemError } from '../common/errors.ts';
 import { tokenizerCommand } from './commands/tokenizer.ts';
 import { prepareCommand } from './commands/prepare.ts';
@@ -34,8 +34,51 @@ export function checkEmptyArguments(argv: string[]): void {
   });
 }
 
+/** Options that mean something given alone: `--resume` continues from the newest checkpoint. */
+const BARE_OPTIONS: ReadonlySet<string> = new Set(['resume']);
+
+/** What `checkOptionValues` needs of yargs' option table (`getOptions()`). */
+export interface DeclaredOptions {
+  key: Record<string, unknown>;
+  boolean: string[];
+  array: string[];
+}
+
+/**
+ * Refuses, after yargs has parsed them, values it would otherwise pass on in a form no command
+ * expects: an option given twice (yargs makes a list of it: `--out a --out b`), an option given
+ * without a value (`... --out` at the end reads as '', the working folder, which `prepare
+ * --overwrite` would replace; a number or choices option without one silently keeps its default),
+ * and a list option with no values.
+ */
+export function checkOptionValues(raw: readonly string[], argv: Record<string, unknown>, declared: DeclaredOptions): void {
+  const flag = (key: string) => (key.length === 1 ? `-${key}` : `--${key}`);
+  const noValue = (key: string) => new InputError(`${flag(key)} was given no value; give a value or leave the option out`);
+  for (const key of Object.keys(declared.key)) {
+    const v = argv[key];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) {
+      if (!declared.array.includes(key)) throw new InputError(`${flag(key)} was given ${v.length} times (${v.join(', ')}); give it once`);
+      if (v.length === 0) throw noValue(key);
+    } else if (v === '' && !BARE_OPTIONS.has(key)) {
+      throw noValue(key);
+    }
+  }
+  // yargs gives a number or choices option without a value its default: find those in the tokens.
+  raw.forEach((token, i) => {
+    if (!token.startsWith('--') || token.includes('=')) return;
+    const key = token.slice(2).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    if (!(key in declared.key) || declared.boolean.includes(key) || BARE_OPTIONS.has(key)) return;
+    const next = raw[i + 1];
+    if (next === undefined || (next.startsWith('-') && !Number.isFinite(Number(next)))) throw noValue(key);
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
+    // yargs passes its instance, with the command's option table, as a second argument that its
+    // typings leave out.
+    .middleware(((parsed: Record<string, unknown>, y: { getOptions(): DeclaredOptions }) => checkOptionValues(argv, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
     .scriptName('mlm')
     .usage('$0 <command> [options]\n\nMasked-language-model pretraining and domain adaptation on TensorFlow.js.')
     .command(tokenizerCommand)

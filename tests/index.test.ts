@@ -23,8 +23,13 @@ after(() => {
 });
 
 test('prepare, evaluate and train from the library equal the CLI', async () => {
-  const lib = await prepare({ corpus: PROSE, tokenizer: ck.dir, out: path.join(tmp, 'data-lib'), seqLen: 16, validation: [PROSE], mode: 'lines' });
-  const cli = await runMlm(['prepare', '--corpus', PROSE, '--tokenizer', ck.dir, '--out', path.join(tmp, 'data-cli'), '--seq-len', '16', '--validation', PROSE, '--line-by-line', '--json', '--no-progress']);
+  // Held-out text of its own: the prose's last 20 lines, the rest for training.
+  const lines = fs.readFileSync(PROSE, 'utf8').trimEnd().split('\n');
+  const [trainText, heldOut] = [path.join(tmp, 'train.txt'), path.join(tmp, 'held-out.txt')];
+  fs.writeFileSync(trainText, lines.slice(0, -20).join('\n') + '\n');
+  fs.writeFileSync(heldOut, lines.slice(-20).join('\n') + '\n');
+  const lib = await prepare({ corpus: trainText, tokenizer: ck.dir, out: path.join(tmp, 'data-lib'), seqLen: 16, validation: [heldOut], mode: 'lines' });
+  const cli = await runMlm(['prepare', '--corpus', trainText, '--tokenizer', ck.dir, '--out', path.join(tmp, 'data-cli'), '--seq-len', '16', '--validation', heldOut, '--line-by-line', '--json', '--no-progress']);
   assert.equal(cli.code, 0, cli.stderr);
   const strip = (m: Record<string, unknown>) => { const { created_at: _c, created_by: _b, ...rest } = m; return rest; };
   const cliManifest = JSON.parse(fs.readFileSync(path.join(tmp, 'data-cli', 'manifest.json'), 'utf8'));
@@ -57,6 +62,11 @@ test('bad input is an InputError with one line', async () => {
   await assert.rejects(evaluate({ models: ck.dir, data: [], backend: 'cpu' }), named(/^no data to evaluate on/));
   await assert.rejects(prepare({ corpus: [PROSE], tokenizer: ck.dir, out: path.join(tmp, 'bad-mode'), mode: 'foo' as never }), named(/^--mode must be blocks or lines, got "foo"$/));
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-mode')));
+  // The tokenizer's folder is an input: out may not be it or lie in it, overwrite or not.
+  const modelFiles = fs.readdirSync(ck.dir).sort();
+  await assert.rejects(prepare({ corpus: [PROSE], tokenizer: ck.dir, out: ck.dir, overwrite: true }), named(/^--out .* is the input .* \(tokenizer\); writing there could delete or mix with the inputs/));
+  await assert.rejects(prepare({ corpus: [PROSE], tokenizer: ck.dir, out: path.join(ck.dir, 'data') }), named(/is inside the input .* \(tokenizer\)/));
+  assert.deepEqual(fs.readdirSync(ck.dir).sort(), modelFiles);
   await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), precision: 'foo' as never, backend: 'cpu' }), named(/^--precision must be one of fp32, fp16, auto, got "foo"$/));
   await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), warmup: -1, backend: 'cpu' }), named(/^--warmup must be a fraction in \[0, 1\) or a number of steps, got -1$/));
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')));

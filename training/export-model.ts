@@ -11,8 +11,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InputError } from '../common/errors.ts';
-import { realPathOf, within } from '../data/paths.ts';
-import { hfWeightsOf, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
+import { realPathOf, refuseForeignEntries, within } from '../data/paths.ts';
+import { CONFIG_FILE, hfWeightsOf, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
 import { onnxModelBytes } from './onnx-export.ts';
 
@@ -83,6 +83,17 @@ export function checkExportOut(out: string, model: string, overwrite: boolean): 
   if (fs.readdirSync(outReal).length > 0 && !overwrite) {
     throw new InputError(`--out ${out} is not empty; choose an empty or new folder, or pass --overwrite to replace it`);
   }
+  refuseForeignEntries(out, isExportEntry, 'model export');
+}
+
+/**
+ * The names a model folder holds (an export in any format, or a folder transformers saved):
+ * --overwrite replaces only such a folder.
+ */
+function isExportEntry(name: string, isDir: boolean): boolean {
+  if (isDir) return name === 'onnx';
+  return TOKENIZER_FILES.includes(name) || name === CONFIG_FILE || name === WEIGHTS_FILE || name === SAFETENSORS_INDEX || name === 'README.md' ||
+    name === 'model.json' || name === 'generation_config.json' || /^model-\d+-of-\d+\.safetensors$/.test(name) || /^group\d+-shard\d+of\d+\.bin$/.test(name);
 }
 
 /** The files under `dir`, relative, sorted ('onnx/model.onnx' for a file in a subfolder). */

@@ -79,7 +79,11 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       tokenizer,
       tokenizerSource: resolved.source,
       tokenizerRevision: resolved.revision,
-      tokenizerDir: resolved.dir,
+      // Folders read besides the corpus, which --out may not be, hold or lie in.
+      inputFolders: [
+        ...(isLocal ? [{ path: resolved.dir, flag: args.tokenizer ? '--tokenizer' : '--model' }] : []),
+        ...(args.tokenizer && args.model && fs.existsSync(args.model) ? [{ path: args.model, flag: '--model' }] : []),
+      ],
       out: args.out,
       seqLen: args['seq-len'],
       mode: args['line-by-line'] ? 'lines' : 'blocks',

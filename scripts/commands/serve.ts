@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { requireInteger } from '../../common/errors.ts';
+import { InputError, requireInteger } from '../../common/errors.ts';
 import { exportModel } from '../../training/export-model.ts';
 import { servePage } from '../serve/server.ts';
 import { VERSION } from '../../common/version.ts';
@@ -27,6 +27,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .example('$0 serve --model web/model/', 'a tfjs export: open the printed address') as unknown as Argv<ServeArgs>,
   handler: async (args: ArgumentsCamelCase<ServeArgs>) => {
     requireInteger(args.port, 'port', 0);
+    if (args.port > 65535) throw new InputError(`--port must be at most 65535, got ${args.port}`);
     const log = (line: string) => process.stderr.write(line + '\n');
     let exportDir = args.model;
     let temp: string | null = null;

@@ -28,6 +28,7 @@ interface ExtendArgs extends RawTextArgs {
 
 /** Refuses an --out that exists and is not an empty folder (nothing is ever overwritten). */
 export function requireFreshOut(out: string, flag = '--out'): void {
+  if (out.trim() === '') throw new InputError(`${flag} must name a folder`);
   let entries: string[];
   try {
     const st = fs.statSync(out);

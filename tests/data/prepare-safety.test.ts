@@ -1,6 +1,7 @@
 // `mlm prepare` and `mlm tokenizer train` keep their inputs safe: an --out that is, contains or lies
 // inside an input is refused before anything is written; an input edited without changing its size
-// is noticed; Ctrl-C removes the temporary folder. Also the path helpers of data/paths.ts.
+// is noticed; --overwrite replaces only a prepared-data folder (never a user's files or the working
+// folder); Ctrl-C removes the temporary folder. Also the path helpers of data/paths.ts.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -133,6 +134,66 @@ test('an input edited without changing its size is noticed: refused without --ov
   const reuse = run(args);
   assert.equal(reuse.code, 0);
   assert.match(reuse.stderr, /reusing it/);
+});
+
+test('prepare --overwrite replaces only a prepared-data folder: a folder with a user\'s files, the working folder and a model given with --model are refused and left whole', async () => {
+  const runIn = (cwd: string, args: string[]) => {
+    const r = spawnSync(process.execPath, [mlm, ...args], { cwd, encoding: 'utf8', env: { ...process.env, MLM_DEBUG: '' } });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const base = ['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--seq-len', '16', '--no-progress'];
+  // A user's project: a repository with notes.
+  const project = path.join(work, 'project');
+  fs.mkdirSync(path.join(project, '.git'), { recursive: true });
+  fs.writeFileSync(path.join(project, '.git', 'HEAD'), 'ref: refs/heads/main\n');
+  fs.writeFileSync(path.join(project, 'notes.txt'), 'mine\n');
+  const projectBefore = snapshot(project);
+  const foreign = /--out .*project is not empty and holds no prepared data \(\.git, notes\.txt\); choose an empty or new folder \(--overwrite replaces only a prepared-data folder\)$/;
+  assertRefused(run([...base, '--out', project, '--overwrite']), foreign);
+  assertRefused(run([...base, '--out', project]), foreign);
+  assertRefused(runIn(project, [...base, '--out', '.', '--overwrite']), /--out \. is not empty and holds no prepared data \(\.git, notes\.txt\)/);
+  // `--out` left without its value at the end of the line read as '', the working folder.
+  assertRefused(runIn(project, [...base, '--overwrite', '--out']), /^mlm: error: --out was given no value; give a value or leave the option out$/);
+  assert.deepEqual(snapshot(project), projectBefore);
+
+  // A prepared folder with a user's file in it: reused as it is, not replaced.
+  const prepared = path.join(work, 'prepared-mixed');
+  assert.equal(run([...base, '--out', prepared]).code, 0);
+  fs.writeFileSync(path.join(prepared, 'README.md'), 'what this data is\n');
+  assert.match(run([...base, '--out', prepared]).stderr, /reusing it/);
+  assertRefused(run([...base, '--out', prepared, '--overwrite']), /prepared-mixed holds files that are not part of a prepared-data folder \(README\.md\); --overwrite replaces only a prepared-data folder: choose an empty or new folder, or move those files$/);
+  assert.ok(fs.existsSync(path.join(prepared, 'README.md')));
+  // Prepared data alone is replaced; from inside it (the working folder) it is not.
+  fs.rmSync(path.join(prepared, 'README.md'));
+  assert.equal(run([...base, '--out', prepared, '--overwrite']).code, 0);
+  const inside = runIn(prepared, [...base, '--out', '.', '--overwrite']);
+  assertRefused(inside, /^mlm: error: \. is or holds the current working folder; refusing to replace it, choose another output folder$/);
+  assert.ok(fs.existsSync(path.join(prepared, 'manifest.json')));
+
+  // A model folder given with --model is an input, beside --tokenizer or alone (named by its flag).
+  const { makeTinyCheckpoint } = await import('../training/tiny-checkpoint.ts');
+  const model = (await makeTinyCheckpoint(path.join(work, 'model'))).dir;
+  const modelBefore = snapshot(model);
+  assertRefused(run([...base, '--model', model, '--out', model, '--overwrite']), /--out .*model is the input .*model \(--model\)/);
+  assertRefused(run(['prepare', '--corpus', corpusDir, '--model', model, '--seq-len', '16', '--out', path.join(model, 'data'), '--overwrite', '--no-progress']),
+    /--out .*model\/data is inside the input .*model \(--model\)/);
+  assert.deepEqual(snapshot(model), modelBefore);
+});
+
+test('held-out text that is also trained on is refused: a --validation file inside --corpus, or a copy of a corpus file', () => {
+  const out = path.join(work, 'overlap-out');
+  const base = ['prepare', '--tokenizer', tokDir, '--out', out, '--seq-len', '16', '--no-progress'];
+  assertRefused(run([...base, '--corpus', corpusDir, '--validation', path.join(corpusDir, 'doc-2.txt')]),
+    /^mlm: error: .*corpus\/doc-2\.txt is in --validation and also in --corpus: held-out text must not be trained on; leave it out of --corpus/);
+  const copy = path.join(work, 'held-copy.txt');
+  fs.copyFileSync(path.join(corpusDir, 'doc-1.txt'), copy);
+  assertRefused(run([...base, '--corpus', corpusDir, '--validation', copy]),
+    /^mlm: error: .*held-copy\.txt \(--validation\) has the same content as .*corpus\/doc-1\.txt \(--corpus\): held-out text must not be trained on; give other text as --validation$/);
+  assert.equal(fs.existsSync(out), false);
+  // Other text is fine.
+  fs.writeFileSync(copy, 'a held-out note: the cough resolved within a week.\n');
+  const ok = run([...base, '--corpus', corpusDir, '--validation', copy]);
+  assert.equal(ok.code, 0, ok.stderr);
 });
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

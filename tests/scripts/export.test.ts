@@ -123,7 +123,7 @@ describe('mlm export --format hf', () => {
     assert.deepEqual(got, fixture.tensors);
   });
 
-  test('--out errors: not empty, the model folder itself; --overwrite replaces', async () => {
+  test('--out errors: not empty, the model folder itself; --overwrite replaces an export, never a folder holding other files', async () => {
     const out = path.join(tmp, 'busy');
     fs.mkdirSync(out);
     fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
@@ -148,10 +148,17 @@ describe('mlm export --format hf', () => {
     const missing = await mlm(['export', '--model', path.join(tmp, 'nope/x'), '--out', path.join(tmp, 'x')]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /^mlm: error: model folder .*nope\/x not found; check the path\n$/);
-    const replaced = await mlm(['export', '--model', ck.dir, '--out', out, '--overwrite', '--format', 'tfjs']);
+    const foreign = await mlm(['export', '--model', ck.dir, '--out', out, '--overwrite', '--format', 'tfjs']);
+    assert.equal(foreign.code, 2);
+    assert.match(foreign.stderr, /^mlm: error: --out .*busy holds files that are not part of a model export \(notes\.txt\); --overwrite replaces only a model export: choose an empty or new folder, or move those files\n$/);
+    assert.deepEqual(fs.readdirSync(out), ['notes.txt']);
+    // An earlier export (hf) is replaced by the new one (tfjs): its files are gone.
+    const earlier = path.join(tmp, 'earlier');
+    assert.equal((await mlm(['export', '--model', ck.dir, '--out', earlier])).code, 0);
+    const replaced = await mlm(['export', '--model', ck.dir, '--out', earlier, '--overwrite', '--format', 'tfjs']);
     assert.equal(replaced.code, 0, replaced.stderr);
-    assert.ok(!fs.existsSync(path.join(out, 'notes.txt')));
-    assert.ok(fs.existsSync(path.join(out, 'model.json')));
+    assert.ok(!fs.existsSync(path.join(earlier, 'model.safetensors')));
+    assert.ok(fs.existsSync(path.join(earlier, 'model.json')));
   });
 });
 

@@ -102,6 +102,16 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['prepare', '--corpus', fx.dataDir, '--out', out('m'), '--tokenizer', fx.tokenizerDir, '--validation-split', ' '], /^mlm: error: --validation-split was given an empty value/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', 'a', ''], /^mlm: error: argument 6 is empty; remove it or give a value/, true);
   assert.equal(fs.existsSync(out('l')), false);
+  // Left without a value (the last word of the line, or followed by another option), or given twice
+  // (yargs makes a list of it, which the commands took for a path).
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--steps', '1', '--out'], /^mlm: error: --out was given no value; give a value or leave the option out$/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('n'), '--steps', '--lr', '1e-3'], /^mlm: error: --steps was given no value/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('n'), '--schedule'], /^mlm: error: --schedule was given no value/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('n'), '--out', out('o')], /^mlm: error: --out was given 2 times \(.*n, .*o\); give it once$/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('n'), '--batch-size', '4', '--batchSize', '8'], /^mlm: error: --batch-size was given 2 times \(4, 8\); give it once$/, true);
+  badInput(['evaluate', '--model', out('no-model'), '--data'], /^mlm: error: --data was given no value/, true);
+  assert.equal(fs.existsSync(out('n')), false);
+  badInput(['serve', '--model', out('no-model'), '--port', '70000'], /^mlm: error: --port must be at most 65535, got 70000$/, true);
 
   const unrelated = out('unrelated');
   fs.mkdirSync(unrelated);

@@ -1,0 +1,41 @@
+// writeFolderAtomic's own guards, whatever its caller checked: an empty path (which resolves to the
+// working folder) and a folder that is or holds the working folder are never replaced; an ordinary
+// folder is replaced whole.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { writeFolderAtomic } from '../../common/atomic.ts';
+import { InputError } from '../../common/errors.ts';
+
+const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-atomic-')));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const fill = (name: string) => async (dir: string) => fs.writeFileSync(path.join(dir, name), 'new');
+
+test('writeFolderAtomic refuses an empty path and a folder holding the working folder; it replaces any other folder whole', async () => {
+  const home = path.join(tmp, 'home');
+  fs.mkdirSync(path.join(home, 'sub'), { recursive: true });
+  fs.writeFileSync(path.join(home, 'sub', 'keep.txt'), 'mine');
+  const cwd = process.cwd();
+  process.chdir(path.join(home, 'sub'));
+  try {
+    for (const dir of ['', ' ']) {
+      await assert.rejects(writeFolderAtomic(dir, fill('x')), (e: unknown) => e instanceof InputError && /the output folder is an empty path; name a folder/.test(e.message));
+    }
+    for (const dir of ['.', '..', path.join(home, 'sub'), home]) {
+      await assert.rejects(writeFolderAtomic(dir, fill('x')), (e: unknown) => e instanceof InputError && /is or holds the current working folder; refusing to replace it/.test(e.message), dir);
+    }
+  } finally {
+    process.chdir(cwd);
+  }
+  assert.deepEqual(fs.readdirSync(home), ['sub']);
+  assert.deepEqual(fs.readdirSync(tmp).filter((e) => e.startsWith('.')), [], 'no temporary folder made');
+  assert.equal(fs.readFileSync(path.join(home, 'sub', 'keep.txt'), 'utf8'), 'mine');
+  // Away from it, the same folder is replaced, and a new one made.
+  await writeFolderAtomic(home, fill('new.txt'));
+  assert.deepEqual(fs.readdirSync(home), ['new.txt']);
+  await writeFolderAtomic(path.join(tmp, 'fresh'), fill('a.txt'));
+  assert.deepEqual(fs.readdirSync(path.join(tmp, 'fresh')), ['a.txt']);
+});
