@@ -108,11 +108,28 @@ function expandHome(p: string): string {
   return p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p;
 }
 
+/**
+ * `value` without trailing slashes when it is an http(s) address; else an InputError naming
+ * `source` (a bare host such as `hf-mirror.com` failed deep inside fetch before).
+ */
+export function checkEndpoint(value: string, source: string): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    url = null;
+  }
+  if (url === null || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.host === '') {
+    throw new InputError(`${source} is "${value}", not an http(s) address; give one like https://hf-mirror.com (scheme included)${source === 'HF_ENDPOINT' ? ', or unset it' : ''}`);
+  }
+  return value.replace(/\/+$/, '');
+}
+
 /** The Hub settings from the environment, as huggingface_hub reads them. */
 export function hubSettings(env: Env = process.env): HubSettings {
   const hfHome = expandHome(nonEmpty(env.HF_HOME) ?? path.join(nonEmpty(env.XDG_CACHE_HOME) ?? path.join(os.homedir(), '.cache'), 'huggingface'));
   const cacheDir = expandHome(nonEmpty(env.HF_HUB_CACHE) ?? nonEmpty(env.HUGGINGFACE_HUB_CACHE) ?? path.join(hfHome, 'hub'));
-  const endpoint = (nonEmpty(env.HF_ENDPOINT) ?? DEFAULT_ENDPOINT).replace(/\/+$/, '');
+  const endpoint = checkEndpoint(nonEmpty(env.HF_ENDPOINT) ?? DEFAULT_ENDPOINT, 'HF_ENDPOINT');
   let token = nonEmpty(env.HF_TOKEN);
   let tokenSource = token ? 'HF_TOKEN' : undefined;
   if (!token && nonEmpty(env.HUGGING_FACE_HUB_TOKEN)) {

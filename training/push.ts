@@ -40,7 +40,7 @@ import { writeFileAtomic } from '../common/atomic.ts';
 import { InputError } from '../common/errors.ts';
 import { insideRoot, within } from '../data/paths.ts';
 import { CONFIG_FILE, readConfigFile, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
-import { checkRevision, DEFAULT_REVISION, formatBytes, hubSettings, isHubId, networkCause, runFolderModel, type HubSettings } from './hub.ts';
+import { checkEndpoint, checkRevision, DEFAULT_REVISION, formatBytes, hubSettings, isHubId, networkCause, runFolderModel, type HubSettings } from './hub.ts';
 import { CARD_MARKER, collectCardFacts, modelCard, runFolderOf } from './model-card.ts';
 import { openSafetensors } from './safetensors.ts';
 
@@ -215,7 +215,7 @@ function settingsOf(opts: Pick<PushOptions, 'env' | 'token' | 'endpoint'>): HubS
   const s = hubSettings(opts.env ?? {});
   return {
     ...s,
-    endpoint: opts.endpoint ? opts.endpoint.replace(/\/+$/, '') : s.endpoint,
+    endpoint: opts.endpoint ? checkEndpoint(opts.endpoint, 'the endpoint option') : s.endpoint,
     token: opts.token ?? s.token,
     tokenSource: opts.token !== undefined ? 'the token option' : s.tokenSource,
   };

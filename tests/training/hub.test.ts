@@ -120,6 +120,11 @@ describe('settings and ids', () => {
     assert.equal(t.endpoint, 'https://huggingface.co');
     assert.equal(t.offline, false);
     assert.equal(t.token, 'hf_y');
+    // An endpoint without its scheme (a common slip) or of another scheme: one line naming HF_ENDPOINT.
+    for (const bad of ['hf-mirror.com', 'ftp://mirror', 'https://']) {
+      assert.throws(() => hubSettings({ HF_ENDPOINT: bad }), (e: unknown) => e instanceof InputError &&
+        e.message === `HF_ENDPOINT is "${bad}", not an http(s) address; give one like https://hf-mirror.com (scheme included), or unset it`);
+    }
     const u = hubSettings({ XDG_CACHE_HOME: '/x', HF_HOME: '' });
     assert.equal(u.cacheDir, path.join('/x', 'huggingface', 'hub'));
     assert.equal(u.token, undefined);
