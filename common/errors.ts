@@ -79,16 +79,17 @@ export function requireRegularFile(file: string, what: string): void {
 }
 
 /** A system error's code and path, when it is one. */
-function errnoOf(err: unknown): { code: string; path?: string } | null {
+function errnoOf(err: unknown): { code: string; path?: string; syscall?: string } | null {
   const e = err as NodeJS.ErrnoException | null;
-  return e && typeof e === 'object' && typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code) ? { code: e.code, path: e.path } : null;
+  return e && typeof e === 'object' && typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code) ? { code: e.code, path: e.path, syscall: e.syscall } : null;
 }
 
 /**
  * A raw system error (fs calls reject with `code` and `path`) as the one-line error the CLI
  * prints, or null when `err` is not one this knows. Where the path is an output the user chose,
  * the fault is bad input (InputError, exit 2): a file in the way (EEXIST, ENOTDIR), a read-only
- * file system (EROFS), no permission (EACCES, EPERM). A full disk (ENOSPC, EDQUOT) is a failure
+ * file system (EROFS), no permission (EACCES, EPERM), a link loop (ELOOP), a folder that mkdir could
+ * not make because its parent is missing (ENOENT from mkdir: a dangling link). A full disk (ENOSPC, EDQUOT) is a failure
  * while running (exit 1). `where` overrides the path the error names; `flag` names the option.
  */
 export function systemError(err: unknown, opts: { where?: string; flag?: string } = {}): Error | null {
@@ -110,6 +111,12 @@ export function systemError(err: unknown, opts: { where?: string; flag?: string 
     case 'EACCES':
     case 'EPERM':
       return new InputError(`${flag}${p}: permission denied; choose a path you can write to, or fix its permissions`);
+    case 'ELOOP':
+      return new InputError(`${flag}${p}: too many levels of symbolic links (a link that leads back to itself?); fix the link or choose another path`);
+    case 'ENOENT':
+      // Only a folder that could not be made: a missing input is the reader's to report.
+      if (e.syscall !== 'mkdir') return null;
+      return new InputError(`${flag}${p} cannot be created: a folder on its way is missing (a link to a folder that is not there?); fix the link or choose another path`);
     case 'ENOSPC':
     case 'EDQUOT':
       return new Error(`no space left on the device while writing ${p}; free space at ${p} (or choose another path) and run again`);
@@ -129,8 +136,19 @@ export function requireWritableFolder(dir: string, flag: string): void {
     let st: fs.Stats | null = null;
     try {
       st = fs.statSync(p);
-    } catch {
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw systemError(err, { where: dir, flag })!;
       st = null;
+    }
+    // A link to a folder that is not there (an unmounted disk): mkdir would fail below it.
+    let link = false;
+    try {
+      link = st === null && fs.lstatSync(p).isSymbolicLink();
+    } catch {
+      link = false; // not there at all (or a file on the way, found further up)
+    }
+    if (link) {
+      throw systemError(Object.assign(new Error('dangling link'), { code: 'ENOENT', syscall: 'mkdir' }), { where: dir, flag })!;
     }
     if (st !== null) {
       if (!st.isDirectory()) throw systemError(Object.assign(new Error('not a folder'), { code: 'ENOTDIR' }), { where: dir, flag })!;

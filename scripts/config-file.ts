@@ -9,7 +9,7 @@
 // naming the key (exit 2).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from 'yaml';
 import type { Argv } from 'yargs';
 import { InputError } from '../common/errors.ts';
 
@@ -50,18 +50,35 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
   try {
     const st = fs.statSync(file);
     if (!st.isFile()) throw new InputError(`--config-file ${shown} is not a regular file; give a JSON or YAML file of option values`);
-    text = fs.readFileSync(file, 'utf8');
+    const bytes = fs.readFileSync(file);
+    if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
+      throw new InputError(`--config-file ${shown} is UTF-16 text; save it as UTF-8`);
+    }
+    text = bytes.toString('utf8');
   } catch (err) {
     if (err instanceof InputError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') throw new InputError(`--config-file ${shown} cannot be read (permission denied); fix its permissions`);
     throw new InputError(`--config-file ${shown} not found; give a JSON or YAML file of option values`);
   }
   let doc: unknown;
-  try {
-    // YAML: duplicate keys are an error (the package's default), like the repeated-key check below.
-    doc = yaml ? parseYaml(text) : JSON.parse(text);
-  } catch (err) {
-    const why = (err as Error).message.split('\n')[0];
-    throw new InputError(`--config-file ${shown} is not valid ${kind} (${why}); write the options as one ${yaml ? 'YAML mapping' : 'JSON object'}`);
+  const invalid = (why: string) => new InputError(
+    // Control characters (a file in another encoding) would break the one line.
+    `--config-file ${shown} is not valid ${kind} (${why.split('\n')[0]!.replace(/[\u0000-\u001f\u007f\ufffd]/g, '?').replace(/:\s*$/, '')}); write the options as one ${yaml ? 'YAML mapping' : 'JSON object'}`);
+  if (yaml) {
+    // Duplicate keys are an error (the package's default), like the repeated-key check below; a
+    // warning (an unknown tag such as `!!float`, a %YAML directive of another version) is one too:
+    // the value would not be what the file says (and the package would print it on stderr).
+    const parsed = parseDocument(text);
+    const problem = parsed.errors[0] ?? parsed.warnings[0];
+    if (problem) throw invalid(problem.message);
+    doc = parsed.toJS();
+  } else {
+    try {
+      doc = JSON.parse(text);
+    } catch (err) {
+      throw invalid((err as Error).message);
+    }
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     throw new InputError(yaml

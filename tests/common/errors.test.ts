@@ -23,6 +23,7 @@ test('systemError: bad output paths are exit 2, a full disk is exit 1, each with
     ['EROFS', true, /^--out \/runs\/a is on a read-only file system; choose an output path on a writable disk$/],
     ['EACCES', true, /^--out \/runs\/a: permission denied; choose a path you can write to, or fix its permissions$/],
     ['ENOSPC', false, /^no space left on the device while writing \/runs\/a; free space at \/runs\/a \(or choose another path\) and run again$/],
+    ['ELOOP', true, /^--out \/runs\/a: too many levels of symbolic links \(a link that leads back to itself\?\); fix the link or choose another path$/],
   ];
   for (const [code, input, re] of cases) {
     const mapped = systemError(errno(code, '/runs/a'), { flag: '--out' });
@@ -33,6 +34,10 @@ test('systemError: bad output paths are exit 2, a full disk is exit 1, each with
   // The path of the error itself when no other is given; unknown codes and plain errors pass through.
   assert.match(systemError(errno('ENOSPC', '/data/x/metrics.jsonl'))!.message, /free space at \/data\/x\/metrics\.jsonl/);
   assert.equal(systemError(errno('ECONNRESET', '/x')), null);
+  // ENOENT only from mkdir (a dangling link on the way); a missing input is left to its reader.
+  const mkdir = Object.assign(errno('ENOENT', '/runs/a'), { syscall: 'mkdir' });
+  assert.match(systemError(mkdir, { flag: '--out' })!.message, /^--out \/runs\/a cannot be created: a folder on its way is missing \(a link to a folder that is not there\?\); fix the link or choose another path$/);
+  assert.equal(systemError(Object.assign(errno('ENOENT', '/data/a.txt'), { syscall: 'open' })), null);
   assert.equal(systemError(new Error('plain')), null);
   const oom = systemError(new RangeError('Invalid typed array length: 256000000000'))!;
   assert.ok(!(oom instanceof InputError));
@@ -53,7 +58,7 @@ test('requireRegularFile refuses a FIFO without opening it (no hang); plain and 
   requireRegularFile(path.join(tmp, 'missing'), 'model config');
 });
 
-test('requireWritableFolder: a file in the path is refused before any work; a new folder under a writable one passes', () => {
+test('requireWritableFolder: a file, a dangling link or a link loop in the path is refused before any work; a new folder under a writable one passes', () => {
   fs.writeFileSync(path.join(tmp, 'afile'), 'x');
   assert.throws(() => requireWritableFolder(path.join(tmp, 'afile', 'tok'), '--out'), (err: unknown) => {
     assert.ok(err instanceof InputError);
@@ -62,4 +67,10 @@ test('requireWritableFolder: a file in the path is refused before any work; a ne
   });
   requireWritableFolder(path.join(tmp, 'new', 'deeper'), '--out');
   assert.equal(fs.existsSync(path.join(tmp, 'new')), false); // checks only, creates nothing
+  // A link to a folder that is not there (an unmounted disk), and a link loop, on the way.
+  fs.symlinkSync(path.join(tmp, 'unmounted', 'disk'), path.join(tmp, 'dangling'));
+  fs.symlinkSync(path.join(tmp, 'loop'), path.join(tmp, 'loop'));
+  for (const [dir, re] of [[path.join(tmp, 'dangling'), /cannot be created: a folder on its way is missing/], [path.join(tmp, 'dangling', 'tok'), /cannot be created/], [path.join(tmp, 'loop', 'tok'), /too many levels of symbolic links/]] as const) {
+    assert.throws(() => requireWritableFolder(dir, '--out'), (err: unknown) => err instanceof InputError && re.test(err.message), dir);
+  }
 });

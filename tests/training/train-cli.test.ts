@@ -177,6 +177,12 @@ test('--config-file: option values from a JSON or YAML file (kebab-case or camel
   badInput(['train', '--config-file', write('dup.yml', 'steps: 3\nsteps: 4\n')], /--config-file .*dup\.yml is not valid YAML \(.*[Uu]nique.*\)/);
   badInput(['train', '--config-file', write('list.yaml', '- 1\n- 2\n')], /must hold one YAML mapping of option values/);
   badInput(['train', '--config-file', write('ytype.yaml', 'steps: "3"\n')], /key "steps" must be a number, got "3"$/);
+  // What the YAML package only warns about (an unknown tag, another YAML version) is refused in one
+  // line, with no warning of Node's on stderr; a UTF-16 file is named as such.
+  badInput(['train', '--config-file', write('tag.yaml', 'lr: !!float 1\n')], /^mlm: error: --config-file .*tag\.yaml is not valid YAML \(Unresolved tag: .* at line 1, column 5\); write the options as one YAML mapping$/, true);
+  badInput(['train', '--config-file', write('version.yaml', '%YAML 1.3\n---\nlr: 1\n')], /is not valid YAML \(Unsupported YAML version 1\.3 at line 1, column 7\)/, true);
+  fs.writeFileSync(path.join(dir, 'utf16.json'), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('{"steps": 3}', 'utf16le')]));
+  badInput(['train', '--config-file', path.join(dir, 'utf16.json')], /^mlm: error: --config-file .*utf16\.json is UTF-16 text; save it as UTF-8$/, true);
   badInput(['train', '--config-file', path.join(dir, 'absent.json')], /--config-file .*absent\.json not found/);
   badInput(['evaluate', '--config-file', write('eval.json', { model: 'm', data: 'd', steps: 3 })], /key "steps" is not an option of mlm evaluate/);
   // An empty path would resolve to the working folder.
