@@ -62,7 +62,7 @@ export class RowStream {
 
   set position(p: DataPosition) {
     if (!Number.isInteger(p.epoch) || !Number.isInteger(p.cursor) || p.epoch < 0 || p.cursor < 0 || p.cursor > this.reader.rows) {
-      throw new InputError(`invalid data position ${JSON.stringify(p)} for a split of ${this.reader.rows} rows`);
+      throw new InputError(`invalid data position ${JSON.stringify(p)} for a split of ${this.reader.rows} rows (the checkpoint's trainer_state.json was edited, or the data is not the one it was trained on); resume from another checkpoint, or with the run's own --data`);
     }
     this.pos = { ...p };
   }

@@ -857,7 +857,7 @@ export class MlmTokenizer {
     try {
       engine = Tokenizer.fromString(text);
     } catch (err) {
-      throw new InputError(`${where} was rejected by the tokenizers library: ${(err as Error).message}`);
+      throw new InputError(`${where} was rejected by the tokenizers library (${(err as Error).message.split('\n')[0]!.replace(/\.$/, '')}); replace it with a tokenizer.json saved by the tokenizers library`);
     }
     const canonical = canonicalText(engine);
     engine.disableTruncation();
@@ -901,7 +901,7 @@ export class MlmTokenizer {
     try {
       parsed = JSON.parse(vocabText);
     } catch (err) {
-      throw new InputError(`${vocabFile} is not valid JSON (${(err as Error).message})`);
+      throw new InputError(`${vocabFile} is not valid JSON (${(err as Error).message}); copy it again from where the tokenizer came from`);
     }
     check(parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed), `${vocabFile} must be a JSON object mapping tokens to ids`);
     const vocab = new Map<string, number>();
@@ -909,7 +909,7 @@ export class MlmTokenizer {
       check(Number.isInteger(id) && (id as number) >= 0, `${vocabFile}: the id of ${JSON.stringify(tok)} is ${JSON.stringify(id)}, expected a non-negative integer`);
       vocab.set(tok, id as number);
     }
-    check(vocab.size > 0, `${vocabFile} is empty`);
+    check(vocab.size > 0, `${vocabFile} is empty; copy it again from where the tokenizer came from`);
 
     const mergesText = await readUtf8(mergesFile);
     const merges: Array<[string, string]> = [];
@@ -1380,7 +1380,7 @@ async function readUtf8(file: string): Promise<string> {
   } catch (err) {
     throw new InputError(`cannot read ${file}: ${(err as Error).message}`);
   }
-  check(bytes.length > 0, `${file} is empty`);
+  check(bytes.length > 0, `${file} is empty (an interrupted copy?); copy it again from where the model came from`);
   const hint = `${file} looks binary, not a UTF-8 text file; expected a tokenizer file`;
   check(!bytes.includes(0), hint);
   try {
@@ -1406,7 +1406,7 @@ async function readJsonIfPresent(file: string): Promise<Record<string, unknown> 
     return v as Record<string, unknown>;
   } catch (err) {
     if (err instanceof InputError) throw err;
-    throw new InputError(`${file} is not valid JSON (${(err as Error).message})`);
+    throw new InputError(`${file} is not valid JSON (${(err as Error).message}); fix it, or copy it again from where the model came from`);
   }
 }
 

@@ -102,6 +102,9 @@ export function saveError(err: unknown, dir: string, out: string, lastCheckpoint
 function resumeFolder(resume: boolean | string, out: string): string | null {
   if (resume === false) return null;
   if (resume === true) return newestCheckpoint(out)?.dir ?? null;
+  if (fs.statSync(resume, { throwIfNoEntry: false })?.isFile()) {
+    throw new InputError(`--resume ${resume} is a file; give the checkpoint-STEP folder that holds it (or the run folder)`);
+  }
   if (fs.existsSync(path.join(resume, TRAINER_STATE))) return resume;
   const newest = newestCheckpoint(resume);
   if (newest) return newest.dir;

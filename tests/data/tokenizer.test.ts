@@ -360,7 +360,12 @@ describe('bad input', () => {
     const json = JSON.parse(fs.readFileSync(path.join(dirs.roberta, 'tokenizer.json'), 'utf8'));
     json.model.merges.push(['zzzq', 'qqqz']);
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
-    await rejects(MlmTokenizer.load(dir), /was rejected by the tokenizers library: .*zzzq.*out of vocabulary/i);
+    await rejects(MlmTokenizer.load(dir), /was rejected by the tokenizers library \(.*zzzq.*out of vocabulary.*\); replace it with a tokenizer\.json saved by the tokenizers library$/i);
+    // Valid JSON that is no tokenizer at all, and an empty file (an interrupted copy): what to do too.
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{}');
+    await rejects(MlmTokenizer.load(dir), /tokenizer\.json was rejected by the tokenizers library \(.+\); replace it with a tokenizer\.json saved by the tokenizers library$/);
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), '');
+    await rejects(MlmTokenizer.load(dir), /tokenizer\.json is empty \(an interrupted copy\?\); copy it again from where the model came from$/);
   });
 
   test('an unsupported model type', async () => {

@@ -112,6 +112,7 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['evaluate', '--model', out('no-model'), '--data'], /^mlm: error: --data was given no value/, true);
   assert.equal(fs.existsSync(out('n')), false);
   badInput(['serve', '--model', out('no-model'), '--port', '70000'], /^mlm: error: --port must be at most 65535, got 70000$/, true);
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('p'), '--steps', '1', '--resume', config], /^mlm: error: --resume .*tiny\.json is a file; give the checkpoint-STEP folder that holds it \(or the run folder\)$/);
 
   const unrelated = out('unrelated');
   fs.mkdirSync(unrelated);
