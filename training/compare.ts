@@ -21,7 +21,7 @@ import type { Tensor2D } from '@tensorflow/tfjs';
 import type { MlmTokenizer } from '../data/tokenizer.ts';
 import type { Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
-import { fillMask } from './fill-mask.ts';
+import { fillMask, TextTooLongError } from './fill-mask.ts';
 import type { MaskedLM } from './models/bert.ts';
 import { lineChartSvg, type Series } from './charts.ts';
 
@@ -271,26 +271,37 @@ export async function fillMaskExamples(
 ): Promise<FillMaskExample[]> {
   const out: FillMaskExample[] = [];
   for (const target of words) {
-    let found: { before: string; after: string; word: string } | null = null;
+    let found: { spans: ReturnType<typeof splitWords>; i: number } | null = null;
     for (const doc of docs) {
       const spans = splitWords(Array.from(doc));
       const i = spans.findIndex((s) => wordKey(s.text) === target);
-      if (i < 0) continue;
-      const w = spans[i].text;
-      const core = w.toLowerCase().indexOf(target);
-      const before = spans.slice(Math.max(0, i - context), i).map((s) => s.text).join(' ') + (i > 0 ? ' ' : '') + w.slice(0, Math.max(0, core));
-      const after = w.slice(Math.max(0, core) + target.length) + (i + 1 < spans.length ? ' ' : '') + spans.slice(i + 1, i + 1 + context).map((s) => s.text).join(' ');
-      found = { before, after, word: w };
-      break;
+      if (i >= 0) {
+        found = { spans, i };
+        break;
+      }
     }
     if (!found) continue;
-    const predictions = [];
-    for (const m of models) {
-      const text = `${found.before}${m.tokenizer.maskToken}${found.after}`;
-      const r = await fillMask(tf, m.model, m.tokenizer, text, { topK: 3 });
-      predictions.push({ model: m.label, top: (r.masks[0] ?? []).map((c) => ({ token: c.token_str, score: c.score })) });
+    const { spans, i } = found;
+    const w = spans[i].text;
+    const core = Math.max(0, w.toLowerCase().indexOf(target));
+    // `ctx` words each side; fewer when the text is longer than a model's positions (a long URL
+    // nearby), none at all and the example is left out when even the word alone is.
+    for (let ctx = context; ctx >= 0; ctx = ctx > 0 ? Math.floor(ctx / 2) : -1) {
+      const before = spans.slice(Math.max(0, i - ctx), i).map((s) => s.text).join(' ') + (i > 0 && ctx > 0 ? ' ' : '') + w.slice(0, core);
+      const after = w.slice(core + target.length) + (i + 1 < spans.length && ctx > 0 ? ' ' : '') + spans.slice(i + 1, i + 1 + ctx).map((s) => s.text).join(' ');
+      const predictions = [];
+      try {
+        for (const m of models) {
+          const r = await fillMask(tf, m.model, m.tokenizer, `${before}${m.tokenizer.maskToken}${after}`, { topK: 3 });
+          predictions.push({ model: m.label, top: (r.masks[0] ?? []).map((c) => ({ token: c.token_str, score: c.score })) });
+        }
+      } catch (err) {
+        if (err instanceof TextTooLongError) continue;
+        throw err;
+      }
+      out.push({ word: target, text: `${before}[${target}]${after}`, predictions });
+      break;
     }
-    out.push({ word: target, text: `${found.before}[${target}]${found.after}`, predictions });
   }
   return out;
 }

@@ -33,6 +33,9 @@ import { maxSequenceLength } from './checkpoint.ts';
 import type { MaskedLM, Tf } from './models/bert.ts';
 import type { ModelConfig } from './models/config.ts';
 
+/** A text with more tokens than the model has positions (bad input; callers that cut text catch it). */
+export class TextTooLongError extends InputError {}
+
 /** One proposal for one mask, as transformers' pipeline returns it. */
 export interface FillMaskCandidate {
   score: number;
@@ -137,7 +140,7 @@ export async function encodeForFillMask(tokenizer: MlmTokenizer, config: ModelCo
   }
   const maxLen = maxSequenceLength(config);
   if (ids.length > maxLen) {
-    throw new InputError(`the text is ${ids.length} tokens long (specials included), more than the ${maxLen} positions of this model; shorten it`);
+    throw new TextTooLongError(`the text is ${ids.length} tokens long (specials included), more than the ${maxLen} positions of this model; shorten it`);
   }
 
   return { ids, positions };

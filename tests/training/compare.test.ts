@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { documentPerplexities, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
+import { documentPerplexities, fillMaskExamples, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { makeTinyCheckpoint, runMlm } from './tiny-checkpoint.ts';
@@ -79,6 +79,33 @@ describe('compare: whole-word pseudo-log-likelihood', () => {
       }
       // A shorter context window changes the context, not which words are scored.
       assert.deepEqual(single.map((x) => [x.doc, x.index]), batched.map((x) => [x.doc, x.index]));
+      model.dispose();
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('compare: fill-mask examples', () => {
+  test('a context longer than the model\'s positions (a long URL nearby) is cut to fit; a word longer than them is left out', async () => {
+    await tf.setBackend('cpu');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-ex-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3, maxPositions: 24 });
+      const folder = await loadModelFolder(ck.dir);
+      const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
+      const url = `https://example.org/${'abcdefgh/'.repeat(8)}`;
+      // The word "cough" wrapped in 40 brackets each side: 80 tokens around one mask.
+      const docs = [`see ${url} for the fever chart and the notes`, `a ${'('.repeat(40)}cough${')'.repeat(40)} here`];
+      const examples = await fillMaskExamples(tf, [{ label: 'm', model, tokenizer: folder.tokenizer }], docs, ['fever', 'cough']);
+      assert.deepEqual(examples.map((e) => e.word), ['fever'], 'the over-long word is left out, not an error');
+      const [ex] = examples;
+      assert.ok(!ex.text.includes(url), `the URL is cut away: ${ex.text}`);
+      assert.match(ex.text, /\[fever\]/);
+      assert.equal(ex.predictions[0].top.length, 3);
+      // What was kept fits the model.
+      const kept = ex.text.replace('[fever]', folder.tokenizer.maskToken);
+      assert.ok((await folder.tokenizer.encodeWithSpecials(kept)).ids.length <= 24);
       model.dispose();
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
