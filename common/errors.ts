@@ -110,6 +110,8 @@ export function systemError(err: unknown, opts: { where?: string; flag?: string 
       return new InputError(`${flag}${p} is on a read-only file system; choose an output path on a writable disk`);
     case 'EACCES':
     case 'EPERM':
+      // Listing or reading is an input that cannot be read; anything else, an output not writable.
+      if (e.syscall === 'scandir' || e.syscall === 'opendir' || e.syscall === 'read') return new InputError(`${flag}${p}: permission denied, it cannot be read; fix its permissions`);
       return new InputError(`${flag}${p}: permission denied; choose a path you can write to, or fix its permissions`);
     case 'ELOOP':
       return new InputError(`${flag}${p}: too many levels of symbolic links (a link that leads back to itself?); fix the link or choose another path`);

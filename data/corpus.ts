@@ -32,7 +32,7 @@
 // totalBytes(files), except for whatever follows the last document of the whole corpus (trailing
 // blank text, empty files at the end). Progress bars should finish on totalBytes.
 
-import { openAsBlob } from 'node:fs';
+import { openAsBlob, type Dirent } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { fromArrow, fromCSVStream } from 'arquero';
@@ -176,7 +176,14 @@ async function walkFolder(root: string): Promise<string[]> {
     const real = await fsp.realpath(dir);
     if (seen.has(real)) return;
     seen.add(real);
-    const entries = await fsp.readdir(dir, { withFileTypes: true });
+    let entries: Dirent[];
+    try {
+      entries = await fsp.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM') throw err;
+      throw new InputError(`cannot list corpus folder ${dir} (${code}); make it readable, or leave it out of the corpus`);
+    }
     for (const e of entries) {
       if (e.name.startsWith('.')) continue;
       const p = path.join(dir, e.name);

@@ -89,7 +89,15 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     ...(opts.inputFolders ?? []),
   ]);
   const inputs = [];
-  for (const p of allFiles) inputs.push({ path: p, bytes: (await fsp.stat(p)).size, sha256: await fileSha256(p) });
+  for (const p of allFiles) {
+    try {
+      inputs.push({ path: p, bytes: (await fsp.stat(p)).size, sha256: await fileSha256(p) });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOENT') throw err;
+      throw new InputError(`cannot read corpus file ${p} (${code}); check that it exists and is readable`);
+    }
+  }
   // A copy of a training file given as held-out text (same bytes, another path) is the same mistake.
   const trainSums = new Map(inputs.slice(0, trainFiles.length).filter((f) => f.bytes > 0).map((f) => [f.sha256, f.path]));
   const copy = inputs.slice(trainFiles.length).find((f) => trainSums.has(f.sha256));

@@ -369,10 +369,15 @@ export function checkBenchOptions(o: BenchOptions): void {
  * Times `steps` training steps (after `warmupSteps` untimed ones) and `evalSteps` evaluation
  * steps of a freshly initialised model of `config` on `tf`'s active backend.
  */
+/** Refuses a --seq-len longer than the model's positions. */
+export function checkBenchSeqLen(config: ModelConfig, seqLen: number): void {
+  const maxT = maxSequenceLength(config);
+  if (seqLen > maxT) throw new InputError(`--seq-len ${seqLen} is longer than the model's ${maxT} positions; use --seq-len ${maxT} or less`);
+}
+
 export async function benchmarkModel(tf: Tf, backendName: string, config: ModelConfig, o: BenchOptions): Promise<BenchMeasurement> {
   checkBenchOptions(o);
-  const maxT = maxSequenceLength(config);
-  if (o.seqLen > maxT) throw new InputError(`--seq-len ${o.seqLen} is longer than the model's ${maxT} positions; use --seq-len ${maxT} or less`);
+  checkBenchSeqLen(config, o.seqLen);
   const counts = parameterCounts(config);
   const { trainRows, evalRows } = planPasses(config, o.seqLen, backendName, o.rowsPerPass);
   const data = new SyntheticBatches(config, o.batchSize, o.seqLen, o.seed, o.mlmProbability);

@@ -29,7 +29,7 @@ import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
 import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {
-  BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, measureMatmulPeak, parameterCounts, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
+  BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, checkBenchSeqLen, measureMatmulPeak, parameterCounts, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
 import { readConfigArgument } from '../../training/checkpoint.ts';
 import type { ModelConfig } from '../../training/models/config.ts';
@@ -351,6 +351,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     requireInteger(args['blas-threads'], 'blas-threads', 1);
     const configs = [...new Set(args.config.map(resolveConfig))];
     const parsed = new Map(configs.map((c) => [c, readConfigArgument(c)]));
+    for (const config of parsed.values()) checkBenchSeqLen(config, args['seq-len']);
     const all = args.backend.includes('all');
     for (const b of args.backend) {
       if (b !== 'all' && !isBackendName(b)) throw new InputError(`unknown backend '${b}' (--backend): use auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu or all`);

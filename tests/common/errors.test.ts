@@ -38,6 +38,8 @@ test('systemError: bad output paths are exit 2, a full disk is exit 1, each with
   const mkdir = Object.assign(errno('ENOENT', '/runs/a'), { syscall: 'mkdir' });
   assert.match(systemError(mkdir, { flag: '--out' })!.message, /^--out \/runs\/a cannot be created: a folder on its way is missing \(a link to a folder that is not there\?\); fix the link or choose another path$/);
   assert.equal(systemError(Object.assign(errno('ENOENT', '/data/a.txt'), { syscall: 'open' })), null);
+  // A folder that cannot be listed is an input to make readable, not an output to make writable.
+  assert.match(systemError(Object.assign(errno('EACCES', '/data/papers'), { syscall: 'scandir' }))!.message, /^\/data\/papers: permission denied, it cannot be read; fix its permissions$/);
   assert.equal(systemError(new Error('plain')), null);
   const oom = systemError(new RangeError('Invalid typed array length: 256000000000'))!;
   assert.ok(!(oom instanceof InputError));

@@ -196,6 +196,37 @@ test('held-out text that is also trained on is refused: a --validation file insi
   assert.equal(ok.code, 0, ok.stderr);
 });
 
+// Permissions bind only a user other than root: run the CLI as `nobody` where this process is root.
+// (and only where that user can read the repository: a clone under /root is out of its reach).
+const asNobody = process.getuid?.() === 0 &&
+  spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', mlm]).status === 0;
+test('an unreadable corpus file or folder is named as an input that cannot be read (not an output to make writable)', { skip: asNobody ? false : 'needs root and setpriv, to run the CLI as another user' }, () => {
+  const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-perm-'));
+  try {
+    fs.chmodSync(shared, 0o777);
+    const corpus = path.join(shared, 'corpus');
+    fs.mkdirSync(path.join(corpus, 'locked'), { recursive: true });
+    fs.writeFileSync(path.join(corpus, 'a.txt'), 'the patient was treated with antibiotics.\n');
+    fs.writeFileSync(path.join(corpus, 'locked', 'b.txt'), 'fever resolved.\n');
+    const tok = path.join(shared, 'tok');
+    fs.cpSync(tokDir, tok, { recursive: true });
+    for (const p of [shared, corpus, tok, path.join(corpus, 'a.txt'), ...fs.readdirSync(tok).map((f) => path.join(tok, f))]) fs.chmodSync(p, fs.statSync(p).isDirectory() ? 0o777 : 0o644);
+    const nobody = (args: string[]) => {
+      const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, mlm, ...args],
+        { cwd: shared, encoding: 'utf8', env: { ...process.env, MLM_DEBUG: '', HOME: shared, TMPDIR: shared } });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    const args = ['prepare', '--corpus', corpus, '--tokenizer', tok, '--seq-len', '16', '--no-progress'];
+    fs.chmodSync(path.join(corpus, 'locked'), 0o000);
+    assertRefused(nobody([...args, '--out', path.join(shared, 'o1')]), /^mlm: error: cannot list corpus folder .*corpus\/locked \(EACCES\); make it readable, or leave it out of the corpus$/);
+    fs.chmodSync(path.join(corpus, 'locked'), 0o777);
+    fs.chmodSync(path.join(corpus, 'locked', 'b.txt'), 0o000);
+    assertRefused(nobody([...args, '--out', path.join(shared, 'o2')]), /^mlm: error: cannot read corpus file .*corpus\/locked\/b\.txt \(EACCES\); check that it exists and is readable$/);
+  } finally {
+    fs.rmSync(shared, { recursive: true, force: true });
+  }
+});
+
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   test(`${signal} during prepare removes the temporary folder, prints one line and exits ${signal === 'SIGINT' ? 130 : 143}`, async () => {
     const big = path.join(work, `big-${signal}`);

@@ -95,6 +95,7 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
+  badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--seq-len', '1024'], /^mlm: error: --seq-len 1024 is longer than the model's 512 positions; use --seq-len 512 or less$/, true);
   // Empty values (an unset shell variable): yargs would read 0 for a number and '' (the working
   // folder) for a path.
   badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('l'), '--lr', ''], /^mlm: error: --lr was given an empty value; give a value or leave the option out$/, true);
