@@ -31,19 +31,23 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     const log = (line: string) => process.stderr.write(line + '\n');
     let exportDir = args.model;
     let temp: string | null = null;
-    if (!fs.existsSync(path.join(args.model, 'model.json'))) {
-      temp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-serve-'));
-      exportDir = path.join(temp, 'tfjs');
-      await exportModel({ model: args.model, revision: args.revision, out: exportDir, format: 'tfjs', generatedBy: `mlmkit ${VERSION}`, log });
+    try {
+      if (!fs.existsSync(path.join(args.model, 'model.json'))) {
+        temp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-serve-'));
+        exportDir = path.join(temp, 'tfjs');
+        await exportModel({ model: args.model, revision: args.revision, out: exportDir, format: 'tfjs', generatedBy: `mlmkit ${VERSION}`, log });
+      }
+      const server = await servePage({ exportDir, port: args.port });
+      process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await server.close();
+    } finally {
+      // The temporary export goes however the command ends (a model that fails to export, a port in use).
+      if (temp) fs.rmSync(temp, { recursive: true, force: true });
     }
-    const server = await servePage({ exportDir, port: args.port });
-    process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
-    await server.close();
-    if (temp) fs.rmSync(temp, { recursive: true, force: true });
   },
 };

@@ -113,6 +113,14 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['evaluate', '--model', out('no-model'), '--data'], /^mlm: error: --data was given no value/, true);
   assert.equal(fs.existsSync(out('n')), false);
   badInput(['serve', '--model', out('no-model'), '--port', '70000'], /^mlm: error: --port must be at most 65535, got 70000$/, true);
+  // A model that fails to export for serving leaves no temporary export behind.
+  const serveTmp = out('serve-tmp');
+  fs.mkdirSync(out('not-a-model'));
+  fs.mkdirSync(serveTmp);
+  const served = spawnSync(process.execPath, [MLM, 'serve', '--model', out('not-a-model')], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TMPDIR: serveTmp } });
+  assert.equal(served.status, 2, served.stderr);
+  assert.match(served.stderr, /^mlm: error: .*not-a-model has no config\.json/);
+  assert.deepEqual(fs.readdirSync(serveTmp).filter((e) => e.startsWith('mlmkit-serve-')), []);
   badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('p'), '--steps', '1', '--resume', config], /^mlm: error: --resume .*tiny\.json is a file; give the checkpoint-STEP folder that holds it \(or the run folder\)$/);
 
   const unrelated = out('unrelated');
