@@ -32,7 +32,7 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
       .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
       .option('format', { choices: ['hf', 'tfjs', 'onnx'] as const, default: 'hf' as const, describe: 'hf: config.json + model.safetensors + tokenizer; tfjs: model.json + 4 MiB weight shards + config + tokenizer; onnx: the hf folder + onnx/model.onnx (transformers.js, ONNX Runtime)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
-      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an --out folder that is not empty' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier export at --out (never a folder holding other files)' })
       .option('json', { type: 'boolean', default: false, describe: 'print a JSON summary on stdout' })
       .example('$0 export --model checkpoints/run1/checkpoint-5000 --format hf --out med-bert/', 'a folder transformers loads, without optimizer state')
       .example('$0 export --model med-bert/ --format tfjs --out web/model/', 'weights for a browser app (tf.io) using mlmkit\'s model code')
