@@ -32,7 +32,14 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
 const flag = (name: string, dflt: string) => {
   const i = argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
+  if (i < 0) return dflt;
+  const value = argv[i + 1];
+  // `--out` at the end of the line, or followed by another option, or empty: said, not guessed.
+  if (value === undefined || value.trim() === '' || value.startsWith('--')) {
+    process.stderr.write(`demo: --${name} was given no value; give a value or leave the option out\n`);
+    process.exit(2);
+  }
+  return value;
 };
 const PRETRAIN_STEPS = Number(flag('pretrain-steps', '2000'));
 const ADAPT_STEPS = Number(flag('adapt-steps', '200'));

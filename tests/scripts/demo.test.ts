@@ -49,6 +49,12 @@ test('--out: a folder holding anything the demo did not make, or a file, is refu
     assert.equal(file.status, 2, file.stderr);
     assert.match(file.stderr, /^demo: --out \S+notes\.txt is a file, not a folder: pass a new or empty folder\n$/);
     assert.equal(fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8'), 'mine');
+    // --out without a value (it read as the default or as the repository itself).
+    for (const extra of [['--fresh', '--out'], ['--out', '', '--fresh']]) {
+      const bare = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', 'demo.ts'), '--backend', 'wasm', ...extra], { cwd: root, encoding: 'utf8' });
+      assert.equal(bare.status, 2, bare.stderr);
+      assert.equal(bare.stderr, 'demo: --out was given no value; give a value or leave the option out\n');
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
