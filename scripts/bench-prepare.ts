@@ -22,14 +22,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../common/rng.ts';
+import { scriptOption } from './script-args.ts';
 import { claimFolder, type OwnFolder } from './own-folder.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = (name: string, dflt: string) => scriptOption(args, name, dflt, 'bench-prepare');
 const gb = Number(opt('gb', '1'));
 const dir = path.resolve(opt('dir', path.join(here, '..', '.bench', 'prepare')));
 const keep = args.includes('--keep');

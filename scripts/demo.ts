@@ -26,21 +26,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatTable } from '../data/progress.ts';
 import { MANIFEST } from '../data/shards.ts';
+import { scriptOption } from './script-args.ts';
 import { claimFolder, removeOwn, type OwnFolder } from './own-folder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
-const flag = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const value = argv[i + 1];
-  // `--out` at the end of the line, or followed by another option, or empty: said, not guessed.
-  if (value === undefined || value.trim() === '' || value.startsWith('--')) {
-    process.stderr.write(`demo: --${name} was given no value; give a value or leave the option out\n`);
-    process.exit(2);
-  }
-  return value;
-};
+const flag = (name: string, dflt: string) => scriptOption(argv, name, dflt, 'demo');
 const PRETRAIN_STEPS = Number(flag('pretrain-steps', '2000'));
 const ADAPT_STEPS = Number(flag('adapt-steps', '200'));
 const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');

@@ -33,12 +33,10 @@ import { createMaskedLM } from '../training/models/roberta.ts';
 import { createAdamW } from '../training/flat-adamw.ts';
 import { ADAMW_DEFAULTS } from '../training/optimizer.ts';
 import { optimizerStep } from '../training/train-step.ts';
+import { scriptOption } from './script-args.ts';
 import { decayedParameters } from '../training/models/weights.ts';
 
-const arg = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : fallback;
-};
+const arg = (name: string, fallback: string): string => scriptOption(process.argv.slice(2), name, fallback, 'profile-step');
 const configArg = arg('config', 'bert-mini');
 const configFile = configArg.endsWith('.json') ? configArg : path.join(import.meta.dirname, '..', 'configs', `${configArg}.json`);
 const batchSize = Number(arg('batch-size', '32'));
