@@ -17,6 +17,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { realPathOf } from './paths.ts';
 import { InputError, systemError } from '../common/errors.ts';
 
 export interface LockInfo {
@@ -28,7 +29,8 @@ export interface LockInfo {
 
 /** The lock file of folder `dir`: `.NAME.lock` beside it. */
 export function lockPath(dir: string): string {
-  const abs = path.resolve(dir);
+  // The real path: a run folder reached through a link (`current -> runF`) takes runF's lock.
+  const abs = realPathOf(dir);
   return path.join(path.dirname(abs), `.${path.basename(abs)}.lock`);
 }
 

@@ -92,7 +92,8 @@ export function checkExportOut(out: string, model: string, overwrite: boolean): 
  */
 function isExportEntry(name: string, isDir: boolean): boolean {
   if (isDir) return name === 'onnx';
-  return TOKENIZER_FILES.includes(name) || name === CONFIG_FILE || name === WEIGHTS_FILE || name === SAFETENSORS_INDEX || name === 'README.md' ||
+  // No README.md: export writes none, so one there is the user's model card.
+  return TOKENIZER_FILES.includes(name) || name === CONFIG_FILE || name === WEIGHTS_FILE || name === SAFETENSORS_INDEX ||
     name === 'model.json' || name === 'generation_config.json' || /^model-\d+-of-\d+\.safetensors$/.test(name) || /^group\d+-shard\d+of\d+\.bin$/.test(name);
 }
 

@@ -44,6 +44,11 @@ test('a second process is refused while the first holds the lock; SIGTERM releas
     assert.match(err.message, new RegExp(`^the run folder ${dir} is in use by another process \\(pid ${child.pid} on ${os.hostname()}: \`.*\`, since ${info.started}\\); wait for it to finish or choose another --out \\(if that process is gone, delete .*\\.run\\.lock\\)$`));
     return true;
   });
+  // The same folder through a link (`current -> run`) is the same lock.
+  fs.mkdirSync(dir, { recursive: true });
+  fs.symlinkSync(dir, path.join(tmp, 'current'));
+  assert.equal(lockPath(path.join(tmp, 'current')), lockPath(dir));
+  assert.throws(() => acquireLock(path.join(tmp, 'current'), 'run folder'), /in use by another process/);
   const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, sig) => resolve(sig)));
   child.kill('SIGTERM');
   assert.equal(await exited, 'SIGTERM'); // re-raised: the exit status stays the signal's

@@ -155,6 +155,12 @@ describe('mlm export --format hf', () => {
     // An earlier export (hf) is replaced by the new one (tfjs): its files are gone.
     const earlier = path.join(tmp, 'earlier');
     assert.equal((await mlm(['export', '--model', ck.dir, '--out', earlier])).code, 0);
+    // A model card written by hand beside an export is the user's: refused, kept.
+    fs.writeFileSync(path.join(earlier, 'README.md'), '# my card\n');
+    const card = await mlm(['export', '--model', ck.dir, '--out', earlier, '--overwrite', '--format', 'tfjs']);
+    assert.equal(card.code, 2);
+    assert.match(card.stderr, /holds files that are not part of a model export \(README\.md\)/);
+    fs.rmSync(path.join(earlier, 'README.md'));
     const replaced = await mlm(['export', '--model', ck.dir, '--out', earlier, '--overwrite', '--format', 'tfjs']);
     assert.equal(replaced.code, 0, replaced.stderr);
     assert.ok(!fs.existsSync(path.join(earlier, 'model.safetensors')));
