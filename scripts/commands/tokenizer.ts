@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { corpusInputs, refuseOutputOverInputs } from '../../data/paths.ts';
+import { corpusInputs, refuseForeignEntries, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
 import { InputError, check, requireWritableFolder } from '../../common/errors.ts';
 import { Progress } from '../../data/progress.ts';
@@ -155,6 +155,9 @@ function checkOutFolder(out: string, overwrite: boolean): void {
     const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? `, ... (${entries.length} entries)` : '');
     throw new InputError(`--out ${out} already holds files (${shown}); choose an empty folder or pass --overwrite`);
   }
+  // --overwrite replaces a tokenizer, never the tokenizer of a model beside its weights (the model
+  // would no longer match it) or a folder of other files.
+  refuseForeignEntries(out, (name, isDir) => !isDir && TOKENIZER_FILES.includes(name), 'tokenizer folder');
 }
 
 export const tokenizerCommand: CommandModule = {

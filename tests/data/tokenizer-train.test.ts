@@ -300,6 +300,13 @@ describe('mlm tokenizer train (CLI)', () => {
     const over = mlm(['tokenizer', 'train', '--corpus', corpus, '--vocab-size', '400', '--family', 'roberta', '--out', out, '--overwrite', '--json', '--no-progress']);
     assert.equal(over.status, 0, over.stderr);
     assert.deepEqual(fs.readdirSync(out).sort(), ['merges.txt', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.json']);
+    // Not a model's folder, though: its weights would no longer match the tokenizer.
+    fs.writeFileSync(path.join(out, 'model.safetensors'), 'weights');
+    const model = mlm(['tokenizer', 'train', '--corpus', corpus, '--vocab-size', '400', '--out', out, '--overwrite', '--no-progress']);
+    assert.equal(model.status, 2);
+    assert.match(model.stderr, /^mlm: error: --out .* holds files that are not part of a tokenizer folder \(model\.safetensors\); --overwrite replaces only a tokenizer folder/m);
+    assert.ok(fs.existsSync(path.join(out, 'vocab.json')), 'the tokenizer there is untouched');
+    fs.rmSync(path.join(out, 'model.safetensors'));
 
     const small = mlm(['tokenizer', 'train', '--corpus', corpus, '--vocab-size', '20', '--out', path.join(tmp, 'cli-small'), '--no-progress']);
     assert.equal(small.status, 2);
