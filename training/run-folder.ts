@@ -8,6 +8,7 @@ import { copyFileAtomic, writeFileAtomic } from '../common/atomic.ts';
 import { InputError, TrainingError } from '../common/errors.ts';
 import { CONFIG_FILE, loadModelFolder, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
 import { CARD_MARKER } from './model-card.ts';
+import { realPathOf, within } from '../data/paths.ts';
 import type { EvalLogEntry } from './report.ts';
 import { listCheckpoints, newestCheckpoint, readTrainerState, TRAINER_STATE, type TrainerState } from './train-state.ts';
 
@@ -32,6 +33,9 @@ const RUN_ENTRY = new RegExp(
  * crash part way leaves a run that still reads as unfinished, never a mix presented as final.
  */
 export async function publishFinalModel(out: string, from: string): Promise<void> {
+  for (const name of [CONFIG_FILE, WEIGHTS_FILE]) {
+    if (!fs.existsSync(path.join(from, name))) throw new TrainingError(`cannot publish the final model at ${out}: ${from} has no ${name}; the run's checkpoints are in ${out}`);
+  }
   await unpublishFinalModel(out);
   for (const name of finalModelFiles()) {
     const src = path.join(from, name);
@@ -123,11 +127,27 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
       `--out ${out} holds files that are not from an mlm train run (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose an empty or new folder`,
     );
   }
-  if (resume === false && entries.some((e) => /^(checkpoint-\d+|metrics\.jsonl)$/.test(e))) {
+  const runMarks = entries.filter((e) => /^(checkpoint-\d+|metrics\.jsonl|run\.json)$/.test(e));
+  // A model or tokenizer folder (an export, `tokenizer train --out`, a Hub cache snapshot) holds
+  // only names a run folder may hold too, but no run: training there would replace its files.
+  const modelFiles = entries.filter((e) => finalModelFiles().includes(e) || e === 'README.md');
+  if (runMarks.length === 0 && modelFiles.length > 0) {
+    throw new InputError(`--out ${out} holds a model or tokenizer (${modelFiles.slice(0, 3).join(', ')}${modelFiles.length > 3 ? ', ...' : ''}), not a training run; choose an empty or new folder for the run`);
+  }
+  const earlier = runMarks.length > 0;
+  if (resume === false && earlier) {
     throw new InputError(`--out ${out} holds an earlier run; pass --resume to continue or choose another --out`);
   }
   const resumeFrom = resumeFolder(resume, out);
-  if (resume === true && resumeFrom === null) log(`note: --resume: no complete checkpoint in ${out}; starting from scratch`);
+  if (resume === true && resumeFrom === null) {
+    if (earlier) {
+      throw new InputError(`--resume: ${out} holds an earlier run (${runMarks.slice(0, 3).join(', ')}) but no complete checkpoint to continue from; starting from scratch would replace it: choose a new --out, or remove that run to start over`);
+    }
+    log(`note: --resume: no complete checkpoint in ${out}; starting from scratch`);
+  }
+  if (resumeFrom !== null && earlier && !within(realPathOf(resumeFrom), realPathOf(out))) {
+    throw new InputError(`--out ${out} holds another run; continuing ${resumeFrom} there would replace it: give a new --out to branch from that checkpoint, or the checkpoint's own run folder`);
+  }
   return resumeFrom;
 }
 

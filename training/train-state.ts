@@ -151,9 +151,11 @@ export function newestCheckpoint(out: string): CheckpointEntry | null {
  * --save-total-limit: removes complete checkpoints of `out` but the newest `limit` and the one
  * at `bestStep` (when given). Returns the folders removed.
  */
-export async function pruneCheckpoints(out: string, limit: number, bestStep: number | null): Promise<string[]> {
+export async function pruneCheckpoints(out: string, limit: number, bestStep: number | null, upTo = Infinity): Promise<string[]> {
   if (limit <= 0) return [];
-  const complete = listCheckpoints(out).filter((c) => c.complete);
+  // Checkpoints past `upTo` (the step just saved) are from a continuation of the run that a resume
+  // from an earlier checkpoint left behind: neither counted among the newest nor removed.
+  const complete = listCheckpoints(out).filter((c) => c.complete && c.step <= upTo);
   const keep = new Set(complete.slice(-limit).map((c) => c.step));
   if (bestStep !== null) keep.add(bestStep);
   const removed: string[] = [];

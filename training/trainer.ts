@@ -73,7 +73,7 @@ import { makeSchedule } from './schedule.ts';
 import { startingPoint } from './starting-point.ts';
 import { argsRecord, baseModelOf, checkTrainOptions, type TrainOptions } from './train-options.ts';
 import {
-  checkpointName, optimizerLayout, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
+  checkpointName, listCheckpoints, optimizerLayout, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
 import { divergedError, divergence, issueOptimizerStep, type StepResult } from './train-step.ts';
 
@@ -213,15 +213,21 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       window = state.log_window;
       totals = state.totals;
       if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
-        // The folder is this run's checkpoint of that step: the path the state file records (relative
-        // to where the run started, as transformers writes it) is never followed.
-        best = { value: state.best_metric, step: state.best_step, checkpoint: path.join(o.out, checkpointName(state.best_step)) };
+        // The folder is this run's checkpoint of that step, or (a run continued in a new --out) the
+        // one beside the checkpoint resumed from: the path the state file records (relative to
+        // where the run started, as transformers writes it) is never followed.
+        const name = checkpointName(state.best_step);
+        const found = [path.join(o.out, name), path.join(path.dirname(path.resolve(resumeFrom!)), name)].find((d) => fs.existsSync(path.join(d, 'config.json')));
+        if (found !== undefined) best = { value: state.best_metric, step: state.best_step, checkpoint: found };
+        else log(`note: the best checkpoint so far (${name}) is not in ${o.out} or beside ${resumeFrom}; the best model is chosen among the checkpoints from here on`);
       }
       stopping = earlyStoppingState(history, metric, threshold);
       if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;
       lastCheckpoint = path.join(o.out, checkpointName(step));
       if (!fs.existsSync(lastCheckpoint)) lastCheckpoint = resumeFrom;
       await removeCheckpointTemps(o.out);
+      const later = listCheckpoints(o.out).filter((c) => c.step > step).map((c) => path.basename(c.dir));
+      if (later.length > 0) log(`note: resuming at step ${step}; ${later.join(', ')} in ${o.out} (a later point of the run) are left as they are, and replaced where this run saves the same step`);
     }
     await writeMetrics(o.out, history); // a resumed run continues the history of its checkpoint
     const startStep = step;
@@ -291,7 +297,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       }
       lastCheckpoint = dir;
       lastSavedStep = at;
-      await pruneCheckpoints(o.out, o.saveTotalLimit, best?.step ?? null);
+      await pruneCheckpoints(o.out, o.saveTotalLimit, best?.step ?? null, at);
     };
 
     // 4. The loop.

@@ -206,3 +206,61 @@ test('a __proto__ key in a config is named as an unknown key (exit 2)', async ()
   oneLine(mlm(trainArgs(fx, path.join(tmp, 'proto-run'), '--steps', '1').map((a) => (a === config ? proto : a))), 2,
     /^mlm: error: .*proto\.json: unknown key '__proto__' in the model config: mlmkit does not know it; remove it or fix its spelling$/);
 });
+
+/** Every file below `dir` with its bytes (links read through), to prove nothing changed. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of fs.readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    const p = path.join(e.parentPath, e.name);
+    if (fs.statSync(p).isFile()) out[path.relative(dir, p)] = fs.readFileSync(p).toString('base64');
+  }
+  return out;
+}
+
+test('a run never replaces another folder\'s model or run: a model folder as --out, a bare --resume over a run without checkpoints, another run\'s checkpoint into a folder holding a run', async () => {
+  const fx = await data();
+  const run = (out: string, ...more: string[]) => mlm(trainArgs(fx, out, '--eval-every', '0', ...more));
+  // A model folder (an export, a Hub cache snapshot): no run there, so training would replace it.
+  const model = (await makeTinyCheckpoint(path.join(tmp, 'exported-model'))).dir;
+  const modelBefore = snapshot(model);
+  oneLine(run(model, '--steps', '1'), 2, /^mlm: error: --out .*exported-model holds a model or tokenizer \(.*config\.json.*\), not a training run; choose an empty or new folder for the run$/);
+  assert.deepEqual(snapshot(model), modelBefore);
+
+  // A finished run whose checkpoints were cleaned up: a bare --resume has nothing to continue from.
+  const runA = path.join(tmp, 'run-a');
+  assert.equal(run(runA, '--steps', '4', '--save-every', '2').status, 0);
+  const runB = path.join(tmp, 'run-b');
+  assert.equal(run(runB, '--steps', '2').status, 0);
+  fs.rmSync(path.join(runB, 'checkpoint-2'), { recursive: true });
+  const bBefore = snapshot(runB);
+  oneLine(run(runB, '--steps', '4', '--resume'), 2, /^mlm: error: --resume: .*run-b holds an earlier run \(.*metrics\.jsonl.*\) but no complete checkpoint to continue from; starting from scratch would replace it: choose a new --out, or remove that run to start over$/);
+  // Another run's checkpoint continued into a folder that holds a run.
+  oneLine(run(runB, '--steps', '6', '--resume', path.join(runA, 'checkpoint-2')), 2, /^mlm: error: --out .*run-b holds another run; continuing .*run-a\/checkpoint-2 there would replace it: give a new --out to branch from that checkpoint, or the checkpoint's own run folder$/);
+  assert.deepEqual(snapshot(runB), bBefore);
+});
+
+test('resuming from an earlier checkpoint of the same run: the later ones are left, not counted by --save-total-limit; continued in a new folder, --load-best-at-end finds the best checkpoint beside the one resumed', async () => {
+  const fx = await data();
+  const out = path.join(tmp, 'branch');
+  assert.equal(mlm(trainArgs(fx, out, '--steps', '6', '--save-every', '2', '--eval-every', '0')).status, 0);
+  const stale = fs.readFileSync(path.join(out, 'checkpoint-6', 'model.safetensors'));
+  const r = mlm(trainArgs(fx, out, '--steps', '4', '--save-every', '2', '--eval-every', '0', '--save-total-limit', '1', '--lr', '1e-4', '--resume', path.join(out, 'checkpoint-2')));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /note: resuming at step 2; checkpoint-4, checkpoint-6 in .*branch \(a later point of the run\) are left as they are, and replaced where this run saves the same step/);
+  // checkpoint-4 is this session's (kept as the newest), checkpoint-2 pruned, checkpoint-6 untouched,
+  // and the final model is this session's step 4.
+  assert.deepEqual(fs.readdirSync(out).filter((e) => e.startsWith('checkpoint-')).sort(), ['checkpoint-4', 'checkpoint-6']);
+  assert.deepEqual(fs.readFileSync(path.join(out, 'checkpoint-6', 'model.safetensors')), stale);
+  assert.deepEqual(fs.readFileSync(path.join(out, 'model.safetensors')), fs.readFileSync(path.join(out, 'checkpoint-4', 'model.safetensors')));
+
+  // Continued in a new folder with --load-best-at-end: the best so far is beside the checkpoint resumed.
+  const first = path.join(tmp, 'best-first');
+  const evalArgs = ['--save-every', '2', '--eval-every', '2', '--eval-batches', '2', '--load-best-at-end'];
+  assert.equal(mlm(trainArgs(fx, first, '--steps', '4', ...evalArgs)).status, 0);
+  const next = path.join(tmp, 'best-next');
+  const cont = mlm(trainArgs(fx, next, '--steps', '6', ...evalArgs, '--lr', '1e-12', '--resume', path.join(first, 'checkpoint-4')));
+  assert.equal(cont.status, 0, cont.stderr);
+  const best = /loading the best model: (\S+) /.exec(cont.stderr)?.[1];
+  assert.ok(best && fs.existsSync(path.join(best, 'model.safetensors')), `the best checkpoint named exists: ${best}`);
+  assert.deepEqual(fs.readFileSync(path.join(next, 'model.safetensors')), fs.readFileSync(path.join(best, 'model.safetensors')));
+});
