@@ -87,10 +87,13 @@ async function fsyncTree(dir: string): Promise<void> {
 /** Removes the temporary siblings `writeFolderAtomic(target, ..., tag)` leaves when killed. */
 export async function removeStaleTemps(target: string, tag: string): Promise<void> {
   const abs = path.resolve(target);
-  const prefix = `.${path.basename(abs)}.${tag}-`;
+  // The whole name, not a prefix: `.data.prepare-tmp-…` is data's, while a folder named
+  // `data.prepare-x` has temporaries of its own (`.data.prepare-x.prepare-tmp-…`) that are not.
+  const escape = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const own = new RegExp(`^\\.${escape(path.basename(abs))}\\.${escape(tag)}-(tmp|old)-\\d+-[0-9a-f]{6}$`);
   const entries = await fsp.readdir(path.dirname(abs)).catch(() => [] as string[]);
   for (const e of entries) {
-    if (e.startsWith(prefix) && /-(tmp|old)-\d+-[0-9a-f]{6}$/.test(e)) await fsp.rm(path.join(path.dirname(abs), e), { recursive: true, force: true });
+    if (own.test(e)) await fsp.rm(path.join(path.dirname(abs), e), { recursive: true, force: true });
   }
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeFolderAtomic } from '../../common/atomic.ts';
+import { removeStaleTemps, writeFolderAtomic } from '../../common/atomic.ts';
 import { InputError } from '../../common/errors.ts';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-atomic-')));
@@ -38,4 +38,14 @@ test('writeFolderAtomic refuses an empty path and a folder holding the working f
   assert.deepEqual(fs.readdirSync(home), ['new.txt']);
   await writeFolderAtomic(path.join(tmp, 'fresh'), fill('a.txt'));
   assert.deepEqual(fs.readdirSync(path.join(tmp, 'fresh')), ['a.txt']);
+});
+
+test('removeStaleTemps removes the temporaries of its own folder only, not those of a folder whose name starts alike', async () => {
+  const dir = path.join(tmp, 'stale');
+  fs.mkdirSync(dir);
+  const mine = ['.data.prepare-tmp-123-abcdef', '.data.prepare-old-9-0a1b2c'];
+  const others = ['.data.prepare-x.prepare-tmp-123-abcdef', '.data.prepare-tmp-123-abcdef-notes', 'data', '.datax.prepare-tmp-1-abcdef'];
+  for (const n of [...mine, ...others]) fs.mkdirSync(path.join(dir, n));
+  await removeStaleTemps(path.join(dir, 'data'), 'prepare');
+  assert.deepEqual(fs.readdirSync(dir).sort(), [...others].sort());
 });
