@@ -125,9 +125,10 @@ function refuseReplacingHome(dir: string, real: string): void {
 /**
  * Fills a new folder through `fill(tmpDir)` and puts it at `dir` atomically (see the file header).
  * `dir` may exist: it is replaced only after the new folder is complete. The caller decides
- * whether replacing it is allowed. `tag` names the temporary siblings (`.NAME.TAG-tmp-...`).
+ * whether replacing it is allowed (`replace: false`: only while it is still empty). `tag` names
+ * the temporary siblings (`.NAME.TAG-tmp-...`).
  */
-export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>, tag = 'ckpt'): Promise<void> {
+export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => Promise<void>, tag = 'ckpt', opts: { replace?: boolean } = {}): Promise<void> {
   // '' resolves to the working folder: a caller that let an empty path through would replace it.
   if (dir.trim() === '') throw new InputError('the output folder is an empty path; name a folder');
   const target = path.resolve(dir);
@@ -143,6 +144,12 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
   try {
     await fill(tmp);
     await fsyncTree(tmp);
+    // `replace: false` (commands that write only into a new or empty folder, checked when they
+    // started): files that appeared there while this ran (another run) are not replaced.
+    const now = opts.replace === false ? await fsp.readdir(target).catch(() => null) : null;
+    if (now !== null && now.length > 0) {
+      throw new InputError(`${dir} received files while this command ran (${now.slice(0, 3).join(', ')}); nothing was replaced: choose another output folder`);
+    }
     if (existing) {
       const old = tempSibling(target, `${tag}-old`);
       await fsp.rename(target, old);

@@ -234,6 +234,8 @@ export interface ModelFolderParts {
   tokenizer: MlmTokenizer;
   /** Adds files (trainer_state.json, optimizer.safetensors...) to the temporary folder before it is renamed. */
   extra?: (tmpDir: string) => Promise<void>;
+  /** false: replace the folder only while it is empty (writeFolderAtomic's `replace`). */
+  replace?: boolean;
 }
 
 /** config.json's object as save_pretrained writes it for the ForMaskedLM class of the family. */
@@ -280,7 +282,7 @@ export async function writeModelFolder(dir: string, parts: ModelFolderParts): Pr
     await saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
     await tokenizer.save(tmp, { modelMaxLength: tokenizer.modelMaxLength ?? maxSequenceLength(config) });
     if (parts.extra) await parts.extra(tmp);
-  });
+  }, 'ckpt', { replace: parts.replace });
 }
 
 /**

@@ -39,7 +39,7 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
     const next = await MlmTokenizer.load(args.tokenizer);
     const model = await loadModel(args.from, { revision: args.revision, log });
     const r = await resizeModel(model.config, model.weights, model.tokenizer, next, { init: args.init, seed: args.seed });
-    await writeModelFolder(args.out, { config: r.config, weights: await hfWeightsOf(r.config, r.weights), tokenizer: next });
+    await writeModelFolder(args.out, { config: r.config, weights: await hfWeightsOf(r.config, r.weights), tokenizer: next, replace: false });
     const summary = {
       from: args.from,
       out: args.out,

@@ -82,7 +82,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     progress.complete(`${tally.total} words, ${tally.words.size} distinct`);
 
     const r = await extendTokenizer(old, tally, { add: args.add, minFrequency: args['min-frequency'] });
-    await writeFolderAtomic(args.out, (tmp) => r.tokenizer.save(tmp), 'extend');
+    await writeFolderAtomic(args.out, (tmp) => r.tokenizer.save(tmp), 'extend', { replace: false });
 
     const summary = {
       from: args.from,

@@ -49,3 +49,19 @@ test('removeStaleTemps removes the temporaries of its own folder only, not those
   await removeStaleTemps(path.join(dir, 'data'), 'prepare');
   assert.deepEqual(fs.readdirSync(dir).sort(), [...others].sort());
 });
+
+test('replace: false puts the folder in place only while the target is still empty; files that appeared meanwhile are kept', async () => {
+  const target = path.join(tmp, 'fresh-only');
+  fs.mkdirSync(target);
+  await writeFolderAtomic(target, fill('mine.txt'), 'extend', { replace: false });
+  assert.deepEqual(fs.readdirSync(target), ['mine.txt'], 'an empty folder is filled');
+  const raced = path.join(tmp, 'raced');
+  // Another process writes there while this one fills its temporary folder.
+  await assert.rejects(writeFolderAtomic(raced, async (dir) => {
+    fs.mkdirSync(raced);
+    fs.writeFileSync(path.join(raced, 'theirs.txt'), 'theirs');
+    fs.writeFileSync(path.join(dir, 'mine.txt'), 'mine');
+  }, 'extend', { replace: false }), (e: unknown) => e instanceof InputError && /received files while this command ran \(theirs\.txt\); nothing was replaced: choose another output folder$/.test(e.message));
+  assert.deepEqual(fs.readdirSync(raced), ['theirs.txt']);
+  assert.deepEqual(fs.readdirSync(tmp).filter((e) => e.includes('extend-')), [], 'no temporary folder left');
+});
