@@ -88,9 +88,10 @@ function errnoOf(err: unknown): { code: string; path?: string; syscall?: string 
  * A raw system error (fs calls reject with `code` and `path`) as the one-line error the CLI
  * prints, or null when `err` is not one this knows. Where the path is an output the user chose,
  * the fault is bad input (InputError, exit 2): a file in the way (EEXIST, ENOTDIR), a read-only
- * file system (EROFS), no permission (EACCES, EPERM), a link loop (ELOOP), a folder that mkdir could
- * not make because its parent is missing (ENOENT from mkdir: a dangling link). A full disk (ENOSPC, EDQUOT) is a failure
- * while running (exit 1). `where` overrides the path the error names; `flag` names the option.
+ * file system (EROFS), no permission (EACCES, EPERM; a folder that cannot be listed is an input to
+ * make readable), a link loop (ELOOP), a folder mkdir could not make because a folder on its way is
+ * missing (ENOENT from mkdir: a dangling link). A full disk (ENOSPC, EDQUOT) is a failure while
+ * running (exit 1). `where` overrides the path the error names; `flag` names the option.
  */
 export function systemError(err: unknown, opts: { where?: string; flag?: string } = {}): Error | null {
   const e = errnoOf(err);
