@@ -92,9 +92,22 @@ export async function removeStaleTemps(target: string, tag: string): Promise<voi
   const escape = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const own = new RegExp(`^\\.${escape(path.basename(abs))}\\.${escape(tag)}-(tmp|old)-\\d+-[0-9a-f]{6}$`);
   const entries = await fsp.readdir(path.dirname(abs)).catch(() => [] as string[]);
-  for (const e of entries) {
-    if (own.test(e)) await fsp.rm(path.join(path.dirname(abs), e), { recursive: true, force: true });
+  await restoreOrRemove(abs, entries.filter((e) => own.test(e)).map((e) => path.join(path.dirname(abs), e)));
+}
+
+/**
+ * Deals with the temporary siblings of `target` a killed writeFolderAtomic left: a run killed
+ * between its two renames left the previous folder under its `-old-` name and none at `target`,
+ * so that one is put back; the rest are removed.
+ */
+export async function restoreOrRemove(target: string, temps: string[]): Promise<void> {
+  const old = temps.find((t) => /-old-\d+-[0-9a-f]{6}$/.test(t));
+  let restored: string | null = null;
+  if (old !== undefined && (await fsp.lstat(target).catch(() => null)) === null) {
+    await fsp.rename(old, target);
+    restored = old;
   }
+  for (const t of temps) if (t !== restored) await fsp.rm(t, { recursive: true, force: true });
 }
 
 /**

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { copyFileAtomic, writeFileAtomic } from '../common/atomic.ts';
+import { copyFileAtomic, restoreOrRemove, writeFileAtomic } from '../common/atomic.ts';
 import { InputError, TrainingError } from '../common/errors.ts';
 import { CONFIG_FILE, loadModelFolder, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
 import { CARD_MARKER } from './model-card.ts';
@@ -153,7 +153,13 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
 
 /** Temporary folders of a checkpoint write that a killed run left in `out`. */
 export async function removeCheckpointTemps(out: string): Promise<void> {
-  for (const e of fs.readdirSync(out)) if (/^\.checkpoint-\d+\.ckpt-(tmp|old)-/.test(e)) await fsp.rm(path.join(out, e), { recursive: true, force: true });
+  const byCheckpoint = new Map<string, string[]>();
+  for (const e of fs.readdirSync(out)) {
+    const m = /^\.(checkpoint-\d+)\.ckpt-(tmp|old)-/.exec(e);
+    if (m) byCheckpoint.set(m[1]!, [...(byCheckpoint.get(m[1]!) ?? []), path.join(out, e)]);
+  }
+  // A checkpoint whose rewrite was killed between its two renames is put back (common/atomic.ts).
+  for (const [name, temps] of byCheckpoint) await restoreOrRemove(path.join(out, name), temps);
 }
 
 /** The figures of a finished run that train_results.json and all_results.json hold. */

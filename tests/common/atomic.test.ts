@@ -65,3 +65,19 @@ test('replace: false puts the folder in place only while the target is still emp
   assert.deepEqual(fs.readdirSync(raced), ['theirs.txt']);
   assert.deepEqual(fs.readdirSync(tmp).filter((e) => e.includes('extend-')), [], 'no temporary folder left');
 });
+
+test('a write killed between its two renames: the previous folder is put back from its -old- name, the new half removed', async () => {
+  const dir = path.join(tmp, 'killed');
+  fs.mkdirSync(dir);
+  // What a kill after `rename(target, old)` and before `rename(tmp, target)` leaves.
+  fs.mkdirSync(path.join(dir, '.data.prepare-old-77-abcdef'));
+  fs.writeFileSync(path.join(dir, '.data.prepare-old-77-abcdef', 'manifest.json'), 'previous');
+  fs.mkdirSync(path.join(dir, '.data.prepare-tmp-77-012345'));
+  await removeStaleTemps(path.join(dir, 'data'), 'prepare');
+  assert.deepEqual(fs.readdirSync(dir), ['data']);
+  assert.equal(fs.readFileSync(path.join(dir, 'data', 'manifest.json'), 'utf8'), 'previous');
+  // With the target in place, an -old- folder is a leftover like the others.
+  fs.mkdirSync(path.join(dir, '.data.prepare-old-78-abcdef'));
+  await removeStaleTemps(path.join(dir, 'data'), 'prepare');
+  assert.deepEqual(fs.readdirSync(dir), ['data']);
+});

@@ -189,3 +189,19 @@ test('early stopping stops after `patience` evaluations without improvement, and
   await assert.rejects(run(o(path.join(tmp, 'early-bad'), { evalEvery: 0 })), /--early-stopping-patience needs evaluations/);
   await assert.rejects(run(o(path.join(tmp, 'early-bad2'), { saveEvery: 3 })), /--save-every \(3\) must be a multiple of --eval-every \(2\)/);
 });
+
+test('removeCheckpointTemps puts back a checkpoint whose rewrite was killed between its two renames, and removes other leftovers', async () => {
+  const { removeCheckpointTemps } = await import('../../training/run-folder.ts');
+  const out = path.join(tmp, 'temps');
+  fs.mkdirSync(path.join(out, 'checkpoint-2'), { recursive: true });
+  const put = (name: string) => {
+    fs.mkdirSync(path.join(out, name));
+    fs.writeFileSync(path.join(out, name, 'trainer_state.json'), name);
+  };
+  put('.checkpoint-4.ckpt-old-55-abcdef'); // checkpoint-4 moved aside, its new version not yet in place
+  put('.checkpoint-4.ckpt-tmp-55-012345');
+  put('.checkpoint-2.ckpt-tmp-56-0a0b0c'); // a write of checkpoint-2 killed before its renames
+  await removeCheckpointTemps(out);
+  assert.deepEqual(fs.readdirSync(out).sort(), ['checkpoint-2', 'checkpoint-4']);
+  assert.equal(fs.readFileSync(path.join(out, 'checkpoint-4', 'trainer_state.json'), 'utf8'), '.checkpoint-4.ckpt-old-55-abcdef');
+});
