@@ -135,7 +135,7 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
 export function withConfigFile<T>(y: Argv<T>, command: string, keys: ConfigFileKeys = {}): Argv<T> {
   return y.config(
     'config-file',
-    'JSON file of option values (keys: option names, kebab-case or camelCase; relative paths from the file\'s folder); flags given here override it',
+    'JSON or YAML (.yaml, .yml) file of option values (keys: option names, kebab-case or camelCase; relative paths from the file\'s folder); flags given here override it',
     (file: string) => readOptionsFile(path.resolve(file), (y as unknown as { getOptions(): YargsOptions }).getOptions(), command, keys),
   );
 }
