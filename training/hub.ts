@@ -220,7 +220,17 @@ export async function resolveModel(idOrDir: string, opts: ResolveOptions = {}): 
         : `${idOrDir} is neither an existing folder nor a valid Hugging Face Hub id (like bert-base-uncased or org/name)`,
     );
   }
-  return downloadModel(idOrDir, { ...opts, log });
+  try {
+    return await downloadModel(idOrDir, { ...opts, log });
+  } catch (err) {
+    // A name without a slash reads as a Hub id (bert-base-uncased) and as a folder name alike: when
+    // the Hub has nothing to give, say that no such folder is here either (a mistyped path).
+    if (!idOrDir.includes('/') && err instanceof Error && /^(cannot reach the Hugging Face Hub|model \S+ not found on)/.test(err.message)) {
+      const message = `${err.message} (no folder named ${idOrDir} here either: check the path if a local model was meant)`;
+      throw err instanceof InputError ? new InputError(message) : new Error(message);
+    }
+    throw err;
+  }
 }
 
 /**

@@ -412,5 +412,10 @@ describe('errors: one line, exit 2', () => {
         return true;
       },
     );
+    // A name without a slash is a folder name as much as a Hub id: the line says no such folder is here.
+    await assert.rejects(
+      resolveModel('my-model', { env: envFor(path.join(tmp, 'home-down'), { HF_ENDPOINT: deadEndpoint }), ...quiet }),
+      (err: unknown) => err instanceof Error && /^cannot reach the Hugging Face Hub .* \(no folder named my-model here either: check the path if a local model was meant\)$/.test(err.message),
+    );
   });
 });
