@@ -200,7 +200,7 @@ test('held-out text that is also trained on is refused: a --validation file insi
 // (and only where that user can read the repository: a clone under /root is out of its reach).
 const asNobody = process.getuid?.() === 0 &&
   spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', mlm]).status === 0;
-test('an unreadable corpus file or folder is named as an input that cannot be read (not an output to make writable)', { skip: asNobody ? false : 'needs root and setpriv, to run the CLI as another user' }, () => {
+test('an unreadable corpus file or folder is named as an input that cannot be read (not an output to make writable)', { skip: asNobody ? false : 'needs root, setpriv, and a checkout the user nobody can read (a clone under a private temporary folder is not), to run the CLI as another user' }, () => {
   const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-perm-'));
   try {
     fs.chmodSync(shared, 0o777);
