@@ -6,6 +6,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles } from '../../data/corpus.ts';
+import { writeFolderAtomic } from '../../common/atomic.ts';
 import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
@@ -196,10 +197,12 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
             '',
           ]),
         ].join('\n');
-        await fsp.mkdir(args.out, { recursive: true });
-        await fsp.writeFile(path.join(args.out, 'compare.md'), md + '\n');
-        await fsp.writeFile(path.join(args.out, 'documents.svg'), documentChartSvg(perDoc));
-        await fsp.writeFile(path.join(args.out, 'compare.json'), JSON.stringify(doc, null, 2) + '\n');
+        // Whole or not at all, and only while --out is still empty (checked when the command began).
+        await writeFolderAtomic(args.out, async (tmp) => {
+          await fsp.writeFile(path.join(tmp, 'compare.md'), md + '\n');
+          await fsp.writeFile(path.join(tmp, 'documents.svg'), documentChartSvg(perDoc));
+          await fsp.writeFile(path.join(tmp, 'compare.json'), JSON.stringify(doc, null, 2) + '\n');
+        }, 'compare', { replace: false });
       }
       if (args.json) {
         process.stdout.write(JSON.stringify(doc) + '\n');
