@@ -5,11 +5,11 @@
 // Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
 // Single files: `writeFileAtomic` and `copyFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
 import { randomBytes } from 'node:crypto';
-import { realpathSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { InputError } from './errors.ts';
+import { realPathOf, within } from './paths.ts';
 
 /** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
 export function tempSibling(target: string, tag: string): string {
@@ -115,24 +115,14 @@ export async function restoreOrRemove(target: string, temps: string[]): Promise<
  * user's home folder is never replaced: that would remove the very place the command runs from.
  */
 function refuseReplacingHome(dir: string, real: string): void {
-  const inside = (inner: string) => {
-    const rel = path.relative(real, inner);
-    return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
-  };
   let cwd: string | null = null;
   try {
-    cwd = realpathSync(process.cwd());
+    cwd = realPathOf(process.cwd());
   } catch {
-    // The working folder is gone: nothing of it to protect.
+    // The working folder is gone (process.cwd() throws): nothing of it to protect.
   }
-  if (cwd !== null && inside(cwd)) throw new InputError(`${dir} is or holds the current working folder; refusing to replace it, choose another output folder`);
-  let home = path.resolve(homedir());
-  try {
-    home = realpathSync(home);
-  } catch {
-    // No such folder: compare the path as given.
-  }
-  if (real === home) throw new InputError(`${dir} is the home folder; refusing to replace it, choose another output folder`);
+  if (cwd !== null && within(cwd, real)) throw new InputError(`${dir} is or holds the current working folder; refusing to replace it, choose another output folder`);
+  if (real === realPathOf(homedir())) throw new InputError(`${dir} is the home folder; refusing to replace it, choose another output folder`);
 }
 
 /**
@@ -151,7 +141,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
   if (existing && !existing.isDirectory()) {
     throw new InputError(`${dir} exists and is not a plain folder (a file or a link); choose another output path`);
   }
-  if (existing) refuseReplacingHome(dir, await fsp.realpath(target));
+  if (existing) refuseReplacingHome(dir, realPathOf(target));
   const tmp = tempSibling(target, `${tag}-tmp`);
   await fsp.mkdir(tmp);
   try {

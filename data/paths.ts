@@ -10,6 +10,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InputError } from '../common/errors.ts';
+import { realPathOf, within } from '../common/paths.ts';
+
+// The two path predicates live in common/ (writeFolderAtomic uses them too); the commands take them from here.
+export { realPathOf, within };
 
 /** An input of a command: the path as the user gave it (or as expanded) and the flag it came from. */
 export interface NamedInput {
@@ -21,33 +25,6 @@ export interface NamedInput {
  * files they expanded to (globs included). */
 export function corpusInputs(given: string[], files: string[], flag: string): NamedInput[] {
   return [...given.filter((p) => fs.existsSync(p)), ...files].map((p) => ({ path: p, flag }));
-}
-
-/**
- * The real path of `p` with links followed, also when `p` does not exist yet: its deepest existing
- * ancestor is resolved and the missing rest appended.
- */
-export function realPathOf(p: string): string {
-  const abs = path.resolve(p);
-  const missing: string[] = [];
-  let cur = abs;
-  for (;;) {
-    try {
-      return path.join(fs.realpathSync.native(cur), ...missing.reverse());
-    } catch {
-      const parent = path.dirname(cur);
-      if (parent === cur) return abs;
-      missing.push(path.basename(cur));
-      cur = parent;
-    }
-  }
-}
-
-/** True when `inner` is `outer` or lies below it (both absolute and normalised). */
-export function within(inner: string, outer: string): boolean {
-  const rel = path.relative(outer, inner);
-  // '..' or '../...' leaves `outer`; a name inside it may itself start with '..' ('..notes').
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
 
 /**
