@@ -386,16 +386,21 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/** `err` from reading corpus file `file` as bad input when it says "not found" or "not allowed", else null. */
+export function unreadableCorpusFile(file: string, err: unknown): InputError | null {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === 'EPERM') {
+    return new InputError(`cannot read corpus file ${file} (${code}); check that it exists and is readable`);
+  }
+  return null;
+}
+
 /** Opens a corpus file, turning "not found" and "not allowed" into InputErrors. */
 async function openForReading(file: string): Promise<fsp.FileHandle> {
   try {
     return await fsp.open(file, 'r');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === 'EPERM') {
-      throw new InputError(`cannot read corpus file ${file} (${code}); check that it exists and is readable`);
-    }
-    throw err;
+    throw unreadableCorpusFile(file, err) ?? err;
   }
 }
 

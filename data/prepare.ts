@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { InputError, requireChoice, requireSeed } from '../common/errors.ts';
-import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, type CorpusOptions } from './corpus.ts';
+import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
 import {
@@ -93,9 +93,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     try {
       inputs.push({ path: p, bytes: (await fsp.stat(p)).size, sha256: await fileSha256(p) });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOENT') throw err;
-      throw new InputError(`cannot read corpus file ${p} (${code}); check that it exists and is readable`);
+      throw unreadableCorpusFile(p, err) ?? err;
     }
   }
   // A copy of a training file given as held-out text (same bytes, another path) is the same mistake.
@@ -432,18 +430,16 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
     const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '');
     throw new InputError(`--out ${out} is not empty and holds no prepared data (${shown}); choose an empty or new folder (--overwrite replaces only a prepared-data folder)`);
   }
-  if (!overwrite) {
-    const { splits: _s, created_by: _c, ...have } = existing;
-    const { created_by: _w, ...want } = wanted;
-    if (JSON.stringify(have) === JSON.stringify(want)) return existing;
-    const changed = want.inputs.find((f) => {
-      const before = have.inputs?.find((g) => g.path === f.path);
-      return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
-    });
-    const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
-    refuseForeignEntries(out, isPreparedEntry, 'prepared-data folder');
-    throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
-  }
+  const { splits: _s, created_by: _c, ...have } = existing;
+  const { created_by: _w, ...want } = wanted;
+  if (!overwrite && JSON.stringify(have) === JSON.stringify(want)) return existing;
+  // The folder is to be replaced (now, or with --overwrite next time): only prepared data may be there.
   refuseForeignEntries(out, isPreparedEntry, 'prepared-data folder');
-  return null;
+  if (overwrite) return null;
+  const changed = want.inputs.find((f) => {
+    const before = have.inputs?.find((g) => g.path === f.path);
+    return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
+  });
+  const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
+  throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
 }
