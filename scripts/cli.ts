@@ -15,6 +15,7 @@ import { benchCommand } from './commands/bench.ts';
 import { modelCommand } from './commands/model.ts';
 import { compareCommand } from './commands/compare.ts';
 import { pushCommand } from './commands/push.ts';
+import { lacksValue } from './script-args.ts';
 
 /**
  * Refuses an empty or blank argument (`--lr ''`, `--out=`, `--validation a.txt ' '`). yargs reads
@@ -69,8 +70,7 @@ export function checkOptionValues(raw: readonly string[], argv: Record<string, u
     if (!token.startsWith('--') || token.includes('=')) return;
     const key = token.slice(2).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
     if (!(key in declared.key) || declared.boolean.includes(key) || BARE_OPTIONS.has(key)) return;
-    const next = raw[i + 1];
-    if (next === undefined || (next.startsWith('-') && !Number.isFinite(Number(next)))) throw noValue(key);
+    if (lacksValue(raw[i + 1])) throw noValue(key);
   });
 }
 

@@ -4,12 +4,20 @@
 // exit 2, as `mlm` does (scripts/cli.ts): read as a default or as '' it could point a script that
 // replaces its outputs at the wrong folder.
 
+/**
+ * True when the token after an option cannot be its value: nothing (the end of the line), blank,
+ * or another option (a negative number is a value). scripts/cli.ts applies the same rule to mlm.
+ */
+export function lacksValue(next: string | undefined): boolean {
+  return next === undefined || next.trim() === '' || (next.startsWith('-') && !Number.isFinite(Number(next)));
+}
+
 /** The value after `--name` in `argv`, or `fallback` when the option is absent. */
 export function scriptOption(argv: readonly string[], name: string, fallback: string, program: string): string {
   const i = argv.indexOf(`--${name}`);
   if (i < 0) return fallback;
-  const value = argv[i + 1];
-  if (value === undefined || value.trim() === '' || value.startsWith('--')) {
+  const value = argv[i + 1] ?? '';
+  if (lacksValue(value)) {
     process.stderr.write(`${program}: --${name} was given no value; give a value or leave the option out\n`);
     process.exit(2);
   }
