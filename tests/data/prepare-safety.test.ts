@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { InputError } from '../../common/errors.ts';
 import { insideRoot, realPathOf, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readManifest } from '../../data/shards.ts';
+import { snapshot } from '../helpers/snapshot.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const mlm = path.join(root, 'scripts', 'mlm.mjs');
@@ -19,18 +20,9 @@ const work = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-prepare-
 const tokDir = path.join(work, 'tok');
 const corpusDir = path.join(work, 'corpus');
 
-function run(args: string[]) {
-  const r = spawnSync(process.execPath, [mlm, ...args], { cwd: work, encoding: 'utf8', env: { ...process.env, MLM_DEBUG: '' } });
+function run(args: string[], cwd = work) {
+  const r = spawnSync(process.execPath, [mlm, ...args], { cwd, encoding: 'utf8', env: { ...process.env, MLM_DEBUG: '' } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Every file below `dir` with its content, to prove nothing changed. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const e of fs.readdirSync(dir, { recursive: true, withFileTypes: true })) {
-    if (e.isFile()) out[path.relative(dir, path.join(e.parentPath, e.name))] = fs.readFileSync(path.join(e.parentPath, e.name), 'latin1');
-  }
-  return out;
 }
 
 before(() => {
@@ -137,10 +129,6 @@ test('an input edited without changing its size is noticed: refused without --ov
 });
 
 test('prepare --overwrite replaces only a prepared-data folder: a folder with a user\'s files, the working folder and a model given with --model are refused and left whole', async () => {
-  const runIn = (cwd: string, args: string[]) => {
-    const r = spawnSync(process.execPath, [mlm, ...args], { cwd, encoding: 'utf8', env: { ...process.env, MLM_DEBUG: '' } });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
   const base = ['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--seq-len', '16', '--no-progress'];
   // A user's project: a repository with notes.
   const project = path.join(work, 'project');
@@ -151,9 +139,9 @@ test('prepare --overwrite replaces only a prepared-data folder: a folder with a 
   const foreign = /--out .*project is not empty and holds no prepared data \(\.git, notes\.txt\); choose an empty or new folder \(--overwrite replaces only a prepared-data folder\)$/;
   assertRefused(run([...base, '--out', project, '--overwrite']), foreign);
   assertRefused(run([...base, '--out', project]), foreign);
-  assertRefused(runIn(project, [...base, '--out', '.', '--overwrite']), /--out \. is not empty and holds no prepared data \(\.git, notes\.txt\)/);
+  assertRefused(run([...base, '--out', '.', '--overwrite'], project), /--out \. is not empty and holds no prepared data \(\.git, notes\.txt\)/);
   // `--out` left without its value at the end of the line read as '', the working folder.
-  assertRefused(runIn(project, [...base, '--overwrite', '--out']), /^mlm: error: --out was given no value; give a value or leave the option out$/);
+  assertRefused(run([...base, '--overwrite', '--out'], project), /^mlm: error: --out was given no value; give a value or leave the option out$/);
   assert.deepEqual(snapshot(project), projectBefore);
 
   // A prepared folder with a user's file in it: reused as it is, not replaced.
@@ -166,7 +154,7 @@ test('prepare --overwrite replaces only a prepared-data folder: a folder with a 
   // Prepared data alone is replaced; from inside it (the working folder) it is not.
   fs.rmSync(path.join(prepared, 'README.md'));
   assert.equal(run([...base, '--out', prepared, '--overwrite']).code, 0);
-  const inside = runIn(prepared, [...base, '--out', '.', '--overwrite']);
+  const inside = run([...base, '--out', '.', '--overwrite'], prepared);
   assertRefused(inside, /^mlm: error: \. is or holds the current working folder; refusing to replace it, choose another output folder$/);
   assert.ok(fs.existsSync(path.join(prepared, 'manifest.json')));
 

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { acquireLock } from '../../data/lock.ts';
 import { loadSafetensorsF32, saveSafetensors } from '../../training/safetensors.ts';
 import { DIVERGENCE_FACTOR, divergence } from '../../training/train-step.ts';
+import { snapshot } from '../helpers/snapshot.ts';
 import { makeTinyCheckpoint } from './tiny-checkpoint.ts';
 import { brownDocuments, MLM, preparedFixture, ROOT, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
 
@@ -206,16 +207,6 @@ test('a __proto__ key in a config is named as an unknown key (exit 2)', async ()
   oneLine(mlm(trainArgs(fx, path.join(tmp, 'proto-run'), '--steps', '1').map((a) => (a === config ? proto : a))), 2,
     /^mlm: error: .*proto\.json: unknown key '__proto__' in the model config: mlmkit does not know it; remove it or fix its spelling$/);
 });
-
-/** Every file below `dir` with its bytes (links read through), to prove nothing changed. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const e of fs.readdirSync(dir, { recursive: true, withFileTypes: true })) {
-    const p = path.join(e.parentPath, e.name);
-    if (fs.statSync(p).isFile()) out[path.relative(dir, p)] = fs.readFileSync(p).toString('base64');
-  }
-  return out;
-}
 
 test('a run never replaces another folder\'s model or run: a model folder as --out, a bare --resume over a run without checkpoints, another run\'s checkpoint into a folder holding a run', async () => {
   const fx = await data();

@@ -17,8 +17,8 @@ let fixture: Promise<PreparedFixture> | null = null;
 const data = () => (fixture ??= preparedFixture(path.join(tmp, 'fx'), brownDocuments(60_000), { vocabSize: 300, seqLen: 32 }));
 const config = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
 
-function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MLM_BACKEND: 'wasm' } });
+function mlm(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MLM_BACKEND: 'wasm', ...env } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -117,7 +117,7 @@ test('bad input: exit 2 with one line', async () => {
   const serveTmp = out('serve-tmp');
   fs.mkdirSync(out('not-a-model'));
   fs.mkdirSync(serveTmp);
-  const served = spawnSync(process.execPath, [MLM, 'serve', '--model', out('not-a-model')], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TMPDIR: serveTmp } });
+  const served = mlm(['serve', '--model', out('not-a-model')], { TMPDIR: serveTmp });
   assert.equal(served.status, 2, served.stderr);
   assert.match(served.stderr, /^mlm: error: .*not-a-model has no config\.json/);
   assert.deepEqual(fs.readdirSync(serveTmp).filter((e) => e.startsWith('mlmkit-serve-')), []);
