@@ -97,7 +97,9 @@ describe('compare: fill-mask examples', () => {
       const url = `https://example.org/${'abcdefgh/'.repeat(8)}`;
       // The word "cough" wrapped in 40 brackets each side: 80 tokens around one mask.
       const docs = [`see ${url} for the fever chart and the notes`, `a ${'('.repeat(40)}cough${')'.repeat(40)} here`];
+      const before = tf.memory().numTensors;
       const examples = await fillMaskExamples(tf, [{ label: 'm', model, tokenizer: folder.tokenizer }], docs, ['fever', 'cough']);
+      assert.equal(tf.memory().numTensors, before, 'no tensors left behind by the attempts that were too long');
       assert.deepEqual(examples.map((e) => e.word), ['fever'], 'the over-long word is left out, not an error');
       const [ex] = examples;
       assert.ok(!ex.text.includes(url), `the URL is cut away: ${ex.text}`);
