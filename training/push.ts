@@ -4,15 +4,19 @@
 // What is uploaded, in one commit: config.json, model.safetensors (or its index and shards), the
 // tokenizer files, README.md (the model card, training/model-card.ts: generated when the folder
 // has none, and written into the folder once the push succeeded; an existing README.md is
-// uploaded as it is unless `overwriteCard`), the run's train_results.json / eval_results.json / all_results.json when the
-// folder holds them, and with `includeReport` the run's report.md and its charts (*.svg, *.png at
-// the run folder's root). Never trainer_state.json, optimizer.safetensors or checkpoints.
+// uploaded as it is unless `overwriteCard`; a generated card, new or already in the folder, never
+// replaces a card the repo has on the Hub that mlmkit did not generate, unless `overwriteCard`),
+// the run's train_results.json / eval_results.json / all_results.json when the folder holds them,
+// and with `includeReport` the run's report.md and its charts (*.svg, *.png at the run folder's
+// root). Never trainer_state.json, optimizer.safetensors or checkpoints.
 //
 // Requests, through @huggingface/hub (`lib/who-am-i.ts`, `lib/create-repo.ts`,
 // `lib/create-branch.ts`, `lib/commit.ts`), in order:
 //   GET  {endpoint}/api/whoami-v2                           only for a name without owner/
 //   POST {endpoint}/api/repos/create                        409: the repo exists (fine)
 //   POST {endpoint}/api/models/{repo}/branch/{branch}       --revision other than main; 409: exists
+//   GET  {endpoint}/{repo}/resolve/{branch}/README.md       an existing repo's card, when the push
+//                                                           would upload a generated one
 //   POST {endpoint}/api/models/{repo}/preupload/{branch}    which files go through LFS
 //   POST {endpoint}/{repo}.git/info/lfs/objects/batch       per LFS file: an upload URL, or none
 //                                                           when the Hub already stores the bytes
@@ -35,7 +39,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { commitIter, createBranch, createRepo, HubApiError, whoAmI, type CommitOutput, type CommitProgressEvent } from '@huggingface/hub';
+import { commitIter, createBranch, createRepo, downloadFile, HubApiError, whoAmI, type CommitOutput, type CommitProgressEvent } from '@huggingface/hub';
 import { writeFileAtomic } from '../common/atomic.ts';
 import { InputError } from '../common/errors.ts';
 import { insideRoot, within } from '../data/paths.ts';
@@ -61,7 +65,10 @@ export interface PushOptions {
   revision?: string;
   /** Also upload the run's report.md and charts. */
   includeReport?: boolean;
-  /** Replace an existing README.md in the folder with a generated card. */
+  /**
+   * Replace an existing README.md in the folder with a generated card, and upload a generated card
+   * over a card of the repo's own on the Hub (one mlmkit did not generate).
+   */
   overwriteCard?: boolean;
   /** An SPDX-like license id for the card's metadata (apache-2.0, mit...). */
   license?: string;
@@ -95,8 +102,11 @@ export interface PushResult {
   /** The folder uploaded. */
   folder: string;
   files: PushedFile[];
-  /** README.md: generated now, kept as the folder had it, or replaced by a generated one. */
-  card: 'generated' | 'kept' | 'replaced';
+  /**
+   * README.md: generated now, kept as the folder had it, replaced by a generated one, or not
+   * uploaded because the repo on the Hub has its own card ('hub').
+   */
+  card: 'generated' | 'kept' | 'replaced' | 'hub';
   /** Whether the repo was created by this push. */
   created: boolean;
 }
@@ -336,10 +346,11 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
   const cardPath = path.join(dir, CARD_FILE);
   let card: PushResult['card'] = 'generated';
   let cardText: Buffer | null = null;
+  /** Whether the card to upload is one mlmkit generated (now, or by an earlier push into the folder). */
+  let generatedCard = true;
   if (fs.existsSync(cardPath) && !opts.overwriteCard) {
     card = 'kept';
-    const own = !fs.readFileSync(cardPath, 'utf8').includes(CARD_MARKER);
-    log(`note: uploading the ${own ? '' : 'generated '}README.md already in ${dir} as the model card${own ? ' (--overwrite-card replaces it with a generated one)' : ''}`);
+    generatedCard = fs.readFileSync(cardPath, 'utf8').includes(CARD_MARKER);
   } else {
     if (fs.existsSync(cardPath)) card = 'replaced';
     cardText = Buffer.from(modelCard(await collectCardFacts(dir, { repo, license: opts.license })), 'utf8');
@@ -350,9 +361,6 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
   for (const f of [...files, ...RESULT_JSON.filter((r) => fs.existsSync(path.join(dir, r)))]) uploads.set(f, checkNoLinkOut(f, dir));
   uploads.set(CARD_FILE, cardText ?? checkNoLinkOut(CARD_FILE, dir));
   for (const f of report?.files ?? []) if (!uploads.has(f)) uploads.set(f, checkNoLinkOut(f, report!.root));
-  const sized: PushedFile[] = [];
-  for (const [p, src] of uploads) sized.push({ path: p, bytes: typeof src === 'string' ? (await fsp.stat(src)).size : src.length });
-  const total = sized.reduce((s, f) => s + f.bytes, 0);
 
   // 1. The repo (and branch).
   let created = true;
@@ -388,6 +396,27 @@ export async function pushModel(opts: PushOptions): Promise<PushResult> {
       }
     });
   }
+
+  // A generated card does not replace a card the repo already has on the Hub and mlmkit did not
+  // write (someone wrote it there, by hand or with another tool), unless asked.
+  if (generatedCard && !created && !opts.overwriteCard) {
+    const hubCard = await commitStep('reading the model card of', async () => {
+      const blob = await downloadFile({ repo: { type: 'model', name: repo }, path: CARD_FILE, revision: branch, accessToken, hubUrl, fetch: hubFetch, xet: false });
+      return blob === null ? null : await blob.text();
+    });
+    if (hubCard !== null && !hubCard.includes(CARD_MARKER)) {
+      uploads.delete(CARD_FILE);
+      cardText = null;
+      card = 'hub';
+      log(`note: ${repo} has a model card of its own on the Hub${branch !== DEFAULT_REVISION ? ` (branch ${branch})` : ''}; it is kept, and the generated one is not uploaded (--overwrite-card replaces it)`);
+    }
+  }
+  if (card === 'kept') {
+    log(`note: uploading the ${generatedCard ? 'generated ' : ''}README.md already in ${dir} as the model card${generatedCard ? '' : ' (--overwrite-card replaces it with a generated one)'}`);
+  }
+  const sized: PushedFile[] = [];
+  for (const [p, src] of uploads) sized.push({ path: p, bytes: typeof src === 'string' ? (await fsp.stat(src)).size : src.length });
+  const total = sized.reduce((s, f) => s + f.bytes, 0);
 
   // 2. One commit; LFS files already in the Hub's storage are not sent again.
   log(`pushing ${sized.length} files (${formatBytes(total)}) to ${repo}${branch !== DEFAULT_REVISION ? ` (branch ${branch})` : ''}`);

@@ -138,10 +138,11 @@ export class FakeHub {
     if (!repo || (repo.private && auth !== `Bearer ${GOOD_TOKEN}`)) {
       // The Hub answers an unknown or inaccessible repo with 401 RepoNotFound without a token,
       // 401 "Invalid credentials" for a bad token, and 404 RepoNotFound with a valid one.
-      if (auth && auth !== `Bearer ${GOOD_TOKEN}`) return this.error(res, 401, null, 'Invalid credentials in Authorization header');
+      if (auth && !USERS.has(auth.replace(/^Bearer /, ''))) return this.error(res, 401, null, 'Invalid credentials in Authorization header');
       return this.error(res, auth ? 404 : 401, 'RepoNotFound', 'Repository not found');
     }
-    if (rev !== 'main' && rev !== repo.sha) return this.error(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`);
+    const at = rev === repo.sha ? repo : this.filesAt(repo, rev);
+    if (!at) return this.error(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`);
     if (kind === 'revision') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
         _id: `id-${id}`, id, modelId: id, sha: repo.sha, private: !!repo.private, gated: false, downloads: 0, likes: 0,
@@ -158,9 +159,9 @@ export class FakeHub {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(entries));
       return;
     }
-    const f = repo.files.get(file);
+    const f = at.files.get(file);
     if (!f) return this.error(res, 404, 'EntryNotFound', `${file} does not exist on "${rev}"`);
-    const headers = { 'x-repo-commit': repo.sha, etag: `"${f.lfs ? f.sha256 : f.oid}"` };
+    const headers = { 'x-repo-commit': at.sha, etag: `"${f.lfs ? f.sha256 : f.oid}"` };
     if (f.lfs) {
       res.writeHead(302, { ...headers, location: `/cdn/${id}/${f.sha256}`, 'x-linked-etag': `"${f.sha256}"`, 'x-linked-size': String(f.bytes.length) }).end();
       return;
