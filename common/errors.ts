@@ -32,10 +32,17 @@ export function requireInteger(value: number, flag: string, min: number): void {
   if (!(Number.isInteger(value) && value >= min)) throw new InputError(`--${flag} must be an integer >= ${min}, got ${value}`);
 }
 
-/** Throws an InputError unless `value` is an integer (any sign): a --seed. */
+/** Throws an InputError unless `value` is a seed: an integer from 0 to MAX_SEED. */
 export function requireSeed(value: number, flag = 'seed'): void {
-  if (!Number.isInteger(value)) throw new InputError(`--${flag} must be an integer, got ${value}`);
+  // Seeds enter common/rng.ts as 32-bit words: a larger or negative one would alias another seed
+  // (2**32 and 0, -1 and 4294967295) and give the same run without a word. numpy's rule.
+  if (!(Number.isInteger(value) && value >= 0 && value <= MAX_SEED)) {
+    throw new InputError(`--${flag} must be an integer from 0 to ${MAX_SEED} (seeds are 32-bit), got ${value}`);
+  }
 }
+
+/** The largest seed: 2**32 - 1. */
+export const MAX_SEED = 4294967295;
 
 /** Throws an InputError naming the flag unless 0 < `value` < 1. */
 export function requireOpenFraction(value: number, flag: string): void {

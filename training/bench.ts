@@ -50,7 +50,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
-import { InputError, requireInteger, requireOpenFraction } from '../common/errors.ts';
+import { InputError, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../common/rng.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
@@ -363,18 +363,19 @@ export function checkBenchOptions(o: BenchOptions): void {
   requireInteger(o.rowsPerPass, 'rows-per-pass', 0);
   if (!(o.maxSeconds >= 0)) throw new InputError(`--max-seconds must be >= 0, got ${o.maxSeconds}`);
   requireOpenFraction(o.mlmProbability, 'mlm-probability');
+  requireSeed(o.seed);
 }
 
-/**
- * Times `steps` training steps (after `warmupSteps` untimed ones) and `evalSteps` evaluation
- * steps of a freshly initialised model of `config` on `tf`'s active backend.
- */
 /** Refuses a --seq-len longer than the model's positions. */
 export function checkBenchSeqLen(config: ModelConfig, seqLen: number): void {
   const maxT = maxSequenceLength(config);
   if (seqLen > maxT) throw new InputError(`--seq-len ${seqLen} is longer than the model's ${maxT} positions; use --seq-len ${maxT} or less`);
 }
 
+/**
+ * Times `steps` training steps (after `warmupSteps` untimed ones) and `evalSteps` evaluation
+ * steps of a freshly initialised model of `config` on `tf`'s active backend.
+ */
 export async function benchmarkModel(tf: Tf, backendName: string, config: ModelConfig, o: BenchOptions): Promise<BenchMeasurement> {
   checkBenchOptions(o);
   checkBenchSeqLen(config, o.seqLen);

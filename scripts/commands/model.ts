@@ -1,7 +1,7 @@
 // `mlm model resize`: a checkpoint grown to an extended tokenizer (training/resize.ts), written as a
 // Hugging Face model folder with the new tokenizer and vocab_size.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { requireInteger } from '../../common/errors.ts';
+import { requireSeed } from '../../common/errors.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { hfWeightsOf, writeModelFolder } from '../../training/checkpoint.ts';
 import { loadModel } from '../../training/hub.ts';
@@ -32,7 +32,7 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'FVT initialisation of the new rows') as unknown as Argv<ResizeArgs>,
   handler: async (args: ArgumentsCamelCase<ResizeArgs>) => {
-    requireInteger(args.seed, 'seed', 0);
+    requireSeed(args.seed);
     requireFreshOut(args.out);
     const log = (line: string) => process.stderr.write(line + '\n');
     // The new tokenizer first: a wrong --tokenizer fails before a download of --from.

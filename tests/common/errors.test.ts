@@ -8,7 +8,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError, requireRegularFile, requireWritableFolder, systemError } from '../../common/errors.ts';
+import { InputError, MAX_SEED, requireRegularFile, requireSeed, requireWritableFolder, systemError } from '../../common/errors.ts';
+import { Rng } from '../../common/rng.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-errors-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -75,4 +76,16 @@ test('requireWritableFolder: a file, a dangling link or a link loop in the path 
   for (const [dir, re] of [[path.join(tmp, 'dangling'), /cannot be created: a folder on its way is missing/], [path.join(tmp, 'dangling', 'tok'), /cannot be created/], [path.join(tmp, 'loop', 'tok'), /too many levels of symbolic links/]] as const) {
     assert.throws(() => requireWritableFolder(dir, '--out'), (err: unknown) => err instanceof InputError && re.test(err.message), dir);
   }
+});
+
+test('requireSeed: the seeds that give distinct runs (0 to 2**32 - 1) pass; the rest would alias one of them and are refused', () => {
+  for (const ok of [0, 1, 42, MAX_SEED]) assert.doesNotThrow(() => requireSeed(ok));
+  for (const bad of [-1, MAX_SEED + 1, 1e30, 1.5, Number.NaN, Infinity]) {
+    assert.throws(() => requireSeed(bad), (e) => e instanceof InputError && /^--seed must be an integer from 0 to 4294967295 \(seeds are 32-bit\), got /.test(e.message), String(bad));
+  }
+  assert.throws(() => requireSeed(-3, 'data-seed'), { message: /^--data-seed must be/ });
+  // Why: the generator sees the seed as a 32-bit word, so these pairs would be the same run.
+  const first = (seed: number) => new Rng(seed).nextU32();
+  assert.equal(first(MAX_SEED + 1), first(0));
+  assert.equal(first(-1), first(MAX_SEED));
 });

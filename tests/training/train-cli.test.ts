@@ -95,6 +95,11 @@ test('bad input: exit 2 with one line', async () => {
   badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
+  // Seeds are 32-bit words: 2**32 would silently be the run of seed 0.
+  badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('q'), '--seed', '1e30'], /^mlm: error: --seed must be an integer from 0 to 4294967295 \(seeds are 32-bit\), got 1e\+30$/, true);
+  badInput(['prepare', '--corpus', fx.dataDir, '--out', out('r'), '--tokenizer', fx.tokenizerDir, '--seed', '-1'], /^mlm: error: --seed must be an integer from 0 to 4294967295 \(seeds are 32-bit\), got -1$/, true);
+  badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--seed', '4294967296'], /^mlm: error: --seed must be an integer from 0 to 4294967295/, true);
+  assert.equal(fs.existsSync(out('q')) || fs.existsSync(out('r')), false);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--seq-len', '1024'], /^mlm: error: --seq-len 1024 is longer than the model's 512 positions; use --seq-len 512 or less$/, true);
   // Empty values (an unset shell variable): yargs would read 0 for a number and '' (the working
   // folder) for a path.
