@@ -883,12 +883,11 @@ export class MlmTokenizer {
     const names: SpecialTokens = { ...DEFAULT_SPECIALS.bert, ...hints.specials };
     const ids = specialIdsIn(vocab, names, file);
     const added = addedTokensFor(vocab, names, config, new Set());
-    const bool = (v: unknown, d: boolean | null) => (typeof v === 'boolean' ? v : d);
-    const lowercase = bool(config.do_lower_case, true) as boolean;
+    const bool = configFlags(config, path.join(dir, TOKENIZER_CONFIG));
     const json = bertTokenizerJson(vocab, { ...names, clsId: ids.cls, sepId: ids.sep }, added, {
-      lowercase,
-      stripAccents: bool(config.strip_accents, null),
-      handleChineseChars: bool(config.tokenize_chinese_chars, true) as boolean,
+      lowercase: bool('do_lower_case', true),
+      stripAccents: bool('strip_accents', null),
+      handleChineseChars: bool('tokenize_chinese_chars', true),
     });
     return MlmTokenizer.fromJson(json, { source: file, ...hints });
   }
@@ -924,10 +923,10 @@ export class MlmTokenizer {
     const names: SpecialTokens = { ...DEFAULT_SPECIALS.roberta, ...hints.specials };
     const ids = specialIdsIn(vocab, names, vocabFile);
     const added = addedTokensFor(vocab, names, config, new Set([names.mask]));
-    const bool = (v: unknown, d: boolean) => (typeof v === 'boolean' ? v : d);
+    const bool = configFlags(config, path.join(dir, TOKENIZER_CONFIG));
     const json = robertaTokenizerJson(vocab, merges, { ...names, clsId: ids.cls, sepId: ids.sep }, added, {
-      addPrefixSpace: bool(config.add_prefix_space, false),
-      trimOffsets: bool(config.trim_offsets, true),
+      addPrefixSpace: bool('add_prefix_space', false),
+      trimOffsets: bool('trim_offsets', true),
       lowercase: false,
     });
     return MlmTokenizer.fromJson(json, { source: path.join(dir, 'vocab.json + merges.txt'), ...hints });
@@ -1391,6 +1390,22 @@ async function readUtf8(file: string): Promise<string> {
 }
 
 /** A special token's name from a config value: "[CLS]" or {"content": "[CLS]", ...}. */
+/**
+ * A reader of tokenizer_config.json's switches (do_lower_case...): a JSON boolean, else the default
+ * when the key is absent or null; any other value is an InputError naming the file and key
+ * (Python would take "false" for true, and a default here would silently change the tokenization).
+ */
+const TOKENIZER_CONFIG = 'tokenizer_config.json';
+
+function configFlags(config: Record<string, unknown>, file: string): <D extends boolean | null>(key: string, d: D) => boolean | D {
+  return (key, d) => {
+    const v = config[key];
+    if (v === undefined || v === null) return d;
+    check(typeof v === 'boolean', `${file}: ${key} must be true or false, got ${JSON.stringify(v).slice(0, 80)}; fix the file (JSON booleans, unquoted)`);
+    return v as boolean;
+  };
+}
+
 function tokenName(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
@@ -1427,17 +1442,21 @@ function utf16Index(s: string): number[] | null {
 /** Special-token names and model_max_length from tokenizer_config.json and special_tokens_map.json
  * (tokenizer_config.json wins, as in transformers' from_pretrained). */
 async function readConfigHints(dir: string): Promise<{ hints: ConfigHints; raw: Record<string, unknown> }> {
-  const config = (await readJsonIfPresent(path.join(dir, 'tokenizer_config.json'))) ?? {};
-  const map = (await readJsonIfPresent(path.join(dir, 'special_tokens_map.json'))) ?? {};
+  const configFile = path.join(dir, TOKENIZER_CONFIG);
+  const mapFile = path.join(dir, 'special_tokens_map.json');
+  const config = (await readJsonIfPresent(configFile)) ?? {};
+  const map = (await readJsonIfPresent(mapFile)) ?? {};
   const specials: Partial<SpecialTokens> = {};
   const pick = (key: SpecialKey, ...names: string[]) => {
-    for (const src of [config, map]) {
+    for (const [src, file] of [[config, configFile], [map, mapFile]] as const) {
       for (const name of names) {
+        if (src[name] === undefined || src[name] === null) continue;
         const v = tokenName(src[name]);
-        if (v !== undefined) {
-          specials[key] = v;
-          return;
-        }
+        // A number or a list where a token belongs: the file is wrong, and falling back to the
+        // default name would tokenize with a special token the model was not trained with.
+        check(v !== undefined, `${file}: ${name} must be a token (a string, or an object with a string "content"), got ${JSON.stringify(src[name]).slice(0, 80)}; fix the file or copy it again from where the model came from`);
+        specials[key] = v;
+        return;
       }
     }
   };
@@ -1447,8 +1466,12 @@ async function readConfigHints(dir: string): Promise<{ hints: ConfigHints; raw: 
   pick('mask', 'mask_token');
   pick('unk', 'unk_token');
   const mml = config.model_max_length;
+  check(
+    mml === undefined || mml === null || (typeof mml === 'number' && Number.isInteger(mml) && mml > 0),
+    `${configFile}: model_max_length must be a positive integer, got ${JSON.stringify(mml)}; fix the file or leave the key out`,
+  );
   // transformers writes a huge sentinel (1e30) when a tokenizer has no limit; ignore that.
-  const modelMaxLength = typeof mml === 'number' && Number.isInteger(mml) && mml > 0 && mml < 1e9 ? mml : undefined;
+  const modelMaxLength = typeof mml === 'number' && mml < 1e9 ? mml : undefined;
   return { hints: { specials, modelMaxLength }, raw: config };
 }
 

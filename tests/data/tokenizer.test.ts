@@ -421,6 +421,32 @@ describe('bad input', () => {
     await rejects(MlmTokenizer.load(bad), /merges\.txt line 3: expected two tokens/);
   });
 
+  test('tokenizer_config.json values of the wrong type are refused, naming the file and key; null means the default', async () => {
+    const withConfig = (name: string, files: string[], config: Record<string, unknown>, from = dirs.bert) => {
+      const dir = copyFiles(from, path.join(tmp, name), files);
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+      return dir;
+    };
+    // A quoted "false" would lowercase a cased vocabulary (the old default for anything not a boolean).
+    await rejects(MlmTokenizer.load(withConfig('cfg-lower-str', ['vocab.txt'], { do_lower_case: 'false' }, dirs['bert-cased'])),
+      /^\S+cfg-lower-str\/tokenizer_config\.json: do_lower_case must be true or false, got "false"; fix the file \(JSON booleans, unquoted\)$/);
+    await rejects(MlmTokenizer.load(withConfig('cfg-chinese-num', ['vocab.txt'], { tokenize_chinese_chars: 0 })), /tokenize_chinese_chars must be true or false, got 0;/);
+    await rejects(MlmTokenizer.load(withConfig('cfg-prefix', ['vocab.json', 'merges.txt'], { add_prefix_space: 'yes' }, dirs.roberta)), /add_prefix_space must be true or false, got "yes";/);
+    await rejects(MlmTokenizer.load(withConfig('cfg-mml', ['tokenizer.json'], { model_max_length: '512' })), /tokenizer_config\.json: model_max_length must be a positive integer, got "512"; fix the file or leave the key out$/);
+    await rejects(MlmTokenizer.load(withConfig('cfg-mml-0', ['tokenizer.json'], { model_max_length: 0 })), /model_max_length must be a positive integer, got 0;/);
+    await rejects(MlmTokenizer.load(withConfig('cfg-mask', ['tokenizer.json'], { mask_token: 103 })), /tokenizer_config\.json: mask_token must be a token \(a string, or an object with a string "content"\), got 103;/);
+    const mapDir = copyFiles(dirs.bert, path.join(tmp, 'cfg-map'), ['tokenizer.json']);
+    fs.writeFileSync(path.join(mapDir, 'special_tokens_map.json'), JSON.stringify({ cls_token: ['[CLS]'] }));
+    await rejects(MlmTokenizer.load(mapDir), /special_tokens_map\.json: cls_token must be a token .*got \["\[CLS\]"\];/);
+    // null and the no-limit sentinel are what transformers writes: the defaults apply.
+    const ok = await MlmTokenizer.load(withConfig('cfg-null', ['vocab.txt'], { do_lower_case: null, strip_accents: null, mask_token: null, model_max_length: 1e30 }));
+    const ref = await MlmTokenizer.load(dirs.bert);
+    assert.equal(ok.lowercase, true);
+    assert.equal(ok.sha256, ref.sha256);
+    const cased = await MlmTokenizer.load(withConfig('cfg-cased', ['vocab.txt'], { do_lower_case: false }, dirs['bert-cased']));
+    assert.equal(cased.lowercase, false);
+  });
+
   test('a tokenizer_config.json that is not JSON', async () => {
     const dir = copyFiles(dirs.bert, path.join(tmp, 'bad-config'), ['tokenizer.json']);
     fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{oops');
