@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
-import { InputError } from './errors.ts';
+import { firstNames, InputError } from './errors.ts';
 import { realPathOf, within } from './paths.ts';
 
 /** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
@@ -151,7 +151,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
     // started): files that appeared there while this ran (another run) are not replaced.
     const now = opts.replace === false ? await fsp.readdir(target).catch(() => null) : null;
     if (now !== null && now.length > 0) {
-      throw new InputError(`${dir} received files while this command ran (${now.slice(0, 3).join(', ')}); nothing was replaced: choose another output folder`);
+      throw new InputError(`${dir} received files while this command ran (${firstNames(now)}); nothing was replaced: choose another output folder`);
     }
     if (existing) {
       const old = tempSibling(target, `${tag}-old`);

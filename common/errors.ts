@@ -54,6 +54,14 @@ export function requireChoice(value: string, choices: readonly string[], flag: s
   if (!choices.includes(value)) throw new InputError(`--${flag} must be ${choices.join(' or ')}, got ${JSON.stringify(value)}`);
 }
 
+/**
+ * The first `n` names of a list for a one-line message: "a, b, c", or "a, b, c and 4 more", the
+ * same way in every message that shows what a folder holds.
+ */
+export function firstNames(names: readonly string[], n = 3): string {
+  return names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')} and ${names.length - n} more`;
+}
+
 /** Turns an error into the single line printed by the CLI (no stack, no newlines). */
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);

@@ -36,7 +36,7 @@ import { openAsBlob, type Dirent } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { fromArrow, fromCSVStream } from 'arquero';
-import { InputError, check } from '../common/errors.ts';
+import { InputError, check, firstNames } from '../common/errors.ts';
 import { Rng } from '../common/rng.ts';
 
 export type InvalidUtf8Policy = 'error' | 'replace';
@@ -630,7 +630,7 @@ export async function* requireNonEmpty(docs: AsyncIterable<CorpusDocument>, file
     yield d;
   }
   if (n === 0) {
-    const shown = files.length <= 3 ? files.join(', ') : `${files.slice(0, 3).join(', ')} and ${files.length - 3} more`;
+    const shown = firstNames(files);
     throw new InputError(`corpus is empty: no non-blank documents in ${shown}; check the files (and --text-field for tables and JSON Lines)`);
   }
 }

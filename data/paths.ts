@@ -9,7 +9,7 @@
 // Both compare resolved paths before anything is written.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from '../common/errors.ts';
+import { firstNames, InputError } from '../common/errors.ts';
 import { realPathOf, within } from '../common/paths.ts';
 
 // The two path predicates live in common/ (writeFolderAtomic uses them too); the commands take them from here.
@@ -60,7 +60,7 @@ export function refuseForeignEntries(out: string, own: (name: string, isDir: boo
   }
   const foreign = entries.filter((e) => !own(e.name, e.isDirectory())).map((e) => e.name).sort();
   if (foreign.length > 0) {
-    const shown = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, ... (${foreign.length} in all)` : '');
+    const shown = firstNames(foreign);
     throw new InputError(`${flag} ${out} holds files that are not part of a ${what} (${shown}); --overwrite replaces only a ${what}: choose an empty or new folder, or move those files`);
   }
 }

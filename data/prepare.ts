@@ -22,7 +22,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
-import { InputError, requireChoice, requireSeed } from '../common/errors.ts';
+import { firstNames, InputError, requireChoice, requireSeed } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -427,7 +427,7 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
   if (!existing) {
     // A damaged manifest among shard files: a prepared folder all the same, which --overwrite replaces.
     if (overwrite && entries.includes(MANIFEST) && entries.every((e) => isPreparedEntry(e, false))) return null;
-    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '');
+    const shown = firstNames(entries);
     throw new InputError(`--out ${out} is not empty and holds no prepared data (${shown}); choose an empty or new folder (--overwrite replaces only a prepared-data folder)`);
   }
   const { splits: _s, created_by: _c, ...have } = existing;

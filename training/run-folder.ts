@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { copyFileAtomic, restoreOrRemove, writeFileAtomic } from '../common/atomic.ts';
-import { InputError, TrainingError } from '../common/errors.ts';
+import { firstNames, InputError, TrainingError } from '../common/errors.ts';
 import { CONFIG_FILE, loadModelFolder, TOKENIZER_FILES, WEIGHTS_FILE } from './checkpoint.ts';
 import { CARD_MARKER } from './model-card.ts';
 import { realPathOf, within } from '../data/paths.ts';
@@ -124,7 +124,7 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
   const { entries, foreign } = foreignEntries(out);
   if (foreign.length > 0) {
     throw new InputError(
-      `--out ${out} holds files that are not from an mlm train run (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose an empty or new folder`,
+      `--out ${out} holds files that are not from an mlm train run (${firstNames(foreign)}); choose an empty or new folder`,
     );
   }
   const runMarks = entries.filter((e) => /^(checkpoint-\d+|metrics\.jsonl|run\.json)$/.test(e));
@@ -132,7 +132,7 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
   // only names a run folder may hold too, but no run: training there would replace its files.
   const modelFiles = entries.filter((e) => finalModelFiles().includes(e) || e === 'README.md');
   if (runMarks.length === 0 && modelFiles.length > 0) {
-    throw new InputError(`--out ${out} holds a model or tokenizer (${modelFiles.slice(0, 3).join(', ')}${modelFiles.length > 3 ? ', ...' : ''}), not a training run; choose an empty or new folder for the run`);
+    throw new InputError(`--out ${out} holds a model or tokenizer (${firstNames(modelFiles)}), not a training run; choose an empty or new folder for the run`);
   }
   const earlier = runMarks.length > 0;
   if (resume === false && earlier) {
@@ -141,7 +141,7 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
   const resumeFrom = resumeFolder(resume, out);
   if (resume === true && resumeFrom === null) {
     if (earlier) {
-      throw new InputError(`--resume: ${out} holds an earlier run (${runMarks.slice(0, 3).join(', ')}) but no complete checkpoint to continue from; starting from scratch would replace it: choose a new --out, or remove that run to start over`);
+      throw new InputError(`--resume: ${out} holds an earlier run (${firstNames(runMarks)}) but no complete checkpoint to continue from; starting from scratch would replace it: choose a new --out, or remove that run to start over`);
     }
     log(`note: --resume: no complete checkpoint in ${out}; starting from scratch`);
   }

@@ -7,7 +7,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
 import { corpusInputs, refuseOutputOverInputs } from '../../data/paths.ts';
 import { writeFolderAtomic } from '../../common/atomic.ts';
-import { InputError, requireInteger } from '../../common/errors.ts';
+import { firstNames, InputError, requireInteger } from '../../common/errors.ts';
 import { Progress } from '../../data/progress.ts';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
@@ -38,7 +38,7 @@ export function requireFreshOut(out: string, flag = '--out'): void {
     if (err instanceof InputError) throw err;
     return;
   }
-  if (entries.length > 0) throw new InputError(`${flag} ${out} already holds files (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); give a new or empty folder`);
+  if (entries.length > 0) throw new InputError(`${flag} ${out} already holds files (${firstNames(entries)}); give a new or empty folder`);
 }
 
 export const extendCommand: CommandModule<object, ExtendArgs> = {

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { corpusInputs, refuseForeignEntries, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
-import { InputError, check, requireWritableFolder } from '../../common/errors.ts';
+import { check, firstNames, InputError, requireWritableFolder } from '../../common/errors.ts';
 import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
@@ -152,7 +152,7 @@ function checkOutFolder(out: string, overwrite: boolean): void {
   check(stat.isDirectory(), `--out ${out} is a file; give a folder for the tokenizer files`);
   const entries = fs.readdirSync(out);
   if (entries.length > 0 && !overwrite) {
-    const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? `, ... (${entries.length} entries)` : '');
+    const shown = firstNames(entries);
     throw new InputError(`--out ${out} already holds files (${shown}); choose an empty folder or pass --overwrite`);
   }
   // --overwrite replaces a tokenizer, never the tokenizer of a model beside its weights (the model

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError, MAX_SEED, requireRegularFile, requireSeed, requireWritableFolder, systemError } from '../../common/errors.ts';
+import { firstNames, InputError, MAX_SEED, requireRegularFile, requireSeed, requireWritableFolder, systemError } from '../../common/errors.ts';
 import { Rng } from '../../common/rng.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-errors-'));
@@ -88,4 +88,12 @@ test('requireSeed: the seeds that give distinct runs (0 to 2**32 - 1) pass; the 
   const first = (seed: number) => new Rng(seed).nextU32();
   assert.equal(first(MAX_SEED + 1), first(0));
   assert.equal(first(-1), first(MAX_SEED));
+});
+
+test('firstNames: up to three names, then how many more', () => {
+  assert.equal(firstNames([]), '');
+  assert.equal(firstNames(['a']), 'a');
+  assert.equal(firstNames(['a', 'b', 'c']), 'a, b, c');
+  assert.equal(firstNames(['a', 'b', 'c', 'd']), 'a, b, c and 1 more');
+  assert.equal(firstNames(['a', 'b', 'c', 'd', 'e'], 2), 'a, b and 3 more');
 });

@@ -151,6 +151,10 @@ test('prepare --overwrite replaces only a prepared-data folder: a folder with a 
   assert.match(run([...base, '--out', prepared]).stderr, /reusing it/);
   assertRefused(run([...base, '--out', prepared, '--overwrite']), /prepared-mixed holds files that are not part of a prepared-data folder \(README\.md\); --overwrite replaces only a prepared-data folder: choose an empty or new folder, or move those files$/);
   assert.ok(fs.existsSync(path.join(prepared, 'README.md')));
+  // More than three: the first three by name, then how many more.
+  for (const f of ['a.txt', 'b.txt', 'c.txt']) fs.writeFileSync(path.join(prepared, f), '');
+  assertRefused(run([...base, '--out', prepared, '--overwrite']), /prepared-mixed holds files that are not part of a prepared-data folder \(README\.md, a\.txt, b\.txt and 1 more\);/);
+  for (const f of ['a.txt', 'b.txt', 'c.txt']) fs.rmSync(path.join(prepared, f));
   // Prepared data alone is replaced; from inside it (the working folder) it is not.
   fs.rmSync(path.join(prepared, 'README.md'));
   assert.equal(run([...base, '--out', prepared, '--overwrite']).code, 0);
