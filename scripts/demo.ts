@@ -332,8 +332,9 @@ async function main(): Promise<void> {
     'bits/char': m.bits_per_char,
   }));
   const compareTable = formatTable(compareRows, { 'tokens/word': 3, 'nats/word': 3, 'word pseudo-ppl': 1, 'bits/char': 3 });
+  // Shown once, in the summary that follows at once (the fill-mask lines above are printed at their
+  // stage too: the extension stage takes minutes after them).
   const extensionLine = `vocabulary extension: ${extension!.added} medical words added; tokens per word on the medical training text ${extension!.tokens_per_word_before.toFixed(3)} -> ${extension!.tokens_per_word_after.toFixed(3)}`;
-  process.stderr.write(`${extensionLine}\n${compareTable}\n`);
 
   const rows = (['general', 'medical'] as const).map((d) => ({
     'held-out text': d,

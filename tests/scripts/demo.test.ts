@@ -71,6 +71,9 @@ test('the demo runs every stage; a second run reuses what matches its recipe, tr
   assert.match(first.stdout, /^general +\d+\.\d +\d+\.\d /m);
   assert.match(first.stdout, /^adapted, extended \+ FVT +\d\.\d{3} /m);
   assert.match(first.stdout, /demo finished in \d+\.\d min/);
+  // The extension line and the comparison table: once, in the summary.
+  assert.equal((first.stdout + first.stderr).match(/^vocabulary extension: /gm)?.length, 1);
+  assert.equal((first.stdout + first.stderr).match(/^adapted, extended \+ FVT /gm)?.length, 1);
   for (const f of ['report.md', 'export/bert-mini-medical/config.json', 'compare/compare.md']) {
     assert.ok(fs.existsSync(path.join(out, f)), `${f} is missing`);
   }

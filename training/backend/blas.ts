@@ -19,8 +19,12 @@
 // libopenblas64.so.0 exports plain `cblas_sgemm`), so the width is read from the build itself
 // (`openblas_get_config()` lists USE64BITINT), and a `64_` suffix alone also means 64 bits. Passing
 // 32-bit integers to such a build is undefined behaviour that often happens to work on x86-64.
-// MKL's single library is LP64 unless the process sets MKL_INTERFACE_LAYER=ILP64, which mlmkit does
-// not support (not detected: untested here).
+// MKL's single library (mkl_rt) picks its integer width at its first call: LP64 unless the
+// environment sets MKL_INTERFACE_LAYER=ILP64. mlmkit asks for LP64 with MKL_Set_Interface_Layer
+// before any other MKL call, and reads the width from what it answers (the layer in force), so an
+// MKL already set to ILP64 is called with 64-bit integers rather than misread. Tested with a small
+// stand-in library that behaves as mkl_rt does here (tests/training/backend/blas-mkl.test.ts); no
+// real MKL is installable on the development machine.
 //
 // Idle threads: after a call on several threads, OpenBLAS's own threads keep polling for work
 // (sched_yield in a loop) for 2^28 cycles, about 0.1 s, before they sleep. On a machine with as
@@ -101,6 +105,10 @@ function blasCandidates(platform: NodeJS.Platform): string[] {
   }
 }
 
+/** MKL_Set_Interface_Layer's values (mkl_service.h): 0 LP64, bit 0 ILP64 (bit 1: the GNU Fortran flag). */
+const MKL_INTERFACE_LP64 = 0;
+const MKL_INTERFACE_ILP64 = 1;
+
 /** Symbol suffixes tried in each library: plain, then ILP64 OpenBLAS's `64_`. */
 const SUFFIXES = ['', '64_'] as const;
 
@@ -126,10 +134,13 @@ function optional(lib: KoffiLib, signature: string): ((...args: unknown[]) => un
 /** Wraps an opened library whose `cblas_sgemm<suffix>` exists; null when it does not. */
 function wrap(lib: KoffiLib, path: string, s: string, threads: number, koffiFile: string): Blas | null {
   if (optional(lib, `void cblas_sgemm${s}()`) === null) return null;
+  // MKL first: its interface layer can be chosen only before any other call into it.
+  const mklLayer = optional(lib, 'int MKL_Set_Interface_Layer(int)');
+  const layer = mklLayer !== null ? (mklLayer(MKL_INTERFACE_LP64) as number) : null;
   const openblasCore = optional(lib, `const char *openblas_get_corename${s}()`);
   const openblasConfig = optional(lib, `const char *openblas_get_config${s}()`);
   const config = openblasConfig !== null ? String(openblasConfig()) : null;
-  const i = s === '64_' || (config !== null && /\bUSE64BITINT\b/.test(config)) ? 'int64_t' : 'int';
+  const i = s === '64_' || (config !== null && /\bUSE64BITINT\b/.test(config)) || (layer !== null && layer > 0 && (layer & MKL_INTERFACE_ILP64) !== 0) ? 'int64_t' : 'int';
   const gemm = lib.func(`void cblas_sgemm${s}(int, int, int, ${i}, ${i}, ${i}, float, const float *, ${i}, const float *, ${i}, float, float *, ${i})`) as (...args: unknown[]) => unknown;
   const big = i === 'int64_t';
   const n = (x: number) => (big ? BigInt(x) : x);
@@ -153,7 +164,7 @@ function wrap(lib: KoffiLib, path: string, s: string, threads: number, koffiFile
     const buf = Buffer.alloc(200);
     mklVersion?.(buf, buf.length);
     const text = buf.toString('latin1').replace(/\0.*$/s, '').trim();
-    name = text ? text.replace(/^Intel\(R\) /, '').split(' Product')[0]! : 'Intel MKL';
+    name = `${text ? text.replace(/^Intel\(R\) /, '').split(' Product')[0]! : 'Intel MKL'}${big ? ' ILP64' : ''}`;
     setThreads = (t) => mklSet(t);
     getThreads = () => mklGet() as number;
   } else if (/Accelerate/.test(path)) {
