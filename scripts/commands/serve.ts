@@ -31,6 +31,25 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     const log = (line: string) => process.stderr.write(line + '\n');
     let exportDir = args.model;
     let temp: string | null = null;
+    const removeTemp = () => {
+      if (temp) fs.rmSync(temp, { recursive: true, force: true });
+      temp = null;
+    };
+    // Ctrl-C, kill and a closed terminal stop the server; the temporary export goes however the
+    // command ends: a signal while exporting, a second Ctrl-C while stopping, a model that fails
+    // to export, a port in use.
+    let serving = false;
+    let stop: () => void = () => {};
+    const stopped = new Promise<void>((resolve) => { stop = resolve; });
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (serving && signals === 1) return stop();
+      removeTemp();
+      process.exit(128 + (os.constants.signals[signal] ?? 2));
+    };
+    const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    for (const s of SIGNALS) process.on(s, onSignal);
     try {
       if (!fs.existsSync(path.join(args.model, 'model.json'))) {
         temp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-serve-'));
@@ -38,16 +57,13 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         await exportModel({ model: args.model, revision: args.revision, out: exportDir, format: 'tfjs', generatedBy: `mlmkit ${VERSION}`, log });
       }
       const server = await servePage({ exportDir, port: args.port });
+      serving = true;
       process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await stopped;
       await server.close();
     } finally {
-      // The temporary export goes however the command ends (a model that fails to export, a port in use).
-      if (temp) fs.rmSync(temp, { recursive: true, force: true });
+      removeTemp();
+      for (const s of SIGNALS) process.off(s, onSignal);
     }
   },
 };

@@ -24,8 +24,16 @@ async function main(): Promise<void> {
     const out = $('results');
     out.replaceChildren();
     lists.forEach((list, i) => {
+      // Text only, never markup: the mask token and the candidates come from the model's files,
+      // which may be anyone's (mlm serve takes Hub ids).
       const table = document.createElement('table');
-      table.innerHTML = `<caption>${model.tokenizer.maskToken} ${i + 1}</caption><tr><th>#</th><th>token</th><th>score</th><th>sequence</th></tr>`;
+      table.createCaption().textContent = `${model.tokenizer.maskToken} ${i + 1}`;
+      const header = table.insertRow();
+      for (const name of ['#', 'token', 'score', 'sequence']) {
+        const th = document.createElement('th');
+        th.textContent = name;
+        header.append(th);
+      }
       list.forEach((c, j) => {
         const row = table.insertRow();
         row.className = 'candidate';

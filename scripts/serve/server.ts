@@ -2,10 +2,13 @@
 // mlmkit's browser entry (browser.ts). GET / is the page (page.html beside this file), /app.js its
 // script (page-main.ts bundled with TF.js by esbuild at start; Node built-ins are
 // stubbed: the browser code paths never call them), /model/* the export's files. Only those
-// files are served: a request path is resolved inside the export folder (symbolic links
-// followed, and still inside) or refused. A request whose Host is not this server's own address
-// is refused (403): a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding) could
-// otherwise read the model. A malformed path gets 400 and the server goes on.
+// files are served: model.json, the tokenizer file and weight shards it names, and
+// tokenizer_config.json — nothing else the folder holds (`mlm serve --model .` must not publish a
+// folder's other files, dotfiles included) — each resolved inside the export folder (symbolic
+// links followed, and still inside) or refused, and streamed from disk (a shard is not read whole
+// into memory for each request). A request whose Host is not this server's own address is refused
+// (403): a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding) could otherwise
+// read the model. A malformed path gets 400 and the server goes on. GET and HEAD only.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -78,7 +81,7 @@ function modelFile(root: string, rel: string): string | null {
  * names plain names inside the folder (browser.ts), the tokenizer file and every shard there, the
  * shards' bytes what the weights need. InputError naming what is wrong.
  */
-function checkExport(root: string, shown: string): void {
+function checkExport(root: string, shown: string): ReturnType<typeof tfjsExportFiles> {
   const where = path.join(shown, 'model.json');
   let files: ReturnType<typeof tfjsExportFiles>;
   try {
@@ -96,7 +99,11 @@ function checkExport(root: string, shown: string): void {
   if (bytes !== files.weightBytes) {
     throw new InputError(`${where}: the weights take ${files.weightBytes} bytes but the shards hold ${bytes}; export it again with mlm export --format tfjs`);
   }
+  return files;
 }
+
+/** The export's files the page loads (browser.ts loadTfjsModel): all that /model/ serves. */
+const PAGE_LOADS = ['model.json', 'tokenizer_config.json'];
 
 /** Starts the page server on 127.0.0.1. */
 export async function servePage(opts: ServeOptions): Promise<RunningServer> {
@@ -104,16 +111,18 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
   if (!fs.existsSync(path.join(root, 'model.json'))) {
     throw new InputError(`${opts.exportDir} has no model.json; give a model folder or a mlm export --format tfjs folder`);
   }
-  checkExport(root, opts.exportDir);
+  const files = checkExport(root, opts.exportDir);
+  const served = new Set([...PAGE_LOADS, files.tokenizer, ...files.shards]);
   const page = fs.readFileSync(path.join(PAGE_DIR, 'page.html'));
   const app = await bundlePage();
   let hosts: string[] = [];
   const server = http.createServer((req, res) => {
+    const head = req.method === 'HEAD';
     const send = (status: number, type: string, body: string | Buffer) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) }).end(head ? undefined : body);
     };
     if (!hosts.includes((req.headers.host ?? '').toLowerCase())) return send(403, TYPES['.txt'], 'this server answers requests for 127.0.0.1 only\n');
-    if (req.method !== 'GET') return send(405, TYPES['.txt'], 'GET only\n');
+    if (req.method !== 'GET' && !head) return send(405, TYPES['.txt'], 'GET only\n');
     let url: URL;
     let rel: string;
     try {
@@ -124,11 +133,19 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
     }
     if (url.pathname === '/' || url.pathname === '/index.html') return send(200, TYPES['.html'], page);
     if (url.pathname === '/app.js') return send(200, TYPES['.js'], app);
-    if (url.pathname.startsWith('/model/')) {
-      const file = modelFile(root, rel.slice('/model/'.length));
-      if (file !== null) return send(200, TYPES[path.extname(file)] ?? 'application/octet-stream', fs.readFileSync(file));
+    const name = url.pathname.startsWith('/model/') ? rel.slice('/model/'.length) : null;
+    const file = name !== null && served.has(name) ? modelFile(root, name) : null;
+    if (file === null) return send(404, TYPES['.txt'], 'not found\n');
+    let size: number;
+    try {
+      size = fs.statSync(file).size;
+    } catch {
+      return send(404, TYPES['.txt'], 'not found\n');
     }
-    send(404, TYPES['.txt'], 'not found\n');
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', 'content-length': size });
+    if (head) return res.end();
+    // Streamed: a large shard is neither read whole per request nor able to stop the server.
+    fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
@@ -136,6 +153,14 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
     server.listen(opts.port ?? 0, '127.0.0.1', resolve);
   });
   const { port } = server.address() as AddressInfo;
-  hosts = [`127.0.0.1:${port}`, `localhost:${port}`];
-  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  // A browser leaves the default port out of Host.
+  hosts = [`127.0.0.1:${port}`, `localhost:${port}`, ...(port === 80 ? ['127.0.0.1', 'localhost'] : [])];
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    // Open connections (a browser's keep-alive, a half-sent request) are cut, not waited for.
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
 }

@@ -8,14 +8,18 @@
 // installed (CHROMIUM_PATH, else /usr/bin/chromium), unless MLM_REQUIRE_CHROMIUM=1.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InputError } from '../../common/errors.ts';
 import { exportModel } from '../../training/export-model.ts';
 import { servePage, type RunningServer } from '../../scripts/serve/server.ts';
 import { makeTinyCheckpoint, runMlm } from '../training/tiny-checkpoint.ts';
+
+const MLM = path.join(import.meta.dirname, '..', '..', 'scripts', 'mlm.mjs');
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = fs.existsSync(CHROMIUM);
@@ -85,6 +89,54 @@ function get(p: string, host?: string): Promise<{ status: number; body: string }
   });
 }
 
+test('only the files the page loads are served (model.json, its tokenizer and shards, tokenizer_config.json), streamed; HEAD gives the headers', async () => {
+  const dir = path.join(tmp, 'tfjs');
+  const modelJson = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+  const shard = modelJson.weightsManifest[0].paths[0] as string;
+  const tokenizer = modelJson.userDefinedMetadata.mlmkit.tokenizer as string;
+  for (const name of ['model.json', shard, tokenizer, 'tokenizer_config.json']) {
+    const r = await fetch(server.url + 'model/' + name);
+    assert.equal(r.status, 200, name);
+    assert.ok(Buffer.from(await r.arrayBuffer()).equals(fs.readFileSync(path.join(dir, name))), `${name} differs`);
+  }
+  // Anything else in the folder is not the page's business: a user's notes, dotfiles, a subfolder.
+  fs.writeFileSync(path.join(dir, '.env'), 'TOKEN=hf_secret\n');
+  fs.mkdirSync(path.join(dir, 'sub'));
+  fs.writeFileSync(path.join(dir, 'sub', 'notes.txt'), 'mine\n');
+  fs.symlinkSync('model.json', path.join(dir, 'alias.json'));
+  try {
+    for (const p of ['.env', 'sub/notes.txt', 'alias.json', 'config.json', 'sub']) assert.equal((await get(`/model/${p}`)).status, 404, p);
+  } finally {
+    for (const p of ['.env', 'sub', 'alias.json']) fs.rmSync(path.join(dir, p), { recursive: true });
+  }
+  const head = await fetch(server.url + 'model/' + shard, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(Number(head.headers.get('content-length')), fs.statSync(path.join(dir, shard)).size);
+  assert.equal((await head.arrayBuffer()).byteLength, 0);
+  assert.equal((await fetch(server.url + 'model/model.json', { method: 'POST', body: 'x' })).status, 405);
+});
+
+test('a shard too large to read whole (3 GiB, sparse) is streamed, and the server goes on', async () => {
+  const dir = path.join(tmp, 'big');
+  fs.cpSync(path.join(tmp, 'tfjs'), dir, { recursive: true });
+  const modelJson = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+  const shard = modelJson.weightsManifest[0].paths[0] as string;
+  const big = await servePage({ exportDir: dir, port: 0 });
+  try {
+    fs.truncateSync(path.join(dir, shard), 3 * 1024 ** 3); // after the start-up check, as a file that changed
+    const r = await fetch(big.url + 'model/' + shard);
+    assert.equal(r.status, 200);
+    assert.equal(Number(r.headers.get('content-length')), 3 * 1024 ** 3);
+    const reader = r.body!.getReader();
+    const first = await reader.read();
+    assert.ok(first.value && first.value.byteLength > 0);
+    await reader.cancel();
+    assert.equal((await fetch(big.url + 'model/model.json')).status, 200, 'the server stopped');
+  } finally {
+    await big.close();
+  }
+});
+
 test('the server refuses another Host (DNS rebinding), answers a malformed path with 400 and goes on, and follows no link out of the export', async () => {
   const { port } = new URL(server.url);
   for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1:${Number(port) + 1}`]) {
@@ -98,6 +150,51 @@ test('the server refuses another Host (DNS rebinding), answers a malformed path 
     assert.equal((await get('/model/link.txt')).status, 404);
   } finally {
     fs.rmSync(path.join(tmp, 'tfjs', 'link.txt'));
+  }
+});
+
+test('port 80: a Host without the port (as browsers send it) is this server', async (t) => {
+  let on80: RunningServer;
+  try {
+    on80 = await servePage({ exportDir: path.join(tmp, 'tfjs'), port: 80 });
+  } catch (err) {
+    return t.skip(`port 80 cannot be opened here (${(err as Error).message})`);
+  }
+  try {
+    for (const host of ['127.0.0.1', 'localhost', '127.0.0.1:80']) assert.equal((await fetch(`http://${host}/model/model.json`)).status, 200, host);
+  } finally {
+    await on80.close();
+  }
+});
+
+test('mlm serve of a model folder removes its temporary export on a second Ctrl-C and when the terminal closes (SIGHUP), with a connection left open', async (t) => {
+  const temps = path.join(tmp, 'serve-temps');
+  fs.mkdirSync(temps);
+  const exports = () => fs.readdirSync(temps).filter((e) => e.startsWith('mlmkit-serve-'));
+  for (const signals of [['SIGINT', 'SIGINT'], ['SIGHUP']] as NodeJS.Signals[][]) {
+    const child = spawn(process.execPath, [MLM, 'serve', '--model', src, '--port', '0'], { env: { ...process.env, TMPDIR: temps }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.resume();
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    t.after(() => child.kill('SIGKILL'));
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no address printed: ${out}`)), 60_000);
+      child.stdout.on('data', () => {
+        const m = out.match(/at (http:\/\/127\.0\.0\.1:\d+\/)/);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      });
+    });
+    assert.equal(exports().length, 1, 'the temporary export');
+    // A request left half-sent, which a plain close would wait for.
+    const { port } = new URL(url);
+    const socket = net.connect(Number(port), '127.0.0.1').on('error', () => {}); // reset when the server stops
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('GET /model/model.json HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    for (const sig of signals) child.kill(sig);
+    const code = await exited;
+    socket.destroy();
+    assert.deepEqual(exports(), [], `${signals.join(', ')}: the temporary export is still there (exit ${code})`);
   }
 });
 
