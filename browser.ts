@@ -16,7 +16,8 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import type { Tensor3D } from '@tensorflow/tfjs';
 import type { MaskedLM, Tf } from './training/models/bert.ts';
 import { parseModelConfig, type ModelConfig } from './training/models/config.ts';
-import { createMaskedLM } from './training/models/roberta.ts';
+import { createMaskedLM, maxSequenceLength } from './training/models/roberta.ts';
+import { InputError } from './common/errors.ts';
 import type { NamedArray } from './training/models/weights.ts';
 
 export type { MaskedLM, ModelConfig, Tf };
@@ -186,9 +187,14 @@ export interface BrowserCandidate {
  */
 export async function fillMaskTopK(m: BrowserModel, text: string, topK = 5): Promise<BrowserCandidate[] | BrowserCandidate[][]> {
   const { tf, tokenizer } = m;
+  // InputError (common/errors.ts) for what the caller gave, in the words of `mlm fill-mask`.
+  if (typeof text !== 'string') throw new InputError(`fillMaskTopK: the text must be a string, got ${typeof text}`);
+  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1) throw new InputError(`fillMaskTopK: topK must be a whole number >= 1, got ${String(topK)}`);
   const ids = tokenizer.encodeWithSpecials(text);
   const positions = ids.flatMap((id, i) => (id === tokenizer.maskId ? [i] : []));
-  if (positions.length === 0) throw new Error(`the text has no ${tokenizer.maskToken}`);
+  if (positions.length === 0) throw new InputError(`no ${tokenizer.maskToken} token in the text; put ${tokenizer.maskToken} where a word should be predicted`);
+  const maxLen = maxSequenceLength(m.config);
+  if (ids.length > maxLen) throw new InputError(`the text is ${ids.length} tokens long (specials included), more than the ${maxLen} positions of this model; shorten it`);
   const logits = tf.tidy(() => m.model.logits({
     inputIds: tf.tensor2d([ids], [1, ids.length], 'int32'),
     attentionMask: tf.ones([1, ids.length], 'int32'),

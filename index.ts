@@ -7,6 +7,7 @@
 //   console.log(await fillMask(model, 'The patient was given [MASK] for the pain.'));
 //   model.dispose();
 import { InputError } from './common/errors.ts';
+import { checkArgument, checkOptions, describeValue, kindsOfDefaults, requireOptions, type OptionKind } from './common/options.ts';
 import { prepare as prepareShards, type PrepareOptions, type PrepareResult } from './data/prepare.ts';
 import type { PrepareMode } from './data/shards.ts';
 import { MlmTokenizer } from './data/tokenizer.ts';
@@ -49,6 +50,16 @@ export interface BackendOptions {
   log?: Log;
 }
 
+const BACKEND_KINDS: Record<string, OptionKind> = { backend: 'string', blas: 'string', blasThreads: 'integer', env: 'object', log: 'function' };
+const LOAD_KINDS: Record<string, OptionKind> = { ...BACKEND_KINDS, revision: 'string' };
+
+/** The library's own checks of a backend's options (the CLI's come from blasOptions). */
+function checkBackendOptions(fn: string, opts: BackendOptions): void {
+  if (opts.blasThreads !== undefined && !(opts.blasThreads >= 1 && opts.blasThreads <= 64)) {
+    throw new InputError(`${fn}: option blasThreads must be a whole number from 1 to 64, got ${opts.blasThreads}`);
+  }
+}
+
 async function startBackend(opts: BackendOptions): Promise<BackendInfo> {
   const log = opts.log ?? quiet;
   const env = opts.env ?? {};
@@ -87,12 +98,23 @@ export interface LoadModelOptions extends BackendOptions {
  * fine) or a Hugging Face Hub id (downloaded into the Hugging Face cache when missing) and builds
  * it on a TF.js backend. Call `dispose()` when done.
  */
+/**
+ * The TF.js backend each loaded model was built on. TF.js has one active backend per process and
+ * loading another model onto another backend switches it; a model's weights stay where they were
+ * made, so fillMask switches back to the model's backend before it runs (else TF.js would run it on
+ * the other one, reading its weights across).
+ */
+const builtOn = new WeakMap<LoadedModel, string>();
+
 export async function loadModel(source: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  checkArgument('loadModel', 'the model (a folder or Hub id)', source, 'string');
+  checkOptions('loadModel', opts, LOAD_KINDS);
+  checkBackendOptions('loadModel', opts);
   const log = opts.log ?? quiet;
   const folder = await loadModelFolderOrHub(source, { revision: opts.revision, log });
   const backend = await startBackend(opts);
   const model = createMaskedLM(backend.tf, folder.config, { weights: folder.weights, capabilities: backend.capabilities });
-  return {
+  const loaded: LoadedModel = {
     source: folder.source,
     revision: folder.revision ?? null,
     config: folder.config,
@@ -102,6 +124,8 @@ export async function loadModel(source: string, opts: LoadModelOptions = {}): Pr
     backend: backend.name,
     dispose: () => model.dispose(),
   };
+  builtOn.set(loaded, backend.tf.getBackend());
+  return loaded;
 }
 
 export interface FillMaskOptions extends LoadModelOptions {
@@ -118,9 +142,14 @@ export interface FillMaskOptions extends LoadModelOptions {
  * {score, token, token_str, sequence} for one mask, a list of such lists for several.
  */
 export async function fillMask(model: LoadedModel | string, text: string, opts: FillMaskOptions = {}): Promise<FillMaskCandidate[] | FillMaskCandidate[][]> {
+  if (typeof model !== 'string') checkArgument('fillMask', 'the model (a LoadedModel, a folder or a Hub id)', model, 'object');
+  checkArgument('fillMask', 'the text', text, 'string');
+  checkOptions('fillMask', opts, { ...LOAD_KINDS, topK: 'integer', targets: 'strings' });
   const topK = opts.topK ?? 5;
-  if (!Number.isInteger(topK) || topK < 1) throw new InputError(`topK must be a positive integer, got ${topK}`);
+  if (topK < 1) throw new InputError(`fillMask: option topK must be a positive integer, got ${topK}`);
   const loaded = typeof model === 'string' ? await loadModel(model, opts) : model;
+  const home = builtOn.get(loaded);
+  if (home !== undefined && loaded.tf.getBackend() !== home) await loaded.tf.setBackend(home);
   try {
     const warn = opts.log ?? quiet;
     const result: FillMaskResult = await fillMaskWith(loaded.tf, loaded.model, loaded.tokenizer, text, { topK, targets: opts.targets, warn: (w) => warn(`warning: ${w}`) });
@@ -145,6 +174,16 @@ export interface PrepareCorpusOptions extends Partial<Omit<PrepareOptions, 'toke
  * Defaults as the CLI's: 128-token packed blocks, 5% of documents held out, seed 42.
  */
 export async function prepare(opts: PrepareCorpusOptions): Promise<PrepareResult> {
+  checkArgument('prepare', 'the options', opts, 'object');
+  checkOptions('prepare', opts, {
+    corpus: 'string|strings', out: 'string', seqLen: 'integer', mode: 'string', validationSplit: 'number', validation: 'strings',
+    seed: 'integer', overwrite: 'boolean', maxPositions: 'integer', log: 'function', progress: 'boolean', batchBytes: 'integer',
+    shardBytes: 'integer', version: 'string', tokenizerRevision: 'string',
+  });
+  requireOptions('prepare', opts as unknown as Record<string, unknown>, ['corpus', 'out', 'tokenizer']);
+  if (typeof opts.tokenizer !== 'string' && !(opts.tokenizer instanceof MlmTokenizer)) {
+    throw new InputError(`prepare: option tokenizer must be a tokenizer folder (a string) or a loaded MlmTokenizer, got ${describeValue(opts.tokenizer)}`);
+  }
   const tokenizer = typeof opts.tokenizer === 'string' ? await MlmTokenizer.load(opts.tokenizer) : opts.tokenizer;
   const mode: PrepareMode = opts.mode ?? 'blocks';
   return prepareShards({
@@ -189,6 +228,18 @@ export interface TrainRunOptions extends Partial<Omit<TrainOptions, 'data' | 'ou
  * (TRAIN_DEFAULTS). Resolves with the final losses and the last checkpoint folder.
  */
 export async function train(opts: TrainRunOptions): Promise<TrainResult> {
+  checkArgument('train', 'the options', opts, 'object');
+  const { resume: _resume, ...defaults } = TRAIN_DEFAULTS;
+  checkOptions('train', opts, {
+    ...kindsOfDefaults(defaults), ...BACKEND_KINDS, data: 'string', out: 'string', from: 'string', config: 'string', revision: 'string',
+    steps: 'integer', epochs: 'number', wholeWordSelection: 'string', rowsPerPass: 'integer', loadBestAtEnd: 'boolean', metricForBest: 'string',
+    earlyStoppingPatience: 'integer', earlyStoppingThreshold: 'number', evalOnStart: 'boolean', progress: 'boolean', onStep: 'function',
+  });
+  requireOptions('train', opts as unknown as Record<string, unknown>, ['data', 'out']);
+  if (opts.resume !== undefined && typeof opts.resume !== 'boolean' && typeof opts.resume !== 'string') {
+    throw new InputError(`train: option resume must be true, false or a checkpoint folder (a string), got ${typeof opts.resume}`);
+  }
+  checkBackendOptions('train', opts);
   const log = opts.log ?? quiet;
   const from = opts.from === undefined ? undefined : await resolveModel(opts.from, { revision: opts.revision, log });
   const { backend: _b, log: _l, revision: _r, progress, signal, onStep, ...rest } = opts;
@@ -217,6 +268,14 @@ export interface EvaluateOptions extends Omit<EvaluateModelsOptions, 'models' | 
  * each model on each data set (what `mlm evaluate` does): one row per pair, models outer.
  */
 export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> {
+  checkArgument('evaluate', 'the options', opts, 'object');
+  checkOptions('evaluate', opts, {
+    ...BACKEND_KINDS, models: 'string|strings', data: 'string|strings', revision: 'string', split: 'string', seed: 'integer', batchSize: 'integer',
+    maxBatches: 'integer', mlmProbability: 'number', wholeWordMask: 'boolean', pseudo: 'boolean', seqLen: 'integer', text: 'object',
+    onStart: 'function', onProgress: 'function', onFinish: 'function',
+  });
+  requireOptions('evaluate', opts as unknown as Record<string, unknown>, ['models', 'data']);
+  checkBackendOptions('evaluate', opts);
   const log = opts.log ?? quiet;
   const names = typeof opts.models === 'string' ? [opts.models] : opts.models;
   const models = [];
@@ -230,6 +289,9 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> 
  * format 'hf' (config.json + model.safetensors + tokenizer) or 'tfjs' (model.json + weight shards).
  */
 export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
+  checkArgument('exportModel', 'the options', opts, 'object');
+  checkOptions('exportModel', opts, { model: 'string', out: 'string', format: 'string', revision: 'string', overwrite: 'boolean', generatedBy: 'string', log: 'function' });
+  requireOptions('exportModel', opts as unknown as Record<string, unknown>, ['model', 'out']);
   return exportModelFolder({ generatedBy: `mlmkit ${VERSION}`, log: quiet, ...opts });
 }
 export type { ExportOptions };
@@ -242,5 +304,11 @@ export type { ExportOptions };
  * Nothing is read from the process's environment unless `env: process.env` is passed.
  */
 export async function push(opts: PushOptions): Promise<PushResult> {
+  checkArgument('push', 'the options', opts, 'object');
+  checkOptions('push', opts, {
+    model: 'string', repo: 'string', private: 'boolean', revision: 'string', includeReport: 'boolean', overwriteCard: 'boolean', license: 'string',
+    commitMessage: 'string', env: 'object', token: 'string', endpoint: 'string', retries: 'integer', retryDelayMs: 'number', log: 'function',
+  });
+  requireOptions('push', opts as unknown as Record<string, unknown>, ['model', 'repo']);
   return pushModel({ log: quiet, env: {}, ...opts });
 }

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BrowserTokenizer, fillMaskTopK, loadTfjsModel, type BrowserCandidate } from '../browser.ts';
+import { InputError } from '../common/errors.ts';
 import { selectBackend, type Tf } from '../training/backend.ts';
 import { exportModel } from '../training/export-model.ts';
 import { fuzzStrings, parityLines } from './fixtures/tokenizers/lines.ts';
@@ -100,6 +101,16 @@ for (const family of ['bert', 'roberta'] as const) {
         console.log(`# ${family} ${JSON.stringify(text)}: max |score difference| browser entry vs CLI = ${maxDiff.toExponential(2)}`);
         assert.ok(maxDiff <= 1e-5, `max difference ${maxDiff}`);
       }
+      // Bad input: an InputError in the CLI's words (topK 0 gave [], -1 the whole vocabulary less one).
+      const refused = (re: RegExp) => (e: unknown) => e instanceof InputError && re.test(e.message);
+      for (const k of [0, -1, 2.5, Number.NaN, '3' as unknown as number]) {
+        await assert.rejects(fillMaskTopK(m, `the ${mask} .`, k), refused(/^fillMaskTopK: topK must be a whole number >= 1, got /), String(k));
+      }
+      await assert.rejects(fillMaskTopK(m, 42 as unknown as string), refused(/^fillMaskTopK: the text must be a string, got number$/));
+      await assert.rejects(fillMaskTopK(m, 'no mask here'), refused(new RegExp(`^no ${mask.replace(/[[\]]/g, '\\$&')} token in the text; put `)));
+      const cli = await runMlm(['fill-mask', '--model', src, '--backend', 'cpu', `${'word '.repeat(200)}${mask}`]);
+      const cliLine = cli.stderr.trim().replace(/^mlm: error: /, '');
+      await assert.rejects(fillMaskTopK(m, `${'word '.repeat(200)}${mask}`), (e: unknown) => e instanceof InputError && e.message === cliLine);
       m.dispose();
     });
   });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { evaluate, fillMask, InputError, prepare, train } from '../index.ts';
+import { evaluate, exportModel, fillMask, InputError, loadModel, prepare, push, train } from '../index.ts';
 import { makeTinyCheckpoint, ROOT, runMlm, type TinyCheckpoint } from './training/tiny-checkpoint.ts';
 
 const PROSE = path.join(ROOT, 'tests/fixtures/tokenizers/prose.txt');
@@ -52,7 +52,7 @@ test('prepare, evaluate and train from the library equal the CLI', async () => {
 
 test('bad input is an InputError with one line', async () => {
   await assert.rejects(fillMask(ck.dir, 'no mask here', { backend: 'cpu' }), (e: unknown) => e instanceof InputError && !e.message.includes('\n'));
-  await assert.rejects(fillMask(ck.dir, 'the [MASK]', { topK: 0 }), (e: unknown) => e instanceof InputError && e.message === 'topK must be a positive integer, got 0');
+  await assert.rejects(fillMask(ck.dir, 'the [MASK]', { topK: 0 }), (e: unknown) => e instanceof InputError && e.message === 'fillMask: option topK must be a positive integer, got 0');
   await assert.rejects(evaluate({ models: path.join(tmp, 'missing'), data: PROSE, backend: 'cpu' }), InputError);
   // Options of the wrong value, named in one line (a TypeError, a silent empty result or another
   // option's message before 2026-12-07).
@@ -70,4 +70,57 @@ test('bad input is an InputError with one line', async () => {
   await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), precision: 'foo' as never, backend: 'cpu' }), named(/^--precision must be one of fp32, fp16, auto, got "foo"$/));
   await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'bad-run'), warmup: -1, backend: 'cpu' }), named(/^--warmup must be a fraction in \[0, 1\) or a number of steps, got -1$/));
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')));
+});
+
+test('options of the wrong type (a JavaScript caller, values from JSON) are an InputError naming the function and option, before any work', async () => {
+  const named = (re: RegExp) => (e: unknown) => e instanceof InputError && re.test(e.message) && !e.message.includes('\n');
+  const anyOf = <T>(v: unknown) => v as T;
+  // A truthy string read as true replaced an export; a string of targets scored its letters.
+  const exported = path.join(tmp, 'export-kept');
+  await exportModel({ model: ck.dir, out: exported, format: 'tfjs' });
+  const before = fs.readdirSync(exported).sort();
+  fs.writeFileSync(path.join(exported, 'model.json'), '{"mine": true}');
+  await assert.rejects(exportModel({ model: ck.dir, out: exported, format: 'tfjs', overwrite: anyOf('no') }), named(/^exportModel: option overwrite must be true or false, got the string "no"$/));
+  assert.equal(fs.readFileSync(path.join(exported, 'model.json'), 'utf8'), '{"mine": true}');
+  assert.deepEqual(fs.readdirSync(exported).sort(), before);
+  await assert.rejects(exportModel(anyOf({ model: ck.dir })), named(/^exportModel: option out is required$/));
+  await assert.rejects(exportModel(anyOf(undefined)), named(/^exportModel: the options must be an object, got undefined$/));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK] .', { targets: anyOf('cat') }), named(/^fillMask: option targets must be an array of strings, got the string "cat"$/));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK] .', { targets: anyOf([1]) }), named(/^fillMask: option targets must be an array of strings, got an array \(\[1\]\)$/));
+  await assert.rejects(fillMask(ck.dir, anyOf(42)), named(/^fillMask: the text must be a string, got the number 42$/));
+  await assert.rejects(fillMask(ck.dir, anyOf(undefined)), named(/^fillMask: the text must be a string, got undefined$/));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK] .', anyOf(null)), named(/^fillMask: the options must be an object, got null$/));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK] .', { topK: anyOf('3') }), named(/^fillMask: option topK must be a whole number, got the string "3"$/));
+  await assert.rejects(fillMask(ck.dir, 'the [MASK] .', { revision: anyOf(null) }), named(/^fillMask: option revision is null; leave it out for its default, or give a string$/));
+  await assert.rejects(loadModel(anyOf(undefined)), named(/^loadModel: the model \(a folder or Hub id\) must be a string, got undefined$/));
+  for (const n of [-1, 0, 2.5, 1000]) {
+    await assert.rejects(loadModel(ck.dir, { backend: 'wasm', blasThreads: n }), named(/^loadModel: option blasThreads must be a whole number/), String(n));
+  }
+  await assert.rejects(prepare(anyOf({ corpus: PROSE, tokenizer: 42, out: path.join(tmp, 'never') })), named(/^prepare: option tokenizer must be a tokenizer folder \(a string\) or a loaded MlmTokenizer, got the number 42$/));
+  await assert.rejects(prepare({ corpus: PROSE, tokenizer: ck.dir, out: path.join(tmp, 'never'), seqLen: anyOf('32') }), named(/^prepare: option seqLen must be a whole number, got the string "32"$/));
+  await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'never'), wholeWordMask: anyOf('false'), backend: 'cpu' }), named(/^train: option wholeWordMask must be true or false, got the string "false"$/));
+  await assert.rejects(train({ from: ck.dir, data: path.join(tmp, 'nowhere'), out: path.join(tmp, 'never'), lr: anyOf('1e-3'), backend: 'cpu' }), named(/^train: option lr must be a number, got the string "1e-3"$/));
+  await assert.rejects(train(anyOf({ from: ck.dir, out: path.join(tmp, 'never') })), named(/^train: option data is required$/));
+  await assert.rejects(evaluate({ models: ck.dir, data: PROSE, pseudo: anyOf(1) }), named(/^evaluate: option pseudo must be true or false, got the number 1$/));
+  await assert.rejects(push({ model: ck.dir, repo: 'org/x', private: anyOf('yes'), env: {} }), named(/^push: option private must be true or false, got the string "yes"$/));
+  assert.ok(!fs.existsSync(path.join(tmp, 'never')));
+});
+
+test('a model runs on the backend it was loaded on, after another model was loaded onto another backend', async () => {
+  const a = await loadModel(ck.dir, { backend: 'cpu' });
+  try {
+    const first = await fillMask(a, 'the [MASK] sat .', { topK: 3 });
+    const b = await loadModel(ck.dir, { backend: 'wasm', blas: 'none' });
+    try {
+      assert.equal(a.tf.getBackend(), 'wasm', 'loading b switched TF.js');
+      assert.deepEqual(await fillMask(a, 'the [MASK] sat .', { topK: 3 }), first);
+      assert.equal(a.tf.getBackend(), 'cpu');
+      await fillMask(b, 'the [MASK] sat .', { topK: 3 });
+      assert.equal(b.tf.getBackend(), 'wasm');
+    } finally {
+      b.dispose();
+    }
+  } finally {
+    a.dispose();
+  }
 });

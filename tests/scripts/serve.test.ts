@@ -153,6 +153,13 @@ test('the server refuses another Host (DNS rebinding), answers a malformed path 
   }
 });
 
+test('the page writes what comes from the model (mask token, candidates) as text, never as markup', () => {
+  // A model's tokenizer files are anyone's (mlm serve takes Hub ids): a mask token such as
+  // <img src=x onerror=...> put through innerHTML ran script in the page.
+  const source = fs.readFileSync(path.join(import.meta.dirname, '..', '..', 'scripts', 'serve', 'page-main.ts'), 'utf8');
+  assert.doesNotMatch(source, /innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
+});
+
 test('port 80: a Host without the port (as browsers send it) is this server', async (t) => {
   let on80: RunningServer;
   try {
