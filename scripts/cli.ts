@@ -55,12 +55,15 @@ export interface DeclaredOptions {
 export function checkOptionValues(raw: readonly string[], argv: Record<string, unknown>, declared: DeclaredOptions): void {
   const flag = (key: string) => (key.length === 1 ? `-${key}` : `--${key}`);
   const noValue = (key: string) => new InputError(`${flag(key)} was given no value; give a value or leave the option out`);
+  // The options named on the line (a command's positional words, `fill-mask [text..]`, are in the
+  // table too, and may be empty when the text comes after `--`).
+  const named = new Set(raw.filter((t) => t.startsWith('--')).map((t) => t.slice(2).split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)));
   for (const key of Object.keys(declared.key)) {
     const v = argv[key];
     if (v === undefined) continue;
     if (Array.isArray(v)) {
       if (!declared.array.includes(key)) throw new InputError(`${flag(key)} was given ${v.length} times (${v.join(', ')}); give it once`);
-      if (v.length === 0) throw noValue(key);
+      if (v.length === 0 && named.has(key)) throw noValue(key);
     } else if (v === '' && !BARE_OPTIONS.has(key)) {
       throw noValue(key);
     }

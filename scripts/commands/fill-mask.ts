@@ -19,7 +19,9 @@ interface FillMaskArgs {
 }
 
 export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
-  command: 'fill-mask <text..>',
+  // [text..], not <text..>: a text that starts with '-' comes after `--`, where yargs leaves it
+  // in `_` instead of the positional; the handler takes it from there.
+  command: 'fill-mask [text..]',
   describe: 'Predict the masked words of a text, as the Hugging Face fill-mask pipeline does',
   builder: (y: Argv) =>
     y
@@ -33,10 +35,16 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
       .example('$0 fill-mask --model bert-base-uncased "Paris is the [MASK] of France."', 'the 5 likeliest words from a Hub model')
       .example('$0 fill-mask --model checkpoints/med "The patient was given [MASK] for the pain." --top-k 10 --json', 'a local checkpoint, JSON output')
       .example('$0 fill-mask --model roberta-base "Hello <mask>!" --targets " world" " there"', 'RoBERTa, scoring only two candidates')
-      .example('$0 fill-mask --model bert-base-uncased "The [MASK] sat on the [MASK]."', 'several masks: one ranked list per mask') as unknown as Argv<FillMaskArgs>,
+      .example('$0 fill-mask --model bert-base-uncased "The [MASK] sat on the [MASK]."', 'several masks: one ranked list per mask')
+      .example('$0 fill-mask --model bert-base-uncased -- "- [MASK] with a dash"', 'a text that starts with -') as unknown as Argv<FillMaskArgs>,
   handler: async (args: ArgumentsCamelCase<FillMaskArgs>) => {
-    const text = (args.text ?? []).join(' ');
-    if (text.trim() === '') throw new InputError('give the text to fill, e.g. mlm fill-mask --model DIR "Paris is the [MASK] of France."');
+    const afterDashes = args._.slice(1).map(String); // the words after `--` (`_` starts with the command)
+    const text = [...(args.text ?? []), ...afterDashes].join(' ');
+    if (text.trim() === '') {
+      throw new InputError(args.targets?.length
+        ? `no text to fill: --targets took every word after it (${args.targets.map((t) => JSON.stringify(t)).join(' ')}); put the text before --targets, or after --`
+        : 'give the text to fill, e.g. mlm fill-mask --model DIR "Paris is the [MASK] of France." (a text starting with - goes after --)');
+    }
     const topK = args['top-k'];
     checkFillMaskOptions({ topK }); // before a model is loaded (perhaps downloaded)
     const log = (line: string) => process.stderr.write(line + '\n');

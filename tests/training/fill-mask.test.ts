@@ -199,4 +199,18 @@ describe('mlm fill-mask', () => {
     assert.equal(none.stderr, 'mlm: error: no [MASK] token in the text; put [MASK] where a word should be predicted\n');
     assert.equal(none.stdout, '');
   });
+
+  test('a text that starts with - goes after --; a text swallowed by --targets, or none, is named as such', async () => {
+    const dir = path.join(tmp, 'bert');
+    const dashed = await run(['--model', dir, '--backend', 'cpu', '--json', '--top-k', '2', '--', '- the [MASK] .']);
+    assert.equal(dashed.code, 0, dashed.stderr);
+    const direct = await fillMask(tf, loaded.bert.model, loaded.bert.folder.tokenizer, '- the [MASK] .', { topK: 2 });
+    assert.deepEqual(JSON.parse(dashed.stdout), direct.masks[0]);
+    const swallowed = await run(['--model', dir, '--backend', 'cpu', '--targets', 'the', 'the [MASK] .']);
+    assert.equal(swallowed.code, 2);
+    assert.equal(swallowed.stderr, 'mlm: error: no text to fill: --targets took every word after it ("the" "the [MASK] ."); put the text before --targets, or after --\n');
+    const missing = await run(['--model', dir, '--backend', 'cpu']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^mlm: error: give the text to fill, e\.g\. .*\(a text starting with - goes after --\)\n$/);
+  });
 });
