@@ -89,6 +89,8 @@ export async function targetIds(tokenizer: MlmTokenizer, targets: readonly strin
 
 /** The top `k` of `scores` among `candidates` (ids), best first, ties to the smaller id. */
 function topK(scores: Float64Array, candidates: ArrayLike<number>, k: number): number[] {
+  // A large k (up to the whole vocabulary): one sort, O(V log V), where the buffer below is O(k V).
+  if (k > 64) return Array.from(candidates).sort((a, b) => scores[b] - scores[a] || a - b).slice(0, k);
   // A small sorted buffer: k is small next to the vocabulary.
   const best: number[] = [];
   const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && a < b);
@@ -127,6 +129,15 @@ function softmaxRow(logits: Float32Array, offset: number, V: number): Float64Arr
 export async function encodeForFillMask(tokenizer: MlmTokenizer, config: ModelConfig, text: string): Promise<{ ids: number[]; positions: number[] }> {
   const maskToken = tokenizer.maskToken;
   const maskId = tokenizer.specialIds.mask;
+  const maxLen = maxSequenceLength(config);
+  // A text far too long (a book pasted in) is refused before tokenizing it whole (17 s for a
+  // million words): every run of non-space characters holding a letter or digit gives at least one
+  // token, so their count bounds the length from below.
+  let words = 0;
+  for (const m of text.matchAll(/\S+/g)) if (/[\p{L}\p{N}]/u.test(m[0]) && ++words > 4 * maxLen) break;
+  if (words > 4 * maxLen) {
+    throw new TextTooLongError(`the text is more than ${4 * maxLen} tokens long, far more than the ${maxLen} positions of this model; shorten it`);
+  }
   const enc = await tokenizer.encodeWithSpecials(text);
   const ids = enc.ids;
   const positions: number[] = [];
@@ -138,7 +149,6 @@ export async function encodeForFillMask(tokenizer: MlmTokenizer, config: ModelCo
     const hint = other ? ` (this model's mask token is ${maskToken}, not ${other})` : '';
     throw new InputError(`no ${maskToken} token in the text${hint}; put ${maskToken} where a word should be predicted`);
   }
-  const maxLen = maxSequenceLength(config);
   if (ids.length > maxLen) {
     throw new TextTooLongError(`the text is ${ids.length} tokens long (specials included), more than the ${maxLen} positions of this model; shorten it`);
   }

@@ -113,6 +113,20 @@ describe('fillMask (BERT)', () => {
     }
   });
 
+  test('a large top_k (past the small-k buffer, up to the whole vocabulary) ranks as a small one: every id, by score, ties to the smaller id', async () => {
+    const { folder, model } = loaded.bert;
+    const text = 'the model learns to [MASK] the tokens.';
+    const small = await fillMask(tf, model, folder.tokenizer, text, { topK: 64 });
+    const all = await fillMask(tf, model, folder.tokenizer, text, { topK: 1_000_000 });
+    const known = Array.from({ length: folder.tokenizer.vocabSize }, (_, id) => id).filter((id) => folder.tokenizer.idToToken(id) !== undefined);
+    assert.equal(all.masks[0].length, known.length, 'top_k is cut to the ids the tokenizer knows');
+    assert.deepEqual(all.masks[0].slice(0, 64), small.masks[0]);
+    for (let i = 1; i < all.masks[0].length; i++) {
+      const [a, b] = [all.masks[0][i - 1], all.masks[0][i]];
+      assert.ok(a.score > b.score || (a.score === b.score && a.token < b.token), `rank ${i}`);
+    }
+  });
+
   test('targets: only those ids, unknown words replaced by their first token with a warning', async () => {
     const { folder, model } = loaded.bert;
     const tok = folder.tokenizer;
@@ -140,6 +154,10 @@ describe('fillMask (BERT)', () => {
     await assert.rejects(fillMask(tf, model, tok, 'hello <mask>'), /no \[MASK\] token in the text \(this model's mask token is \[MASK\], not <mask>\)/);
     const long = Array.from({ length: 80 }, () => 'model').join(' ') + ' [MASK]';
     await assert.rejects(fillMask(tf, model, tok, long), /the text is \d+ tokens long \(specials included\), more than the 64 positions of this model; shorten it/);
+    // A book pasted in: refused from a count of its words (the message says so), without
+    // tokenizing a million of them.
+    const book = 'the model learns . '.repeat(250_000) + '[MASK]';
+    await assert.rejects(fillMask(tf, model, tok, book), { name: 'InputError', message: 'the text is more than 256 tokens long, far more than the 64 positions of this model; shorten it' });
     await assert.rejects(fillMask(tf, model, tok, '[MASK]', { topK: 0 }), /--top-k must be an integer >= 1/);
   });
 });
