@@ -92,6 +92,9 @@ export function unreadableWeightsError(where: string, files: ReadonlySet<string>
   if (files.has('flax_model.msgpack')) {
     return new InputError(`${where} holds only flax_model.msgpack (Flax weights); mlmkit reads safetensors only. ${convertHint(dirForHint, 'from_flax=True')}`);
   }
+  if (files.has('model.json') && [...files].some((f) => /^group\d+-shard\d+of\d+\.bin$/.test(f))) {
+    return new InputError(`${where} is a tfjs export (model.json and weight shards), made for the browser: open it with mlm serve --model ${dirForHint}, or give the model folder it was exported from`);
+  }
   return null;
 }
 

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tfjsExportFiles } from '../../browser.ts';
 import { InputError } from '../../common/errors.ts';
+import { parseModelConfig } from '../../training/models/config.ts';
 import { within } from '../../data/paths.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -85,7 +86,10 @@ function checkExport(root: string, shown: string): ReturnType<typeof tfjsExportF
   const where = path.join(shown, 'model.json');
   let files: ReturnType<typeof tfjsExportFiles>;
   try {
-    files = tfjsExportFiles(JSON.parse(fs.readFileSync(path.join(root, 'model.json'), 'utf8')), where);
+    const modelJson = JSON.parse(fs.readFileSync(path.join(root, 'model.json'), 'utf8'));
+    files = tfjsExportFiles(modelJson, where);
+    // The model's config, as the page will read it (browser.ts): a wrong one fails here, not in the page.
+    parseModelConfig(modelJson.userDefinedMetadata.mlmkit.config, where);
   } catch (err) {
     throw new InputError(err instanceof SyntaxError ? `${where} is not valid JSON (${err.message}); export it again with mlm export --format tfjs` : (err as Error).message);
   }

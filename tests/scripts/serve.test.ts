@@ -71,6 +71,11 @@ test('an export with a missing or short shard, or a model.json naming files outs
     ['short', (d) => fs.truncateSync(path.join(d, shard), 100), /^\S+model\.json: the weights take \d+ bytes but the shards hold 100; export it again with mlm export --format tfjs$/],
     ['outside', (d) => fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify({ ...modelJson, weightsManifest: [{ ...modelJson.weightsManifest[0], paths: ['../secret.txt'] }] })), /names the weight shard "\.\.\/secret\.txt", not a plain file name inside the folder/],
     ['json', (d) => fs.writeFileSync(path.join(d, 'model.json'), '{'), /^\S+model\.json is not valid JSON \(.*\); export it again with mlm export --format tfjs$/],
+    ['config', (d) => {
+      const m = structuredClone(modelJson);
+      m.userDefinedMetadata.mlmkit.config.hidden_size = 'big';
+      fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify(m));
+    }, /model\.json.*hidden_size/],
   ];
   for (const [name, change, re] of cases) {
     await assert.rejects(servePage({ exportDir: variant(name, change), port: 0 }), (e: unknown) => e instanceof InputError && re.test(e.message) && !e.message.includes('\n'), name);

@@ -190,7 +190,7 @@ describe('loadModelFolder errors (one line, InputError)', () => {
     );
   });
 
-  test('pickle, TF and Flax weights only: says why and how to convert', async () => {
+  test('pickle, TF and Flax weights only: says why and how to convert; a tfjs export: what it is for', async () => {
     const only = (name: string) => variant(`only-${name}`, (d) => {
       fs.rmSync(path.join(d, 'model.safetensors'));
       fs.writeFileSync(path.join(d, name), 'x');
@@ -201,6 +201,12 @@ describe('loadModelFolder errors (one line, InputError)', () => {
     );
     await rejectsInput(loadModelFolder(only('tf_model.h5')), /holds only tf_model\.h5 .*from_tf=True/);
     await rejectsInput(loadModelFolder(only('flax_model.msgpack')), /holds only flax_model\.msgpack .*from_flax=True/);
+    const tfjs = variant('tfjs-export', (d) => {
+      fs.rmSync(path.join(d, 'model.safetensors'));
+      fs.writeFileSync(path.join(d, 'model.json'), '{}');
+      fs.writeFileSync(path.join(d, 'group1-shard1of1.bin'), 'x');
+    });
+    await rejectsInput(loadModelFolder(tfjs), /is a tfjs export \(model\.json and weight shards\), made for the browser: open it with mlm serve --model \S+, or give the model folder it was exported from$/);
     await rejectsInput(loadModelFolder(variant('no-weights', (d) => fs.rmSync(path.join(d, 'model.safetensors')))), /has no model\.safetensors/);
   });
 
