@@ -14,6 +14,7 @@ interface ServeArgs {
   model: string;
   revision?: string;
   port: number;
+  json: boolean;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -24,6 +25,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('model', { type: 'string', demandOption: true, describe: 'a tfjs export folder, a model folder or a Hugging Face Hub id' })
       .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
       .option('port', { type: 'number', default: 8080, describe: 'port on 127.0.0.1 (0: any free port)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print {url, model, export} as one JSON line on stdout once serving (for scripts: the port --port 0 chose)' })
       .example('$0 serve --model web/model/', 'a tfjs export: open the printed address') as unknown as Argv<ServeArgs>,
   handler: async (args: ArgumentsCamelCase<ServeArgs>) => {
     requireInteger(args.port, 'port', 0);
@@ -58,7 +60,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       }
       const server = await servePage({ exportDir, port: args.port });
       serving = true;
-      process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
+      if (args.json) process.stdout.write(JSON.stringify({ url: server.url, model: args.model, export: exportDir }) + '\n');
+      else process.stdout.write(`serving ${args.model} at ${server.url} (Ctrl-C to stop)\n`);
       await stopped;
       await server.close();
     } finally {

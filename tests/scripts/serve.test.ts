@@ -184,7 +184,8 @@ test('mlm serve of a model folder removes its temporary export on a second Ctrl-
   fs.mkdirSync(temps);
   const exports = () => fs.readdirSync(temps).filter((e) => e.startsWith('mlmkit-serve-'));
   for (const signals of [['SIGINT', 'SIGINT'], ['SIGHUP']] as NodeJS.Signals[][]) {
-    const child = spawn(process.execPath, [MLM, 'serve', '--model', src, '--port', '0'], { env: { ...process.env, TMPDIR: temps }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const json = signals.length === 1; // once each way: the human line, and --json
+    const child = spawn(process.execPath, [MLM, 'serve', '--model', src, '--port', '0', ...(json ? ['--json'] : [])], { env: { ...process.env, TMPDIR: temps }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
     child.stderr.resume();
@@ -193,8 +194,9 @@ test('mlm serve of a model folder removes its temporary export on a second Ctrl-
     const url = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no address printed: ${out}`)), 60_000);
       child.stdout.on('data', () => {
-        const m = out.match(/at (http:\/\/127\.0\.0\.1:\d+\/)/);
-        if (m) { clearTimeout(timer); resolve(m[1]); }
+        if (!out.endsWith('\n')) return;
+        const m = json ? [null, (JSON.parse(out) as { url: string }).url] : out.match(/^serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)\n$/);
+        if (m) { clearTimeout(timer); resolve(m[1]!); }
       });
     });
     assert.equal(exports().length, 1, 'the temporary export');
