@@ -94,11 +94,6 @@ export interface LoadModelOptions extends BackendOptions {
 }
 
 /**
- * Loads a model folder (config.json, model.safetensors, tokenizer files; a training checkpoint is
- * fine) or a Hugging Face Hub id (downloaded into the Hugging Face cache when missing) and builds
- * it on a TF.js backend. Call `dispose()` when done.
- */
-/**
  * The TF.js backend each loaded model was built on. TF.js has one active backend per process and
  * loading another model onto another backend switches it; a model's weights stay where they were
  * made, so fillMask switches back to the model's backend before it runs (else TF.js would run it on
@@ -106,6 +101,11 @@ export interface LoadModelOptions extends BackendOptions {
  */
 const builtOn = new WeakMap<LoadedModel, string>();
 
+/**
+ * Loads a model folder (config.json, model.safetensors, tokenizer files; a training checkpoint is
+ * fine) or a Hugging Face Hub id (downloaded into the Hugging Face cache when missing) and builds
+ * it on a TF.js backend. Call `dispose()` when done.
+ */
 export async function loadModel(source: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
   checkArgument('loadModel', 'the model (a folder or Hub id)', source, 'string');
   checkOptions('loadModel', opts, LOAD_KINDS);
@@ -180,7 +180,7 @@ export async function prepare(opts: PrepareCorpusOptions): Promise<PrepareResult
     seed: 'integer', overwrite: 'boolean', maxPositions: 'integer', log: 'function', progress: 'boolean', batchBytes: 'integer',
     shardBytes: 'integer', version: 'string', tokenizerRevision: 'string',
   });
-  requireOptions('prepare', opts as unknown as Record<string, unknown>, ['corpus', 'out', 'tokenizer']);
+  requireOptions('prepare', opts, ['corpus', 'out', 'tokenizer']);
   if (typeof opts.tokenizer !== 'string' && !(opts.tokenizer instanceof MlmTokenizer)) {
     throw new InputError(`prepare: option tokenizer must be a tokenizer folder (a string) or a loaded MlmTokenizer, got ${describeValue(opts.tokenizer)}`);
   }
@@ -235,7 +235,7 @@ export async function train(opts: TrainRunOptions): Promise<TrainResult> {
     steps: 'integer', epochs: 'number', wholeWordSelection: 'string', rowsPerPass: 'integer', loadBestAtEnd: 'boolean', metricForBest: 'string',
     earlyStoppingPatience: 'integer', earlyStoppingThreshold: 'number', evalOnStart: 'boolean', progress: 'boolean', onStep: 'function',
   });
-  requireOptions('train', opts as unknown as Record<string, unknown>, ['data', 'out']);
+  requireOptions('train', opts, ['data', 'out']);
   if (opts.resume !== undefined && typeof opts.resume !== 'boolean' && typeof opts.resume !== 'string') {
     throw new InputError(`train: option resume must be true, false or a checkpoint folder (a string), got ${typeof opts.resume}`);
   }
@@ -274,7 +274,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> 
     maxBatches: 'integer', mlmProbability: 'number', wholeWordMask: 'boolean', pseudo: 'boolean', seqLen: 'integer', text: 'object',
     onStart: 'function', onProgress: 'function', onFinish: 'function',
   });
-  requireOptions('evaluate', opts as unknown as Record<string, unknown>, ['models', 'data']);
+  requireOptions('evaluate', opts, ['models', 'data']);
   checkBackendOptions('evaluate', opts);
   const log = opts.log ?? quiet;
   const names = typeof opts.models === 'string' ? [opts.models] : opts.models;
@@ -291,7 +291,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> 
 export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
   checkArgument('exportModel', 'the options', opts, 'object');
   checkOptions('exportModel', opts, { model: 'string', out: 'string', format: 'string', revision: 'string', overwrite: 'boolean', generatedBy: 'string', log: 'function' });
-  requireOptions('exportModel', opts as unknown as Record<string, unknown>, ['model', 'out']);
+  requireOptions('exportModel', opts, ['model', 'out']);
   return exportModelFolder({ generatedBy: `mlmkit ${VERSION}`, log: quiet, ...opts });
 }
 export type { ExportOptions };
@@ -309,6 +309,6 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     model: 'string', repo: 'string', private: 'boolean', revision: 'string', includeReport: 'boolean', overwriteCard: 'boolean', license: 'string',
     commitMessage: 'string', env: 'object', token: 'string', endpoint: 'string', retries: 'integer', retryDelayMs: 'number', log: 'function',
   });
-  requireOptions('push', opts as unknown as Record<string, unknown>, ['model', 'repo']);
+  requireOptions('push', opts, ['model', 'repo']);
   return pushModel({ log: quiet, env: {}, ...opts });
 }

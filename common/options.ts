@@ -101,6 +101,6 @@ export function kindsOfDefaults(defaults: Readonly<Record<string, unknown>>): Re
 }
 
 /** Throws an InputError naming the first of `names` that `opts` lacks. */
-export function requireOptions(fn: string, opts: Readonly<Record<string, unknown>>, names: readonly string[]): void {
-  for (const name of names) if (opts[name] === undefined) throw new InputError(`${fn}: option ${name} is required`);
+export function requireOptions(fn: string, opts: object, names: readonly string[]): void {
+  for (const name of names) if ((opts as Record<string, unknown>)[name] === undefined) throw new InputError(`${fn}: option ${name} is required`);
 }
