@@ -182,9 +182,13 @@ export interface ModelSummary {
   eval_accuracy?: number;
 }
 
-export function summarise(model: string, words: readonly ScoredWord[]): ModelSummary {
+/**
+ * The likelihood figures over `words` (the occurrences every model scored: `commonWords`), and the
+ * tokenizer's figures (tokens per word, unknown-token rate) over `all` the words this model scored.
+ */
+export function summarise(model: string, words: readonly ScoredWord[], all: readonly ScoredWord[] = words): ModelSummary {
   const nll = words.reduce((s, w) => s + w.nll, 0);
-  const tokens = words.reduce((s, w) => s + w.tokens, 0);
+  const tokens = all.reduce((s, w) => s + w.tokens, 0);
   const chars = words.reduce((s, w) => s + w.chars, 0);
   const n = Math.max(1, words.length);
   return {
@@ -193,8 +197,44 @@ export function summarise(model: string, words: readonly ScoredWord[]): ModelSum
     nats_per_word: nll / n,
     word_pseudo_perplexity: Math.exp(nll / n),
     bits_per_char: chars === 0 ? 0 : nll / Math.LN2 / chars,
-    tokens_per_word: tokens / n,
-    unk_rate: tokens === 0 ? 0 : words.reduce((s, w) => s + w.unk, 0) / tokens,
+    tokens_per_word: tokens / Math.max(1, all.length),
+    unk_rate: tokens === 0 ? 0 : all.reduce((s, w) => s + w.unk, 0) / tokens,
+  };
+}
+
+/** What `commonWords` kept and left out. */
+export interface CommonWords {
+  /** Each model's words restricted to the common occurrences, in its own order. */
+  words: ScoredWord[][];
+  /** Occurrences some model did not score (too long for its window, or removed by its normalizer). */
+  notEveryModel: number;
+  /** Occurrences scored by every model that hold an unknown token under one of them. */
+  unknown: number;
+}
+
+/**
+ * The word occurrences to compare models on: those every model scored, less those holding an
+ * unknown token under any model. Totals over different sets of words are not comparable (a word
+ * one tokenizer cannot fit in its window would count for one model only), and a word read as
+ * [UNK] is charged only p([UNK]), however long and rare it is: a tokenizer that knows less would
+ * look better.
+ */
+export function commonWords(scored: readonly (readonly ScoredWord[])[]): CommonWords {
+  const key = (w: ScoredWord) => `${w.doc}:${w.index}`;
+  const counts = new Map<string, number>();
+  const unknown = new Set<string>();
+  for (const words of scored) {
+    for (const w of words) {
+      counts.set(key(w), (counts.get(key(w)) ?? 0) + 1);
+      if (w.unk > 0) unknown.add(key(w));
+    }
+  }
+  const everyModel = new Set([...counts].filter(([, n]) => n === scored.length).map(([k]) => k));
+  const keep = new Set([...everyModel].filter((k) => !unknown.has(k)));
+  return {
+    words: scored.map((words) => words.filter((w) => keep.has(key(w)))),
+    notEveryModel: counts.size - everyModel.size,
+    unknown: everyModel.size - keep.size,
   };
 }
 
@@ -229,7 +269,7 @@ export interface WordChange {
 /**
  * Per-word change of mean NLL from `base` to `other` over the occurrences both scored (matched
  * by document and word index: both come from the same word cut), for words seen `minCount` times or more,
- * sorted by total gain (count x mean gain), largest first.
+ * sorted by total gain (count x mean gain), largest first. `gainedAndLost` splits it.
  */
 export function wordChanges(base: readonly ScoredWord[], other: readonly ScoredWord[], minCount = 2): WordChange[] {
   const byKey = new Map<string, { n: number; a: number; b: number }>();
@@ -250,6 +290,18 @@ export function wordChanges(base: readonly ScoredWord[], other: readonly ScoredW
     out.push({ word, count: s.n, before: s.a / s.n, after: s.b / s.n, gain: (s.a - s.b) / s.n });
   }
   return out.sort((x, y) => y.gain * y.count - x.gain * x.count || (x.word < y.word ? -1 : 1));
+}
+
+/**
+ * The words that gained (total gain > 0), most first, and those that lost (< 0), most first, at
+ * most `n` of each: a list never shows a change of the other sign (a model against itself has
+ * neither).
+ */
+export function gainedAndLost(changes: readonly WordChange[], n: number): { gained: WordChange[]; lost: WordChange[] } {
+  return {
+    gained: changes.filter((c) => c.gain > 0).slice(0, n),
+    lost: changes.filter((c) => c.gain < 0).reverse().slice(0, n),
+  };
 }
 
 export interface FillMaskExample {

@@ -13,7 +13,9 @@ import { blasOptions, resolveBackendName, selectBackend } from '../../training/b
 import { maxSequenceLength } from '../../training/checkpoint.ts';
 import {
   documentChartSvg,
+  commonWords,
   documentPerplexities,
+  gainedAndLost,
   fillMaskExamples,
   summarise,
   wordChanges,
@@ -47,8 +49,11 @@ interface CompareArgs extends RawTextArgs {
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
-function changeRows(changes: WordChange[], n: number): string[] {
-  return changes.slice(0, n).map((c) => `| ${c.word} | ${c.count} | ${c.before.toFixed(2)} | ${c.after.toFixed(2)} | ${c.gain >= 0 ? '+' : ''}${c.gain.toFixed(2)} |`);
+const signed = (x: number) => `${x > 0 ? '+' : ''}${x.toFixed(2)}`;
+
+function changeRows(changes: WordChange[]): string[] {
+  if (changes.length === 0) return ['| - | | | | | |'];
+  return changes.map((c) => `| ${c.word} | ${c.count} | ${c.before.toFixed(2)} | ${c.after.toFixed(2)} | ${signed(c.gain)} | ${signed(c.gain * c.count)} |`);
 }
 
 export const compareCommand: CommandModule<object, CompareArgs> = {
@@ -93,7 +98,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights, capabilities: backend.capabilities }), tokenizer: f.tokenizer, folder: f }));
     try {
       const scored: ScoredWord[][] = [];
-      const summaries: ModelSummary[] = [];
+      const evals: Array<Pick<ModelSummary, 'eval_loss' | 'eval_perplexity' | 'eval_accuracy'>> = [];
       for (const m of loaded) {
         const bar = new Progress({ label: `word pseudo-likelihood: ${m.label}`, total: args['max-words'], unit: 'count', enabled: args.progress });
         const words = await wordPseudoLogLikelihood(tf, m.model, m.tokenizer, docs, {
@@ -103,7 +108,6 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
         });
         bar.complete(`${words.length} words`, words.length);
         scored.push(words);
-        const summary = summarise(m.label, words);
         // The usual masked-token figures, token-weighted over the data sets.
         let lossSum = 0;
         let correct = 0;
@@ -119,28 +123,32 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
             await data.close();
           }
         }
-        if (masked > 0) {
-          summary.eval_loss = lossSum / masked;
-          summary.eval_perplexity = Math.exp(lossSum / masked);
-          summary.eval_accuracy = correct / masked;
-        }
-        summaries.push(summary);
+        evals.push(masked > 0 ? { eval_loss: lossSum / masked, eval_perplexity: Math.exp(lossSum / masked), eval_accuracy: correct / masked } : {});
       }
+      // Every model on the same word occurrences: those all scored, none read as an unknown token.
+      const common = commonWords(scored);
+      const summaries: ModelSummary[] = loaded.map((m, i) => ({ ...summarise(m.label, common.words[i], scored[i]), ...evals[i] }));
+      const leftOut = `${common.notEveryModel + common.unknown} word occurrences left out of the comparison: ${common.notEveryModel} not scored by every model (too long for a window, or removed by a normalizer), ${common.unknown} read as an unknown token by some model`;
+      if (common.notEveryModel + common.unknown > 0) log(`note: ${leftOut}`);
 
-      const changes = loaded.slice(1).map((m, i) => ({ model: m.label, words: wordChanges(scored[0], scored[i + 1], args['min-count']) }));
+      const changes = loaded.slice(1).map((m, i) => {
+        const words = wordChanges(common.words[0], common.words[i + 1], args['min-count']);
+        return { model: m.label, words, ...gainedAndLost(words, 15) };
+      });
       const last = changes[changes.length - 1];
       const exampleWords = args.examples > 0
-        ? [...last.words.slice(0, Math.ceil(args.examples / 2)), ...last.words.slice(-Math.floor(args.examples / 2)).reverse()].map((c) => c.word)
+        ? [...last.gained.slice(0, Math.ceil(args.examples / 2)), ...last.lost.slice(0, Math.floor(args.examples / 2))].map((c) => c.word)
         : [];
       const examples = await fillMaskExamples(tf, loaded, docs, [...new Set(exampleWords)]);
-      const perDoc = loaded.map((m, i) => ({ model: m.label, perDoc: documentPerplexities(scored[i]) }));
+      const perDoc = loaded.map((m, i) => ({ model: m.label, perDoc: documentPerplexities(common.words[i]) }));
       const doc = {
         baseline: loaded[0].label,
         documents: docs.length,
         backend: backend.name,
         method: 'whole-word pseudo-log-likelihood: each whitespace-separated word masked in full, its tokens scored in one pass',
         models: summaries,
-        changes: changes.map((c) => ({ model: c.model, gained: c.words.slice(0, 15), lost: c.words.slice(-15).reverse() })),
+        words_left_out: { not_scored_by_every_model: common.notEveryModel, unknown_token: common.unknown },
+        changes: changes.map((c) => ({ model: c.model, gained: c.gained, lost: c.lost })),
         documents_pseudo_perplexity: perDoc.map((p) => ({ model: p.model, values: [...p.perDoc.values()] })),
         fill_mask: examples,
       };
@@ -169,7 +177,8 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
           table,
           '```',
           '',
-          'nats/word, word pppl (word pseudo-perplexity) and bits/char: whole-word pseudo-log-likelihood (every whitespace-separated word masked in full, its tokens scored in one pass; comparable across tokenizers).',
+          'nats/word, word pppl (word pseudo-perplexity) and bits/char: whole-word pseudo-log-likelihood (every whitespace-separated word masked in full, its tokens scored in one pass; comparable across tokenizers), over the same word occurrences for every model.',
+          `${leftOut}. tokens/word and unk: over all the words each model scored.`,
           `*eval ppl and eval acc: masked-token perplexity and accuracy with each model's own tokenizer (15% masks, seed ${args.seed}); not comparable across tokenizers.`,
           '',
           '![per-document word pseudo-perplexity](documents.svg)',
@@ -177,15 +186,19 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
           ...changes.flatMap((c) => [
             `## Words that gained most: ${c.model} against ${loaded[0].label}`,
             '',
-            '| word | count | nats before | nats after | gain |',
-            '| --- | ---: | ---: | ---: | ---: |',
-            ...changeRows(c.words, 15),
+            'Ranked by total gain (count x gain per occurrence, in nats); words with a gain above zero only.',
+            '',
+            '| word | count | nats before | nats after | gain | total |',
+            '| --- | ---: | ---: | ---: | ---: | ---: |',
+            ...changeRows(c.gained),
             '',
             `## Words that lost most: ${c.model} against ${loaded[0].label}`,
             '',
-            '| word | count | nats before | nats after | gain |',
-            '| --- | ---: | ---: | ---: | ---: |',
-            ...changeRows([...c.words].reverse(), 15),
+            'Ranked by total loss; words with a gain below zero only.',
+            '',
+            '| word | count | nats before | nats after | gain | total |',
+            '| --- | ---: | ---: | ---: | ---: | ---: |',
+            ...changeRows(c.lost),
             '',
           ]),
           '## Fill-mask on the most changed words',
@@ -210,8 +223,8 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       }
       process.stdout.write(`\n${table}\n\n`);
       for (const c of changes) {
-        const top = c.words.slice(0, 5).map((w) => `${w.word} (+${w.gain.toFixed(2)} x${w.count})`).join(', ');
-        const bottom = [...c.words].reverse().slice(0, 5).map((w) => `${w.word} (${w.gain.toFixed(2)} x${w.count})`).join(', ');
+        const top = c.gained.slice(0, 5).map((w) => `${w.word} (${signed(w.gain)} x${w.count})`).join(', ');
+        const bottom = c.lost.slice(0, 5).map((w) => `${w.word} (${signed(w.gain)} x${w.count})`).join(', ');
         process.stdout.write(`${c.model} vs ${loaded[0].label}: gained most ${top || '-'}; lost most ${bottom || '-'}\n`);
       }
       if (args.out !== undefined && fs.existsSync(args.out)) process.stdout.write(`wrote ${path.join(args.out, 'compare.md')}\n`);

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { documentPerplexities, fillMaskExamples, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
+import { commonWords, documentPerplexities, fillMaskExamples, gainedAndLost, splitWords, summarise, wordChanges, wordKey, wordPseudoLogLikelihood, type ScoredWord } from '../../training/compare.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { makeTinyCheckpoint, runMlm } from './tiny-checkpoint.ts';
@@ -44,6 +44,35 @@ describe('compare: words, gains, summaries', () => {
     assert.ok(Math.abs(s.bits_per_char - 13 / Math.LN2 / 14) < 1e-12);
     const perDoc = documentPerplexities(base);
     assert.ok(Math.abs(perDoc.get(1)! - Math.exp(14 / 4)) < 1e-9);
+  });
+});
+
+describe('compare: the same words for every model', () => {
+  test('commonWords keeps the occurrences every model scored and none read as unknown; summarise takes the tokenizer figures over all', () => {
+    const word = (doc: number, index: number, nll: number, tokens = 1, unk = 0): ScoredWord => ({ doc, index, text: `w${doc}.${index}`, nll, tokens, unk, chars: 4 });
+    // Model a reads word 0:2 (a 400-character nonsense word) as one [UNK] at a low cost; model b
+    // cannot fit word 1:0 in its window.
+    const a = [word(0, 0, 2), word(0, 1, 3), word(0, 2, 0.5, 1, 1), word(1, 0, 4), word(1, 1, 1)];
+    const b = [word(0, 0, 1, 2), word(0, 1, 2, 2), word(0, 2, 30, 40), word(1, 1, 2, 2)];
+    const c = commonWords([a, b]);
+    assert.deepEqual(c.words.map((ws) => ws.map((w) => `${w.doc}:${w.index}`)), [['0:0', '0:1', '1:1'], ['0:0', '0:1', '1:1']]);
+    assert.deepEqual([c.notEveryModel, c.unknown], [1, 1]);
+    const [sa, sb] = [summarise('a', c.words[0], a), summarise('b', c.words[1], b)];
+    assert.equal(sa.words, sb.words);
+    assert.ok(Math.abs(sa.nats_per_word - 2) < 1e-12 && Math.abs(sb.nats_per_word - 5 / 3) < 1e-12);
+    assert.equal(sa.tokens_per_word, 1); // over all five words a scored
+    assert.ok(Math.abs(sa.unk_rate - 1 / 5) < 1e-12);
+    assert.equal(sb.tokens_per_word, 46 / 4);
+  });
+
+  test('gainedAndLost: gains above zero, most first; losses below zero, most first; a model against itself has neither', () => {
+    const change = (word: string, count: number, gain: number) => ({ word, count, before: 5, after: 5 - gain, gain });
+    const all = [change('a', 3, 2), change('b', 1, 1), change('c', 2, 0), change('d', 1, -0.5), change('e', 4, -1)];
+    const { gained, lost } = gainedAndLost(all, 15);
+    assert.deepEqual(gained.map((c) => c.word), ['a', 'b']);
+    assert.deepEqual(lost.map((c) => c.word), ['e', 'd']);
+    assert.deepEqual(gainedAndLost([change('x', 2, 0), change('y', 1, 0)], 15), { gained: [], lost: [] });
+    assert.deepEqual(gainedAndLost(all, 1).lost.map((c) => c.word), ['e']);
   });
 });
 
