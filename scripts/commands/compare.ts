@@ -81,7 +81,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     requireInteger(args['min-count'], 'min-count', 1);
     requireInteger(args.examples, 'examples', 0);
     requireInteger(args['seq-len'], 'seq-len', 8);
-    if (args.out !== undefined) requireFreshOut(args.out);
+    if (args.out !== undefined) requireFreshOut(args.out, [...args.model.map((m) => ({ path: m, flag: '--model' })), ...args.data.map((d) => ({ path: d, flag: '--data' }))]);
     const log = (line: string) => process.stderr.write(line + '\n');
 
     const files = await resolveCorpusFiles(args.data);

@@ -33,7 +33,7 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'FVT initialisation of the new rows') as unknown as Argv<ResizeArgs>,
   handler: async (args: ArgumentsCamelCase<ResizeArgs>) => {
     requireSeed(args.seed);
-    requireFreshOut(args.out);
+    requireFreshOut(args.out, [{ path: args.from, flag: '--from' }, { path: args.tokenizer, flag: '--tokenizer' }]);
     const log = (line: string) => process.stderr.write(line + '\n');
     // The new tokenizer first: a wrong --tokenizer fails before a download of --from.
     const next = await MlmTokenizer.load(args.tokenizer);

@@ -26,9 +26,14 @@ interface ExtendArgs extends RawTextArgs {
   show: number;
 }
 
-/** Refuses an --out that exists and is not an empty folder (nothing is ever overwritten). */
-export function requireFreshOut(out: string, flag = '--out'): void {
+/**
+ * Refuses an --out that exists and is not an empty folder (nothing is ever overwritten), or that
+ * is, holds or lies inside one of `inputs` (the local paths among the command's inputs: a folder
+ * written into a model or run folder would spoil it, e.g. make a run impossible to resume).
+ */
+export function requireFreshOut(out: string, inputs: ReadonlyArray<{ path: string; flag: string }> = [], flag = '--out'): void {
   if (out.trim() === '') throw new InputError(`${flag} must name a folder`);
+  refuseOutputOverInputs(out, inputs.filter((i) => fs.existsSync(i.path)), flag);
   let entries: string[];
   try {
     const st = fs.statSync(out);
@@ -61,7 +66,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     requireInteger(args.add, 'add', 1);
     requireInteger(args['min-frequency'], 'min-frequency', 1);
     requireInteger(args.show, 'show', 0);
-    requireFreshOut(args.out);
+    requireFreshOut(args.out, [{ path: args.from, flag: '--from' }, ...args.corpus.map((c) => ({ path: c, flag: '--corpus' }))]);
     const log = (line: string) => process.stderr.write(line + '\n');
     // The corpus first: a wrong --corpus fails before a download of --from.
     const files = await resolveCorpusFiles(args.corpus);

@@ -156,6 +156,19 @@ describe('mlm tokenizer extend', () => {
       assert.equal(inside.code, 2, inside.stderr);
       assert.match(inside.stderr, /^mlm: error: --out \S+ is inside the input \S+corpus-dir \(--corpus\); writing there could delete or mix with the inputs, choose an --out outside them\n$/);
       assert.deepEqual(fs.readdirSync(corpusDir), ['domain.txt']);
+      // Inside the model folder (--from), nor there for model resize and compare: a folder written
+      // into a model or run folder spoils it (a run that holds it cannot be resumed).
+      const modelFiles = fs.readdirSync(ck.dir).sort();
+      for (const args of [
+        ['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpus, '--add', '1', '--out', path.join(ck.dir, 'tok'), '--no-progress'],
+        ['model', 'resize', '--from', ck.dir, '--tokenizer', ck.dir, '--out', path.join(ck.dir, 'resized')],
+        ['compare', '--model', ck.dir, ck.dir, '--data', corpus, '--out', path.join(ck.dir, 'cmp'), '--no-progress'],
+      ]) {
+        const r = await run(args);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, /^mlm: error: --out \S+ is inside the input \S+ \((--from|--model)\); writing there could delete or mix with the inputs, choose an --out outside them\n$/, args[0]);
+      }
+      assert.deepEqual(fs.readdirSync(ck.dir).sort(), modelFiles);
       // An existing non-empty --out is never overwritten.
       const again = await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpus, '--add', '1', '--out', out, '--no-progress']);
       assert.equal(again.code, 2);
