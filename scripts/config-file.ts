@@ -79,6 +79,13 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
     } catch (err) {
       throw invalid((err as Error).message);
     }
+    // JSON.parse keeps the last of a repeated key without a word; JSON is YAML 1.2, whose parser
+    // finds repeated keys (only that is asked of it here).
+    const repeated = parseDocument(text).errors.find((e) => e.code === 'DUPLICATE_KEY');
+    if (repeated) {
+      const line = repeated.linePos?.[0].line;
+      throw new InputError(`--config-file ${shown} gives a key twice${line ? ` (line ${line})` : ''}; give each option once`);
+    }
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     throw new InputError(yaml

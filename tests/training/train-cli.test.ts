@@ -186,6 +186,8 @@ test('--config-file: option values from a JSON or YAML file (kebab-case or camel
   badInput(['train', '--config-file', write('bool.json', { wholeWordMask: 'yes' })], /key "wholeWordMask" must be true or false, got "yes"$/);
   badInput(['train', '--config-file', write('choice.json', { schedule: 'cubic' })], /key "schedule" must be one of "linear", "cosine".*, got "cubic"$/);
   badInput(['train', '--config-file', write('twice.json', { 'batch-size': 8, batchSize: 4 })], /key "batchSize" repeats "batch-size"; give each option once$/);
+  // The same key twice in JSON: JSON.parse would keep the last one silently.
+  badInput(['train', '--config-file', write('dup.json', '{"steps": 3,\n "steps": 4}')], /^mlm: error: --config-file .*dup\.json gives a key twice \(line 2\); give each option once$/, true);
   badInput(['train', '--config-file', write('list.json', '[1, 2]')], /must hold one JSON object of option values/);
   badInput(['train', '--config-file', write('broken.json', '{"steps": ')], /--config-file .*broken\.json is not valid JSON/);
   badInput(['train', '--config-file', write('bad.yaml', 'steps: [3\n')], /--config-file .*bad\.yaml is not valid YAML \(.+\); write the options as one YAML mapping$/);
