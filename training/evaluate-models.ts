@@ -39,6 +39,8 @@ export interface EvaluateModelsOptions {
   onStart?: (label: string, totalRows: number) => void;
   onProgress?: (rowsDone: number) => void;
   onFinish?: (result: EvalResult) => void;
+  /** Notes (raw text cut into blocks shorter than asked); default: none. */
+  log?: (line: string) => void;
 }
 
 export interface EvaluationRow {
@@ -59,6 +61,9 @@ export function checkEvaluateOptions(opts: Omit<EvaluateModelsOptions, 'models' 
   if (opts.seqLen !== undefined) requireInteger(opts.seqLen, 'seq-len', 8);
   if (opts.seed !== undefined) requireSeed(opts.seed);
   if (opts.mlmProbability !== undefined) requireOpenFraction(opts.mlmProbability, 'mlm-probability');
+  if (opts.pseudo && (opts.wholeWordMask || (opts.mlmProbability !== undefined && opts.mlmProbability !== 0.15))) {
+    throw new InputError(`--pseudo masks every token in turn, so ${opts.wholeWordMask ? '--whole-word-mask' : '--mlm-probability'} does not apply to it; leave it out, or leave out --pseudo`);
+  }
 }
 
 /** Scores every model on every data set, in order (models outer). */
@@ -72,16 +77,20 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
   for (const resolved of opts.models) {
     const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
     const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities: opts.capabilities });
+    const maxPositions = maxSequenceLength(folder.config);
     try {
       for (const spec of opts.data) {
         const data = await openEvalData(spec, folder.tokenizer, {
           split: opts.split ?? 'validation',
           seqLen: opts.seqLen ?? 128,
-          maxPositions: maxSequenceLength(folder.config),
+          maxPositions,
           modelLabel: resolved.source,
           version: opts.version ?? 'mlmkit',
           text: opts.text,
         });
+        if (!data.prepared && (opts.seqLen ?? 128) > maxPositions) {
+          opts.log?.(`note: ${spec} is cut into blocks of ${maxPositions} tokens for ${resolved.source}, its positions, not the ${opts.seqLen ?? 128} of --seq-len`);
+        }
         try {
           const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
           opts.onStart?.(label, maxBatches ? Math.min(data.reader.rows, maxBatches * batchSize) : data.reader.rows);

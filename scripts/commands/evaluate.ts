@@ -62,6 +62,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
   handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
     checkEvaluateOptions({
       batchSize: args['batch-size'], maxBatches: args['max-batches'], seqLen: args['seq-len'], seed: args.seed, mlmProbability: args['mlm-probability'],
+      pseudo: args.pseudo, wholeWordMask: args['whole-word-mask'],
     });
 
     const log = (line: string) => process.stderr.write(line + '\n');
@@ -87,6 +88,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       text: rawTextOptions(args),
       version: VERSION,
       capabilities: backend.capabilities,
+      log,
       onStart: (label, total) => {
         bar = new Progress({ label, total, enabled: args.progress });
       },

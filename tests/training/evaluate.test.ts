@@ -17,6 +17,7 @@ import { readManifest, SplitReader } from '../../data/shards.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { batchInputs, EVAL_STREAM, evaluateMasked, evaluatePseudo, maskingFor, openEvalData } from '../../training/evaluate.ts';
+import { evaluateModels } from '../../training/evaluate-models.ts';
 import type { MaskedLM } from '../../training/models/bert.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
@@ -158,6 +159,20 @@ test('raw text is tokenized with the model tokenizer; prepared data of another t
     openEvalData(fx.dataDir, other.tokenizer, { split: 'validation', seqLen: 32, maxPositions: 64, modelLabel: 'other-model' }),
     /the data in .* was prepared with tokenizer .* but the model other-model uses .*; prepare the data with --tokenizer MODEL_DIR/,
   );
+});
+
+test('raw text with a --seq-len above the model\'s positions is cut at the positions, with a note saying so', async () => {
+  const { tf } = await get();
+  const ck = await makeTinyCheckpoint(path.join(tmp, 'seq-len-model'), 'bert', { seed: 6 }); // 64 positions
+  const text = path.join(tmp, 'seq-len.txt');
+  fs.writeFileSync(text, brownDocuments(50_000).slice(-1)[0]);
+  const notes: string[] = [];
+  const run = (seqLen: number) => evaluateModels(tf, { models: [{ dir: ck.dir, source: 'tiny', revision: null }], data: [text], seqLen, batchSize: 8, maxBatches: 2, log: (l) => notes.push(l) });
+  const [asked] = await run(1000);
+  assert.deepEqual(notes, [`note: ${text} is cut into blocks of 64 tokens for tiny, its positions, not the 1000 of --seq-len`]);
+  const [fits] = await run(64);
+  assert.equal(notes.length, 1, 'no note when --seq-len fits');
+  assert.deepEqual(asked.result, fits.result);
 });
 
 function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {

@@ -94,6 +94,9 @@ test('bad input: exit 2 with one line', async () => {
   fs.writeFileSync(out('broken-config.json'), '{"hidden_size": ');
   badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
+  // --pseudo masks every token in turn: the masking options would be ignored without a word.
+  badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--pseudo', '--whole-word-mask'], /^mlm: error: --pseudo masks every token in turn, so --whole-word-mask does not apply to it; leave it out, or leave out --pseudo$/, true);
+  badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--pseudo', '--mlm-probability', '0.3'], /^mlm: error: --pseudo masks every token in turn, so --mlm-probability does not apply to it/, true);
   badInput(['bench', '--config', 'bert-tiny', '--backend', 'wasm', '--steps', '1'], /--steps must be an integer >= 2, got 1$/);
   // Seeds are 32-bit words: 2**32 would silently be the run of seed 0.
   badInput(['train', '--config', config, '--data', fx.dataDir, '--out', out('q'), '--seed', '1e30'], /^mlm: error: --seed must be an integer from 0 to 4294967295 \(seeds are 32-bit\), got 1e\+30$/, true);
