@@ -18,7 +18,7 @@ interface PrepareArgs extends RawTextArgs {
   revision?: string;
   out: string;
   'seq-len': number;
-  'validation-split': number;
+  'validation-split'?: number;
   validation?: string[];
   'line-by-line': boolean;
   seed: number;
@@ -38,7 +38,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       .option('revision', { type: 'string', describe: 'Hub revision when --tokenizer/--model is a Hub id' })
       .option('out', { type: 'string', demandOption: true, describe: 'output folder for shards + manifest.json' })
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per example' })
-      .option('validation-split', { type: 'number', default: 0.05, describe: 'share of documents held out (seeded, document level)' })
+      .option('validation-split', { type: 'number', describe: 'share of documents held out (seeded, document level; default 0.05)' })
       .option('validation', { type: 'string', array: true, describe: 'a given held-out set instead of --validation-split' })
       .option('line-by-line', { type: 'boolean', default: false, describe: 'one example per non-blank line instead of packed blocks' })
       .option('seed', { type: 'number', default: 42 })
@@ -51,7 +51,11 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
   handler: async (args: ArgumentsCamelCase<PrepareArgs>) => {
     const given = args.tokenizer ?? args.model;
     if (!given) throw new InputError('give --tokenizer DIR (or --model DIR|HUB_ID whose tokenizer to use)');
-    checkPrepareOptions({ seqLen: args['seq-len'], validationSplit: args['validation-split'], seed: args.seed });
+    if (args.validation !== undefined && args['validation-split'] !== undefined) {
+      throw new InputError('give --validation (a held-out set) or --validation-split (a share of the corpus held out), not both');
+    }
+    const validationSplit = args['validation-split'] ?? 0.05;
+    checkPrepareOptions({ seqLen: args['seq-len'], validationSplit, seed: args.seed });
     // The corpus paths too (prepare resolves them again): a typo fails before a tokenizer download.
     await resolveCorpusFiles(args.corpus);
     if (args.validation !== undefined) await resolveCorpusFiles(args.validation);
@@ -87,7 +91,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       out: args.out,
       seqLen: args['seq-len'],
       mode: args['line-by-line'] ? 'lines' : 'blocks',
-      validationSplit: args['validation-split'],
+      validationSplit,
       validation: args.validation,
       seed: args.seed,
       overwrite: args.overwrite,

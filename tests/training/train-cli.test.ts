@@ -94,6 +94,9 @@ test('bad input: exit 2 with one line', async () => {
   fs.writeFileSync(out('broken-config.json'), '{"hidden_size": ');
   badInput(['pretrain', '--config', out('broken-config.json'), '--data', fx.dataDir, '--out', out('k')], /broken-config\.json is not valid JSON/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--mlm-probability', '0'], /--mlm-probability must be in \(0, 1\), got 0$/);
+  // A held-out set and a held-out share: one of the two was ignored without a word.
+  badInput(['prepare', '--corpus', fx.dataDir, '--out', out('s'), '--tokenizer', fx.tokenizerDir, '--validation', config, '--validation-split', '0.1'], /^mlm: error: give --validation \(a held-out set\) or --validation-split \(a share of the corpus held out\), not both$/, true);
+  assert.equal(fs.existsSync(out('s')), false);
   // --pseudo masks every token in turn: the masking options would be ignored without a word.
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--pseudo', '--whole-word-mask'], /^mlm: error: --pseudo masks every token in turn, so --whole-word-mask does not apply to it; leave it out, or leave out --pseudo$/, true);
   badInput(['evaluate', '--model', out('no-model'), '--data', fx.dataDir, '--pseudo', '--mlm-probability', '0.3'], /^mlm: error: --pseudo masks every token in turn, so --mlm-probability does not apply to it/, true);
