@@ -181,6 +181,9 @@ export async function prepare(opts: PrepareCorpusOptions): Promise<PrepareResult
     shardBytes: 'integer', version: 'string', tokenizerRevision: 'string',
   });
   requireOptions('prepare', opts, ['corpus', 'out', 'tokenizer']);
+  if (opts.validation !== undefined && opts.validationSplit !== undefined) {
+    throw new InputError('prepare: give validation (a held-out set) or validationSplit (a share of the corpus held out), not both');
+  }
   if (typeof opts.tokenizer !== 'string' && !(opts.tokenizer instanceof MlmTokenizer)) {
     throw new InputError(`prepare: option tokenizer must be a tokenizer folder (a string) or a loaded MlmTokenizer, got ${describeValue(opts.tokenizer)}`);
   }

@@ -103,6 +103,7 @@ test('options of the wrong type (a JavaScript caller, values from JSON) are an I
   await assert.rejects(train(anyOf({ from: ck.dir, out: path.join(tmp, 'never') })), named(/^train: option data is required$/));
   await assert.rejects(evaluate({ models: ck.dir, data: PROSE, pseudo: anyOf(1) }), named(/^evaluate: option pseudo must be true or false, got the number 1$/));
   await assert.rejects(push({ model: ck.dir, repo: 'org/x', private: anyOf('yes'), env: {} }), named(/^push: option private must be true or false, got the string "yes"$/));
+  await assert.rejects(prepare({ corpus: PROSE, tokenizer: ck.dir, out: path.join(tmp, 'never'), validation: [PROSE], validationSplit: 0.1 }), named(/^prepare: give validation \(a held-out set\) or validationSplit/));
   assert.ok(!fs.existsSync(path.join(tmp, 'never')));
 });
 
