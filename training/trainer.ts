@@ -232,7 +232,10 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     await writeMetrics(o.out, history); // a resumed run continues the history of its checkpoint
     const startStep = step;
     let lastSavedStep = state !== null ? step : -1;
-    await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
+    // A resume with nothing to do leaves the run's record as it is (its total_steps would read the
+    // --steps of this call, fewer than the model has trained).
+    const nothingToDo = stoppedEarlyAt !== null || startStep >= totalSteps;
+    if (!(nothingToDo && fs.existsSync(path.join(o.out, 'run.json')))) await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
       args: argsRecord(o), model: modelLabel, base_model: baseModel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
       resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
       ...(ctx.commandLine !== undefined ? { command_line: ctx.commandLine } : {}),
@@ -304,7 +307,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     bar = new Progress({ label: startStep > 0 ? `train (from step ${startStep})` : 'train', total: totalSteps - startStep, enabled: ctx.progress });
     if (stoppedEarlyAt !== null) {
       log(`${resumeFrom} stopped early at step ${step} (--early-stopping-patience ${patience}); nothing to do`);
-    } else if (startStep >= totalSteps) {
+    } else if (nothingToDo) {
       log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
     } else {
       await unpublishFinalModel(o.out); // training goes on: the root holds no final model until the end

@@ -224,6 +224,11 @@ test('the run folder: unrelated files, an earlier run without --resume, bad opti
   // --resume on a finished run: nothing to do.
   const again = await run(options({ data: fx.dataDir, out: earlier, steps: 2, resume: true }));
   assert.equal(again.step, 2);
+  // Fewer steps than trained: still nothing to do, and the run's record keeps its own total.
+  const record = fs.readFileSync(path.join(earlier, 'run.json'), 'utf8');
+  assert.equal((await run(options({ data: fx.dataDir, out: earlier, steps: 1, resume: true }))).step, 2);
+  assert.equal(fs.readFileSync(path.join(earlier, 'run.json'), 'utf8'), record);
+  assert.equal(JSON.parse(record).total_steps, 2);
   // Changing what decides the batches is refused on resume.
   await assert.rejects(run(options({ data: fx.dataDir, out: earlier, steps: 4, resume: true, batchSize: 4 })), /cannot resume from .*--batch-size 8, this run asks for 4/);
 
