@@ -45,6 +45,16 @@ export interface ResizedModel {
 /** Throws an InputError unless `next` keeps every id of `old` (and adds at least one). */
 export function checkExtends(old: MlmTokenizer, next: MlmTokenizer): void {
   if (next.family !== old.family) throw new InputError(`the new tokenizer is ${next.family}, the model's is ${old.family}; extend the model's own tokenizer (mlm tokenizer extend --from MODEL)`);
+  // The same ids under another text pipeline (lowercasing turned off, another pre-tokenizer) would
+  // feed the model's rows text they were not learnt on.
+  const pipeline = (t: MlmTokenizer) => {
+    const j = JSON.parse(t.toJson()) as { normalizer?: unknown; pre_tokenizer?: unknown };
+    return [JSON.stringify(j.normalizer ?? null), JSON.stringify(j.pre_tokenizer ?? null)];
+  };
+  const [[oldNorm, oldPre], [nextNorm, nextPre]] = [pipeline(old), pipeline(next)];
+  if (oldNorm !== nextNorm || oldPre !== nextPre) {
+    throw new InputError(`the new tokenizer ${oldNorm !== nextNorm ? 'normalizes' : 'splits'} text differently from the model's (its ${oldNorm !== nextNorm ? 'normalizer' : 'pre_tokenizer'} differs); extend the model's own tokenizer (mlm tokenizer extend --from MODEL keeps its pipeline)`);
+  }
   for (let id = 0; id < old.vocabSize; id++) {
     if (next.idToToken(id) !== old.idToToken(id)) {
       throw new InputError(

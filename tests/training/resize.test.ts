@@ -162,6 +162,16 @@ describe('resizeModel: random init and checks', () => {
       assert.equal(bad.code, 2, bad.stderr);
       assert.match(bad.stderr, /^mlm: error: the new tokenizer is bert, the model's is roberta; extend the model's own tokenizer/);
       assert.ok(!fs.existsSync(path.join(tmp, 'bad')));
+      // The extension with another pre-tokenizer setting: the same ids, text split another way.
+      const edited = path.join(tmp, 'tok-edited');
+      fs.cpSync(tok, edited, { recursive: true });
+      const json = JSON.parse(fs.readFileSync(path.join(edited, 'tokenizer.json'), 'utf8'));
+      json.pre_tokenizer.add_prefix_space = !json.pre_tokenizer.add_prefix_space;
+      fs.writeFileSync(path.join(edited, 'tokenizer.json'), JSON.stringify(json));
+      for (const f of ['vocab.json', 'merges.txt']) fs.rmSync(path.join(edited, f), { force: true });
+      const split = await run(['model', 'resize', '--from', ck.dir, '--tokenizer', edited, '--out', path.join(tmp, 'bad2')]);
+      assert.equal(split.code, 2, split.stderr);
+      assert.match(split.stderr, /^mlm: error: the new tokenizer splits text differently from the model's \(its pre_tokenizer differs\); extend the model's own tokenizer/);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
