@@ -18,6 +18,7 @@
 // the SHA-256 of every input's whole content, so a rerun notices an input edited since (even to the
 // same size). Aborting `signal` (Ctrl-C in the CLI) stops between batches and removes the temporary
 // folder.
+import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
@@ -195,6 +196,11 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
       pending.catch(() => undefined);
     };
 
+    // Documents held out that are also trained on, word for word (a corpus with duplicates, split
+    // by document): counted by a 48-bit digest of each document, for a warning at the end.
+    const seen: Record<SplitName, Set<number>> = { train: new Set(), validation: new Set() };
+    const digest = (text: string) => createHash('md5').update(text).digest().readUIntBE(0, 6);
+
     const sources: { files: string[]; split: SplitName | null }[] = opts.validation
       ? [{ files: trainFiles, split: 'train' }, { files: validFiles, split: 'validation' }]
       : [{ files: trainFiles, split: null }];
@@ -206,6 +212,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
         const split: SplitName = source.split ?? (isValidation(docIndex) ? 'validation' : 'train');
         docIndex++;
         docsHere++;
+        seen[split].add(digest(doc.text));
         const pieces = opts.mode === 'lines' ? nonBlankLines(doc.text) : [doc.text];
         let first = true;
         for (const text of pieces) {
@@ -232,6 +239,11 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
 
     const splits = { train: builders.train.finish(), validation: builders.validation.finish() };
     warnSmall(splits, opts);
+    let shared = 0;
+    for (const h of seen.validation) if (seen.train.has(h)) shared++;
+    if (shared > 0) {
+      opts.log(`warning: ${shared} of the ${seen.validation.size} distinct held-out documents also appear word for word in the training split (the corpus holds duplicates); the validation loss will be optimistic: remove the duplicates from the corpus`);
+    }
     manifest = { ...skeleton, splits };
     await fsp.writeFile(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
   }, 'prepare');

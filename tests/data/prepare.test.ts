@@ -179,6 +179,22 @@ test('--validation FILES gives a held-out set instead of a split', async () => {
   assert.deepEqual(m.validation, { files: [held] });
 });
 
+test('held-out documents that also appear word for word in the training split are counted in a warning', () => {
+  // Every document twice: a split by document puts copies on both sides.
+  const docs = documents(30, 17);
+  const file = path.join(work, 'duplicated.txt');
+  fs.writeFileSync(file, [...docs, ...docs].join('\n\n'));
+  const r = run(['prepare', '--corpus', file, '--split-paragraphs', '--validation-split', '0.3', '--tokenizer', tokDir, '--out', path.join(work, 'duplicated'), '--seq-len', '32', '--no-progress']);
+  assert.equal(r.code, 0, r.stderr);
+  const m = /warning: (\d+) of the (\d+) distinct held-out documents also appear word for word in the training split \(the corpus holds duplicates\); the validation loss will be optimistic/.exec(r.stderr);
+  assert.ok(m, r.stderr);
+  assert.ok(Number(m[1]) > 0 && Number(m[1]) <= Number(m[2]));
+  // A corpus without duplicates gets no such warning.
+  const clean = run(['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--out', path.join(work, 'no-duplicates'), '--seq-len', '32', '--no-progress']);
+  assert.equal(clean.code, 0, clean.stderr);
+  assert.doesNotMatch(clean.stderr, /word for word/);
+});
+
 test('a prepare killed half way leaves no manifest, and the next run completes', async () => {
   const big = path.join(work, 'big');
   fs.mkdirSync(big, { recursive: true });
