@@ -206,7 +206,7 @@ export function summarise(model: string, words: readonly ScoredWord[], all: read
 export interface CommonWords {
   /** Each model's words restricted to the common occurrences, in its own order. */
   words: ScoredWord[][];
-  /** Occurrences some model did not score (too long for its window, or removed by its normalizer). */
+  /** Occurrences some model did not score (too long for its window, removed by its normalizer, or past its word limit). */
   notEveryModel: number;
   /** Occurrences scored by every model that hold an unknown token under one of them. */
   unknown: number;
