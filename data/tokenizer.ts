@@ -1390,13 +1390,13 @@ async function readUtf8(file: string): Promise<string> {
 }
 
 /** A special token's name from a config value: "[CLS]" or {"content": "[CLS]", ...}. */
+const TOKENIZER_CONFIG = 'tokenizer_config.json';
+
 /**
  * A reader of tokenizer_config.json's switches (do_lower_case...): a JSON boolean, else the default
  * when the key is absent or null; any other value is an InputError naming the file and key
  * (Python would take "false" for true, and a default here would silently change the tokenization).
  */
-const TOKENIZER_CONFIG = 'tokenizer_config.json';
-
 function configFlags(config: Record<string, unknown>, file: string): <D extends boolean | null>(key: string, d: D) => boolean | D {
   return (key, d) => {
     const v = config[key];
