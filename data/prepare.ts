@@ -18,7 +18,6 @@
 // the SHA-256 of every input's whole content, so a rerun notices an input edited since (even to the
 // same size). Aborting `signal` (Ctrl-C in the CLI) stops between batches and removes the temporary
 // folder.
-import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as aq from 'arquero';
@@ -197,10 +196,9 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     };
 
     // Documents held out that are also trained on, word for word (a corpus with duplicates, split
-    // by document): a 48-bit digest of each document, 8 bytes in a flat array (a Set of them took
-    // ~100 MB more at 1.4 M documents), compared at the end for a warning.
+    // by document): a digest of each document, 8 bytes in a flat array, compared at the end for a
+    // warning.
     const seen: Record<SplitName, DigestList> = { train: new DigestList(), validation: new DigestList() };
-    const digest = (text: string) => createHash('md5').update(text).digest().readUIntBE(0, 6);
 
     const sources: { files: string[]; split: SplitName | null }[] = opts.validation
       ? [{ files: trainFiles, split: 'train' }, { files: validFiles, split: 'validation' }]
@@ -213,7 +211,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
         const split: SplitName = source.split ?? (isValidation(docIndex) ? 'validation' : 'train');
         docIndex++;
         docsHere++;
-        seen[split].add(digest(doc.text));
+        seen[split].add(documentDigest(doc.text));
         const pieces = opts.mode === 'lines' ? nonBlankLines(doc.text) : [doc.text];
         let first = true;
         for (const text of pieces) {
@@ -244,7 +242,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     const trained = seen.train.distinct();
     const shared = heldOut.filter((h) => binaryHas(trained, h)).length;
     if (shared > 0) {
-      opts.log(`warning: ${shared} of the ${heldOut.length} distinct held-out documents also appear word for word in the training split (the corpus holds duplicates); the validation loss will be optimistic: remove the duplicates from the corpus`);
+      opts.log(`warning: ${shared} of the ${heldOut.length} distinct held-out documents are copies of training documents (the same length and the same first and last 256 characters: the corpus holds duplicates); the validation loss will be optimistic: remove the duplicates from the corpus`);
     }
     manifest = { ...skeleton, splits };
     await fsp.writeFile(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
@@ -372,7 +370,29 @@ class RowBuilder {
   }
 }
 
-/** A growing list of document digests (whole numbers below 2^48, exact in a float64). */
+/**
+ * A 52-bit digest of a document for the duplicate count: its length and its first and last 256
+ * characters, through two 32-bit FNV-1a lanes with different offsets. Sampling keeps it cheap on
+ * the reading thread (an md5 of every whole document slowed a 1 GB prepare by 15-25%); two
+ * documents of the same length that agree on both ends are taken for one, which is what a copy is.
+ */
+export function documentDigest(text: string): number {
+  let a = 0x811c9dc5 ^ text.length;
+  let b = 0x01000193 ^ Math.imul(text.length, 0x9e3779b1);
+  const mix = (c: number) => {
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  };
+  if (text.length <= 512) {
+    for (let i = 0; i < text.length; i++) mix(text.charCodeAt(i));
+  } else {
+    for (let i = 0; i < 256; i++) mix(text.charCodeAt(i));
+    for (let i = text.length - 256; i < text.length; i++) mix(text.charCodeAt(i));
+  }
+  return (a >>> 0) * 0x100000 + ((b >>> 0) & 0xfffff);
+}
+
+/** A growing list of document digests (whole numbers below 2^52, exact in a float64). */
 class DigestList {
   private data = new Float64Array(1024);
   private n = 0;

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { readManifest, SplitReader, verifyShards } from '../../data/shards.ts';
+import { documentDigest } from '../../data/prepare.ts';
 import { Rng } from '../../common/rng.ts';
 import { chooseValidation } from '../../data/corpus.ts';
 
@@ -179,20 +180,28 @@ test('--validation FILES gives a held-out set instead of a split', async () => {
   assert.deepEqual(m.validation, { files: [held] });
 });
 
-test('held-out documents that also appear word for word in the training split are counted in a warning', () => {
+test('held-out documents that are copies of training documents are counted in a warning', () => {
   // Every document twice: a split by document puts copies on both sides.
   const docs = documents(30, 17);
   const file = path.join(work, 'duplicated.txt');
   fs.writeFileSync(file, [...docs, ...docs].join('\n\n'));
   const r = run(['prepare', '--corpus', file, '--split-paragraphs', '--validation-split', '0.3', '--tokenizer', tokDir, '--out', path.join(work, 'duplicated'), '--seq-len', '32', '--no-progress']);
   assert.equal(r.code, 0, r.stderr);
-  const m = /warning: (\d+) of the (\d+) distinct held-out documents also appear word for word in the training split \(the corpus holds duplicates\); the validation loss will be optimistic/.exec(r.stderr);
+  const m = /warning: (\d+) of the (\d+) distinct held-out documents are copies of training documents \(the same length and the same first and last 256 characters: the corpus holds duplicates\); the validation loss will be optimistic/.exec(r.stderr);
   assert.ok(m, r.stderr);
   assert.ok(Number(m[1]) > 0 && Number(m[1]) <= Number(m[2]));
   // A corpus without duplicates gets no such warning.
   const clean = run(['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--out', path.join(work, 'no-duplicates'), '--seq-len', '32', '--no-progress']);
   assert.equal(clean.code, 0, clean.stderr);
-  assert.doesNotMatch(clean.stderr, /word for word/);
+  assert.doesNotMatch(clean.stderr, /copies of training documents/);
+  // The digest: whole short documents, the length and both ends of long ones.
+  assert.equal(documentDigest('the same text'), documentDigest('the same text'));
+  assert.notEqual(documentDigest('the same text'), documentDigest('the same texT'));
+  assert.notEqual(documentDigest('a'.repeat(600)), documentDigest('a'.repeat(601)));
+  const long = (middle: string) => 'b'.repeat(300) + middle + 'c'.repeat(300);
+  assert.equal(documentDigest(long('x')), documentDigest(long('y')), 'only the ends of a long document are read');
+  assert.notEqual(documentDigest('d' + long('x').slice(1)), documentDigest(long('x')));
+  assert.ok(Number.isSafeInteger(documentDigest(long('x'))));
 });
 
 test('a prepare killed half way leaves no manifest, and the next run completes', async () => {
