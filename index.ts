@@ -7,7 +7,7 @@
 //   console.log(await fillMask(model, 'The patient was given [MASK] for the pain.'));
 //   model.dispose();
 import { InputError } from './common/errors.ts';
-import { checkArgument, checkOptions, describeValue, kindsOfDefaults, requireOptions, type OptionKind } from './common/options.ts';
+import { checkArgument, checkOptions, describeValue, kindsOfDefaults, type OptionKind } from './common/options.ts';
 import { prepare as prepareShards, type PrepareOptions, type PrepareResult } from './data/prepare.ts';
 import type { PrepareMode } from './data/shards.ts';
 import { MlmTokenizer } from './data/tokenizer.ts';
@@ -174,13 +174,11 @@ export interface PrepareCorpusOptions extends Partial<Omit<PrepareOptions, 'toke
  * Defaults as the CLI's: 128-token packed blocks, 5% of documents held out, seed 42.
  */
 export async function prepare(opts: PrepareCorpusOptions): Promise<PrepareResult> {
-  checkArgument('prepare', 'the options', opts, 'object');
   checkOptions('prepare', opts, {
     corpus: 'string|strings', out: 'string', seqLen: 'integer', mode: 'string', validationSplit: 'number', validation: 'strings',
     seed: 'integer', overwrite: 'boolean', maxPositions: 'integer', log: 'function', progress: 'boolean', batchBytes: 'integer',
     shardBytes: 'integer', version: 'string', tokenizerRevision: 'string',
-  });
-  requireOptions('prepare', opts, ['corpus', 'out', 'tokenizer']);
+  }, ['corpus', 'out', 'tokenizer']);
   if (opts.validation !== undefined && opts.validationSplit !== undefined) {
     throw new InputError('prepare: give validation (a held-out set) or validationSplit (a share of the corpus held out), not both');
   }
@@ -231,14 +229,12 @@ export interface TrainRunOptions extends Partial<Omit<TrainOptions, 'data' | 'ou
  * (TRAIN_DEFAULTS). Resolves with the final losses and the last checkpoint folder.
  */
 export async function train(opts: TrainRunOptions): Promise<TrainResult> {
-  checkArgument('train', 'the options', opts, 'object');
   const { resume: _resume, ...defaults } = TRAIN_DEFAULTS;
   checkOptions('train', opts, {
     ...kindsOfDefaults(defaults), ...BACKEND_KINDS, data: 'string', out: 'string', from: 'string', config: 'string', revision: 'string',
     steps: 'integer', epochs: 'number', wholeWordSelection: 'string', rowsPerPass: 'integer', loadBestAtEnd: 'boolean', metricForBest: 'string',
     earlyStoppingPatience: 'integer', earlyStoppingThreshold: 'number', evalOnStart: 'boolean', progress: 'boolean', onStep: 'function',
-  });
-  requireOptions('train', opts, ['data', 'out']);
+  }, ['data', 'out']);
   if (opts.resume !== undefined && typeof opts.resume !== 'boolean' && typeof opts.resume !== 'string') {
     throw new InputError(`train: option resume must be true, false or a checkpoint folder (a string), got ${typeof opts.resume}`);
   }
@@ -271,13 +267,11 @@ export interface EvaluateOptions extends Omit<EvaluateModelsOptions, 'models' | 
  * each model on each data set (what `mlm evaluate` does): one row per pair, models outer.
  */
 export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> {
-  checkArgument('evaluate', 'the options', opts, 'object');
   checkOptions('evaluate', opts, {
     ...BACKEND_KINDS, models: 'string|strings', data: 'string|strings', revision: 'string', split: 'string', seed: 'integer', batchSize: 'integer',
     maxBatches: 'integer', mlmProbability: 'number', wholeWordMask: 'boolean', pseudo: 'boolean', seqLen: 'integer', text: 'object',
     onStart: 'function', onProgress: 'function', onFinish: 'function',
-  });
-  requireOptions('evaluate', opts, ['models', 'data']);
+  }, ['models', 'data']);
   checkBackendOptions('evaluate', opts);
   const log = opts.log ?? quiet;
   const names = typeof opts.models === 'string' ? [opts.models] : opts.models;
@@ -292,9 +286,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> 
  * format 'hf' (config.json + model.safetensors + tokenizer) or 'tfjs' (model.json + weight shards).
  */
 export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
-  checkArgument('exportModel', 'the options', opts, 'object');
-  checkOptions('exportModel', opts, { model: 'string', out: 'string', format: 'string', revision: 'string', overwrite: 'boolean', generatedBy: 'string', log: 'function' });
-  requireOptions('exportModel', opts, ['model', 'out']);
+  checkOptions('exportModel', opts, { model: 'string', out: 'string', format: 'string', revision: 'string', overwrite: 'boolean', generatedBy: 'string', log: 'function' }, ['model', 'out']);
   return exportModelFolder({ generatedBy: `mlmkit ${VERSION}`, log: quiet, ...opts });
 }
 export type { ExportOptions };
@@ -307,11 +299,9 @@ export type { ExportOptions };
  * Nothing is read from the process's environment unless `env: process.env` is passed.
  */
 export async function push(opts: PushOptions): Promise<PushResult> {
-  checkArgument('push', 'the options', opts, 'object');
   checkOptions('push', opts, {
     model: 'string', repo: 'string', private: 'boolean', revision: 'string', includeReport: 'boolean', overwriteCard: 'boolean', license: 'string',
     commitMessage: 'string', env: 'object', token: 'string', endpoint: 'string', retries: 'integer', retryDelayMs: 'number', log: 'function',
-  });
-  requireOptions('push', opts, ['model', 'repo']);
+  }, ['model', 'repo']);
   return pushModel({ log: quiet, env: {}, ...opts });
 }

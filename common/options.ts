@@ -47,7 +47,7 @@ function fits(v: unknown, kind: OptionKind): boolean {
     case 'strings':
       return Array.isArray(v) && v.every((x) => typeof x === 'string');
     case 'string|strings':
-      return typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+      return typeof v === 'string' || fits(v, 'strings');
   }
 }
 
@@ -68,12 +68,13 @@ export function checkArgument(fn: string, name: string, value: unknown, kind: Op
 }
 
 /**
- * Throws an InputError unless `opts` is an object (or undefined) whose options named in `kinds`
- * are absent or of their kind. null is refused too (leave an option out for its default); options
- * not named in `kinds` are left to the callee.
+ * Throws an InputError unless `opts` is an object whose options named in `kinds` are absent or of
+ * their kind, and which holds every option in `required`. Without required options, `opts` may
+ * also be undefined. null is refused too (leave an option out for its default); options not named
+ * in `kinds` are left to the callee.
  */
-export function checkOptions(fn: string, opts: unknown, kinds: Readonly<Record<string, OptionKind>>): void {
-  if (opts === undefined) return;
+export function checkOptions(fn: string, opts: unknown, kinds: Readonly<Record<string, OptionKind>>, required: readonly string[] = []): void {
+  if (opts === undefined && required.length === 0) return;
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
     throw new InputError(`${fn}: the options must be an object, got ${describeValue(opts)}`);
   }
@@ -83,11 +84,12 @@ export function checkOptions(fn: string, opts: unknown, kinds: Readonly<Record<s
     if (v === null) throw new InputError(`${fn}: option ${name} is null; leave it out for its default, or give ${NAMES[kind]}`);
     checkArgument(fn, `option ${name}`, v, kind);
   }
+  for (const name of required) if ((opts as Record<string, unknown>)[name] === undefined) throw new InputError(`${fn}: option ${name} is required`);
 }
 
 /**
  * The kinds of an options object's fields, read from its defaults: each default's type (number,
- * boolean, string, a list of strings); defaults that are undefined or null are skipped.
+ * boolean or string); defaults of other types are skipped.
  */
 export function kindsOfDefaults(defaults: Readonly<Record<string, unknown>>): Record<string, OptionKind> {
   const kinds: Record<string, OptionKind> = {};
@@ -95,12 +97,6 @@ export function kindsOfDefaults(defaults: Readonly<Record<string, unknown>>): Re
     if (typeof v === 'number') kinds[name] = 'number';
     else if (typeof v === 'boolean') kinds[name] = 'boolean';
     else if (typeof v === 'string') kinds[name] = 'string';
-    else if (Array.isArray(v) && v.every((x) => typeof x === 'string')) kinds[name] = 'strings';
   }
   return kinds;
-}
-
-/** Throws an InputError naming the first of `names` that `opts` lacks. */
-export function requireOptions(fn: string, opts: object, names: readonly string[]): void {
-  for (const name of names) if ((opts as Record<string, unknown>)[name] === undefined) throw new InputError(`${fn}: option ${name} is required`);
 }

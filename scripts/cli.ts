@@ -57,7 +57,8 @@ export function checkOptionValues(raw: readonly string[], argv: Record<string, u
   const noValue = (key: string) => new InputError(`${flag(key)} was given no value; give a value or leave the option out`);
   // The options named on the line (a command's positional words, `fill-mask [text..]`, are in the
   // table too, and may be empty when the text comes after `--`).
-  const named = new Set(raw.filter((t) => t.startsWith('--')).map((t) => t.slice(2).split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)));
+  const keyOf = (token: string) => token.slice(2).split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const named = new Set(raw.filter((t) => t.startsWith('--')).map(keyOf));
   for (const key of Object.keys(declared.key)) {
     const v = argv[key];
     if (v === undefined) continue;
@@ -71,7 +72,7 @@ export function checkOptionValues(raw: readonly string[], argv: Record<string, u
   // yargs gives a number or choices option without a value its default: find those in the tokens.
   raw.forEach((token, i) => {
     if (!token.startsWith('--') || token.includes('=')) return;
-    const key = token.slice(2).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    const key = keyOf(token);
     if (!(key in declared.key) || declared.boolean.includes(key) || BARE_OPTIONS.has(key)) return;
     if (lacksValue(raw[i + 1])) throw noValue(key);
   });

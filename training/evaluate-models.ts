@@ -73,6 +73,7 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
   if (opts.data.length === 0) throw new InputError('no data to evaluate on: give at least one data set (--data)');
   const batchSize = opts.batchSize ?? 32;
   const maxBatches = opts.maxBatches ?? 0;
+  const seqLen = opts.seqLen ?? 128;
   const rows: EvaluationRow[] = [];
   for (const resolved of opts.models) {
     const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
@@ -82,14 +83,14 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
       for (const spec of opts.data) {
         const data = await openEvalData(spec, folder.tokenizer, {
           split: opts.split ?? 'validation',
-          seqLen: opts.seqLen ?? 128,
+          seqLen,
           maxPositions,
           modelLabel: resolved.source,
           version: opts.version ?? 'mlmkit',
           text: opts.text,
         });
-        if (!data.prepared && (opts.seqLen ?? 128) > maxPositions) {
-          opts.log?.(`note: ${spec} is cut into blocks of ${maxPositions} tokens for ${resolved.source}, its positions, not the ${opts.seqLen ?? 128} of --seq-len`);
+        if (!data.prepared && seqLen > maxPositions) {
+          opts.log?.(`note: ${spec} is cut into blocks of ${maxPositions} tokens for ${resolved.source}, its positions, not the ${seqLen} of --seq-len`);
         }
         try {
           const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;

@@ -66,7 +66,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     requireInteger(args.add, 'add', 1);
     requireInteger(args['min-frequency'], 'min-frequency', 1);
     requireInteger(args.show, 'show', 0);
-    requireFreshOut(args.out, [{ path: args.from, flag: '--from' }, ...args.corpus.map((c) => ({ path: c, flag: '--corpus' }))]);
+    requireFreshOut(args.out, [{ path: args.from, flag: '--from' }]); // the corpus is checked once resolved, below
     const log = (line: string) => process.stderr.write(line + '\n');
     // The corpus first: a wrong --corpus fails before a download of --from.
     const files = await resolveCorpusFiles(args.corpus);

@@ -64,17 +64,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** The file `rel` names inside `root` (a real path), or null: outside it, through a link or not, or no file. */
-function modelFile(root: string, rel: string): string | null {
+/**
+ * The file `rel` names inside `root` (a real path) and its size, or null: outside it, through a
+ * link or not, or no file.
+ */
+function modelFile(root: string, rel: string): { file: string; size: number } | null {
   const file = path.resolve(root, rel);
   if (file === root || !within(file, root)) return null;
-  let real: string;
   try {
-    real = fs.realpathSync(file);
+    const real = fs.realpathSync(file);
+    const st = fs.statSync(real);
+    return within(real, root) && st.isFile() ? { file: real, size: st.size } : null;
   } catch {
     return null;
   }
-  return within(real, root) && fs.statSync(real).isFile() ? real : null;
 }
 
 /**
@@ -93,13 +96,13 @@ function checkExport(root: string, shown: string): ReturnType<typeof tfjsExportF
   } catch (err) {
     throw new InputError(err instanceof SyntaxError ? `${where} is not valid JSON (${err.message}); export it again with mlm export --format tfjs` : (err as Error).message);
   }
-  const present = (name: string): string => {
-    const file = modelFile(root, name);
-    if (file === null) throw new InputError(`${path.join(shown, name)}, named in ${where}, is missing; export it again with mlm export --format tfjs`);
-    return file;
+  const present = (name: string): { file: string; size: number } => {
+    const found = modelFile(root, name);
+    if (found === null) throw new InputError(`${path.join(shown, name)}, named in ${where}, is missing; export it again with mlm export --format tfjs`);
+    return found;
   };
   present(files.tokenizer);
-  const bytes = files.shards.reduce((sum, name) => sum + fs.statSync(present(name)).size, 0);
+  const bytes = files.shards.reduce((sum, name) => sum + present(name).size, 0);
   if (bytes !== files.weightBytes) {
     throw new InputError(`${where}: the weights take ${files.weightBytes} bytes but the shards hold ${bytes}; export it again with mlm export --format tfjs`);
   }
@@ -138,14 +141,9 @@ export async function servePage(opts: ServeOptions): Promise<RunningServer> {
     if (url.pathname === '/' || url.pathname === '/index.html') return send(200, TYPES['.html'], page);
     if (url.pathname === '/app.js') return send(200, TYPES['.js'], app);
     const name = url.pathname.startsWith('/model/') ? rel.slice('/model/'.length) : null;
-    const file = name !== null && served.has(name) ? modelFile(root, name) : null;
-    if (file === null) return send(404, TYPES['.txt'], 'not found\n');
-    let size: number;
-    try {
-      size = fs.statSync(file).size;
-    } catch {
-      return send(404, TYPES['.txt'], 'not found\n');
-    }
+    const found = name !== null && served.has(name) ? modelFile(root, name) : null;
+    if (found === null) return send(404, TYPES['.txt'], 'not found\n');
+    const { file, size } = found;
     res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', 'content-length': size });
     if (head) return res.end();
     // Streamed: a large shard is neither read whole per request nor able to stop the server.
