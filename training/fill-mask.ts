@@ -83,7 +83,7 @@ export async function targetIds(tokenizer: MlmTokenizer, targets: readonly strin
     }
     ids.add(id);
   }
-  if (ids.size === 0) throw new InputError('none of the --targets gives a token of this model\'s vocabulary; give words the tokenizer knows');
+  if (ids.size === 0) throw new InputError('none of the targets gives a token of this model\'s vocabulary; give words the tokenizer knows');
   return [...ids].sort((a, b) => a - b);
 }
 
