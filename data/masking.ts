@@ -73,6 +73,9 @@ import type { Rng } from '../common/rng.ts';
 
 export { IGNORE_INDEX };
 
+/** BERT's share of tokens selected for prediction: the default of every command that masks. */
+export const MLM_PROBABILITY = 0.15;
+
 export type WholeWordSelection = 'independent' | 'budget';
 
 export interface MaskingOptions {

@@ -24,6 +24,7 @@
 // GPU run's summary).
 import * as fs from 'node:fs';
 import path from 'node:path';
+import { MLM_PROBABILITY } from '../data/masking.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { SyntheticBatches } from '../training/bench.ts';
 import { readConfigArgument } from '../training/checkpoint.ts';
@@ -46,7 +47,7 @@ const jsonFile = arg('json', '');
 
 const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
 const config = readConfigArgument(configFile);
-const data = new SyntheticBatches(config, batchSize, seqLen, 1, 0.15);
+const data = new SyntheticBatches(config, batchSize, seqLen, 1, MLM_PROBABILITY);
 const model = createMaskedLM(tf, config, { seed: 1, capabilities });
 const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, backendName); // flat on webgpu, as mlm train
 let step = 0;

@@ -51,7 +51,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Tensor } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
-import { allocMlmBatch, maskTokens, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
+import { allocMlmBatch, maskTokens, MLM_PROBABILITY, specialIdTable, type MaskingOptions, type MlmBatch } from '../data/masking.ts';
 import { Rng } from '../common/rng.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
 import { maxSequenceLength } from './checkpoint.ts';
@@ -161,7 +161,7 @@ export class SyntheticBatches {
   private readonly padId: number;
   private readonly normal: number[];
 
-  constructor(config: ModelConfig, readonly batchSize: number, readonly seqLen: number, seed: number, mlmProbability = 0.15) {
+  constructor(config: ModelConfig, readonly batchSize: number, readonly seqLen: number, seed: number, mlmProbability = MLM_PROBABILITY) {
     const s = syntheticSpecialIds(config);
     this.rng = Rng.derive(seed, 0xbe7c);
     this.ids = new Int32Array(batchSize * seqLen);
@@ -294,7 +294,7 @@ export const BENCH_DEFAULTS = {
   warmupSteps: 2,
   maxSeconds: 0,
   seed: 42,
-  mlmProbability: 0.15,
+  mlmProbability: MLM_PROBABILITY,
   lr: 5e-4,
   rowsPerPass: 0,
   precision: 'fp32' as PrecisionName,

@@ -25,7 +25,7 @@ import type { Tensor2D } from '@tensorflow/tfjs';
 import { InputError, requireInteger, requireSeed } from '../common/errors.ts';
 import { RowStream } from '../data/batches.ts';
 import { resolveCorpusFiles, type RawTextOptions } from '../data/corpus.ts';
-import { allocMlmBatch, IGNORE_INDEX, maskTokens, type MaskingOptions, type MlmBatch, type WholeWordSelection } from '../data/masking.ts';
+import { allocMlmBatch, IGNORE_INDEX, maskTokens, MLM_PROBABILITY, type MaskingOptions, type MlmBatch, type WholeWordSelection } from '../data/masking.ts';
 import { prepare } from '../data/prepare.ts';
 import { Rng } from '../common/rng.ts';
 import { MANIFEST, readManifest, SplitReader, type Manifest, type SplitName } from '../data/shards.ts';
@@ -45,7 +45,7 @@ export interface MaskingSetup {
 }
 
 /** The masking of docs/architecture.md ("Masking") for a tokenizer. */
-export function maskingFor(tokenizer: MlmTokenizer, mlmProbability = 0.15, wholeWord = false, wholeWordSelection: WholeWordSelection = 'independent'): MaskingSetup {
+export function maskingFor(tokenizer: MlmTokenizer, mlmProbability = MLM_PROBABILITY, wholeWord = false, wholeWordSelection: WholeWordSelection = 'independent'): MaskingSetup {
   return {
     padId: tokenizer.specialIds.pad,
     specials: tokenizer.specialMask(),

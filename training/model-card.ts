@@ -15,6 +15,7 @@
 // entry and no `datasets:` key is written.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MLM_PROBABILITY } from '../data/masking.ts';
 import { readConfigFile } from './checkpoint.ts';
 import { formatBytes } from './hub.ts';
 import { parameterCount } from './models/config.ts';
@@ -327,7 +328,7 @@ export function modelCard(f: CardFacts): string {
       ev.eval_step !== undefined ? `at step ${ev.eval_step}` : null,
       ev.eval_masked_tokens !== undefined ? `over ${ev.eval_masked_tokens} masked tokens` : null,
     ].filter(Boolean);
-    const p = typeof f.args?.mlm_probability === 'number' ? f.args.mlm_probability : 0.15;
+    const p = typeof f.args?.mlm_probability === 'number' ? f.args.mlm_probability : MLM_PROBABILITY;
     out.push('', `Masked-token loss, its exponential (perplexity) and top-1 accuracy on the validation split of the training data${where.length ? ` (${where.join(', ')})` : ''}, with ${+(100 * p).toFixed(2)}% of the tokens masked by a fixed seed.`, '');
   }
 

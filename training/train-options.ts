@@ -3,7 +3,7 @@
 // CLI name in trainer_state.json and report.md (`argsRecord`), and what a resumed run must keep
 // (`checkResumable`).
 import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
-import type { WholeWordSelection } from '../data/masking.ts';
+import { MLM_PROBABILITY, type WholeWordSelection } from '../data/masking.ts';
 import type { Manifest } from '../data/shards.ts';
 import { parseBestMetric } from './best-model.ts';
 import { INIT_ATTENTION_CHOICES, type InitAttention } from './init-attention.ts';
@@ -85,7 +85,7 @@ export const TRAIN_DEFAULTS = {
   adamBeta1: 0.9,
   adamBeta2: 0.999,
   adamEpsilon: 1e-8,
-  mlmProbability: 0.15,
+  mlmProbability: MLM_PROBABILITY,
   wholeWordMask: false,
   initBias: 'zeros' as InitBias,
   initAttention: 'standard' as InitAttention,

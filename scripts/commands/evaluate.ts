@@ -10,6 +10,7 @@
 // (`--json`: a list of those objects with "model" and "data" added). The loop is
 // training/evaluate-models.ts evaluateModels.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { MLM_PROBABILITY } from '../../data/masking.ts';
 import { formatTable, Progress } from '../../data/progress.ts';
 import type { SplitName } from '../../data/shards.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../../training/backend.ts';
@@ -49,7 +50,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .option('seed', { type: 'number', default: 42, describe: 'seed of the evaluation masks (fixed: the same numbers every time)' })
       .option('batch-size', { type: 'number', default: 32 })
       .option('max-batches', { type: 'number', default: 0, describe: 'stop after N batches of rows (0: the whole split)' })
-      .option('mlm-probability', { type: 'number', default: 0.15, describe: 'share of tokens masked' })
+      .option('mlm-probability', { type: 'number', default: MLM_PROBABILITY, describe: 'share of tokens masked' })
       .option('whole-word-mask', { type: 'boolean', default: false, describe: 'mask whole words' })
       .option('pseudo', { type: 'boolean', default: false, describe: 'pseudo-perplexity: mask every token in turn (slow: one pass per token)' })
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per block for raw text' })
