@@ -14,6 +14,7 @@ import { MlmTokenizer } from './data/tokenizer.ts';
 import { VERSION } from './common/version.ts';
 import { blasOptions, resolveBackendName, selectBackend, type BackendInfo, type BackendName, type Tf } from './training/backend.ts';
 import { evaluateModels, type EvaluateModelsOptions, type EvaluationRow } from './training/evaluate-models.ts';
+import { checkEvalData } from './training/evaluate.ts';
 import { exportModel as exportModelFolder, type ExportOptions, type ExportSummary } from './training/export-model.ts';
 import { fillMask as fillMaskWith, pipelineOutput, type FillMaskCandidate, type FillMaskResult } from './training/fill-mask.ts';
 import { loadModel as loadModelFolderOrHub, resolveModel } from './training/hub.ts';
@@ -274,11 +275,14 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> 
   }, ['models', 'data']);
   checkBackendOptions('evaluate', opts);
   const log = opts.log ?? quiet;
+  const data = typeof opts.data === 'string' ? [opts.data] : opts.data;
+  // The data first, as the CLI does: a wrong path fails before a model is downloaded.
+  for (const d of data) await checkEvalData(d, log);
   const names = typeof opts.models === 'string' ? [opts.models] : opts.models;
   const models = [];
   for (const m of names) models.push(await resolveModel(m, { revision: opts.revision, log }));
   const backend = await startBackend(opts);
-  return evaluateModels(backend.tf, { ...opts, models, data: typeof opts.data === 'string' ? [opts.data] : opts.data, version: VERSION, capabilities: backend.capabilities });
+  return evaluateModels(backend.tf, { ...opts, models, data, version: VERSION, capabilities: backend.capabilities });
 }
 
 /**

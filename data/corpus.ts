@@ -110,14 +110,19 @@ const GLOB_MAGIC = /[*?[]/;
  * segment itself starts with '.'. Throws InputError for a missing path, a glob matching no
  * supported file, a folder with no supported file, or a named file with an unsupported extension.
  */
-export async function resolveCorpusFiles(patterns: string[]): Promise<string[]> {
+export async function resolveCorpusFiles(patterns: string[], log?: (line: string) => void): Promise<string[]> {
   check(patterns.length > 0, 'no corpus given: pass one or more files, folders or globs with --corpus');
   const byResolved = new Map<string, string>();
   for (const pattern of patterns) {
-    for (const file of await expandPattern(pattern)) {
+    const skipped: string[] = [];
+    for (const file of await expandPattern(pattern, skipped)) {
       // The same file reached twice (other spelling, symlink) is read once.
       const key = await fsp.realpath(file).catch(() => path.resolve(file));
       if (!byResolved.has(key)) byResolved.set(key, file);
+    }
+    // A folder of PDFs or Word files beside the text would otherwise vanish from the corpus unsaid.
+    if (skipped.length > 0 && log) {
+      log(`note: left out of the corpus from ${pattern}: ${skipped.length} file(s) of other types (${firstNames(skipped)}); corpus files are ${SUPPORTED_LIST}: convert the others to one of these to use them`);
     }
   }
   return [...byResolved.values()].sort(byCodeUnits);
@@ -135,7 +140,8 @@ async function statOrNull(p: string) {
   }
 }
 
-async function expandPattern(pattern: string): Promise<string[]> {
+/** The corpus files `pattern` names; files of other types met in its folders go to `skipped`. */
+async function expandPattern(pattern: string, skipped: string[]): Promise<string[]> {
   check(pattern.trim() !== '', 'empty corpus path: pass a file, folder or glob');
   const st = await statOrNull(pattern);
   if (st?.isFile()) {
@@ -147,7 +153,7 @@ async function expandPattern(pattern: string): Promise<string[]> {
     return [pattern];
   }
   if (st?.isDirectory()) {
-    const files = await walkFolder(pattern);
+    const files = await walkFolder(pattern, skipped);
     check(files.length > 0, `folder ${pattern} holds no corpus file (looked for ${SUPPORTED_LIST}, hidden files skipped)`);
     return files;
   }
@@ -158,8 +164,9 @@ async function expandPattern(pattern: string): Promise<string[]> {
   const matched = await expandGlob(pattern);
   const files: string[] = [];
   for (const m of matched) {
-    if (m.dir) files.push(...(await walkFolder(m.path)));
+    if (m.dir) files.push(...(await walkFolder(m.path, skipped)));
     else if (kindOf(m.path)) files.push(m.path);
+    else skipped.push(m.path);
   }
   if (files.length === 0) {
     if (matched.length === 0) throw new InputError(`corpus glob matched nothing: ${pattern} (check the pattern; quote it so the shell does not expand it)`);
@@ -168,8 +175,11 @@ async function expandPattern(pattern: string): Promise<string[]> {
   return files;
 }
 
-/** All supported files under a folder, recursively, hidden entries skipped, symlink loops cut. */
-async function walkFolder(root: string): Promise<string[]> {
+/**
+ * All supported files under a folder, recursively, hidden entries skipped, symlink loops cut;
+ * regular files of other types go to `skipped`.
+ */
+async function walkFolder(root: string, skipped: string[]): Promise<string[]> {
   const out: string[] = [];
   const seen = new Set<string>();
   const visit = async (dir: string): Promise<void> => {
@@ -195,10 +205,11 @@ async function walkFolder(root: string): Promise<string[]> {
         isFile = !!st?.isFile();
       }
       if (isDir) await visit(p);
-      else if (isFile && kindOf(p)) out.push(p);
+      else if (isFile) (kindOf(p) ? out : skipped).push(p);
     }
   };
   await visit(root);
+  skipped.sort(byCodeUnits);
   return out.sort(byCodeUnits);
 }
 

@@ -25,6 +25,7 @@ import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { firstNames, InputError, requireChoice, requireSeed } from '../common/errors.ts';
 import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
+import { MLM_PROBABILITY } from './masking.ts';
 import { formatTable, Progress } from './progress.ts';
 import {
   dtypeFor, fileSha256, FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter,
@@ -74,8 +75,8 @@ export interface PrepareResult {
 export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   const t0 = performance.now();
   checkPrepareOptions(opts);
-  const trainFiles = await resolveCorpusFiles(opts.corpus);
-  const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation) : [];
+  const trainFiles = await resolveCorpusFiles(opts.corpus, opts.log);
+  const validFiles = opts.validation ? await resolveCorpusFiles(opts.validation, opts.log) : [];
   const allFiles = [...trainFiles, ...validFiles];
   // Held-out text that is also trained on would make the validation loss meaningless.
   const trainReal = new Set(trainFiles.map((f) => realPathOf(f)));
@@ -428,6 +429,9 @@ function binaryHas(sorted: Float64Array, x: number): boolean {
   return false;
 }
 
+/** Below this many masked tokens an evaluation's loss has a standard error of about 0.08 or more. */
+const SMALL_EVAL_MASKED = 1000;
+
 function warnSmall(splits: Record<SplitName, SplitInfo>, opts: PrepareOptions): void {
   const train = splits.train;
   if (opts.mode === 'blocks' && train.tokens + train.documents < opts.seqLen - 1) {
@@ -435,8 +439,14 @@ function warnSmall(splits: Record<SplitName, SplitInfo>, opts: PrepareOptions): 
   } else if (train.rows < 32) {
     opts.log(`warning: the training split has only ${train.rows} rows of ${opts.seqLen} tokens; training will repeat them many times`);
   }
-  if (splits.validation.rows === 0 && (opts.validation || opts.validationSplit > 0)) {
+  const held = splits.validation;
+  if (held.rows === 0 && (opts.validation || opts.validationSplit > 0)) {
     opts.log('warning: the validation split is empty; `mlm train` will not be able to evaluate on it');
+  } else if (held.rows > 0 && held.tokens * MLM_PROBABILITY < SMALL_EVAL_MASKED) {
+    // The loss is a mean over the masked tokens: its standard error is the per-token spread over
+    // the square root of their count (a spread of ~2.5 nats is typical of a model in training).
+    const masked = Math.max(1, Math.round(held.tokens * MLM_PROBABILITY));
+    opts.log(`note: the validation split has ${held.tokens} tokens, so an evaluation masks about ${masked} of them (15%): its loss is a rough figure (standard error ~${(2.5 / Math.sqrt(masked)).toFixed(2)} at a typical spread of 2.5 nats a token); hold out more text (a larger --validation-split, or --validation FILES) for figures that tell models apart`);
   }
   if (splits.train.truncated + splits.validation.truncated > 0) {
     opts.log(`note: ${splits.train.truncated + splits.validation.truncated} line(s) were longer than ${opts.seqLen - 2} tokens and were truncated`);

@@ -60,6 +60,8 @@ test('bad input is an InputError with one line', async () => {
   await assert.rejects(evaluate({ models: ck.dir, data: PROSE, split: 'foo' as never, backend: 'cpu' }), named(/^--split must be validation or train, got "foo"$/));
   await assert.rejects(evaluate({ models: [], data: PROSE, backend: 'cpu' }), named(/^no model to evaluate/));
   await assert.rejects(evaluate({ models: ck.dir, data: [], backend: 'cpu' }), named(/^no data to evaluate on/));
+  // The data are checked before the models are resolved (a Hub id would be downloaded first).
+  await assert.rejects(evaluate({ models: path.join(tmp, 'missing'), data: path.join(tmp, 'nowhere.txt'), backend: 'cpu' }), named(/^corpus path not found: .*nowhere\.txt/));
   await assert.rejects(prepare({ corpus: [PROSE], tokenizer: ck.dir, out: path.join(tmp, 'bad-mode'), mode: 'foo' as never }), named(/^--mode must be blocks or lines, got "foo"$/));
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-mode')));
   // The tokenizer's folder is an input: out may not be it or lie in it, overwrite or not.

@@ -263,12 +263,12 @@ export interface EvalData {
 /**
  * The checks of `openEvalData` that need no model: `spec` is a prepared folder, or raw text paths
  * that resolve to files (InputError otherwise). The CLI runs it before it resolves (perhaps
- * downloads) the models.
+ * downloads) the models; `log` gets the note on files of other types left out of raw text.
  */
-export async function checkEvalData(spec: string): Promise<void> {
+export async function checkEvalData(spec: string, log?: (line: string) => void): Promise<void> {
   if (fs.existsSync(path.join(spec, MANIFEST))) return;
   refuseShardsWithoutManifest(spec);
-  await resolveCorpusFiles([spec]);
+  await resolveCorpusFiles([spec], log);
 }
 
 /** Shards with no manifest beside them (an interrupted `mlm prepare`) are not text to tokenize. */

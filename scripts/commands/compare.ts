@@ -84,7 +84,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     if (args.out !== undefined) requireFreshOut(args.out, [...args.model.map((m) => ({ path: m, flag: '--model' })), ...args.data.map((d) => ({ path: d, flag: '--data' }))]);
     const log = (line: string) => process.stderr.write(line + '\n');
 
-    const files = await resolveCorpusFiles(args.data);
+    const files = await resolveCorpusFiles(args.data, log);
     const docs: string[] = [];
     for await (const d of requireNonEmpty(readDocuments(files, rawTextOptions(args)), files)) {
       if (d.text.trim() !== '') docs.push(d.text);

@@ -68,7 +68,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
 
     const log = (line: string) => process.stderr.write(line + '\n');
     // Check every data set and resolve every model first: a typo fails before any work.
-    for (const d of args.data) await checkEvalData(d);
+    for (const d of args.data) await checkEvalData(d, log);
     const models = [];
     for (const m of args.model) models.push(await resolveModel(m, { revision: args.revision, log }));
     const backend = await selectBackend(resolveBackendName(args.backend, process.env), { log, ...blasOptions(process.env) });

@@ -69,7 +69,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     requireFreshOut(args.out, [{ path: args.from, flag: '--from' }]); // the corpus is checked once resolved, below
     const log = (line: string) => process.stderr.write(line + '\n');
     // The corpus first: a wrong --corpus fails before a download of --from.
-    const files = await resolveCorpusFiles(args.corpus);
+    const files = await resolveCorpusFiles(args.corpus, log);
     // The tokenizer written inside a corpus folder would be read back as corpus by the next prepare.
     refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const from = await resolveModel(args.from, { revision: args.revision, log });

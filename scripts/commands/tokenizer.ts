@@ -60,7 +60,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     checkOutFolder(args.out, args.overwrite);
     requireWritableFolder(args.out, '--out'); // before the training, not after it
 
-    const files = await resolveCorpusFiles(args.corpus);
+    const files = await resolveCorpusFiles(args.corpus, (line) => process.stderr.write(line + '\n'));
     refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'reading', total, unit: 'bytes', enabled: args.progress });

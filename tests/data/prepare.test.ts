@@ -265,3 +265,28 @@ test('--on-invalid-utf8 replace reads the file with U+FFFD', async () => {
   assert.equal(fs.existsSync(path.join(work, 'o8', 'manifest.json')), false, 'the refused folder was left alone');
   assert.equal(fs.readFileSync(path.join(work, 'o8', 'notes.txt'), 'utf8'), 'mine');
 });
+
+test('files of other types in a corpus folder are named in a note, and a small held-out split gets one', async () => {
+  const mixed = path.join(work, 'mixed');
+  fs.mkdirSync(mixed, { recursive: true });
+  corpusDocs().slice(0, 40).forEach((d, i) => fs.writeFileSync(path.join(mixed, `d${i}.txt`), d));
+  fs.writeFileSync(path.join(mixed, 'paper.pdf'), '%PDF-1.7');
+  fs.writeFileSync(path.join(mixed, 'README.md'), '# notes');
+  fs.writeFileSync(path.join(mixed, '.DS_Store'), 'x'); // hidden: skipped without a word
+  const r = run(['prepare', '--corpus', mixed, '--tokenizer', tokDir, '--out', path.join(work, 'mixed-out'), '--seq-len', '32', '--no-progress']);
+  assert.equal(r.code, 0, r.stderr);
+  const note = r.stderr.split('\n').filter((l) => l.includes('left out of the corpus'));
+  assert.equal(note.length, 1, r.stderr);
+  assert.equal(note[0], `note: left out of the corpus from ${mixed}: 2 file(s) of other types (${path.join(mixed, 'README.md')}, ${path.join(mixed, 'paper.pdf')}); corpus files are .txt, .text, .jsonl, .ndjson, .csv, .tsv, .parquet, .arrow, .feather: convert the others to one of these to use them`);
+  // 2 of 40 short documents held out: far below 1,000 masked tokens.
+  assert.match(r.stderr, /^note: the validation split has \d+ tokens, so an evaluation masks about \d+ of them \(15%\): its loss is a rough figure/m);
+
+  // A held-out set of ~7,000+ tokens (1,000 masked) gets no such note.
+  const big = path.join(work, 'big-held.txt');
+  fs.writeFileSync(big, documents(400, 11).join('\n\n'));
+  const r2 = run(['prepare', '--corpus', corpusDir, '--validation', big, '--split-paragraphs', '--tokenizer', tokDir, '--out', path.join(work, 'big-held-out'), '--seq-len', '32', '--no-progress', '--json']);
+  assert.equal(r2.code, 0, r2.stderr);
+  const held = (await readManifest(path.join(work, 'big-held-out'))).splits.validation.tokens;
+  assert.ok(held * 0.15 >= 1000, `held-out tokens ${held}`);
+  assert.doesNotMatch(r2.stderr, /left out of the corpus|validation split has/);
+});
