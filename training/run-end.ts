@@ -2,6 +2,7 @@
 // run folder's root (the best checkpoint's with --load-best-at-end), the `--json` result and the
 // *_results.json files of a finished run, and report.md with its charts (also for an interrupted
 // run, which says how to continue).
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { EvalLogEntry, MetricsEntry, TrainLogEntry } from './report.ts';
 import { writeReport } from './report.ts';
@@ -51,6 +52,8 @@ export interface RunEnd {
   /** Sums over every step of the run, resumed sessions included. */
   totals: Window;
   stoppedEarlyAt: number | null;
+  /** A resume that found the run already trained (or stopped early): no step ran in this session. */
+  nothingToDo: boolean;
   /** This session: tokens and seconds in steps, steps, rows, the loop's wall seconds, and when the session began (performance.now()). */
   session: { tokens: number; seconds: number; steps: number; rows: number; loopSeconds: number; startedAt: number };
   /** Wall seconds of the run over every session. */
@@ -93,6 +96,13 @@ export async function finishRun(o: TrainOptions, log: (line: string) => void, e:
     stopped_early_at: e.stoppedEarlyAt,
     interrupted: e.interrupted,
   };
+  // A resume with nothing to do keeps the run's record: its results and report describe the
+  // sessions that trained, and this one's zero runtime would replace their figures.
+  const recorded = e.nothingToDo ? readRecordedResults(o.out) : null;
+  if (recorded !== null) {
+    for (const k of RECORDED_KEYS) if (typeof recorded[k] === 'number' || recorded[k] === null) (result[k] as number | null) = recorded[k] as number | null;
+    return result;
+  }
   if (finished) await writeResults(o.out, result, finalEval);
   const lastTrain = [...history].reverse().find((h): h is TrainLogEntry => !('eval_loss' in h));
   await writeReport(o.out, {
@@ -116,4 +126,17 @@ export async function finishRun(o: TrainOptions, log: (line: string) => void, e:
     finalEvalStep: finalEval?.step ?? null,
   });
   return result;
+}
+
+/** The throughput figures a finished run recorded in train_results.json (the rest is recomputed). */
+const RECORDED_KEYS = ['train_runtime', 'train_samples_per_second', 'train_steps_per_second', 'tokens_per_second'] as const;
+
+/** train_results.json of `out`, or null when the run has none (or it cannot be read). */
+function readRecordedResults(out: string): Record<string, unknown> | null {
+  try {
+    const parsed: unknown = JSON.parse(fs.readFileSync(path.join(out, 'train_results.json'), 'utf8'));
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as Record<string, unknown> : null;
+  } catch {
+    return null;
+  }
 }

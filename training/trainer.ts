@@ -201,6 +201,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   let sessionRows = 0;
   let lastCheckpoint: string | null = null;
   let lastEval: EvalResult | null = null;
+  let nothingToDo = false; // a resume that finds the run trained
   try {
     // Run state: restored from the checkpoint, or fresh.
     let window = emptyWindow();
@@ -234,7 +235,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     let lastSavedStep = state !== null ? step : -1;
     // A resume with nothing to do leaves the run's record as it is (its total_steps would read the
     // --steps of this call, fewer than the model has trained).
-    const nothingToDo = stoppedEarlyAt !== null || startStep >= totalSteps;
+    nothingToDo = stoppedEarlyAt !== null || startStep >= totalSteps;
     if (!(nothingToDo && fs.existsSync(path.join(o.out, 'run.json')))) await writeFileAtomic(path.join(o.out, 'run.json'), [Buffer.from(JSON.stringify({
       args: argsRecord(o), model: modelLabel, base_model: baseModel, config_vocab_size: config.vocab_size, total_steps: totalSteps,
       resumed_from: resumeFrom, start_step: startStep, backend: ctx.backend.name, device: ctx.backend.device, mlmkit_version: ctx.version,
@@ -308,7 +309,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
     if (stoppedEarlyAt !== null) {
       log(`${resumeFrom} stopped early at step ${step} (--early-stopping-patience ${patience}); nothing to do`);
     } else if (nothingToDo) {
-      log(`${resumeFrom} has already trained ${startStep} of ${totalSteps} steps; nothing to do`);
+      log(`${resumeFrom} has already trained ${startStep === totalSteps ? `${startStep} of ${totalSteps}` : `${startStep} steps, more than the ${totalSteps} asked for`}; nothing to do`);
     } else {
       await unpublishFinalModel(o.out); // training goes on: the root holds no final model until the end
       // Step 0: the base model's scores, the "before" of the report (not on --resume: the history has them).
@@ -404,7 +405,7 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
 
   // 5. The final model at the root, the results, the report (training/run-end.ts).
   return finishRun(o, log, {
-    interrupted, step, totalSteps, epochAt, lastCheckpoint, best, metric, history, totals, stoppedEarlyAt,
+    interrupted, step, totalSteps, epochAt, lastCheckpoint, best, metric, history, totals, stoppedEarlyAt, nothingToDo,
     session: { tokens: sessionTokens, seconds: sessionSeconds, steps: sessionSteps, rows: sessionRows, loopSeconds, startedAt: runStart },
     wallSeconds: wallSeconds(),
     notes: [

@@ -219,11 +219,18 @@ test('the run folder: unrelated files, an earlier run without --resume, bad opti
   await assert.rejects(run(options({ data: fx.dataDir, out: foreign })), (e: unknown) => e instanceof InputError && /holds files that are not from an mlm train run \(notes\.txt\)/.test(e.message));
 
   const earlier = path.join(tmp, 'earlier');
-  await run(options({ data: fx.dataDir, out: earlier, steps: 2 }));
+  const first = await run(options({ data: fx.dataDir, out: earlier, steps: 2 }));
   await assert.rejects(run(options({ data: fx.dataDir, out: earlier, steps: 2 })), /holds an earlier run; pass --resume to continue or choose another --out/);
-  // --resume on a finished run: nothing to do.
+  // --resume on a finished run: nothing to do; the results and report keep the training session's
+  // figures (they were rewritten with this session's zero runtime before 2026-12-08).
+  const records = ['train_results.json', 'all_results.json', 'report.md'].map((f) => fs.readFileSync(path.join(earlier, f), 'utf8'));
   const again = await run(options({ data: fx.dataDir, out: earlier, steps: 2, resume: true }));
   assert.equal(again.step, 2);
+  assert.deepEqual(['train_results.json', 'all_results.json', 'report.md'].map((f) => fs.readFileSync(path.join(earlier, f), 'utf8')), records);
+  assert.ok(first.train_runtime > 0);
+  assert.equal(again.train_runtime, first.train_runtime);
+  assert.equal(again.tokens_per_second, first.tokens_per_second);
+  assert.equal(again.eval_loss, first.eval_loss);
   // Fewer steps than trained: still nothing to do, and the run's record keeps its own total.
   const record = fs.readFileSync(path.join(earlier, 'run.json'), 'utf8');
   assert.equal((await run(options({ data: fx.dataDir, out: earlier, steps: 1, resume: true }))).step, 2);
