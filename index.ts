@@ -270,7 +270,7 @@ export interface EvaluateOptions extends Omit<EvaluateModelsOptions, 'models' | 
 export async function evaluate(opts: EvaluateOptions): Promise<EvaluationRow[]> {
   checkOptions('evaluate', opts, {
     ...BACKEND_KINDS, models: 'string|strings', data: 'string|strings', revision: 'string', split: 'string', seed: 'integer', batchSize: 'integer',
-    maxBatches: 'integer', mlmProbability: 'number', wholeWordMask: 'boolean', pseudo: 'boolean', seqLen: 'integer', text: 'object',
+    maxBatches: 'integer', mlmProbability: 'number', wholeWordMask: 'boolean', wholeWordSelection: 'string', pseudo: 'boolean', seqLen: 'integer', text: 'object',
     onStart: 'function', onProgress: 'function', onFinish: 'function',
   }, ['models', 'data']);
   checkBackendOptions('evaluate', opts);

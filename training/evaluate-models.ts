@@ -3,7 +3,7 @@
 // scored on every data set (masked loss, or pseudo-perplexity), and disposed before the next.
 import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import type { RawTextOptions } from '../data/corpus.ts';
-import { MLM_PROBABILITY } from '../data/masking.ts';
+import { MLM_PROBABILITY, type WholeWordSelection } from '../data/masking.ts';
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
@@ -26,6 +26,8 @@ export interface EvaluateModelsOptions {
   maxBatches?: number;
   mlmProbability?: number;
   wholeWordMask?: boolean;
+  /** With wholeWordMask: how words are selected, as the run being reproduced chose (default independent). */
+  wholeWordSelection?: WholeWordSelection;
   /** Pseudo-perplexity: every token masked in turn. */
   pseudo?: boolean;
   /** Tokens per block for raw text (default 128). */
@@ -62,6 +64,10 @@ export function checkEvaluateOptions(opts: Omit<EvaluateModelsOptions, 'models' 
   if (opts.seqLen !== undefined) requireInteger(opts.seqLen, 'seq-len', 8);
   if (opts.seed !== undefined) requireSeed(opts.seed);
   if (opts.mlmProbability !== undefined) requireOpenFraction(opts.mlmProbability, 'mlm-probability');
+  if (opts.wholeWordSelection !== undefined) {
+    requireChoice(opts.wholeWordSelection, ['independent', 'budget'], 'whole-word-selection');
+    if (!opts.wholeWordMask) throw new InputError('--whole-word-selection chooses how whole words are selected: give --whole-word-mask too');
+  }
   if (opts.pseudo && (opts.wholeWordMask || (opts.mlmProbability !== undefined && opts.mlmProbability !== MLM_PROBABILITY))) {
     throw new InputError(`--pseudo masks every token in turn, so ${opts.wholeWordMask ? '--whole-word-mask' : '--mlm-probability'} does not apply to it; leave it out, or leave out --pseudo`);
   }
@@ -96,7 +102,7 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
         try {
           const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
           opts.onStart?.(label, maxBatches ? Math.min(data.reader.rows, maxBatches * batchSize) : data.reader.rows);
-          const masking = maskingFor(folder.tokenizer, opts.mlmProbability ?? MLM_PROBABILITY, opts.wholeWordMask ?? false);
+          const masking = maskingFor(folder.tokenizer, opts.mlmProbability ?? MLM_PROBABILITY, opts.wholeWordMask ?? false, opts.wholeWordSelection);
           const evalOpts = {
             batchSize,
             seed: opts.seed ?? 42,

@@ -31,6 +31,7 @@ interface EvaluateArgs extends RawTextArgs {
   'max-batches': number;
   'mlm-probability': number;
   'whole-word-mask': boolean;
+  'whole-word-selection'?: 'independent' | 'budget';
   pseudo: boolean;
   'seq-len': number;
   backend: string;
@@ -52,6 +53,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .option('max-batches', { type: 'number', default: 0, describe: 'stop after N batches of rows (0: the whole split)' })
       .option('mlm-probability', { type: 'number', default: MLM_PROBABILITY, describe: 'share of tokens masked' })
       .option('whole-word-mask', { type: 'boolean', default: false, describe: 'mask whole words' })
+      .option('whole-word-selection', { choices: ['independent', 'budget'] as const, describe: 'with --whole-word-mask: as the run being reproduced selected words (see mlm train --help)' })
       .option('pseudo', { type: 'boolean', default: false, describe: 'pseudo-perplexity: mask every token in turn (slow: one pass per token)' })
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per block for raw text' })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
@@ -63,7 +65,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
   handler: async (args: ArgumentsCamelCase<EvaluateArgs>) => {
     checkEvaluateOptions({
       batchSize: args['batch-size'], maxBatches: args['max-batches'], seqLen: args['seq-len'], seed: args.seed, mlmProbability: args['mlm-probability'],
-      pseudo: args.pseudo, wholeWordMask: args['whole-word-mask'],
+      pseudo: args.pseudo, wholeWordMask: args['whole-word-mask'], wholeWordSelection: args['whole-word-selection'],
     });
 
     const log = (line: string) => process.stderr.write(line + '\n');
@@ -84,6 +86,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       maxBatches: args['max-batches'],
       mlmProbability: args['mlm-probability'],
       wholeWordMask: args['whole-word-mask'],
+      wholeWordSelection: args['whole-word-selection'],
       pseudo: args.pseudo,
       seqLen: args['seq-len'],
       text: rawTextOptions(args),

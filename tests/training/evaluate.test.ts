@@ -213,3 +213,19 @@ test('mlm evaluate --json: the documented shape (docs/formats.md), the same twic
   assert.match(bad.stderr, /^mlm: error: the data in .* was prepared with tokenizer .* but the model .* uses .*$/m);
   assert.equal(bad.stderr.trim().split('\n').filter((l) => l.startsWith('mlm:')).length, 1);
 });
+
+test('--whole-word-selection budget: evaluate draws the masks a training run with it draws', async () => {
+  const { tf, fx, checkpoint, model } = await get();
+  const models = [{ dir: checkpoint, source: 'run', revision: null }];
+  const rows = (selection?: 'independent' | 'budget') =>
+    evaluateModels(tf, { models, data: [fx.dataDir], batchSize: 8, wholeWordMask: true, wholeWordSelection: selection });
+  const reader = await validation(fx);
+  const budget = await evaluateMasked(tf, model, reader, maskingFor(fx.tokenizer, 0.15, true, 'budget'), { batchSize: 8, seed: 42 });
+  reader.close();
+  const [viaOption] = await rows('budget');
+  assert.equal(viaOption.result.loss, budget.loss);
+  assert.equal(viaOption.result.masked_tokens, budget.masked_tokens);
+  const [independent] = await rows();
+  assert.notEqual(independent.result.masked_tokens, budget.masked_tokens, 'the two schemes select other words');
+  await assert.rejects(evaluateModels(tf, { models, data: [fx.dataDir], wholeWordSelection: 'budget' }), /--whole-word-selection chooses how whole words are selected: give --whole-word-mask too/);
+});
