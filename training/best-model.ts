@@ -64,3 +64,24 @@ export function afterEvaluation(state: EarlyStoppingState, value: number, greate
   const best = state.best !== null && improves(value, state.best, greater, 0) ? value : state.best;
   return { best, counter: state.counter + 1 };
 }
+
+/**
+ * The best evaluation of `history` by `metric` among the steps that still have a checkpoint
+ * (`checkpointAt` gives its folder, or null), as the run would have chosen it had it used `metric`
+ * from the start: a later value must improve on the best so far (equal values keep the earlier).
+ */
+export function bestOfHistory(
+  history: readonly MetricsEntry[],
+  metric: BestMetric,
+  checkpointAt: (step: number) => string | null,
+): { value: number; step: number; checkpoint: string } | null {
+  const greater = greaterIsBetter(metric);
+  let best: { value: number; step: number; checkpoint: string } | null = null;
+  for (const e of history) {
+    if (!('eval_loss' in e)) continue;
+    const value = (e as EvalLogEntry)[metric];
+    const checkpoint = checkpointAt(e.step);
+    if (checkpoint !== null && improves(value, best?.value ?? null, greater)) best = { value, step: e.step, checkpoint };
+  }
+  return best;
+}

@@ -15,6 +15,7 @@ import { realPathOf, refuseForeignEntries, within } from '../data/paths.ts';
 import { CONFIG_FILE, hfWeightsOf, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
 import { onnxModelBytes } from './onnx-export.ts';
+import { refuseOutInsideRun } from './run-folder.ts';
 
 /** Where the onnx format puts the graph, as transformers.js looks for it. */
 export const ONNX_FILE = path.join('onnx', 'model.onnx');
@@ -48,7 +49,7 @@ export interface ExportSummary {
   /** The files written into `out`, sorted. */
   files: string[];
   tensors: number;
-  /** Bytes of weights written. */
+  /** Size of the weight file(s) written: model.safetensors (hf), onnx/model.onnx with its graph (onnx), the shards (tfjs). */
   bytes: number;
 }
 
@@ -62,7 +63,8 @@ function realPath(p: string): string | null {
 
 /**
  * Refuses an `out` that is a file, holds the model, lies inside the model's folder (a checkpoint of
- * a run, say: --overwrite would replace it), or is not empty (unless overwrite).
+ * a run, say: --overwrite would replace it) or inside a training run's folder, or is not empty
+ * (unless overwrite).
  */
 export function checkExportOut(out: string, model: string, overwrite: boolean): void {
   if (out.trim() === '') throw new InputError('--out must name a folder');
@@ -76,6 +78,7 @@ export function checkExportOut(out: string, model: string, overwrite: boolean): 
       throw new InputError(`--out ${out} lies inside the model folder ${model}; writing there could replace or mix with its files, choose a folder outside it`);
     }
   }
+  refuseOutInsideRun(out);
   const outReal = realPath(out);
   if (!outReal) return;
   const st = fs.statSync(outReal);

@@ -102,6 +102,25 @@ export function saveError(err: unknown, dir: string, out: string, lastCheckpoint
   return new TrainingError(`could not save ${dir} (${why}); ${previous}; ${todo}, then run again with --resume`);
 }
 
+/** Names only a training run writes: a folder holding one is a run folder. */
+const RUN_MARK = /^(checkpoint-\d+|metrics\.jsonl|run\.json)$/;
+
+/**
+ * Refuses an output folder inside an `mlm train` run folder (an export beside the checkpoints,
+ * say): a run folder holds only what training writes, so --resume would then refuse the run.
+ */
+export function refuseOutInsideRun(out: string, flag = '--out'): void {
+  let dir = path.dirname(realPathOf(out));
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'run.json')) && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+      throw new InputError(`${flag} ${out} lies inside the training run folder ${dir}, which holds only what mlm train writes (--resume would refuse it then); choose a folder outside it`);
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
+}
+
 /** The folder to resume from: `resume` as given (a checkpoint, or a run folder), or the newest in `out`. */
 function resumeFolder(resume: boolean | string, out: string): string | null {
   if (resume === false) return null;
@@ -118,16 +137,17 @@ function resumeFolder(resume: boolean | string, out: string): string | null {
 /**
  * The run folder's rules before a run starts: `out` holds nothing but what training runs write,
  * and an earlier run's checkpoints only with --resume. Returns the checkpoint to resume from
- * (null: a new run).
+ * (null: a new run, which needs `canStartFresh`: a --config or --from to start from).
  */
-export function checkRunFolder(out: string, resume: boolean | string, log: (line: string) => void): string | null {
+export function checkRunFolder(out: string, resume: boolean | string, log: (line: string) => void, canStartFresh = true): string | null {
   const { entries, foreign } = foreignEntries(out);
   if (foreign.length > 0) {
+    const isRun = entries.some((e) => RUN_MARK.test(e));
     throw new InputError(
-      `--out ${out} holds files that are not from an mlm train run (${firstNames(foreign)}); choose an empty or new folder`,
+      `--out ${out} holds files that are not from an mlm train run (${firstNames(foreign)}); ${isRun && resume !== false ? 'move them out of the run folder to resume it' : 'choose an empty or new folder'}`,
     );
   }
-  const runMarks = entries.filter((e) => /^(checkpoint-\d+|metrics\.jsonl|run\.json)$/.test(e));
+  const runMarks = entries.filter((e) => RUN_MARK.test(e));
   // A model or tokenizer folder (an export, `tokenizer train --out`, a Hub cache snapshot) holds
   // only names a run folder may hold too, but no run: training there would replace its files.
   const modelFiles = entries.filter((e) => finalModelFiles().includes(e) || e === 'README.md');
@@ -143,6 +163,7 @@ export function checkRunFolder(out: string, resume: boolean | string, log: (line
     if (earlier) {
       throw new InputError(`--resume: ${out} holds an earlier run (${firstNames(runMarks)}) but no complete checkpoint to continue from; starting from scratch would replace it: choose a new --out, or remove that run to start over`);
     }
+    if (!canStartFresh) throw new InputError(`--resume: ${out} holds no checkpoint to continue from; give --config FILE to pretrain from scratch or --from MODEL to adapt a checkpoint`);
     log(`note: --resume: no complete checkpoint in ${out}; starting from scratch`);
   }
   if (resumeFrom !== null && earlier && !within(realPathOf(resumeFrom), realPathOf(out))) {

@@ -4,7 +4,8 @@
 // against the prepared data: the same tokenizer, rows no longer than the model's positions.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from '../common/errors.ts';
+import { firstNames, InputError } from '../common/errors.ts';
+import { realPathOf, within } from '../common/paths.ts';
 import type { Manifest } from '../data/shards.ts';
 import { MlmTokenizer } from '../data/tokenizer.ts';
 import { loadModelFolder, maxSequenceLength, readConfigArgument } from './checkpoint.ts';
@@ -13,8 +14,8 @@ import { updateModelConfig, type ModelConfig } from './models/config.ts';
 import { initialWeights, type ModelWeights } from './models/weights.ts';
 import { localAttention } from './init-attention.ts';
 import { loadResumable } from './run-folder.ts';
-import { checkResumable, type TrainOptions } from './train-options.ts';
-import type { TrainerState } from './train-state.ts';
+import { checkResumable, continuedOptions, type TrainOptions } from './train-options.ts';
+import { listCheckpoints, type TrainerState } from './train-state.ts';
 
 export interface StartingPoint {
   config: ModelConfig;
@@ -25,6 +26,8 @@ export interface StartingPoint {
   state: TrainerState | null;
   /** What the model is called in messages and report.md: the checkpoint, the --from name or the --config file. */
   modelLabel: string;
+  /** The run's options: those given, or on --resume those of training/train-options.ts continuedOptions. */
+  options: TrainOptions;
 }
 
 /**
@@ -39,19 +42,21 @@ export async function startingPoint(o: TrainOptions, manifest: Manifest, resumeF
   let start: StartingPoint;
   if (resumeFrom !== null) {
     const { folder, trainerState } = await loadResumable(resumeFrom);
-    checkResumable(trainerState, o, manifest, resumeFrom, log);
+    const options = continuedOptions(o, trainerState, resumeFrom, log);
+    const changed = checkResumable(trainerState, options, manifest, resumeFrom, log);
+    if (changed.length > 0) refuseMixedBranches(options.out, resumeFrom, trainerState.global_step, changed);
     checkDataTokenizer(manifest, o.data, folder.tokenizer, resumeFrom);
     log(`resuming from ${resumeFrom} (step ${trainerState.global_step})`);
-    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: trainerState, modelLabel: resumeFrom };
+    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: trainerState, modelLabel: resumeFrom, options };
   } else if (o.from !== undefined) {
     const modelLabel = o.fromSource ?? o.from;
     const folder = await loadModelFolder(o.from, { source: modelLabel });
     checkDataTokenizer(manifest, o.data, folder.tokenizer, modelLabel);
-    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: null, modelLabel };
+    start = { config: folder.config, tokenizer: folder.tokenizer, init: { weights: folder.weights }, state: null, modelLabel, options: o };
   } else {
     const tokenizer = await loadDataTokenizer(manifest, o.data);
     const config = await pretrainConfig(o.config!, tokenizer, log);
-    start = { config, tokenizer, init: pretrainInit(config, o, log), state: null, modelLabel: o.config! };
+    start = { config, tokenizer, init: pretrainInit(config, o, log), state: null, modelLabel: o.config!, options: o };
   }
   const maxT = maxSequenceLength(start.config);
   if (manifest.seq_len > maxT) {
@@ -60,6 +65,18 @@ export async function startingPoint(o: TrainOptions, manifest: Manifest, resumeF
     );
   }
   return start;
+}
+
+/**
+ * A run resumed with other options from an earlier checkpoint of its own folder would leave the
+ * later checkpoints of the old options beside its own, and a bare --resume (the newest step) or
+ * --save-total-limit would take them for this run's: refused, the folder as it is.
+ */
+function refuseMixedBranches(out: string, resumeFrom: string, step: number, changed: string[]): void {
+  if (!fs.existsSync(out) || !within(realPathOf(resumeFrom), realPathOf(out))) return;
+  const later = listCheckpoints(out).filter((c) => c.step > step).map((c) => path.basename(c.dir));
+  if (later.length === 0) return;
+  throw new InputError(`cannot go on from ${resumeFrom} inside ${out} with ${firstNames(changed)}: the run's later checkpoints (${firstNames(later)}) were trained with the old options and would be mixed with this run's; give a new --out to branch from that checkpoint, or remove them to go on here`);
 }
 
 /** A fresh model's weights: transformers' init from the seed, with --init-attention local applied. */

@@ -2,6 +2,7 @@
 // (`checkTrainOptions`: every option is checked here once, the CLI only parses), their record by
 // CLI name in trainer_state.json and report.md (`argsRecord`), and what a resumed run must keep
 // (`checkResumable`).
+import * as path from 'node:path';
 import { InputError, requireChoice, requireInteger, requireOpenFraction, requireSeed } from '../common/errors.ts';
 import { MLM_PROBABILITY, type WholeWordSelection } from '../data/masking.ts';
 import type { Manifest } from '../data/shards.ts';
@@ -121,8 +122,37 @@ export function baseModelOf(state: TrainerState): string | null {
 /** Arguments that decide the stream of batches and masks: a resumed run must keep them. */
 const RESUME_FIXED = ['batch_size', 'grad_accum', 'seed', 'mlm_probability', 'whole_word_mask', 'whole_word_selection'] as const;
 
-/** Refuses to resume `state` with arguments that change the stream of batches, or on other data; notes other changes. */
-export function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest, from: string, log: (line: string) => void): void {
+/**
+ * The options of a run resumed from `state`: its length (--steps or --epochs) is the run's own
+ * unless one is given, and the model it started from (--from, --config) is the recorded one: the
+ * checkpoint's weights continue the run, so a different --from or --config is not used (a note
+ * says so) and is not recorded as if it were.
+ */
+export function continuedOptions(o: TrainOptions, state: TrainerState, from: string, log: (line: string) => void): TrainOptions {
+  const next: TrainOptions = { ...o };
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  if (o.steps === undefined && o.epochs === undefined) {
+    const { steps, epochs } = state.args;
+    if (typeof steps === 'number') next.steps = steps;
+    else if (typeof epochs === 'number') next.epochs = epochs;
+  }
+  const given = o.config !== undefined ? ['--config', o.config] : o.from !== undefined ? ['--from', o.fromSource ?? o.from] : null;
+  const recorded = text(state.args.from_source) ?? text(state.args.from) ?? text(state.args.config);
+  if (given !== null && (recorded === undefined || (given[1] !== recorded && path.resolve(given[1]) !== path.resolve(recorded)))) {
+    const base = baseModelOf(state);
+    log(`note: ${given[0]} ${given[1]} is not used: the run continues from ${from}, ${base !== null ? `which adapts ${base}` : 'pretrained from scratch'}`);
+  }
+  next.from = text(state.args.from);
+  next.fromSource = text(state.args.from_source);
+  next.config = text(state.args.config);
+  return next;
+}
+
+/**
+ * Refuses to resume `state` with arguments that change the stream of batches, or on other data;
+ * notes other changes and returns them (empty: the run goes on as an uninterrupted one would).
+ */
+export function checkResumable(state: TrainerState, o: TrainOptions, manifest: Manifest, from: string, log: (line: string) => void): string[] {
   const now = argsRecord(o);
   for (const key of RESUME_FIXED) {
     // whole_word_selection is recorded only when given; absent means the default.
@@ -139,11 +169,19 @@ export function checkResumable(state: TrainerState, o: TrainOptions, manifest: M
       `cannot resume from ${from}: it was trained on other data (${d.train_rows} rows of ${d.seq_len} tokens from ${d.dir}); give the same --data or start a new run`,
     );
   }
-  const changed = ['steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'rows_per_pass', 'precision']
+  const shown = (v: unknown) => (v === undefined ? 'unset' : JSON.stringify(v));
+  const changed = RESUME_CHANGEABLE
     .filter((k) => state.args[k] !== now[k])
-    .map((k) => `--${k.replace(/_/g, '-')} ${JSON.stringify(now[k])} (was ${JSON.stringify(state.args[k])})`);
+    .map((k) => `--${k.replace(/_/g, '-')} ${shown(now[k])} (was ${shown(state.args[k])})`);
   if (changed.length > 0) log(`note: resuming with ${changed.join(', ')}: the run will no longer match an uninterrupted one`);
+  return changed;
 }
+
+/** Arguments a resumed run may change (with a note): the steps after the checkpoint differ then. */
+const RESUME_CHANGEABLE = [
+  'steps', 'epochs', 'lr', 'warmup', 'schedule', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm',
+  'rows_per_pass', 'precision', 'eval_batches',
+];
 
 /**
  * Refuses unusable options (InputError naming the CLI flag). Needs no files and no backend: `train`

@@ -54,7 +54,7 @@ import type { MlmBatch } from '../data/masking.ts';
 import { Progress } from '../data/progress.ts';
 import { readManifest, SplitReader } from '../data/shards.ts';
 import { capabilitiesOf, type Tf } from './backend.ts';
-import { afterEvaluation, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
+import { afterEvaluation, bestOfHistory, earlyStoppingState, greaterIsBetter, improves, parseBestMetric } from './best-model.ts';
 import { writeModelFolder } from './checkpoint.ts';
 import { describeTokenizer, evaluateMasked, maskingFor, type EvalResult } from './evaluate.ts';
 import { createAdamW } from './flat-adamw.ts';
@@ -145,9 +145,11 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
   };
 
   // 1. The run folder (training/run-folder.ts) and 2. what the run starts from (training/starting-point.ts).
-  const resumeFrom = checkRunFolder(o.out, o.resume, log);
+  const resumeFrom = checkRunFolder(o.out, o.resume, log, o.config !== undefined || o.from !== undefined);
   const manifest = await readManifest(o.data);
-  const { config, tokenizer, init, state, modelLabel } = await startingPoint(o, manifest, resumeFrom, log);
+  const start = await startingPoint(o, manifest, resumeFrom, log);
+  const { config, tokenizer, init, state, modelLabel } = start;
+  o = start.options; // on --resume: the run's own length and starting model unless given
   checkTrainingMemory(tf, config, manifest.seq_len, ctx.backend.name, modelLabel);
   // The model the run adapts (null: pretrained from a config), kept in every checkpoint for --resume.
   const baseModel = state !== null ? baseModelOf(state) : o.from !== undefined ? modelLabel : null;
@@ -213,14 +215,22 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       history = state.log_history;
       window = state.log_window;
       totals = state.totals;
-      if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
-        // The folder is this run's checkpoint of that step, or (a run continued in a new --out) the
-        // one beside the checkpoint resumed from: the path the state file records (relative to
-        // where the run started, as transformers writes it) is never followed.
-        const name = checkpointName(state.best_step);
-        const found = [path.join(o.out, name), path.join(path.dirname(path.resolve(resumeFrom!)), name)].find((d) => fs.existsSync(path.join(d, 'config.json')));
-        if (found !== undefined) best = { value: state.best_metric, step: state.best_step, checkpoint: found };
-        else log(`note: the best checkpoint so far (${name}) is not in ${o.out} or beside ${resumeFrom}; the best model is chosen among the checkpoints from here on`);
+      // A checkpoint of the run is this run's of that step, or (a run continued in a new --out) the
+      // one beside the checkpoint resumed from: the path the state file records (relative to where
+      // the run started, as transformers writes it) is never followed.
+      const checkpointAt = (s: number): string | null => {
+        const name = checkpointName(s);
+        return [path.join(o.out, name), path.join(path.dirname(path.resolve(resumeFrom!)), name)].find((d) => fs.existsSync(path.join(d, 'config.json'))) ?? null;
+      };
+      const recordedMetric = parseBestMetric(typeof state.args.metric_for_best === 'string' ? state.args.metric_for_best : 'eval_loss');
+      if (recordedMetric !== metric) {
+        // The recorded best is a value of the other metric: chosen again from the evaluations.
+        best = bestOfHistory(history, metric, checkpointAt);
+        log(`note: --metric-for-best ${metric} (was ${recordedMetric}): the best checkpoint so far is chosen again by it, ${best !== null ? `${path.basename(best.checkpoint)} (${metric} ${best.value.toFixed(4)})` : 'none: no evaluated checkpoint is left'}`);
+      } else if (state.best_step !== null && state.best_metric !== null && state.best_model_checkpoint !== null) {
+        const found = checkpointAt(state.best_step);
+        if (found !== null) best = { value: state.best_metric, step: state.best_step, checkpoint: found };
+        else log(`note: the best checkpoint so far (${checkpointName(state.best_step)}) is not in ${o.out} or beside ${resumeFrom}; the best model is chosen among the checkpoints from here on`);
       }
       stopping = earlyStoppingState(history, metric, threshold);
       if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;

@@ -12,6 +12,7 @@ import { Progress } from '../../data/progress.ts';
 import { extendTokenizer, WordTally } from '../../data/tokenizer-extend.ts';
 import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { resolveModel } from '../../training/hub.ts';
+import { refuseOutInsideRun } from '../../training/run-folder.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
 
 interface ExtendArgs extends RawTextArgs {
@@ -34,6 +35,7 @@ interface ExtendArgs extends RawTextArgs {
 export function requireFreshOut(out: string, inputs: ReadonlyArray<{ path: string; flag: string }> = [], flag = '--out'): void {
   if (out.trim() === '') throw new InputError(`${flag} must name a folder`);
   refuseOutputOverInputs(out, inputs.filter((i) => fs.existsSync(i.path)), flag);
+  refuseOutInsideRun(out, flag);
   let entries: string[];
   try {
     const st = fs.statSync(out);

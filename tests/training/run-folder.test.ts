@@ -12,20 +12,11 @@ import { afterEvaluation, earlyStoppingState, greaterIsBetter, parseBestMetric }
 import { loadModel, resolveModel } from '../../training/hub.ts';
 import { readMetrics, type EvalLogEntry } from '../../training/report.ts';
 import { readTrainerState } from '../../training/train-state.ts';
-import { TRAIN_DEFAULTS, type TrainOptions } from '../../training/trainer.ts';
-import { brownDocuments, preparedFixture, trainOnWasm, writeTinyConfig, type PreparedFixture } from './train-helpers.ts';
+import type { TrainOptions } from '../../training/trainer.ts';
+import { tinyRuns, trainOnWasm } from './train-helpers.ts';
 
 const quiet = (_: string) => {};
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-runfolder-'));
-process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
-
-let fixture: Promise<PreparedFixture> | null = null;
-const data = () => (fixture ??= preparedFixture(path.join(tmp, 'fx'), brownDocuments(80_000), { vocabSize: 400, seqLen: 32 }));
-const configFile = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
-
-function options(over: Partial<TrainOptions>): TrainOptions {
-  return { ...TRAIN_DEFAULTS, config: configFile, data: '', out: '', steps: 8, batchSize: 8, logEvery: 1, evalEvery: 2, saveEvery: 2, evalBatches: 2, ...over };
-}
+const { tmp, data, options } = tinyRuns('mlmkit-runfolder-');
 async function run(o: TrainOptions, extra: { onStep?: (s: { step: number }) => void; signal?: AbortSignal; log?: (l: string) => void } = {}) {
   return trainOnWasm(o, extra);
 }

