@@ -333,9 +333,12 @@ export function learnVocabulary(wordCounts: Map<string, number>, opts: LearnOpti
     const parts = wordPiece
       ? `${specials.length} special tokens + ${alphabet.length} characters + ${alphabetSize - alphabet.length} '##' continuation pieces`
       : `${specials.length} special tokens + 256 byte symbols`;
+    // k kept characters make at most 2k tokens (each and its '##' piece): the largest k that fits
+    // always works; below one character and its piece, no alphabet does.
+    const fits = Math.floor((opts.vocabSize - specials.length) / 2);
     throw new InputError(
       `--vocab-size ${opts.vocabSize} is below the minimum for this corpus, ${vocab.length} (${parts}); ask for at least ${vocab.length}` +
-        (wordPiece ? ', or keep fewer characters with --limit-alphabet' : ''),
+        (wordPiece && fits >= 1 ? `, or keep fewer characters (--limit-alphabet ${fits} fits any corpus)` : ''),
     );
   }
 

@@ -216,9 +216,15 @@ describe('trainTokenizer', () => {
   test('a vocabulary size below specials + alphabet is an InputError naming the minimum', async () => {
     await assert.rejects(trainTokenizer([PROSE], { family: 'bert', vocabSize: 50, lowercase: true }), (err: unknown) => {
       assert.ok(err instanceof InputError);
-      assert.match(err.message, /--vocab-size 50 is below the minimum for this corpus, \d+ \(5 special tokens \+ \d+ characters \+ \d+ '##' continuation pieces\); ask for at least \d+/);
+      assert.match(err.message, /--vocab-size 50 is below the minimum for this corpus, \d+ \(5 special tokens \+ \d+ characters \+ \d+ '##' continuation pieces\); ask for at least \d+, or keep fewer characters \(--limit-alphabet 22 fits any corpus\)$/);
       return true;
     });
+    // The --limit-alphabet it names fits; below one character and its piece none does, and the
+    // message names none.
+    const limited = await trainTokenizer([PROSE], { family: 'bert', vocabSize: 50, lowercase: true, limitAlphabet: 22 });
+    assert.ok(limited.vocabSize <= 50);
+    await assert.rejects(trainTokenizer([PROSE], { family: 'bert', vocabSize: 6, lowercase: true }), (err: unknown) =>
+      err instanceof InputError && /ask for at least \d+$/.test(err.message));
     await assert.rejects(trainTokenizer([PROSE], { family: 'roberta', vocabSize: 260, lowercase: false }), /below the minimum for byte-level BPE, 261/);
     // The minimum itself works.
     const min = Number(/at least (\d+)/.exec(await trainTokenizer([PROSE], { family: 'bert', vocabSize: 50, lowercase: true }).catch((e: Error) => e.message) as string)![1]);
