@@ -140,6 +140,7 @@ function resumeFolder(resume: boolean | string, out: string): string | null {
  * (null: a new run, which needs `canStartFresh`: a --config or --from to start from).
  */
 export function checkRunFolder(out: string, resume: boolean | string, log: (line: string) => void, canStartFresh = true): string | null {
+  refuseOutInsideRun(out); // a run inside another run's folder
   const { entries, foreign } = foreignEntries(out);
   if (foreign.length > 0) {
     const isRun = entries.some((e) => RUN_MARK.test(e));

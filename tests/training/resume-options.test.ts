@@ -102,6 +102,7 @@ test('an export inside a run folder is refused; --resume over a foreign entry sa
   await assert.rejects(exportModel({ model: path.join(out, 'checkpoint-4'), out: path.join(out, 'exp'), format: 'hf' }),
     refused(/^--out .*around\/exp lies inside the training run folder .*around, which holds only what mlm train writes/));
   assert.ok(!fs.existsSync(path.join(out, 'exp')));
+  await assert.rejects(run(options({ data: fx.dataDir, out: path.join(out, 'nested') })), refused(/^--out .*around\/nested lies inside the training run folder/));
   fs.mkdirSync(path.join(out, 'mine'));
   await assert.rejects(run(options({ data: fx.dataDir, out, steps: 6, resume: true })),
     refused(/holds files that are not from an mlm train run \(mine\); move them out of the run folder to resume it$/));
