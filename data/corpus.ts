@@ -906,13 +906,29 @@ function spread(base: number, size: number, rows: number): (row: number) => numb
  * an ordinary character. (Until 2026-12-07 the quote state was the parity of all quotes, and a
  * stray quote inside an unquoted field, as in `5" screen`, flipped it: pieces were then cut inside
  * later quoted fields and arquero lost their second lines.)
+ *
+ * Since it reads the fields anyway, it also refuses what arquero would lose without a word: a
+ * record with more fields than the header (arquero keeps as many as the header names, so
+ * `1,"Stop!" she said` loses ` she said`: the character after a closing quote starts another
+ * field), and a quoted field still open at the end of the file (arquero would take every later
+ * line into it). Records end at "\n", "\r\n" or a lone "\r" outside quotes, as in arquero; line
+ * numbers in messages count the same breaks (and "\n" inside quoted fields).
  */
 class RecordAligner {
   private pending: string[] = [];
   private state: 'start' | 'plain' | 'quoted' | 'quote' = 'start';
   private readonly delimiter: number;
+  private line = 1; // line of the current position
+  private recordLine = 1; // line where the current record starts
+  private quoteLine = 0; // line where the quoted field now open starts
+  private fields = 1; // fields of the current record so far
+  private headerFields = 0; // fields of the first record (the header), once it has ended
+  private afterReturn = false; // the last character was a "\r" that ended a record
 
-  constructor(delimiter: string) {
+  constructor(
+    private readonly file: string,
+    delimiter: string,
+  ) {
     this.delimiter = delimiter.charCodeAt(0);
   }
 
@@ -920,36 +936,56 @@ class RecordAligner {
   push(text: string): string | null {
     const QUOTE = 34;
     const NEWLINE = 10;
+    const RETURN = 13;
     const delim = this.delimiter;
     let st = this.state;
     let cut = -1;
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
-      switch (st) {
-        case 'quoted':
-          // Skip to the next quote at once: nothing else matters inside a quoted field.
-          i = text.indexOf('"', i);
-          if (i < 0) i = text.length;
-          else st = 'quote';
-          break;
-        case 'quote':
-          // After a quote inside a quoted field: a second one is an escaped quote; any other
-          // character closed the field and ends it (arquero takes it as the separator), a line
-          // break ending the record too.
-          if (c === QUOTE) st = 'quoted';
-          else {
-            st = 'start';
-            if (c === NEWLINE) cut = i;
-          }
-          break;
-        default: // 'start' or 'plain'
-          if (c === NEWLINE) {
-            st = 'start';
-            cut = i;
-          } else if (c === delim) st = 'start';
-          else if (st === 'start' && c === QUOTE) st = 'quoted';
-          else st = 'plain';
+      if (st === 'quoted') {
+        // Skip to the next quote at once: nothing else matters inside a quoted field but the
+        // line count.
+        const q = text.indexOf('"', i);
+        const stop = q < 0 ? text.length : q;
+        this.line += countNewlines(text, i, stop);
+        i = stop;
+        if (q >= 0) st = 'quote';
+        continue;
       }
+      if (st === 'quote') {
+        // After a quote inside a quoted field: a second one is an escaped quote; any other
+        // character closed the field and ends it (arquero takes it as the separator, so a
+        // character other than the delimiter or a line break starts one more field).
+        if (c === QUOTE) {
+          st = 'quoted';
+          continue;
+        }
+        st = 'start';
+        if (c !== NEWLINE && c !== RETURN) {
+          this.fields++;
+          continue;
+        }
+      }
+      // 'start' or 'plain'
+      if (c === NEWLINE) {
+        cut = i;
+        if (this.afterReturn) this.afterReturn = false; // "\r\n": the record ended at the "\r"
+        else this.endRecord();
+        st = 'start';
+        continue;
+      }
+      this.afterReturn = false;
+      if (c === RETURN) {
+        this.endRecord();
+        this.afterReturn = true;
+        st = 'start';
+      } else if (c === delim) {
+        this.fields++;
+        st = 'start';
+      } else if (st === 'start' && c === QUOTE) {
+        st = 'quoted';
+        this.quoteLine = this.line;
+      } else st = 'plain';
     }
     this.state = st;
     if (cut < 0) {
@@ -964,9 +1000,30 @@ class RecordAligner {
 
   /** What is left at the end of the file. */
   end(): string {
+    if (this.state === 'quoted') {
+      throw new InputError(`${this.file}: the quoted field opened on line ${this.quoteLine} is never closed, so every line after it would be read into that field; close it with a quote (a quote inside a quoted field is written "")`);
+    }
+    this.checkFields();
     const out = this.pending.join('');
     this.pending = [];
     return out;
+  }
+
+  private endRecord(): void {
+    if (this.headerFields === 0) this.headerFields = this.fields;
+    else this.checkFields();
+    this.line++;
+    this.recordLine = this.line;
+    this.fields = 1;
+  }
+
+  private checkFields(): void {
+    if (this.headerFields === 0 || this.fields <= this.headerFields) return;
+    const tsv = this.delimiter === 9;
+    throw new InputError(
+      `${this.file}, line ${this.recordLine}: ${this.fields} fields where the header has ${this.headerFields}, and the extra ones would be lost; ` +
+        `quote a field that holds ${tsv ? 'a tab' : 'a comma'} or starts with a quote ("...", with "" for each quote inside), or give free text as .jsonl or .txt`,
+    );
   }
 }
 
@@ -992,7 +1049,7 @@ async function* readDelimited(file: string, delimiter: string, o: Required<Corpu
   }
   // arquero 8.0.3's streaming CSV parser garbles a quoted field that spans two chunks
   // (uwdata/arquero#395), so it is only given text cut at line breaks outside quotes.
-  const aligner = new RecordAligner(delimiter);
+  const aligner = new RecordAligner(file, delimiter);
   const stream = new ReadableStream<string>({
     start(ctl) {
       const out = aligner.push(first);
@@ -1031,6 +1088,11 @@ async function* readDelimited(file: string, delimiter: string, o: Required<Corpu
   }
   const names = table.columnNames();
   if (!names.includes(o.textField)) throw missingColumn(file, o.textField, names);
+  // arquero keeps the last of two columns of the same name: the other would be dropped unsaid.
+  const times = names.filter((n) => n === o.textField).length;
+  if (times > 1) {
+    throw new InputError(`${file}: the header names ${times} columns "${o.textField}", and only one can be read as the text; rename the others (or choose another column with --text-field)`);
+  }
   yield* columnBatches(file, o.textField, table.column(o.textField) as ColumnLike, 1, spread(base, size, table.numRows()), meter);
   meter.consumed = base + size;
 }

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { fromCSV, table, toArrowIPC } from 'arquero';
 import { InputError } from '../../common/errors.ts';
+import { Rng } from '../../common/rng.ts';
 import {
   SUPPORTED_EXTENSIONS,
   chooseValidation,
@@ -348,6 +349,59 @@ describe('tables', () => {
     assert.equal(want[1], 'line one of 2\nline "two" of 2');
     for (const chunkSize of [61, 1000, 1 << 20]) {
       assert.deepEqual((await readAll([f], { chunkSize })).map((d) => d.text), want, `chunkSize ${chunkSize}`);
+    }
+  });
+
+  test('a row with more fields than the header is refused with its file and line, not cut short', async () => {
+    // A quoted start closes at the second quote; arquero would keep "Stop!" and drop the rest.
+    const tsv = await put('tables/extra.tsv', 'id\ttext\n0\tfine\n1\t"Stop!" she said, and left.\n');
+    await rejectsWith(() => readAll([tsv]), `${tsv}, line 3: 3 fields where the header has 2`, 'would be lost', 'a tab', '.jsonl');
+    const csv = await put('tables/extra.csv', 'id,text\r\n1,"two\r\nlines"\r\n2,a, b and c\r\n');
+    for (const chunkSize of [5, 1 << 20]) {
+      await rejectsWith(() => readAll([csv], { chunkSize }), `${csv}, line 4: 3 fields where the header has 2`, 'a comma');
+    }
+    // The last row, without a final line break, is checked too.
+    const last = await put('tables/extra-last.csv', 'id,text\n1,a\n2,b,c');
+    await rejectsWith(() => readAll([last]), `${last}, line 3: 3 fields`);
+    // Fewer fields than the header lose nothing: the missing cells are empty.
+    const fewer = await put('tables/fewer.csv', 'text,id\nalone\nboth,2\n');
+    assert.deepEqual((await readAll([fewer])).map((d) => d.text), ['alone', 'both']);
+  });
+
+  test('a quoted field left open at the end of the file is refused, naming the line where it opened', async () => {
+    const f = await put('tables/open.csv', 'id,text\n1,fine\n2,"never closed\n3,c\n4,d\n');
+    for (const chunkSize of [4, 1 << 20]) await rejectsWith(() => readAll([f], { chunkSize }), f, 'opened on line 3 is never closed');
+    // A closing quote as the very last character closes it.
+    const closed = await put('tables/closed.csv', 'id,text\n1,"a\nb"');
+    assert.deepEqual((await readAll([closed])).map((d) => d.text), ['a\nb']);
+  });
+
+  test('a header naming the text column twice is refused', async () => {
+    const f = await put('tables/twice.csv', 'text,id,text\nA,1,B\n');
+    await rejectsWith(() => readAll([f]), f, 'names 2 columns "text"', '--text-field');
+    assert.deepEqual((await readAll([f], { textField: 'id' })).map((d) => d.text), ['1'], 'another column is read');
+  });
+
+  test('well-formed CSV and TSV read as arquero reads the whole text, at every chunk size (fuzzed)', async () => {
+    const rng = new Rng(7);
+    const pick = <T>(a: T[]) => a[rng.int(a.length)];
+    for (const [ext, delim] of [['csv', ','], ['tsv', '\t']] as const) {
+      for (let trial = 0; trial < 6; trial++) {
+        const eol = pick(['\n', '\r\n', '\r']);
+        const cell = () => {
+          const parts = Array.from({ length: rng.int(4) }, () => pick(['a', 'b c', 'é東😀', ',', '\t', '"', '""', '\n', '\r\n', ' 5" x', '']));
+          const raw = parts.join('');
+          // Quote whatever needs it (and some cells that do not).
+          return /[",\t\r\n]/.test(raw) || rng.int(3) === 0 ? `"${raw.replace(/"/g, '""')}"` : raw;
+        };
+        const rows = Array.from({ length: 40 + rng.int(40) }, () => [cell(), cell(), cell()].slice(0, 1 + rng.int(3)).join(delim));
+        const text = `text${delim}x${delim}y${eol}${rows.join(eol)}${rng.int(2) ? eol : ''}`;
+        const f = await put(`tables/fuzz-${trial}.${ext}`, text);
+        const want = (fromCSV(text, { autoType: false, delimiter: delim }).array('text') as (string | null)[]).filter((v) => v !== null && /\S/.test(v));
+        for (const chunkSize of [4, 7, 33, 1 << 20]) {
+          assert.deepEqual((await readAll([f], { chunkSize })).map((d) => d.text), want, `${ext} trial ${trial} chunkSize ${chunkSize}`);
+        }
+      }
     }
   });
 
