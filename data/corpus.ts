@@ -32,6 +32,7 @@
 // totalBytes(files), except for whatever follows the last document of the whole corpus (trailing
 // blank text, empty files at the end). Progress bars should finish on totalBytes.
 
+import { constants as bufferConstants } from 'node:buffer';
 import { openAsBlob, type Dirent } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -50,6 +51,8 @@ export interface CorpusOptions {
   onInvalidUtf8?: InvalidUtf8Policy;
   /** Bytes per read of a text file (default 1 MiB). Small values are for tests. */
   chunkSize?: number;
+  /** Characters a whole .txt file may hold as one document (default MAX_DOCUMENT_CHARS). Small values are for tests. */
+  maxDocumentChars?: number;
 }
 
 /** The options of how raw text is read that every command reading it takes (scripts/commands/text-options.ts). */
@@ -89,6 +92,13 @@ const SUPPORTED_LIST = SUPPORTED_EXTENSIONS.join(', ');
 const DEFAULT_CHUNK = 1 << 20;
 /** Bytes decoded into one string: at most 64 KB even as UTF-16, below V8's large-object size. */
 const DECODE_SLICE = 32 << 10;
+/**
+ * The most characters (UTF-16 code units) of one .txt file read as one document: 500 MiB,
+ * safely below V8's longest string (2^29 - 24 code units in Node 20 to 24), where joining the
+ * file would fail with a bare "Invalid string length". A UTF-8 file has at least as many bytes
+ * as code units, so a file refused holds more than 500 MiB.
+ */
+export const MAX_DOCUMENT_CHARS = Math.min(500 << 20, bufferConstants.MAX_STRING_LENGTH - (8 << 20));
 
 function kindOf(file: string): FileKind | undefined {
   return KIND_BY_EXTENSION[path.extname(file).toLowerCase()];
@@ -551,6 +561,7 @@ export function readDocuments(files: string[], opts: CorpusOptions = {}): AsyncI
     textField: opts.textField ?? 'text',
     onInvalidUtf8: opts.onInvalidUtf8 ?? 'error',
     chunkSize: opts.chunkSize ?? DEFAULT_CHUNK,
+    maxDocumentChars: opts.maxDocumentChars ?? MAX_DOCUMENT_CHARS,
   };
   check(o.onInvalidUtf8 === 'error' || o.onInvalidUtf8 === 'replace', `--on-invalid-utf8 must be 'error' or 'replace', got '${o.onInvalidUtf8}'`);
   check(Number.isInteger(o.chunkSize) && o.chunkSize >= 4, `chunk size must be an integer >= 4, got ${o.chunkSize}`);
@@ -615,7 +626,7 @@ function fileBatches(file: string, o: Required<CorpusOptions>, meter: ByteMeter)
   const kind = kindOf(file);
   switch (kind) {
     case 'txt':
-      return readTextFile(file, o.splitParagraphs ? new ParagraphParser(file) : new WholeTextParser(file), o, meter);
+      return readTextFile(file, o.splitParagraphs ? new ParagraphParser(file) : new WholeTextParser(file, o.maxDocumentChars), o, meter);
     case 'jsonl':
       return readTextFile(file, new JsonLinesParser(file, o.textField), o, meter);
     case 'csv':
@@ -681,12 +692,24 @@ async function* readTextFile(file: string, parser: TextParser, o: Required<Corpu
   if (batch.length) yield batch;
 }
 
-/** .txt, one document per file: the decoded text, accumulated. */
+/** .txt, one document per file: the decoded text, accumulated (up to `maxChars` characters). */
 class WholeTextParser implements TextParser {
   private parts: string[] = [];
-  constructor(private file: string) {}
+  private length = 0;
+  constructor(
+    private file: string,
+    private maxChars: number,
+  ) {}
   push(text: string): void {
-    if (text) this.parts.push(text);
+    if (!text) return;
+    this.length += text.length;
+    if (this.length > this.maxChars) {
+      // Refused as soon as it is known, before the rest of the file is read and held.
+      const mb = Math.floor(this.maxChars / (1 << 20));
+      const size = mb >= 1 ? `${mb} MB` : `${this.maxChars} characters`;
+      throw new InputError(`${this.file} is one document of more than ${size}, which mlmkit cannot hold as one string; pass --split-paragraphs (one document per blank-line-separated paragraph) or split the file`);
+    }
+    this.parts.push(text);
   }
   end(emit: Emit): void {
     const text = this.parts.join('');

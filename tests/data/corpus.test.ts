@@ -15,6 +15,7 @@ import { fromCSV, table, toArrowIPC } from 'arquero';
 import { InputError } from '../../common/errors.ts';
 import { Rng } from '../../common/rng.ts';
 import {
+  MAX_DOCUMENT_CHARS,
   SUPPORTED_EXTENSIONS,
   chooseValidation,
   firstInvalidUtf8,
@@ -266,6 +267,14 @@ describe('.txt', () => {
       assert.deepEqual(docs.map((d) => [d.text, d.source]), ref.map((d) => [d.text, d.source]), `chunkSize ${chunkSize}`);
       assert.equal(docs.reduce((s, d) => s + d.bytes, 0), await totalBytes([f]));
     }
+  });
+
+  test('a file too large to hold as one document is refused with advice, before it is read whole', async () => {
+    assert.ok(MAX_DOCUMENT_CHARS >= 500 * 2 ** 20 && MAX_DOCUMENT_CHARS < 2 ** 29 - 24, 'the real limit lies below V8\'s longest string');
+    const f = await put('txt/huge.txt', 'word '.repeat(40)); // 200 characters
+    await rejectsWith(() => readAll([f], { maxDocumentChars: 150, chunkSize: 16 }), `${f} is one document of more than 150 characters`, 'cannot hold as one string', '--split-paragraphs', 'split the file');
+    assert.equal((await readAll([f], { maxDocumentChars: 200 }))[0].text, 'word '.repeat(40), 'up to the limit is fine');
+    assert.equal((await readAll([f], { maxDocumentChars: 150, splitParagraphs: true })).length, 1, 'paragraphs are not one file-sized document');
   });
 
   test('a multi-byte character split across chunk boundaries decodes intact', async () => {
