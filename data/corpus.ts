@@ -104,6 +104,11 @@ function kindOf(file: string): FileKind | undefined {
   return KIND_BY_EXTENSION[path.extname(file).toLowerCase()];
 }
 
+/** Whether `file` is read as plain text (.txt, .text): one document per file unless split into paragraphs. */
+export function isPlainTextFile(file: string): boolean {
+  return kindOf(file) === 'txt';
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resolving files, folders and globs
 // ---------------------------------------------------------------------------------------------

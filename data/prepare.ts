@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { firstNames, InputError, requireChoice, requireSeed } from '../common/errors.ts';
-import { chooseValidation, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
+import { chooseValidation, isPlainTextFile, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
 import { MLM_PROBABILITY } from './masking.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -163,7 +163,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     const chosen = chooseValidation(trainDocs, opts.validationSplit, opts.seed);
     isValidation = (i) => chosen.has(i);
     if (opts.validationSplit > 0 && chosen.size === 0) {
-      opts.log(`warning: the corpus has ${trainDocs} document(s), too few to hold out a validation split; the validation split is empty (give --validation FILES for a held-out set)`);
+      opts.log(`warning: the corpus has ${trainDocs} document(s), too few to hold out a validation split; the validation split is empty${fewDocumentsAdvice(trainFiles, opts)}`);
     }
   }
 
@@ -269,6 +269,21 @@ export function checkPrepareOptions(opts: Pick<PrepareOptions, 'seqLen' | 'maxPo
     throw new InputError(`--validation-split must be in [0, 1), got ${opts.validationSplit}`);
   }
   requireSeed(opts.seed);
+}
+
+/**
+ * Why a corpus may hold fewer documents than expected, and what to do: a .txt file is one
+ * document unless --split-paragraphs, and the split stays by document with --line-by-line
+ * (Hugging Face's run_mlm --line_by_line splits lines instead).
+ */
+function fewDocumentsAdvice(files: string[], opts: Pick<PrepareOptions, 'splitParagraphs' | 'mode'>): string {
+  const wholeText = !opts.splitParagraphs && files.some(isPlainTextFile);
+  const why = [
+    ...(wholeText ? ['a .txt file is one document unless --split-paragraphs (one per blank-line-separated paragraph)'] : []),
+    ...(opts.mode === 'lines' ? ['with --line-by-line the split is still by document, not by line'] : []),
+  ];
+  const todo = wholeText ? 'pass --split-paragraphs, or give --validation FILES for a held-out set' : 'give --validation FILES for a held-out set';
+  return why.length > 0 ? `: ${why.join(', and ')}; ${todo}` : ` (${todo})`;
 }
 
 /** Splits a document into its non-blank lines (lines mode). */

@@ -1,0 +1,69 @@
+// `prepare` called in process (fast: no CLI start, a tokenizer trained here): what the manifest
+// counts against what the shards hold, rows that hold text, how a rerun over a prepared folder is
+// compared, and the notes and warnings about the corpus.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { InputError } from '../../common/errors.ts';
+import { prepare, type PrepareOptions, type PrepareResult } from '../../data/prepare.ts';
+import { readManifest, SplitReader } from '../../data/shards.ts';
+import { trainTokenizer } from '../../data/tokenizer-train.ts';
+import type { MlmTokenizer } from '../../data/tokenizer.ts';
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'mlm-prepare-rows-'));
+const words = ['the', 'patient', 'was', 'treated', 'with', 'antibiotics', 'for', 'acute', 'bronchitis', 'fever', 'resolved', 'after', 'three', 'days'];
+let tok: MlmTokenizer;
+
+before(async () => {
+  const docs = Array.from({ length: 40 }, (_, i) => words.slice(i % 5).concat(words.slice(0, i % 5)).join(' ') + '.');
+  tok = (await trainTokenizer(docs, { family: 'bert', vocabSize: 120, lowercase: true })).tokenizer;
+});
+
+after(() => fs.rmSync(work, { recursive: true, force: true }));
+
+/** Writes a file under the work folder and returns its path. */
+function put(name: string, text: string): string {
+  const p = path.join(work, name);
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, text);
+  return p;
+}
+
+/** Runs prepare with quiet defaults; the lines it logged are returned beside the result. */
+async function run(over: Partial<PrepareOptions> & Pick<PrepareOptions, 'corpus' | 'out'>): Promise<PrepareResult & { logged: string[] }> {
+  const logged: string[] = [];
+  const result = await prepare({
+    tokenizer: tok,
+    tokenizerSource: 'tok',
+    seqLen: 16,
+    mode: 'blocks',
+    validationSplit: 0,
+    seed: 42,
+    overwrite: false,
+    log: (line) => logged.push(line),
+    progress: false,
+    ...over,
+  });
+  return { ...result, logged };
+}
+
+test('a corpus of one .txt file: the warning says why (one document unless --split-paragraphs) and that --line-by-line splits by document', async () => {
+  const text = put('one/notes.txt', Array.from({ length: 30 }, (_, i) => `${words[i % words.length]} ${words[(i * 3) % words.length]} fever`).join('\n') + '\n');
+  const blocks = await run({ corpus: [text], out: path.join(work, 'one-blocks'), validationSplit: 0.1 });
+  const warning = blocks.logged.filter((l) => l.includes('too few to hold out a validation split'));
+  assert.equal(warning.length, 1, blocks.logged.join('\n'));
+  assert.match(warning[0], /the corpus has 1 document\(s\).*a \.txt file is one document unless --split-paragraphs.*pass --split-paragraphs, or give --validation FILES/);
+  assert.doesNotMatch(warning[0], /line-by-line/);
+
+  const lines = await run({ corpus: [text], out: path.join(work, 'one-lines'), validationSplit: 0.1, mode: 'lines' });
+  assert.match(lines.logged.join('\n'), /a \.txt file is one document unless --split-paragraphs.*with --line-by-line the split is still by document, not by line/);
+  assert.equal(lines.manifest.splits.validation.rows, 0, 'the split is by document: one document, nothing held out');
+
+  // JSON Lines hold one document per line already: no word about .txt files.
+  const jsonl = put('one/one.jsonl', JSON.stringify({ text: 'the patient was treated' }) + '\n');
+  const j = await run({ corpus: [jsonl], out: path.join(work, 'one-jsonl'), validationSplit: 0.1 });
+  const w = j.logged.find((l) => l.includes('too few to hold out'));
+  assert.ok(w && !w.includes('.txt') && w.includes('give --validation FILES'), j.logged.join('\n'));
+});
