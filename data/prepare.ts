@@ -325,13 +325,15 @@ class RowBuilder {
   add(enc: EncodedText, newDoc: boolean): void {
     if (newDoc) this.info.documents++;
     const { ids, wordStarts } = enc;
-    this.info.tokens += ids.length;
-    for (let i = 0; i < ids.length; i++) {
+    // A line keeps at most seq_len - 2 tokens; the counts are of the tokens written.
+    const kept = this.opts.mode === 'lines' ? Math.min(ids.length, this.T - 2) : ids.length;
+    this.info.tokens += kept;
+    for (let i = 0; i < kept; i++) {
       if (ids[i] === this.unk) this.info.unknown_tokens++;
       this.info.words += wordStarts[i];
     }
     if (this.opts.mode === 'lines') {
-      const n = Math.min(ids.length, this.T - 2);
+      const n = kept;
       if (n < ids.length) this.info.truncated++;
       this.row.set(ids.subarray(0, n), 1);
       this.words.set(wordStarts.subarray(0, n), 1);

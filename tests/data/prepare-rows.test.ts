@@ -67,3 +67,34 @@ test('a corpus of one .txt file: the warning says why (one document unless --spl
   const w = j.logged.find((l) => l.includes('too few to hold out'));
   assert.ok(w && !w.includes('.txt') && w.includes('give --validation FILES'), j.logged.join('\n'));
 });
+
+/** Every row of a split, with its word-start bits. */
+async function rowsOf(dir: string, split: 'train' | 'validation') {
+  const m = await readManifest(dir);
+  const reader = new SplitReader(dir, m, split);
+  const rows: { ids: number[]; words: number[] }[] = [];
+  for (let r = 0; r < reader.rows; r++) {
+    const ids = new Uint32Array(m.seq_len), ws = new Uint8Array(m.seq_len);
+    reader.readRow(r, ids, ws, 0);
+    rows.push({ ids: [...ids], words: [...ws] });
+  }
+  reader.close();
+  return { m, rows };
+}
+
+test('--line-by-line: tokens, words and unknown tokens of a split count what the shards hold, not the truncated rest', async () => {
+  // Long lines (far over seq_len - 2 tokens) with characters the vocabulary lacks, in both halves.
+  const long = (i: number) => `${words.join(' ')} ✓ ${words.slice(i).join(' ')} Ωmega ${words.join(' ')} ✓✓`;
+  const file = put('long/lines.txt', [0, 1, 2, 3, 4, 5].map(long).join('\n') + '\nshort ✓ line\n');
+  const out = path.join(work, 'long-lines');
+  const { manifest } = await run({ corpus: [file], out, mode: 'lines' });
+  const { cls, sep, pad, unk } = tok.specialIds;
+  const { rows } = await rowsOf(out, 'train');
+  const text = rows.flatMap((r) => r.ids.map((id, t) => ({ id, word: r.words[t] }))).filter((x) => x.id !== cls && x.id !== sep && x.id !== pad);
+  const info = manifest.splits.train;
+  assert.equal(info.truncated, 6);
+  assert.ok(info.unknown_tokens > 0 && info.unknown_tokens < 14, `some [UNK] are written, some cut off: ${info.unknown_tokens}`);
+  assert.equal(info.tokens, text.length, 'tokens: the text tokens in the shards');
+  assert.equal(info.words, text.filter((x) => x.word === 1).length, 'words: the word starts in the shards');
+  assert.equal(info.unknown_tokens, text.filter((x) => x.id === unk).length, 'unknown tokens: those in the shards');
+});
