@@ -527,16 +527,82 @@ async function checkOutputFolder(out: string, wanted: Omit<Manifest, 'splits'>, 
     const shown = firstNames(entries);
     throw new InputError(`--out ${out} is not empty and holds no prepared data (${shown}); choose an empty or new folder (--overwrite replaces only a prepared-data folder)`);
   }
-  const { splits: _s, created_by: _c, ...have } = existing;
-  const { created_by: _w, ...want } = wanted;
-  if (!overwrite && JSON.stringify(have) === JSON.stringify(want)) return existing;
+  const differences = manifestDifferences(existing, wanted);
+  if (!overwrite && differences.length === 0) return existing;
   // The folder is to be replaced (now, or with --overwrite next time): only prepared data may be there.
   refuseForeignEntries(out, isPreparedEntry, 'prepared-data folder');
   if (overwrite) return null;
-  const changed = want.inputs.find((f) => {
-    const before = have.inputs?.find((g) => g.path === f.path);
-    return before && (before.bytes !== f.bytes || before.sha256 !== f.sha256);
-  });
-  const why = changed ? ` (${changed.path} changed since it was prepared)` : '';
+  const why = differences.length > 0 ? ` (${differences.join('; ')})` : '';
   throw new InputError(`--out ${out} holds data prepared with other inputs or options${why}; pass --overwrite to replace it, or choose another --out`);
+}
+
+type Input = Manifest['inputs'][number];
+
+/**
+ * What makes a prepared folder's data differ from what `wanted` would write, in the words of the
+ * options (`--seq-len 16 then, 24 now`, an input added, removed or changed); empty when the data
+ * would be the same. Paths are kept in the manifest as given, relative to the folder the command
+ * ran in, so they are not compared: the inputs are the same when the same contents (size and
+ * SHA-256) come in the same order, as many of them held out; the tokenizer is the same when its
+ * hash is, however it was named. So the same prepare run from another folder is still a no-op.
+ */
+function manifestDifferences(have: Manifest, want: Omit<Manifest, 'splits'>): string[] {
+  const out: string[] = [];
+  const option = (name: string, then: unknown, now: unknown) => {
+    if (JSON.stringify(then) !== JSON.stringify(now)) out.push(`${name} ${String(then)} then, ${String(now)} now`);
+  };
+  if (have.format !== want.format || have.version !== want.version) out.push(`written as ${have.format} version ${have.version}`);
+  const { source: _a, revision: _b, ...tokHave } = have.tokenizer ?? ({} as Manifest['tokenizer']);
+  const { source: _c, revision: _d, ...tokWant } = want.tokenizer;
+  if (JSON.stringify(tokHave) !== JSON.stringify(tokWant)) out.push(`another tokenizer (${have.tokenizer?.source ?? '?'} then, ${want.tokenizer.source} now)`);
+  option('--seq-len', have.seq_len, want.seq_len);
+  option('--line-by-line', have.mode === 'lines', want.mode === 'lines');
+  if (have.dtype !== want.dtype && have.tokenizer?.sha256 === want.tokenizer.sha256) out.push(`token ids stored as ${have.dtype}`);
+  option('--seed', have.seed, want.seed);
+  const heldFiles = (v: Manifest['validation']) => ('files' in v ? v.files.length : -1);
+  if ('split' in have.validation && 'split' in want.validation) option('--validation-split', have.validation.split, want.validation.split);
+  else if (heldFiles(have.validation) !== heldFiles(want.validation)) {
+    const describe = (v: Manifest['validation']) => ('files' in v ? `--validation with ${v.files.length} file(s)` : `--validation-split ${v.split}`);
+    out.push(`${describe(have.validation)} then, ${describe(want.validation)} now`);
+  }
+  const names: Record<string, string> = { split_paragraphs: '--split-paragraphs', text_field: '--text-field', on_invalid_utf8: '--on-invalid-utf8' };
+  for (const key of new Set([...Object.keys(have.options ?? {}), ...Object.keys(want.options)])) {
+    option(names[key] ?? key, have.options?.[key], want.options[key]);
+  }
+  out.push(...inputDifferences(have.inputs ?? [], want.inputs));
+  return out;
+}
+
+/** The inputs added, removed or changed (see manifestDifferences); empty when the same. */
+function inputDifferences(then: Input[], now: Input[]): string[] {
+  const content = (f: Input) => `${f.bytes}:${f.sha256}`;
+  if (then.length === now.length && then.every((f, i) => content(f) === content(now[i]))) return [];
+  // For the message only: the same file named from another folder ends with the other's spelling
+  // ("c.txt" then, "sub/c.txt" now).
+  const parts = (p: string) => path.normalize(p).split(path.sep).filter((x) => x !== '' && x !== '.' && x !== '..');
+  const sameFile = (a: string, b: string) => {
+    if (path.resolve(a) === path.resolve(b)) return true;
+    const [x, y] = [parts(a), parts(b)];
+    const n = Math.min(x.length, y.length);
+    return n > 0 && x.slice(-n).join('/') === y.slice(-n).join('/');
+  };
+  const out: string[] = [];
+  const changed = now.filter((f) => then.some((g) => sameFile(g.path, f.path) && content(g) !== content(f)));
+  if (changed.length > 0) out.push(`${firstNames(changed.map((f) => f.path))} changed since it was prepared`);
+  // Contents are matched as multisets: a copy of a file given beside it is one input more.
+  const unmatched = (from: Input[], against: Input[]) => {
+    const left = new Map<string, number>();
+    for (const g of against) left.set(content(g), (left.get(content(g)) ?? 0) + 1);
+    return from.filter((f) => {
+      const n = left.get(content(f)) ?? 0;
+      left.set(content(f), n - 1);
+      return n <= 0;
+    });
+  };
+  const added = unmatched(now, then).filter((f) => !changed.includes(f));
+  const removed = unmatched(then, now).filter((g) => !changed.some((f) => sameFile(g.path, f.path)));
+  if (added.length > 0) out.push(`input ${firstNames(added.map((f) => f.path))} added`);
+  if (removed.length > 0) out.push(`input ${firstNames(removed.map((f) => f.path))} (as named then) no longer given`);
+  if (out.length === 0) out.push('the inputs come in another order, or another share of them is held out');
+  return out;
 }

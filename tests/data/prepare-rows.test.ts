@@ -98,3 +98,37 @@ test('--line-by-line: tokens, words and unknown tokens of a split count what the
   assert.equal(info.words, text.filter((x) => x.word === 1).length, 'words: the word starts in the shards');
   assert.equal(info.unknown_tokens, text.filter((x) => x.id === unk).length, 'unknown tokens: those in the shards');
 });
+
+test('a rerun from another working folder reuses the data; a refused rerun names what differs', async () => {
+  const sub = path.join(work, 'cwd', 'sub');
+  put('cwd/sub/c.txt', 'the patient was treated with antibiotics\n');
+  const home = process.cwd();
+  let first: PrepareResult;
+  try {
+    process.chdir(sub);
+    first = await run({ corpus: ['c.txt'], out: 'p1', tokenizerSource: '../tok' });
+    process.chdir(path.dirname(sub));
+    const again = await run({ corpus: ['sub/c.txt'], out: 'sub/p1', tokenizerSource: 'tok' });
+    assert.equal(again.reused, true, 'the same files and options, named from another folder');
+    assert.deepEqual(again.manifest.inputs.map((f) => f.path), ['c.txt'], 'the manifest keeps the paths as first given');
+
+    const refused = async (over: Partial<PrepareOptions>, ...fragments: string[]) => {
+      await assert.rejects(run({ corpus: ['sub/c.txt'], out: 'sub/p1', ...over }), (err: unknown) => {
+        assert.ok(err instanceof InputError, String(err));
+        assert.match(err.message, /^--out sub\/p1 holds data prepared with other inputs or options \(.*\); pass --overwrite/);
+        for (const f of fragments) assert.ok(err.message.includes(f), `"${err.message}" should name ${f}`);
+        return true;
+      });
+    };
+    await refused({ validationSplit: 0.1 }, '(--validation-split 0 then, 0.1 now)');
+    await refused({ seqLen: 24, mode: 'lines' }, '--seq-len 16 then, 24 now', '--line-by-line false then, true now');
+    await refused({ splitParagraphs: true, textField: 'body' }, '--split-paragraphs false then, true now', '--text-field text then, body now');
+    put('cwd/sub/d.txt', 'the patient was treated with antibiotics\n'); // a copy is one input more
+    await refused({ corpus: ['sub/c.txt', 'sub/d.txt'] }, '(input sub/d.txt added)');
+    put('cwd/sub/c.txt', 'fever resolved after three days\n');
+    await refused({}, '(sub/c.txt changed since it was prepared)');
+  } finally {
+    process.chdir(home);
+  }
+  assert.ok(first!.manifest.splits.train.rows > 0);
+});

@@ -131,7 +131,7 @@ test('two runs over the same inputs give byte-identical folders; a third run reu
   assert.match(again.stderr, /reusing it/);
   const other = run(['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--out', a, '--seq-len', '24', '--no-progress']);
   assert.equal(other.code, 2);
-  assert.match(other.stderr, /holds data prepared with other inputs or options; pass --overwrite/);
+  assert.match(other.stderr, /holds data prepared with other inputs or options \(--seq-len 16 then, 24 now\); pass --overwrite/);
 });
 
 test('lines mode: one example per non-blank line, [CLS] line [SEP], truncated and padded', async () => {
