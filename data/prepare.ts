@@ -5,8 +5,10 @@
 //
 // Modes
 //   blocks: documents are concatenated with [SEP] (</s>) after each one and cut into rows of
-//           seq_len tokens, each row starting with [CLS] (<s>). The tail row is padded, never
-//           dropped, so a small corpus still gives one example.
+//           seq_len tokens, each row starting with [CLS] (<s>). A document that fills its row to
+//           the end gets no [SEP]: the row's end separates it, and so every row holds text right
+//           after its [CLS]. The tail row is padded, never dropped, so a small corpus still gives
+//           one example.
 //           Porting note: transformers' run_mlm.py `group_texts` drops the remainder, which turns
 //           a corpus smaller than one block into an empty dataset without a word.
 //   lines:  every non-blank line of a document is one example, [CLS] line [SEP], truncated to
@@ -352,7 +354,9 @@ class RowBuilder {
       off += n;
       if (this.pos === this.T) this.emit();
     }
-    this.push(this.sep, 0);
+    // A document that ended a row is separated from the next by the row's end: its [SEP] would
+    // open the next row ([CLS] [SEP] ...) or, at the end of the corpus, make a row with no text.
+    if (this.pos > 1) this.push(this.sep, 0);
   }
 
   finish(): SplitInfo {

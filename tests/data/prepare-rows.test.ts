@@ -132,3 +132,26 @@ test('a rerun from another working folder reuses the data; a refused rerun names
   }
   assert.ok(first!.manifest.splits.train.rows > 0);
 });
+
+test('blocks: a document ending exactly at a row\'s end gets no [SEP], so no row is [CLS] [SEP] or holds no text', async () => {
+  const { cls, sep, pad } = tok.specialIds;
+  // A document of exactly seq_len - 1 = 15 tokens fills a row after its [CLS].
+  let full = '';
+  for (let i = 0; (await tok.encode(full)).ids.length < 15; i++) full = `${full} ${words[i % words.length]}`.trim();
+  const fullIds = [...(await tok.encode(full)).ids];
+  assert.equal(fullIds.length, 15, 'test setup: a document of 15 tokens');
+  const shortIds = [...(await tok.encode('fever resolved')).ids];
+
+  const both = put('full/both.jsonl', [full, 'fever resolved'].map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  await run({ corpus: [both], out: path.join(work, 'full-both') });
+  const a = await rowsOf(path.join(work, 'full-both'), 'train');
+  const padded = (ids: number[]) => [...ids, ...Array(16 - ids.length).fill(pad)];
+  assert.deepEqual(a.rows.map((r) => r.ids), [[cls, ...fullIds], padded([cls, ...shortIds, sep])], 'the next row starts with text, not [SEP]');
+  assert.equal(a.m.splits.train.tokens, 15 + shortIds.length);
+
+  // At the end of the corpus: no row of [CLS] [SEP] and padding.
+  const alone = put('full/alone.jsonl', JSON.stringify({ text: full }) + '\n');
+  await run({ corpus: [alone], out: path.join(work, 'full-alone') });
+  const b = await rowsOf(path.join(work, 'full-alone'), 'train');
+  assert.deepEqual(b.rows.map((r) => r.ids), [[cls, ...fullIds]]);
+});

@@ -76,7 +76,7 @@ function readRows(dir: string, split: 'train' | 'validation') {
   });
 }
 
-test('blocks mode: rows are [CLS] + the token stream with [SEP] after each document, tail padded', async () => {
+test('blocks mode: rows are [CLS] + the token stream with [SEP] after each document (none after one that ends a row), tail padded', async () => {
   const out = path.join(work, 'blocks');
   const r = run(['prepare', '--corpus', corpusDir, '--tokenizer', tokDir, '--out', out, '--seq-len', '32', '--validation-split', '0.1', '--no-progress']);
   assert.equal(r.code, 0, r.stderr);
@@ -94,13 +94,20 @@ test('blocks mode: rows are [CLS] + the token stream with [SEP] after each docum
   const stream: number[] = [];
   const starts: number[] = [];
   let trainDocs = 0;
+  let seps = 0;
   const docs = corpusDocs();
   for (let i = 0; i < docs.length; i++) {
     if (held.has(i)) continue;
     const enc = await tok.encode(docs[i]);
     trainDocs++;
-    stream.push(...enc.ids, sep);
-    starts.push(...enc.wordStarts, 0);
+    stream.push(...enc.ids);
+    starts.push(...enc.wordStarts);
+    // A document that ends at a row's end (31 stream tokens a row) is separated by it: no [SEP].
+    if (stream.length % 31 !== 0) {
+      stream.push(sep);
+      starts.push(0);
+      seps++;
+    }
   }
   assert.equal(trainDocs, 108);
   const got: number[] = [];
@@ -114,7 +121,8 @@ test('blocks mode: rows are [CLS] + the token stream with [SEP] after each docum
   assert.deepEqual(got.slice(0, lastReal), stream, 'the rows hold exactly the encoded training documents in order');
   assert.deepEqual(gotStarts.slice(0, lastReal), starts, 'word starts come from the tokenizer');
   assert.ok(got.slice(lastReal).every((id) => id === pad), 'only the tail is padded');
-  assert.equal(m.splits.train.tokens, stream.length - trainDocs);
+  assert.equal(m.splits.train.tokens, stream.length - seps);
+  assert.ok(rows.every((row) => row[1] !== sep && row[1] !== pad), 'every row holds text after its [CLS]');
 });
 
 test('two runs over the same inputs give byte-identical folders; a third run reuses the data', () => {
