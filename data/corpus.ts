@@ -53,10 +53,14 @@ export interface CorpusOptions {
   chunkSize?: number;
   /** Characters a whole .txt file may hold as one document (default MAX_DOCUMENT_CHARS). Small values are for tests. */
   maxDocumentChars?: number;
+  /** Notes (stderr in the CLI): one per file with rows whose text is null, which are skipped. */
+  log?: (line: string) => void;
 }
 
 /** The options of how raw text is read that every command reading it takes (scripts/commands/text-options.ts). */
 export type RawTextOptions = Pick<CorpusOptions, 'splitParagraphs' | 'textField' | 'onInvalidUtf8'>;
+
+type ReadOptions = Required<Omit<CorpusOptions, 'log'>> & Pick<CorpusOptions, 'log'>;
 
 export interface CorpusDocument {
   /** The text exactly as in the file (a paragraph excludes its final line break). */
@@ -549,7 +553,8 @@ class ChunkClock {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Streams documents from the files, in order. Empty and whitespace-only documents are skipped;
+ * Streams documents from the files, in order. Empty and whitespace-only documents are skipped, and
+ * so are rows whose text is null (counted: one note per file through `opts.log`);
  * zero documents is not an error here (see requireNonEmpty). .txt and .jsonl are streamed with
  * flat memory; tables are loaded one at a time (Parquet one row group at a time).
  *
@@ -561,12 +566,13 @@ class ChunkClock {
  * document is held; callers that keep many documents around should copy them.
  */
 export function readDocuments(files: string[], opts: CorpusOptions = {}): AsyncIterable<CorpusDocument> {
-  const o: Required<CorpusOptions> = {
+  const o: ReadOptions = {
     splitParagraphs: opts.splitParagraphs ?? false,
     textField: opts.textField ?? 'text',
     onInvalidUtf8: opts.onInvalidUtf8 ?? 'error',
     chunkSize: opts.chunkSize ?? DEFAULT_CHUNK,
     maxDocumentChars: opts.maxDocumentChars ?? MAX_DOCUMENT_CHARS,
+    log: opts.log,
   };
   check(o.onInvalidUtf8 === 'error' || o.onInvalidUtf8 === 'replace', `--on-invalid-utf8 must be 'error' or 'replace', got '${o.onInvalidUtf8}'`);
   check(Number.isInteger(o.chunkSize) && o.chunkSize >= 4, `chunk size must be an integer >= 4, got ${o.chunkSize}`);
@@ -577,7 +583,7 @@ export function readDocuments(files: string[], opts: CorpusOptions = {}): AsyncI
 }
 
 /** All files' documents, in batches. One ByteMeter runs over the whole corpus. */
-async function* corpusBatches(files: string[], o: Required<CorpusOptions>): AsyncGenerator<CorpusDocument[]> {
+async function* corpusBatches(files: string[], o: ReadOptions): AsyncGenerator<CorpusDocument[]> {
   const meter = new ByteMeter();
   for (const file of files) yield* fileBatches(file, o, meter);
 }
@@ -627,13 +633,15 @@ class DocumentIterator implements AsyncIterator<CorpusDocument> {
 }
 
 /** The documents of one file, in batches. Leaves meter.consumed exactly at the file's end. */
-function fileBatches(file: string, o: Required<CorpusOptions>, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
+function fileBatches(file: string, o: ReadOptions, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
   const kind = kindOf(file);
   switch (kind) {
     case 'txt':
       return readTextFile(file, o.splitParagraphs ? new ParagraphParser(file) : new WholeTextParser(file, o.maxDocumentChars), o, meter);
-    case 'jsonl':
-      return readTextFile(file, new JsonLinesParser(file, o.textField), o, meter);
+    case 'jsonl': {
+      const parser = new JsonLinesParser(file, o.textField);
+      return thenNote(readTextFile(file, parser, o, meter), () => noteNoText(file, o, parser.nulls));
+    }
     case 'csv':
     case 'tsv':
       return readDelimited(file, kind === 'tsv' ? '\t' : ',', o, meter);
@@ -644,6 +652,21 @@ function fileBatches(file: string, o: Required<CorpusOptions>, meter: ByteMeter)
     default:
       throw new InputError(`${file}: unsupported corpus file type '${path.extname(file)}'; supported: ${SUPPORTED_LIST}`);
   }
+}
+
+/** The batches of `batches`, then `after()` once they are all read. */
+async function* thenNote(batches: AsyncGenerator<CorpusDocument[]>, after: () => void): AsyncGenerator<CorpusDocument[]> {
+  yield* batches;
+  after();
+}
+
+/**
+ * Rows whose text is null (JSON null, an empty CSV cell, an Arrow or Parquet null) are skipped in
+ * every format, as blank text is; one note per file says how many, so that rows do not vanish
+ * unsaid.
+ */
+function noteNoText(file: string, o: ReadOptions, rows: number): void {
+  if (rows > 0 && o.log) o.log(`note: ${file}: ${rows} row(s) with no text ("${o.textField}" null or empty) were skipped`);
 }
 
 /**
@@ -677,7 +700,7 @@ interface TextParser {
 }
 
 /** Runs a text parser over a decoded file, yielding the documents found in each chunk. */
-async function* readTextFile(file: string, parser: TextParser, o: Required<CorpusOptions>, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
+async function* readTextFile(file: string, parser: TextParser, o: ReadOptions, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
   const clock = new ChunkClock(meter);
   let batch: CorpusDocument[] = [];
   const emit: Emit = (text, source, end) => {
@@ -809,10 +832,12 @@ class ParagraphParser implements TextParser {
   }
 }
 
-/** .jsonl: one JSON object per line; blank lines skipped; the text field must be a string. */
+/** .jsonl: one JSON object per line; blank lines skipped; the text field must be a string or null (skipped, counted). */
 class JsonLinesParser implements TextParser {
   private partial: string[] = []; // pieces of a line cut by chunk boundaries
   private lineNo = 0;
+  /** Lines whose text field is null. */
+  nulls = 0;
 
   constructor(
     private file: string,
@@ -859,6 +884,10 @@ class JsonLinesParser implements TextParser {
       if (NON_BLANK.test(text)) emit(text, where, end);
       return;
     }
+    if (text === null) {
+      this.nulls++;
+      return;
+    }
     if (!Object.prototype.hasOwnProperty.call(rec, this.field)) {
       const keys = Object.keys(rec);
       throw new InputError(`${where}: no field "${this.field}" (fields here: ${keys.length ? keys.join(', ') : 'none'}); choose the text field with --text-field`);
@@ -887,9 +916,9 @@ interface ColumnLike {
 }
 
 /**
- * Yields the non-blank string cells of a text column in batches. Row numbers in sources are
- * 1-based over the file, the column's first row being `firstRow`; `bytesAfter(r)` is the corpus
- * byte count consumed after 0-based file row r.
+ * Yields the non-blank string cells of a text column in batches and returns the number of null
+ * cells skipped. Row numbers in sources are 1-based over the file, the column's first row being
+ * `firstRow`; `bytesAfter(r)` is the corpus byte count consumed after 0-based file row r.
  */
 function* columnBatches(
   file: string,
@@ -898,13 +927,17 @@ function* columnBatches(
   firstRow: number,
   bytesAfter: (row: number) => number,
   meter: ByteMeter,
-): Generator<CorpusDocument[]> {
+): Generator<CorpusDocument[], number> {
+  let nulls = 0;
   for (let lo = 0; lo < column.length; lo += TABLE_BATCH) {
     const hi = Math.min(column.length, lo + TABLE_BATCH);
     const batch: CorpusDocument[] = [];
     for (let i = lo; i < hi; i++) {
       const v = column.at(i);
-      if (v === null || v === undefined) continue;
+      if (v === null || v === undefined) {
+        nulls++;
+        continue;
+      }
       const row = firstRow + i;
       if (typeof v !== 'string') {
         throw new InputError(`${file}#row ${row}: column "${field}" holds ${describe(v)}, not text; choose a text column with --text-field`);
@@ -915,6 +948,7 @@ function* columnBatches(
     }
     if (batch.length) yield batch;
   }
+  return nulls;
 }
 
 function missingColumn(file: string, field: string, names: string[]): InputError {
@@ -1056,7 +1090,7 @@ class RecordAligner {
 }
 
 /** .csv/.tsv through arquero's streaming CSV parser, fed by the checked decoder. */
-async function* readDelimited(file: string, delimiter: string, o: Required<CorpusOptions>, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
+async function* readDelimited(file: string, delimiter: string, o: ReadOptions, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
   const base = meter.consumed;
   let size = 0;
   const chunks = decodeFile(file, o.onInvalidUtf8, o.chunkSize);
@@ -1121,12 +1155,13 @@ async function* readDelimited(file: string, delimiter: string, o: Required<Corpu
   if (times > 1) {
     throw new InputError(`${file}: the header names ${times} columns "${o.textField}", and only one can be read as the text; rename the others (or choose another column with --text-field)`);
   }
-  yield* columnBatches(file, o.textField, table.column(o.textField) as ColumnLike, 1, spread(base, size, table.numRows()), meter);
+  const nulls = yield* columnBatches(file, o.textField, table.column(o.textField) as ColumnLike, 1, spread(base, size, table.numRows()), meter);
   meter.consumed = base + size;
+  noteNoText(file, o, nulls);
 }
 
 /** .arrow/.feather (Arrow IPC file or stream format) through arquero's fromArrow. */
-async function* readArrowFile(file: string, o: Required<CorpusOptions>, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
+async function* readArrowFile(file: string, o: ReadOptions, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
   const base = meter.consumed;
   const bytes = await fsp.readFile(file);
   const field = o.textField;
@@ -1144,8 +1179,9 @@ async function* readArrowFile(file: string, o: Required<CorpusOptions>, meter: B
     throw new InputError(`${file} is not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)}); check the file`);
   }
   if (!names.includes(field)) throw missingColumn(file, field, names);
-  yield* columnBatches(file, field, table.column(field) as ColumnLike, 1, spread(base, bytes.byteLength, table.numRows()), meter);
+  const nulls = yield* columnBatches(file, field, table.column(field) as ColumnLike, 1, spread(base, bytes.byteLength, table.numRows()), meter);
   meter.consumed = base + bytes.byteLength;
+  noteNoText(file, o, nulls);
 }
 
 // The parts of parquet-wasm (0.8) that we use. It is loaded on first use, by a computed module
@@ -1172,7 +1208,7 @@ async function loadParquetWasm(file: string): Promise<ParquetWasmModule> {
 }
 
 /** .parquet via parquet-wasm, one row group at a time, only the text column, into arquero. */
-async function* readParquetFile(file: string, o: Required<CorpusOptions>, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
+async function* readParquetFile(file: string, o: ReadOptions, meter: ByteMeter): AsyncGenerator<CorpusDocument[]> {
   const base = meter.consumed;
   const size = (await fsp.stat(file)).size;
   const field = o.textField;
@@ -1195,6 +1231,7 @@ async function* readParquetFile(file: string, o: Required<CorpusOptions>, meter:
     }
     const bytesAt = spread(base, size, rows);
     let firstRow = 1;
+    let nulls = 0;
     for (let g = 0; g < groups; g++) {
       let table;
       try {
@@ -1203,9 +1240,10 @@ async function* readParquetFile(file: string, o: Required<CorpusOptions>, meter:
       } catch (err) {
         throw new InputError(`${file}: could not read row group ${g} (${err instanceof Error ? err.message : String(err)}); check the file`);
       }
-      yield* columnBatches(file, field, table.column(field) as ColumnLike, firstRow, bytesAt, meter);
+      nulls += yield* columnBatches(file, field, table.column(field) as ColumnLike, firstRow, bytesAt, meter);
       firstRow += groupRows[g];
     }
+    noteNoText(file, o, nulls);
   } finally {
     pf.free();
   }

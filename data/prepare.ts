@@ -151,10 +151,16 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
   const corpusOpts: CorpusOptions = { splitParagraphs: opts.splitParagraphs, textField: opts.textField, onInvalidUtf8: opts.onInvalidUtf8 };
   let isValidation: (docIndex: number) => boolean = () => false;
   let trainDocs = 0;
-  if (!opts.validation && opts.validationSplit > 0) {
+  // The readers' notes (rows with no text) come once per file: from the first pass that reads it.
+  const scanned = !opts.validation && opts.validationSplit > 0;
+  if (scanned) {
     const counter = new Progress({ label: 'prepare: scanning', unit: 'bytes', total: await totalBytes(trainFiles), enabled: opts.progress });
     let bytes = 0;
-    for await (const doc of readDocuments(trainFiles, corpusOpts)) {
+    const log = (line: string) => {
+      counter.clear();
+      opts.log(line);
+    };
+    for await (const doc of readDocuments(trainFiles, { ...corpusOpts, log })) {
       stopIfAborted();
       trainDocs++;
       bytes += doc.bytes;
@@ -206,10 +212,14 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     const sources: { files: string[]; split: SplitName | null }[] = opts.validation
       ? [{ files: trainFiles, split: 'train' }, { files: validFiles, split: 'validation' }]
       : [{ files: trainFiles, split: null }];
+    const log = (line: string) => {
+      bar.clear();
+      opts.log(line);
+    };
     for (const source of sources) {
       let docIndex = 0;
       let docsHere = 0;
-      for await (const doc of readDocuments(source.files, corpusOpts)) {
+      for await (const doc of readDocuments(source.files, { ...corpusOpts, log: scanned ? undefined : log })) {
         stopIfAborted();
         const split: SplitName = source.split ?? (isValidation(docIndex) ? 'validation' : 'train');
         docIndex++;

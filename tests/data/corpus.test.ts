@@ -312,20 +312,33 @@ describe('.jsonl', () => {
     }
   });
 
+  test('a null text is skipped and counted, with one note per file, as in tables', async () => {
+    const f = await put('jsonl/null.jsonl', '{"text": "a"}\n{"text": null}\n{"text": "b"}\n{"text": null, "id": 4}\n');
+    const notes: string[] = [];
+    for (const chunkSize of [5, 1 << 20]) {
+      notes.length = 0;
+      const docs = await readAll([f], { chunkSize, log: (line) => notes.push(line) });
+      assert.deepEqual(docs.map((d) => [d.text, d.source]), [['a', `${f}:1`], ['b', `${f}:3`]]);
+      assert.deepEqual(notes, [`note: ${f}: 2 row(s) with no text ("text" null or empty) were skipped`]);
+      assert.equal(docs.reduce((s, d) => s + d.bytes, 0), (await totalBytes([f])) - Buffer.byteLength('{"text": null, "id": 4}\n'), 'bytes after the last document are not credited');
+    }
+    assert.equal((await readAll([f])).length, 2, 'without a log the rows are skipped all the same');
+  });
+
   test('textField picks another field', async () => {
     const f = await put('jsonl/b.jsonl', '{"content": "x", "text": 3}\n');
     assert.deepEqual((await readAll([f], { textField: 'content' })).map((d) => d.text), ['x']);
   });
 
-  test('errors: invalid JSON, missing field (lists fields), non-string field, non-object line', async () => {
+  test('errors: invalid JSON, missing field (lists fields), non-string non-null field, non-object line', async () => {
     const bad = await put('jsonl/bad.jsonl', '{"text": "ok"}\n\n{"text": "oops"\n');
     await rejectsWith(() => readAll([bad]), `${bad}:3`, 'invalid JSON');
     const missing = await put('jsonl/missing.jsonl', '{"text": "ok"}\n{"body": "x", "title": "y"}\n');
     await rejectsWith(() => readAll([missing]), `${missing}:2`, 'no field "text"', 'body, title', '--text-field');
     const num = await put('jsonl/num.jsonl', '{"text": 42}\n');
     await rejectsWith(() => readAll([num]), `${num}:1`, '"text" is a number, not a string');
-    const nul = await put('jsonl/null.jsonl', '{"text": "a"}\n{"text": null}\n');
-    await rejectsWith(() => readAll([nul]), `${nul}:2`, 'null');
+    const obj = await put('jsonl/obj.jsonl', '{"text": "a"}\n\n{"text": {"en": "b"}}\n');
+    await rejectsWith(() => readAll([obj]), `${obj}:3`, '"text" is an object, not a string');
     const arr = await put('jsonl/arr.jsonl', '["text"]\n');
     await rejectsWith(() => readAll([arr]), `${arr}:1`, 'expected a JSON object, got an array');
   });
@@ -334,7 +347,9 @@ describe('.jsonl', () => {
 describe('tables', () => {
   test('.csv: quoted fields, numbers kept as text, null and blank cells skipped, row sources', async () => {
     const f = await put('tables/a.csv', '\uFEFFid,text\r\n1,"Hello, ""world""\nsecond line"\r\n2,\r\n3,   \r\n4,0123\r\n5,plain\r\n');
-    const docs = await readAll([f]);
+    const notes: string[] = [];
+    const docs = await readAll([f], { log: (line) => notes.push(line) });
+    assert.deepEqual(notes, [`note: ${f}: 1 row(s) with no text ("text" null or empty) were skipped`], 'the empty cell; the blank one is blank text');
     assert.deepEqual(
       docs.map((d) => [d.text, d.source]),
       [
@@ -429,8 +444,10 @@ describe('tables', () => {
     const t = table({ id: [1, 2, 3, 4], text: ['alpha', null, ' ', 'gamma ✓'] });
     for (const format of ['file', 'stream'] as const) {
       const f = await put(`tables/t-${format}.arrow`, toArrowIPC(t, { format }));
-      const docs = await readAll([f]);
+      const notes: string[] = [];
+      const docs = await readAll([f], { log: (line) => notes.push(line) });
       assert.deepEqual(docs.map((d) => [d.text, d.source]), [['alpha', `${f}#row 1`], ['gamma ✓', `${f}#row 4`]], format);
+      assert.deepEqual(notes, [`note: ${f}: 1 row(s) with no text ("text" null or empty) were skipped`]);
       assert.equal(docs.reduce((s, d) => s + d.bytes, 0), await totalBytes([f]));
       await rejectsWith(() => readAll([f], { textField: 'body' }), f, 'no column "body"', 'id, text');
       await rejectsWith(() => readAll([f], { textField: 'id' }), `${f}#row 1`, 'column "id"', 'not text');
@@ -448,11 +465,13 @@ describe('tables', () => {
     const tab = table({ text: ['r1', null, 'r3', '  ', 'r5', 'r6', 'r7'], n: [1, 2, 3, 4, 5, 6, 7] });
     const props = new pq.WriterPropertiesBuilder().setMaxRowGroupSize(3).build();
     const f = await put('tables/t.parquet', pq.writeParquet(pq.Table.fromIPCStream(toArrowIPC(tab, { format: 'stream' })), props));
-    const docs = await readAll([f]);
+    const notes: string[] = [];
+    const docs = await readAll([f], { log: (line) => notes.push(line) });
     assert.deepEqual(
       docs.map((d) => [d.text, d.source]),
       [['r1', `${f}#row 1`], ['r3', `${f}#row 3`], ['r5', `${f}#row 5`], ['r6', `${f}#row 6`], ['r7', `${f}#row 7`]],
     );
+    assert.deepEqual(notes, [`note: ${f}: 1 row(s) with no text ("text" null or empty) were skipped`], 'one note over all row groups');
     assert.equal(docs.reduce((s, d) => s + d.bytes, 0), await totalBytes([f]));
     await rejectsWith(() => readAll([f], { textField: 'body' }), f, 'no column "body"', 'text, n');
     await rejectsWith(() => readAll([f], { textField: 'n' }), `${f}#row 1`, 'not text');

@@ -155,3 +155,13 @@ test('blocks: a document ending exactly at a row\'s end gets no [SEP], so no row
   const b = await rowsOf(path.join(work, 'full-alone'), 'train');
   assert.deepEqual(b.rows.map((r) => r.ids), [[cls, ...fullIds]]);
 });
+
+test('rows with null text are skipped with one note per file, whether or not the corpus is read twice for a split', async () => {
+  const rows = [...Array.from({ length: 20 }, (_, i) => ({ text: `${words[i % words.length]} was treated` })), { text: null }, { text: null }];
+  const file = put('nulls/n.jsonl', rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  for (const validationSplit of [0, 0.1]) {
+    const r = await run({ corpus: [file], out: path.join(work, `nulls-${validationSplit}`), validationSplit });
+    assert.deepEqual(r.logged.filter((l) => l.includes('with no text')), [`note: ${file}: 2 row(s) with no text ("text" null or empty) were skipped`], `split ${validationSplit}`);
+    assert.equal(r.manifest.splits.train.documents + r.manifest.splits.validation.documents, 20);
+  }
+});
