@@ -369,6 +369,10 @@ async function* decodeFile(file: string, policy: InvalidUtf8Policy, chunkSize: n
       const bytes = bufs[which].subarray(0, bytesRead);
       which ^= 1;
       pending = fh.read(bufs[which], 0, chunkSize, null);
+      // UTF-16 text is full of NUL bytes; its byte order mark tells it from a binary file.
+      if (offset === 0 && bytesRead >= 2 && ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))) {
+        throw new InputError(`${file} is UTF-16 text (it starts with a UTF-16 byte order mark); corpora must be UTF-8: convert it, for example with iconv -f UTF-16 -t UTF-8`);
+      }
       const nul = bytes.indexOf(0);
       if (nul >= 0) {
         throw new InputError(`${file} looks binary (NUL byte at offset ${offset + nul}); corpora must be UTF-8 text`);

@@ -532,6 +532,14 @@ describe('bad input', () => {
     await rejectsWith(() => readAll([c]), c, 'looks binary', 'offset 6');
   });
 
+  test('a file starting with a UTF-16 byte order mark is named UTF-16, with advice to convert it', async () => {
+    for (const [name, bytes] of [['le', Buffer.from('\uFEFFhello\n', 'utf16le')], ['be', Buffer.from('\uFEFFhello\n', 'utf16le').swap16()]] as const) {
+      const f = await put(`bad/utf16-${name}.txt`, bytes);
+      await rejectsWith(() => readAll([f]), `${f} is UTF-16 text`, 'must be UTF-8', 'convert it');
+      await rejectsWith(() => readAll([f], { onInvalidUtf8: 'replace' }), `${f} is UTF-16 text`);
+    }
+  });
+
   test('a NUL byte later in streamed text (after many chunks)', async () => {
     const head = '{"text":"fine"}\n'.repeat(2000);
     const f = await put('bad/late.jsonl', Buffer.concat([Buffer.from(head), Buffer.from([0])]));
