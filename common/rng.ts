@@ -94,6 +94,12 @@ export class Rng {
     if (state.length !== 4 || state.some((x) => !Number.isInteger(x) || x < 0 || x > 0xffffffff)) {
       throw new Error(`invalid RNG state ${JSON.stringify(state)}: expected four 32-bit unsigned integers`);
     }
+    // xoshiro never reaches the all-zero state, and never leaves it: every draw would be 0 (in
+    // masking, every eligible token selected). Only a damaged saved state holds it. (A plain
+    // Error: this module is shared with the browser build and imports nothing from Node.)
+    if (state.every((x) => x === 0)) {
+      throw new Error('invalid RNG state [0,0,0,0]: all four words are zero, which xoshiro128** never reaches (every draw would be 0); the saved state is damaged (data_state.rng in a checkpoint\'s trainer_state.json): resume from another checkpoint');
+    }
     for (let i = 0; i < 4; i++) this.s[i] = state[i];
   }
 }

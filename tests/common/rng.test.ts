@@ -49,4 +49,8 @@ test('shuffle is a permutation and is seeded', () => {
 test('bad seeds and states are refused', () => {
   assert.throws(() => new Rng(1.5), /integer/);
   assert.throws(() => new Rng([1, 2, 3] as unknown as [number, number, number, number]), /invalid RNG state/);
+  // All zero: every draw would be 0 forever (every token masked); a damaged trainer_state.json.
+  assert.throws(() => new Rng([0, 0, 0, 0]), /invalid RNG state \[0,0,0,0\]: all four words are zero.*trainer_state\.json.*resume from another checkpoint/);
+  assert.throws(() => new Rng(1).setState([0, 0, 0, 0]), /all four words are zero/);
+  assert.doesNotThrow(() => new Rng([0, 0, 0, 1]));
 });
