@@ -86,7 +86,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
 
     const files = await resolveCorpusFiles(args.data, log);
     const docs: string[] = [];
-    for await (const d of requireNonEmpty(readDocuments(files, rawTextOptions(args)), files)) {
+    for await (const d of requireNonEmpty(readDocuments(files, { ...rawTextOptions(args), log }), files)) {
       if (d.text.trim() !== '') docs.push(d.text);
       if (docs.length >= args['max-docs']) break;
     }

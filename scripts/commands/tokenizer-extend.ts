@@ -69,7 +69,8 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
     requireInteger(args['min-frequency'], 'min-frequency', 1);
     requireInteger(args.show, 'show', 0);
     requireFreshOut(args.out, [{ path: args.from, flag: '--from' }]); // the corpus is checked once resolved, below
-    const log = (line: string) => process.stderr.write(line + '\n');
+    let bar: Progress | null = null;
+    const log = (line: string) => { bar?.clear(); process.stderr.write(line + '\n'); }; // the bar's line first
     // The corpus first: a wrong --corpus fails before a download of --from.
     const files = await resolveCorpusFiles(args.corpus, log);
     // The tokenizer written inside a corpus folder would be read back as corpus by the next prepare.
@@ -79,9 +80,10 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
 
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'counting words', total, unit: 'bytes', enabled: args.progress });
+    bar = progress;
     const tally = new WordTally(old);
     let bytes = 0;
-    for await (const d of requireNonEmpty(readDocuments(files, rawTextOptions(args)), files)) {
+    for await (const d of requireNonEmpty(readDocuments(files, { ...rawTextOptions(args), log }), files)) {
       tally.add(d.text);
       bytes += d.bytes;
       progress.update(bytes);

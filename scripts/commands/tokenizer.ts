@@ -60,12 +60,15 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     checkOutFolder(args.out, args.overwrite);
     requireWritableFolder(args.out, '--out'); // before the training, not after it
 
-    const files = await resolveCorpusFiles(args.corpus, (line) => process.stderr.write(line + '\n'));
+    let bar: Progress | null = null;
+    const log = (line: string) => { bar?.clear(); process.stderr.write(line + '\n'); }; // the bar's line first
+    const files = await resolveCorpusFiles(args.corpus, log);
     refuseOutputOverInputs(args.out, corpusInputs(args.corpus, files, '--corpus'));
     const total = await totalBytes(files);
     const progress = new Progress({ label: 'reading', total, unit: 'bytes', enabled: args.progress });
+    bar = progress;
     const docs = requireNonEmpty(
-      readDocuments(files, rawTextOptions(args)),
+      readDocuments(files, { ...rawTextOptions(args), log }),
       files,
     );
     let bytes = 0;
@@ -97,7 +100,6 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     if (args.overwrite) for (const f of TOKENIZER_FILES) fs.rmSync(path.join(args.out, f), { force: true });
     await result.tokenizer.save(args.out);
 
-    const log = (line: string) => process.stderr.write(line + '\n');
     if (result.vocabSize < vocabSize) {
       const why = result.stoppedBecause === 'min-frequency'
         ? `no remaining pair occurs ${minFrequency} times or more (lower --min-frequency or add text)`
