@@ -4,12 +4,48 @@
 // full disk at any point leaves either the old folder or the new one, never a half-written one.
 // Used by `mlm prepare` (data folders) and by checkpoint writes (training/checkpoint.ts).
 // Single files: `writeFileAtomic` and `copyFileAtomic` (FILE.tmp, fsync, rename, fsync of the folder).
+//
+// Writes under way are listed (the module's one piece of state) so that a process stopped by a
+// signal can take their temporaries away at once (`removeUnfinishedWrites`, called by the CLI's
+// Ctrl-C handler, scripts/interrupt.ts), putting back a folder caught between its two renames.
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { firstNames, InputError } from './errors.ts';
 import { realPathOf, within } from './paths.ts';
+
+/** A write under way: its temporary, its target, and the old target while the two are swapped. */
+interface Unfinished {
+  target: string;
+  tmp: string;
+  old?: string;
+}
+const unfinished = new Set<Unfinished>();
+
+/**
+ * Removes the temporaries of the writes under way, synchronously (for a signal handler that exits
+ * next), putting back a replaced folder moved aside but not yet replaced; returns their targets.
+ */
+export function removeUnfinishedWrites(): string[] {
+  const targets: string[] = [];
+  for (const w of unfinished) {
+    if (w.old !== undefined && !fs.existsSync(w.target)) {
+      try {
+        fs.renameSync(w.old, w.target);
+      } catch {
+        // Left under its -old- name: the next write to the target puts it back (restoreOrRemove).
+      }
+    } else if (w.old !== undefined) {
+      fs.rmSync(w.old, { recursive: true, force: true }); // the new folder is in place already
+    }
+    fs.rmSync(w.tmp, { recursive: true, force: true });
+    targets.push(w.target);
+  }
+  unfinished.clear();
+  return targets;
+}
 
 /** A hidden sibling of `target` for temporary use: `.NAME.TAG-PID-RANDOM`. */
 export function tempSibling(target: string, tag: string): string {
@@ -35,6 +71,16 @@ const WRITE_CHUNK = 1 << 30;
 /** Writes FILE.tmp, fsyncs it, renames it over FILE, then fsyncs the folder (where supported). */
 export async function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>): Promise<void> {
   const tmp = `${file}.tmp`;
+  const write: Unfinished = { target: file, tmp };
+  unfinished.add(write);
+  try {
+    await writeAndRename(tmp, file, chunks);
+  } finally {
+    unfinished.delete(write);
+  }
+}
+
+async function writeAndRename(tmp: string, file: string, chunks: Iterable<Uint8Array>): Promise<void> {
   const fh = await fsp.open(tmp, 'w');
   try {
     for (const c of chunks) {
@@ -144,6 +190,8 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
   if (existing) refuseReplacingHome(dir, realPathOf(target));
   const tmp = tempSibling(target, `${tag}-tmp`);
   await fsp.mkdir(tmp);
+  const write: Unfinished = { target: dir, tmp };
+  unfinished.add(write);
   try {
     await fill(tmp);
     await fsyncTree(tmp);
@@ -155,6 +203,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
     }
     if (existing) {
       const old = tempSibling(target, `${tag}-old`);
+      write.old = old; // before the rename: a signal may come while it is under way
       await fsp.rename(target, old);
       try {
         await fsp.rename(tmp, target);
@@ -171,5 +220,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
   } catch (err) {
     await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw err;
+  } finally {
+    unfinished.delete(write);
   }
 }

@@ -16,6 +16,8 @@ import { modelCommand } from './commands/model.ts';
 import { compareCommand } from './commands/compare.ts';
 import { pushCommand } from './commands/push.ts';
 import { lacksValue } from './script-args.ts';
+import { installInterruptHandler, OWN_SIGNAL_HANDLING } from './interrupt.ts';
+import { removeUnfinishedWrites } from '../common/atomic.ts';
 
 /**
  * Refuses an empty or blank argument (`--lr ''`, `--out=`, `--validation a.txt ' '`). yargs reads
@@ -78,11 +80,32 @@ export function checkOptionValues(raw: readonly string[], argv: Record<string, u
   });
 }
 
+/**
+ * Standard output that cannot be written: a reader that went away (`mlm ... --json | head -c 20`)
+ * stops the command quietly, as SIGPIPE stops other programs (exit 141, unfinished writes
+ * removed); any other failure (a full disk) is one line, exit 1. Standard error that went away
+ * (`2>&1 | head -1`) drops the notes and progress, and the work goes on.
+ */
+function guardStandardStreams(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    removeUnfinishedWrites();
+    if (err.code === 'EPIPE') process.exit(141);
+    process.stderr.write(`mlm: failed: could not write to standard output (${err.code ?? err.message}); ${err.code === 'ENOSPC' ? 'free space where it is redirected' : 'check where it is redirected'}\n`);
+    process.exit(1);
+  });
+  process.stderr.on('error', () => {});
+}
+
 export async function main(argv: string[]): Promise<void> {
+  guardStandardStreams();
   const cli = yargs(argv)
     // yargs passes its instance, with the command's option table, as a second argument that its
     // typings leave out.
     .middleware(((parsed: Record<string, unknown>, y: { getOptions(): DeclaredOptions }) => checkOptionValues(argv, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
+    // Ctrl-C: temporaries removed and one line, for the commands that do not stop on their own.
+    .middleware((parsed) => {
+      if (!OWN_SIGNAL_HANDLING.has(String(parsed._[0]))) installInterruptHandler();
+    })
     .scriptName('mlm')
     .usage('$0 <command> [options]\n\nMasked-language-model pretraining and domain adaptation on TensorFlow.js.')
     .command(tokenizerCommand)

@@ -2,11 +2,11 @@
 // corpus and writes the tokenizer files of docs/formats.md, "Checkpoints" (tokenizer.json, tokenizer_config.json,
 // special_tokens_map.json, and vocab.txt or vocab.json + merges.txt).
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { corpusInputs, refuseForeignEntries, refuseOutputOverInputs } from '../../data/paths.ts';
 import { readDocuments, requireNonEmpty, resolveCorpusFiles, totalBytes } from '../../data/corpus.ts';
 import { check, firstNames, InputError, requireWritableFolder } from '../../common/errors.ts';
+import { removeStaleTemps, writeFolderAtomic } from '../../common/atomic.ts';
 import { Progress } from '../../data/progress.ts';
 import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.ts';
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
@@ -97,8 +97,10 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     progress.complete(`${result.documents} documents, ${result.distinctWords} distinct words`);
     mergeBar?.complete(undefined, result.vocabSize);
 
-    if (args.overwrite) for (const f of TOKENIZER_FILES) fs.rmSync(path.join(args.out, f), { force: true });
-    await result.tokenizer.save(args.out);
+    // The whole folder at once: a full disk or Ctrl-C while saving leaves the old tokenizer (with
+    // --overwrite, checkOutFolder allowed only tokenizer files there) or the new one, never a mix.
+    await removeStaleTemps(args.out, 'tokenizer'); // left by a killed run
+    await writeFolderAtomic(args.out, (tmp) => result.tokenizer.save(tmp), 'tokenizer', { replace: args.overwrite });
 
     if (result.vocabSize < vocabSize) {
       const why = result.stoppedBecause === 'min-frequency'

@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { removeStaleTemps, writeFolderAtomic } from '../../common/atomic.ts';
+import { removeStaleTemps, removeUnfinishedWrites, writeFolderAtomic } from '../../common/atomic.ts';
 import { InputError } from '../../common/errors.ts';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-atomic-')));
@@ -80,4 +81,55 @@ test('a write killed between its two renames: the previous folder is put back fr
   fs.mkdirSync(path.join(dir, '.data.prepare-old-78-abcdef'));
   await removeStaleTemps(path.join(dir, 'data'), 'prepare');
   assert.deepEqual(fs.readdirSync(dir), ['data']);
+});
+
+test('removeUnfinishedWrites takes away the temporaries of writes under way and puts back a folder caught between its renames', async () => {
+  // A write still filling its temporary folder, and a single-file write.
+  const fresh = path.join(tmp, 'unfinished-new');
+  let release!: () => void;
+  let started!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const inFill = new Promise<void>((resolve) => (started = resolve));
+  const filling = writeFolderAtomic(fresh, async (dir) => {
+    fs.writeFileSync(path.join(dir, 'half'), 'x');
+    started();
+    await held;
+  });
+  await inFill;
+  const temps = () => fs.readdirSync(tmp).filter((e) => e.startsWith('.unfinished-new.'));
+  assert.equal(temps().length, 1);
+  assert.deepEqual(removeUnfinishedWrites(), [fresh]);
+  assert.deepEqual(temps(), []);
+  assert.ok(!fs.existsSync(fresh));
+  assert.deepEqual(removeUnfinishedWrites(), [], 'each write is listed once');
+  release();
+  await filling.catch(() => {}); // its own rename finds no temporary now
+
+  // A replaced folder moved aside, the new one not yet renamed in: the old one comes back.
+  const kept = path.join(tmp, 'unfinished-old');
+  fs.mkdirSync(kept);
+  fs.writeFileSync(path.join(kept, 'mine'), 'old');
+  const rename = fs.promises.rename;
+  let calls = 0;
+  let stopped!: () => void;
+  const atSwap = new Promise<void>((resolve) => (stopped = resolve));
+  fs.promises.rename = (async (from: fs.PathLike, to: fs.PathLike) => {
+    await rename(from, to);
+    if (++calls === 1) { // target -> its -old- name: stop here, as a signal would
+      stopped();
+      await new Promise(() => {});
+    }
+  }) as typeof fs.promises.rename;
+  syncBuiltinESMExports(); // the module's `import * as fsp` sees the patched function
+  try {
+    void writeFolderAtomic(kept, fill('new'));
+    await atSwap;
+    assert.ok(!fs.existsSync(kept), 'between the two renames');
+    assert.deepEqual(removeUnfinishedWrites(), [kept]);
+  } finally {
+    fs.promises.rename = rename;
+    syncBuiltinESMExports();
+  }
+  assert.equal(fs.readFileSync(path.join(kept, 'mine'), 'utf8'), 'old');
+  assert.deepEqual(fs.readdirSync(tmp).filter((e) => e.startsWith('.unfinished-old.')), []);
 });
