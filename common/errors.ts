@@ -62,6 +62,20 @@ export function firstNames(names: readonly string[], n = 3): string {
   return names.length <= n ? names.join(', ') : `${names.slice(0, n).join(', ')} and ${names.length - n} more`;
 }
 
+/**
+ * An on/off environment variable: 1, true, yes, on (any case) or 0, false, no, off; unset or empty
+ * gives `fallback`. Anything else is an InputError naming the variable (a value such as `off` was
+ * read as "on" by a check for '0' alone).
+ */
+export function envSwitch(env: Readonly<Record<string, string | undefined>>, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim() ?? '';
+  if (raw === '') return fallback;
+  const v = raw.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new InputError(`${name} must be 1 or 0 (or true/false, yes/no, on/off), got '${raw}'`);
+}
+
 /** Turns an error into the single line printed by the CLI (no stack, no newlines). */
 export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
@@ -100,6 +114,17 @@ function errnoOf(err: unknown): { code: string; path?: string; syscall?: string 
 }
 
 /**
+ * A path under a temporary sibling of common/atomic.ts (`.NAME.TAG-tmp-PID-RANDOM`) as the user
+ * named it (`NAME`): messages then speak of the --out given, not of a hidden folder.
+ */
+export function outsideTemporary(p: string): string {
+  return p
+    .split(/([\\/])/)
+    .map((part) => /^\.(.+)\.[a-z]+-(?:tmp|old)-\d+-[0-9a-f]{6}$/.exec(part)?.[1] ?? part)
+    .join('');
+}
+
+/**
  * A raw system error (fs calls reject with `code` and `path`) as the one-line error the CLI
  * prints, or null when `err` is not one this knows. Where the path is an output the user chose,
  * the fault is bad input (InputError, exit 2): a file in the way (EEXIST, ENOTDIR), a read-only
@@ -116,7 +141,7 @@ export function systemError(err: unknown, opts: { where?: string; flag?: string 
     }
     return null;
   }
-  const p = opts.where ?? e.path ?? 'the output folder';
+  const p = opts.where ?? (e.path !== undefined ? outsideTemporary(e.path) : undefined) ?? 'the output folder';
   const flag = opts.flag ? `${opts.flag} ` : '';
   switch (e.code) {
     case 'EEXIST':
@@ -137,6 +162,7 @@ export function systemError(err: unknown, opts: { where?: string; flag?: string 
       return new InputError(`${flag}${p} cannot be created: a folder on its way is missing (a link to a folder that is not there?); fix the link or choose another path`);
     case 'ENOSPC':
     case 'EDQUOT':
+      if (opts.where === undefined && e.path === undefined) return new Error('no space left on the device while writing the output; free space on the disk it goes to (or choose another output path) and run again');
       return new Error(`no space left on the device while writing ${p}; free space at ${p} (or choose another path) and run again`);
     default:
       return null;

@@ -2,7 +2,7 @@
 // yargs CommandModule. Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input.
 // Errors are printed as one line on stderr; MLM_DEBUG=1 adds the stack.
 import yargs, { type MiddlewareFunction } from 'yargs';
-import { InputError, oneLine, systemError } from '../common/errors.ts';
+import { envSwitch, InputError, oneLine, systemError } from '../common/errors.ts';
 import { tokenizerCommand } from './commands/tokenizer.ts';
 import { prepareCommand } from './commands/prepare.ts';
 import { finetuneCommand, pretrainCommand, trainCommand } from './commands/train.ts';
@@ -142,7 +142,12 @@ export async function main(argv: string[]): Promise<void> {
   } catch (raw) {
     // Raw system errors (ENOSPC, EROFS, EEXIST...) become one line with the path and what to do.
     const err = raw instanceof InputError ? raw : (systemError(raw) ?? raw);
-    const debug = process.env.MLM_DEBUG === '1';
+    let debug = false;
+    try {
+      debug = envSwitch(process.env, 'MLM_DEBUG', false);
+    } catch {
+      // A value that is no switch: the error at hand is the one to report.
+    }
     const line = oneLine(err);
     if (err instanceof InputError) {
       process.stderr.write(`mlm: error: ${line}\n`);

@@ -17,7 +17,8 @@
 //                      matmul-blas.ts (matmuls through the machine's BLAS)
 //   webgpu.ts          the webgpu backend on Dawn, with dropout-webgpu.ts (GPU dropout masks) and
 //                      webgpu/ (the fused kernels, the flat AdamW's kernels, the raw seam raw.ts)
-import { InputError } from '../common/errors.ts';
+import * as fs from 'node:fs';
+import { envSwitch, InputError } from '../common/errors.ts';
 import {
   BACKEND_NAMES,
   BackendUnavailable,
@@ -87,10 +88,15 @@ export interface BackendOptions {
 
 /**
  * The BLAS choices of the command line's environment: MLM_BLAS (a library file, or `none`) and
- * MLM_BLAS_THREADS (1 to 64). A bad thread count is an InputError.
+ * MLM_BLAS_THREADS (1 to 64). A bad thread count is an InputError, and so is a path to no file (a
+ * typo would otherwise fall back to XNNPACK with only a note at the end of the backend line; a bare
+ * library name is left to the loader's search).
  */
 export function blasOptions(env: Readonly<Record<string, string | undefined>>): BackendOptions {
   const library = env.MLM_BLAS?.trim() || undefined;
+  if (library !== undefined && /[\\/]/.test(library) && !fs.statSync(library, { throwIfNoEntry: false })?.isFile()) {
+    throw new InputError(`MLM_BLAS=${library} is no file; give the path of a BLAS library (such as /usr/lib/x86_64-linux-gnu/libopenblas.so.0), a library name, or none`);
+  }
   const raw = env.MLM_BLAS_THREADS?.trim();
   if (raw === undefined || raw === '') return { blas: library };
   const n = Number(raw);
@@ -163,8 +169,12 @@ export async function selectBackend(
     throw new InputError(`unknown backend '${String(name)}': use one of ${BACKEND_NAMES.join(', ')}`);
   }
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  // A bad MLM_WASM_THREADS is the user's error to fix, not a reason for `auto` to skip wasm.
-  if (name === 'auto' || name === 'wasm') wasmThreads(process.env);
+  // A bad MLM_WASM_THREADS or MLM_SIMD_KERNELS is the user's error to fix, not a reason for `auto`
+  // to skip wasm.
+  if (name === 'auto' || name === 'wasm') {
+    wasmThreads(process.env);
+    envSwitch(process.env, 'MLM_SIMD_KERNELS', true);
+  }
   const tf = await loadTf();
 
   if (name !== 'auto') {

@@ -145,14 +145,18 @@ export function hubSettings(env: Env = process.env): HubSettings {
       // no stored token
     }
   }
-  const seconds = Number(nonEmpty(env.HF_HUB_DOWNLOAD_TIMEOUT) ?? '10');
+  const timeout = nonEmpty(env.HF_HUB_DOWNLOAD_TIMEOUT);
+  const seconds = Number(timeout ?? '10');
+  if (!(Number.isFinite(seconds) && seconds > 0)) {
+    throw new InputError(`HF_HUB_DOWNLOAD_TIMEOUT must be a positive number of seconds, got ${JSON.stringify(timeout)}; set it so or unset it (10 s)`);
+  }
   return {
     endpoint,
     cacheDir,
     token,
     tokenSource,
     offline: isTrue(env.HF_HUB_OFFLINE) || isTrue(env.TRANSFORMERS_OFFLINE),
-    timeoutMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 10_000,
+    timeoutMs: seconds * 1000,
   };
 }
 
@@ -553,7 +557,7 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
     const cached = cachedSnapshot(storage, revision);
     if ('missing' in cached) {
       throw new InputError(
-        `${id} (revision ${revision}) is not in the Hugging Face cache at ${settings.cacheDir} (${cached.missing}) and HF_HUB_OFFLINE is set; run \`mlm download ${id}\` with network first`,
+        `${id} (revision ${revision}) is not in the Hugging Face cache at ${settings.cacheDir} (${cached.missing}) and ${isTrue((opts.env ?? process.env).HF_HUB_OFFLINE) ? 'HF_HUB_OFFLINE' : 'TRANSFORMERS_OFFLINE'} is set: unset it where the Hub can be reached to fetch it (\`mlm download ${id}\` fetches it alone), or give a local folder`,
       );
     }
     return fromCache(cached.sha, cached.dir);

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { firstNames, InputError, MAX_SEED, requireRegularFile, requireSeed, requireWritableFolder, systemError } from '../../common/errors.ts';
+import { envSwitch, firstNames, InputError, MAX_SEED, requireRegularFile, requireSeed, requireWritableFolder, systemError } from '../../common/errors.ts';
 import { Rng } from '../../common/rng.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-errors-'));
@@ -35,6 +35,12 @@ test('systemError: bad output paths are exit 2, a full disk is exit 1, each with
   // The path of the error itself when no other is given; unknown codes and plain errors pass through.
   assert.match(systemError(errno('ENOSPC', '/data/x/metrics.jsonl'))!.message, /free space at \/data\/x\/metrics\.jsonl/);
   assert.equal(systemError(errno('ECONNRESET', '/x')), null);
+  // A path inside a write's hidden temporary is named as the folder given (it named
+  // `/sys/.x.ckpt-tmp-22321-af5f30`); a full disk with no path says so without one.
+  assert.match(systemError(errno('EACCES', '/sys/.x.ckpt-tmp-22321-af5f30'))!.message, /^\/sys\/x: permission denied;/);
+  assert.match(systemError(errno('ENOSPC', '/r/.run.prepare-tmp-7-0a1b2c/train-00000.bin'))!.message, /while writing \/r\/run\/train-00000\.bin;/);
+  const noPath = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  assert.equal(systemError(noPath)!.message, 'no space left on the device while writing the output; free space on the disk it goes to (or choose another output path) and run again');
   // ENOENT only from mkdir (a dangling link on the way); a missing input is left to its reader.
   const mkdir = Object.assign(errno('ENOENT', '/runs/a'), { syscall: 'mkdir' });
   assert.match(systemError(mkdir, { flag: '--out' })!.message, /^--out \/runs\/a cannot be created: a folder on its way is missing \(a link to a folder that is not there\?\); fix the link or choose another path$/);
@@ -96,4 +102,14 @@ test('firstNames: up to three names, then how many more', () => {
   assert.equal(firstNames(['a', 'b', 'c']), 'a, b, c');
   assert.equal(firstNames(['a', 'b', 'c', 'd']), 'a, b, c and 1 more');
   assert.equal(firstNames(['a', 'b', 'c', 'd', 'e'], 2), 'a, b and 3 more');
+});
+
+test('envSwitch: 1/0 and their words in any case, the fallback when unset or empty, one line for anything else', () => {
+  for (const on of ['1', 'true', 'YES', ' on ']) assert.equal(envSwitch({ X: on }, 'X', false), true, on);
+  for (const off of ['0', 'False', 'no', 'OFF']) assert.equal(envSwitch({ X: off }, 'X', true), false, off);
+  assert.equal(envSwitch({}, 'X', true), true);
+  assert.equal(envSwitch({ X: ' ' }, 'X', false), false);
+  // MLM_SIMD_KERNELS=off was read as on (only '0' switched the kernels off).
+  assert.throws(() => envSwitch({ MLM_SIMD_KERNELS: 'disable' }, 'MLM_SIMD_KERNELS', true),
+    (e) => e instanceof InputError && e.message === "MLM_SIMD_KERNELS must be 1 or 0 (or true/false, yes/no, on/off), got 'disable'");
 });

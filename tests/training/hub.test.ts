@@ -120,6 +120,13 @@ describe('settings and ids', () => {
     assert.equal(t.endpoint, 'https://huggingface.co');
     assert.equal(t.offline, false);
     assert.equal(t.token, 'hf_y');
+    assert.equal(t.timeoutMs, 10_000);
+    assert.equal(hubSettings({ HF_HUB_DOWNLOAD_TIMEOUT: '2.5' }).timeoutMs, 2_500);
+    // A timeout that is no positive number is refused (it became 10 s without a word).
+    for (const bad of ['abc', '-5', '0']) {
+      assert.throws(() => hubSettings({ HF_HUB_DOWNLOAD_TIMEOUT: bad }), (e: unknown) => e instanceof InputError &&
+        e.message === `HF_HUB_DOWNLOAD_TIMEOUT must be a positive number of seconds, got "${bad}"; set it so or unset it (10 s)`);
+    }
     // An endpoint without its scheme (a common slip) or of another scheme: one line naming HF_ENDPOINT.
     for (const bad of ['hf-mirror.com', 'ftp://mirror', 'https://']) {
       assert.throws(() => hubSettings({ HF_ENDPOINT: bad }), (e: unknown) => e instanceof InputError &&
@@ -225,7 +232,7 @@ describe('downloads into the Hugging Face cache layout', () => {
     // Not cached: a one-line error saying what to run.
     const missing = await mlm(['fill-mask', '--model', 'org/other', text], offlineEnv);
     assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /^mlm: error: org\/other \(revision main\) is not in the Hugging Face cache at .* and HF_HUB_OFFLINE is set; run `mlm download org\/other` with network first\n$/);
+    assert.match(missing.stderr, /^mlm: error: org\/other \(revision main\) is not in the Hugging Face cache at .* and HF_HUB_OFFLINE is set: unset it where the Hub can be reached to fetch it \(`mlm download org\/other` fetches it alone\), or give a local folder\n$/);
 
     // Without HF_HUB_OFFLINE, an unreachable Hub falls back to a complete cached snapshot.
     const fallback = await loadModel('org/tiny-bert', { env: envFor(home, { HF_ENDPOINT: deadEndpoint }), ...quiet });

@@ -22,6 +22,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
+import { envSwitch } from '../../common/errors.ts';
 import type { Tf } from './common.ts';
 import { ATTENTION_SOFTMAX_GRAD_KERNEL, ATTENTION_SOFTMAX_KERNEL, type AttentionSoftmaxAttrs } from '../kernels/attention-softmax.ts';
 import { BIAS_DROPOUT_RESIDUAL_GRAD_KERNEL, BIAS_DROPOUT_RESIDUAL_KERNEL, type BiasDropoutResidualAttrs } from '../kernels/bias-dropout-residual.ts';
@@ -122,10 +123,9 @@ export const onThisThread: WorkSplit = (kernels, name, n, _grain, args, toRange 
 
 type KernelArgs = WasmKernelArgs;
 
-/** Loads the module on the active wasm backend's memory (`env`: MLM_SIMD_KERNELS=0 declines); a reason string when it cannot. */
+/** Loads the module on the active wasm backend's memory (`env`: MLM_SIMD_KERNELS=0, or false/no/off, declines); a reason string when it cannot. */
 export function loadSimdKernels(tf: Tf, env: NodeJS.ProcessEnv): SimdModule | { reason: string } {
-  const flag = env.MLM_SIMD_KERNELS?.trim();
-  if (flag === '0') return { reason: 'MLM_SIMD_KERNELS=0' };
+  if (!envSwitch(env, 'MLM_SIMD_KERNELS', true)) return { reason: `MLM_SIMD_KERNELS=${env.MLM_SIMD_KERNELS?.trim()}` };
   const memory = backendMemory(tf.backend() as unknown as BackendWasm);
   if (memory === null) return { reason: 'the wasm module does not expose its memory' };
   return instantiateSimdKernels(memory);

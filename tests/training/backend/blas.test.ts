@@ -40,9 +40,14 @@ test('no library when none is asked for, or the file is missing or is no BLAS: a
   }
 });
 
-test('blasOptions reads MLM_BLAS and MLM_BLAS_THREADS; a bad thread count is an InputError', () => {
+test('blasOptions reads MLM_BLAS and MLM_BLAS_THREADS; a bad thread count or a path to no file is an InputError', () => {
   assert.deepEqual(blasOptions({}), { blas: undefined });
   assert.deepEqual(blasOptions({ MLM_BLAS: ' none ', MLM_BLAS_THREADS: '3' }), { blas: 'none', blasThreads: 3 });
+  assert.deepEqual(blasOptions({ MLM_BLAS: 'libopenblas.so.0' }), { blas: 'libopenblas.so.0' }, 'a bare name: the loader searches');
+  assert.deepEqual(blasOptions({ MLM_BLAS: process.execPath }), { blas: process.execPath }, 'a file: opened (and checked) later');
+  // A typo in a path fell back to XNNPACK with a note at the end of the backend line.
+  assert.throws(() => blasOptions({ MLM_BLAS: '/usr/lib/libopenblas-typo.so' }), (e: Error) => e.name === 'InputError' &&
+    e.message.startsWith('MLM_BLAS=/usr/lib/libopenblas-typo.so is no file; give the path of a BLAS library'));
   for (const bad of ['0', '1.5', 'two', '65']) {
     assert.throws(() => blasOptions({ MLM_BLAS_THREADS: bad }), (e: Error) => e.name === 'InputError' && e.message === `MLM_BLAS_THREADS must be a whole number from 1 to 64, got '${bad}'`);
   }
