@@ -29,6 +29,8 @@ export class Progress {
   private lastDraw = -Infinity;
   /** Something of this bar was written. */
   private drawn = false;
+  /** What the last line written showed (a log: the final line is not written twice). */
+  private drawnState = '';
   private done = 0;
   private extra = '';
   /** A partial bar line is on the terminal (drawn, not finished or cleared). */
@@ -87,6 +89,10 @@ export class Progress {
   private draw(final: boolean): void {
     if (this.opts.enabled === false) return;
     if (final && this.opts.transient && !this.tty && !this.drawn) return;
+    // In a log, a stage that was at its end when last drawn (one fast update) has said it all.
+    const state = `${this.done}/${this.total}/${this.extra}`;
+    if (final && !this.tty && this.drawn && state === this.drawnState) return;
+    this.drawnState = state;
     const width = Math.max(20, (this.stream.columns || 100) - 1);
     const line = this.render(this.tty ? width : Infinity);
     this.drawn = true;

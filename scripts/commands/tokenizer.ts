@@ -72,9 +72,11 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       files,
     );
     let bytes = 0;
+    let documents = 0;
     async function* texts(): AsyncGenerator<string> {
       for await (const d of docs) {
         bytes += d.bytes;
+        documents++;
         progress.update(bytes);
         yield d.text;
       }
@@ -82,7 +84,12 @@ const trainCommand: CommandModule<object, TrainArgs> = {
     let mergeBar: Progress | undefined;
     const onProgress = (p: TrainProgress) => {
       if (p.phase !== 'merge') return;
-      mergeBar ??= new Progress({ label: 'merging', total: vocabSize, unit: 'count', enabled: args.progress });
+      if (mergeBar === undefined) {
+        // The corpus has been read when merging starts: its line ends first, in order.
+        progress.complete(`${documents} documents`);
+        mergeBar = new Progress({ label: 'merging', total: vocabSize, unit: 'count', enabled: args.progress });
+        bar = mergeBar;
+      }
       mergeBar.update(p.vocab);
     };
 
@@ -94,8 +101,8 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       limitAlphabet,
       onProgress,
     });
-    progress.complete(`${result.documents} documents, ${result.distinctWords} distinct words`);
-    mergeBar?.complete(undefined, result.vocabSize);
+    if (mergeBar === undefined) progress.complete(`${result.documents} documents, ${result.distinctWords} distinct words`);
+    mergeBar?.complete(`${result.distinctWords} distinct words`, result.vocabSize);
 
     // The whole folder at once: a full disk or Ctrl-C while saving leaves the old tokenizer (with
     // --overwrite, checkOutFolder allowed only tokenizer files there) or the new one, never a mix.

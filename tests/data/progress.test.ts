@@ -129,3 +129,19 @@ test('mlm prepare and mlm train on a terminal: bars end at 100% of the true tota
   assert.ok(evalBars.length > 0, ev.out);
   assert.match(evalBars[evalBars.length - 1], new RegExp(`100\\.0%  ${rows}/${rows} `));
 });
+
+test('in a log, a stage done in one update is one line; one that went on is drawn again at its end', () => {
+  let out = '';
+  const stream = { isTTY: false, write: (s: string) => { out += s; return true; } } as unknown as NodeJS.WriteStream;
+  const fast = new Progress({ label: 'scanning', total: 100, unit: 'bytes', stream });
+  fast.update(100); // the first update is drawn at once: here, the whole stage
+  fast.complete();
+  assert.equal(out.split('\n').filter(Boolean).length, 1, out); // drawn twice at 100% before 2026-12-08
+  out = '';
+  const slow = new Progress({ label: 'reading', total: 100, unit: 'bytes', stream });
+  slow.update(10);
+  slow.complete('3 documents');
+  const lines = out.split('\n').filter(Boolean);
+  assert.equal(lines.length, 2);
+  assert.match(lines[1], /^reading  \[#{24}\] 100\.0%.*3 documents$/);
+});
