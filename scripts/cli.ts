@@ -25,7 +25,8 @@ import { removeUnfinishedWrites } from '../common/atomic.ts';
  * the working folder: no option of mlm means anything by an empty value.
  */
 export function checkEmptyArguments(argv: string[]): void {
-  argv.forEach((token, i) => {
+  // Words after `--` are text (fill-mask's), not option values: the command judges them.
+  optionWords(argv).forEach((token, i) => {
     const eq = token.startsWith('--') ? token.indexOf('=') : -1;
     const value = eq >= 0 ? token.slice(eq + 1) : token;
     if (value.trim() !== '') return;
@@ -37,14 +38,48 @@ export function checkEmptyArguments(argv: string[]): void {
   });
 }
 
+/** The words of a command line before `--`: options, their values and the command's words. */
+export function optionWords(argv: readonly string[]): readonly string[] {
+  const end = argv.indexOf('--');
+  return end < 0 ? argv : argv.slice(0, end);
+}
+
 /** Options that mean something given alone: `--resume` continues from the newest checkpoint. */
 const BARE_OPTIONS: ReadonlySet<string> = new Set(['resume']);
 
-/** What `checkOptionValues` needs of yargs' option table (`getOptions()`). */
+/** What `checkOptionValues` and `checkCommandLine` need of yargs' option table (`getOptions()`). */
 export interface DeclaredOptions {
   key: Record<string, unknown>;
   boolean: string[];
   array: string[];
+}
+
+/** Commands that take free text: the words after `--` are theirs (`fill-mask -- "- [MASK]"`). */
+const TEXT_COMMANDS: ReadonlySet<string> = new Set(['fill-mask']);
+
+/** Where on the command line yargs is: the command's words (`['tokenizer', 'train']`). */
+export interface CommandPlace {
+  commands: readonly string[];
+}
+
+/**
+ * Checks the words of the command line against the command's options before yargs validates them
+ * (and before its handler runs): words after `--` are refused by a command that takes no text,
+ * where yargs would drop them without a word.
+ */
+export function checkCommandLine(line: readonly string[], declared: DeclaredOptions, place: CommandPlace): void {
+  const name = place.commands.join(' ');
+  const end = line.indexOf('--');
+  const afterDashes = end < 0 ? [] : line.slice(end + 1);
+  if (afterDashes.length > 0 && !TEXT_COMMANDS.has(name)) {
+    throw new InputError(`unknown argument ${JSON.stringify(afterDashes[0])} after --: mlm ${name} takes no text; give its options before --, see mlm ${name} --help`);
+  }
+}
+
+/** The parts of a yargs instance that the middleware reads (not in yargs' typings). */
+interface YargsInternals {
+  getOptions(): DeclaredOptions;
+  getInternalMethods(): { getHasOutput(): boolean; getContext(): { commands: string[] } };
 }
 
 /**
@@ -54,11 +89,12 @@ export interface DeclaredOptions {
  * --overwrite` would replace; a number or choices option without one silently keeps its default),
  * and a list option with no values.
  */
-export function checkOptionValues(raw: readonly string[], argv: Record<string, unknown>, declared: DeclaredOptions): void {
+export function checkOptionValues(line: readonly string[], argv: Record<string, unknown>, declared: DeclaredOptions): void {
+  const raw = optionWords(line);
   const flag = (key: string) => (key.length === 1 ? `-${key}` : `--${key}`);
   const noValue = (key: string) => new InputError(`${flag(key)} was given no value; give a value or leave the option out`);
-  // The options named on the line (a command's positional words, `fill-mask [text..]`, are in the
-  // table too, and may be empty when the text comes after `--`).
+  // The options named on the line, before `--` (a command's positional words, `fill-mask
+  // [text..]`, are in the table too, and may be empty when the text comes after `--`).
   const keyOf = (token: string) => token.slice(2).split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   const named = new Set(raw.filter((t) => t.startsWith('--')).map(keyOf));
   for (const key of Object.keys(declared.key)) {
@@ -100,8 +136,14 @@ export async function main(argv: string[]): Promise<void> {
   guardStandardStreams();
   const cli = yargs(argv)
     // yargs passes its instance, with the command's option table, as a second argument that its
-    // typings leave out.
-    .middleware(((parsed: Record<string, unknown>, y: { getOptions(): DeclaredOptions }) => checkOptionValues(argv, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
+    // typings leave out. The first runs before yargs' validation, on the command being run (a
+    // command group runs it again once its subcommand has run: then there is nothing to check).
+    .middleware(((_parsed: Record<string, unknown>, y: YargsInternals) => {
+      const state = y.getInternalMethods();
+      const { commands } = state.getContext();
+      if (!state.getHasOutput() && commands.length > 0) checkCommandLine(argv, y.getOptions(), { commands });
+    }) as unknown as MiddlewareFunction, true)
+    .middleware(((parsed: Record<string, unknown>, y: YargsInternals) => checkOptionValues(argv, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
     // Ctrl-C: temporaries removed and one line, for the commands that do not stop on their own.
     .middleware((parsed) => {
       if (!OWN_SIGNAL_HANDLING.has(String(parsed._[0]))) installInterruptHandler();

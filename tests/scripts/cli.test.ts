@@ -1,0 +1,58 @@
+// The `mlm` command line's own checks (scripts/cli.ts) before a command runs: words after `--`,
+// option values, option and command names. Each case runs main() in this process and reads its
+// exit code and its one error line; every case here is refused before any model is read.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { main } from '../../scripts/cli.ts';
+import { makeTinyCheckpoint } from '../training/tiny-checkpoint.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-cli-test-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tiny = makeTinyCheckpoint(path.join(tmp, 'tiny'));
+
+/** Runs `mlm ARGS` in this process: its exit code and what it wrote on stderr. */
+async function mlm(args: string[]): Promise<{ code: number; stderr: string }> {
+  const write = process.stderr.write;
+  let stderr = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    await main(args);
+  } finally {
+    process.stderr.write = write;
+  }
+  const code = Number(process.exitCode ?? 0);
+  process.exitCode = undefined;
+  return { code, stderr };
+}
+
+/** Exit 2 and one error line, all of stderr, matching `re`. */
+async function refused(args: string[], re: RegExp): Promise<void> {
+  const r = await mlm(args);
+  assert.equal(r.code, 2, `mlm ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /^mlm: error: [^\n]+\n$/, r.stderr);
+  assert.match(r.stderr, re);
+}
+
+test('words after -- are refused by a command that takes no text, not dropped', async () => {
+  const { dir } = await tiny;
+  const out = path.join(tmp, 'e1');
+  await refused(['export', '--model', dir, '--out', out, '--json', '--', 'junk', '--format', 'onnx'],
+    /^mlm: error: unknown argument "junk" after --: mlm export takes no text; give its options before --, see mlm export --help\n$/);
+  assert.equal(fs.existsSync(out), false);
+  await refused(['tokenizer', 'train', '--corpus', 'c.txt', '--vocab-size', '50', '--out', out, '--', 'x'], /unknown argument "x" after --: mlm tokenizer train takes no text/);
+});
+
+test('after --, fill-mask reads text: words that look like options are not checked as options', async () => {
+  const { dir } = await tiny;
+  // The text is read as text: the model's tokenizer refuses it for having no mask, not --top-k for
+  // having no value.
+  await refused(['fill-mask', '--model', dir, '--backend', 'cpu', '--', 'a sentence without a mask', '--top-k'], /no \[MASK\]|mask token/i);
+  // An empty word after -- is text too: the command asks for the text, not for an option's value.
+  await refused(['fill-mask', '--model', dir, '--backend', 'cpu', '--', ''], /^mlm: error: give the text to fill/);
+});
