@@ -52,6 +52,21 @@ export interface DeclaredOptions {
   key: Record<string, unknown>;
   boolean: string[];
   array: string[];
+  number?: string[];
+  choices?: Record<string, readonly unknown[]>;
+  demandedOptions?: Record<string, unknown>;
+}
+
+/** An option's name as yargs' table spells it: `--batchSize` and `--batch-size=8` name batch-size. */
+const optionKey = (token: string): string => token.replace(/^--?/, '').split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** What a value option takes, in words, for the line that refuses `--no-<option>`. */
+function valueKind(key: string, declared: DeclaredOptions): string {
+  const choices = declared.choices?.[key];
+  if (choices && choices.length > 0) return `one of ${choices.join(', ')}`;
+  if (declared.array.includes(key)) return 'one or more values';
+  if (declared.number?.includes(key)) return 'a number';
+  return 'a value';
 }
 
 /** Commands that take free text: the words after `--` are theirs (`fill-mask -- "- [MASK]"`). */
@@ -64,11 +79,22 @@ export interface CommandPlace {
 
 /**
  * Checks the words of the command line against the command's options before yargs validates them
- * (and before its handler runs): words after `--` are refused by a command that takes no text,
- * where yargs would drop them without a word.
+ * (and before its handler runs):
+ * - `--no-<option>` of an option that takes a value: yargs' negation of booleans would pass false
+ *   (or 0) where the command expects a string, a list or a number;
+ * - words after `--` are refused by a command that takes no text, where yargs would drop them
+ *   without a word.
  */
 export function checkCommandLine(line: readonly string[], declared: DeclaredOptions, place: CommandPlace): void {
   const name = place.commands.join(' ');
+  for (const token of optionWords(line)) {
+    if (!token.startsWith('--no-')) continue;
+    const key = optionKey(token);
+    const base = key.slice('no-'.length);
+    if (key in declared.key || !(base in declared.key) || declared.boolean.includes(base) || BARE_OPTIONS.has(base)) continue;
+    const instead = declared.demandedOptions && base in declared.demandedOptions ? `give --${base} a value` : `give --${base} a value or leave it out`;
+    throw new InputError(`--${base} takes ${valueKind(base, declared)}, so --${key} is not an option; ${instead}`);
+  }
   const end = line.indexOf('--');
   const afterDashes = end < 0 ? [] : line.slice(end + 1);
   if (afterDashes.length > 0 && !TEXT_COMMANDS.has(name)) {
@@ -95,8 +121,7 @@ export function checkOptionValues(line: readonly string[], argv: Record<string, 
   const noValue = (key: string) => new InputError(`${flag(key)} was given no value; give a value or leave the option out`);
   // The options named on the line, before `--` (a command's positional words, `fill-mask
   // [text..]`, are in the table too, and may be empty when the text comes after `--`).
-  const keyOf = (token: string) => token.slice(2).split('=')[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  const named = new Set(raw.filter((t) => t.startsWith('--')).map(keyOf));
+  const named = new Set(raw.filter((t) => t.startsWith('--')).map(optionKey));
   for (const key of Object.keys(declared.key)) {
     const v = argv[key];
     if (v === undefined) continue;
@@ -110,7 +135,7 @@ export function checkOptionValues(line: readonly string[], argv: Record<string, 
   // yargs gives a number or choices option without a value its default: find those in the tokens.
   raw.forEach((token, i) => {
     if (!token.startsWith('--') || token.includes('=')) return;
-    const key = keyOf(token);
+    const key = optionKey(token);
     if (!(key in declared.key) || declared.boolean.includes(key) || BARE_OPTIONS.has(key)) return;
     if (lacksValue(raw[i + 1])) throw noValue(key);
   });

@@ -56,3 +56,17 @@ test('after --, fill-mask reads text: words that look like options are not check
   // An empty word after -- is text too: the command asks for the text, not for an option's value.
   await refused(['fill-mask', '--model', dir, '--backend', 'cpu', '--', ''], /^mlm: error: give the text to fill/);
 });
+
+test('--no-<option> of an option that takes a value is refused in one line; booleans keep their --no- form', async () => {
+  const { dir } = await tiny;
+  const out = path.join(tmp, 'e2');
+  await refused(['export', '--model', dir, '--no-out'], /^mlm: error: --out takes a value, so --no-out is not an option; give --out a value\n$/);
+  await refused(['export', '--model', dir, '--out', out, '--no-format'], /^mlm: error: --format takes one of hf, tfjs, onnx, so --no-format is not an option; give --format a value or leave it out\n$/);
+  await refused(['prepare', '--no-corpus', '--out', out, '--tokenizer', dir], /^mlm: error: --corpus takes one or more values, so --no-corpus is not an option/);
+  await refused(['fill-mask', '--model', dir, '[MASK] is', '--no-targets'], /^mlm: error: --targets takes one or more values, so --no-targets is not an option; give --targets a value or leave it out\n$/);
+  await refused(['train', '--data', out, '--out', out, '--no-steps'], /^mlm: error: --steps takes a number, so --no-steps is not an option/);
+  await refused(['train', '--data', out, '--out', out, '--no-lr'], /^mlm: error: --lr takes a number, so --no-lr is not an option/);
+  // --no-json is a boolean's negation: the command goes on to its own checks.
+  await refused(['train', '--data', path.join(tmp, 'absent'), '--out', out, '--no-json', '--no-progress'], /^mlm: error: --data .*absent not found/);
+  assert.equal(fs.existsSync(out), false);
+});
