@@ -44,6 +44,31 @@ export function optionWords(argv: readonly string[]): readonly string[] {
   return end < 0 ? argv : argv.slice(0, end);
 }
 
+/**
+ * A negative number that yargs reads as a group of short options (`-1e-3` as -1 and -e), where
+ * it reads `-0.5` and `-.5` as a value: an exponent or a point with no digit after it.
+ */
+const SHREDDED_NEGATIVE = /^-(\d+\.\d*|\.\d+|\d+)[eE][+-]?\d+$|^-\d+\.$/;
+
+/**
+ * Joins such a number to the option before it (`--lr -1e-3` becomes `--lr=-1e-3`), so that it
+ * reaches the option, whose own check then judges it. Words after `--` are left as they are.
+ */
+export function joinNegativeValues(argv: readonly string[]): string[] {
+  const end = argv.indexOf('--');
+  const out: string[] = [];
+  argv.forEach((token, i) => {
+    const before = out[out.length - 1];
+    const joins = (end < 0 || i < end) && SHREDDED_NEGATIVE.test(token) && before !== undefined && before.startsWith('--') && before !== '--' && !before.includes('=');
+    if (joins) out[out.length - 1] = `${before}=${token}`;
+    else out.push(token);
+  });
+  return out;
+}
+
+/** A number as mlm reads one: decimal digits, a point, an exponent (not 0x10, 0b1, 1_000, Infinity). */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 /** Options that mean something given alone: `--resume` continues from the newest checkpoint. */
 const BARE_OPTIONS: ReadonlySet<string> = new Set(['resume']);
 
@@ -80,6 +105,9 @@ export interface CommandPlace {
 /**
  * Checks the words of the command line against the command's options before yargs validates them
  * (and before its handler runs):
+ * - the value of a number option is a decimal number as typed: yargs reads `3abc` and `1_000` as
+ *   NaN (which the command's check would show as "got NaN"), and `0x10` and `0b1` as 16 and 1;
+ * - `--flag=VALUE` of a boolean is true or false (yargs reads any other value as false);
  * - `--no-<option>` of an option that takes a value: yargs' negation of booleans would pass false
  *   (or 0) where the command expects a string, a list or a number;
  * - words after `--` are refused by a command that takes no text, where yargs would drop them
@@ -87,7 +115,20 @@ export interface CommandPlace {
  */
 export function checkCommandLine(line: readonly string[], declared: DeclaredOptions, place: CommandPlace): void {
   const name = place.commands.join(' ');
-  for (const token of optionWords(line)) {
+  const words = optionWords(line);
+  words.forEach((token, i) => {
+    if (!token.startsWith('--') || token === '--') return;
+    const key = optionKey(token);
+    const eq = token.indexOf('=');
+    const value = eq >= 0 ? token.slice(eq + 1) : words[i + 1];
+    if (declared.number?.includes(key) && value !== undefined && !lacksValue(value) && !DECIMAL.test(value.trim())) {
+      throw new InputError(`--${key} takes a decimal number (like 20, 0.5 or 1e-3), got '${value}'`);
+    }
+    if (declared.boolean.includes(key) && eq >= 0 && !/^(true|false)$/.test(value!)) {
+      throw new InputError(`--${key} is a switch: give --${key} or --no-${key}, not --${key}=${value}`);
+    }
+  });
+  for (const token of words) {
     if (!token.startsWith('--no-')) continue;
     const key = optionKey(token);
     const base = key.slice('no-'.length);
@@ -159,16 +200,19 @@ function guardStandardStreams(): void {
 
 export async function main(argv: string[]): Promise<void> {
   guardStandardStreams();
-  const cli = yargs(argv)
+  // What yargs parses (a negative number in exponent form joined to its option); argv as typed is
+  // what the messages count words of.
+  const line = joinNegativeValues(argv);
+  const cli = yargs(line)
     // yargs passes its instance, with the command's option table, as a second argument that its
     // typings leave out. The first runs before yargs' validation, on the command being run (a
     // command group runs it again once its subcommand has run: then there is nothing to check).
     .middleware(((_parsed: Record<string, unknown>, y: YargsInternals) => {
       const state = y.getInternalMethods();
       const { commands } = state.getContext();
-      if (!state.getHasOutput() && commands.length > 0) checkCommandLine(argv, y.getOptions(), { commands });
+      if (!state.getHasOutput() && commands.length > 0) checkCommandLine(line, y.getOptions(), { commands });
     }) as unknown as MiddlewareFunction, true)
-    .middleware(((parsed: Record<string, unknown>, y: YargsInternals) => checkOptionValues(argv, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
+    .middleware(((parsed: Record<string, unknown>, y: YargsInternals) => checkOptionValues(line, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
     // Ctrl-C: temporaries removed and one line, for the commands that do not stop on their own.
     .middleware((parsed) => {
       if (!OWN_SIGNAL_HANDLING.has(String(parsed._[0]))) installInterruptHandler();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { main } from '../../scripts/cli.ts';
+import { joinNegativeValues, main } from '../../scripts/cli.ts';
 import { makeTinyCheckpoint } from '../training/tiny-checkpoint.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-cli-test-'));
@@ -68,5 +68,30 @@ test('--no-<option> of an option that takes a value is refused in one line; bool
   await refused(['train', '--data', out, '--out', out, '--no-lr'], /^mlm: error: --lr takes a number, so --no-lr is not an option/);
   // --no-json is a boolean's negation: the command goes on to its own checks.
   await refused(['train', '--data', path.join(tmp, 'absent'), '--out', out, '--no-json', '--no-progress'], /^mlm: error: --data .*absent not found/);
+  assert.equal(fs.existsSync(out), false);
+});
+
+test('a number option takes a decimal number as typed: the message echoes it; 0x10, 0b1, 1_000 and Infinity are refused', async () => {
+  const { dir } = await tiny;
+  const out = path.join(tmp, 'n');
+  const decimal = (flag: string, typed: string) => new RegExp(`^mlm: error: ${flag} takes a decimal number \\(like 20, 0\\.5 or 1e-3\\), got '${typed}'\n$`);
+  await refused(['fill-mask', '--model', dir, '--top-k', '3abc', '[MASK] is'], decimal('--top-k', '3abc'));
+  await refused(['train', '--data', out, '--out', out, '--steps', '1_000'], decimal('--steps', '1_000'));
+  await refused(['tokenizer', 'train', '--corpus', 'c.txt', '--out', out, '--vocab-size', '8k'], decimal('--vocab-size', '8k'));
+  await refused(['train', '--data', out, '--out', out, '--lr=1e-3x'], decimal('--lr', '1e-3x'));
+  await refused(['train', '--data', out, '--out', out, '--steps', '0x10'], decimal('--steps', '0x10'));
+  await refused(['train', '--data', out, '--out', out, '--steps=0b1'], decimal('--steps', '0b1'));
+  await refused(['fill-mask', '--model', dir, '--topK', 'Infinity', '[MASK] is'], decimal('--top-k', 'Infinity'));
+  // A switch given a value other than true or false (yargs reads it as false).
+  await refused(['train', '--data', out, '--out', out, '--json=yes'], /^mlm: error: --json is a switch: give --json or --no-json, not --json=yes\n$/);
+});
+
+test('a negative number in exponent form reaches its option, whose own check refuses it', async () => {
+  assert.deepEqual(joinNegativeValues(['train', '--lr', '-1e-3', '--seed', '-1', '--warmup', '-2.', '--', '--x', '-1e3']),
+    ['train', '--lr=-1e-3', '--seed', '-1', '--warmup=-2.', '--', '--x', '-1e3']);
+  const { dir } = await tiny;
+  const out = path.join(tmp, 'neg');
+  // Not "Unknown arguments: 1, e": --lr's own range check.
+  await refused(['train', '--config', path.join(dir, 'config.json'), '--data', dir, '--out', out, '--lr', '-1e-3'], /^mlm: error: --lr must be a positive number, got -0\.001\n$/);
   assert.equal(fs.existsSync(out), false);
 });
