@@ -18,6 +18,7 @@ import { pushCommand } from './commands/push.ts';
 import { lacksValue } from './script-args.ts';
 import { installInterruptHandler, OWN_SIGNAL_HANDLING } from './interrupt.ts';
 import { removeUnfinishedWrites } from '../common/atomic.ts';
+import { VERSION } from '../common/version.ts';
 
 /**
  * Refuses an empty or blank argument (`--lr ''`, `--out=`, `--validation a.txt ' '`). yargs reads
@@ -80,6 +81,7 @@ export interface DeclaredOptions {
   number?: string[];
   choices?: Record<string, readonly unknown[]>;
   demandedOptions?: Record<string, unknown>;
+  alias?: Record<string, string[]>;
 }
 
 /** An option's name as yargs' table spells it: `--batchSize` and `--batch-size=8` name batch-size. */
@@ -97,6 +99,33 @@ function valueKind(key: string, declared: DeclaredOptions): string {
 /** Commands that take free text: the words after `--` are theirs (`fill-mask -- "- [MASK]"`). */
 const TEXT_COMMANDS: ReadonlySet<string> = new Set(['fill-mask']);
 
+/** The number of edits (insert, delete, replace, swap two neighbours) from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * The name among `names` that `typed` most likely meant: the same letters without the dashes
+ * (`topk`, `top_k` for top-k), or a name a few edits away (a third of its length at most).
+ */
+export function nearestName(typed: string, names: readonly string[]): string | undefined {
+  const bare = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const distance = bare(name) === bare(typed) ? 0 : editDistance(typed.toLowerCase(), name);
+    if (distance < bestDistance) [best, bestDistance] = [name, distance];
+  }
+  return bestDistance <= Math.max(1, Math.floor(typed.length / 3)) ? best : undefined;
+}
+
 /** Where on the command line yargs is: the command's words (`['tokenizer', 'train']`). */
 export interface CommandPlace {
   commands: readonly string[];
@@ -110,6 +139,9 @@ export interface CommandPlace {
  * - `--flag=VALUE` of a boolean is true or false (yargs reads any other value as false);
  * - `--no-<option>` of an option that takes a value: yargs' negation of booleans would pass false
  *   (or 0) where the command expects a string, a list or a number;
+ * - an unknown option is named with its dashes and the option it most likely meant, where yargs
+ *   says "Unknown argument: topk"; a word that starts with - but is no option name (a text such as
+ *   "- [MASK] ...") is pointed after `--` where the command takes text;
  * - words after `--` are refused by a command that takes no text, where yargs would drop them
  *   without a word.
  */
@@ -136,6 +168,28 @@ export function checkCommandLine(line: readonly string[], declared: DeclaredOpti
     const instead = declared.demandedOptions && base in declared.demandedOptions ? `give --${base} a value` : `give --${base} a value or leave it out`;
     throw new InputError(`--${base} takes ${valueKind(base, declared)}, so --${key} is not an option; ${instead}`);
   }
+  const help = `see mlm ${name} --help`;
+  const aliases = Object.values(declared.alias ?? {}).flat();
+  const known = (key: string) => key in declared.key || aliases.includes(key) || (key.startsWith('no-') && declared.boolean.includes(key.slice(3)));
+  for (const token of words) {
+    // '-' alone is a word, and a negative number a value.
+    if (!token.startsWith('-') || token === '-' || Number.isFinite(Number(token))) continue;
+    const long = token.startsWith('--');
+    const typed = token.slice(long ? 2 : 1).split('=')[0]!;
+    if (!(long ? /^[A-Za-z][\w-]*$/ : /^[A-Za-z]+$/).test(typed)) {
+      if (TEXT_COMMANDS.has(name)) {
+        throw new InputError(`${JSON.stringify(token)} starts with - and so reads as an option; put a text that starts with - after --: mlm ${name} [options] -- ${JSON.stringify(token)}`);
+      }
+      throw new InputError(`unknown option ${JSON.stringify(token)}; ${help}`);
+    }
+    // -abc is three short options; mlm has one, -h.
+    const unknown = long ? (known(optionKey(token)) ? undefined : typed) : [...typed].find((c) => !known(c));
+    if (unknown === undefined) continue;
+    const flag = (k: string) => (k.length === 1 ? `-${k}` : `--${k}`);
+    const names = Object.keys(declared.key).filter((k) => k.length > 1).concat(declared.boolean.map((k) => `no-${k}`));
+    const meant = long ? nearestName(unknown, names) : undefined;
+    throw new InputError(`unknown option ${flag(unknown)}${meant ? ` (did you mean --${meant}?)` : ''}; ${help}`);
+  }
   const end = line.indexOf('--');
   const afterDashes = end < 0 ? [] : line.slice(end + 1);
   if (afterDashes.length > 0 && !TEXT_COMMANDS.has(name)) {
@@ -143,10 +197,26 @@ export function checkCommandLine(line: readonly string[], declared: DeclaredOpti
   }
 }
 
+/**
+ * Refuses a command name that is not one of `names` (those of mlm, or of a group such as `mlm
+ * tokenizer`), with the nearest one, where yargs says "Did you mean train?".
+ */
+export function checkCommandName(parsed: { _: readonly (string | number)[] }, place: CommandPlace, names: readonly string[]): void {
+  const typed = parsed._[place.commands.length];
+  if (typed === undefined || names.includes(String(typed))) return;
+  const meant = nearestName(String(typed), names);
+  const group = place.commands.join(' ');
+  throw new InputError(`unknown ${group ? `${group} ` : ''}command ${JSON.stringify(String(typed))}${meant ? ` (did you mean ${meant}?)` : ''}; ${group ? `the ${group} commands: ${names.join(', ')}` : '`mlm --help` lists the commands'}`);
+}
+
 /** The parts of a yargs instance that the middleware reads (not in yargs' typings). */
 interface YargsInternals {
   getOptions(): DeclaredOptions;
-  getInternalMethods(): { getHasOutput(): boolean; getContext(): { commands: string[] } };
+  getInternalMethods(): {
+    getHasOutput(): boolean;
+    getContext(): { commands: string[] };
+    getCommandInstance(): { getCommands(): string[] };
+  };
 }
 
 /**
@@ -207,10 +277,14 @@ export async function main(argv: string[]): Promise<void> {
     // yargs passes its instance, with the command's option table, as a second argument that its
     // typings leave out. The first runs before yargs' validation, on the command being run (a
     // command group runs it again once its subcommand has run: then there is nothing to check).
-    .middleware(((_parsed: Record<string, unknown>, y: YargsInternals) => {
+    .middleware(((parsed: { _: (string | number)[] }, y: YargsInternals) => {
       const state = y.getInternalMethods();
+      if (state.getHasOutput()) return;
       const { commands } = state.getContext();
-      if (!state.getHasOutput() && commands.length > 0) checkCommandLine(line, y.getOptions(), { commands });
+      // mlm itself and a command group (tokenizer, model) run when no command of theirs matched.
+      const subcommands = state.getCommandInstance().getCommands();
+      if (subcommands.length > 0) checkCommandName(parsed, { commands }, subcommands);
+      else if (commands.length > 0) checkCommandLine(line, y.getOptions(), { commands });
     }) as unknown as MiddlewareFunction, true)
     .middleware(((parsed: Record<string, unknown>, y: YargsInternals) => checkOptionValues(line, parsed, y.getOptions())) as unknown as MiddlewareFunction, false)
     // Ctrl-C: temporaries removed and one line, for the commands that do not stop on their own.
@@ -235,11 +309,10 @@ export async function main(argv: string[]): Promise<void> {
     .command(compareCommand)
     .demandCommand(1, 'Name a command; `mlm --help` lists them.')
     .strict()
-    .recommendCommands()
     .wrap(Math.min(110, process.stdout.columns || 110))
     .help()
     .alias('h', 'help')
-    .version(false)
+    .version('version', 'print the version of mlmkit', VERSION)
     .fail((msg, err) => {
       // yargs reports usage problems as YError, also an InputError thrown while it parsed (the
       // --config-file reader, scripts/config-file.ts) with its message copied: bad usage, exit 2.

@@ -60,10 +60,12 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
 };
 
 export const modelCommand: CommandModule = {
-  command: 'model <command>',
+  command: 'model',
   describe: 'Model tools (resize to an extended tokenizer)',
+  // No <command> positional: yargs would demand it before the message of demandCommand below.
   builder: (y: Argv) =>
     y
+      .usage(`$0 model <command>\n\n${modelCommand.describe}`)
       .command(resizeCommand as unknown as CommandModule)
       .demandCommand(1, 'Name a model command: resize')
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'grow a checkpoint to an extended tokenizer'),

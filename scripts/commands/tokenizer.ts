@@ -172,10 +172,12 @@ function checkOutFolder(out: string, overwrite: boolean): void {
 }
 
 export const tokenizerCommand: CommandModule = {
-  command: 'tokenizer <command>',
+  command: 'tokenizer',
   describe: 'Tokenizer tools (train a vocabulary, extend one with domain words)',
+  // No <command> positional: yargs would demand it before the message of demandCommand below.
   builder: (y: Argv) =>
     y
+      .usage(`$0 tokenizer <command>\n\n${tokenizerCommand.describe}`)
       .command(trainCommand as unknown as CommandModule)
       .command(extendCommand as unknown as CommandModule)
       .demandCommand(1, 'Name a tokenizer command: train, extend')

@@ -3,11 +3,12 @@
 // exit code and its one error line; every case here is refused before any model is read.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { joinNegativeValues, main } from '../../scripts/cli.ts';
-import { makeTinyCheckpoint } from '../training/tiny-checkpoint.ts';
+import { joinNegativeValues, main, nearestName } from '../../scripts/cli.ts';
+import { makeTinyCheckpoint, ROOT } from '../training/tiny-checkpoint.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-cli-test-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -94,4 +95,35 @@ test('a negative number in exponent form reaches its option, whose own check ref
   // Not "Unknown arguments: 1, e": --lr's own range check.
   await refused(['train', '--config', path.join(dir, 'config.json'), '--data', dir, '--out', out, '--lr', '-1e-3'], /^mlm: error: --lr must be a positive number, got -0\.001\n$/);
   assert.equal(fs.existsSync(out), false);
+});
+
+test('an unknown option is named with its dashes and the nearest option of the command', async () => {
+  assert.equal(nearestName('topk', ['top-k', 'targets', 'model']), 'top-k');
+  assert.equal(nearestName('stpes', ['steps', 'seed']), 'steps');
+  assert.equal(nearestName('colour', ['steps', 'seed']), undefined);
+  const { dir } = await tiny;
+  const out = path.join(tmp, 'u');
+  await refused(['fill-mask', '--model', dir, '--topk', '3', '[MASK] is'], /^mlm: error: unknown option --topk \(did you mean --top-k\?\); see mlm fill-mask --help\n$/);
+  await refused(['train', '--data', out, '--out', out, '--stpes', '3'], /^mlm: error: unknown option --stpes \(did you mean --steps\?\); see mlm train --help\n$/);
+  await refused(['train', '--data', out, '--out', out, '--no-progres'], /^mlm: error: unknown option --no-progres \(did you mean --no-progress\?\)/);
+  await refused(['export', '--model', dir, '--out', out, '--colour'], /^mlm: error: unknown option --colour; see mlm export --help\n$/);
+  await refused(['fill-mask', '--model', dir, '-k', '3', '[MASK] is'], /^mlm: error: unknown option -k; see mlm fill-mask --help\n$/);
+  // A text that starts with a dash goes after --.
+  await refused(['fill-mask', '--model', dir, '- [MASK] with a dash'], /^mlm: error: "- \[MASK\] with a dash" starts with - and so reads as an option; put a text that starts with - after --: mlm fill-mask \[options\] -- "- \[MASK\] with a dash"\n$/);
+});
+
+test('an unknown command is named with the nearest one; a command group without its command says which it has', async () => {
+  await refused(['tokenizer', 'trian'], /^mlm: error: unknown tokenizer command "trian" \(did you mean train\?\); the tokenizer commands: train, extend\n$/);
+  await refused(['model', 'rsize'], /^mlm: error: unknown model command "rsize" \(did you mean resize\?\); the model commands: resize\n$/);
+  await refused(['trian'], /^mlm: error: unknown command "trian" \(did you mean train\?\); `mlm --help` lists the commands\n$/);
+  await refused(['tokenizer'], /^mlm: error: Name a tokenizer command: train, extend\n$/);
+  await refused(['model'], /^mlm: error: Name a model command: resize\n$/);
+});
+
+test('mlm --version prints the package version, exit 0', () => {
+  // yargs ends the process after printing it: a child process.
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/mlm.mjs'), '--version'], { encoding: 'utf8' });
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `${pkg.version}\n`);
 });
