@@ -134,6 +134,7 @@ export interface CommandPlace {
 /**
  * Checks the words of the command line against the command's options before yargs validates them
  * (and before its handler runs):
+ * - `--config-file` is given once;
  * - the value of a number option is a decimal number as typed: yargs reads `3abc` and `1_000` as
  *   NaN (which the command's check would show as "got NaN"), and `0x10` and `0b1` as 16 and 1;
  * - `--flag=VALUE` of a boolean is true or false (yargs reads any other value as false);
@@ -148,6 +149,9 @@ export interface CommandPlace {
 export function checkCommandLine(line: readonly string[], declared: DeclaredOptions, place: CommandPlace): void {
   const name = place.commands.join(' ');
   const words = optionWords(line);
+  // yargs cannot open a --config-file given twice, and says "Invalid JSON config file: [ ... ]".
+  const files = words.flatMap((t, i) => (t.startsWith('--') && optionKey(t) === 'config-file' ? [t.includes('=') ? t.slice(t.indexOf('=') + 1) : words[i + 1] ?? ''] : []));
+  if (files.length > 1) throw new InputError(`--config-file was given ${files.length} times (${files.join(', ')}); give it once`);
   words.forEach((token, i) => {
     if (!token.startsWith('--') || token === '--') return;
     const key = optionKey(token);

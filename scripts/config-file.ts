@@ -6,7 +6,8 @@
 // the defaults (yargs' own order for `.config()`). Relative paths in the file are resolved against
 // the file's folder: always for the keys in `paths`, and for the keys in `models` (a folder or a
 // Hub id) when that folder exists. An unknown key or a value of the wrong type is an InputError
-// naming the key (exit 2).
+// naming the key (exit 2). YAML merge keys (`<<: *base`) are read; top-level keys starting with
+// x- are skipped, a place for the mappings they merge.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
@@ -37,6 +38,8 @@ const NOT_IN_FILE = new Set(['config-file', 'help', 'version']);
 const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 function describeValue(v: unknown): string {
+  // YAML's .inf, -.inf and .nan: JSON would show them as null.
+  if (typeof v === 'number' && !Number.isFinite(v)) return `${Number.isNaN(v) ? '.nan' : v > 0 ? '.inf' : '-.inf'} (${v})`;
   return JSON.stringify(v)?.slice(0, 60) ?? String(v);
 }
 
@@ -69,10 +72,15 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
     // Duplicate keys are an error (the package's default), like the repeated-key check below; a
     // warning (an unknown tag such as `!!float`, a %YAML directive of another version) is one too:
     // the value would not be what the file says (and the package would print it on stderr).
-    const parsed = parseDocument(text);
+    // Merge keys (`<<: *base`) are read, as YAML 1.1 had them; the anchored mapping may sit under
+    // a key starting with x- (docker compose's extension fields), which is not an option.
+    const parsed = parseDocument(text, { merge: true });
     const problem = parsed.errors[0] ?? parsed.warnings[0];
     if (problem) throw invalid(problem.message);
     doc = parsed.toJS();
+    if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) {
+      doc = Object.fromEntries(Object.entries(doc as Record<string, unknown>).filter(([k]) => !k.startsWith('x-')));
+    }
   } else {
     try {
       doc = JSON.parse(text);
@@ -98,6 +106,7 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
   for (const [rawKey, value] of Object.entries(doc as Record<string, unknown>)) {
     const key = kebab(rawKey);
     const where = `--config-file ${shown}: key "${rawKey}"`;
+    if (key === 'config-file') throw new InputError(`${where}: a config file cannot name another one; put that file's options in this one`);
     if (NOT_IN_FILE.has(key) || !(key in known.key)) {
       throw new InputError(`${where} is not an option of mlm ${command}; use its option names (kebab-case like "batch-size" or camelCase like "batchSize"), see mlm ${command} --help`);
     }
@@ -111,7 +120,8 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
     } else if (known.boolean.includes(key)) {
       if (typeof v !== 'boolean') throw new InputError(`${where} must be true or false, got ${describeValue(v)}`);
     } else if (known.number.includes(key)) {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${where} must be a number, got ${describeValue(v)}`);
+      if (typeof v !== 'number') throw new InputError(`${where} must be a number, got ${describeValue(v)}`);
+      if (!Number.isFinite(v)) throw new InputError(`${where} must be a finite number, got ${describeValue(v)}`);
     } else if (known.array.includes(key)) {
       if (typeof v === 'string') v = [v];
       if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string')) {

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { joinNegativeValues, main, nearestName } from '../../scripts/cli.ts';
+import { readOptionsFile } from '../../scripts/config-file.ts';
 import { makeTinyCheckpoint, ROOT } from '../training/tiny-checkpoint.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-cli-test-'));
@@ -126,4 +127,20 @@ test('mlm --version prints the package version, exit 0', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, `${pkg.version}\n`);
+});
+
+test('--config-file: given twice, .inf, a config-file key, YAML merge keys', async () => {
+  const write = (name: string, text: string) => {
+    fs.writeFileSync(path.join(tmp, name), text);
+    return path.join(tmp, name);
+  };
+  await refused(['evaluate', '--config-file', write('a.json', '{}'), '--config-file=b.yaml'], /^mlm: error: --config-file was given 2 times \(.*a\.json, b\.yaml\); give it once\n$/);
+  const known = { key: { seed: true, steps: true, 'batch-size': true, 'config-file': true }, string: ['config-file'], number: ['seed', 'steps', 'batch-size'], boolean: [], array: [], choices: {} };
+  assert.throws(() => readOptionsFile(write('inf.yaml', 'seed: .inf\n'), known, 'train'), /key "seed" must be a finite number, got \.inf \(Infinity\)$/);
+  assert.throws(() => readOptionsFile(write('nan.yaml', 'seed: .nan\n'), known, 'train'), /key "seed" must be a finite number, got \.nan \(NaN\)$/);
+  assert.throws(() => readOptionsFile(write('nested.yaml', 'config-file: other.yaml\n'), known, 'train'),
+    /key "config-file": a config file cannot name another one; put that file's options in this one$/);
+  // A merge key takes the options of a mapping anchored under an x- key (which is no option).
+  const merged = write('merge.yaml', 'x-base: &base\n  batch-size: 8\n  steps: 5\n<<: *base\nsteps: 3\n');
+  assert.deepEqual(readOptionsFile(merged, known, 'train'), { 'batch-size': 8, steps: 3 });
 });
