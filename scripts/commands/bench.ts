@@ -320,19 +320,20 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     y
       .option('config', { type: 'string', array: true, default: ['bert-mini'], describe: 'model config files, or names in configs/ (bert-tiny, bert-mini, bert-small...)' })
       .option('backend', { type: 'string', array: true, default: ['auto'], describe: 'backends: auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu, or all (every one that loads)' })
-      .option('batch-size', { type: 'number', default: BENCH_DEFAULTS.batchSize })
-      .option('seq-len', { type: 'number', default: BENCH_DEFAULTS.seqLen })
+      .option('batch-size', { type: 'number', default: BENCH_DEFAULTS.batchSize, describe: 'rows per training step' })
+      .option('seq-len', { type: 'number', default: BENCH_DEFAULTS.seqLen, describe: 'tokens per row (at most the model\'s positions)' })
       .option('steps', { type: 'number', default: BENCH_DEFAULTS.steps, describe: 'measured training steps (at least 2)' })
       .option('warmup-steps', { type: 'number', default: BENCH_DEFAULTS.warmupSteps, describe: 'training steps run before timing' })
       .option('eval-steps', { type: 'number', default: 5, describe: 'measured evaluation steps' })
       .option('max-seconds', { type: 'number', default: 0, describe: 'end a phase\'s measured steps once they took this long, after at least 2 (0: no limit)' })
       .option('rows-per-pass', { type: 'number', default: 0, describe: 'rows per forward/backward pass (0: as `mlm train` chooses for the backend)' })
-      .option('seed', { type: 'number', default: BENCH_DEFAULTS.seed })
+      .option('seed', { type: 'number', default: BENCH_DEFAULTS.seed, describe: 'seeds the random rows and their masks, the initial weights and dropout' })
       .option('precision', { type: 'string', default: BENCH_DEFAULTS.precision, describe: 'fp32, fp16 (webgpu f16 matmuls, loss scaling, as `mlm train --precision fp16`) or auto' })
       .option('matmul-peak', { type: 'boolean', default: true, describe: 'measure the CPU\'s float32 matmul peak with numpy, for MFU (--no-matmul-peak to skip)' })
       .option('blas-threads', { type: 'number', default: 2, describe: 'BLAS threads of the matmul-peak probe' })
       .option('isolate', { type: 'boolean', default: true, describe: 'each run in its own child process (--no-isolate: one config, one backend, here)' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout: one run\'s object, or a list' })
+      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
       .epilogue(
         'Data: random token ids, [CLS] ... [SEP] rows without padding, masked 15% (80/10/10) with --seed. A training step is ' +
           '`mlm train`\'s: forward + loss at the masked positions + backward + global-norm clip + AdamW, cut into passes as ' +

@@ -49,7 +49,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .option('split', { choices: ['validation', 'train'] as const, default: 'validation' as const, describe: 'split of a prepared folder' })
       .option('revision', { type: 'string', describe: 'Hub revision for --model ids' })
       .option('seed', { type: 'number', default: 42, describe: 'seed of the evaluation masks (fixed: the same numbers every time)' })
-      .option('batch-size', { type: 'number', default: 32 })
+      .option('batch-size', { type: 'number', default: 32, describe: 'rows per forward pass (--max-batches counts these batches)' })
       .option('max-batches', { type: 'number', default: 0, describe: 'stop after N batches of rows (0: the whole split)' })
       .option('mlm-probability', { type: 'number', default: MLM_PROBABILITY, describe: 'share of tokens masked' })
       .option('whole-word-mask', { type: 'boolean', default: false, describe: 'mask whole words' })

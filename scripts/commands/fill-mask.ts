@@ -32,6 +32,7 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
       .option('targets', { type: 'string', array: true, describe: 'only score these words (put them after the text)' })
       .option('json', { type: 'boolean', default: false, describe: "print transformers' pipeline output as JSON on stdout" })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto, tensorflow-gpu, tensorflow, webgpu, wasm or cpu (or env MLM_BACKEND)' })
+      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
       .example('$0 fill-mask --model bert-base-uncased "Paris is the [MASK] of France."', 'the 5 likeliest words from a Hub model')
       .example('$0 fill-mask --model checkpoints/med "The patient was given [MASK] for the pain." --top-k 10 --json', 'a local checkpoint, JSON output')
       .example('$0 fill-mask --model roberta-base "Hello <mask>!" --targets " world" " there"', 'RoBERTa, scoring only two candidates')

@@ -30,6 +30,7 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
       .option('seed', { type: 'number', default: 42, describe: 'seed for --init random' })
       .option('revision', { type: 'string', describe: 'Hub revision for --from ids' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
+      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'FVT initialisation of the new rows') as unknown as Argv<ResizeArgs>,
   handler: async (args: ArgumentsCamelCase<ResizeArgs>) => {
     requireSeed(args.seed);

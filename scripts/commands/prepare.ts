@@ -41,7 +41,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       .option('validation-split', { type: 'number', describe: 'share of documents held out (seeded, document level; default 0.05)' })
       .option('validation', { type: 'string', array: true, describe: 'a given held-out set instead of --validation-split' })
       .option('line-by-line', { type: 'boolean', default: false, describe: 'one example per non-blank line instead of packed blocks' })
-      .option('seed', { type: 'number', default: 42 })
+      .option('seed', { type: 'number', default: 42, describe: 'seed of the --validation-split draw (which documents are held out)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace prepared data at --out made from other inputs or options (never a folder holding other files)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the manifest as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })

@@ -86,9 +86,9 @@ function builder(variant: Variant) {
       .option('warmup', { type: 'number', default: d.warmup, describe: 'warmup: a fraction of the steps if < 1, else steps' })
       .option('schedule', { choices: SCHEDULES, default: d.schedule, describe: 'learning-rate decay after warmup' })
       .option('weight-decay', { type: 'number', default: d.weightDecay, describe: 'AdamW decoupled weight decay (not on biases and LayerNorm weights)' })
-      .option('adam-beta1', { type: 'number', default: d.adamBeta1 })
-      .option('adam-beta2', { type: 'number', default: d.adamBeta2 })
-      .option('adam-epsilon', { type: 'number', default: d.adamEpsilon })
+      .option('adam-beta1', { type: 'number', default: d.adamBeta1, describe: 'AdamW decay rate of the gradient mean' })
+      .option('adam-beta2', { type: 'number', default: d.adamBeta2, describe: 'AdamW decay rate of the squared-gradient mean' })
+      .option('adam-epsilon', { type: 'number', default: d.adamEpsilon, describe: 'AdamW term added to the root of the squared-gradient mean' })
       .option('mlm-probability', { type: 'number', default: d.mlmProbability, describe: 'share of tokens selected for prediction' })
       .option('whole-word-mask', { type: 'boolean', default: d.wholeWordMask, describe: 'select whole words' })
       .option('whole-word-selection', {

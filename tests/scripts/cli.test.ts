@@ -7,8 +7,21 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import yargs, { type CommandModule } from 'yargs';
 import { joinNegativeValues, main, nearestName } from '../../scripts/cli.ts';
 import { readOptionsFile } from '../../scripts/config-file.ts';
+import { benchCommand } from '../../scripts/commands/bench.ts';
+import { compareCommand } from '../../scripts/commands/compare.ts';
+import { downloadCommand } from '../../scripts/commands/download.ts';
+import { evaluateCommand } from '../../scripts/commands/evaluate.ts';
+import { exportCommand } from '../../scripts/commands/export.ts';
+import { fillMaskCommand } from '../../scripts/commands/fill-mask.ts';
+import { modelCommand } from '../../scripts/commands/model.ts';
+import { prepareCommand } from '../../scripts/commands/prepare.ts';
+import { pushCommand } from '../../scripts/commands/push.ts';
+import { serveCommand } from '../../scripts/commands/serve.ts';
+import { tokenizerCommand } from '../../scripts/commands/tokenizer.ts';
+import { finetuneCommand, pretrainCommand, trainCommand } from '../../scripts/commands/train.ts';
 import { makeTinyCheckpoint, ROOT } from '../training/tiny-checkpoint.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-cli-test-'));
@@ -143,4 +156,39 @@ test('--config-file: given twice, .inf, a config-file key, YAML merge keys', asy
   // A merge key takes the options of a mapping anchored under an x- key (which is no option).
   const merged = write('merge.yaml', 'x-base: &base\n  batch-size: 8\n  steps: 5\n<<: *base\nsteps: 3\n');
   assert.deepEqual(readOptionsFile(merged, known, 'train'), { 'batch-size': 8, steps: 3 });
+});
+
+/** The parts of a yargs instance the next test reads (not in yargs' typings). */
+interface Built {
+  getOptions(): { key: Record<string, unknown> };
+  getInternalMethods(): {
+    getUsageInstance(): { getDescriptions(): Record<string, unknown> };
+    getCommandInstance(): { handlers: Record<string, { builder: (y: unknown) => unknown }> };
+  };
+}
+
+test('every command takes --progress / --no-progress, and every option has a description', () => {
+  const top: Record<string, CommandModule> = {
+    prepare: prepareCommand, train: trainCommand, pretrain: pretrainCommand, finetune: finetuneCommand, evaluate: evaluateCommand,
+    'fill-mask': fillMaskCommand, export: exportCommand, serve: serveCommand, download: downloadCommand, push: pushCommand,
+    bench: benchCommand, compare: compareCommand,
+  } as unknown as Record<string, CommandModule>;
+  const build = (builder: unknown): Built => {
+    const y = yargs([]) as unknown as Built;
+    (builder as (y: unknown) => unknown)(y);
+    return y;
+  };
+  const leaves: [string, unknown][] = Object.entries(top).map(([name, c]) => [name, c.builder]);
+  for (const [group, c] of [['tokenizer', tokenizerCommand], ['model', modelCommand]] as const) {
+    const handlers = build(c.builder).getInternalMethods().getCommandInstance().handlers;
+    for (const [name, h] of Object.entries(handlers)) leaves.push([`${group} ${name}`, h.builder]);
+  }
+  assert.equal(leaves.length, 15);
+  for (const [name, builder] of leaves) {
+    const y = build(builder);
+    assert.ok('progress' in y.getOptions().key, `mlm ${name} has no --progress`);
+    const described = y.getInternalMethods().getUsageInstance().getDescriptions();
+    const bare = Object.keys(y.getOptions().key).filter((k) => !described[k]);
+    assert.deepEqual(bare, [], `mlm ${name}: options without a description`);
+  }
 });
