@@ -21,6 +21,8 @@ interface Unfinished {
   target: string;
   tmp: string;
   old?: string;
+  /** The new folder or file is in place: only the old one's removal is left. */
+  placed?: boolean;
 }
 const unfinished = new Set<Unfinished>();
 
@@ -31,6 +33,10 @@ const unfinished = new Set<Unfinished>();
 export function removeUnfinishedWrites(): string[] {
   const targets: string[] = [];
   for (const w of unfinished) {
+    if (w.placed) {
+      if (w.old !== undefined) fs.rmSync(w.old, { recursive: true, force: true });
+      continue; // written: not one of the targets left unwritten
+    }
     if (w.old !== undefined && !fs.existsSync(w.target)) {
       try {
         fs.renameSync(w.old, w.target);
@@ -74,13 +80,14 @@ export async function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>
   const write: Unfinished = { target: file, tmp };
   unfinished.add(write);
   try {
-    await writeAndRename(tmp, file, chunks);
+    await writeAndRename(write, chunks);
   } finally {
     unfinished.delete(write);
   }
 }
 
-async function writeAndRename(tmp: string, file: string, chunks: Iterable<Uint8Array>): Promise<void> {
+async function writeAndRename(write: Unfinished, chunks: Iterable<Uint8Array>): Promise<void> {
+  const { tmp, target: file } = write;
   const fh = await fsp.open(tmp, 'w');
   try {
     for (const c of chunks) {
@@ -98,6 +105,7 @@ async function writeAndRename(tmp: string, file: string, chunks: Iterable<Uint8A
     throw err;
   }
   await fsp.rename(tmp, file);
+  write.placed = true;
   await fsyncPath(path.dirname(file));
 }
 
@@ -207,6 +215,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
       await fsp.rename(target, old);
       try {
         await fsp.rename(tmp, target);
+        write.placed = true;
       } catch (err) {
         await fsp.rename(old, target).catch(() => {});
         throw err;
@@ -215,6 +224,7 @@ export async function writeFolderAtomic(dir: string, fill: (tmpDir: string) => P
       await fsp.rm(old, { recursive: true, force: true });
     } else {
       await fsp.rename(tmp, target);
+      write.placed = true;
     }
     await fsyncPath(parent);
   } catch (err) {

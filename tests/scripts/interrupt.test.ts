@@ -23,22 +23,31 @@ function start(args: string[], stdout: 'pipe' | number = 'pipe') {
 }
 
 test('Ctrl-C during mlm export: exit 130, one line, no temporary folder left', async () => {
-  // A large embedding (300,000 x 32) so that the export is still writing when the signal comes.
+  // A large embedding (300,000 x 32) so that the export is still writing when the signal comes;
+  // on a loaded machine it may still end first: then it is tried again (three times at most).
   const ck = await makeTinyCheckpoint(path.join(tmp, 'big'), 'bert', { padVocab: 300_000 });
-  const out = path.join(tmp, 'exported');
-  const { child, done } = start(['export', '--model', ck.dir, '--format', 'onnx', '--out', out]);
-  const temps = () => fs.readdirSync(tmp).filter((e) => e.startsWith('.exported.'));
-  // Stopped as soon as its temporary folder appears, then interrupted and let go on.
-  while (temps().length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 1));
-  assert.equal(child.exitCode, null, 'the export ended before it could be interrupted');
-  child.kill('SIGSTOP');
-  child.kill('SIGINT');
-  child.kill('SIGCONT');
-  const r = await done;
-  assert.equal(r.code, 130, r.stderr);
-  assert.match(r.stderr, new RegExp(`^mlm: interrupted; nothing written to ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
-  assert.deepEqual(temps(), []);
-  assert.ok(!fs.existsSync(out));
+  for (let attempt = 1; ; attempt++) {
+    const name = `exported-${attempt}`;
+    const out = path.join(tmp, name);
+    const { child, done } = start(['export', '--model', ck.dir, '--format', 'onnx', '--out', out]);
+    const temps = () => fs.readdirSync(tmp).filter((e) => e.startsWith(`.${name}.`));
+    // Stopped as soon as its temporary folder appears, then interrupted and let go on.
+    while (temps().length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 1));
+    child.kill('SIGSTOP');
+    child.kill('SIGINT');
+    child.kill('SIGCONT');
+    const r = await done;
+    assert.deepEqual(temps(), [], 'no temporary is left, whenever the signal came');
+    if (r.code === 0 || fs.existsSync(out)) {
+      // The export was in place before the signal was handled: it ended, or says nothing false.
+      assert.doesNotMatch(r.stderr, /nothing written/);
+      assert.ok(attempt < 3, 'the export ended before the signal three times');
+      continue;
+    }
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, new RegExp(`^mlm: interrupted; nothing written to ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
+    break;
+  }
 });
 
 test('standard output closed early: exit 141 without a word; a full one: one line, exit 1', async () => {
