@@ -302,6 +302,13 @@ export async function openEvalData(
   const seqLen = Math.min(opts.seqLen, opts.maxPositions);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'mlmkit-eval-'));
   const out = path.join(tmp, 'data');
+  // Also when the process ends before close() (Ctrl-C: scripts/interrupt.ts exits at once).
+  const removeAtExit = () => fs.rmSync(tmp, { recursive: true, force: true });
+  process.on('exit', removeAtExit);
+  const remove = async () => {
+    process.removeListener('exit', removeAtExit);
+    await fsp.rm(tmp, { recursive: true, force: true });
+  };
   try {
     const result = await prepare({
       corpus: [spec],
@@ -326,11 +333,11 @@ export async function openEvalData(
       prepared: false,
       close: async () => {
         reader.close();
-        await fsp.rm(tmp, { recursive: true, force: true });
+        await remove();
       },
     };
   } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true });
+    await remove();
     throw err;
   }
 }

@@ -50,6 +50,25 @@ test('Ctrl-C during mlm export: exit 130, one line, no temporary folder left', a
   }
 });
 
+test('Ctrl-C during mlm evaluate on raw text: its scratch folder of prepared text is removed too', async () => {
+  const ck = await makeTinyCheckpoint(path.join(tmp, 'eval-model'), 'bert');
+  const text = path.join(tmp, 'held-out.txt');
+  fs.writeFileSync(text, 'the cat sat on the mat . a dog ran in the park .\n\n'.repeat(40_000));
+  const scratch = fs.mkdtempSync(path.join(tmp, 'tmpdir-'));
+  const child = spawn(process.execPath, [MLM, 'evaluate', '--model', ck.dir, '--data', text, '--split-paragraphs', '--backend', 'cpu'], {
+    cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MLM_DEBUG: '', TMPDIR: scratch },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const evalDirs = () => fs.readdirSync(scratch).filter((e) => e.startsWith('mlmkit-eval-'));
+  while (evalDirs().length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 1));
+  child.kill('SIGINT');
+  const code = await done;
+  if (code === 130) assert.match(stderr, /^mlm: interrupted/m);
+  assert.deepEqual(evalDirs(), [], `exit ${code}: ${stderr}`);
+});
+
 test('standard output closed early: exit 141 without a word; a full one: one line, exit 1', async () => {
   const ck = await makeTinyCheckpoint(path.join(tmp, 'tiny'), 'bert');
   const args = ['fill-mask', '--model', ck.dir, 'the [MASK] sat', '--json', '--backend', 'cpu'];
