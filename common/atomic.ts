@@ -32,7 +32,10 @@ const unfinished = new Set<Unfinished>();
  */
 export function removeUnfinishedWrites(): string[] {
   const targets: string[] = [];
+  // A file written inside a folder's temporary (model.safetensors of a checkpoint) goes with it.
+  const inside = (w: Unfinished) => [...unfinished].some((u) => u !== w && path.resolve(w.target).startsWith(path.resolve(u.tmp) + path.sep));
   for (const w of unfinished) {
+    if (inside(w)) continue;
     if (w.placed) {
       if (w.old !== undefined) fs.rmSync(w.old, { recursive: true, force: true });
       continue; // written: not one of the targets left unwritten

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { removeStaleTemps, removeUnfinishedWrites, writeFolderAtomic } from '../../common/atomic.ts';
+import { removeStaleTemps, removeUnfinishedWrites, writeFileAtomic, writeFolderAtomic } from '../../common/atomic.ts';
 import { InputError } from '../../common/errors.ts';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-atomic-')));
@@ -90,9 +90,11 @@ test('removeUnfinishedWrites takes away the temporaries of writes under way and 
   let started!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
   const inFill = new Promise<void>((resolve) => (started = resolve));
+  let nested!: Promise<void>;
   const filling = writeFolderAtomic(fresh, async (dir) => {
     fs.writeFileSync(path.join(dir, 'half'), 'x');
-    started();
+    // A file written atomically inside the temporary: it goes with the folder, unnamed.
+    nested = writeFileAtomic(path.join(dir, 'weights'), (function* () { started(); yield new Uint8Array(4); })());
     await held;
   });
   await inFill;
@@ -103,7 +105,8 @@ test('removeUnfinishedWrites takes away the temporaries of writes under way and 
   assert.ok(!fs.existsSync(fresh));
   assert.deepEqual(removeUnfinishedWrites(), [], 'each write is listed once');
   release();
-  await filling.catch(() => {}); // its own rename finds no temporary now
+  // Both end in errors now (their temporaries are gone), caught together.
+  await Promise.allSettled([nested, filling]);
 
   // A replaced folder moved aside, the new one not yet renamed in: the old one comes back.
   const kept = path.join(tmp, 'unfinished-old');
