@@ -40,14 +40,13 @@ export function removeUnfinishedWrites(): string[] {
       if (w.old !== undefined) fs.rmSync(w.old, { recursive: true, force: true });
       continue; // written: not one of the targets left unwritten
     }
+    // Moved aside and not yet replaced: put back (before its rename, the old one is still there).
     if (w.old !== undefined && !fs.existsSync(w.target)) {
       try {
         fs.renameSync(w.old, w.target);
       } catch {
         // Left under its -old- name: the next write to the target puts it back (restoreOrRemove).
       }
-    } else if (w.old !== undefined) {
-      fs.rmSync(w.old, { recursive: true, force: true }); // the new folder is in place already
     }
     fs.rmSync(w.tmp, { recursive: true, force: true });
     targets.push(w.target);
