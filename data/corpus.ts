@@ -1292,17 +1292,20 @@ export function chooseValidation(n: number, fraction: number, seed: number): Val
   return {
     size: k,
     indices,
-    has(i: number): boolean {
-      let lo = 0;
-      let hi = k - 1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >>> 1;
-        const v = indices[mid];
-        if (v === i) return true;
-        if (v < i) lo = mid + 1;
-        else hi = mid - 1;
-      }
-      return false;
-    },
+    has: (i: number) => sortedHas(indices, i),
   };
+}
+
+/** Whether `sorted` (ascending) holds `x`: a binary search. */
+export function sortedHas(sorted: ArrayLike<number>, x: number): boolean {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = sorted[mid];
+    if (v === x) return true;
+    if (v < x) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
 }

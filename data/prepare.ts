@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import * as aq from 'arquero';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { firstNames, InputError, requireChoice, requireSeed } from '../common/errors.ts';
-import { chooseValidation, isPlainTextFile, readDocuments, resolveCorpusFiles, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
+import { chooseValidation, isPlainTextFile, readDocuments, resolveCorpusFiles, sortedHas, totalBytes, unreadableCorpusFile, type CorpusOptions } from './corpus.ts';
 import { corpusInputs, realPathOf, refuseForeignEntries, refuseOutputOverInputs, type NamedInput } from './paths.ts';
 import { MLM_PROBABILITY } from './masking.ts';
 import { formatTable, Progress } from './progress.ts';
@@ -253,7 +253,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     warnSmall(splits, opts);
     const heldOut = seen.validation.distinct();
     const trained = seen.train.distinct();
-    const shared = heldOut.filter((h) => binaryHas(trained, h)).length;
+    const shared = heldOut.filter((h) => sortedHas(trained, h)).length;
     if (shared > 0) {
       opts.log(`warning: ${shared} of the ${heldOut.length} distinct held-out documents are copies of training documents (the same length and the same first and last 256 characters: the corpus holds duplicates); the validation loss will be optimistic: remove the duplicates from the corpus`);
     }
@@ -447,19 +447,6 @@ class DigestList {
   }
 }
 
-/** Whether the sorted array holds `x`. */
-function binaryHas(sorted: Float64Array, x: number): boolean {
-  let lo = 0;
-  let hi = sorted.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid] === x) return true;
-    if (sorted[mid] < x) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return false;
-}
-
 /** Below this many masked tokens an evaluation's loss has a standard error of about 0.08 or more. */
 const SMALL_EVAL_MASKED = 1000;
 
@@ -477,7 +464,7 @@ function warnSmall(splits: Record<SplitName, SplitInfo>, opts: PrepareOptions): 
     // The loss is a mean over the masked tokens: its standard error is the per-token spread over
     // the square root of their count (a spread of ~2.5 nats is typical of a model in training).
     const masked = Math.max(1, Math.round(held.tokens * MLM_PROBABILITY));
-    opts.log(`note: the validation split has ${held.tokens} tokens, so an evaluation masks about ${masked} of them (15%): its loss is a rough figure (standard error ~${(2.5 / Math.sqrt(masked)).toFixed(2)} at a typical spread of 2.5 nats a token); hold out more text (a larger --validation-split, or --validation FILES) for figures that tell models apart`);
+    opts.log(`note: the validation split has ${held.tokens} tokens, so an evaluation masks about ${masked} of them (${+(100 * MLM_PROBABILITY).toFixed(2)}%): its loss is a rough figure (standard error ~${(2.5 / Math.sqrt(masked)).toFixed(2)} at a typical spread of 2.5 nats a token); hold out more text (a larger --validation-split, or --validation FILES) for figures that tell models apart`);
   }
   if (splits.train.truncated + splits.validation.truncated > 0) {
     opts.log(`note: ${splits.train.truncated + splits.validation.truncated} line(s) were longer than ${opts.seqLen - 2} tokens and were truncated`);

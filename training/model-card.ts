@@ -73,7 +73,8 @@ export interface CardData {
 
 type Json = Record<string, unknown>;
 
-function readJson(file: string): Json | null {
+/** A JSON file holding an object, or null when it is missing, unreadable or holds something else. */
+export function readJson(file: string): Json | null {
   try {
     const v = JSON.parse(fs.readFileSync(file, 'utf8'));
     return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : null;

@@ -2,8 +2,8 @@
 // run folder's root (the best checkpoint's with --load-best-at-end), the `--json` result and the
 // *_results.json files of a finished run, and report.md with its charts (also for an interrupted
 // run, which says how to continue).
-import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readJson } from './model-card.ts';
 import type { EvalLogEntry, MetricsEntry, TrainLogEntry } from './report.ts';
 import { writeReport } from './report.ts';
 import { publishFinalModel, saveError, writeResults } from './run-folder.ts';
@@ -98,7 +98,7 @@ export async function finishRun(o: TrainOptions, log: (line: string) => void, e:
   };
   // A resume with nothing to do keeps the run's record: its results and report describe the
   // sessions that trained, and this one's zero runtime would replace their figures.
-  const recorded = e.nothingToDo ? readRecordedResults(o.out) : null;
+  const recorded = e.nothingToDo ? readJson(path.join(o.out, 'train_results.json')) : null;
   if (recorded !== null) {
     for (const k of RECORDED_KEYS) if (typeof recorded[k] === 'number' || recorded[k] === null) (result[k] as number | null) = recorded[k] as number | null;
     return result;
@@ -130,13 +130,3 @@ export async function finishRun(o: TrainOptions, log: (line: string) => void, e:
 
 /** The throughput figures a finished run recorded in train_results.json (the rest is recomputed). */
 const RECORDED_KEYS = ['train_runtime', 'train_samples_per_second', 'train_steps_per_second', 'tokens_per_second'] as const;
-
-/** train_results.json of `out`, or null when the run has none (or it cannot be read). */
-function readRecordedResults(out: string): Record<string, unknown> | null {
-  try {
-    const parsed: unknown = JSON.parse(fs.readFileSync(path.join(out, 'train_results.json'), 'utf8'));
-    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as Record<string, unknown> : null;
-  } catch {
-    return null;
-  }
-}

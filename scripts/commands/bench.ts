@@ -34,6 +34,7 @@ import {
 import { readConfigArgument } from '../../training/checkpoint.ts';
 import type { ModelConfig } from '../../training/models/config.ts';
 import { checkPrecisionName } from '../../training/precision.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MLM = path.join(ROOT, 'scripts', 'mlm.mjs');
@@ -333,7 +334,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('blas-threads', { type: 'number', default: 2, describe: 'BLAS threads of the matmul-peak probe' })
       .option('isolate', { type: 'boolean', default: true, describe: 'each run in its own child process (--no-isolate: one config, one backend, here)' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout: one run\'s object, or a list' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .epilogue(
         'Data: random token ids, [CLS] ... [SEP] rows without padding, masked 15% (80/10/10) with --seed. A training step is ' +
           '`mlm train`\'s: forward + loss at the masked positions + backward + global-norm clip + AdamW, cut into passes as ' +

@@ -30,6 +30,7 @@ import { createMaskedLM } from '../../training/models/roberta.ts';
 import { VERSION } from '../../common/version.ts';
 import { requireFreshOut } from './tokenizer-extend.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
+import { PROGRESS_OPTION } from './progress-option.ts';
 
 interface CompareArgs extends RawTextArgs {
   model: string[];
@@ -73,7 +74,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per row of the masked-token evaluation' })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the JSON document on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .option('progress', PROGRESS_OPTION)
       .example('$0 compare --model runs/general runs/med-ext --data heldout/med.txt --out cmp/', 'a plain model against a vocabulary-extended one') as unknown as Argv<CompareArgs>,
   handler: async (args: ArgumentsCamelCase<CompareArgs>) => {
     if (args.model.length < 2) throw new InputError('--model needs two or more models to compare (the first is the baseline)');

@@ -2,6 +2,7 @@
 // Hugging Face cache (shared with Python) and prints the snapshot folder.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { downloadModel, validateSnapshot } from '../../training/hub.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface DownloadArgs {
   id: string;
@@ -17,7 +18,7 @@ export const downloadCommand: CommandModule<object, DownloadArgs> = {
       .positional('id', { type: 'string', demandOption: true, describe: 'Hub model id, e.g. bert-base-uncased or google/bert_uncased_L-4_H-256_A-4' })
       .option('revision', { type: 'string', default: 'main', describe: 'branch, tag or commit' })
       .option('json', { type: 'boolean', default: false, describe: 'print {"id", "revision", "commit", "folder"} as JSON' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .epilogue(
         'Only config.json, model.safetensors (or its index and shards) and the tokenizer files are fetched. ' +
           'Environment: HF_TOKEN (private or gated repos), HF_ENDPOINT (a mirror), HF_HOME / HF_HUB_CACHE (the cache), ' +

@@ -20,6 +20,7 @@ import { resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
 import { withConfigFile } from '../config-file.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
+import { PROGRESS_OPTION } from './progress-option.ts';
 
 interface EvaluateArgs extends RawTextArgs {
   model: string[];
@@ -58,7 +59,7 @@ export const evaluateCommand: CommandModule<object, EvaluateArgs> = {
       .option('seq-len', { type: 'number', default: 128, describe: 'tokens per block for raw text' })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu (or MLM_BACKEND)' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .option('progress', PROGRESS_OPTION)
       .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med', 'perplexity on the validation split of prepared data')
       .example('$0 evaluate --model bert-base-uncased runs/med-adapt/checkpoint-500 --data notes/heldout.txt', 'compare two models on raw text')
       .example('$0 evaluate --model runs/med/checkpoint-2000 --data data/med --pseudo --max-batches 2 --json', 'pseudo-perplexity of the first 64 rows, as JSON'), 'evaluate', { paths: ['data'], models: ['model'] }) as unknown as Argv<EvaluateArgs>,

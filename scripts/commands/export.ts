@@ -13,6 +13,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { exportModel } from '../../training/export-model.ts';
 import { VERSION } from '../../common/version.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface ExportArgs {
   model: string;
@@ -34,7 +35,7 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier export at --out (never a folder holding other files)' })
       .option('json', { type: 'boolean', default: false, describe: 'print a JSON summary on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .example('$0 export --model checkpoints/run1/checkpoint-5000 --format hf --out med-bert/', 'a folder transformers loads, without optimizer state')
       .example('$0 export --model med-bert/ --format tfjs --out web/model/', 'weights for a browser app (tf.io) using mlmkit\'s model code')
       .example('$0 export --model med-bert/ --format onnx --out web/med-onnx/', 'a folder transformers.js pipeline(\'fill-mask\') and ONNX Runtime load')

@@ -7,6 +7,7 @@ import { blasOptions, resolveBackendName, selectBackend } from '../../training/b
 import { checkFillMaskOptions, encodeForFillMask, fillMask, pipelineOutput, type FillMaskCandidate } from '../../training/fill-mask.ts';
 import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface FillMaskArgs {
   text: string[];
@@ -32,7 +33,7 @@ export const fillMaskCommand: CommandModule<object, FillMaskArgs> = {
       .option('targets', { type: 'string', array: true, describe: 'only score these words (put them after the text)' })
       .option('json', { type: 'boolean', default: false, describe: "print transformers' pipeline output as JSON on stdout" })
       .option('backend', { type: 'string', default: 'auto', describe: 'auto, tensorflow-gpu, tensorflow, webgpu, wasm or cpu (or env MLM_BACKEND)' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .example('$0 fill-mask --model bert-base-uncased "Paris is the [MASK] of France."', 'the 5 likeliest words from a Hub model')
       .example('$0 fill-mask --model checkpoints/med "The patient was given [MASK] for the pain." --top-k 10 --json', 'a local checkpoint, JSON output')
       .example('$0 fill-mask --model roberta-base "Hello <mask>!" --targets " world" " there"', 'RoBERTa, scoring only two candidates')

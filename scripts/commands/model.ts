@@ -7,6 +7,7 @@ import { hfWeightsOf, writeModelFolder } from '../../training/checkpoint.ts';
 import { loadModel } from '../../training/hub.ts';
 import { resizeModel, type ResizeInit } from '../../training/resize.ts';
 import { requireFreshOut } from './tokenizer-extend.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface ResizeArgs {
   from: string;
@@ -30,7 +31,7 @@ const resizeCommand: CommandModule<object, ResizeArgs> = {
       .option('seed', { type: 'number', default: 42, describe: 'seed for --init random' })
       .option('revision', { type: 'string', describe: 'Hub revision for --from ids' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'FVT initialisation of the new rows') as unknown as Argv<ResizeArgs>,
   handler: async (args: ArgumentsCamelCase<ResizeArgs>) => {
     requireSeed(args.seed);

@@ -10,6 +10,7 @@ import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { isHubId, resolveModel } from '../../training/hub.ts';
 import { VERSION } from '../../common/version.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
+import { PROGRESS_OPTION } from './progress-option.ts';
 
 interface PrepareArgs extends RawTextArgs {
   corpus: string[];
@@ -44,7 +45,7 @@ export const prepareCommand: CommandModule<object, PrepareArgs> = {
       .option('seed', { type: 'number', default: 42, describe: 'seed of the --validation-split draw (which documents are held out)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace prepared data at --out made from other inputs or options (never a folder holding other files)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the manifest as JSON on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .option('progress', PROGRESS_OPTION)
       .example('$0 prepare --corpus papers/ --tokenizer tok/ --out data/med', 'pack a folder of .txt files into 128-token blocks')
       .example('$0 prepare --corpus "notes/*.jsonl" --text-field body --tokenizer tok/ --out data/notes --seq-len 256', 'read the "body" field of JSON lines')
       .example('$0 prepare --corpus train.txt --validation heldout.txt --line-by-line --tokenizer tok/ --out data/lines', 'one example per line, a given held-out set') as unknown as Argv<PrepareArgs>,

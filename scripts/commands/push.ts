@@ -5,6 +5,7 @@
 // token, or no write access; exit 1 when the Hub cannot be reached after the retries.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { pushModel } from '../../training/push.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface PushArgs {
   model: string;
@@ -32,7 +33,7 @@ export const pushCommand: CommandModule<object, PushArgs> = {
       .option('license', { type: 'string', describe: 'license id for the card\'s metadata (apache-2.0, mit, cc-by-4.0...)' })
       .option('commit-message', { type: 'string', describe: 'the commit\'s title' })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .example('$0 push --model runs/med-mini --repo my-org/med-bert-mini', 'the run\'s final model, its results and a generated model card')
       .example('$0 push --model runs/med-mini --repo med-bert-mini --private --include-report', 'a private repo under your user, with report.md and the charts') as unknown as Argv<PushArgs>,
   handler: async (args: ArgumentsCamelCase<PushArgs>) => {

@@ -9,6 +9,7 @@ import { InputError, requireInteger } from '../../common/errors.ts';
 import { exportModel } from '../../training/export-model.ts';
 import { servePage } from '../serve/server.ts';
 import { VERSION } from '../../common/version.ts';
+import { NO_BAR_PROGRESS_OPTION } from './progress-option.ts';
 
 interface ServeArgs {
   model: string;
@@ -26,7 +27,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default main)' })
       .option('port', { type: 'number', default: 8080, describe: 'port on 127.0.0.1 (0: any free port)' })
       .option('json', { type: 'boolean', default: false, describe: 'print {url, model, export} as one JSON line on stdout once serving (for scripts: the port --port 0 chose)' })
-      .option('progress', { type: 'boolean', default: true, describe: 'accepted for uniformity; this command shows no progress bar' })
+      .option('progress', NO_BAR_PROGRESS_OPTION)
       .example('$0 serve --model web/model/', 'a tfjs export: open the printed address') as unknown as Argv<ServeArgs>,
   handler: async (args: ArgumentsCamelCase<ServeArgs>) => {
     requireInteger(args.port, 'port', 0);

@@ -14,6 +14,7 @@ import { MlmTokenizer } from '../../data/tokenizer.ts';
 import { resolveModel } from '../../training/hub.ts';
 import { refuseOutInsideRun } from '../../training/run-folder.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
+import { PROGRESS_OPTION } from './progress-option.ts';
 
 interface ExtendArgs extends RawTextArgs {
   from: string;
@@ -61,7 +62,7 @@ export const extendCommand: CommandModule<object, ExtendArgs> = {
       .option('revision', { type: 'string', describe: 'Hub revision for --from ids' })
       .option('show', { type: 'number', default: 15, describe: 'how many added words to list' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .option('progress', PROGRESS_OPTION)
       .example('$0 tokenizer extend --from bert-base-uncased --corpus papers/ --add 2000 --out tok-med/', '2,000 medical words for bert-base-uncased')
       .example('$0 model resize --from bert-base-uncased --tokenizer tok-med/ --out bert-med/', 'then grow the model to it (FVT init)') as unknown as Argv<ExtendArgs>,
   handler: async (args: ArgumentsCamelCase<ExtendArgs>) => {

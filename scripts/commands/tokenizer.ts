@@ -12,6 +12,7 @@ import { trainTokenizer, type TrainProgress } from '../../data/tokenizer-train.t
 import type { TokenizerFamily } from '../../data/tokenizer.ts';
 import { extendCommand } from './tokenizer-extend.ts';
 import { rawTextOptions, withRawTextOptions, type RawTextArgs } from './text-options.ts';
+import { PROGRESS_OPTION } from './progress-option.ts';
 
 interface TrainArgs extends RawTextArgs {
   corpus: string[];
@@ -43,7 +44,7 @@ const trainCommand: CommandModule<object, TrainArgs> = {
       .option('limit-alphabet', { type: 'number', describe: 'bert: keep only the N most frequent characters (rarer ones become [UNK])' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'write into an --out folder that already holds files' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON summary on stdout' })
-      .option('progress', { type: 'boolean', default: true, describe: 'progress on stderr (--no-progress to silence)' })
+      .option('progress', PROGRESS_OPTION)
       .example('$0 tokenizer train --corpus papers/ --vocab-size 8000 --lowercase --out tok/', 'an uncased WordPiece vocabulary for a folder of .txt files')
       .example('$0 tokenizer train --corpus "notes/*.jsonl" --text-field body --family roberta --vocab-size 16000 --out tok-bpe/', 'a byte-level BPE vocabulary from the "body" field of JSON lines')
       .example('$0 tokenizer train --corpus corpus.txt --split-paragraphs --vocab-size 4000 --out tok/ --json', 'paragraphs as documents; a JSON summary on stdout') as unknown as Argv<TrainArgs>,
