@@ -1389,7 +1389,6 @@ async function readUtf8(file: string): Promise<string> {
   }
 }
 
-/** A special token's name from a config value: "[CLS]" or {"content": "[CLS]", ...}. */
 const TOKENIZER_CONFIG = 'tokenizer_config.json';
 
 /**
@@ -1406,6 +1405,7 @@ function configFlags(config: Record<string, unknown>, file: string): <D extends 
   };
 }
 
+/** A special token's name from a config value: "[CLS]" or {"content": "[CLS]", ...}. */
 function tokenName(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
