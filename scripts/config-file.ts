@@ -134,7 +134,7 @@ export function readOptionsFile(file: string, known: YargsOptions, command: stri
     } else if (typeof v !== 'string') {
       throw new InputError(`${where} must be a string, got ${describeValue(v)}`);
     } else if (v.trim() === '') {
-      // An empty path would resolve to the working folder (the command line refuses it too, scripts/cli.ts).
+      // An empty path would resolve to the working folder (the command line refuses it too, scripts/command-line.ts).
       throw new InputError(`${where} is empty; give a value or leave the key out`);
     }
     const resolve = (s: string): string => {

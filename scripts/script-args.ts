@@ -1,12 +1,12 @@
 // The option reader of the repository's own scripts (demo.ts, bench-prepare.ts, profile-step.ts),
 // which take a few `--name value` pairs without yargs. An option left without its value (the last
 // word of the line, an empty string, or followed by another option) is refused in one line with
-// exit 2, as `mlm` does (scripts/cli.ts): read as a default or as '' it could point a script that
+// exit 2, as `mlm` does (scripts/command-line.ts): read as a default or as '' it could point a script that
 // replaces its outputs at the wrong folder.
 
 /**
  * True when the token after an option cannot be its value: nothing (the end of the line), blank,
- * or another option (a negative number is a value). scripts/cli.ts applies the same rule to mlm.
+ * or another option (a negative number is a value). scripts/command-line.ts applies the same rule to mlm.
  */
 export function lacksValue(next: string | undefined): boolean {
   return next === undefined || next.trim() === '' || (next.startsWith('-') && !Number.isFinite(Number(next)));

@@ -1,4 +1,4 @@
-// The `mlm` command line's own checks (scripts/cli.ts) before a command runs: words after `--`,
+// The `mlm` command line's own checks (scripts/command-line.ts) before a command runs: words after `--`,
 // option values, option and command names. Each case runs main() in this process and reads its
 // exit code and its one error line; every case here is refused before any model is read.
 import { after, test } from 'node:test';
@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import yargs, { type CommandModule } from 'yargs';
-import { joinNegativeValues, main, nearestName } from '../../scripts/cli.ts';
+import { main } from '../../scripts/cli.ts';
+import { joinNegativeValues, nearestName } from '../../scripts/command-line.ts';
 import { readOptionsFile } from '../../scripts/config-file.ts';
 import { benchCommand } from '../../scripts/commands/bench.ts';
 import { compareCommand } from '../../scripts/commands/compare.ts';
