@@ -159,7 +159,8 @@ export function checkCommandLine(line: readonly string[], declared: DeclaredOpti
   }
   const help = `see mlm ${name} --help`;
   const aliases = Object.values(declared.alias ?? {}).flat();
-  const known = (key: string) => key in declared.key || aliases.includes(key) || (key.startsWith('no-') && declared.boolean.includes(key.slice(3)));
+  // yargs negates a switch spelled --no-json only: --noJson is no option of its.
+  const known = (key: string, token: string) => key in declared.key || aliases.includes(key) || (token.startsWith('--no-') && declared.boolean.includes(key.slice(3)));
   for (const token of words) {
     // '-' alone is a word, and a negative number a value.
     if (!token.startsWith('-') || token === '-' || Number.isFinite(Number(token))) continue;
@@ -172,7 +173,7 @@ export function checkCommandLine(line: readonly string[], declared: DeclaredOpti
       throw new InputError(`unknown option ${JSON.stringify(token)}; ${help}`);
     }
     // -abc is three short options; mlm has one, -h.
-    const unknown = long ? (known(optionKey(token)) ? undefined : typed) : [...typed].find((c) => !known(c));
+    const unknown = long ? (known(optionKey(token), token) ? undefined : typed) : [...typed].find((c) => !known(c, token));
     if (unknown === undefined) continue;
     const flag = (k: string) => (k.length === 1 ? `-${k}` : `--${k}`);
     const names = Object.keys(declared.key).filter((k) => k.length > 1).concat(declared.boolean.map((k) => `no-${k}`));

@@ -121,6 +121,8 @@ test('an unknown option is named with its dashes and the nearest option of the c
   await refused(['fill-mask', '--model', dir, '--topk', '3', '[MASK] is'], /^mlm: error: unknown option --topk \(did you mean --top-k\?\); see mlm fill-mask --help\n$/);
   await refused(['train', '--data', out, '--out', out, '--stpes', '3'], /^mlm: error: unknown option --stpes \(did you mean --steps\?\); see mlm train --help\n$/);
   await refused(['train', '--data', out, '--out', out, '--no-progres'], /^mlm: error: unknown option --no-progres \(did you mean --no-progress\?\)/);
+  // yargs negates a switch only as --no-progress; --noProgress would reach it as an unknown word.
+  await refused(['train', '--data', out, '--out', out, '--noProgress'], /^mlm: error: unknown option --noProgress \(did you mean --no-progress\?\); see mlm train --help\n$/);
   await refused(['export', '--model', dir, '--out', out, '--colour'], /^mlm: error: unknown option --colour; see mlm export --help\n$/);
   await refused(['fill-mask', '--model', dir, '-k', '3', '[MASK] is'], /^mlm: error: unknown option -k; see mlm fill-mask --help\n$/);
   // A text that starts with a dash goes after --.
