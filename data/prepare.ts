@@ -50,6 +50,7 @@ export interface PrepareOptions extends CorpusOptions {
   overwrite: boolean;
   maxPositions?: number;              // the model's usable positions, when a model is given
   log: (line: string) => void;        // warnings and notes (stderr)
+  readerLog?: (line: string) => void; // the text readers' notes (rows with no text); default: log
   progress: boolean;
   batchBytes?: number;                // text per tokenizer call (default 1 MB)
   shardBytes?: number;                // token bytes per shard (default 64 MiB)
@@ -158,7 +159,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
     let bytes = 0;
     const log = (line: string) => {
       counter.clear();
-      opts.log(line);
+      (opts.readerLog ?? opts.log)(line);
     };
     for await (const doc of readDocuments(trainFiles, { ...corpusOpts, log })) {
       stopIfAborted();
@@ -214,7 +215,7 @@ export async function prepare(opts: PrepareOptions): Promise<PrepareResult> {
       : [{ files: trainFiles, split: null }];
     const log = (line: string) => {
       bar.clear();
-      opts.log(line);
+      (opts.readerLog ?? opts.log)(line);
     };
     for (const source of sources) {
       let docIndex = 0;

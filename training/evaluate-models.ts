@@ -42,7 +42,7 @@ export interface EvaluateModelsOptions {
   onStart?: (label: string, totalRows: number) => void;
   onProgress?: (rowsDone: number) => void;
   onFinish?: (result: EvalResult) => void;
-  /** Notes (raw text cut into blocks shorter than asked); default: none. */
+  /** Notes (raw text cut into blocks shorter than asked, rows with no text); default: none. */
   log?: (line: string) => void;
 }
 
@@ -82,6 +82,12 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
   const maxBatches = opts.maxBatches ?? 0;
   const seqLen = opts.seqLen ?? 128;
   const rows: EvaluationRow[] = [];
+  // Each model reads the raw text again: a reader's note (rows with no text) is said once.
+  const said = new Set<string>();
+  const readerLog = (line: string) => {
+    if (!said.has(line)) opts.log?.(line);
+    said.add(line);
+  };
   for (const resolved of opts.models) {
     const folder = await loadModelFolder(resolved.dir, { source: resolved.source, revision: resolved.revision });
     const model = createMaskedLM(tf, folder.config, { weights: folder.weights, capabilities: opts.capabilities });
@@ -95,6 +101,7 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
           modelLabel: resolved.source,
           version: opts.version ?? 'mlmkit',
           text: opts.text,
+          log: readerLog,
         });
         if (!data.prepared && seqLen > maxPositions) {
           opts.log?.(`note: ${spec} is cut into blocks of ${maxPositions} tokens for ${resolved.source}, its positions, not the ${seqLen} of --seq-len`);

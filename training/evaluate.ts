@@ -281,12 +281,13 @@ function refuseShardsWithoutManifest(spec: string): void {
 /**
  * Opens one data set for evaluation: a prepared folder (the `split` split) or raw text paths
  * (files, folders, globs: tokenized with `tokenizer` into `seqLen`-token blocks in a temporary
- * folder, every document scored). `maxPositions` is the model's usable sequence length.
+ * folder, every document scored). `maxPositions` is the model's usable sequence length; `log` gets
+ * the text readers' notes (rows with no text, which are not scored).
  */
 export async function openEvalData(
   spec: string,
   tokenizer: MlmTokenizer,
-  opts: { split: SplitName; seqLen: number; maxPositions: number; modelLabel: string; version?: string; text?: RawTextOptions },
+  opts: { split: SplitName; seqLen: number; maxPositions: number; modelLabel: string; version?: string; text?: RawTextOptions; log?: (line: string) => void },
 ): Promise<EvalData> {
   const isPrepared = fs.existsSync(path.join(spec, MANIFEST));
   if (isPrepared) {
@@ -322,6 +323,7 @@ export async function openEvalData(
       seed: 0,
       overwrite: false,
       log: () => {}, // prepare's warnings speak of training, not of this use
+      readerLog: opts.log, // rows with no text, left out of the score
       progress: false,
       version: opts.version,
     });

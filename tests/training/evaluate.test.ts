@@ -175,6 +175,19 @@ test('raw text with a --seq-len above the model\'s positions is cut at the posit
   assert.deepEqual(asked.result, fits.result);
 });
 
+test('rows with no text in raw text are not scored, and a note says so once for two models', async () => {
+  const { tf } = await get();
+  const ck = await makeTinyCheckpoint(path.join(tmp, 'null-rows-model'), 'bert', { seed: 7 });
+  const docs = brownDocuments(20_000);
+  const file = path.join(tmp, 'null-rows.jsonl');
+  fs.writeFileSync(file, [...docs.slice(0, 3).map((text) => ({ text })), { text: null }, { text: null }].map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const notes: string[] = [];
+  const model = { dir: ck.dir, source: 'tiny', revision: null };
+  const rows = await evaluateModels(tf, { models: [model, model], data: [file], seqLen: 32, batchSize: 8, maxBatches: 1, log: (l) => notes.push(l) });
+  assert.equal(rows.length, 2);
+  assert.deepEqual(notes, [`note: ${file}: 2 row(s) with no text ("text" null or empty) were skipped`]);
+});
+
 function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MLM, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MLM_BACKEND: 'wasm' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
