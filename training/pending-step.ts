@@ -16,6 +16,9 @@
 //   and comes back `held`. Loss scaling carries on: the held step is run again (`reissue`: same
 //   batches, dropout seeds and learning rate, the lowered scale and the right AdamW step count),
 //   which is what an in-step read would have run; a non-finite step stops the run anyway.
+// - The scale's growth cannot be repaired that way (the step after it would already have run at
+//   the old scale): a step whose outstanding predecessors would, all clean, grow the scale waits
+//   for their reads before it is built (training/train-step.ts), once every growth interval.
 // On the CPU backends a step's result is known when it is issued (the per-tensor AdamW needs the
 // norm on the host before the update), so nothing is issued ahead there.
 /** A step as issued: its result, read late (`late`) or known already. */

@@ -169,6 +169,32 @@ export async function optimizerStep(
   return (await issueOptimizerStep(tf, model, optimizer, passes, o)).result;
 }
 
+/** Steps read late (the flat AdamW) whose results have not come back yet, per loss scale: how many, and the last one settled. */
+const lateReads = new WeakMap<DynamicLossScale, { count: number; last: Promise<void> }>();
+
+function trackLateRead(scale: DynamicLossScale, result: Promise<unknown>): void {
+  const entry = lateReads.get(scale) ?? { count: 0, last: Promise.resolve() };
+  entry.count++;
+  const settled = () => {
+    entry.count--;
+  };
+  entry.last = result.then(settled, settled);
+  lateReads.set(scale, entry);
+}
+
+/**
+ * A step issued while earlier steps' reads are outstanding (training/pending-step.ts) would run at
+ * the scale known before them. An overflow among them is repaired after the fact (the GPU holds
+ * this step, which is issued again), but the scale's growth is not: if those reads, all clean,
+ * would grow the scale, waits for them first, so that this step runs at the grown scale as it
+ * would with in-step reads (once every `growthInterval` steps).
+ */
+async function lateReadsBeforeGrowth(scale: DynamicLossScale): Promise<void> {
+  const pending = lateReads.get(scale);
+  if (pending === undefined || pending.count === 0) return;
+  if (scale.cleanSteps + pending.count >= scale.opts.growthInterval) await pending.last;
+}
+
 /**
  * `optimizerStep` without waiting for the read where it can wait: with the flat AdamW the step is
  * queued on the GPU when this returns, and `late` is true (its result is read when awaited; the
@@ -182,6 +208,7 @@ export async function issueOptimizerStep(
   passes: MlmBatch[],
   o: { seed: number; step: number; lr: number; maxGradNorm: number; lossScale?: DynamicLossScale },
 ): Promise<IssuedStep<StepResult>> {
+  if (o.lossScale !== undefined) await lateReadsBeforeGrowth(o.lossScale);
   const seeds = passes.map((_, i) => dropoutSeed(o.seed, o.step, i));
   // With loss scaling the loss, gradients and norm come out S times larger (S a power of two: the
   // division back is exact), and 1/S joins the clipping factor.
@@ -200,7 +227,9 @@ export async function issueOptimizerStep(
     // Norm, clip, finite check and update queued on the GPU (1/S applied there); one read once the step is queued.
     const read = optimizer.update(grads, loss, o.lr, o.maxGradNorm, S);
     tf.dispose([loss, ...grads.values()]);
-    return { late: true, result: read.then((r) => finish(r.loss, r.norm, r.applied, r.held)) };
+    const result = read.then((r) => finish(r.loss, r.norm, r.applied, r.held));
+    if (o.lossScale !== undefined) trackLateRead(o.lossScale, result);
+    return { late: true, result };
   }
   const normT = globalNorm(tf, grads);
   const [scaledLoss, scaledNorm] = await readScalars(tf, [loss, normT]);

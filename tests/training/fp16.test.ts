@@ -31,7 +31,7 @@ import { capabilitiesOf, type Tf } from '../../training/backend.ts';
 import { loadTf } from '../../training/backend/common.ts';
 import { SyntheticBatches } from '../../training/bench.ts';
 import { createAdamW } from '../../training/flat-adamw.ts';
-import { DynamicLossScale } from '../../training/loss-scale.ts';
+import { DynamicLossScale, type LossScaleOptions } from '../../training/loss-scale.ts';
 import { parseModelConfig, updateModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { makeOps, REFERENCE_CAPABILITIES } from '../../training/models/ops.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
@@ -175,54 +175,75 @@ test('loss scaling in the step: an overflowing scale skips the step and halves; 
   }
 });
 
-test('loss scaling read one step late: the step after an overflow is held on the GPU and runs again, equal to in-step reads bit for bit', { skip }, async () => {
+/**
+ * `steps` optimizer steps of bert-tiny with fp16 products and loss scaling of `scaleOptions`: with
+ * in-step reads, or read one step late as the trainer does on webgpu (step s + 1 issued before
+ * step s is read; a held step issued again after an overflow). The results, parameters, AdamW
+ * state and loss scale at the end, and how many steps came back held.
+ */
+async function lossScaledRun(late: boolean, scaleOptions: Partial<LossScaleOptions>, steps: number) {
   const config = tinyConfig();
   const caps = withPrecision(capabilitiesOf(tf, 'webgpu'), { name: 'fp16', variant: 'scalar' });
   const data = new SyntheticBatches(config, 4, 32, 4);
-  const drawn = [data.next(), data.next(), data.next()].map((b) => structuredClone(b));
+  const drawn = Array.from({ length: steps }, () => structuredClone(data.next()));
+  const model = createMaskedLM(tf, config, { seed: 5, capabilities: caps });
+  const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, 'webgpu');
+  const scale = new DynamicLossScale(scaleOptions);
+  const o = (step: number) => ({ seed: 1, step, lr: 1e-3, maxGradNorm: 1, lossScale: scale });
+  const results: StepResult[] = [];
+  let held = 0;
+  try {
+    if (!late) {
+      for (let s = 1; s <= steps; s++) results.push(await optimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
+    } else {
+      const issue = (s: number) => PendingStep.start(s, () => issueOptimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
+      let current = await issue(1);
+      for (let s = 1; s <= steps; s++) {
+        assert.equal(current.late, true, 'the flat AdamW reads late');
+        const ahead = s < steps ? await issue(s + 1) : null;
+        const r = await current.read();
+        if (r.overflow && ahead !== null) {
+          const first = await ahead.read();
+          if (first.held) held++;
+          await ahead.reissue();
+        }
+        results.push(r);
+        if (ahead !== null) current = ahead;
+      }
+    }
+    const params = new Map<string, Float32Array>();
+    for (const [name, v] of model.variables) params.set(name, (await v.data()) as Float32Array);
+    return { results, params, state: await optimizer.getState(), scale: scale.getState(), held };
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+}
+
+test('loss scaling read one step late: the step after an overflow is held on the GPU and runs again, equal to in-step reads bit for bit', { skip }, async () => {
   // 2^40 overflows the backward pass's f16 operands; one backoff of 2^-30 brings it to 2^10, which does not.
   const scaleOptions = { initScale: 2 ** 40, backoffFactor: 2 ** -30 };
-  const run = async (late: boolean) => {
-    const model = createMaskedLM(tf, config, { seed: 5, capabilities: caps });
-    const optimizer = createAdamW(tf, model.variables, decayedParameters(config), ADAMW_DEFAULTS, 'webgpu');
-    const scale = new DynamicLossScale(scaleOptions);
-    const o = (step: number) => ({ seed: 1, step, lr: 1e-3, maxGradNorm: 1, lossScale: scale });
-    const results: StepResult[] = [];
-    let held = 0;
-    try {
-      if (!late) {
-        for (let s = 1; s <= 3; s++) results.push(await optimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
-      } else {
-        const issue = (s: number) => PendingStep.start(s, () => issueOptimizerStep(tf, model, optimizer, [drawn[s - 1]], o(s)));
-        let current = await issue(1);
-        for (let s = 1; s <= 3; s++) {
-          assert.equal(current.late, true, 'the flat AdamW reads late');
-          const ahead = s < 3 ? await issue(s + 1) : null;
-          const r = await current.read();
-          if (r.overflow && ahead !== null) {
-            const first = await ahead.read();
-            if (first.held) held++;
-            await ahead.reissue();
-          }
-          results.push(r);
-          if (ahead !== null) current = ahead;
-        }
-      }
-      const params = new Map<string, Float32Array>();
-      for (const [name, v] of model.variables) params.set(name, (await v.data()) as Float32Array);
-      return { results, params, state: await optimizer.getState(), scale: scale.getState(), held };
-    } finally {
-      optimizer.dispose();
-      model.dispose();
-    }
-  };
-  const inStep = await run(false);
-  const oneLate = await run(true);
+  const inStep = await lossScaledRun(false, scaleOptions, 3);
+  const oneLate = await lossScaledRun(true, scaleOptions, 3);
   assert.deepEqual(inStep.results.map((r) => [r.overflow ?? false, r.applied]), [[true, false], [false, true], [false, true]], 'step 1 overflows, 2 and 3 apply');
   assert.equal(oneLate.held, 1, 'step 2, queued before step 1 was read, came back held');
   assert.deepEqual(oneLate.results, inStep.results, 'the same results, step by step');
   assert.deepEqual(oneLate.scale, inStep.scale, 'the same loss scale');
   assert.equal(oneLate.state.step, 2, 'two updates counted');
+  assert.deepEqual(oneLate.state, inStep.state, 'the same AdamW state');
+  assert.deepEqual(oneLate.params, inStep.params, 'the same parameters');
+});
+
+test('loss scaling read one step late: the step after one that grows the scale runs at the grown scale, equal to in-step reads bit for bit', { skip }, async () => {
+  // The scale doubles after every second clean step: in-step reads run steps 1-2 at 2^10, 3-4 at
+  // 2^11, 5 at 2^12. Read late, step 3 is issued before step 2's read has grown the scale.
+  const scaleOptions = { initScale: 2 ** 10, growthInterval: 2 };
+  const inStep = await lossScaledRun(false, scaleOptions, 5);
+  const oneLate = await lossScaledRun(true, scaleOptions, 5);
+  assert.deepEqual(inStep.results.map((r) => r.scale), [2 ** 10, 2 ** 10, 2 ** 11, 2 ** 11, 2 ** 12], 'in-step reads: the scale each step ran at');
+  assert.ok(inStep.results.every((r) => r.applied), 'every step applies');
+  assert.deepEqual(oneLate.results, inStep.results, 'the same results (and scales), step by step');
+  assert.deepEqual(oneLate.scale, inStep.scale, 'the same loss scale');
   assert.deepEqual(oneLate.state, inStep.state, 'the same AdamW state');
   assert.deepEqual(oneLate.params, inStep.params, 'the same parameters');
 });
