@@ -5,7 +5,9 @@
 //   tfjs  model.json + group1-shardKofN.bin (4 MiB shards) in TF.js's weights-manifest format, plus
 //         config.json and the tokenizer files (training/checkpoint.ts writeTfjsFolder).
 //   onnx  the hf folder plus onnx/model.onnx (training/onnx-export.ts): the layout transformers.js
-//         and ONNX Runtime read. A family or activation the ONNX writer lacks is refused first.
+//         and ONNX Runtime read; config.json says `"transformers.js_config": {"dtype": "fp32"}` so
+//         that transformers.js picks model.onnx without a dtype option (its browser default is
+//         model_quantized.onnx). A family or activation the ONNX writer lacks is refused first.
 // The --out checks run before anything is loaded; the writers write under a temporary name and
 // rename when complete, so a failed export leaves no partial folder.
 import * as fs from 'node:fs';
@@ -14,6 +16,7 @@ import { InputError } from '../common/errors.ts';
 import { realPathOf, refuseForeignEntries, within } from '../data/paths.ts';
 import { CONFIG_FILE, hfWeightsOf, SAFETENSORS_INDEX, TOKENIZER_FILES, WEIGHTS_FILE, writeModelFolder, writeTfjsFolder } from './checkpoint.ts';
 import { loadModel } from './hub.ts';
+import { TRANSFORMERS_JS_CONFIG, updateModelConfig } from './models/config.ts';
 import { onnxModelBytes } from './onnx-export.ts';
 import { refuseOutInsideRun } from './run-folder.ts';
 
@@ -118,14 +121,20 @@ export async function exportModel(opts: ExportOptions): Promise<ExportSummary> {
   if (format === 'hf' || format === 'onnx') {
     const weights = await hfWeightsOf(folder.config, folder.weights);
     let extra: ((tmp: string) => Promise<void>) | undefined;
+    let config = folder.config;
     if (format === 'onnx') {
       const onnx = onnxModelBytes(folder.config, folder.weights, opts.generatedBy ?? 'mlmkit');
+      // transformers.js loads onnx/model{suffix}.onnx, the suffix from the dtype it settles on: the
+      // caller's, else this key's, else the device's default, which in the browser (wasm) is q8
+      // (model_quantized.onnx, not written here). The key names the one file there is; it replaces
+      // one the source carried (which may describe files this export does not write).
+      config = updateModelConfig(config, { [TRANSFORMERS_JS_CONFIG]: { dtype: 'fp32' } }, opts.model);
       extra = async (tmp) => {
         await fs.promises.mkdir(path.join(tmp, 'onnx'));
         await fs.promises.writeFile(path.join(tmp, ONNX_FILE), onnx);
       };
     }
-    await writeModelFolder(out, { config: folder.config, weights, tokenizer: folder.tokenizer, extra });
+    await writeModelFolder(out, { config, weights, tokenizer: folder.tokenizer, extra });
     bytes = fs.statSync(path.join(out, format === 'onnx' ? ONNX_FILE : 'model.safetensors')).size;
   } else {
     const summary = await writeTfjsFolder(out, { config: folder.config, weights: folder.weights, tokenizer: folder.tokenizer, generatedBy: opts.generatedBy ?? 'mlmkit' });

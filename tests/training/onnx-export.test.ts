@@ -21,7 +21,7 @@ import { encodeForFillMask } from '../../training/fill-mask.ts';
 import { parseModelConfig, type ModelConfig } from '../../training/models/config.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { checkOnnxSupport } from '../../training/onnx-export.ts';
-import { makeTinyCheckpoint, runMlm } from './tiny-checkpoint.ts';
+import { makeTinyCheckpoint, ROOT, runMlm } from './tiny-checkpoint.ts';
 
 const TOLERANCE = 1e-4;
 let tmp: string;
@@ -100,6 +100,25 @@ for (const c of cases) {
       for (let i = 0; i < wantData.length; i++) maxDiff = Math.max(maxDiff, Math.abs(gotData[i] - wantData[i]));
       console.log(`# ${c.name}: max |logit difference| ONNX Runtime vs mlmkit = ${maxDiff.toExponential(2)} over ${wantData.length} logits`);
       assert.ok(maxDiff <= TOLERANCE, `max difference ${maxDiff}`);
+    });
+
+    test('transformers.js\'s default file choice finds onnx/model.onnx in the browser too; mlmkit loads the folder back', async () => {
+      const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const custom = (config['transformers.js_config'] ?? {}) as { dtype?: string };
+      // transformers.js (its models/session.js getSession) picks the file onnx/model{suffix}.onnx from
+      // the dtype option, else config.json's transformers.js_config.dtype, else the device's
+      // default: q8 (model_quantized.onnx) for wasm, the browser's default device.
+      const { selectDtype, DEFAULT_DTYPE_SUFFIX_MAPPING } = await import(path.join(ROOT, 'node_modules/@huggingface/transformers/src/utils/dtypes.js')) as {
+        selectDtype: (dtype: unknown, fileName: string, device: string, opts: { configDtype: unknown }) => string;
+        DEFAULT_DTYPE_SUFFIX_MAPPING: Record<string, string>;
+      };
+      for (const device of ['wasm', 'webgpu', 'cpu']) {
+        const dtype = selectDtype(custom.dtype, 'model', device, { configDtype: custom.dtype ?? null });
+        const file = `onnx/model${DEFAULT_DTYPE_SUFFIX_MAPPING[dtype]}.onnx`;
+        assert.ok(fs.existsSync(path.join(out, file)), `transformers.js on ${device} picks dtype ${dtype}: ${file}, which the export lacks`);
+      }
+      const back = await loadModelFolder(out);
+      assert.equal(back.config.vocab_size, (await loadModelFolder(src)).config.vocab_size);
     });
 
     test('transformers.js pipeline(\'fill-mask\') on the folder equals mlm fill-mask --json', async () => {

@@ -122,7 +122,12 @@ export const HARMLESS_KEYS: ReadonlySet<string> = new Set([
   'num_return_sequences', 'output_scores', 'return_dict_in_generate', 'forced_bos_token_id',
   'forced_eos_token_id', 'remove_invalid_values', 'exponential_decay_length_penalty',
   'suppress_tokens', 'begin_suppress_tokens', 'cross_attention_hidden_size',
+  // transformers.js's loading settings (which ONNX file, device); `mlm export --format onnx` writes it
+  'transformers.js_config',
 ]);
+
+/** config.json's key for transformers.js's settings (training/export-model.ts writes its dtype). */
+export const TRANSFORMERS_JS_CONFIG = 'transformers.js_config';
 
 /**
  * Keys transformers knows whose only value mlmkit can honour is the one given here (also the
