@@ -106,9 +106,21 @@ function readLines(file: string): string[] {
   }
 }
 
+/** The JSON objects of a .jsonl file; a line that does not parse (the torn last line of a run killed mid-write) is left out. */
+function readJsonLines(file: string): Json[] {
+  return readLines(file).flatMap((l) => {
+    try {
+      const v = JSON.parse(l) as unknown;
+      return v !== null && typeof v === 'object' && !Array.isArray(v) ? [v as Json] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** Train tokens/s over the metrics windows after the first (the first compiles shaders). */
 function steadyRate(file: string): { tps: number; from: number; to: number } | null {
-  const windows = readLines(file).map((l) => JSON.parse(l) as Json)
+  const windows = readJsonLines(file)
     .filter((e) => typeof e.tokens_per_second === 'number' && typeof e.tokens === 'number' && !('eval_loss' in e));
   const later = windows.length > 1 ? windows.slice(1) : windows;
   if (later.length === 0) return null;

@@ -98,3 +98,16 @@ test('gpu-report summary: fp16 missing is "not measured"; stage failures are pro
   assert.match(stdout, /fp16: flag missing/);
   assert.match(stdout, /NOTE: training runs cut to 150 steps/);
 });
+
+test('gpu-report summary: a training run stopped mid-line (torn last line of its metrics) still gets its summary', () => {
+  const windows = [10, 20, 30].map((step) => JSON.stringify({ step, loss: 9, tokens: 40_960, tokens_per_second: step === 10 ? 1_000 : 20_000 })).join('\n');
+  const { doc, stdout } = runSummary({
+    'env.json': env,
+    'bench-webgpu-fp32.json': JSON.stringify([benchRecord('bert-base', 20_000, 400)]),
+    'train-metrics-fp16.jsonl': `${windows}\n{"step":40,"loss":8.9,"tok`,
+    'failed.txt': 'mlm train fp16: exit 124: stopped by the time limit\n',
+  });
+  const train = (doc.train as Record<string, { steady: { tps: number; from: number; to: number } }>).fp16;
+  assert.deepEqual(train.steady, { tps: 20_000, from: 11, to: 30 });
+  assert.match(stdout, /bert-base fp16: stopped before its end, 20000 train tok\/s \(steps 11-30\)/);
+});
