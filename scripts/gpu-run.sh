@@ -8,8 +8,8 @@
 #                      [--time-limit S]
 #
 #   BUNDLE            the tarball (default dist/gpu-bundle.tar.xz)
-#   --allow-software  go on when the WebGPU adapter is a software one (llvmpipe...); without it
-#                     that is an error: the point is the GPU
+#   --allow-software  run the WebGPU stages when the adapter is a software one (llvmpipe...);
+#                     without it they are skipped (exit 3): the point is the GPU
 #   --quick           a smoke test of every stage (bert-tiny at 4 x 32, 2 steps; 5-step training
 #                     runs at batch 4): for checking the bundle on a machine without a GPU
 #   --bundled-node    use the bundle's Node.js even when the machine has Node.js >= 20
@@ -61,7 +61,8 @@
 # it is kept. A results/ folder and those four files left in DIR by an earlier run are replaced.
 # Exit status: 0 when every stage gave its figures; 1 when one did not (the summary still prints
 # what there is); 3 when the adapter is software and --allow-software is not given; 4 when there
-# is no WebGPU adapter; 2 for bad usage.
+# is no WebGPU adapter (3 and 4: the WebGPU stages are skipped, PyTorch and the CPU peer still run
+# and the summary is written); 2 for bad usage.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -268,10 +269,17 @@ stage "WebGPU adapter"
 probe_args=()
 [ "$ALLOW_SOFTWARE" = 1 ] && probe_args+=(--allow-software)
 (cd "$APP" && limit 120 "$NODE" --import tsx scripts/gpu-report.ts probe "$R/probe.json" "${probe_args[@]}")
-rc=$?
-[ "$rc" = 0 ] || exit "$rc"
-ADAPTER=$("$NODE" -p "require('$R/probe.json').adapter")
-SOFTWARE=$("$NODE" -p "require('$R/probe.json').software")
+PROBE_RC=$?
+# Without a usable adapter the WebGPU stages (1, 1b, 2, 4, 5) are skipped; PyTorch and the CPU
+# peer, which need none, still run, and the exit status is the probe's (3, 4; else 1).
+WEBGPU=1
+if [ "$PROBE_RC" != 0 ]; then
+  WEBGPU=0
+  FAILED+=("WebGPU: $(case "$PROBE_RC" in 3) echo "the adapter is a software one (--allow-software not given)" ;; 4) echo "no adapter" ;; *) echo "the probe failed ($(why "$PROBE_RC"))" ;; esac): the WebGPU stages were skipped")
+  echo "gpu-run: no usable WebGPU adapter: skipping the WebGPU stages; PyTorch and the CPU peer still run"
+fi
+ADAPTER=$("$NODE" -p "require('$R/probe.json').adapter" 2>/dev/null || echo null)
+SOFTWARE=$("$NODE" -p "require('$R/probe.json').software" 2>/dev/null || echo null)
 
 
 write_env() {
@@ -329,19 +337,21 @@ run_bench() {
     fi
   fi
 }
-run_bench fp32
+[ "$WEBGPU" = 1 ] && run_bench fp32
 
 # --- 1b. the f16 matmul kernels against float32, and their speed ------------------------------------
 # The only check that the subgroup-matrix (tensor-core) kernel compiles on this driver and is right;
 # both variants' max error against its bound and TFLOP/s at 4096^3 and bert-base's FFN shapes.
-stage "scripts/check-fp16.ts ${CHECK_ARGS[*]}"
-(cd "$APP" && limit "$T_CHECK" "$NODE" --import tsx scripts/check-fp16.ts --json "${CHECK_ARGS[@]}" 2>"$WORK/check-fp16.err" >"$WORK/check-fp16.out")
-rc=$?
-cat "$WORK/check-fp16.err"
-last_json "$WORK/check-fp16.out" > "$R/check-fp16.json" && cat "$R/check-fp16.json"
-[ "$rc" = 0 ] || FAILED+=("check-fp16: $(why "$rc")")
+if [ "$WEBGPU" = 1 ]; then
+  stage "scripts/check-fp16.ts ${CHECK_ARGS[*]}"
+  (cd "$APP" && limit "$T_CHECK" "$NODE" --import tsx scripts/check-fp16.ts --json "${CHECK_ARGS[@]}" 2>"$WORK/check-fp16.err" >"$WORK/check-fp16.out")
+  rc=$?
+  cat "$WORK/check-fp16.err"
+  last_json "$WORK/check-fp16.out" > "$R/check-fp16.json" && cat "$R/check-fp16.json"
+  [ "$rc" = 0 ] || FAILED+=("check-fp16: $(why "$rc")")
 
-run_bench fp16
+  run_bench fp16
+fi
 
 # --- 3. PyTorch ----------------------------------------------------------------------------------
 if [ -n "$PY" ]; then
@@ -377,14 +387,16 @@ else
 fi
 
 # --- 4. where a bert-base step's GPU time goes -----------------------------------------------------
-PROFILE_ARGS=(--backend webgpu --config "$PROFILE_CONFIG" --batch-size "$BATCH" --seq-len "$SEQ" --top 40 --json "$R/profile-webgpu.json")
-stage "scripts/profile-step.ts ${PROFILE_ARGS[*]}"
-(cd "$APP" && limit "$T_PROFILE" "$NODE" --import tsx scripts/profile-step.ts "${PROFILE_ARGS[@]}") > "$R/profile-webgpu.txt" 2>&1
-rc=$?
-case "$rc" in
-  0) grep -v '^Warning' "$R/profile-webgpu.txt" | head -n 20 ;;
-  *) FAILED+=("profile-step: $(why "$rc")"); tail -n 5 "$R/profile-webgpu.txt" ;;
-esac
+if [ "$WEBGPU" = 1 ]; then
+  PROFILE_ARGS=(--backend webgpu --config "$PROFILE_CONFIG" --batch-size "$BATCH" --seq-len "$SEQ" --top 40 --json "$R/profile-webgpu.json")
+  stage "scripts/profile-step.ts ${PROFILE_ARGS[*]}"
+  (cd "$APP" && limit "$T_PROFILE" "$NODE" --import tsx scripts/profile-step.ts "${PROFILE_ARGS[@]}") > "$R/profile-webgpu.txt" 2>&1
+  rc=$?
+  case "$rc" in
+    0) grep -v '^Warning' "$R/profile-webgpu.txt" | head -n 20 ;;
+    *) FAILED+=("profile-step: $(why "$rc")"); tail -n 5 "$R/profile-webgpu.txt" ;;
+  esac
+fi
 
 # --- 5. mlm train, fp16 and fp32, the same steps ----------------------------------------------------
 # Steps: TRAIN_STEPS, or fewer when the time left (less the cpu-peer stage's reserve) does not fit
@@ -402,7 +414,9 @@ step_ms=$(CFG="$TRAIN_CONFIG" "$NODE" -e '
 ' "$R/bench-webgpu-fp32.json" "$R/bench-webgpu-fp16.json" 2>/dev/null || echo 0)
 # fp16 runs unless mlm has no --precision flag or mlm bench refused fp16 here.
 TRAIN_RUNS=(fp32)
-if [ "$PRECISION_FLAG" = 0 ]; then
+if [ "$WEBGPU" = 0 ]; then
+  TRAIN_RUNS=()
+elif [ "$PRECISION_FLAG" = 0 ]; then
   PRECISION_STATUS[train-fp16]="flag missing (mlm has no --precision)"
   echo "gpu-run: mlm has no --precision flag: no fp16 training run"
 elif [[ "${PRECISION_STATUS[fp16]:-}" == refused* ]]; then
@@ -413,11 +427,13 @@ else
 fi
 avail=$(( $(left) - reserve ))
 steps=$TRAIN_STEPS
-if [ "$step_ms" -gt 0 ]; then
+if [ "$step_ms" -gt 0 ] && [ "${#TRAIN_RUNS[@]}" -gt 0 ]; then
   fit=$(( ((avail / ${#TRAIN_RUNS[@]} - TRAIN_OVERHEAD) * 1000) / (step_ms * 5 / 4) ))
   [ "$fit" -lt "$steps" ] && steps=$fit
 fi
-if [ "$steps" -lt "$MIN_TRAIN_STEPS" ]; then
+if [ "${#TRAIN_RUNS[@]}" = 0 ]; then
+  :
+elif [ "$steps" -lt "$MIN_TRAIN_STEPS" ]; then
   NOTES+=("training runs skipped: ${avail} s left for ${#TRAIN_RUNS[@]} run(s) of ${step_ms} ms steps")
   FAILED+=("mlm train: no time left for the fp16/fp32 comparison")
   TRAIN_RUNS=()
@@ -494,9 +510,10 @@ printf '%s\n' "${FAILED[@]}" > "$R/failed.txt"
 (cd "$APP" && "$NODE" --import tsx scripts/gpu-report.ts summary "$R" "$OUTDIR") || FAILED+=("the summary lists problems")
 echo
 echo "results in $OUTDIR ($((SECONDS - started)) s in all)"
-if [ "$SOFTWARE" = true ]; then echo "NOTE: the WebGPU adapter was SOFTWARE ($ADAPTER): these figures are not the GPU's"; fi
+if [ "$WEBGPU" = 1 ] && [ "$SOFTWARE" = true ]; then echo "NOTE: the WebGPU adapter was SOFTWARE ($ADAPTER): these figures are not the GPU's"; fi
 if [ "${#FAILED[@]}" -gt 0 ]; then
   printf 'gpu-run: FAILED: %s\n' "${FAILED[@]}"
+  case "$PROBE_RC" in 3|4) exit "$PROBE_RC" ;; esac
   exit 1
 fi
 echo "gpu-run: done"
