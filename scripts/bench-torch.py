@@ -10,7 +10,8 @@
 #
 # Several --config files and --precision values run one after the other in this one process (the
 # imports and CUDA's start are paid once), each from a fresh model and the same seed; with --json
-# each run prints its JSON object on a line of its own, as soon as it is done.
+# each run prints its JSON object on a line of its own, as soon as it is done. A run that raises is
+# reported on stderr and the next one runs; the exit status is then 1.
 #
 # --device cuda (or auto, which takes CUDA when torch sees a GPU, else the CPU) runs the model on
 # the GPU. Precisions:
@@ -128,15 +129,30 @@ def main():
     if "tf32" in args.precision and args.device != "cuda":
         print("bench-torch: --precision tf32 means something on CUDA only (--device %s)" % args.device, file=sys.stderr)
         sys.exit(2)
+    failed = 0
     for config in args.config:
         for precision in args.precision:
-            result = bench_one(args, config, precision)
+            # A run that raises (out of memory, an op autocast refuses...) is reported and the next
+            # one runs: several runs share this process (scripts/gpu-run.sh asks for four).
+            result = None
+            try:
+                result = bench_one(args, config, precision)
+            except Exception as err:  # noqa: BLE001 (any error of one run)
+                failed += 1
+                print("bench-torch: %s %s failed: %s: %s" % (config, precision, type(err).__name__, str(err).split("\n")[0]), file=sys.stderr, flush=True)
+            if result is None:
+                # The failed run's model and optimizer went with its traceback: give their memory back.
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             if args.json:
                 print(json.dumps(result), flush=True)
             else:
                 for k, v in result.items():
                     print("%-24s %s" % (k, v))
                 print(flush=True)
+    if failed:
+        sys.exit(1)
 
 
 def bench_one(args, config_path, precision):
