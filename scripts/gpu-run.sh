@@ -243,8 +243,9 @@ else
 fi
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi -L
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+  # A driver in a bad state can hang nvidia-smi: it gets 20 s, not the run's time.
+  limit 20 nvidia-smi -L
+  limit 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 else
   echo "nvidia-smi: not found"
 fi
@@ -287,7 +288,7 @@ write_env() {
     const fs = require("fs");
     const [file, bundle, node, adapter, software, icd, py, impl, quick, cfg, steps, batch, seq, evalBatches, seed, limit] = process.argv.slice(1);
     let smi = null;
-    try { smi = require("child_process").execSync("nvidia-smi -L", { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim(); } catch {}
+    try { smi = require("child_process").execSync("nvidia-smi -L", { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 20000 }).trim(); } catch {}
     fs.writeFileSync(file, JSON.stringify({
       bundle: JSON.parse(fs.readFileSync(bundle, "utf8")), node, adapter, adapter_software: software === "true",
       vulkan_icd: icd || null, nvidia_smi: smi, python: py || null, pytorch_impl: impl, quick: quick === "1", time_limit_s: Number(limit),
