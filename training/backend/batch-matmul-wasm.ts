@@ -24,9 +24,10 @@
 // are that small therefore run on a second, single-threaded instance of the package's SIMD module
 // (`SingleThreadXnn`), the operands copied in and the result copied out (~1 ms per 4 MB).
 //
-// Everything else (non-float32 operands, broadcasting other than one side with batch 1, empty
-// tensors) is left to the shipped kernel. Results equal the shipped kernel's up to float32
-// summation order (tests/training/backend.test.ts compares both).
+// Products with nothing to multiply (an empty output, or K = 0: zeros) are answered here, since the
+// shipped kernel gets both wrong (`productOfNothing`). Everything else (non-float32 operands,
+// broadcasting other than one side with batch 1) is left to the shipped kernel. Results equal the
+// shipped kernel's up to float32 summation order (tests/training/backend.test.ts compares both).
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
@@ -184,8 +185,9 @@ export interface ProductPlan {
 
 /**
  * The dimensions of `a` x `b` with the transpose flags, or null for what the kernels here leave to
- * the shipped one: other dtypes than float32, empty products, and batch dims other than equal ones
- * or one side without batch (size 1, broadcast).
+ * the shipped one: other dtypes than float32, and batch dims other than equal ones or one side
+ * without batch (size 1, broadcast). Products with nothing to multiply are planned too (see
+ * `productOfNothing`).
  */
 export function productPlan(tf: Tf, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): ProductPlan | null {
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
@@ -201,10 +203,31 @@ export function productPlan(tf: Tf, a: TensorInfo, b: TensorInfo, transposeA: bo
   const batchB = tf.util.sizeFromShape(outerB);
   const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
   if (K !== kb || !(sameOuter || batchA === 1 || batchB === 1)) return null;
-  const batch = Math.max(batchA, batchB);
-  if (batch * M * N * K === 0) return null;
+  // A side with no batch at all (a 0 among its batch dims) leaves none, even against a batch of 1.
+  const batch = batchA === 0 || batchB === 0 ? 0 : Math.max(batchA, batchB);
   const outShape = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB).concat([M, N]);
   return { M, K, N, batchA, batchB, batch, outShape };
+}
+
+/**
+ * The output of a planned product with nothing to multiply, or null when there is something: an
+ * empty output (batch, M or N of 0) as it is, and for K = 0 every entry a sum of no terms, 0, or
+ * what `fill` writes into each [M, N] slice (a bias row). tfjs-backend-wasm 4.22's BatchMatMul
+ * traps on an empty batch (remainder by zero) and leaves a K = 0 output unwritten (whatever the
+ * heap held); BLAS refuses a leading dimension of 0.
+ */
+export function productOfNothing(backend: BackendWasm, p: ProductPlan, fill?: (c: Float32Array) => void): TensorInfo | null {
+  const { batch, M, N, K } = p;
+  const size = batch * M * N;
+  if (size !== 0 && K !== 0) return null;
+  const out = backend.makeOutput([batch, M, N], 'float32');
+  if (size !== 0) {
+    // A view after makeOutput, whose malloc may grow the heap.
+    const c = backend.typedArrayFromHeap(out) as Float32Array;
+    if (fill === undefined) c.fill(0);
+    else for (let i = 0; i < batch; i++) fill(c.subarray(i * M * N, (i + 1) * M * N));
+  }
+  return { ...out, shape: p.outShape };
 }
 
 function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc, single: SingleThreadXnn | null): TensorInfo | null {
@@ -215,6 +238,8 @@ function batchMatMulXnn(tf: Tf, args: KernelArgs, transposeKernel: KernelFunc, s
   const transposeB = Boolean(args.attrs?.transposeB);
   const p = productPlan(tf, a, b, transposeA, transposeB);
   if (p === null) return null;
+  const nothing = productOfNothing(args.backend as BackendWasm, p);
+  if (nothing !== null) return nothing;
   const { M, K, N, batchA, batchB, batch, outShape } = p;
   // One flag-free 2-D product: the shipped kernel already takes XNNPACK's path.
   if (batch === 1 && !transposeA && !transposeB) return null;

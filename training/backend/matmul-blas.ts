@@ -19,7 +19,8 @@
 // Results equal the XNNPACK kernels' up to float32 summation order
 // (tests/training/matmul-blas.test.ts compares both).
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
-import { productPlan, SMALL_SLICE_MACS, type ProductPlan } from './batch-matmul-wasm.ts';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { productOfNothing, productPlan, SMALL_SLICE_MACS, type ProductPlan } from './batch-matmul-wasm.ts';
 import type { Blas } from './blas.ts';
 import type { Tf } from './common.ts';
 
@@ -69,6 +70,8 @@ function run(
   blas: Blas, backend: WasmBackendInternals, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean,
   p: ProductPlan, prepare?: (c: Float32Array) => void,
 ): TensorInfo {
+  const nothing = productOfNothing(backend as unknown as BackendWasm, p, prepare);
+  if (nothing !== null) return nothing;
   const { M, K, N, batchA, batchB, batch } = p;
   const out = backend.makeOutput([batch, M, N], 'float32');
   // Views after makeOutput: its allocation may have grown (and so replaced) the memory's buffer.

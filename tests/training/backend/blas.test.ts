@@ -197,6 +197,37 @@ test('wasm _FusedMatMul on BLAS (bias, every activation) equals the plain TF.js 
   assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
 });
 
+test('wasm BatchMatMul and _FusedMatMul on BLAS with nothing to multiply: empty outputs hold no values, K = 0 gives zeros (or the bias)', { skip }, async () => {
+  const { tf } = await selectBackend('wasm', quiet);
+  const blas = counting(library());
+  setWasmBlas(tf, blas);
+  const before = tf.memory().numTensors;
+  // [a, b, transposeB, output shape]: no batch against a side without one, and K = 0.
+  const cases: [number[], number[], boolean, number[]][] = [
+    [[0, 2, 3], [3, 4], false, [0, 2, 4]],
+    [[2, 3], [0, 4, 3], true, [0, 2, 4]],
+    [[1, 2, 3], [0, 3, 4], false, [0, 2, 4]],
+    [[2, 0], [0, 4], false, [2, 4]],
+    [[3, 2, 0], [3, 4, 0], true, [3, 2, 4]],
+  ];
+  for (const [sa, sb, tb, shape] of cases) {
+    tf.tidy(() => {
+      const a = tf.fill(sa, 0.5);
+      const b = tf.fill(sb, 0.25);
+      const size = shape.reduce((x, y) => x * y, 1);
+      const y = tf.matMul(a, b, false, tb);
+      assert.deepEqual(y.shape, shape, `${sa} x ${sb}`);
+      assert.deepEqual(Array.from(y.dataSync()), new Array<number>(size).fill(0), `${sa} x ${sb}: values`);
+      const bias = tf.tensor1d([1, -2, 3, -4]);
+      const f = tf.fused.matMul({ a: a as Tensor2D, b: b as Tensor2D, transposeB: tb, bias, activation: 'relu' });
+      assert.deepEqual(f.shape, shape, `${sa} x ${sb} fused`);
+      assert.deepEqual(Array.from(f.dataSync()), Array.from({ length: size }, (_, i) => [1, 0, 3, 0][i % 4]), `${sa} x ${sb} fused: relu(bias)`);
+    });
+  }
+  setWasmBlas(tf, found.blas);
+  assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+});
+
 const config = updateModelConfig(tinyBertConfig(), { initializer_range: 0.4 }, 'test');
 
 test('a tiny BERT: gradients with BLAS equal those with XNNPACK; with a fixed thread count, bit for bit each time', { skip }, async (t) => {
