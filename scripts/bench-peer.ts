@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { formatTable } from '../data/progress.ts';
-import { pythonExecutable, spread } from '../training/bench.ts';
+import { deviceMatmuls, pythonExecutable, spread } from '../training/bench.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: a } = parseArgs({
@@ -129,7 +129,7 @@ const first = (s: 'mlmkit' | 'pytorch') => side(s)[0];
 const notes: string[] = [];
 if (first('mlmkit').params !== first('pytorch').params) notes.push(`WARNING: parameter counts differ: mlmkit ${first('mlmkit').params}, pytorch ${first('pytorch').params}`);
 const blas = String(first('pytorch').blas ?? '');
-const mlmkitBlas = /matmuls: (.*)\)$/.exec(String(first('mlmkit').device))?.[1] ?? 'unknown';
+const mlmkitBlas = deviceMatmuls(String(first('mlmkit').device)) ?? 'unknown';
 if (!/\(/.test(blas)) notes.push(`WARNING: PyTorch does not run on OpenBLAS here (${blas || 'no BLAS library found'}): install libopenblas0-pthread, or the comparison flatters mlmkit`);
 for (const r of results) if (r.doc.loss_ok === false) notes.push(`WARNING: ${r.side} run ${r.run}: first loss ${r.doc.loss_first} is far from ln(vocab)`);
 

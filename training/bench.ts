@@ -550,6 +550,15 @@ export async function benchmarkModel(tf: Tf, backendName: string, config: ModelC
   }
 }
 
+/**
+ * What ran the matrix products, as the wasm backend's device line names it (`...; matmuls: OpenBLAS
+ * 0.3.21 (Haswell kernels), 2 threads; fused kernels: ...)`, training/backend/wasm.ts), or null
+ * where the line names nothing (other backends).
+ */
+export function deviceMatmuls(device: string): string | null {
+  return /matmuls: ([^;]*?)(?:;|\)$)/.exec(device)?.[1] ?? null;
+}
+
 // -------------------------------------------------------------------------------------------------
 // The machine's float32 matmul peak, measured with numpy (OpenBLAS here)
 //

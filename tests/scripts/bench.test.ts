@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { probeWebGpu } from '../../training/backend.ts';
-import { modelFlopsPerToken, parameterCounts, spread } from '../../training/bench.ts';
+import { deviceMatmuls, modelFlopsPerToken, parameterCounts, spread } from '../../training/bench.ts';
 import { readConfigArgument } from '../../training/checkpoint.ts';
 import { ROOT } from '../training/tiny-checkpoint.ts';
 
@@ -139,4 +139,14 @@ test('model FLOPs per token: 6 N + 12 L H T + 6 H V f', () => {
 test('spread: median, quartiles, min and max', () => {
   assert.deepEqual(spread([4, 1, 3, 2, 5]), { median: 3, min: 1, max: 5, q1: 2, q3: 4 });
   assert.deepEqual(spread([2, 1]), { median: 1.5, min: 1, max: 2, q1: 1.25, q3: 1.75 });
+});
+
+test('deviceMatmuls: the matmul library of a wasm device line, without the fused kernels after it', () => {
+  // scripts/bench-peer.ts labels mlmkit's BLAS kernel with it; its regular expression took the rest
+  // of the line, the fused kernels' part included.
+  const line = 'CPU (wasm, SIMD, 2 threads; matmuls: OpenBLAS 0.3.21 (Haswell kernels), 2 threads; fused kernels: mlmkit SIMD, 2 threads)';
+  assert.equal(deviceMatmuls(line), 'OpenBLAS 0.3.21 (Haswell kernels), 2 threads');
+  assert.equal(deviceMatmuls('CPU (wasm, SIMD, 1 thread; matmuls: XNNPACK; fused kernels: none)'), 'XNNPACK');
+  assert.equal(deviceMatmuls('CPU (wasm, SIMD, 1 thread; matmuls: Apple Accelerate)'), 'Apple Accelerate');
+  assert.equal(deviceMatmuls('CPU (pure JavaScript)'), null);
 });
