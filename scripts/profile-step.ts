@@ -18,10 +18,13 @@
 //   - other backends: tf.profile of one step: wall time around each kernel (they add up on the
 //     synchronous backends, wasm and cpu), and the matrix products' overall GFLOP/s;
 //   - with --shapes NAME (any backend): tf.profile's kernel list, one line per call of NAME with
-//     its shapes and, for two-input kernels (matmuls), GFLOP/s (on webgpu from TF.js's own
-//     timestamp timers, which see TF.js's programs only).
+//     its shapes and, for the matrix products (BatchMatMul, _FusedMatMul), GFLOP/s (on webgpu from
+//     TF.js's own timestamp timers, which see TF.js's programs only).
+// tf.profile also lists the op scopes that kernels run inside (a custom gradient's "unnamed
+// scope", "fusedMatMul__op"), timed around those kernels: they are left out, so that every
+// kernel's time is counted once.
 // --json FILE also writes the figures as JSON (scripts/gpu-report.ts puts the top kernels in the
-// GPU run's summary).
+// GPU run's summary), with --shapes the calls listed (`calls`: name, ms, shapes, flops).
 import * as fs from 'node:fs';
 import path from 'node:path';
 import { MLM_PROBABILITY } from '../data/masking.ts';
@@ -114,14 +117,17 @@ const detail = arg('shapes', '');
 if (plain === null || detail) {
   const profile = await tf.profile(run);
   const totals = new Map<string, { ms: number; count: number }>();
-  const callList: { name: string; ms: number; inputs: number[][]; output: number[] }[] = [];
+  const callList: { name: string; ms: number; inputs: (number[] | null)[]; output: number[] }[] = [];
+  const tfBackend = tf.getBackend();
   for (const k of profile.kernels) {
+    // An op scope, not a kernel: its time is that of the kernels inside it (listed on their own).
+    if (tf.getKernel(k.name, tfBackend) === undefined) continue;
     const ms = Number(await k.kernelTimeMs);
     const e = totals.get(k.name) ?? { ms: 0, count: 0 };
     e.ms += ms;
     e.count++;
     totals.set(k.name, e);
-    callList.push({ name: k.name, ms, inputs: k.inputShapes as number[][], output: (k.outputShapes[0] ?? []) as number[] });
+    callList.push({ name: k.name, ms, inputs: k.inputShapes as (number[] | null)[], output: (k.outputShapes[0] ?? []) as number[] });
   }
   if (plain === null) {
     const rows = sorted(totals);
@@ -130,8 +136,19 @@ if (plain === null || detail) {
     table('kernel (tf.profile)', rows, total, 'calls');
     doc.profiled = { kernel_ms: total, by_kernel: rows.map(([name, e]) => ({ name, ms: e.ms, calls: e.count })) };
   }
-  // For a matMul: 2 x (elements of a) x (last dim of the output) multiply-adds... flags aside.
-  const matMulFlops = (c: (typeof callList)[number]) => (c.inputs.length === 2 ? 2 * c.inputs[0]!.reduce((x, y) => x * y, 1) * c.output[c.output.length - 1]! : 0);
+  // A matrix product's FLOPs: 2 x (output entries) x K. The profile has the shapes, not the
+  // transpose flags: a is [.., M, K], or [.., K, M] transposed, so where a's second-to-last dim is
+  // not the output's M it is K, else K is a's last dim (M as well when both are M). _FusedMatMul's
+  // inputs go on with the bias (and prelu weights); an operand broadcast over the batch counts for
+  // every slice.
+  const matMulFlops = (c: (typeof callList)[number]): number => {
+    const a = c.inputs[0];
+    const out = c.output;
+    if ((c.name !== 'BatchMatMul' && c.name !== '_FusedMatMul') || !a || a.length < 2 || out.length < 2) return 0;
+    const M = out[out.length - 2]!;
+    const K = a[a.length - 2] === M ? a[a.length - 1]! : a[a.length - 2]!;
+    return 2 * out.reduce((x, y) => x * y, 1) * K;
+  };
   const products = callList.filter((c) => c.name === 'BatchMatMul' || c.name === '_FusedMatMul');
   if (plain === null && products.length > 0) {
     const ms = products.reduce((a, c) => a + c.ms, 0);
@@ -140,7 +157,9 @@ if (plain === null || detail) {
   }
   if (detail) {
     out.push('', `${detail} calls (tf.profile):`);
-    for (const c of callList.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms)) {
+    const calls = callList.filter((c) => c.name === detail).sort((a, b) => b.ms - a.ms);
+    doc.calls = calls.map((c) => ({ ...c, flops: matMulFlops(c) }));
+    for (const c of calls) {
       const flops = matMulFlops(c);
       out.push(`${c.ms.toFixed(2).padStart(8)} ms  ${JSON.stringify(c.inputs)} -> ${JSON.stringify(c.output)}${flops && c.ms > 0 ? `  ${(flops / c.ms / 1e6).toFixed(1)} GFLOP/s` : ''}`);
     }
