@@ -28,6 +28,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
 import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
+import { defaultBlasThreads } from '../../training/backend/wasm.ts';
 import {
   BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, checkBenchSeqLen, measureMatmulPeak, parameterCounts, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
@@ -52,7 +53,7 @@ interface BenchArgs {
   precision: string;
   seed: number;
   'matmul-peak': boolean;
-  'blas-threads': number;
+  'blas-threads'?: number;
   isolate: boolean;
   json: boolean;
 }
@@ -331,7 +332,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('seed', { type: 'number', default: BENCH_DEFAULTS.seed, describe: 'seeds the random rows and their masks, the initial weights and dropout' })
       .option('precision', { type: 'string', default: BENCH_DEFAULTS.precision, describe: 'fp32, fp16 (webgpu f16 matmuls, loss scaling, as `mlm train --precision fp16`) or auto' })
       .option('matmul-peak', { type: 'boolean', default: true, describe: 'measure the CPU\'s float32 matmul peak with numpy, for MFU (--no-matmul-peak to skip)' })
-      .option('blas-threads', { type: 'number', default: 2, describe: 'BLAS threads of the matmul-peak probe' })
+      .option('blas-threads', {
+        type: 'number',
+        describe: 'BLAS threads of the matmul-peak probe (default: as many as the wasm backend\'s BLAS runs on, MLM_BLAS_THREADS or one per CPU up to 8)',
+      })
       .option('isolate', { type: 'boolean', default: true, describe: 'each run in its own child process (--no-isolate: one config, one backend, here)' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout: one run\'s object, or a list' })
       .option('progress', NO_BAR_PROGRESS_OPTION)
@@ -350,7 +354,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
     // Checked here once, before any child process starts, as each run would check them.
     checkBenchOptions(benchOptions(args, () => {}));
-    requireInteger(args['blas-threads'], 'blas-threads', 1);
+    // The peak at the threads the measured run uses, so that MFU compares like with like (a fixed
+    // 2 overstated it on every machine with more CPUs).
+    const peakThreads = args['blas-threads'] ?? blasOptions(process.env).blasThreads ?? defaultBlasThreads();
+    requireInteger(peakThreads, 'blas-threads', 1);
     const configs = [...new Set(args.config.map(resolveConfig))];
     const parsed = new Map(configs.map((c) => [c, readConfigArgument(c)]));
     for (const config of parsed.values()) checkBenchSeqLen(config, args['seq-len']);
@@ -368,7 +375,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (!args.isolate) {
       if (configs.length !== 1 || backends.length !== 1) throw new InputError('--no-isolate runs one --config on one --backend; give one of each');
       let r = await runHere(args, configs[0], backends[0]);
-      const peak = args['matmul-peak'] ? await measureMatmulPeak({ threads: args['blas-threads'] }) : null;
+      const peak = args['matmul-peak'] ? await measureMatmulPeak({ threads: peakThreads }) : null;
       r = withPeak(r, peak);
       r.load_average = load.map((x) => Number(x.toFixed(2)));
       if (args.json) process.stdout.write(JSON.stringify(r) + '\n');
@@ -412,8 +419,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     // Matmul peak first, while nothing else of ours runs.
     let peak: MatmulPeak | MatmulPeakSkipped | null = null;
     if (args['matmul-peak']) {
-      process.stderr.write(`bench: CPU float32 matmul peak (numpy, ${args['blas-threads']} threads)...\n`);
-      peak = await measureMatmulPeak({ threads: args['blas-threads'] });
+      process.stderr.write(`bench: CPU float32 matmul peak (numpy, ${peakThreads} threads)...\n`);
+      peak = await measureMatmulPeak({ threads: peakThreads });
       process.stderr.write(peak.ok ? `bench: matmul peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.blas})\n` : `bench: matmul peak not measured: ${peak.reason}\n`);
     }
 

@@ -150,3 +150,17 @@ test('deviceMatmuls: the matmul library of a wasm device line, without the fused
   assert.equal(deviceMatmuls('CPU (wasm, SIMD, 1 thread; matmuls: Apple Accelerate)'), 'Apple Accelerate');
   assert.equal(deviceMatmuls('CPU (pure JavaScript)'), null);
 });
+
+test('mlm bench measures the matmul peak on the threads the run\'s BLAS uses (MLM_BLAS_THREADS), not a fixed 2', async () => {
+  // With a fixed 2, MFU on a machine with more CPUs compared the run on all of them with a peak on two.
+  const args = [path.join(ROOT, 'scripts/mlm.mjs'), 'bench', '--config', 'configs/bert-tiny.json', '--backend', 'wasm', '--steps', '2',
+    '--warmup-steps', '0', '--eval-steps', '1', '--batch-size', '2', '--seq-len', '8'];
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, args, { cwd: ROOT, timeout: 120_000, env: { ...process.env, MLM_BLAS_THREADS: '1' } }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /bench: CPU float32 matmul peak \(numpy, 1 threads\)\.\.\./);
+  // Where numpy is installed, the table's line names the same count.
+  if (!/CPU matmul peak not measured/.test(r.stdout)) assert.match(r.stdout, /CPU float32 matmul peak \(numpy, 1 threads,/);
+});

@@ -83,7 +83,7 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
   if (!ok) throw new BackendUnavailable('the wasm module failed to initialise (TF.js printed why above)', hint);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const actual = wasm.getThreadsCount();
-  const { blas, matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? Math.max(1, Math.min(8, os.availableParallelism())));
+  const { blas, matmuls, blasNote } = startBlas(tf, opts.blas, opts.blasThreads ?? defaultBlasThreads());
   const { fused, fusedNote } = await startSimdKernels(tf, actual, blas);
   const notes = [note, blasNote, fusedNote].filter((n): n is string => n !== undefined);
   return {
@@ -91,6 +91,11 @@ export async function loadWasm(tf: Tf, opts: WasmOptions = {}): Promise<LoadedBa
     device: `CPU (wasm, ${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual === 1 ? '' : 's'}; matmuls: ${matmuls}; fused kernels: ${fused})`,
     note: notes.length > 0 ? notes.join('; ') : undefined,
   };
+}
+
+/** The BLAS library's threads unless told otherwise: one per CPU this process may use, at most 8. */
+export function defaultBlasThreads(): number {
+  return Math.max(1, Math.min(8, os.availableParallelism()));
 }
 
 /**
