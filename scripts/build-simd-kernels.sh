@@ -3,7 +3,7 @@
 # the wasm backend loads (training/backend/simd-wasm.ts): kernels.wasm imports an ordinary memory
 # (the backend's single-threaded build), kernels-shared.wasm a shared one (its threaded build).
 # The built modules are committed, so users need no compiler; CI rebuilds them with the same
-# compiler and fails if they differ (tests/training/backend/simd-build.test.ts).
+# compiler and fails if they differ (tests/training/backend/simd-wasm.test.ts).
 #
 #   bash scripts/build-simd-kernels.sh [--check]   (needs clang, lld and wabt: apt-get install clang lld wabt)
 #

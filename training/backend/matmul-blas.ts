@@ -17,7 +17,7 @@
 // output column) is left to the kernel registered before (XNNPACK, see
 // batch-matmul-wasm.ts), as is everything while no library is active (`setWasmBlas(tf, null)`).
 // Results equal the XNNPACK kernels' up to float32 summation order
-// (tests/training/matmul-blas.test.ts compares both).
+// (tests/training/backend/blas.test.ts compares both).
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { productOfNothing, productPlan, SMALL_SLICE_MACS, type ProductPlan } from './batch-matmul-wasm.ts';

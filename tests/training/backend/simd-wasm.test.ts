@@ -7,7 +7,7 @@
 //     shapes that do not divide 4 (1, 7, 129 rows; 1, 5, 33, 768 columns), with dropout;
 //   - the dropout masks and the AdamW update bit for bit (the composite's own float32 operations),
 //     the sum of squares against float64, splits along the last axis, column sums;
-//   - the attention-heads kernels: training/kernels/attention-heads.test.ts (bit for bit);
+//   - the attention-heads kernels: tests/training/kernels/attention-heads.test.ts (bit for bit);
 //   - the accuracy of the exact GELU against GELU in float64 over [-10, 10];
 //   - MLM_SIMD_KERNELS=0 leaves the composites in place and says so.
 // The composites are the oracle. Tolerance 2e-6 relative to the reference's largest magnitude
