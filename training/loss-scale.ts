@@ -8,6 +8,15 @@
 // a row S doubles. The defaults are PyTorch's torch.amp.GradScaler's (init 2^16, growth 2, backoff
 // 0.5, interval 2000), which Hugging Face's Trainer uses for fp16.
 //
+// S never falls below `minScale`, 1 by default (MIN_LOSS_SCALE). Scaling exists to lift small
+// gradients above f16's underflow; at S = 1 the backward pass's f16 operands hold the gradients
+// themselves, unscaled. If those still overflow (above 65504), the gradients are out of f16's range,
+// which no scale can repair: going on halving only pushes every small gradient under f16's 2^-24
+// as well, and the scale ends in f32's subnormals and 0 (where 0 x loss / 0 reads as a NaN loss,
+// hiding the cause). Such a run is diverging (a learning rate too high), fed bad data, or needs
+// float32; an overflow at the floor stops it (training/trainer.ts, `lossScaleFloorError` in
+// training/train-step.ts). A floor of 1 also keeps S, a power of two from 2^16, exact to divide.
+//
 // The state (S and the count of clean steps) is saved in trainer_state.json (`loss_scale`) and
 // restored on resume, so a resumed run scales, skips and grows exactly as an uninterrupted one.
 import { InputError } from '../common/errors.ts';
@@ -17,9 +26,14 @@ export interface LossScaleOptions {
   growthFactor: number;
   backoffFactor: number;
   growthInterval: number;
+  /** The floor: an overflow lowers S no further (see the header). */
+  minScale: number;
 }
 
-export const LOSS_SCALE_DEFAULTS: LossScaleOptions = { initScale: 2 ** 16, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000 };
+/** The default floor of the loss scale: the gradients unscaled (see the header). */
+export const MIN_LOSS_SCALE = 1;
+
+export const LOSS_SCALE_DEFAULTS: LossScaleOptions = { initScale: 2 ** 16, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000, minScale: MIN_LOSS_SCALE };
 
 /** What trainer_state.json keeps (snake_case, like the rest of the file). */
 export interface LossScaleState {
@@ -51,12 +65,13 @@ export class DynamicLossScale {
 
   /**
    * Records a step whose scaled gradients were finite or not, and returns whether to apply it.
-   * Not finite: skip it, S times backoffFactor, the count restarts. Finite: apply it; after
+   * Not finite: skip it, S times backoffFactor but not below minScale, the count restarts (an
+   * overflow at the floor, `atFloor(S)`, is for the caller to stop on). Finite: apply it; after
    * growthInterval of them in a row, S times growthFactor and the count restarts.
    */
   update(finite: boolean): boolean {
     if (!finite) {
-      this.s *= this.opts.backoffFactor;
+      this.s = Math.max(this.s * this.opts.backoffFactor, this.opts.minScale);
       this.clean = 0;
       return false;
     }
@@ -66,6 +81,11 @@ export class DynamicLossScale {
       this.clean = 0;
     }
     return true;
+  }
+
+  /** Whether a step run at `scale` was at the floor: an overflow there cannot be scaled away. */
+  atFloor(scale: number): boolean {
+    return scale <= this.opts.minScale;
   }
 
   getState(): LossScaleState {

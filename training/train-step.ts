@@ -124,6 +124,17 @@ export function divergedError(why: string, step: number, lastCheckpoint: string 
   return new TrainingError(`${why} at step ${step}; ${last}; lower --lr or check the data`);
 }
 
+/**
+ * The TrainingError that stops a run whose gradients overflowed at the loss scale's floor
+ * (training/loss-scale.ts): not finite even unscaled, so lowering the scale cannot help.
+ */
+export function lossScaleFloorError(scale: number, step: number, lastCheckpoint: string | null): TrainingError {
+  const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
+  return new TrainingError(
+    `gradients overflowed at step ${step} at loss scale ${scale}, the floor of --precision fp16's loss scaling: they are not finite even unscaled, and no loss scale can help; ${last}; lower --lr, train with --precision fp32, or check the data`,
+  );
+}
+
 /** PyTorch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), capped at 1; 1 when off. */
 export function clipScale(norm: number, maxNorm: number): number {
   return maxNorm > 0 ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;

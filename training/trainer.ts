@@ -36,7 +36,9 @@
 // --metric-for-best (training/best-model.ts), with a checkpoint; the counter is recomputed from the
 // metric history on --resume, so a resumed run stops at the same step.
 // A NaN or infinite loss or gradient norm stops the run before the update is applied, naming the
-// step and the last good checkpoint (nothing is saved from the broken state). So does divergence
+// step and the last good checkpoint (nothing is saved from the broken state); with --precision
+// fp16 an overflow skips the step and lowers the loss scale, and an overflow at the scale's floor
+// stops the run the same way. So does divergence
 // (`divergence`, training/train-step.ts): a non-finite evaluation loss, or a training or evaluation loss above
 // 3 x ln(vocab_size), three times the loss of guessing uniformly over the vocabulary.
 //
@@ -75,7 +77,7 @@ import { argsRecord, baseModelOf, checkTrainOptions, type TrainOptions } from '.
 import {
   checkpointName, listCheckpoints, optimizerLayout, pruneCheckpoints, readOptimizerState, STATE_FORMAT, STATE_VERSION, writeTrainerState, type TrainerState, type Window,
 } from './train-state.ts';
-import { divergedError, divergence, issueOptimizerStep, type StepResult } from './train-step.ts';
+import { divergedError, divergence, issueOptimizerStep, lossScaleFloorError, type StepResult } from './train-step.ts';
 
 export { TrainingError };
 export { TRAIN_DEFAULTS, type TrainOptions } from './train-options.ts';
@@ -346,6 +348,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
       // Read one step late where that overlaps (training/pending-step.ts): step + 1 is queued first.
       ahead = current.late && !usesWeights(step) ? await issueStep(step + 1) : null;
       const result = await current.read();
+      // An overflow at the loss scale's floor cannot be scaled away (training/loss-scale.ts): stop.
+      if (result.overflow && lossScale!.atFloor(result.scale!)) throw lossScaleFloorError(result.scale!, step, lastCheckpoint);
       if (result.overflow) await ahead?.reissue(); // the GPU held step + 1 back: run it at the lowered scale
       const { loss: lossValue, norm: normValue, masked, applied, overflow } = result;
       if (overflow) {

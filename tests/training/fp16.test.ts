@@ -19,6 +19,9 @@
 //     in-step reads bit for bit;
 //   - exact resume through train() with fp16: the loss scale is saved in trainer_state.json, and a
 //     run resumed from checkpoint-2 logs and ends as the uninterrupted one, bit for bit;
+//   - a run whose gradients overflow at every scale: the scale halves from 2^16 to its floor of 1,
+//     and the overflow there stops the run with a TrainingError saying so (before, the scale went on
+//     halving to 0 and the run read a NaN loss, or ended with every step skipped);
 //   - fp16 on another backend is an input error naming the flag.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +29,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
-import { InputError } from '../../common/errors.ts';
+import { InputError, TrainingError } from '../../common/errors.ts';
+import { hfWeightsOf, writeModelFolder } from '../../training/checkpoint.ts';
 import { capabilitiesOf, type Tf } from '../../training/backend.ts';
 import { loadTf } from '../../training/backend/common.ts';
 import { SyntheticBatches } from '../../training/bench.ts';
@@ -43,7 +47,7 @@ import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
 import { computeGradients, issueOptimizerStep, optimizerStep, type StepResult } from '../../training/train-step.ts';
 import { brownDocuments, preparedFixture, relDiff, ROOT, writeTinyConfig } from './train-helpers.ts';
 import { useWebGpuForFile, webgpuSkip } from './webgpu-gate.ts';
-import { decayedParameters } from '../../training/models/weights.ts';
+import { decayedParameters, initialWeights } from '../../training/models/weights.ts';
 
 const skip = await webgpuSkip('fp16');
 let tf: Tf;
@@ -272,6 +276,35 @@ test('exact resume with fp16: loss scale in trainer_state.json, resumed run equa
     const [x, y] = [fs.readFileSync(path.join(full, 'checkpoint-4', file)), fs.readFileSync(path.join(resumed, 'checkpoint-4', file))];
     assert.ok(x.equals(y), `checkpoint-4/${file} differs between the full and the resumed run`);
   }
+});
+
+test('gradients that overflow at every loss scale stop the run at the floor with a TrainingError', { skip }, async () => {
+  const fx = await preparedFixture(path.join(tmp, 'fx-floor'), brownDocuments(20_000), { vocabSize: 300, seqLen: 32 });
+  // A model whose head overflows f16 in the backward pass whatever the scale, with a finite loss:
+  // the transform's dense layer is zero, so its LayerNorm sees rows of zeros (variance 0, output its
+  // bias 0: logits 0, the loss ln V); its backward multiplies by weight / sqrt(eps) = 1e6 / 1e-6,
+  // so the gradient entering the dense layer's f16 products is about 1e9 times the loss scale.
+  const config = parseModelConfig({ ...JSON.parse(fs.readFileSync(writeTinyConfig(path.join(tmp, 'floor.json'), { max_position_embeddings: 32 }), 'utf8')), vocab_size: fx.tokenizer.vocabSize, pad_token_id: fx.tokenizer.specialIds.pad }, 'floor');
+  const init = initialWeights(config, 3);
+  init.tensors.get('cls.predictions.transform.dense.weight')!.data.fill(0);
+  init.tensors.get('cls.predictions.transform.dense.bias')!.data.fill(0);
+  init.tensors.get('cls.predictions.transform.LayerNorm.weight')!.data.fill(1e6);
+  const from = path.join(tmp, 'floor-model');
+  await writeModelFolder(from, { config, weights: await hfWeightsOf(config, init), tokenizer: fx.tokenizer });
+  const lines: string[] = [];
+  const out = path.join(tmp, 'floor-run');
+  const o = {
+    ...TRAIN_DEFAULTS, from, data: fx.dataDir, out, steps: 30, batchSize: 4, lr: 1e-3, warmup: 0, evalEvery: 0, evalBatches: 1,
+    saveEvery: 0, logEvery: 1, seed: 7, precision: 'fp16' as const,
+  };
+  await assert.rejects(
+    train(o, { tf, backend: { name: 'webgpu', device: 'test' }, version: 'test', log: (l: string) => lines.push(l), progress: false }),
+    (err: unknown) => err instanceof TrainingError
+      && /^gradients overflowed at step 17 at loss scale 1, the floor .*not finite even unscaled.*lower --lr, train with --precision fp32, or check the data$/.test((err as Error).message),
+  );
+  const overflows = lines.filter((l) => /gradients overflowed at loss scale/.test(l));
+  assert.equal(overflows.length, 16, 'steps 1-16 skipped, at 2^16 down to 2');
+  assert.match(overflows[15], /^step 16: .* at loss scale 2; step skipped, loss scale now 1$/);
 });
 
 test('fp16 on a backend without f16 kernels is an input error naming the flag', async () => {
