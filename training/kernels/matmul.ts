@@ -4,7 +4,8 @@
 //   = op(a) op(b) (+ bias) (+ addend), op = optional transpose of the last two axes, with both
 // operands rounded to f16 and products summed in f32. a and b are float32 tensors of rank 2
 // ([M, K] / [K, N] before op) or rank 3 with the same batch size; the result is float32 [M, N] or
-// [batch, M, N]. Master copies stay f32: the rounding happens where the kernel stages its operands
+// [batch, M, N]; an inner size K of 0 gives zeros, as tf.matMul does. Master copies stay f32:
+// the rounding happens where the kernel stages its operands
 // (training/backend/webgpu/matmul-tiling.ts). `variant` picks the inner product: 'subgroup-matrix'
 // (tensor cores) or 'scalar' (any adapter with shader-f16).
 // The optional inputs are added in f32 after the product, in the kernel's own pass over its block

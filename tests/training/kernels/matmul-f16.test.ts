@@ -4,7 +4,8 @@
 // entry's sum of |a||b| and the largest operands), for shapes that divide none of the tile sizes
 // (M, N, K among 1, 17, 130, 257; the tiles are 128 x 64 x 32), every transpose combination, and a
 // batched product; the epilogue (a bias and an addend added in the kernel) against the same
-// reference plus the adds. Also: operands are really rounded to f16 (a product that f32 would not round),
+// reference plus the adds; an inner size K = 0 (zeros, plus the adds, as the reference on cpu). Also:
+// operands are really rounded to f16 (a product that f32 would not round),
 // values beyond f16's range give infinity (what dynamic loss scaling detects), and the
 // subgroup-matrix WGSL is generated for the H200's configurations (compiled only where the adapter
 // has them: scripts/check-fp16.ts on the GPU machine).
@@ -164,6 +165,36 @@ test('the operands are rounded to f16, and values beyond its range give infinity
   const fin = f16MatMul(tf, edge, one, attrs);
   assert.deepEqual(Array.from(await fin.data()), [65504]);
   tf.dispose([a, b, rounded, big, ones, inf, edge, one, fin]);
+});
+
+test('an inner size K = 0 gives zeros, plus the bias and the addend, as the reference does', { skip }, async () => {
+  const tf = await webgpu();
+  const rng = new Rng(11);
+  const before = tf.memory().numTensors;
+  for (const [M, N, batch] of [[5, 3, 1], [130, 70, 2]]) {
+    for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      for (const extras of ['none', 'bias', 'addend', 'both'] as const) {
+        const lead = batch > 1 ? [batch] : [];
+        const a = tf.zeros([...lead, ...(ta ? [0, M] : [M, 0])]);
+        const b = tf.zeros([...lead, ...(tb ? [N, 0] : [0, N])]);
+        const bias = extras === 'bias' || extras === 'both' ? randomTensor(tf, [N], rng, 50) : undefined;
+        const addend = extras === 'addend' || extras === 'both' ? randomTensor(tf, [...lead, M, N], rng, 50) : undefined;
+        // A pooled buffer holding an earlier tensor's values must not show through.
+        tf.dispose(tf.tidy(() => tf.add(tf.ones([...lead, M, N]), 7)));
+        const attrs: MatMulF16Attrs = { transposeA: ta, transposeB: tb, variant: 'scalar' };
+        const got = matMulF16(tf, a, b, attrs, { bias, addend });
+        assert.deepEqual(got.shape, [...lead, M, N]);
+        // The reference's values (tf.matMul's zeros, then the adds) worked out here: TF.js's own
+        // webgpu matMul binds the empty operand, which WebGPU refuses, voiding the command buffer.
+        const g = Array.from(await got.data());
+        const [bv, av] = [bias ? await bias.data() : null, addend ? await addend.data() : null];
+        const expected = g.map((_, i) => Math.fround((bv?.[i % N] ?? 0) + (av?.[i] ?? 0)));
+        assert.deepEqual(g, expected, `[${M}, ${N}, 0] x ${batch}, ${ta}/${tb}, ${extras}`);
+        tf.dispose([a, b, got, ...(bias ? [bias] : []), ...(addend ? [addend] : [])]);
+      }
+    }
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
 });
 
 test('a shape mismatch is an error naming both shapes', { skip }, async () => {

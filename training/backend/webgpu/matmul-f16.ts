@@ -261,18 +261,22 @@ export function registerWebGpuMatMulF16(tf: Tf, device: GPUDevice): boolean {
     const be = args.backend as { device: GPUDevice; makeTensorInfo(shape: number[], dtype: 'float32'): TensorInfo };
     const out = be.makeTensorInfo(d.outShape, 'float32');
     if (d.M * d.N * d.batch === 0) return out;
-    if (d.K === 0) throw new Error(`${MATMUL_F16_KERNEL}: K = 0 is not supported`);
     const raw = rawWebGpu(tf);
     const pipeline = matMulF16Pipelines(be.device).get(variant, transposeA, transposeB);
     const batched = a.shape.length === 3;
     const strides = batched ? { a: d.M * d.K, b: d.K * d.N, c: d.M * d.N } : { a: 0, b: 0, c: 0 };
     const epilogue = (bias !== undefined ? EPILOGUE_BIAS : 0) | (addend !== undefined ? EPILOGUE_ADDEND : 0);
     const uniform = raw.uniform(uniformData(d, strides, epilogue).buffer as ArrayBuffer);
+    // K = 0: the product is zeros (the shader's K loop does not run), plus the bias and addend as
+    // ever; a and b are empty, and WebGPU refuses a binding of zero bytes, so a small buffer of
+    // the pool stands in for both (never read).
+    const empty = d.K === 0 ? raw.createStorage(4) : null;
     // Absent extras are bound as a (read-only there too, and never read: the flags are off).
-    const [aBuffer, bBuffer] = [raw.bufferOf(a), raw.bufferOf(b)];
+    const [aBuffer, bBuffer] = empty !== null ? [empty, empty] : [raw.bufferOf(a), raw.bufferOf(b)];
     const extras = [bias === undefined ? aBuffer : raw.bufferOf(bias), addend === undefined ? aBuffer : raw.bufferOf(addend)];
     const group = raw.bindGroup(`mlmkit-matmul-f16/${variant}/${transposeA}/${transposeB}`, pipeline, [aBuffer, bBuffer, raw.bufferOf(out), uniform, ...extras]);
     raw.dispatch(pipeline, group, workgroupCount(d));
+    if (empty !== null) raw.releaseStorage(empty);
     return out;
   };
   tf.registerKernel({ kernelName: MATMUL_F16_KERNEL, backendName: 'webgpu', kernelFunc: kernelFunc as unknown as KernelConfig['kernelFunc'] });
