@@ -411,8 +411,10 @@ export function makeOps(tf: Tf, capabilities: ModelCapabilities = REFERENCE_CAPA
   // Without host ids a large table keeps tf.gather's gradient.
   const maxEntries = opts.oneHotEntries ?? ONE_HOT_ENTRIES;
   // onehot(ids, depth)^T dy. OneHot as int32 then cast: the wasm kernel writes wrong float32 values.
+  // A table of one row (RoBERTa's token types, type_vocab_size 1): every id is 0 and the product is
+  // dy's column sums; tf.oneHot refuses a depth below 2.
   const oneHotProduct = (ids: Tensor1D, depth: number, dy: Tensor2D): Tensor2D =>
-    tf.matMul(tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D, dy, true, false);
+    depth === 1 ? tf.sum(dy, 0, true) : tf.matMul(tf.cast(tf.oneHot(ids, depth), 'float32') as Tensor2D, dy, true, false);
   const embeddingRows = (table: Tensor2D, ids: Tensor1D, hostIds?: Int32Array): Tensor2D => {
     const mode = capabilities.embeddingGrad;
     const [S, H] = table.shape;

@@ -136,3 +136,38 @@ test("a small BERT, vocabulary 5,000: one training step's gradients with 'matmul
   assert.equal(tf.memory().numTensors, before);
   model.dispose();
 });
+
+test("a table of one row (RoBERTa's token types, type_vocab_size 1): the 'matmul' gradient is tf.gather's", () => {
+  // One-hot products over one row would need tf.oneHot with depth 1, which TF.js refuses (depth >= 2).
+  const H = 6;
+  const ids = tf.tensor1d([0, 0, 0, 0, 0], 'int32') as Tensor1D;
+  const up = tf.tensor2d(Float32Array.from({ length: 5 * H }, (_, i) => Math.sin(i + 1)), [5, H]);
+  const v = tf.variable(tf.tensor2d(Float32Array.from({ length: H }, (_, i) => i / 10), [1, H]));
+  const grad = (mode: EmbeddingGrad) => tf.tidy(() => {
+    const ops = makeOps(tf, { ...REFERENCE_CAPABILITIES, embeddingGrad: mode });
+    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(ops.embeddingRows(v, ids), up)) as Scalar, [v]);
+    return grads[v.name].dataSync() as Float32Array;
+  });
+  const want = grad('gather');
+  assert.ok(maxRel(grad('matmul'), want) < 1e-6);
+
+  // A whole RoBERTa step with the released checkpoints' type_vocab_size of 1, as webgpu runs it.
+  const config = parseModelConfig({
+    model_type: 'roberta', vocab_size: 60, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2,
+    intermediate_size: 32, max_position_embeddings: 40, type_vocab_size: 1, layer_norm_eps: 1e-5,
+  }, 'test');
+  const batch = new SyntheticBatches(config, 2, 16, 5, 0.3).next();
+  const tokenTypes = (mode: EmbeddingGrad) => {
+    const model = createMaskedLM(tf, config, { seed: 3, capabilities: { ...REFERENCE_CAPABILITIES, embeddingGrad: mode } });
+    const table = model.variables.get('roberta.embeddings.token_type_embeddings.weight')!;
+    const g = tf.tidy(() => {
+      const inputs = batchInputs(tf, batch);
+      const { grads } = tf.variableGrads(() => model.maskedLossSum(inputs, batch.labels, { training: false }).loss, [...model.variables.values()]);
+      return grads[table.name].dataSync() as Float32Array;
+    });
+    model.dispose();
+    return g;
+  };
+  assert.ok(maxRel(tokenTypes('matmul'), tokenTypes('gather')) < 1e-5);
+  tf.dispose([ids, up, v]);
+});
