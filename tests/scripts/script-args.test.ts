@@ -1,12 +1,14 @@
-// The repository's own scripts (scripts/script-args.ts): an option left without its value is
-// refused in one line with exit 2 before any work, and bench-memory refuses fewer steps than its
-// measure needs; lacksValue is the rule mlm's command line shares.
+// The repository's own scripts (scripts/script-args.ts): the option reader's rules (declared
+// values, numbers and switches, --name value and --name=value, --help, and one line for an unknown
+// option, one given twice or without a value, a non-number, a stray word), an option left without
+// its value refused in one line with exit 2 before any work, and bench-memory refusing fewer steps
+// than its measure needs; lacksValue is the rule mlm's command line shares.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { lacksValue } from '../../scripts/script-args.ts';
+import { lacksValue, parseScriptArgs, ScriptArgumentError, type ScriptSpec, type ScriptOption } from '../../scripts/script-args.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const script = (name: string, args: string[]) =>
@@ -27,4 +29,82 @@ test('bench-prepare, profile-step and bench-memory: an option without a value, o
     assert.equal(r.status, 2, `${name}: ${r.stderr}`);
     assert.equal(r.stderr, line);
   }
+});
+
+const spec = {
+  program: 'demo',
+  usage: 'usage: demo [--steps N] [--out DIR] [--json]',
+  options: {
+    steps: { type: 'number', default: 200 },
+    rate: { type: 'number' },
+    out: { type: 'string', default: 'runs/x' },
+    data: { type: 'string' },
+    json: { type: 'switch' },
+  },
+} as const satisfies ScriptSpec<Record<string, ScriptOption>>;
+
+/** The line parseScriptArgs refuses `argv` with. */
+function refusal(argv: string[], s: ScriptSpec<Record<string, ScriptOption>> = spec): string {
+  try {
+    parseScriptArgs(argv, s);
+  } catch (err) {
+    assert.ok(err instanceof ScriptArgumentError, String(err));
+    return err.message;
+  }
+  assert.fail(`${JSON.stringify(argv)} was accepted`);
+}
+
+test('parseScriptArgs: defaults, --name value and --name=value, numbers and switches', () => {
+  const read = (argv: string[]) => {
+    const r = parseScriptArgs(argv, spec);
+    if (r === 'help') return assert.fail(`${JSON.stringify(argv)} read as --help`);
+    return r;
+  };
+  const defaults = { steps: 200, rate: undefined, out: 'runs/x', data: undefined, json: false };
+  assert.deepEqual(read([]), { values: defaults, operands: [] });
+  const some = read(['--steps', '50', '--rate=-1e-3', '--out=a=b', '--data', 'd', '--json']);
+  assert.deepEqual(some, { values: { steps: 50, rate: -0.001, out: 'a=b', data: 'd', json: true }, operands: [] });
+  // The types follow the declarations: a number, a string, a string or undefined, a boolean.
+  const typed: { steps: number; rate: number | undefined; out: string; data: string | undefined; json: boolean } = some.values;
+  assert.equal(typed.steps, 50);
+  assert.deepEqual(read(['--rate', '-0.5']), { values: { ...defaults, rate: -0.5 }, operands: [] });
+});
+
+test('parseScriptArgs: --help or -h anywhere is help, before any other check', () => {
+  for (const argv of [['--help'], ['-h'], ['--steps', '3', '--help'], ['--bogus', '-h'], ['stray', '--help']]) {
+    assert.equal(parseScriptArgs(argv, spec), 'help', argv.join(' '));
+  }
+});
+
+test('parseScriptArgs: an unknown option names the nearest declared one and --help', () => {
+  assert.equal(refusal(['--step', '5']), 'unknown option --step (did you mean --steps?); see demo --help');
+  assert.equal(refusal(['--jsno']), 'unknown option --jsno (did you mean --json?); see demo --help');
+  assert.equal(refusal(['--hepl']), 'unknown option --hepl (did you mean --help?); see demo --help');
+  assert.equal(refusal(['--zzzzzz=1']), 'unknown option --zzzzzz; see demo --help');
+  assert.equal(refusal(['-x']), 'unknown option -x; see demo --help');
+  assert.equal(refusal(['--toString']), 'unknown option --toString; see demo --help');
+});
+
+test('parseScriptArgs: an option given twice, without a value, a non-number, a switch with a value', () => {
+  assert.equal(refusal(['--steps', '1', '--steps=2']), '--steps was given twice; give it once');
+  assert.equal(refusal(['--json', '--json']), '--json was given twice; give it once');
+  for (const argv of [['--out'], ['--out', ''], ['--out', ' '], ['--out='], ['--out', '--json'], ['--steps', '-x']]) {
+    const name = argv[0]!.replace(/=.*/, '');
+    assert.equal(refusal(argv), `${name} was given no value; give a value or leave the option out`, JSON.stringify(argv));
+  }
+  for (const bad of ['abc', '3abc', '0x10', '1_000', 'Infinity', 'NaN']) {
+    assert.equal(refusal(['--steps', bad]), `--steps must be a number, got ${JSON.stringify(bad)}`);
+  }
+  assert.equal(refusal(['--json=false']), '--json takes no value; give --json alone or leave it out');
+});
+
+test('parseScriptArgs: a stray word is refused; declared operands are counted', () => {
+  assert.equal(refusal(['stray']), 'unexpected argument "stray" (demo takes only options); see demo --help');
+  assert.equal(refusal(['--json', 'true']), 'unexpected argument "true" (demo takes only options); see demo --help');
+  assert.equal(refusal(['-5']), 'unexpected argument "-5" (demo takes only options); see demo --help');
+  assert.equal(refusal(['--']), 'unexpected argument --; demo takes nothing after it, see demo --help');
+  const two = { ...spec, operands: { min: 1, max: 2, name: 'RESULTS_DIR' } };
+  assert.deepEqual(parseScriptArgs(['a', '--json', 'b'], two), { values: { steps: 200, rate: undefined, out: 'runs/x', data: undefined, json: true }, operands: ['a', 'b'] });
+  assert.equal(refusal(['a', 'b', 'c'], two), 'unexpected argument "c"; see demo --help');
+  assert.equal(refusal(['--json'], two), 'RESULTS_DIR is missing; see demo --help');
 });
