@@ -1,8 +1,6 @@
 // Benchmark of `mlm prepare` on a large generated corpus: text throughput (MB/s) and peak RSS of
-// the prepare process. A benchmark, not a test: it prints figures.
-//
-//   node --import tsx scripts/bench-prepare.ts [--gb 1] [--dir .bench/prepare] [--keep]
-//   node --import tsx scripts/bench-prepare.ts --long-line 50,500 [--family bert|roberta] [--line letters|mixed]
+// the prepare process. A benchmark, not a test: it prints figures. Its usage: USAGE below (--help
+// prints it).
 //
 // --dir is a new or empty folder, or one this script made (its .mlmkit-bench-prepare file): a run
 // replaces the corpus, tokenizers and prepared data it finds there under its own names, so a
@@ -22,15 +20,28 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../common/rng.ts';
-import { scriptOption } from './script-args.ts';
+import { readScriptOptions } from './script-args.ts';
 import { claimFolder, type OwnFolder } from './own-folder.ts';
 
+const USAGE = `usage: node --import tsx scripts/bench-prepare.ts [--gb 1] [--dir .bench/prepare] [--keep]
+       node --import tsx scripts/bench-prepare.ts --long-line 50,500 [--family bert|roberta] [--line letters|mixed]`;
+
 const here = path.dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => scriptOption(args, name, dflt, 'bench-prepare');
-const gb = Number(opt('gb', '1'));
-const dir = path.resolve(opt('dir', path.join(here, '..', '.bench', 'prepare')));
-const keep = args.includes('--keep');
+const options = readScriptOptions(process.argv.slice(2), {
+  program: 'bench-prepare',
+  usage: USAGE,
+  options: {
+    gb: { type: 'number', default: 1 },
+    dir: { type: 'string', default: path.join(here, '..', '.bench', 'prepare') },
+    keep: { type: 'switch' },
+    'long-line': { type: 'string' },
+    family: { type: 'string', default: 'bert' },
+    line: { type: 'string', default: 'letters' },
+  },
+});
+const gb = options.gb;
+const dir = path.resolve(options.dir);
+const keep = options.keep;
 const benchFolder: OwnFolder = {
   dir,
   marker: '.mlmkit-bench-prepare',
@@ -155,8 +166,8 @@ function longLineFile(mb: number, kind: string): string {
 }
 
 async function longLines(sizes: number[]): Promise<void> {
-  const family = opt('family', 'bert');
-  const kind = opt('line', 'letters');
+  const family = options.family;
+  const kind = options.line;
   // Both name files under --dir: only the listed values.
   if (family !== 'bert' && family !== 'roberta') refuse(`--family takes bert or roberta, got '${family}'`);
   if (kind !== 'letters' && kind !== 'mixed') refuse(`--line takes letters or mixed, got '${kind}'`);
@@ -203,7 +214,7 @@ function refuse(line: string): never {
 async function main(): Promise<void> {
   const refused = claimFolder(benchFolder);
   if (refused !== null) refuse(refused);
-  if (args.includes('--long-line')) return longLines(opt('long-line', '50').split(',').map(Number));
+  if (options['long-line'] !== undefined) return longLines(options['long-line'].split(',').map(Number));
   const target = Math.round(gb * 1e9);
   const files = generateCorpus(target);
   const bytes = files.reduce((s, f) => s + fs.statSync(f).size, 0);

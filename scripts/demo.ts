@@ -13,9 +13,7 @@
 // Every stage is a real `mlm` command, printed before it runs, so the demo doubles as a recipe.
 // A second run reuses what is already complete (prepared data, trained models) and says so; a model
 // trained with another recipe (steps, batch size, sequence length) is trained again, with what derives from it.
-//
-//   npm run demo [-- --pretrain-steps 300 --adapt-steps 120 --backend wasm --fresh --extend-add 300 --random-init-too
-//                    --out DIR]
+// Its options: USAGE below (`npm run demo -- --help` prints it).
 //
 // --out (default checkpoints/demo) is a new or empty folder, or one the demo made (it leaves a
 // .mlmkit-demo file there); a folder holding anything else is refused (exit 2), since the demo
@@ -26,22 +24,49 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatTable } from '../data/progress.ts';
 import { MANIFEST } from '../data/shards.ts';
-import { scriptOption } from './script-args.ts';
+import { readScriptOptions } from './script-args.ts';
 import { claimFolder, removeOwn, type OwnFolder } from './own-folder.ts';
 
+const USAGE = `usage: npm run demo [-- OPTIONS]   (or: node --import tsx scripts/demo.ts [OPTIONS])
+  --pretrain-steps N   steps of pretraining on general text (default 2000)
+  --adapt-steps N      steps of each adaptation to medical text (default 200)
+  --backend NAME       the backend of every stage (default $MLM_BACKEND, else auto)
+  --seq-len N          tokens per row of the prepared data (default 64)
+  --batch-size N       rows per training step (default 16)
+  --eval-batches N     batches of each held-out evaluation (default 20)
+  --extend-add N       medical words added to the vocabulary (default 300)
+  --random-init-too    also adapt the extended model with random new rows (FVT's comparison)
+  --out DIR            the demo's folder (default checkpoints/demo): new, empty, or made by the demo
+  --fresh              remove what the demo made in --out first
+  --help, -h           print this and exit`;
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const argv = process.argv.slice(2);
-const flag = (name: string, dflt: string) => scriptOption(argv, name, dflt, 'demo');
-const PRETRAIN_STEPS = Number(flag('pretrain-steps', '2000'));
-const ADAPT_STEPS = Number(flag('adapt-steps', '200'));
-const BACKEND = flag('backend', process.env.MLM_BACKEND ?? 'auto');
-const SEQ_LEN = Number(flag('seq-len', '64'));
-const BATCH = Number(flag('batch-size', '16'));
-const EVAL_BATCHES = Number(flag('eval-batches', '20'));
-const EXTEND_ADD = Number(flag('extend-add', '300'));
+const options = readScriptOptions(process.argv.slice(2), {
+  program: 'demo',
+  usage: USAGE,
+  options: {
+    'pretrain-steps': { type: 'number', default: 2000 },
+    'adapt-steps': { type: 'number', default: 200 },
+    backend: { type: 'string', default: process.env.MLM_BACKEND ?? 'auto' },
+    'seq-len': { type: 'number', default: 64 },
+    'batch-size': { type: 'number', default: 16 },
+    'eval-batches': { type: 'number', default: 20 },
+    'extend-add': { type: 'number', default: 300 },
+    'random-init-too': { type: 'switch' },
+    out: { type: 'string', default: 'checkpoints/demo' },
+    fresh: { type: 'switch' },
+  },
+});
+const PRETRAIN_STEPS = options['pretrain-steps'];
+const ADAPT_STEPS = options['adapt-steps'];
+const BACKEND = options.backend;
+const SEQ_LEN = options['seq-len'];
+const BATCH = options['batch-size'];
+const EVAL_BATCHES = options['eval-batches'];
+const EXTEND_ADD = options['extend-add'];
 // Also adapt the extended model with random new rows (the comparison FVT is measured against).
-const RANDOM_TOO = argv.includes('--random-init-too');
-const out = path.resolve(root, flag('out', 'checkpoints/demo'));
+const RANDOM_TOO = options['random-init-too'];
+const out = path.resolve(root, options.out);
 const corpora = path.join(root, 'data', 'corpora');
 const rel = (p: string) => path.relative(process.cwd(), p) || '.';
 // The run folders: the pretrained model, and the runs and models made from it.
@@ -212,7 +237,7 @@ async function main(): Promise<void> {
     process.stderr.write(`demo: ${refused}\n`);
     process.exit(2);
   }
-  if (argv.includes('--fresh')) removeOwn(demoFolder);
+  if (options.fresh) removeOwn(demoFolder);
 
   banner('extract the bundled corpora');
   node('scripts/corpora.ts', ['--out', corpora]);

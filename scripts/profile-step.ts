@@ -1,7 +1,5 @@
-// Where a training step's time goes, kernel by kernel, on one backend.
-//
-//   node --import tsx scripts/profile-step.ts [--config bert-mini] [--backend wasm]
-//        [--batch-size 32] [--seq-len 128] [--top 25] [--shapes BatchMatMul] [--json FILE]
+// Where a training step's time goes, kernel by kernel, on one backend. Its usage: USAGE below
+// (--help prints it).
 //
 // Runs two warm-up steps of the real optimizer step (trainer.ts's optimizerStep on synthetic
 // batches, the whole batch in one pass, as `mlm bench --rows-per-pass B` does), then:
@@ -37,18 +35,33 @@ import { createMaskedLM } from '../training/models/roberta.ts';
 import { createAdamW } from '../training/flat-adamw.ts';
 import { ADAMW_DEFAULTS } from '../training/optimizer.ts';
 import { optimizerStep } from '../training/train-step.ts';
-import { scriptOption } from './script-args.ts';
+import { readScriptOptions } from './script-args.ts';
 import { decayedParameters } from '../training/models/weights.ts';
 
-const arg = (name: string, fallback: string): string => scriptOption(process.argv.slice(2), name, fallback, 'profile-step');
-const configArg = arg('config', 'bert-mini');
-const configFile = configArg.endsWith('.json') ? configArg : path.join(import.meta.dirname, '..', 'configs', `${configArg}.json`);
-const batchSize = Number(arg('batch-size', '32'));
-const seqLen = Number(arg('seq-len', '128'));
-const top = Number(arg('top', '25'));
-const jsonFile = arg('json', '');
+const USAGE = `usage: node --import tsx scripts/profile-step.ts [--config bert-mini] [--backend wasm]
+         [--batch-size 32] [--seq-len 128] [--top 25] [--shapes BatchMatMul] [--json FILE]`;
 
-const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(arg('backend', 'wasm'), {}), { log: () => {}, ...blasOptions(process.env) });
+const options = readScriptOptions(process.argv.slice(2), {
+  program: 'profile-step',
+  usage: USAGE,
+  options: {
+    config: { type: 'string', default: 'bert-mini' },
+    backend: { type: 'string', default: 'wasm' },
+    'batch-size': { type: 'number', default: 32 },
+    'seq-len': { type: 'number', default: 128 },
+    top: { type: 'number', default: 25 },
+    shapes: { type: 'string', default: '' },
+    json: { type: 'string', default: '' },
+  },
+});
+const configArg = options.config;
+const configFile = configArg.endsWith('.json') ? configArg : path.join(import.meta.dirname, '..', 'configs', `${configArg}.json`);
+const batchSize = options['batch-size'];
+const seqLen = options['seq-len'];
+const top = options.top;
+const jsonFile = options.json;
+
+const { tf, name: backendName, device, capabilities } = await selectBackend(resolveBackendName(options.backend, {}), { log: () => {}, ...blasOptions(process.env) });
 const config = readConfigArgument(configFile);
 const data = new SyntheticBatches(config, batchSize, seqLen, 1, MLM_PROBABILITY);
 const model = createMaskedLM(tf, config, { seed: 1, capabilities });
@@ -113,7 +126,7 @@ if (plain !== null) {
 }
 watch.stop();
 
-const detail = arg('shapes', '');
+const detail = options.shapes;
 if (plain === null || detail) {
   const profile = await tf.profile(run);
   const totals = new Map<string, { ms: number; count: number }>();

@@ -148,15 +148,3 @@ export function readScriptArgs<const O extends Record<string, ScriptOption>>(
 export function readScriptOptions<const O extends Record<string, ScriptOption>>(argv: readonly string[], spec: ScriptSpec<O>): ScriptValues<O> {
   return readScriptArgs(argv, spec).values;
 }
-
-/** The value after `--name` in `argv`, or `fallback` when the option is absent. */
-export function scriptOption(argv: readonly string[], name: string, fallback: string, program: string): string {
-  const i = argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const value = argv[i + 1] ?? '';
-  if (lacksValue(value)) {
-    process.stderr.write(`${program}: --${name} was given no value; give a value or leave the option out\n`);
-    process.exit(2);
-  }
-  return value;
-}

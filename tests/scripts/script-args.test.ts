@@ -11,8 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { lacksValue, parseScriptArgs, ScriptArgumentError, type ScriptSpec, type ScriptOption } from '../../scripts/script-args.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// The time limit stops a script that took its arguments for a real run (a benchmark, the demo).
 const script = (name: string, args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', name), ...args], { cwd: root, encoding: 'utf8' });
+  spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'scripts', name), ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
 
 test('lacksValue: the end of the line, a blank or another option; a negative number is a value', () => {
   for (const next of [undefined, '', ' ', '--out', '-x']) assert.equal(lacksValue(next), true, String(next));
@@ -108,3 +109,27 @@ test('parseScriptArgs: a stray word is refused; declared operands are counted', 
   assert.equal(refusal(['a', 'b', 'c'], two), 'unexpected argument "c"; see demo --help');
   assert.equal(refusal(['--json'], two), 'RESULTS_DIR is missing; see demo --help');
 });
+
+// Each script that reads its options with readScriptArgs: --help prints its usage and exits 0, an
+// unknown option is one line with exit 2 (the typo's nearest option where there is one), both
+// before any work. `words` are the script's leading words (gpu-report's subcommand).
+for (const [name, program, typo, meant] of [
+  ['demo.ts', 'demo', '--pretrain-step', '--pretrain-steps'],
+  ['bench-prepare.ts', 'bench-prepare', '--kep', '--keep'],
+  ['profile-step.ts', 'profile-step', '--shape', '--shapes'],
+] as const) {
+  test(`${name}: --help prints the usage, exit 0; an unknown option is one line, exit 2`, () => {
+    const help = script(name, ['--help']);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^usage: /);
+    assert.ok(help.stdout.includes(`scripts/${name}`), help.stdout);
+    assert.equal(help.stderr, '');
+    const typed = script(name, [typo, '5']);
+    assert.equal(typed.status, 2, typed.stderr);
+    assert.equal(typed.stderr, `${program}: unknown option ${typo} (did you mean ${meant}?); see ${program} --help\n`);
+    assert.equal(typed.stdout, '');
+    const stray = script(name, ['stray']);
+    assert.equal(stray.status, 2, stray.stderr);
+    assert.equal(stray.stderr, `${program}: unexpected argument "stray" (${program} takes only options); see ${program} --help\n`);
+  });
+}
