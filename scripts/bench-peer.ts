@@ -6,10 +6,7 @@
 //   PyTorch  scripts/bench-torch.py (BertForMaskedLM-shaped model from torch.nn, full-vocabulary
 //            logits, AdamW, --threads threads)
 // and prints the median and spread (min-max) of training tokens/s of each side and their ratio.
-//
-//   node --import tsx scripts/bench-peer.ts [--config configs/bert-mini.json] [--runs 5]
-//        [--steps 5] [--warmup-steps 1] [--batch-size 32] [--seq-len 128] [--threads 2]
-//        [--backend wasm] [--impl nn|transformers] [--json]
+// Its usage: USAGE below (--help prints it).
 //
 // Needs Debian's python3-torch and libopenblas0-pthread (without OpenBLAS, PyTorch falls back to
 // the reference BLAS and runs several times slower, which would flatter mlmkit). Both sides run
@@ -22,12 +19,19 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { formatTable } from '../data/progress.ts';
 import { deviceMatmuls, pythonExecutable, spread } from '../training/bench.ts';
+import { readScriptOptions } from './script-args.ts';
+
+const USAGE = `usage: node --import tsx scripts/bench-peer.ts [--config configs/bert-mini.json] [--runs 5]
+         [--steps 5] [--warmup-steps 1] [--eval-steps 1] [--batch-size 32] [--seq-len 128] [--threads 2]
+         [--backend wasm] [--impl nn|transformers] [--json]`;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: a } = parseArgs({
+// The counts stay as typed: both sides get them verbatim, and the check below judges them.
+const a = readScriptOptions(process.argv.slice(2), {
+  program: 'bench-peer',
+  usage: USAGE,
   options: {
     config: { type: 'string', default: 'configs/bert-mini.json' },
     runs: { type: 'string', default: '5' },
@@ -39,7 +43,7 @@ const { values: a } = parseArgs({
     threads: { type: 'string', default: '2' },
     backend: { type: 'string', default: 'wasm' },
     impl: { type: 'string', default: 'nn' },
-    json: { type: 'boolean', default: false },
+    json: { type: 'switch' },
   },
 });
 const runs = Number(a.runs);

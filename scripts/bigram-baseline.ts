@@ -8,20 +8,23 @@
 // figure is not yet using its context, one below the bigram figure uses more than the neighbours.
 // The model sees both neighbours always; a masked LM sees each with probability ~0.85 (15%
 // masking), so this is a little optimistic for a bigram reading of the masked LM's task.
-//
-//   node --import tsx scripts/bigram-baseline.ts --data DIR [--positions 3000] [--seed 1] [--json]
-import { parseArgs } from 'node:util';
+// Its usage: USAGE below (--help prints it).
 import { Rng } from '../common/rng.ts';
 import { readManifest, SplitReader } from '../data/shards.ts';
+import { readScriptOptions } from './script-args.ts';
 
-const { values } = parseArgs({
-  options: { data: { type: 'string' }, positions: { type: 'string', default: '3000' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean', default: false } },
+const USAGE = 'usage: node --import tsx scripts/bigram-baseline.ts --data DIR [--positions 3000] [--seed 1] [--json]';
+
+const values = readScriptOptions(process.argv.slice(2), {
+  program: 'bigram-baseline',
+  usage: USAGE,
+  options: { data: { type: 'string' }, positions: { type: 'number', default: 3000 }, seed: { type: 'number', default: 1 }, json: { type: 'switch' } },
 });
 if (values.data === undefined) {
   process.stderr.write('bigram-baseline: --data DIR (a folder written by `mlm prepare`) is required\n');
   process.exit(2);
 }
-const positions = Number(values.positions);
+const positions = values.positions;
 if (!Number.isInteger(positions) || positions < 1) {
   process.stderr.write(`bigram-baseline: --positions must be a positive integer, got ${values.positions}\n`);
   process.exit(2);
@@ -76,7 +79,7 @@ const candidates: number[] = [];
 for (let r = 0; r < valid.length; r += T) {
   for (let i = r + 1; i < r + T - 1; i++) if (!special[valid[i - 1]] && !special[valid[i]] && !special[valid[i + 1]]) candidates.push(i);
 }
-const rng = new Rng(Number(values.seed));
+const rng = new Rng(values.seed);
 for (let i = candidates.length - 1; i > 0; i--) {
   const j = Math.floor(rng.next() * (i + 1));
   [candidates[i], candidates[j]] = [candidates[j], candidates[i]];

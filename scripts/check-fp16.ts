@@ -5,9 +5,7 @@
 // bert-base's shapes (4096 tokens x 768 x 3072: the FFN's forward, and its two backward products
 // with transposed operands) and the query/key/value projection's (with a bias, and its dX with the
 // skip's gradient as an addend: the kernel's epilogue), beside TF.js's own float32 matMul (fused
-// with the same bias or addend) on the same shapes.
-//
-//   node --import tsx scripts/check-fp16.ts [--json] [--iters 10] [--small]
+// with the same bias or addend) on the same shapes. Its usage: USAGE below (--help prints it).
 //
 // On a software adapter (Mesa llvmpipe) it runs small shapes (--small; 4096^3 would take minutes)
 // and says that subgroup-matrix is absent. Exit code 1 when a variant exceeds the bound or fails to
@@ -18,6 +16,9 @@ import { selectBackend } from '../training/backend.ts';
 import { activeWebGpuFeatures, describeFeatures } from '../training/backend/webgpu.ts';
 import { availableVariants, matMulF16Pipelines } from '../training/backend/webgpu/matmul-f16.ts';
 import { F32_UNIT, f16ErrorBound, matMulF16, matMulReference, type MatMulExtras, type MatMulF16Variant } from '../training/kernels/matmul.ts';
+import { readScriptOptions } from './script-args.ts';
+
+const USAGE = 'usage: node --import tsx scripts/check-fp16.ts [--json] [--iters 10] [--small]';
 
 interface Shape {
   name: string;
@@ -47,26 +48,15 @@ const SMALL: Shape[] = [
   { name: 'its dX = dY W^T + dskip', M: 256, N: 96, K: 288, transposeA: false, transposeB: true, extra: 'addend' },
 ];
 
-function parseArgs(argv: string[]): { json: boolean; iters: number; small: boolean } {
-  const out = { json: false, iters: 10, small: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--json') out.json = true;
-    else if (a === '--small') out.small = true;
-    else if (a === '--iters') out.iters = Number(argv[++i]);
-    else {
-      process.stderr.write(`check-fp16: unknown argument ${a}; use --json, --iters N, --small\n`);
-      process.exit(2);
-    }
-  }
-  if (!(Number.isInteger(out.iters) && out.iters >= 1)) {
-    process.stderr.write('check-fp16: --iters must be a positive integer\n');
-    process.exit(2);
-  }
-  return out;
+const args = readScriptOptions(process.argv.slice(2), {
+  program: 'check-fp16',
+  usage: USAGE,
+  options: { json: { type: 'switch' }, iters: { type: 'number', default: 10 }, small: { type: 'switch' } },
+});
+if (!(Number.isInteger(args.iters) && args.iters >= 1)) {
+  process.stderr.write(`check-fp16: --iters must be a positive integer, got ${args.iters}\n`);
+  process.exit(2);
 }
-
-const args = parseArgs(process.argv.slice(2));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const backend = await selectBackend('webgpu', { log });
 const tf = backend.tf;

@@ -117,6 +117,10 @@ for (const [name, program, typo, meant] of [
   ['demo.ts', 'demo', '--pretrain-step', '--pretrain-steps'],
   ['bench-prepare.ts', 'bench-prepare', '--kep', '--keep'],
   ['profile-step.ts', 'profile-step', '--shape', '--shapes'],
+  ['bench-peer.ts', 'bench-peer', '--run', '--runs'],
+  ['bench-memory.ts', 'bench-memory', '--step', '--steps'],
+  ['bigram-baseline.ts', 'bigram-baseline', '--position', '--positions'],
+  ['check-fp16.ts', 'check-fp16', '--iter', '--iters'],
 ] as const) {
   test(`${name}: --help prints the usage, exit 0; an unknown option is one line, exit 2`, () => {
     const help = script(name, ['--help']);
