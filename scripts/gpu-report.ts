@@ -1,11 +1,12 @@
 // The two Node-side steps of scripts/gpu-run.sh (mlmkit's WebGPU backend against PyTorch on an
-// NVIDIA GPU), kept here so that the shell script only sequences commands:
+// NVIDIA GPU), kept here so that the shell script only sequences commands (USAGE below; --help
+// prints it):
 //
-//   node --import tsx scripts/gpu-report.ts probe FILE [--allow-software]
+//   probe FILE [--allow-software]
 //       Asks Dawn for its high-performance adapter (as `--backend webgpu` does), writes
 //       {ok, adapter, software, reason} to FILE, prints one line. Exit 0: a hardware adapter (or a
 //       software one with --allow-software); 3: only a software adapter; 4: no adapter at all.
-//   node --import tsx scripts/gpu-report.ts summary RESULTS_DIR [OUT_DIR]
+//   summary RESULTS_DIR [OUT_DIR]
 //       Reads what gpu-run.sh left in RESULTS_DIR (bench-webgpu-fp32/fp16.json,
 //       torch-CONFIG-PRECISION.json, profile-webgpu.json, train-webgpu-PRECISION.json and
 //       train-metrics-PRECISION.jsonl, precision-status.tsv, notes.txt, failed.txt, env.json,
@@ -29,6 +30,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { formatTable } from '../data/progress.ts';
+import { readScriptArgs } from './script-args.ts';
+
+const USAGE = `usage: node --import tsx scripts/gpu-report.ts probe FILE [--allow-software]
+       node --import tsx scripts/gpu-report.ts summary RESULTS_DIR [OUT_DIR]`;
 
 type Json = Record<string, unknown>;
 
@@ -323,7 +328,19 @@ function summary(dir: string, outDir: string): void {
   if (problems.length > 0) process.exitCode = 1;
 }
 
-const [cmd, arg, ...rest] = process.argv.slice(2);
-if (cmd === 'probe' && arg) await probe(arg, rest.includes('--allow-software'));
-else if (cmd === 'summary' && arg) summary(arg, rest[0] ?? arg);
-else fail('usage: gpu-report.ts probe FILE [--allow-software] | summary RESULTS_DIR [OUT_DIR]', 2);
+const [cmd, ...rest] = process.argv.slice(2);
+if (cmd === 'probe') {
+  const { values, operands } = readScriptArgs(rest, {
+    program: 'gpu-report probe', usage: USAGE, options: { 'allow-software': { type: 'switch' } }, operands: { min: 1, name: 'FILE' },
+  });
+  await probe(operands[0]!, values['allow-software']);
+} else if (cmd === 'summary') {
+  const { operands } = readScriptArgs(rest, { program: 'gpu-report summary', usage: USAGE, options: {}, operands: { min: 1, max: 2, name: 'RESULTS_DIR' } });
+  summary(operands[0]!, operands[1] ?? operands[0]!);
+} else if (cmd === undefined || cmd.startsWith('-')) {
+  // --help, or an option before the command: the reader prints the usage or refuses the option.
+  readScriptArgs(process.argv.slice(2), { program: 'gpu-report', usage: USAGE, options: {} });
+  fail('give a command: probe FILE [--allow-software] | summary RESULTS_DIR [OUT_DIR]', 2);
+} else {
+  fail(`unknown command ${JSON.stringify(cmd)}; the commands: probe FILE [--allow-software] | summary RESULTS_DIR [OUT_DIR]`, 2);
+}

@@ -11,7 +11,7 @@
 //   at the wrong folder;
 // - a number option whose value is not a decimal number;
 // - a switch given a value (`--json=false`);
-// - a word that is no option's value, beyond the operands a script declares.
+// - a word that is no option's value, beyond the operands a script declares, or an empty one.
 // `--help` or `-h` anywhere prints the usage on stdout and exits 0, before any work.
 import { nearestName } from './command-line.ts';
 
@@ -73,6 +73,7 @@ export function parseScriptArgs<const O extends Record<string, ScriptOption>>(
     const word = argv[i]!;
     // An operand: a word that is not an option (a negative number is not one, nor is a lone -).
     if (!word.startsWith('-') || word === '-' || Number.isFinite(Number(word))) {
+      if (word.trim() === '') throw new ScriptArgumentError(`argument ${i + 1} is empty; remove it or give a value (an unset shell variable?)`);
       operands.push(word);
       continue;
     }

@@ -108,6 +108,7 @@ test('parseScriptArgs: a stray word is refused; declared operands are counted', 
   assert.deepEqual(parseScriptArgs(['a', '--json', 'b'], two), { values: { steps: 200, rate: undefined, out: 'runs/x', data: undefined, json: true }, operands: ['a', 'b'] });
   assert.equal(refusal(['a', 'b', 'c'], two), 'unexpected argument "c"; see demo --help');
   assert.equal(refusal(['--json'], two), 'RESULTS_DIR is missing; see demo --help');
+  assert.equal(refusal(['a', ''], two), 'argument 2 is empty; remove it or give a value (an unset shell variable?)');
 });
 
 // Each script that reads its options with readScriptArgs: --help prints its usage and exits 0, an
@@ -137,3 +138,23 @@ for (const [name, program, typo, meant] of [
     assert.equal(stray.stderr, `${program}: unexpected argument "stray" (${program} takes only options); see ${program} --help\n`);
   });
 }
+
+test('gpu-report.ts: --help prints the usage, exit 0; a misspelt option, a missing or stray operand is one line, exit 2', () => {
+  for (const args of [['--help'], ['probe', '-h'], ['summary', 'results', '--help']]) {
+    const help = script('gpu-report.ts', args);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^usage: node --import tsx scripts\/gpu-report.ts probe FILE/);
+    assert.equal(help.stderr, '');
+  }
+  for (const [args, line] of [
+    [['probe', 'probe.json', '--alow-software'], 'gpu-report probe: unknown option --alow-software (did you mean --allow-software?); see gpu-report probe --help\n'],
+    [['probe'], 'gpu-report probe: FILE is missing; see gpu-report probe --help\n'],
+    [['probe', 'a.json', 'b.json'], 'gpu-report probe: unexpected argument "b.json"; see gpu-report probe --help\n'],
+    [['summary', 'results', 'out', 'more'], 'gpu-report summary: unexpected argument "more"; see gpu-report summary --help\n'],
+    [['--bogus'], 'gpu-report: unknown option --bogus; see gpu-report --help\n'],
+  ] as const) {
+    const r = script('gpu-report.ts', [...args]);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stderr, line);
+  }
+});
