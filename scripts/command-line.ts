@@ -3,7 +3,7 @@
 // nearest known name), `--no-<value option>`, words after `--`, options given twice or without
 // a value. Each refuses with one InputError line (exit 2).
 import { InputError } from '../common/errors.ts';
-import { lacksValue } from './script-args.ts';
+import { DECIMAL, lacksValue, nearestName } from './script-args.ts';
 
 /**
  * Refuses an empty or blank argument (`--lr ''`, `--out=`, `--validation a.txt ' '`). yargs reads
@@ -52,9 +52,6 @@ export function joinNegativeValues(argv: readonly string[]): string[] {
   return out;
 }
 
-/** A number as mlm reads one: decimal digits, a point, an exponent (not 0x10, 0b1, 1_000, Infinity). */
-const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
-
 /** Options that mean something given alone: `--resume` continues from the newest checkpoint. */
 const BARE_OPTIONS: ReadonlySet<string> = new Set(['resume']);
 
@@ -83,33 +80,6 @@ function valueKind(key: string, declared: DeclaredOptions): string {
 
 /** Commands that take free text: the words after `--` are theirs (`fill-mask -- "- [MASK]"`). */
 const TEXT_COMMANDS: ReadonlySet<string> = new Set(['fill-mask']);
-
-/** The number of edits (insert, delete, replace, swap two neighbours) from `a` to `b`. */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-/**
- * The name among `names` that `typed` most likely meant: the same letters without the dashes
- * (`topk`, `top_k` for top-k), or a name a few edits away (a third of its length at most).
- */
-export function nearestName(typed: string, names: readonly string[]): string | undefined {
-  const bare = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const name of names) {
-    const distance = bare(name) === bare(typed) ? 0 : editDistance(typed.toLowerCase(), name);
-    if (distance < bestDistance) [best, bestDistance] = [name, distance];
-  }
-  return bestDistance <= Math.max(1, Math.floor(typed.length / 3)) ? best : undefined;
-}
 
 /** Where on the command line yargs is: the command's words (`['tokenizer', 'train']`). */
 export interface CommandPlace {

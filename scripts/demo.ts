@@ -43,6 +43,7 @@ const USAGE = `usage: npm run demo [-- OPTIONS]   (or: node --import tsx scripts
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const options = readScriptOptions(process.argv.slice(2), {
   program: 'demo',
+  run: 'npm run demo --',
   usage: USAGE,
   options: {
     'pretrain-steps': { type: 'number', default: 2000 },

@@ -2,7 +2,7 @@
 // bigram-baseline.ts, check-fp16.ts, gpu-report.ts), which take a few options without
 // yargs. Each script declares its options (a value, a number, or a switch) and its usage text; bad
 // input gets one line on stderr saying what is wrong and what to do, with exit 2, as `mlm` does
-// (scripts/command-line.ts):
+// (scripts/command-line.ts, which shares its number pattern and nearest-name rule):
 // - an unknown option, with the nearest declared name (`--pretrain-step` silently ignored would run
 //   the default recipe);
 // - an option given twice;
@@ -13,7 +13,6 @@
 // - a switch given a value (`--json=false`);
 // - a word that is no option's value, beyond the operands a script declares, or an empty one.
 // `--help` or `-h` anywhere prints the usage on stdout and exits 0, before any work.
-import { nearestName } from './command-line.ts';
 
 /**
  * True when the token after an option cannot be its value: nothing (the end of the line), blank,
@@ -31,8 +30,10 @@ export type ScriptOption =
 
 /** What a script reads: its options by name (without the dashes), and how many operands it takes. */
 export interface ScriptSpec<O extends Record<string, ScriptOption>> {
-  /** The name its lines start with (`demo: ...`). */
+  /** The name its lines start with (`demo: ...`; `gpu-report probe` for a script's subcommand). */
   program: string;
+  /** How the script is run, for the pointer to --help (default `node --import tsx scripts/<name>.ts`, with the subcommand). */
+  run?: string;
   /** Printed by --help: the script's usage lines (its header comment points at this text). */
   usage: string;
   options: O;
@@ -52,8 +53,8 @@ export type ScriptValues<O extends Record<string, ScriptOption>> = {
 /** Bad input: `message` is the line to print after `PROGRAM: `. */
 export class ScriptArgumentError extends Error {}
 
-/** A number as typed: decimal digits, a point, an exponent (not 0x10, 1_000, Infinity or NaN). */
-const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+/** A number as typed, for the scripts and for mlm: decimal digits, a point, an exponent (not 0x10, 0b1, 1_000, Infinity or NaN). */
+export const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 /**
  * Reads `argv` against `spec`: the options' values (defaults where absent) and the operands, or
@@ -66,7 +67,8 @@ export function parseScriptArgs<const O extends Record<string, ScriptOption>>(
   if (argv.includes('--help') || argv.includes('-h')) return 'help';
   const { program, options } = spec;
   const names = Object.keys(options);
-  const seeHelp = `see ${program} --help`;
+  const [script, ...sub] = program.split(' ');
+  const seeHelp = `see ${spec.run ?? ['node --import tsx', `scripts/${script}.ts`, ...sub].join(' ')} --help`;
   const given = new Map<string, string | true>();
   const operands: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -148,4 +150,31 @@ export function readScriptArgs<const O extends Record<string, ScriptOption>>(
 /** `readScriptArgs` for a script that takes options only: their values. */
 export function readScriptOptions<const O extends Record<string, ScriptOption>>(argv: readonly string[], spec: ScriptSpec<O>): ScriptValues<O> {
   return readScriptArgs(argv, spec).values;
+}
+
+/** The number of edits (insert, delete, replace, swap two neighbours) from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * The name among `names` that `typed` most likely meant: the same letters without the dashes
+ * (`topk`, `top_k` for top-k), or a name a few edits away (a third of its length at most).
+ */
+export function nearestName(typed: string, names: readonly string[]): string | undefined {
+  const bare = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const distance = bare(name) === bare(typed) ? 0 : editDistance(typed.toLowerCase(), name);
+    if (distance < bestDistance) [best, bestDistance] = [name, distance];
+  }
+  return bestDistance <= Math.max(1, Math.floor(typed.length / 3)) ? best : undefined;
 }

@@ -78,12 +78,12 @@ test('parseScriptArgs: --help or -h anywhere is help, before any other check', (
 });
 
 test('parseScriptArgs: an unknown option names the nearest declared one and --help', () => {
-  assert.equal(refusal(['--step', '5']), 'unknown option --step (did you mean --steps?); see demo --help');
-  assert.equal(refusal(['--jsno']), 'unknown option --jsno (did you mean --json?); see demo --help');
-  assert.equal(refusal(['--hepl']), 'unknown option --hepl (did you mean --help?); see demo --help');
-  assert.equal(refusal(['--zzzzzz=1']), 'unknown option --zzzzzz; see demo --help');
-  assert.equal(refusal(['-x']), 'unknown option -x; see demo --help');
-  assert.equal(refusal(['--toString']), 'unknown option --toString; see demo --help');
+  assert.equal(refusal(['--step', '5']), 'unknown option --step (did you mean --steps?); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--jsno']), 'unknown option --jsno (did you mean --json?); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--hepl']), 'unknown option --hepl (did you mean --help?); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--zzzzzz=1']), 'unknown option --zzzzzz; see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['-x']), 'unknown option -x; see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--toString']), 'unknown option --toString; see node --import tsx scripts/demo.ts --help');
 });
 
 test('parseScriptArgs: an option given twice, without a value, a non-number, a switch with a value', () => {
@@ -100,14 +100,14 @@ test('parseScriptArgs: an option given twice, without a value, a non-number, a s
 });
 
 test('parseScriptArgs: a stray word is refused; declared operands are counted', () => {
-  assert.equal(refusal(['stray']), 'unexpected argument "stray" (demo takes only options); see demo --help');
-  assert.equal(refusal(['--json', 'true']), 'unexpected argument "true" (demo takes only options); see demo --help');
-  assert.equal(refusal(['-5']), 'unexpected argument "-5" (demo takes only options); see demo --help');
-  assert.equal(refusal(['--']), 'unexpected argument --; demo takes nothing after it, see demo --help');
+  assert.equal(refusal(['stray']), 'unexpected argument "stray" (demo takes only options); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--json', 'true']), 'unexpected argument "true" (demo takes only options); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['-5']), 'unexpected argument "-5" (demo takes only options); see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--']), 'unexpected argument --; demo takes nothing after it, see node --import tsx scripts/demo.ts --help');
   const two = { ...spec, operands: { min: 1, max: 2, name: 'RESULTS_DIR' } };
   assert.deepEqual(parseScriptArgs(['a', '--json', 'b'], two), { values: { steps: 200, rate: undefined, out: 'runs/x', data: undefined, json: true }, operands: ['a', 'b'] });
-  assert.equal(refusal(['a', 'b', 'c'], two), 'unexpected argument "c"; see demo --help');
-  assert.equal(refusal(['--json'], two), 'RESULTS_DIR is missing; see demo --help');
+  assert.equal(refusal(['a', 'b', 'c'], two), 'unexpected argument "c"; see node --import tsx scripts/demo.ts --help');
+  assert.equal(refusal(['--json'], two), 'RESULTS_DIR is missing; see node --import tsx scripts/demo.ts --help');
   assert.equal(refusal(['a', ''], two), 'argument 2 is empty; remove it or give a value (an unset shell variable?)');
 });
 
@@ -131,11 +131,12 @@ for (const [name, program, typo, meant] of [
     assert.equal(help.stderr, '');
     const typed = script(name, [typo, '5']);
     assert.equal(typed.status, 2, typed.stderr);
-    assert.equal(typed.stderr, `${program}: unknown option ${typo} (did you mean ${meant}?); see ${program} --help\n`);
+    const see = `see ${program === 'demo' ? 'npm run demo --' : `node --import tsx scripts/${name}`} --help`;
+    assert.equal(typed.stderr, `${program}: unknown option ${typo} (did you mean ${meant}?); ${see}\n`);
     assert.equal(typed.stdout, '');
     const stray = script(name, ['stray']);
     assert.equal(stray.status, 2, stray.stderr);
-    assert.equal(stray.stderr, `${program}: unexpected argument "stray" (${program} takes only options); see ${program} --help\n`);
+    assert.equal(stray.stderr, `${program}: unexpected argument "stray" (${program} takes only options); ${see}\n`);
   });
 }
 
@@ -147,11 +148,11 @@ test('gpu-report.ts: --help prints the usage, exit 0; a misspelt option, a missi
     assert.equal(help.stderr, '');
   }
   for (const [args, line] of [
-    [['probe', 'probe.json', '--alow-software'], 'gpu-report probe: unknown option --alow-software (did you mean --allow-software?); see gpu-report probe --help\n'],
-    [['probe'], 'gpu-report probe: FILE is missing; see gpu-report probe --help\n'],
-    [['probe', 'a.json', 'b.json'], 'gpu-report probe: unexpected argument "b.json"; see gpu-report probe --help\n'],
-    [['summary', 'results', 'out', 'more'], 'gpu-report summary: unexpected argument "more"; see gpu-report summary --help\n'],
-    [['--bogus'], 'gpu-report: unknown option --bogus; see gpu-report --help\n'],
+    [['probe', 'probe.json', '--alow-software'], 'gpu-report probe: unknown option --alow-software (did you mean --allow-software?); see node --import tsx scripts/gpu-report.ts probe --help\n'],
+    [['probe'], 'gpu-report probe: FILE is missing; see node --import tsx scripts/gpu-report.ts probe --help\n'],
+    [['probe', 'a.json', 'b.json'], 'gpu-report probe: unexpected argument "b.json"; see node --import tsx scripts/gpu-report.ts probe --help\n'],
+    [['summary', 'results', 'out', 'more'], 'gpu-report summary: unexpected argument "more"; see node --import tsx scripts/gpu-report.ts summary --help\n'],
+    [['--bogus'], 'gpu-report: unknown option --bogus; see node --import tsx scripts/gpu-report.ts --help\n'],
   ] as const) {
     const r = script('gpu-report.ts', [...args]);
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
