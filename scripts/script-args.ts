@@ -1,4 +1,4 @@
-// The option reader of the repository's own scripts (demo.ts, bench-*.ts, profile-step.ts,
+// The option reader of the repository's own scripts (demo.ts, corpora.ts, bench-*.ts, profile-step.ts,
 // bigram-baseline.ts, check-fp16.ts, gpu-report.ts), which take a few options without
 // yargs. Each script declares its options (a value, a number, or a switch) and its usage text; bad
 // input gets one line on stderr saying what is wrong and what to do, with exit 2, as `mlm` does
