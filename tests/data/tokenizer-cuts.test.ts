@@ -1,0 +1,37 @@
+// Cuts inside long pieces of the chunked encoding path (data/tokenizer.ts, exactCut, forcedCut,
+// cutParts): a piece over MAX_PIECE_CHARS is encoded in parts, and the parts' ids and word starts
+// must equal the bindings' whole-text encoding wherever the header of data/tokenizer.ts says so.
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MAX_PIECE_CHARS, MlmTokenizer, isCjk, type EncodedText } from '../../data/tokenizer.ts';
+import { trainTokenizer } from '../../data/tokenizer-train.ts';
+
+const prose = 'the patient was treated with antibiotics, café naïve x-ray; 病人发烧三天后退烧。 fever resolved.';
+let bert: MlmTokenizer;
+
+before(async () => {
+  bert = (await trainTokenizer([prose, prose], { family: 'bert', vocabSize: 200, lowercase: true })).tokenizer;
+  assert.equal(bert.chunkKind, 'whitespace');
+});
+
+async function assertWhole(tok: MlmTokenizer, text: string, what: string): Promise<void> {
+  const got: EncodedText = await tok.encode(text);
+  const [want] = await tok.encodeWhole([text]);
+  assert.deepEqual([...got.ids], [...want.ids], `${what}: ids`);
+  assert.deepEqual([...got.wordStarts], [...want.wordStarts], `${what}: word starts`);
+}
+
+test('U+2B820-U+2B91F are not CJK for the bindings: no cut beside them inside a long word', async () => {
+  const normalizer = (await bert.preTokenize('a\u{2B820}b')).map((w) => w.surface);
+  assert.deepEqual(normalizer, ['a\u{2B820}b'], 'the bindings put no spaces around U+2B820');
+  assert.deepEqual((await bert.preTokenize('a\u{2B920}b')).map((w) => w.surface), ['a', '\u{2B920}', 'b']);
+  assert.equal(isCjk(0x2b820), false);
+  assert.equal(isCjk(0x2b91f), false);
+  assert.equal(isCjk(0x2b81f), true);
+  assert.equal(isCjk(0x2b920), true);
+  // One word of 1,200 characters (over MAX_PIECE_CHARS, no boundary for the bindings): one [UNK].
+  const word = 'ab\u{2B820}'.repeat(300) + 'cd';
+  assert.ok(word.length > MAX_PIECE_CHARS);
+  await assertWhole(bert, word, 'letters and U+2B820');
+  await assertWhole(bert, `the ${word}, fever`, 'inside prose');
+});
