@@ -588,11 +588,24 @@ function isExactCut(text: string, p: number, kind: ChunkKind, cjk: boolean): boo
   return cjk && (isCjk(text.codePointAt(p)!) || (!isMark(text, p) && isCjk(text.codePointAt(b >= 0xdc00 && b <= 0xdfff ? p - 2 : p - 1)!)));
 }
 
-/** A cut at or just below hi that splits no surrogate pair and no character from its marks. */
+const OTHER_CATEGORY = /^\p{C}$/u;
+
+/** Whether a normaliser may delete the character at p: BertNormalizer's clean_text drops controls,
+ * format, private-use and unassigned characters and U+FFFD. */
+function mayVanish(text: string, p: number): boolean {
+  const c = text.charCodeAt(p);
+  if (c < 128) return c < 0x20 || c === 0x7f;
+  return c === 0xfffd || OTHER_CATEGORY.test(String.fromCodePoint(text.codePointAt(p)!));
+}
+
+/** A cut at or just below hi that splits no surrogate pair and no character from its marks, and
+ * that is not followed by a character a normaliser may delete: the part after a forced cut must
+ * begin inside the word it continues (joinParts drops that word for WordPiece), not with characters
+ * that vanish before a word boundary. */
 function forcedCut(text: string, lo: number, hi: number): number {
   for (let p = hi; p > lo + 1; p--) {
     const c = text.charCodeAt(p);
-    if (!(c >= 0xdc00 && c <= 0xdfff) && !isMark(text, p)) return p;
+    if (!(c >= 0xdc00 && c <= 0xdfff) && !isMark(text, p) && !mayVanish(text, p)) return p;
   }
   return hi;
 }

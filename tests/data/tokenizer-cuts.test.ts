@@ -35,3 +35,19 @@ test('U+2B820-U+2B91F are not CJK for the bindings: no cut beside them inside a 
   await assertWhole(bert, word, 'letters and U+2B820');
   await assertWhole(bert, `the ${word}, fever`, 'inside prose');
 });
+
+test('WordPiece: a forced cut is not made before characters the normaliser deletes, so the word after them survives', async () => {
+  const long = 'a'.repeat(MAX_PIECE_CHARS);
+  const cases: Record<string, string> = {
+    'zero-width space, then a comma': long + '\u200b,hello',
+    'soft hyphen, then punctuation': 'a'.repeat(MAX_PIECE_CHARS - 1) + 'é\u00ad!x',
+    'a control character, then ideographs': 'x'.repeat(MAX_PIECE_CHARS) + '\u0001病人',
+    'zero-width space, then an ideographic space': long + '\u200b\u3000hello',
+    'U+FFFD and a BOM, then a comma': long + '\ufffd\ufeff,fever',
+    'after ideographs': '病人'.repeat(5) + long + '\u200b,hello',
+  };
+  for (const [name, text] of Object.entries(cases)) {
+    assert.ok(text.length > MAX_PIECE_CHARS, name);
+    await assertWhole(bert, text, name);
+  }
+});
