@@ -253,6 +253,14 @@ function normalizerLowercases(n: Record<string, unknown> | null | undefined): bo
   return false;
 }
 
+/** Whether the normaliser is absent or only lowercases: each character is normalised alone, so the
+ * byte-level pattern's class of its normalised form does not depend on its neighbours. */
+function normalizerIsPerCharacter(n: Record<string, unknown> | null | undefined): boolean {
+  if (!n) return true;
+  if (n.type === 'Lowercase') return true;
+  return n.type === 'Sequence' && Array.isArray(n.normalizers) && (n.normalizers as Array<Record<string, unknown>>).every(normalizerIsPerCharacter);
+}
+
 /** Whether a BertNormalizer (alone or in a Sequence) puts spaces around CJK ideographs. */
 function normalizerIsolatesCjk(n: Record<string, unknown> | null | undefined): boolean {
   if (!n) return false;
@@ -522,7 +530,9 @@ function asciiClass(c: number): number {
 //   forced cut may differ from HF.)
 // - Byte-level BPE: a word of over MAX_PIECE_CHARS characters is merged in parts: merges across a
 //   forced cut are not made, so the tokens at each cut may differ from HF's; the part after a cut
-//   continues the word (word start 0). Every other token is HF's.
+//   continues the word (word start 0). Every other token is HF's. (With a normaliser other than
+//   Lowercase, exactCut knows the classes of printable ASCII characters only, so a longer run
+//   without them is cut as if it were one word.)
 
 /** Texts longer than this (UTF-16 units) are encoded in windows cut at exact cuts. */
 export const WINDOW_CHARS = 1 << 20;
@@ -555,6 +565,13 @@ export function isCjk(cp: number): boolean {
 }
 
 /**
+ * The byte-level pattern's classes of a character after the normaliser: LETTER, DIGIT or OTHER for
+ * the first (bits 0-2) and the last (bits 3-5) character of its normalised form, 0 where that is
+ * whitespace or unknown. See MlmTokenizer's gpt2Classes.
+ */
+export type Gpt2Classifier = (cp: number) => number;
+
+/**
  * The largest p in (lo, hi] (hi < text.length) where the text may be cut without changing what
  * the pipeline does on either side, or -1.
  * 'whitespace' (WordPiece + BertPreTokenizer): before a whitespace character that no normaliser
@@ -562,21 +579,33 @@ export function isCjk(cp: number): boolean {
  *   punctuation (isLonePunct); before or after a CJK ideograph when `cjk` (handle_chinese_chars).
  * 'space-prefix' (byte-level BPE): the chunk borders of ChunkKind, and between two printable ASCII
  *   characters of different GPT-2 classes unless the first is an apostrophe (a contraction may
- *   follow it). Regex matches end at both.
+ *   follow it). Regex matches end at both. With `classify` (a normaliser that works strictly per
+ *   character, or none), also between any two characters whose classes (after normalising) differ,
+ *   and before an ASCII whitespace character that follows any non-whitespace character, so that
+ *   text without ASCII letters (Chinese, Japanese, Thai, Korean) is cut where the pattern ends a
+ *   match, not at a forced cut.
  */
-export function exactCut(text: string, lo: number, hi: number, kind: ChunkKind, cjk = false): number {
-  for (let p = hi; p > lo; p--) if (isExactCut(text, p, kind, cjk)) return p;
+export function exactCut(text: string, lo: number, hi: number, kind: ChunkKind, cjk = false, classify?: Gpt2Classifier): number {
+  for (let p = hi; p > lo; p--) if (isExactCut(text, p, kind, cjk, classify)) return p;
   return -1;
 }
 
 /** Whether text may be cut before position p (0 < p < text.length); see exactCut. */
-function isExactCut(text: string, p: number, kind: ChunkKind, cjk: boolean): boolean {
+function isExactCut(text: string, p: number, kind: ChunkKind, cjk: boolean, classify?: Gpt2Classifier): boolean {
   const c = text.charCodeAt(p);
   const b = text.charCodeAt(p - 1);
   if (c >= 0xdc00 && c <= 0xdfff) return false; // inside a surrogate pair
   if (kind === 'space-prefix') {
-    if (c < 128 && ASCII_FLAGS[c] & F_WS) return b >= 0x21 && b <= 0x7e;
-    return c >= 0x21 && c <= 0x7e && b >= 0x21 && b <= 0x7e && b !== 0x27 && asciiClass(c) !== asciiClass(b);
+    const ws = c < 128 && (ASCII_FLAGS[c] & F_WS) !== 0;
+    if (b >= 0x21 && b <= 0x7e && (ws || (c >= 0x21 && c <= 0x7e))) return ws || (b !== 0x27 && asciiClass(c) !== asciiClass(b));
+    // No match of the pattern runs from a non-whitespace character into whitespace, nor across a
+    // change of class but for a contraction, which begins with an apostrophe (never cut after one).
+    if (!classify || b === 0x27) return false;
+    const kb = classify(text.codePointAt(b >= 0xdc00 && b <= 0xdfff ? p - 2 : p - 1)!) >> 3;
+    if (kb === 0) return false;
+    if (ws) return true;
+    const kc = classify(text.codePointAt(p)!) & 7;
+    return kc !== 0 && kc !== kb;
   }
   if (c < 128) {
     if (ASCII_FLAGS[c] & F_WS) return true;
@@ -612,11 +641,11 @@ function forcedCut(text: string, lo: number, hi: number): number {
 
 /** Cuts text[lo, end) into parts of at most `max` units: [start, end, forced] triples, `forced`
  * telling that the part begins at a forced cut. */
-function cutParts(text: string, lo: number, end: number, max: number, kind: ChunkKind, cjk: boolean): Array<[number, number, boolean]> {
+function cutParts(text: string, lo: number, end: number, max: number, kind: ChunkKind, cjk: boolean, classify?: Gpt2Classifier): Array<[number, number, boolean]> {
   const parts: Array<[number, number, boolean]> = [];
   let forced = false;
   while (end - lo > max) {
-    let p = exactCut(text, lo, lo + max, kind, cjk);
+    let p = exactCut(text, lo, lo + max, kind, cjk, classify);
     const wasForced = p < 0;
     if (wasForced) p = forcedCut(text, lo, lo + max);
     parts.push([lo, p, forced]);
@@ -743,6 +772,10 @@ export class MlmTokenizer {
   private readonly foldCase: boolean;
   /** BertNormalizer isolates CJK ideographs (exactCut may cut before one). */
   private readonly cjk: boolean;
+  /** Byte-level BPE with no normaliser or Lowercase only: exactCut cuts at class changes of any
+   * characters (see gpt2Classes); undefined otherwise. */
+  private readonly classify: Gpt2Classifier | undefined;
+  private readonly classCache = new Map<number, number>();
   /** WordPiece: the longest word not turned into [UNK], and the [UNK] id. */
   private readonly maxInputChars: number;
   private readonly wordPieceUnk: number | undefined;
@@ -803,6 +836,7 @@ export class MlmTokenizer {
     this.addedGuard = new AddedTokenGuard(this.json.added_tokens ?? []);
     this.foldCase = normalizerLowercases(this.json.normalizer);
     this.cjk = normalizerIsolatesCjk(this.json.normalizer);
+    this.classify = this.chunkKind === 'space-prefix' && normalizerIsPerCharacter(this.json.normalizer) ? (cp) => this.gpt2Classes(cp) : undefined;
     const model = this.json.model as { max_input_chars_per_word?: number; unk_token?: string | null };
     this.maxInputChars = model.max_input_chars_per_word ?? 100;
     this.wordPieceUnk = modelType === 'WordPiece' && typeof model.unk_token === 'string' ? engine.tokenToId(model.unk_token) ?? undefined : undefined;
@@ -985,7 +1019,7 @@ export class MlmTokenizer {
     for (let i = 0; i < texts.length; i++) {
       const text = texts[i];
       if (text.length <= WINDOW_CHARS) continue;
-      const windows = cutParts(text, 0, text.length, WINDOW_CHARS, kind, this.cjk);
+      const windows = cutParts(text, 0, text.length, WINDOW_CHARS, kind, this.cjk, this.classify);
       const parts: EncodedText[] = [];
       for (const [a, b] of windows) parts.push((await this.encodeChunked([text.slice(a, b)]))[0]);
       out[i] = joinParts(parts, windows.map((w) => w[2]), kind === 'whitespace');
@@ -1066,7 +1100,7 @@ export class MlmTokenizer {
     if (wordPiece && !held && this.wordPieceUnk !== undefined && piece.length > this.maxInputChars && /^[A-Za-z0-9]+$/.test(piece)) {
       return this.wordPieceUnk;
     }
-    const parts = held ? [[0, piece.length, false] as [number, number, boolean]] : cutParts(piece, 0, piece.length, MAX_PIECE_CHARS, kind, this.cjk);
+    const parts = held ? [[0, piece.length, false] as [number, number, boolean]] : cutParts(piece, 0, piece.length, MAX_PIECE_CHARS, kind, this.cjk, this.classify);
     const encoded: EncodedText[] = [];
     for (let i = 0; i < parts.length; i += 256) {
       const group = parts.slice(i, i + 256).map(([x, y]) => piece.slice(x, y));
@@ -1076,6 +1110,33 @@ export class MlmTokenizer {
     const packed = new Uint32Array(e.ids.length);
     for (let i = 0; i < packed.length; i++) packed[i] = (e.ids[i] | (e.wordStarts[i] ? START_BIT : 0)) >>> 0;
     return packed;
+  }
+
+  /**
+   * The Gpt2Classifier of this tokenizer: the classes come from the bindings' own normaliser and
+   * pre-tokenizer (a JS regex could differ: its Unicode tables are newer than the bindings' for
+   * thousands of recently assigned characters), once per code point. A character's class is the
+   * one of 'x', '1' or '-' that it stays in one pre-tokenizer match with.
+   */
+  private gpt2Classes(cp: number): number {
+    const known = this.classCache.get(cp);
+    if (known !== undefined) return known;
+    const ch = String.fromCodePoint(cp);
+    const norm = this.engine.getNormalizer()?.normalizeString(ch) ?? ch;
+    const chars = [...norm];
+    let v = 0;
+    if (chars.length > 0) v = this.gpt2Class(chars[0]) | (this.gpt2Class(chars[chars.length - 1]) << 3);
+    if ((v & 7) === 0 || v >> 3 === 0) v = 0;
+    this.classCache.set(cp, v);
+    return v;
+  }
+
+  private gpt2Class(ch: string): number {
+    const c = ch.codePointAt(0)!;
+    if (c >= 0x21 && c <= 0x7e) return asciiClass(c);
+    const pre = this.engine.getPreTokenizer()!;
+    const joins = (head: string) => pre.preTokenizeString(head + ch).length === 1;
+    return joins('x') ? LETTER : joins('1') ? DIGIT : joins('-') ? OTHER : 0;
   }
 
   /** Whole texts through the bindings' parallel encodeBatch (the reference path). */
@@ -1110,7 +1171,7 @@ export class MlmTokenizer {
   windows(text: string, max: number = WINDOW_CHARS): Array<[number, number]> {
     const kind = this.chunkKind;
     if (kind === null || text.length <= max) return [[0, text.length]];
-    return cutParts(text, 0, text.length, max, kind, this.cjk).map(([a, b]) => [a, b]);
+    return cutParts(text, 0, text.length, max, kind, this.cjk, this.classify).map(([a, b]) => [a, b]);
   }
 
   /**

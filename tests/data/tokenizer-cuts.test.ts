@@ -7,11 +7,20 @@ import { MAX_PIECE_CHARS, MlmTokenizer, isCjk, type EncodedText } from '../../da
 import { trainTokenizer } from '../../data/tokenizer-train.ts';
 
 const prose = 'the patient was treated with antibiotics, café naïve x-ray; 病人发烧三天后退烧。 fever resolved.';
+const zh = '病人发烧三天后退烧，医生说这是急性支气管炎。我们用抗生素治疗了一周，现在已经好了。';
+const ko = '환자는 급성 기관지염으로 항생제 치료를 받았습니다 열이 내렸습니다 ';
 let bert: MlmTokenizer;
+let roberta: MlmTokenizer;
+let robertaLower: MlmTokenizer;
 
 before(async () => {
   bert = (await trainTokenizer([prose, prose], { family: 'bert', vocabSize: 200, lowercase: true })).tokenizer;
   assert.equal(bert.chunkKind, 'whitespace');
+  const docs = [prose, zh, ko, prose, zh, ko];
+  roberta = (await trainTokenizer(docs, { family: 'roberta', vocabSize: 500, lowercase: false })).tokenizer;
+  robertaLower = (await trainTokenizer(docs, { family: 'roberta', vocabSize: 500, lowercase: true })).tokenizer;
+  assert.equal(roberta.chunkKind, 'space-prefix');
+  assert.equal(robertaLower.chunkKind, 'space-prefix');
 });
 
 async function assertWhole(tok: MlmTokenizer, text: string, what: string): Promise<void> {
@@ -49,5 +58,22 @@ test('WordPiece: a forced cut is not made before characters the normaliser delet
   for (const [name, text] of Object.entries(cases)) {
     assert.ok(text.length > MAX_PIECE_CHARS, name);
     await assertWhole(bert, text, name);
+  }
+});
+
+test('byte-level BPE: long text without ASCII letters (Chinese, Korean) is cut where the pattern ends a match, not forced', async () => {
+  const cases: Record<string, string> = {
+    'a Chinese paragraph': zh.repeat(40),
+    'Korean words separated by spaces': ko.repeat(40),
+    'a Chinese paragraph after ASCII': 'x-ray ' + zh.repeat(40),
+    'letters, combining marks and digits': 'e\u0301\u0130\u0661\u0662'.repeat(400),
+    'new letters, emoji and apostrophes': '\u{10940}\u{10941}\u2019\u0394\u0394\u3002\u{1F600}\u{1F1EB}\u{1F1F7}\u4e2d\u0027S\u4e2d\u0027re\u00a0\u000b'.repeat(150),
+  };
+  for (const tok of [roberta, robertaLower]) {
+    for (const [name, text] of Object.entries(cases)) {
+      assert.ok(text.length > MAX_PIECE_CHARS, name);
+      await assertWhole(tok, text, name);
+      await assertWhole(tok, `${text} ${text}`, `${name}, twice`);
+    }
   }
 });
