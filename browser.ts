@@ -22,8 +22,8 @@ import type { NamedArray } from './training/models/weights.ts';
 
 export type { MaskedLM, ModelConfig, Tf };
 
-/** CJK ideograph blocks outside the BMP, as the Rust BertNormalizer's is_chinese_char lists them. */
-const ASTRAL_CJK = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B820}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+/** CJK ideograph blocks outside the BMP, as the Rust BertNormalizer's is_chinese_char lists them (its last block starts at U+2B920, not U+2B820 as Python's slow BertTokenizer has it). */
+const ASTRAL_CJK = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B920}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
 
 /** tokenizer.json through @huggingface/tokenizers, with the few things fill-mask needs. */
 export class BrowserTokenizer {
