@@ -10,12 +10,13 @@
 //
 // S never falls below `minScale`, 1 by default (MIN_LOSS_SCALE). Scaling exists to lift small
 // gradients above f16's underflow; at S = 1 the backward pass's f16 operands hold the gradients
-// themselves, unscaled. If those still overflow (above 65504), the gradients are out of f16's range,
-// which no scale can repair: going on halving only pushes every small gradient under f16's 2^-24
-// as well, and the scale ends in f32's subnormals and 0 (where 0 x loss / 0 reads as a NaN loss,
-// hiding the cause). Such a run is diverging (a learning rate too high), fed bad data, or needs
-// float32; an overflow at the floor stops it (training/trainer.ts, `lossScaleFloorError` in
-// training/train-step.ts). A floor of 1 also keeps S, a power of two from 2^16, exact to divide.
+// themselves, unscaled. If those still overflow (above 65504), a scale below 1 would make room for
+// them only by pushing the small gradients under f16's 2^-24, and PyTorch's GradScaler, which has
+// no floor, goes on halving into f32's subnormals and 0 (where 0 x loss / 0 reads as a NaN loss,
+// hiding the cause). A run whose gradients overflow unscaled is diverging (a learning rate too
+// high), fed bad data, or needs float32: an overflow at the floor stops it (training/trainer.ts,
+// `lossScaleFloorError` in training/train-step.ts). A floor of 1 also keeps S, a power of two from
+// 2^16, exact to divide.
 //
 // The state (S and the count of clean steps) is saved in trainer_state.json (`loss_scale`) and
 // restored on resume, so a resumed run scales, skips and grows exactly as an uninterrupted one.

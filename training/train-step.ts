@@ -131,7 +131,7 @@ export function divergedError(why: string, step: number, lastCheckpoint: string 
 export function lossScaleFloorError(scale: number, step: number, lastCheckpoint: string | null): TrainingError {
   const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
   return new TrainingError(
-    `gradients overflowed at step ${step} at loss scale ${scale}, the floor of --precision fp16's loss scaling: they are not finite even unscaled, and no loss scale can help; ${last}; lower --lr, train with --precision fp32, or check the data`,
+    `gradients overflowed at step ${step} at loss scale ${scale}, the floor of --precision fp16's loss scaling: they are not finite even unscaled (a scale below 1 would drop the small gradients instead); ${last}; lower --lr, train with --precision fp32, or check the data`,
   );
 }
 
