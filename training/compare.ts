@@ -4,14 +4,15 @@
 // The tokenisation-independent figure is a whole-word pseudo-log-likelihood. Words are cut the
 // same way for every model, at Unicode whitespace of the raw text (so `hepatitis,` is one word
 // whatever the tokenizer does with it). For each word occurrence, every token of that word (the
-// tokens whose character offsets start inside the word) is replaced by the mask token, all other
-// words stay visible, and the word's score is the sum of log p(token) over its tokens from that one
-// forward pass. Its negative, summed over words and divided by their count, is nats per word;
-// exp of it the word-level pseudo-perplexity; divided by ln 2 and the words' characters, bits per
-// character. Porting note: Salazar et al. 2020 mask one token at a time; masking the whole word
-// (as Kauf and Ivanova 2023 argue for multi-token words) keeps a word's own pieces from giving it
-// away, so a model cannot look better merely because its tokenizer cuts words finer; the cost is
-// that the pieces of a word are scored as if independent, which penalises finer cuts somewhat.
+// tokens whose first character other than whitespace lies inside the word) is replaced by the
+// mask token, all other words stay visible, and the word's score is the sum of log p(token) over
+// its tokens from that one forward pass. Its negative, summed over words and divided by their
+// count, is nats per word; exp of it the word-level pseudo-perplexity; divided by ln 2 and the
+// words' characters, bits per character. Porting note: Salazar et al. 2020 mask one token at a
+// time; masking the whole word (as Kauf and Ivanova 2023 argue for multi-token words) keeps a
+// word's own pieces from giving it away, so a model cannot look better merely because its
+// tokenizer cuts words finer; the cost is that the pieces of a word are scored as if independent,
+// which penalises finer cuts somewhat.
 //
 // Beside it: the usual masked-token loss, perplexity and accuracy (each model's own tokenizer,
 // 15% random masks, fixed seed; not comparable across tokenizers), tokens per word and unknown
@@ -133,7 +134,8 @@ export async function wordPseudoLogLikelihood(tf: Tf, model: MaskedLM, tokenizer
     while (i < words.length && queued < maxWords) {
       const j = Math.min(words.length, i + size);
       const w0 = words[i].start;
-      const enc = await tokenizer.encodeWithSpecials(cps.slice(w0, words[j - 1].end).join(''));
+      const window = cps.slice(w0, words[j - 1].end);
+      const enc = await tokenizer.encodeWithSpecials(window.join(''));
       if (enc.ids.length > maxTokens) {
         if (size > 1) {
           size = Math.max(1, Math.floor(size / 2));
@@ -148,7 +150,12 @@ export async function wordPseudoLogLikelihood(tf: Tf, model: MaskedLM, tokenizer
         let unk = 0;
         for (let t = 0; t < enc.ids.length; t++) {
           if (enc.specialTokensMask[t] && enc.ids[t] !== tokenizer.specialIds.unk) continue;
-          const start = enc.offsets[t][0] + w0;
+          // A token belongs to the word holding its first character other than whitespace: byte-level
+          // BPE offsets that are not trimmed (trim_offsets false) start "Ġword" at the space before it.
+          const end = enc.offsets[t][1];
+          let start = enc.offsets[t][0];
+          while (start < end && /^\s$/u.test(window[start])) start++;
+          start += w0;
           if (start >= words[w].start && start < words[w].end) {
             positions.push(t);
             if (enc.ids[t] === tokenizer.specialIds.unk) unk++;

@@ -115,6 +115,35 @@ describe('compare: whole-word pseudo-log-likelihood', () => {
   });
 });
 
+describe('compare: word spans of byte-level BPE tokens', () => {
+  test('a tokenizer whose offsets keep the leading space (trim_offsets false) gives each word all its tokens', async () => {
+    await tf.setBackend('cpu');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-bpe-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'roberta', { seed: 5 });
+      const trimmed = await loadModelFolder(ck.dir);
+      const file = path.join(ck.dir, 'tokenizer.json');
+      const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+      json.post_processor.trim_offsets = false;
+      fs.writeFileSync(file, JSON.stringify(json));
+      const untrimmed = await loadModelFolder(ck.dir);
+      const docs = ['the cat sat on the mat', 'a  second line here'];
+      // The same ids either way; only the offsets of the "Ġ" tokens differ (they start at the space).
+      const enc = await untrimmed.tokenizer.encodeWithSpecials(docs[0]);
+      assert.deepEqual(enc.ids, (await trimmed.tokenizer.encodeWithSpecials(docs[0])).ids);
+      assert.ok(enc.tokens.some((t, i) => t.startsWith('Ġ') && docs[0][enc.offsets[i][0]] === ' '), 'the fixture keeps the space in the offsets');
+      const model = createMaskedLM(tf, trimmed.config, { weights: trimmed.weights });
+      const a = await wordPseudoLogLikelihood(tf, model, trimmed.tokenizer, docs);
+      const b = await wordPseudoLogLikelihood(tf, model, untrimmed.tokenizer, docs);
+      model.dispose();
+      assert.deepEqual(b.map((x) => [x.doc, x.index, x.tokens]), a.map((x) => [x.doc, x.index, x.tokens]));
+      for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i].nll - b[i].nll) < 1e-4 * Math.max(1, a[i].nll), `${a[i].text}: ${a[i].nll} vs ${b[i].nll}`);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('compare: fill-mask examples', () => {
   test('a context longer than the model\'s positions (a long URL nearby) is cut to fit; a word longer than them is left out', async () => {
     await tf.setBackend('cpu');
