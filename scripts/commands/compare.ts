@@ -117,6 +117,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
           const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions: maxSequenceLength(m.folder.config), modelLabel: m.label, version: VERSION, text: rawTextOptions(args) });
           try {
             const r = await evaluateMasked(tf, m.model, data.reader, maskingFor(m.tokenizer), { batchSize: args['batch-size'], seed: args.seed });
+            if (r.masked_tokens === 0) continue; // nothing masked (its loss is NaN): it adds nothing
             lossSum += r.loss * r.masked_tokens;
             correct += r.accuracy * r.masked_tokens;
             masked += r.masked_tokens;

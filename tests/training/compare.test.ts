@@ -206,4 +206,25 @@ describe('mlm compare', () => {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
+
+  test('a data set with no masked token (only unknown tokens) leaves the pooled eval figures to the others', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-empty-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+      const text = path.join(tmp, 'held.txt');
+      fs.writeFileSync(text, Array.from({ length: 4 }, (_, i) => `the quick brown fox ${i} jumps over the lazy dog.`).join('\n\n') + '\n');
+      const emoji = path.join(tmp, 'emoji.txt');
+      fs.writeFileSync(emoji, '\u{1F600} \u{1F601}\n'); // [CLS] [UNK] [UNK] [SEP]: nothing can be masked
+      const args = ['--model', ck.dir, ck.dir, '--split-paragraphs', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0'];
+      const alone = await run(['compare', ...args, '--data', text]);
+      assert.equal(alone.code, 0, alone.stderr);
+      const both = await run(['compare', ...args, '--data', text, emoji]);
+      assert.equal(both.code, 0, both.stderr);
+      const [a, b] = [JSON.parse(alone.stdout).models[0], JSON.parse(both.stdout).models[0]];
+      for (const k of ['eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(b[k]), `${k}: ${b[k]}`);
+      assert.deepEqual([b.eval_loss, b.eval_accuracy], [a.eval_loss, a.eval_accuracy]);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
