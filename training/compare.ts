@@ -301,13 +301,15 @@ export function wordChanges(base: readonly ScoredWord[], other: readonly ScoredW
 
 /**
  * The words that gained (total gain > 0), most first, and those that lost (< 0), most first, at
- * most `n` of each: a list never shows a change of the other sign (a model against itself has
- * neither).
+ * most `n` of each, words of equal total in word order in both: a list never shows a change of the
+ * other sign (a model against itself has neither).
  */
 export function gainedAndLost(changes: readonly WordChange[], n: number): { gained: WordChange[]; lost: WordChange[] } {
+  const byWord = (x: WordChange, y: WordChange) => (x.word < y.word ? -1 : x.word > y.word ? 1 : 0);
+  const total = (c: WordChange) => c.gain * c.count;
   return {
-    gained: changes.filter((c) => c.gain > 0).slice(0, n),
-    lost: changes.filter((c) => c.gain < 0).reverse().slice(0, n),
+    gained: changes.filter((c) => c.gain > 0).sort((x, y) => total(y) - total(x) || byWord(x, y)).slice(0, n),
+    lost: changes.filter((c) => c.gain < 0).sort((x, y) => total(x) - total(y) || byWord(x, y)).slice(0, n),
   };
 }
 

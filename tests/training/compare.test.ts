@@ -74,6 +74,22 @@ describe('compare: the same words for every model', () => {
     assert.deepEqual(gainedAndLost([change('x', 2, 0), change('y', 1, 0)], 15), { gained: [], lost: [] });
     assert.deepEqual(gainedAndLost(all, 1).lost.map((c) => c.word), ['e']);
   });
+
+  test('gainedAndLost: ties in total gain are listed in word order in both lists', () => {
+    // Four words gain 2 nats in total each and four lose 2 nats each (one occurrence of 2, or two of 1).
+    const base: ScoredWord[] = [];
+    const other: ScoredWord[] = [];
+    let k = 0;
+    for (const [word, n, change] of [['kappa', 1, 2], ['alpha', 2, 1], ['mu', 1, 2], ['delta', 2, 1], ['beta', 1, -2], ['zeta', 2, -1], ['gamma', 1, -2], ['eta', 2, -1]] as const) {
+      for (let i = 0; i < 2; i++) {
+        base.push(w(0, k, word, 5));
+        other.push(w(0, k++, word, i < n ? 5 - change : 5));
+      }
+    }
+    const { gained, lost } = gainedAndLost(wordChanges(base, other, 2), 15);
+    assert.deepEqual(gained.map((c) => c.word), ['alpha', 'delta', 'kappa', 'mu']);
+    assert.deepEqual(lost.map((c) => c.word), ['beta', 'eta', 'gamma', 'zeta']);
+  });
 });
 
 describe('compare: whole-word pseudo-log-likelihood', () => {
