@@ -192,18 +192,19 @@ export interface ModelSummary {
 /**
  * The likelihood figures over `words` (the occurrences every model scored: `commonWords`), and the
  * tokenizer's figures (tokens per word, unknown-token rate) over `all` the words this model scored.
+ * With no words, the likelihood figures are NaN (not the zero loss of a perfect model).
  */
 export function summarise(model: string, words: readonly ScoredWord[], all: readonly ScoredWord[] = words): ModelSummary {
   const nll = words.reduce((s, w) => s + w.nll, 0);
   const tokens = all.reduce((s, w) => s + w.tokens, 0);
   const chars = words.reduce((s, w) => s + w.chars, 0);
-  const n = Math.max(1, words.length);
+  const n = words.length === 0 ? NaN : words.length;
   return {
     model,
     words: words.length,
     nats_per_word: nll / n,
     word_pseudo_perplexity: Math.exp(nll / n),
-    bits_per_char: chars === 0 ? 0 : nll / Math.LN2 / chars,
+    bits_per_char: chars === 0 ? NaN : nll / Math.LN2 / chars,
     tokens_per_word: tokens / Math.max(1, all.length),
     unk_rate: tokens === 0 ? 0 : all.reduce((s, w) => s + w.unk, 0) / tokens,
   };

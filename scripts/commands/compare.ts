@@ -129,6 +129,9 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       }
       // Every model on the same word occurrences: those all scored, none read as an unknown token.
       const common = commonWords(scored);
+      if (common.words[0].length === 0) {
+        throw new InputError(`no word occurrence of --data was scored by every model without an unknown token (${common.notEveryModel} not scored by every model, ${common.unknown} read as an unknown token): nothing to compare; give other text`);
+      }
       const summaries: ModelSummary[] = loaded.map((m, i) => ({ ...summarise(m.label, common.words[i], scored[i]), ...evals[i] }));
       const leftOut = `${common.notEveryModel + common.unknown} word occurrences left out of the comparison: ${common.notEveryModel} not scored by every model (too long for a window, removed by a normalizer, or past another model's --max-words), ${common.unknown} read as an unknown token by some model`;
       if (common.notEveryModel + common.unknown > 0) log(`note: ${leftOut}`);

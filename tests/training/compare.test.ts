@@ -243,4 +243,18 @@ describe('mlm compare', () => {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
+
+  test('text whose every word is an unknown token leaves nothing to compare: an error, not perfect scores', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-none-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+      const emoji = path.join(tmp, 'emoji.txt');
+      fs.writeFileSync(emoji, '\u{1F600} \u{1F601} \u{1F602}\n');
+      const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', emoji, '--json', '--backend', 'cpu', '--no-progress']);
+      assert.equal(r.code, 2, r.stdout);
+      assert.match(r.stderr, /^mlm: error: no word occurrence .* every model/m);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
