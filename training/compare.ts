@@ -70,6 +70,8 @@ export interface PllOptions {
   /** Longest window in tokens, specials included (default min(128, the model's positions)). */
   maxTokens?: number;
   onProgress?: (words: number) => void;
+  /** Called with each word occurrence left unscored (longer than a window, or no token of it reaches the model). */
+  onUnscored?: (word: { doc: number; index: number }) => void;
 }
 
 interface Job {
@@ -141,6 +143,7 @@ export async function wordPseudoLogLikelihood(tf: Tf, model: MaskedLM, tokenizer
           size = Math.max(1, Math.floor(size / 2));
           continue;
         }
+        opts.onUnscored?.({ doc: d, index: i });
         i++; // one word longer than the window: left unscored
         size = opts.windowWords ?? 48;
         continue;
@@ -161,7 +164,10 @@ export async function wordPseudoLogLikelihood(tf: Tf, model: MaskedLM, tokenizer
             if (enc.ids[t] === tokenizer.specialIds.unk) unk++;
           }
         }
-        if (positions.length === 0) continue; // nothing of the word reaches the model
+        if (positions.length === 0) {
+          opts.onUnscored?.({ doc: d, index: w }); // nothing of the word reaches the model
+          continue;
+        }
         const word: ScoredWord = { doc: d, index: w, text: words[w].text, nll: 0, tokens: positions.length, unk, chars: words[w].end - words[w].start };
         jobs.push({ ids: enc.ids, positions, word });
         queued++;
@@ -225,10 +231,11 @@ export interface CommonWords {
  * unknown token under any model. Totals over different sets of words are not comparable (a word
  * one tokenizer cannot fit in its window would count for one model only), and a word read as
  * [UNK] is charged only p([UNK]), however long and rare it is: a tokenizer that knows less would
- * look better.
+ * look better. `unscored` (per model, from `onUnscored`) lets `notEveryModel` count the words no
+ * model scored too.
  */
-export function commonWords(scored: readonly (readonly ScoredWord[])[]): CommonWords {
-  const key = (w: ScoredWord) => `${w.doc}:${w.index}`;
+export function commonWords(scored: readonly (readonly ScoredWord[])[], unscored: readonly (readonly { doc: number; index: number }[])[] = []): CommonWords {
+  const key = (w: { doc: number; index: number }) => `${w.doc}:${w.index}`;
   const counts = new Map<string, number>();
   const unknown = new Set<string>();
   for (const words of scored) {
@@ -237,6 +244,7 @@ export function commonWords(scored: readonly (readonly ScoredWord[])[]): CommonW
       if (w.unk > 0) unknown.add(key(w));
     }
   }
+  for (const words of unscored) for (const w of words) if (!counts.has(key(w))) counts.set(key(w), 0);
   const everyModel = new Set([...counts].filter(([, n]) => n === scored.length).map(([k]) => k));
   const keep = new Set([...everyModel].filter((k) => !unknown.has(k)));
   return {

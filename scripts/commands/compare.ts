@@ -99,14 +99,18 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     const loaded = folders.map((f) => ({ label: f.source, model: createMaskedLM(tf, f.config, { weights: f.weights, capabilities: backend.capabilities }), tokenizer: f.tokenizer, folder: f }));
     try {
       const scored: ScoredWord[][] = [];
+      const unscored: Array<Array<{ doc: number; index: number }>> = [];
       const evals: Array<Pick<ModelSummary, 'eval_loss' | 'eval_perplexity' | 'eval_accuracy'>> = [];
       for (const m of loaded) {
         const bar = new Progress({ label: `word pseudo-likelihood: ${m.label}`, total: args['max-words'], unit: 'count', enabled: args.progress });
+        const skipped: Array<{ doc: number; index: number }> = [];
         const words = await wordPseudoLogLikelihood(tf, m.model, m.tokenizer, docs, {
           maxWords: args['max-words'],
           batchRows: args['batch-size'],
           onProgress: (n) => bar.update(n),
+          onUnscored: (w) => skipped.push(w),
         });
+        unscored.push(skipped);
         bar.complete(`${words.length} words`, words.length);
         scored.push(words);
         // The usual masked-token figures, token-weighted over the data sets.
@@ -128,7 +132,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
         evals.push(masked > 0 ? { eval_loss: lossSum / masked, eval_perplexity: Math.exp(lossSum / masked), eval_accuracy: correct / masked } : {});
       }
       // Every model on the same word occurrences: those all scored, none read as an unknown token.
-      const common = commonWords(scored);
+      const common = commonWords(scored, unscored);
       if (common.words[0].length === 0) {
         throw new InputError(`no word occurrence of --data was scored by every model without an unknown token (${common.notEveryModel} not scored by every model, ${common.unknown} read as an unknown token): nothing to compare; give other text`);
       }

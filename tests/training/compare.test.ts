@@ -257,4 +257,21 @@ describe('mlm compare', () => {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
+
+  test('a word too long for every model\'s window is counted among the words left out', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-long-'));
+    try {
+      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 }); // 64 positions
+      const text = path.join(tmp, 'held.txt');
+      fs.writeFileSync(text, `the cat sat ${'a-'.repeat(60)}b on the mat\n`); // one word of 121 tokens
+      const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', text, '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
+      assert.equal(r.code, 0, r.stderr);
+      const doc = JSON.parse(r.stdout);
+      assert.equal(doc.models[0].words, 6);
+      assert.deepEqual(doc.words_left_out, { not_scored_by_every_model: 1, unknown_token: 0 });
+      assert.match(r.stderr, /note: 1 word occurrences left out of the comparison: 1 not scored by every model/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
