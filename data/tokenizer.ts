@@ -62,7 +62,7 @@ export interface EncodedText {
 export interface EncodingWithSpecials {
   ids: number[];
   tokens: string[];
-  /** [start, end) in characters (UTF-16 code units) of the input; [0, 0] for added specials. */
+  /** [start, end) in code points (not UTF-16 units) of the input; [0, 0] for added specials. */
   offsets: Array<[number, number]>;
   /** 1 for tokens the post-processor added ([CLS], [SEP]...). */
   specialTokensMask: number[];

@@ -120,6 +120,11 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
             ? await evaluatePseudo(tf, model, data.reader, masking, evalOpts)
             : await evaluateMasked(tf, model, data.reader, masking, evalOpts);
           opts.onFinish?.(result);
+          // No scored token: the loss of nothing (NaN) is no figure to print or compare.
+          if (result.masked_tokens === 0) {
+            const why = opts.pseudo ? 'they are all special or unknown tokens' : `no mask was drawn: too few tokens, or only special or unknown ones${maxBatches ? '; raise --max-batches' : ''}`;
+            throw new InputError(`no token of ${spec} was scored for ${resolved.source} (${result.tokens} token(s) in ${result.rows} row(s); ${why}); evaluate on text the model's tokenizer knows`);
+          }
           rows.push({ model: resolved.source, data: spec, result });
         } finally {
           await data.close();

@@ -18,6 +18,7 @@ import { selectBackend, type Tf } from '../../training/backend.ts';
 import { loadModelFolder } from '../../training/checkpoint.ts';
 import { batchInputs, EVAL_STREAM, evaluateMasked, evaluatePseudo, maskingFor, openEvalData } from '../../training/evaluate.ts';
 import { evaluateModels } from '../../training/evaluate-models.ts';
+import { InputError } from '../../common/errors.ts';
 import type { MaskedLM } from '../../training/models/bert.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { train, TRAIN_DEFAULTS } from '../../training/trainer.ts';
@@ -186,6 +187,18 @@ test('rows with no text in raw text are not scored, and a note says so once for 
   const rows = await evaluateModels(tf, { models: [model, model], data: [file], seqLen: 32, batchSize: 8, maxBatches: 1, log: (l) => notes.push(l) });
   assert.equal(rows.length, 2);
   assert.deepEqual(notes, [`note: ${file}: 2 row(s) with no text ("text" null or empty) were skipped`]);
+});
+
+test('text of which no token can be scored is refused in one line, not reported as a NaN loss', async () => {
+  const { tf } = await get();
+  const ck = await makeTinyCheckpoint(path.join(tmp, 'unscored-model'), 'bert', { seed: 8 });
+  const file = path.join(tmp, 'emoji.txt');
+  fs.writeFileSync(file, '\u{1F600} \u{1F601} \u{1F602}\n'); // [CLS] [UNK] [UNK] [UNK] [SEP]
+  const model = { dir: ck.dir, source: 'tiny', revision: null };
+  for (const pseudo of [false, true]) {
+    await assert.rejects(evaluateModels(tf, { models: [model], data: [file], seqLen: 32, pseudo }), (err: Error) =>
+      err instanceof InputError && err.message === `no token of ${file} was scored for tiny (5 token(s) in 1 row(s); ${pseudo ? 'they are all special or unknown tokens' : 'no mask was drawn: too few tokens, or only special or unknown ones'}); evaluate on text the model's tokenizer knows`);
+  }
 });
 
 function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {
