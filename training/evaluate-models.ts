@@ -7,7 +7,7 @@ import { MLM_PROBABILITY, type WholeWordSelection } from '../data/masking.ts';
 import type { SplitName } from '../data/shards.ts';
 import type { Tf } from './backend.ts';
 import { loadModelFolder, maxSequenceLength } from './checkpoint.ts';
-import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, type EvalResult } from './evaluate.ts';
+import { evaluateMasked, evaluatePseudo, maskingFor, openEvalData, shorterBlocksNote, type EvalResult } from './evaluate.ts';
 import type { ResolvedModel } from './hub.ts';
 import type { ModelCapabilities } from './models/ops.ts';
 import { createMaskedLM } from './models/roberta.ts';
@@ -103,9 +103,8 @@ export async function evaluateModels(tf: Tf, opts: EvaluateModelsOptions): Promi
           text: opts.text,
           log: readerLog,
         });
-        if (!data.prepared && seqLen > maxPositions) {
-          opts.log?.(`note: ${spec} is cut into blocks of ${maxPositions} tokens for ${resolved.source}, its positions, not the ${seqLen} of --seq-len`);
-        }
+        const note = shorterBlocksNote(data, seqLen, maxPositions, resolved.source);
+        if (note) opts.log?.(note);
         try {
           const label = `${opts.pseudo ? 'pseudo-perplexity' : 'evaluate'}: ${resolved.source} on ${spec}`;
           opts.onStart?.(label, maxBatches ? Math.min(data.reader.rows, maxBatches * batchSize) : data.reader.rows);

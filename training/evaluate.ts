@@ -279,6 +279,15 @@ function refuseShardsWithoutManifest(spec: string): void {
 }
 
 /**
+ * The note for raw text cut into blocks shorter than --seq-len asked, at the model's positions
+ * (each model of a comparison then scores other blocks, so other masks), or null.
+ */
+export function shorterBlocksNote(data: EvalData, seqLen: number, maxPositions: number, modelLabel: string): string | null {
+  if (data.prepared || seqLen <= maxPositions) return null;
+  return `note: ${data.label} is cut into blocks of ${maxPositions} tokens for ${modelLabel}, its positions, not the ${seqLen} of --seq-len`;
+}
+
+/**
  * Opens one data set for evaluation: a prepared folder (the `split` split) or raw text paths
  * (files, folders, globs: tokenized with `tokenizer` into `seqLen`-token blocks in a temporary
  * folder, every document scored). `maxPositions` is the model's usable sequence length; `log` gets

@@ -24,7 +24,7 @@ import {
   type ScoredWord,
   type WordChange,
 } from '../../training/compare.ts';
-import { evaluateMasked, maskingFor, openEvalData } from '../../training/evaluate.ts';
+import { evaluateMasked, maskingFor, openEvalData, shorterBlocksNote } from '../../training/evaluate.ts';
 import { loadModel } from '../../training/hub.ts';
 import { createMaskedLM } from '../../training/models/roberta.ts';
 import { VERSION } from '../../common/version.ts';
@@ -118,8 +118,11 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
         let correct = 0;
         let masked = 0;
         for (const spec of args.data) {
-          const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions: maxSequenceLength(m.folder.config), modelLabel: m.label, version: VERSION, text: rawTextOptions(args) });
+          const maxPositions = maxSequenceLength(m.folder.config);
+          const data = await openEvalData(spec, m.tokenizer, { split: 'validation', seqLen: args['seq-len'], maxPositions, modelLabel: m.label, version: VERSION, text: rawTextOptions(args) });
           try {
+            const note = shorterBlocksNote(data, args['seq-len'], maxPositions, m.label);
+            if (note) log(note);
             const r = await evaluateMasked(tf, m.model, data.reader, maskingFor(m.tokenizer), { batchSize: args['batch-size'], seed: args.seed });
             if (r.masked_tokens === 0) continue; // nothing masked (its loss is NaN): it adds nothing
             lossSum += r.loss * r.masked_tokens;

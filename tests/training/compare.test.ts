@@ -244,6 +244,22 @@ describe('mlm compare', () => {
     }
   });
 
+  test('a model with fewer positions than --seq-len scores other blocks: a note says so, as evaluate does', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-positions-'));
+    try {
+      const wide = await makeTinyCheckpoint(path.join(tmp, 'wide'), 'bert', { seed: 3 }); // 64 positions
+      const narrow = await makeTinyCheckpoint(path.join(tmp, 'narrow'), 'bert', { seed: 3, maxPositions: 24 });
+      const text = path.join(tmp, 'held.txt');
+      fs.writeFileSync(text, Array.from({ length: 4 }, (_, i) => `the quick brown fox ${i} jumps over the lazy dog.`).join('\n\n') + '\n');
+      const r = await run(['compare', '--model', wide.dir, narrow.dir, '--data', text, '--split-paragraphs', '--seq-len', '64', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
+      assert.equal(r.code, 0, r.stderr);
+      const notes = r.stderr.split('\n').filter((l) => l.includes('is cut into blocks'));
+      assert.deepEqual(notes, [`note: ${text} is cut into blocks of 24 tokens for ${narrow.dir}, its positions, not the 64 of --seq-len`]);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   test('text whose every word is an unknown token leaves nothing to compare: an error, not perfect scores', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-none-'));
     try {
