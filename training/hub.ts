@@ -27,9 +27,9 @@
 //
 // Environment, as huggingface_hub reads it: HF_ENDPOINT (a mirror), HF_TOKEN (else the deprecated
 // HUGGING_FACE_HUB_TOKEN, else the file $HF_TOKEN_PATH or $HF_HOME/token that `huggingface-cli
-// login` writes), HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1): no network, revisions resolve
-// through refs/ in the cache; HF_HUB_DOWNLOAD_TIMEOUT (seconds, default 10): the longest wait for
-// a response or between two chunks of one.
+// login` writes), HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1 when HF_HUB_OFFLINE is unset or
+// empty): no network, revisions resolve through refs/ in the cache; HF_HUB_DOWNLOAD_TIMEOUT
+// (seconds, default 10): the longest wait for a response or between two chunks of one.
 //
 // Porting notes:
 // - Files are downloaded over plain HTTP (`xet: false`): the Hub serves Xet-stored files that way
@@ -155,7 +155,8 @@ export function hubSettings(env: Env = process.env): HubSettings {
     cacheDir,
     token,
     tokenSource,
-    offline: isTrue(env.HF_HUB_OFFLINE) || isTrue(env.TRANSFORMERS_OFFLINE),
+    // HF_HUB_OFFLINE=0 overrides a TRANSFORMERS_OFFLINE=1 left in the environment.
+    offline: isTrue(env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE),
     timeoutMs: seconds * 1000,
   };
 }

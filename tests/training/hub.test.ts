@@ -137,6 +137,15 @@ describe('settings and ids', () => {
     assert.equal(u.token, undefined);
   });
 
+  test('HF_HUB_OFFLINE, when set, decides alone; TRANSFORMERS_OFFLINE counts only without it (huggingface_hub constants.py)', () => {
+    const offline = (env: Record<string, string>) => hubSettings({ HF_HOME: '/h', ...env }).offline;
+    assert.equal(offline({ TRANSFORMERS_OFFLINE: '1' }), true);
+    assert.equal(offline({ HF_HUB_OFFLINE: '', TRANSFORMERS_OFFLINE: 'yes' }), true);
+    assert.equal(offline({ HF_HUB_OFFLINE: '0', TRANSFORMERS_OFFLINE: '1' }), false);
+    assert.equal(offline({ HF_HUB_OFFLINE: 'false', TRANSFORMERS_OFFLINE: '1' }), false);
+    assert.equal(offline({ HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '0' }), true);
+  });
+
   test('isHubId follows huggingface_hub validate_repo_id', () => {
     for (const ok of ['bert-base-uncased', 'google/bert_uncased_L-4_H-256_A-4', 'distilroberta-base', 'a/b.c']) assert.ok(isHubId(ok), ok);
     for (const bad of ['./x', '/abs', 'a/b/c', 'a--b', 'a..b', '-a', 'a/', 'x.git', '']) assert.ok(!isHubId(bad), bad);
