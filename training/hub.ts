@@ -37,8 +37,9 @@
 // - No file locks: a blob is written under a unique temporary name and renamed into place, so two
 //   concurrent downloads of one file waste bandwidth but never corrupt the cache.
 // - refs/<revision> is written after the snapshot is complete, so HF_HUB_OFFLINE never resolves to
-//   a half-downloaded snapshot. When the Hub cannot be reached (not an HTTP error) and the
-//   revision is complete in the cache, the cached snapshot is used with a warning, as
+//   a half-downloaded snapshot. When the revision cannot be resolved on the Hub (unreachable, an
+//   HTTP error such as 5xx, or 401/403/404 for a private repo without a valid token; not an unknown
+//   revision) and it is complete in the cache, the cached snapshot is used with a warning, as
 //   huggingface_hub does.
 //
 // References: huggingface_hub `file_download.py`, `constants.py`, `utils/_http.py` (error codes
@@ -577,8 +578,10 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
     if (!COMMIT_RE.test(sha)) throw new Error(`no commit sha in the model info (got ${JSON.stringify(sha).slice(0, 60)})`);
   } catch (err) {
     const mapped = hubError(err, ctx, failures.last);
-    if (!(mapped instanceof InputError)) {
-      // Unreachable Hub: fall back to a complete cached snapshot, as huggingface_hub does.
+    // Any failure but an unknown revision (the Hub unreachable or down, or refusing a missing or
+    // expired token for a private repo): fall back to a complete cached snapshot, as huggingface_hub
+    // does.
+    if (failures.last?.code !== 'RevisionNotFound') {
       const cached = cachedSnapshot(storage, revision);
       if (!('missing' in cached)) {
         log(`warning: ${mapped.message}; using ${id} from the cache (commit ${cached.sha.slice(0, 12)})`);

@@ -374,6 +374,28 @@ describe('errors: one line, exit 2', () => {
     assert.ok(fs.existsSync(path.join(viaFile.dir, 'config.json')));
   });
 
+  test('a private repo complete in the cache is used when the Hub refuses access (no token, an expired one), as huggingface_hub does; an unknown revision is still an error', async () => {
+    const home = path.join(tmp, 'home-private-cached');
+    const first = await downloadModel('org/private-bert', { env: envFor(home, { HF_TOKEN: GOOD_TOKEN }), ...quiet });
+    for (const extra of [{}, { HF_TOKEN: 'hf_expired' }] as Record<string, string>[]) {
+      const lines: string[] = [];
+      const again = await downloadModel('org/private-bert', { env: envFor(home, extra), log: (l) => lines.push(l) });
+      assert.equal(again.dir, first.dir);
+      assert.equal(again.revision, first.revision);
+      assert.equal(lines.length, 1, lines.join('\n'));
+      assert.match(lines[0], /^warning: .*\(401.*; using org\/private-bert from the cache \(commit [0-9a-f]{12}\)$/);
+    }
+    // A tag the Hub no longer has, though refs/ still names it: the Hub's answer stands.
+    const refs = path.join(home, 'hub', 'models--org--private-bert', 'refs');
+    fs.copyFileSync(path.join(refs, 'main'), path.join(refs, 'v9'));
+    await assert.rejects(
+      downloadModel('org/private-bert', { revision: 'v9', env: envFor(home, { HF_TOKEN: GOOD_TOKEN }), ...quiet }),
+      oneLineInputError(/^revision 'v9' not found in org\/private-bert/),
+    );
+    // Not in the cache: the access error as before.
+    await assert.rejects(downloadModel('org/private-bert', { env: envFor(path.join(tmp, 'home-private-empty')), ...quiet }), oneLineInputError(/needs HF_TOKEN/));
+  });
+
   test('a truncated download: exit 2, no partial blob left, and a retry works', async () => {
     const home = path.join(tmp, 'home-trunc');
     const r = await mlm(['download', 'org/truncated'], envFor(home));
