@@ -23,7 +23,8 @@
 // sha256), then per file GET {endpoint}/{id}/resolve/{sha}/{file} once with `Range: bytes=0-0`
 // (size and ETag) and once in full (the Hub redirects LFS files to its CDN). Every file is
 // checked while it streams to disk: its size, then its sha256 (LFS) or git blob sha1 (others);
-// a mismatch deletes the partial file and is an error saying to retry.
+// a mismatch deletes the partial file and is an error saying to retry. A request answered 429 or
+// 5xx is tried again up to 3 times, after its Retry-After (at most 60 s) or 1, 2, 4 s.
 //
 // Environment, as huggingface_hub reads it: HF_ENDPOINT (a mirror), HF_TOKEN (else the deprecated
 // HUGGING_FACE_HUB_TOKEN, else the file $HF_TOKEN_PATH or $HF_HOME/token that `huggingface-cli
@@ -300,11 +301,40 @@ interface Failure {
   url: string;
 }
 
+/** Retries of a GET answered 429 or 5xx, and the wait before the first (doubled each time). */
+const RETRIES = 3;
+const FIRST_RETRY_MS = 1000;
+/** The longest Retry-After honoured, in seconds. */
+const MAX_RETRY_AFTER_S = 60;
+
+/** The wait a 429 or 5xx answer asks for (Retry-After in seconds or as a date), else the backoff. */
+function retryDelayMs(resp: Response, attempt: number): number {
+  const header = resp.headers.get('retry-after')?.trim();
+  if (header) {
+    const seconds = /^\d+$/.test(header) ? Number(header) : (Date.parse(header) - Date.now()) / 1000;
+    if (Number.isFinite(seconds)) return Math.min(Math.max(seconds, 0), MAX_RETRY_AFTER_S) * 1000;
+  }
+  return FIRST_RETRY_MS * 2 ** attempt;
+}
+
 /**
- * fetch with the token, a timeout on each response and on each pause in its body, and a record
- * of the last HTTP failure (its X-Error-Code, which HubApiError does not keep).
+ * fetch with the token, a timeout on each response and on each pause in its body, a record of
+ * the last HTTP failure (its X-Error-Code, which HubApiError does not keep), and retries of a GET
+ * answered 429 or 5xx (the library does not retry; huggingface_hub retries 429 with backoff).
  */
-function makeFetch(settings: HubSettings, failures: { last?: Failure }): typeof fetch {
+function makeFetch(settings: HubSettings, failures: { last?: Failure }, log: (line: string) => void): typeof fetch {
+  const retrying = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+    for (let attempt = 0; ; attempt++) {
+      const resp = await wrapped(input, init);
+      if (!(resp.status === 429 || resp.status >= 500) || method !== 'GET' || attempt >= RETRIES) return resp;
+      const delay = retryDelayMs(resp, attempt);
+      const says = (resp.headers.get('x-error-message') ?? resp.statusText).replace(/\s+/g, ' ').slice(0, 120);
+      await resp.body?.cancel().catch(() => {});
+      log(`${settings.endpoint} answered ${resp.status} (${says || 'no details'}); retrying in ${(delay / 1000).toFixed(1)} s (${attempt + 1} of ${RETRIES} retries)`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  };
   const wrapped = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const headers = new Headers(init?.headers);
     if (settings.token && !headers.has('authorization')) headers.set('authorization', `Bearer ${settings.token}`);
@@ -342,7 +372,7 @@ function makeFetch(settings: HubSettings, failures: { last?: Failure }): typeof 
     // The URL is not carried over by `new Response`: the client then uses the URL it asked for.
     return new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
   };
-  return wrapped as typeof fetch;
+  return retrying as typeof fetch;
 }
 
 class TimeoutError extends Error {
@@ -566,7 +596,7 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
   }
 
   const failures: { last?: Failure } = {};
-  const hubFetch = makeFetch(settings, failures);
+  const hubFetch = makeFetch(settings, failures, log);
   const ctx: Context = { id, revision, settings };
   const repo = { type: 'model' as const, name: id };
 

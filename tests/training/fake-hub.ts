@@ -16,7 +16,8 @@
 //   PUT  /lfs-upload/{sha256}               the bytes (checked against the sha256 and kept)
 //   POST /api/models/{id}/commit/{rev}      NDJSON: header, file (base64), lfsFile (by sha256)
 // with the Hub's error answers (X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound,
-// 401 for a missing or bad token, 403 for a token without write access). Nothing leaves 127.0.0.1.
+// 401 for a missing or bad token, 403 for a token without write access; on demand, 429 or 5xx with
+// Retry-After for downloads). Nothing leaves 127.0.0.1.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -97,6 +98,11 @@ export class FakeHub {
   private pendingUploads = new Set<string>();
   /** Answer this many commit calls with 503. */
   failCommits = 0;
+  /**
+   * Answer this many download requests (model info, listing, resolve, CDN; only those whose path
+   * holds `only` when given) with this status (429 or a 5xx) and `Retry-After: 0`.
+   */
+  throttle: { count: number; status: number; only?: string } = { count: 0, status: 429 };
   private server = http.createServer((req, res) => this.handle(req, res));
   url = '';
 
@@ -123,6 +129,13 @@ export class FakeHub {
     const p = decodeURIComponent(url.pathname);
 
     if (this.handleUpload(req, res, p, auth)) return;
+
+    if (this.throttle.count > 0 && (this.throttle.only === undefined || p.includes(this.throttle.only))) {
+      this.throttle.count--;
+      res.writeHead(this.throttle.status, { 'content-type': 'application/json', 'retry-after': '0', 'x-error-message': 'Too many requests' });
+      res.end(JSON.stringify({ error: 'Too many requests' }));
+      return;
+    }
 
     const cdn = p.match(/^\/cdn\/([^/]+\/[^/]+)\/([0-9a-f]{64})$/);
     if (cdn) {

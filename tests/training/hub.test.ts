@@ -396,6 +396,40 @@ describe('errors: one line, exit 2', () => {
     await assert.rejects(downloadModel('org/private-bert', { env: envFor(path.join(tmp, 'home-private-empty')), ...quiet }), oneLineInputError(/needs HF_TOKEN/));
   });
 
+  test('429 and 5xx answers are retried (Retry-After honoured); when they persist, one line after the last try', async () => {
+    const home = path.join(tmp, 'home-throttled');
+    const lines: string[] = [];
+    const before = hub.requests.length;
+    hub.throttle = { count: 3, status: 429 };
+    const r = await downloadModel('org/tiny-bert', { env: envFor(home), log: (l) => lines.push(l) });
+    assert.ok(fs.existsSync(path.join(r.dir, 'model.safetensors')));
+    assert.equal(hub.requests.slice(before).filter((q) => q.includes('/revision/main')).length, 4);
+    assert.equal(lines.filter((l) => /answered 429 \(Too many requests\); retrying in 0\.0 s \(\d of 3 retries\)$/.test(l)).length, 3, lines.join('\n'));
+    // A 503 in the middle of the files: retried too, and the download completes.
+    const home2 = path.join(tmp, 'home-throttled-503');
+    await downloadModel('org/tiny-bert', { env: envFor(home2), ...quiet });
+    fs.rmSync(path.join(home2, 'hub', 'models--org--tiny-bert', 'snapshots'), { recursive: true });
+    fs.rmSync(path.join(home2, 'hub', 'models--org--tiny-bert', 'blobs'), { recursive: true });
+    const n = hub.requests.length;
+    hub.throttle = { count: 2, status: 503, only: '/resolve/' };
+    const again = await downloadModel('org/tiny-bert', { env: envFor(home2), ...quiet });
+    assert.ok(fs.existsSync(path.join(again.dir, 'config.json')));
+    assert.equal(hub.throttle.count, 0);
+    assert.ok(hub.requests.slice(n).filter((q) => q.endsWith('/config.json')).length >= 3);
+    // Persistent: four tries, then the 429 message (nothing cached to fall back to).
+    const m = hub.requests.length;
+    hub.throttle = { count: 1000, status: 429 };
+    try {
+      await assert.rejects(
+        downloadModel('org/tiny-bert', { env: envFor(path.join(tmp, 'home-throttled-always')), ...quiet }),
+        /^Error: http:\/\/127\.0\.0\.1:\d+ is rate-limiting requests \(429\)/,
+      );
+    } finally {
+      hub.throttle = { count: 0, status: 429 };
+    }
+    assert.equal(hub.requests.length - m, 4);
+  });
+
   test('a truncated download: exit 2, no partial blob left, and a retry works', async () => {
     const home = path.join(tmp, 'home-trunc');
     const r = await mlm(['download', 'org/truncated'], envFor(home));
