@@ -36,7 +36,9 @@
 // - Files are downloaded over plain HTTP (`xet: false`): the Hub serves Xet-stored files that way
 //   too, and one code path verifies every byte the same way.
 // - No file locks: a blob is written under a unique temporary name and renamed into place, so two
-//   concurrent downloads of one file waste bandwidth but never corrupt the cache.
+//   concurrent downloads of one file waste bandwidth but never corrupt the cache. The temporary
+//   is removed on an error, and when the process exits during the download (Ctrl-C); a process
+//   killed outright (SIGKILL) leaves it, as blobs/<etag>.<pid>.<time>.incomplete.
 // - refs/<revision> is written after the snapshot is complete, so HF_HUB_OFFLINE never resolves to
 //   a half-downloaded snapshot. When the revision cannot be resolved on the Hub (unreachable, an
 //   HTTP error such as 5xx, or 401/403/404 for a private repo without a valid token; not an unknown
@@ -478,6 +480,22 @@ async function linkIntoSnapshot(blob: string, pointer: string): Promise<void> {
   }
 }
 
+/**
+ * Blobs being written (their temporaries), removed if the process exits meanwhile: the CLI's
+ * Ctrl-C handler (scripts/interrupt.ts) ends with process.exit, which runs no finally blocks.
+ */
+const partialBlobs = new Set<string>();
+let exitHookInstalled = false;
+
+function trackPartialBlob(tmp: string): void {
+  partialBlobs.add(tmp);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const f of partialBlobs) fs.rmSync(f, { force: true });
+  });
+}
+
 interface Download {
   id: string;
   sha: string;
@@ -515,6 +533,7 @@ async function ensureFile(d: Download, entry: ListFileEntry, revision: string): 
   const hash = entry.lfs ? createHash('sha256') : createHash('sha1').update(`blob ${size}\0`);
   let got = 0;
   const fh = await fsp.open(tmp, 'w');
+  trackPartialBlob(tmp);
   try {
     let stream: ReadableStream<Uint8Array>;
     try {
@@ -564,10 +583,12 @@ async function ensureFile(d: Download, entry: ListFileEntry, revision: string): 
   } catch (err) {
     await fh.close().catch(() => {});
     await fsp.rm(tmp, { force: true });
+    partialBlobs.delete(tmp);
     throw err;
   }
   await fh.close();
   await fsp.rename(tmp, blob);
+  partialBlobs.delete(tmp);
   await linkIntoSnapshot(blob, pointer);
   const seconds = (performance.now() - started) / 1000;
   if (size > 10e6) d.log(`  ${entry.path}: ${formatBytes(size)} in ${seconds.toFixed(1)} s`);

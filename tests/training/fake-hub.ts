@@ -40,6 +40,8 @@ export interface Repo {
   truncate?: string;
   /** Serve this file with one byte changed. */
   corrupt?: string;
+  /** Serve half of this file, then nothing more, the connection left open (a stalled download). */
+  stall?: string;
   /** Other branches than main (pushes to --revision). */
   branches?: Map<string, { sha: string; files: Map<string, RepoFile> }>;
 }
@@ -370,6 +372,10 @@ export class FakeHub {
       return;
     }
     res.writeHead(200, { ...headers, 'content-length': String(bytes.length), 'content-type': 'application/octet-stream' });
+    if (repo.stall === name) {
+      res.write(bytes.subarray(0, Math.floor(bytes.length / 2)));
+      return;
+    }
     if (repo.truncate === name) {
       res.write(bytes.subarray(0, Math.floor(bytes.length / 2)), () => res.destroy());
       return;

@@ -10,7 +10,7 @@
 // 401 for a missing or bad token). Nothing leaves 127.0.0.1; every child process has a timeout.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -442,6 +442,30 @@ describe('errors: one line, exit 2', () => {
     hub.repos.get('org/truncated')!.truncate = undefined;
     const ok = await downloadModel('org/truncated', { env: envFor(home), ...quiet });
     assert.ok(fs.existsSync(path.join(ok.dir, 'model.safetensors')));
+  });
+
+  test('Ctrl-C during a download: exit 130, no partial blob left in the cache', async () => {
+    const home = path.join(tmp, 'home-interrupted');
+    hub.repos.set('org/stalled', { ...repoFromFolder(ck.dir, 'org/stalled'), stall: 'model.safetensors' });
+    const blobs = path.join(home, 'hub', 'models--org--stalled', 'blobs');
+    const weights = hub.repos.get('org/stalled')!.files.get('model.safetensors')!.sha256;
+    const partial = () => (fs.existsSync(blobs) ? fs.readdirSync(blobs).filter((b) => b.includes('incomplete')) : []);
+    const child = spawn(process.execPath, [MLM, 'download', 'org/stalled'], { cwd: ROOT, env: envFor(home, { HF_HUB_DOWNLOAD_TIMEOUT: '120' }), stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      // Until half of model.safetensors is on disk (the Hub then sends nothing more).
+      const halfOfWeights = () => partial().some((b) => b.startsWith(weights) && fs.statSync(path.join(blobs, b)).size > 0);
+      for (let i = 0; i < 600 && !halfOfWeights(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(halfOfWeights(), `a partial model.safetensors while downloading; stderr: ${stderr}`);
+      child.kill('SIGINT');
+      assert.equal(await exited, 130, stderr);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    assert.match(stderr, /mlm: interrupted/);
+    assert.deepEqual(partial(), []);
   });
 
   test('a corrupt download (sha256 or git sha1 mismatch) is refused', async () => {
