@@ -225,6 +225,13 @@ export async function issueOptimizerStep(
   // division back is exact), and 1/S joins the clipping factor.
   const S = o.lossScale?.scale ?? 1;
   const { loss, grads, maskedCount: masked } = computeGradients(tf, model, passes, { training: true, dropoutSeeds: seeds, lossScale: S });
+  if (grads.size === 0) {
+    // No masked token in the batch: no parameter has a gradient, so nothing is updated and the
+    // optimizer's update count (its bias corrections) stays, as torch.optim.AdamW counts a
+    // parameter's steps only when it has a gradient. The loss scale is left as it is.
+    loss.dispose();
+    return { late: false, result: Promise.resolve({ loss: 0, norm: 0, masked, applied: true, ...(o.lossScale === undefined ? {} : { scale: S }) }) };
+  }
   // An overflow (gradients not finite, loss finite) under loss scaling skips the step and lowers S.
   // A held step (flat AdamW) says nothing about the scale: it is run again.
   const finish = (lossValue: number, norm: number, applied: boolean, held = false): StepResult => {
