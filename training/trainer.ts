@@ -234,7 +234,8 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         if (found !== null) best = { value: state.best_metric, step: state.best_step, checkpoint: found };
         else log(`note: the best checkpoint so far (${checkpointName(state.best_step)}) is not in ${o.out} or beside ${resumeFrom}; the best model is chosen among the checkpoints from here on`);
       }
-      stopping = earlyStoppingState(history, metric, threshold);
+      // The base model's evaluation (step 0) is left out, as in-step evaluations alone count (see `evaluate`).
+      stopping = earlyStoppingState(history.filter((e) => e.step > 0), metric, threshold);
       if (patience > 0 && stopping.counter >= patience) stoppedEarlyAt = step;
       lastCheckpoint = path.join(o.out, checkpointName(step));
       if (!fs.existsSync(lastCheckpoint)) lastCheckpoint = resumeFrom;
@@ -269,7 +270,10 @@ async function runLocked(o: TrainOptions, ctx: TrainContext): Promise<TrainResul
         step: at, epoch: epochAt(at), eval_loss: r.loss, eval_perplexity: r.perplexity, eval_accuracy: r.accuracy, eval_masked_tokens: r.masked_tokens,
       };
       history.push(entry);
-      stopping = afterEvaluation(stopping, entry[metric], greater, threshold);
+      // Early stopping counts the evaluations of the run's steps, not the base model's (step 0):
+      // transformers' eval_on_start evaluation sets no best metric, so its EarlyStoppingCallback
+      // compares the first evaluation after a step with nothing and never counts it as a miss.
+      if (at > 0) stopping = afterEvaluation(stopping, entry[metric], greater, threshold);
       await appendMetrics(o.out, entry);
       log(`eval at step ${at}: loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}, accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.masked_tokens} masked tokens)`);
       evalBar = null;

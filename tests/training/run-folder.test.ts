@@ -181,6 +181,20 @@ test('early stopping stops after `patience` evaluations without improvement, and
   await assert.rejects(run(o(path.join(tmp, 'early-bad2'), { saveEvery: 3 })), /--save-every \(3\) must be a multiple of --eval-every \(2\)/);
 });
 
+test('early stopping leaves out the base model\'s evaluation (step 0), as transformers\' eval_on_start; so does a resumed run', async () => {
+  const fx = await data();
+  // Threshold 100: no evaluation after the first counted one improves. With step 0 counted, patience 2 stopped at step 4.
+  const o = (out: string, over: Partial<TrainOptions> = {}) => options({ data: fx.dataDir, out, steps: 20, evalOnStart: true, earlyStoppingPatience: 2, earlyStoppingThreshold: 100, ...over });
+  const whole = path.join(tmp, 'early-start');
+  const r = await run(o(whole));
+  assert.deepEqual((await evals(whole)).map((e) => e.step), [0, 2, 4, 6]);
+  assert.equal(r.stopped_early_at, 6);
+  const split = path.join(tmp, 'early-start-resumed');
+  const controller = new AbortController();
+  await run(o(split), { signal: controller.signal, onStep: ({ step }) => { if (step === 3) controller.abort(); } });
+  assert.equal((await run(o(split, { resume: true }))).stopped_early_at, 6);
+});
+
 test('removeCheckpointTemps puts back a checkpoint whose rewrite was killed between its two renames, and removes other leftovers', async () => {
   const { removeCheckpointTemps } = await import('../../training/run-folder.ts');
   const out = path.join(tmp, 'temps');
