@@ -76,7 +76,12 @@ export interface TrainOptions {
   evalOnStart?: boolean;
 }
 
-/** Defaults of the CLI (transformers' where they exist; see scripts/commands/train.ts). */
+/**
+ * Defaults of the CLI (scripts/commands/train.ts). transformers' TrainingArguments defaults for AdamW's
+ * betas and epsilon, --max-grad-norm, --save-every and --seed; mlmkit's own for the rest: --lr 5e-4
+ * (HF 5e-5), --warmup 0.06 (HF none), --weight-decay 0.01 (HF 0), --batch-size 32 (HF 8),
+ * --log-every 10 (HF 500), --eval-every 500 (HF: no evaluation unless asked).
+ */
 export const TRAIN_DEFAULTS = {
   batchSize: 32,
   lr: 5e-4,
