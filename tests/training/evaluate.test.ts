@@ -232,6 +232,12 @@ test('mlm evaluate --json: the documented shape (docs/formats.md), the same twic
   const table = mlm(['evaluate', '--model', checkpoint, '--data', fx.dataDir, text, '--batch-size', '8', '--max-batches', '1', '--no-progress']);
   assert.equal(table.status, 0, table.stderr);
   assert.match(table.stdout, /model\s+data\s+loss\s+perplexity\s+accuracy\s+masked_tokens\s+tokens/);
+  // --pseudo: the same keys without training's names (it is not what training logs), then "pseudo": true.
+  const pseudo = mlm(['evaluate', '--model', checkpoint, '--data', text, '--pseudo', '--seq-len', '16', '--batch-size', '1', '--max-batches', '1', '--json', '--no-progress']);
+  assert.equal(pseudo.status, 0, pseudo.stderr);
+  const p = JSON.parse(pseudo.stdout);
+  assert.deepEqual(Object.keys(p), ['loss', 'perplexity', 'accuracy', 'masked_tokens', 'tokens', 'seed', 'backend', 'pseudo']);
+  assert.equal(p.pseudo, true);
 
   const mismatch = await makeTinyCheckpoint(path.join(tmp, 'cli-other'));
   const bad = mlm(['evaluate', '--model', mismatch.dir, '--data', fx.dataDir, '--no-progress']);

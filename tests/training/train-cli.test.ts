@@ -53,6 +53,24 @@ test('pretrain --json prints the documented result (docs/formats.md); finetune a
   const evalResults = JSON.parse(fs.readFileSync(path.join(out, 'eval_results.json'), 'utf8'));
   for (const k of ['eval_loss', 'eval_perplexity', 'eval_accuracy', 'epoch']) assert.equal(evalResults[k], doc[k], k);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'train_results.json'), 'utf8')).train_loss, doc.train_loss);
+  // The run folder's files with the keys docs/formats.md lists ("The run folder", "Checkpoints").
+  const read = (f: string) => JSON.parse(fs.readFileSync(path.join(out, f), 'utf8'));
+  const trainResults = read('train_results.json');
+  assert.deepEqual(Object.keys(trainResults), ['epoch', 'train_loss', 'train_runtime', 'train_samples_per_second', 'train_steps_per_second', 'tokens_per_second']);
+  assert.deepEqual(Object.keys(evalResults), ['epoch', 'eval_loss', 'eval_perplexity', 'perplexity', 'eval_accuracy', 'eval_masked_tokens', 'eval_step']);
+  assert.deepEqual(read('all_results.json'), { ...trainResults, ...evalResults });
+  assert.deepEqual(Object.keys(read('run.json')), [
+    'args', 'model', 'base_model', 'config_vocab_size', 'total_steps', 'resumed_from', 'start_step', 'backend', 'device', 'mlmkit_version', 'command_line',
+  ]);
+  const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const trainKeys = ['step', 'epoch', 'loss', 'lr', 'grad_norm', 'tokens_per_second', 'masked_tokens', 'tokens'];
+  const evalKeys = ['step', 'epoch', 'eval_loss', 'eval_perplexity', 'eval_accuracy', 'eval_masked_tokens'];
+  for (const l of lines) assert.deepEqual(Object.keys(l), 'eval_loss' in l ? evalKeys : trainKeys);
+  assert.equal(lines.at(-1).step, 4);
+  assert.deepEqual(Object.keys(read('checkpoint-4/trainer_state.json')), [
+    'format', 'version', 'global_step', 'epoch', 'max_steps', 'data_state', 'best_metric', 'best_step', 'best_model_checkpoint', 'log_history',
+    'log_window', 'totals', 'args', 'data', 'mlmkit_version', 'backend', 'device', 'loss_scale', 'base_model', 'wall_seconds',
+  ]);
   assert.match(r.stderr, /note: from the data's tokenizer: vocab_size 30522 -> \d+/);
 
   // --from RUN: the run folder's final model (its root), as with Hugging Face's output_dir.
