@@ -131,6 +131,12 @@ describe('mlm tokenizer extend', () => {
       const r = await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', corpus, '--add', '2', '--out', out, '--json', '--no-progress']);
       assert.equal(r.code, 0, r.stderr);
       const s = JSON.parse(r.stdout);
+      // The keys of docs/formats.md ("Command output"), in order.
+      assert.deepEqual(Object.keys(s), [
+        'from', 'out', 'family', 'old_vocab_size', 'vocab_size', 'added', 'intermediate_entries', 'candidates', 'words',
+        'tokens_before', 'tokens_after', 'tokens_per_word_before', 'tokens_per_word_after', 'tokenizer_sha256', 'tokens',
+      ]);
+      assert.deepEqual(s.tokens.map((t: object) => Object.keys(t)), [['token', 'id', 'count', 'pieces'], ['token', 'id', 'count', 'pieces']]);
       assert.equal(s.added, 2);
       assert.equal(s.vocab_size, ck.tokenizer.vocabSize + 2);
       assert.ok(s.tokens_per_word_after < s.tokens_per_word_before);

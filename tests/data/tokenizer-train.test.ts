@@ -294,6 +294,12 @@ describe('mlm tokenizer train (CLI)', () => {
     const r = mlm(['tokenizer', 'train', '--corpus', corpus, '--split-paragraphs', '--vocab-size', '400', '--lowercase', '--out', out, '--json', '--no-progress']);
     assert.equal(r.status, 0, r.stderr);
     const summary = JSON.parse(r.stdout);
+    // The keys of docs/formats.md ("Command output"), in order.
+    assert.deepEqual(Object.keys(summary), [
+      'out', 'family', 'vocab_size', 'requested_vocab_size', 'stopped_because', 'lowercase', 'min_frequency', 'alphabet_size',
+      'merges', 'documents', 'characters', 'words', 'distinct_words', 'bytes', 'seconds', 'tokenizer_sha256', 'files',
+    ]);
+    assert.deepEqual([...summary.files].sort(), fs.readdirSync(out).sort());
     assert.equal(summary.vocab_size, 400);
     assert.equal(summary.family, 'bert');
     assert.equal(summary.documents, PROSE.trim().split('\n').length);

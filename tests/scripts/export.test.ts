@@ -95,6 +95,11 @@ describe('mlm export --format hf', () => {
     const r = await mlm(['export', '--model', src, '--out', out, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout);
+    // The keys of docs/formats.md ("Command output"); bytes: the size of model.safetensors.
+    assert.deepEqual(Object.keys(summary), ['format', 'model', 'revision', 'out', 'files', 'tensors', 'bytes']);
+    assert.equal(summary.revision, null);
+    assert.deepEqual([...summary.files].sort(), fs.readdirSync(out).sort());
+    assert.equal(summary.bytes, fs.statSync(path.join(out, 'model.safetensors')).size);
     assert.equal(summary.format, 'hf');
     assert.equal(summary.tensors, ck.hf.size);
     const st = openSafetensors(path.join(out, 'model.safetensors'));

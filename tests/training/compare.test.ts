@@ -206,6 +206,18 @@ describe('mlm compare', () => {
       const r = await run(['compare', '--model', ck.dir, ext, '--data', text, '--split-paragraphs', '--out', out, '--json', '--backend', 'cpu', '--no-progress', '--examples', '2']);
       assert.equal(r.code, 0, r.stderr);
       const doc = JSON.parse(r.stdout);
+      // The shape of docs/formats.md ("Model comparison"); compare.json holds the same document.
+      assert.deepEqual(Object.keys(doc), ['baseline', 'documents', 'backend', 'method', 'models', 'words_left_out', 'changes', 'documents_pseudo_perplexity', 'fill_mask']);
+      assert.deepEqual(Object.keys(doc.models[0]), ['model', 'words', 'nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'tokens_per_word', 'unk_rate', 'eval_loss', 'eval_perplexity', 'eval_accuracy']);
+      assert.deepEqual(Object.keys(doc.words_left_out), ['not_scored_by_every_model', 'unknown_token']);
+      assert.deepEqual(doc.changes.map((c: object) => Object.keys(c)), [['model', 'gained', 'lost']]);
+      for (const w of [...doc.changes[0].gained, ...doc.changes[0].lost]) assert.deepEqual(Object.keys(w), ['word', 'count', 'before', 'after', 'gain']);
+      assert.deepEqual(doc.documents_pseudo_perplexity.map((d: { model: string }) => d.model), [ck.dir, ext]);
+      for (const e of doc.fill_mask) {
+        assert.deepEqual(Object.keys(e), ['word', 'text', 'predictions']);
+        for (const p of e.predictions) assert.deepEqual(Object.keys(p), ['model', 'top']);
+      }
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'compare.json'), 'utf8')), doc);
       assert.equal(doc.documents, 6);
       assert.equal(doc.models.length, 2);
       const [a, b] = doc.models;

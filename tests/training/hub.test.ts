@@ -190,6 +190,11 @@ describe('downloads into the Hugging Face cache layout', () => {
     const again = await downloadModel('org/tiny-bert', { env: envFor(home), ...quiet });
     assert.equal(again.dir, snapshot);
     assert.ok(hub.requests.slice(n).every((q) => q.includes('/api/models/')), hub.requests.slice(n).join(', '));
+
+    // --json: the object of docs/formats.md ("Command output").
+    const json = await mlm(['download', 'org/tiny-bert', '--json'], envFor(home));
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), { id: 'org/tiny-bert', revision: 'main', commit: repo.sha, folder: snapshot });
   });
 
   test('finetune, prepare, model resize, tokenizer extend, evaluate with a Hub id and a bad option or path: refused before any request, the error the only line', async () => {

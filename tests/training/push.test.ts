@@ -404,6 +404,10 @@ describe('mlm push and mlm train --push-to-hub', () => {
     const ok = await runMlm(['push', '--model', dir, '--repo', 'org/cli', '--json'], { env: env({ HF_TOKEN: GOOD_TOKEN }) });
     assert.equal(ok.code, 0, ok.stderr);
     const doc = JSON.parse(ok.stdout);
+    // The keys of docs/formats.md ("Command output").
+    assert.deepEqual(Object.keys(doc), ['repo', 'url', 'revision', 'commit', 'folder', 'files', 'card', 'created']);
+    for (const f of doc.files) assert.deepEqual(Object.keys(f), ['path', 'bytes']);
+    assert.deepEqual([doc.revision, doc.folder, doc.card, doc.created], ['main', dir, 'generated', true]);
     assert.equal(doc.repo, 'org/cli');
     assert.equal(doc.commit, hub.repos.get('org/cli')!.sha);
     assertArrived('org/cli', dir, [...MODEL_FILES, 'README.md']);

@@ -142,6 +142,13 @@ describe('resizeModel: random init and checks', () => {
       const r = await run(['model', 'resize', '--from', ck.dir, '--tokenizer', tok, '--out', out, '--json']);
       assert.equal(r.code, 0, r.stderr);
       const summary = JSON.parse(r.stdout);
+      // The keys of docs/formats.md ("Command output"); one row per new id, with the old pieces it averages.
+      assert.deepEqual(Object.keys(summary), ['from', 'out', 'init', 'old_vocab_size', 'vocab_size', 'rows']);
+      assert.equal(summary.rows.length, summary.vocab_size - summary.old_vocab_size);
+      for (const row of summary.rows) {
+        assert.deepEqual(Object.keys(row), ['id', 'token', 'from']);
+        assert.ok(row.from.length > 0 && row.from.every((t: unknown) => typeof t === 'string'), JSON.stringify(row));
+      }
       const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
       assert.equal(config.vocab_size, summary.vocab_size);
       assert.ok(summary.vocab_size > ck.config.vocab_size);
