@@ -294,7 +294,9 @@ test('files of other types in a corpus folder are named in a note, and a small h
   fs.writeFileSync(big, documents(400, 11).join('\n\n'));
   const r2 = run(['prepare', '--corpus', corpusDir, '--validation', big, '--split-paragraphs', '--tokenizer', tokDir, '--out', path.join(work, 'big-held-out'), '--seq-len', '32', '--no-progress', '--json']);
   assert.equal(r2.code, 0, r2.stderr);
-  const held = (await readManifest(path.join(work, 'big-held-out'))).splits.validation.tokens;
+  const manifest = await readManifest(path.join(work, 'big-held-out'));
+  assert.deepEqual(JSON.parse(r2.stdout), manifest, '--json prints manifest.json (docs/formats.md, "Command output")');
+  const held = manifest.splits.validation.tokens;
   assert.ok(held * 0.15 >= 1000, `held-out tokens ${held}`);
   assert.doesNotMatch(r2.stderr, /left out of the corpus|validation split has/);
 });
