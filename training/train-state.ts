@@ -47,7 +47,7 @@ export interface TrainerState {
   max_steps: number;
   /** Where the batch stream stands and its masking RNG: MaskedBatches.getState(). */
   data_state: { position: DataPosition; rng: RngState };
-  /** Lowest evaluation loss at a saved checkpoint, and where. */
+  /** The best --metric-for-best value at a saved checkpoint (lowest eval loss by default), and where. */
   best_metric: number | null;
   best_step: number | null;
   best_model_checkpoint: string | null;
