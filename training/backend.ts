@@ -41,6 +41,7 @@ export { BACKEND_NAMES, backendSelfCheck, releaseWebGpu };
 export type { BackendInfo, BackendName, ConcreteBackendName, Tf };
 export { probeWebGpu, type WebGpuAdapterInfo, type WebGpuProbe } from './backend/webgpu.ts';
 export { registerWasmUnsortedSegmentSum, unsortedSegmentSumWasm } from './backend/segment-sum-wasm.ts';
+export { defaultBlasThreads } from './backend/wasm.ts';
 
 /** The order `auto` tries, fastest first. */
 export const AUTO_ORDER: readonly ConcreteBackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];

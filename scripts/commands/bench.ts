@@ -27,8 +27,7 @@ import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { InputError, requireInteger } from '../../common/errors.ts';
 import { formatDuration, formatTable } from '../../data/progress.ts';
-import { AUTO_ORDER, blasOptions, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
-import { defaultBlasThreads } from '../../training/backend/wasm.ts';
+import { AUTO_ORDER, blasOptions, defaultBlasThreads, isBackendName, probeWebGpu, resolveBackendName, selectBackend } from '../../training/backend.ts';
 import {
   BENCH_DEFAULTS, benchmarkModel, checkBenchOptions, checkBenchSeqLen, measureMatmulPeak, parameterCounts, type BenchMeasurement, type BenchOptions, type MatmulPeak, type MatmulPeakSkipped,
 } from '../../training/bench.ts';
