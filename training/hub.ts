@@ -609,8 +609,9 @@ export async function downloadModel(id: string, opts: ResolveOptions = {}): Prom
   if (settings.offline) {
     const cached = cachedSnapshot(storage, revision);
     if ('missing' in cached) {
+      const partly = fs.existsSync(path.join(storage, 'snapshots')) ? 'not complete' : 'not';
       throw new InputError(
-        `${id} (revision ${revision}) is not in the Hugging Face cache at ${settings.cacheDir} (${cached.missing}) and ${isTrue((opts.env ?? process.env).HF_HUB_OFFLINE) ? 'HF_HUB_OFFLINE' : 'TRANSFORMERS_OFFLINE'} is set: unset it where the Hub can be reached to fetch it (\`mlm download ${id}\` fetches it alone), or give a local folder`,
+        `${id} (revision ${revision}) is ${partly} in the Hugging Face cache at ${settings.cacheDir} (${cached.missing}) and ${isTrue((opts.env ?? process.env).HF_HUB_OFFLINE) ? 'HF_HUB_OFFLINE' : 'TRANSFORMERS_OFFLINE'} is set: unset it where the Hub can be reached to fetch it (\`mlm download ${id}\` fetches it alone), or give a local folder`,
       );
     }
     return fromCache(cached.sha, cached.dir);

@@ -253,6 +253,13 @@ describe('downloads into the Hugging Face cache layout', () => {
     assert.equal(fallback.revision, hub.repos.get('org/tiny-bert')!.sha);
     const direct = await loadModel(ck.dir, quiet);
     for (const [name, t] of direct.weights.tensors) assert.ok(sameBits(fallback.weights.tensors.get(name)!.data, t.data), name);
+
+    // A snapshot that lost a file (a cleaned cache, an interrupted copy) is "not complete", and says which.
+    const snapshot = path.join(home, 'hub', 'models--org--tiny-bert', 'snapshots', hub.repos.get('org/tiny-bert')!.sha);
+    fs.rmSync(path.join(snapshot, 'model.safetensors'));
+    const partial = await mlm(['fill-mask', '--model', 'org/tiny-bert', text], offlineEnv);
+    assert.equal(partial.code, 2);
+    assert.match(partial.stderr, /^mlm: error: org\/tiny-bert \(revision main\) is not complete in the Hugging Face cache at .* \(no model\.safetensors[^)]*\) and HF_HUB_OFFLINE is set: /);
   });
 
   test('a sharded repo: the index and its shards are fetched and load bit-identically', async () => {
@@ -333,7 +340,7 @@ describe('hostile mirrors and revisions: nothing is written outside the cache', 
     fs.writeFileSync(ref, '../../../../../../etc');
     await assert.rejects(
       downloadModel('org/tiny-bert', { env: envFor(home, { HF_HUB_OFFLINE: '1' }), ...quiet }),
-      oneLineInputError(/not in the Hugging Face cache .*refs\/main does not hold a commit id \(delete it\)/),
+      oneLineInputError(/not complete in the Hugging Face cache .*refs\/main does not hold a commit id \(delete it\)/),
     );
   });
 
