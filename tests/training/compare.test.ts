@@ -92,11 +92,27 @@ describe('compare: the same words for every model', () => {
   });
 });
 
+/** Runs `body` in a new temporary folder, removed afterwards. */
+async function inTmp(name: string, body: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `mlmkit-compare-${name}-`));
+  try {
+    await body(tmp);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** tmp/held.txt: four short paragraphs of common words. */
+function foxText(tmp: string): string {
+  const text = path.join(tmp, 'held.txt');
+  fs.writeFileSync(text, Array.from({ length: 4 }, (_, i) => `the quick brown fox ${i} jumps over the lazy dog.`).join('\n\n') + '\n');
+  return text;
+}
+
 describe('compare: whole-word pseudo-log-likelihood', () => {
   test('equals log-softmax of the logits with the word\'s tokens masked (cpu), in batches or one at a time', async () => {
     await tf.setBackend('cpu');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-'));
-    try {
+    await inTmp('pll', async (tmp) => {
       const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
       const folder = await loadModelFolder(ck.dir);
       const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
@@ -125,17 +141,14 @@ describe('compare: whole-word pseudo-log-likelihood', () => {
       // A shorter context window changes the context, not which words are scored.
       assert.deepEqual(single.map((x) => [x.doc, x.index]), batched.map((x) => [x.doc, x.index]));
       model.dispose();
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe('compare: word spans of byte-level BPE tokens', () => {
   test('a tokenizer whose offsets keep the leading space (trim_offsets false) gives each word all its tokens', async () => {
     await tf.setBackend('cpu');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-bpe-'));
-    try {
+    await inTmp('bpe', async (tmp) => {
       const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'roberta', { seed: 5 });
       const trimmed = await loadModelFolder(ck.dir);
       const file = path.join(ck.dir, 'tokenizer.json');
@@ -154,17 +167,14 @@ describe('compare: word spans of byte-level BPE tokens', () => {
       model.dispose();
       assert.deepEqual(b.map((x) => [x.doc, x.index, x.tokens]), a.map((x) => [x.doc, x.index, x.tokens]));
       for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i].nll - b[i].nll) < 1e-4 * Math.max(1, a[i].nll), `${a[i].text}: ${a[i].nll} vs ${b[i].nll}`);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe('compare: fill-mask examples', () => {
   test('a context longer than the model\'s positions (a long URL nearby) is cut to fit; a word longer than them is left out', async () => {
     await tf.setBackend('cpu');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-ex-'));
-    try {
+    await inTmp('ex', async (tmp) => {
       const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3, maxPositions: 24 });
       const folder = await loadModelFolder(ck.dir);
       const model = createMaskedLM(tf, folder.config, { weights: folder.weights });
@@ -183,123 +193,94 @@ describe('compare: fill-mask examples', () => {
       const kept = ex.text.replace('[fever]', folder.tokenizer.maskToken);
       assert.ok((await folder.tokenizer.encodeWithSpecials(kept)).ids.length <= 24);
       model.dispose();
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe('mlm compare', () => {
   const run = (args: string[]) => runMlm(args);
 
-  test('a model against its vocabulary-extended copy: table, report files, JSON; one model is an error', async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-cli-'));
-    try {
-      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
-      const text = path.join(tmp, 'held.txt');
-      fs.writeFileSync(text, Array.from({ length: 6 }, (_, i) => `the hepatosplenomegaly case ${i} and the cholangitis case.`).join('\n\n') + '\n');
-      const tok = path.join(tmp, 'tok');
-      assert.equal((await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', text, '--split-paragraphs', '--add', '2', '--out', tok, '--no-progress'])).code, 0);
-      const ext = path.join(tmp, 'ext');
-      assert.equal((await run(['model', 'resize', '--from', ck.dir, '--tokenizer', tok, '--out', ext])).code, 0);
-      const out = path.join(tmp, 'cmp');
-      const r = await run(['compare', '--model', ck.dir, ext, '--data', text, '--split-paragraphs', '--out', out, '--json', '--backend', 'cpu', '--no-progress', '--examples', '2']);
-      assert.equal(r.code, 0, r.stderr);
-      const doc = JSON.parse(r.stdout);
-      // The shape of docs/formats.md ("Model comparison"); compare.json holds the same document.
-      assert.deepEqual(Object.keys(doc), ['baseline', 'documents', 'backend', 'method', 'models', 'words_left_out', 'changes', 'documents_pseudo_perplexity', 'fill_mask']);
-      assert.deepEqual(Object.keys(doc.models[0]), ['model', 'words', 'nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'tokens_per_word', 'unk_rate', 'eval_loss', 'eval_perplexity', 'eval_accuracy']);
-      assert.deepEqual(Object.keys(doc.words_left_out), ['not_scored_by_every_model', 'unknown_token']);
-      assert.deepEqual(doc.changes.map((c: object) => Object.keys(c)), [['model', 'gained', 'lost']]);
-      for (const w of [...doc.changes[0].gained, ...doc.changes[0].lost]) assert.deepEqual(Object.keys(w), ['word', 'count', 'before', 'after', 'gain']);
-      assert.deepEqual(doc.documents_pseudo_perplexity.map((d: { model: string }) => d.model), [ck.dir, ext]);
-      for (const e of doc.fill_mask) {
-        assert.deepEqual(Object.keys(e), ['word', 'text', 'predictions']);
-        for (const p of e.predictions) assert.deepEqual(Object.keys(p), ['model', 'top']);
-      }
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'compare.json'), 'utf8')), doc);
-      assert.equal(doc.documents, 6);
-      assert.equal(doc.models.length, 2);
-      const [a, b] = doc.models;
-      assert.equal(a.words, b.words);
-      assert.ok(b.tokens_per_word < a.tokens_per_word, 'the extension cuts the domain words into fewer tokens');
-      for (const m of doc.models) for (const k of ['nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(m[k]), k);
-      assert.deepEqual(fs.readdirSync(out).sort(), ['compare.json', 'compare.md', 'documents.svg']);
-      assert.match(fs.readFileSync(path.join(out, 'documents.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<polyline[\s\S]*<\/svg>\s*$/);
-      assert.match(fs.readFileSync(path.join(out, 'compare.md'), 'utf8'), /## Words that gained most/);
-      const one = await run(['compare', '--model', ck.dir, '--data', text, '--backend', 'cpu']);
-      assert.equal(one.code, 2);
-      assert.match(one.stderr, /^mlm: error: --model needs two or more models to compare/);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+  test('a model against its vocabulary-extended copy: table, report files, JSON; one model is an error', () => inTmp('cli', async (tmp) => {
+    const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+    const text = path.join(tmp, 'held.txt');
+    fs.writeFileSync(text, Array.from({ length: 6 }, (_, i) => `the hepatosplenomegaly case ${i} and the cholangitis case.`).join('\n\n') + '\n');
+    const tok = path.join(tmp, 'tok');
+    assert.equal((await run(['tokenizer', 'extend', '--from', ck.dir, '--corpus', text, '--split-paragraphs', '--add', '2', '--out', tok, '--no-progress'])).code, 0);
+    const ext = path.join(tmp, 'ext');
+    assert.equal((await run(['model', 'resize', '--from', ck.dir, '--tokenizer', tok, '--out', ext])).code, 0);
+    const out = path.join(tmp, 'cmp');
+    const r = await run(['compare', '--model', ck.dir, ext, '--data', text, '--split-paragraphs', '--out', out, '--json', '--backend', 'cpu', '--no-progress', '--examples', '2']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    // The shape of docs/formats.md ("Model comparison"); compare.json holds the same document.
+    assert.deepEqual(Object.keys(doc), ['baseline', 'documents', 'backend', 'method', 'models', 'words_left_out', 'changes', 'documents_pseudo_perplexity', 'fill_mask']);
+    assert.deepEqual(Object.keys(doc.models[0]), ['model', 'words', 'nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'tokens_per_word', 'unk_rate', 'eval_loss', 'eval_perplexity', 'eval_accuracy']);
+    assert.deepEqual(Object.keys(doc.words_left_out), ['not_scored_by_every_model', 'unknown_token']);
+    assert.deepEqual(doc.changes.map((c: object) => Object.keys(c)), [['model', 'gained', 'lost']]);
+    for (const w of [...doc.changes[0].gained, ...doc.changes[0].lost]) assert.deepEqual(Object.keys(w), ['word', 'count', 'before', 'after', 'gain']);
+    assert.deepEqual(doc.documents_pseudo_perplexity.map((d: { model: string }) => d.model), [ck.dir, ext]);
+    for (const e of doc.fill_mask) {
+      assert.deepEqual(Object.keys(e), ['word', 'text', 'predictions']);
+      for (const p of e.predictions) assert.deepEqual(Object.keys(p), ['model', 'top']);
     }
-  });
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'compare.json'), 'utf8')), doc);
+    assert.equal(doc.documents, 6);
+    assert.equal(doc.models.length, 2);
+    const [a, b] = doc.models;
+    assert.equal(a.words, b.words);
+    assert.ok(b.tokens_per_word < a.tokens_per_word, 'the extension cuts the domain words into fewer tokens');
+    for (const m of doc.models) for (const k of ['nats_per_word', 'word_pseudo_perplexity', 'bits_per_char', 'eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(m[k]), k);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['compare.json', 'compare.md', 'documents.svg']);
+    assert.match(fs.readFileSync(path.join(out, 'documents.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<polyline[\s\S]*<\/svg>\s*$/);
+    assert.match(fs.readFileSync(path.join(out, 'compare.md'), 'utf8'), /## Words that gained most/);
+    const one = await run(['compare', '--model', ck.dir, '--data', text, '--backend', 'cpu']);
+    assert.equal(one.code, 2);
+    assert.match(one.stderr, /^mlm: error: --model needs two or more models to compare/);
+  }));
 
-  test('a data set with no masked token (only unknown tokens) leaves the pooled eval figures to the others', async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-empty-'));
-    try {
-      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
-      const text = path.join(tmp, 'held.txt');
-      fs.writeFileSync(text, Array.from({ length: 4 }, (_, i) => `the quick brown fox ${i} jumps over the lazy dog.`).join('\n\n') + '\n');
-      const emoji = path.join(tmp, 'emoji.txt');
-      fs.writeFileSync(emoji, '\u{1F600} \u{1F601}\n'); // [CLS] [UNK] [UNK] [SEP]: nothing can be masked
-      const args = ['--model', ck.dir, ck.dir, '--split-paragraphs', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0'];
-      const alone = await run(['compare', ...args, '--data', text]);
-      assert.equal(alone.code, 0, alone.stderr);
-      const both = await run(['compare', ...args, '--data', text, emoji]);
-      assert.equal(both.code, 0, both.stderr);
-      const [a, b] = [JSON.parse(alone.stdout).models[0], JSON.parse(both.stdout).models[0]];
-      for (const k of ['eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(b[k]), `${k}: ${b[k]}`);
-      assert.deepEqual([b.eval_loss, b.eval_accuracy], [a.eval_loss, a.eval_accuracy]);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  test('a data set with no masked token (only unknown tokens) leaves the pooled eval figures to the others', () => inTmp('empty', async (tmp) => {
+    const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+    const text = foxText(tmp);
+    const emoji = path.join(tmp, 'emoji.txt');
+    fs.writeFileSync(emoji, '\u{1F600} \u{1F601}\n'); // [CLS] [UNK] [UNK] [SEP]: nothing can be masked
+    const args = ['--model', ck.dir, ck.dir, '--split-paragraphs', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0'];
+    const alone = await run(['compare', ...args, '--data', text]);
+    assert.equal(alone.code, 0, alone.stderr);
+    const both = await run(['compare', ...args, '--data', text, emoji]);
+    assert.equal(both.code, 0, both.stderr);
+    const [a, b] = [JSON.parse(alone.stdout).models[0], JSON.parse(both.stdout).models[0]];
+    for (const k of ['eval_loss', 'eval_perplexity', 'eval_accuracy']) assert.ok(Number.isFinite(b[k]), `${k}: ${b[k]}`);
+    assert.deepEqual([b.eval_loss, b.eval_accuracy], [a.eval_loss, a.eval_accuracy]);
+  }));
 
-  test('a model with fewer positions than --seq-len scores other blocks: a note says so, as evaluate does', async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-positions-'));
-    try {
-      const wide = await makeTinyCheckpoint(path.join(tmp, 'wide'), 'bert', { seed: 3 }); // 64 positions
-      const narrow = await makeTinyCheckpoint(path.join(tmp, 'narrow'), 'bert', { seed: 3, maxPositions: 24 });
-      const text = path.join(tmp, 'held.txt');
-      fs.writeFileSync(text, Array.from({ length: 4 }, (_, i) => `the quick brown fox ${i} jumps over the lazy dog.`).join('\n\n') + '\n');
-      const r = await run(['compare', '--model', wide.dir, narrow.dir, '--data', text, '--split-paragraphs', '--seq-len', '64', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
-      assert.equal(r.code, 0, r.stderr);
-      const notes = r.stderr.split('\n').filter((l) => l.includes('is cut into blocks'));
-      assert.deepEqual(notes, [`note: ${text} is cut into blocks of 24 tokens for ${narrow.dir}, its positions, not the 64 of --seq-len`]);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  test('a model with fewer positions than --seq-len scores other blocks: a note says so, as evaluate does', () => inTmp('positions', async (tmp) => {
+    const wide = await makeTinyCheckpoint(path.join(tmp, 'wide'), 'bert', { seed: 3 }); // 64 positions
+    const narrow = await makeTinyCheckpoint(path.join(tmp, 'narrow'), 'bert', { seed: 3, maxPositions: 24 });
+    const text = foxText(tmp);
+    const r = await run(['compare', '--model', wide.dir, narrow.dir, '--data', text, '--split-paragraphs', '--seq-len', '64', '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
+    assert.equal(r.code, 0, r.stderr);
+    const notes = r.stderr.split('\n').filter((l) => l.includes('is cut into blocks'));
+    assert.deepEqual(notes, [`note: ${text} is cut into blocks of 24 tokens for ${narrow.dir}, its positions, not the 64 of --seq-len`]);
+  }));
 
-  test('text whose every word is an unknown token leaves nothing to compare: an error, not perfect scores', async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-none-'));
-    try {
-      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
-      const emoji = path.join(tmp, 'emoji.txt');
-      fs.writeFileSync(emoji, '\u{1F600} \u{1F601} \u{1F602}\n');
-      const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', emoji, '--json', '--backend', 'cpu', '--no-progress']);
-      assert.equal(r.code, 2, r.stdout);
-      assert.match(r.stderr, /^mlm: error: no word occurrence .* every model/m);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  test('text whose every word is an unknown token leaves nothing to compare: an error, not perfect scores', () => inTmp('none', async (tmp) => {
+    const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 });
+    const emoji = path.join(tmp, 'emoji.txt');
+    fs.writeFileSync(emoji, '\u{1F600} \u{1F601} \u{1F602}\n');
+    const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', emoji, '--json', '--backend', 'cpu', '--no-progress']);
+    assert.equal(r.code, 2, r.stdout);
+    assert.match(r.stderr, /^mlm: error: no word occurrence .* every model/m);
+  }));
 
-  test('a word too long for every model\'s window is counted among the words left out', async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mlmkit-compare-long-'));
-    try {
-      const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 }); // 64 positions
-      const text = path.join(tmp, 'held.txt');
-      fs.writeFileSync(text, `the cat sat ${'a-'.repeat(60)}b on the mat\n`); // one word of 121 tokens
-      const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', text, '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
-      assert.equal(r.code, 0, r.stderr);
-      const doc = JSON.parse(r.stdout);
-      assert.equal(doc.models[0].words, 6);
-      assert.deepEqual(doc.words_left_out, { not_scored_by_every_model: 1, unknown_token: 0 });
-      assert.match(r.stderr, /note: 1 word occurrences left out of the comparison: 1 not scored by every model/);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  test('a word too long for every model\'s window is counted among the words left out', () => inTmp('long', async (tmp) => {
+    const ck = await makeTinyCheckpoint(path.join(tmp, 'm'), 'bert', { seed: 3 }); // 64 positions
+    const text = path.join(tmp, 'held.txt');
+    fs.writeFileSync(text, `the cat sat ${'a-'.repeat(60)}b on the mat\n`); // one word of 121 tokens
+    const r = await run(['compare', '--model', ck.dir, ck.dir, '--data', text, '--json', '--backend', 'cpu', '--no-progress', '--examples', '0']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.equal(doc.models[0].words, 6);
+    assert.deepEqual(doc.words_left_out, { not_scored_by_every_model: 1, unknown_token: 0 });
+    assert.match(r.stderr, /note: 1 word occurrences left out of the comparison: 1 not scored by every model/);
+  }));
 });
