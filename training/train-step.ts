@@ -120,18 +120,22 @@ export function divergence(what: string, loss: number, vocabSize: number): strin
 
 /** The TrainingError that stops a diverged run at `step`, naming the last good checkpoint. */
 export function divergedError(why: string, step: number, lastCheckpoint: string | null): TrainingError {
-  const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
-  return new TrainingError(`${why} at step ${step}; ${last}; lower --lr or check the data`);
+  return new TrainingError(`${why} at step ${step}; ${lastGood(lastCheckpoint)}; lower --lr or check the data`);
+}
+
+/** Where a stopped run can go on from, for its message. */
+function lastGood(lastCheckpoint: string | null): string {
+  return lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
 }
 
 /**
  * The TrainingError that stops a run whose gradients overflowed at the loss scale's floor
- * (training/loss-scale.ts): not finite even unscaled, so lowering the scale cannot help.
+ * (training/loss-scale.ts): not finite even unscaled, where a lower scale would drop the small
+ * gradients instead.
  */
 export function lossScaleFloorError(scale: number, step: number, lastCheckpoint: string | null): TrainingError {
-  const last = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was saved before it';
   return new TrainingError(
-    `gradients overflowed at step ${step} at loss scale ${scale}, the floor of --precision fp16's loss scaling: they are not finite even unscaled (a scale below 1 would drop the small gradients instead); ${last}; lower --lr, train with --precision fp32, or check the data`,
+    `gradients overflowed at step ${step} at loss scale ${scale}, the floor of --precision fp16's loss scaling: they are not finite even unscaled (a scale below 1 would drop the small gradients instead); ${lastGood(lastCheckpoint)}; lower --lr, train with --precision fp32, or check the data`,
   );
 }
 
