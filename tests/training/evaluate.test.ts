@@ -199,6 +199,10 @@ test('text of which no token can be scored is refused in one line, not reported 
     await assert.rejects(evaluateModels(tf, { models: [model], data: [file], seqLen: 32, pseudo }), (err: Error) =>
       err instanceof InputError && err.message === `no token of ${file} was scored for tiny (5 token(s) in 1 row(s); ${pseudo ? 'they are all special or unknown tokens' : 'no mask was drawn: too few tokens, or only special or unknown ones'}); evaluate on text the model's tokenizer knows`);
   }
+  // The command line: the same line, exit 2 (bad input).
+  const r = mlm(['evaluate', '--model', ck.dir, '--data', file, '--seq-len', '32']);
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('mlm: ')).join('\n'), `mlm: error: no token of ${file} was scored for ${ck.dir} (5 token(s) in 1 row(s); no mask was drawn: too few tokens, or only special or unknown ones); evaluate on text the model's tokenizer knows`);
 });
 
 function mlm(args: string[]): { status: number | null; stdout: string; stderr: string } {
